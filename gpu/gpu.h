@@ -1,0 +1,82 @@
+/* gpu: the models a worker runs, behind one interface. Built-in CPU models (`null`, `otsu`) now;
+ * the ONNX engine with its cpu/cuda backends plugs in behind the same sq_model_t.
+ * Also the shared postprocessing: mask -> polygons.
+ * Never includes libuv, hiredis or proto. Thread notes on each function. */
+#ifndef SQ_GPU_H
+#define SQ_GPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A decoded image, row-major, interleaved channels. Owns data. */
+typedef struct {
+  uint32_t width, height;
+  uint32_t channels;         /* 1 (gray) or 3 (RGB) */
+  uint32_t bytes_per_sample; /* 1 (8-bit) or 2 (16-bit, native endian) */
+  uint8_t *data;
+} sq_image_t;
+
+void sq_image_free(sq_image_t *img); /* frees data, zeroes the struct */
+
+/* Per-job postprocessing parameters, already resolved against the model's defaults. */
+typedef struct {
+  float threshold;
+  uint32_t min_area;
+} sq_postparams_t;
+
+/* Static facts about a loaded model, read by the batching stage and the worker. */
+typedef struct {
+  char name[64];
+  uint32_t max_batch;     /* batching stage flushes at this size */
+  uint64_t max_delay_us;  /* ... or when the oldest job waited this long */
+  float default_threshold;
+  uint32_t default_min_area;
+  uint32_t contexts;      /* executor contexts (streams) this model may use concurrently */
+} sq_model_info_t;
+
+typedef struct sq_model sq_model_t;
+
+/* Opens a model by name: built-in `null` and `otsu`, or (later) `<repo_dir>/<name>/`.
+ * Returns NULL with err set (SQ_EMODEL_UNKNOWN, SQ_EMODEL_LOAD). Loop thread, at start-up. */
+sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
+void sq_model_close(sq_model_t *m);
+const sq_model_info_t *sq_model_info(const sq_model_t *m);
+
+/* The three stages of a job in a model. Opaque per-job sample and output objects are handed
+ * from stage to stage and freed by the stage that consumes them (or by *_free on error paths).
+ *
+ * prepare: work pool. Turns a decoded image into the model's input (normalize, resize/tile...).
+ * run:     executor thread for context `ctx` (0..contexts-1). Runs n samples as one batch and fills
+ *          outputs[0..n-1]. On error no output is set and the samples still belong to the caller.
+ * finish:  work pool. Turns one output into a mask of the original image size (width*height
+ *          bytes, 0/1; malloc'd, caller frees). */
+int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err);
+int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
+                 sq_error_t *err);
+int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,
+                    uint32_t *width, uint32_t *height, sq_error_t *err);
+void sq_model_sample_free(sq_model_t *m, void *sample);
+void sq_model_output_free(sq_model_t *m, void *output);
+
+/* Mask -> polygons (shared by every model). One polygon per 8-connected foreground component
+ * (mask value != 0) with pixel count >= min_area; outer boundary traced along pixel edges,
+ * simplified by Douglas-Peucker with `tolerance` px (0.5 recommended); holes ignored.
+ * scale_x/scale_y map mask pixels to original image pixels (1.0 when they are the same).
+ * Returns 0 and a malloc'd array (free with sq_polygons_free) or a negative code. Work pool. */
+int sq_polygons_from_mask(const uint8_t *mask, uint32_t width, uint32_t height, uint32_t min_area,
+                          float tolerance, float scale_x, float scale_y, sq_polygon_t **out,
+                          size_t *count);
+
+/* Otsu's threshold of an 8- or 16-bit histogram; exposed for tests. */
+uint32_t sq_otsu_threshold(const uint32_t *hist, uint32_t nbins);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,110 @@
+/* proto: the msgpack schema v1 of job, result and event (docs/protocol.md), with a strict decoder
+ * that reports a specific error code for every kind of bad input, and encoders.
+ * No I/O. All functions are pure and may run on any thread. */
+#ifndef SQ_PROTO_H
+#define SQ_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQ_PROTO_VERSION 1
+#define SQ_PROTO_MAX_ID 128
+#define SQ_PROTO_MAX_MODEL 64
+#define SQ_PROTO_MAX_TENANT 64
+#define SQ_PROTO_MAX_IMAGE_BYTES (64u << 20)
+#define SQ_PROTO_MAX_SIDE 16384
+#define SQ_PROTO_MAX_PIXELS (64u << 20)
+#define SQ_PROTO_MAX_META (64u << 10)
+
+typedef enum { SQ_IMAGE_JPEG = 1, SQ_IMAGE_GRAY8 = 2, SQ_IMAGE_GRAY16 = 3 } sq_image_format_t;
+
+enum { SQ_OUTPUT_POLYGONS = 1, SQ_OUTPUT_MASK = 2 };
+
+/* A decoded job. Owns every pointer in it (copied out of the input buffer), so it outlives the
+ * buffer it was decoded from. Free with sq_proto_job_free. */
+typedef struct {
+  char *id;
+  char *model;
+  char *tenant;  /* never NULL after decode: "default" when absent */
+  char *group;   /* NULL when absent */
+  int64_t priority;
+  uint64_t deadline_ms; /* 0 = none */
+  sq_image_format_t image_format;
+  uint8_t *image_data;
+  size_t image_size;
+  uint32_t width, height; /* raw formats: from the job; jpeg: 0 until decoded */
+  int has_threshold;
+  float threshold;
+  int has_min_area;
+  uint32_t min_area;
+  unsigned outputs; /* SQ_OUTPUT_* bits; default SQ_OUTPUT_POLYGONS */
+  uint8_t *meta;    /* the meta object re-encoded as msgpack; NULL when absent */
+  size_t meta_size;
+} sq_job_t;
+
+/* Strict decode. Returns 0 or a negative code (SQ_EMALFORMED, SQ_EVERSION, SQ_ETYPE, SQ_EMISSING,
+ * SQ_EOVERSIZE, SQ_EVALUE); err->msg names the field. On error *job is left zeroed. Even on error
+ * job->id is filled when the id could be read, so the error result can name it. */
+int sq_proto_job_decode(const void *buf, size_t len, sq_job_t *job, sq_error_t *err);
+void sq_proto_job_free(sq_job_t *job);
+
+/* Encodes a job (used by tests, benchmarks and tools; the Python client has its own encoder).
+ * Returns a malloc'd buffer the caller frees, or NULL. */
+uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len);
+
+typedef struct {
+  uint64_t queue_wait_us, decode_us, inference_us, postprocess_us, total_us;
+} sq_timings_t;
+
+/* A result to encode. Borrowed pointers: the encoder copies nothing it does not write out. */
+typedef struct {
+  const char *id;
+  int error_code;            /* 0 = ok */
+  const char *error_message; /* for errors */
+  const char *model;         /* may be NULL */
+  uint32_t width, height;
+  const sq_polygon_t *polygons;
+  size_t npolygons;
+  const uint8_t *mask; /* width*height bytes, 0/1; NULL = no mask in the result */
+  sq_timings_t timings;
+  const char *worker;
+  uint32_t batch_size;
+  uint32_t attempt;
+  const uint8_t *meta; /* msgpack bytes copied verbatim; NULL = absent */
+  size_t meta_size;
+} sq_result_t;
+
+uint8_t *sq_proto_result_encode(const sq_result_t *res, size_t *out_len);
+
+/* A decoded result (for tests and tools). Owns its memory; free with sq_proto_result_decoded_free. */
+typedef struct {
+  char *id;
+  int ok;
+  char *error_code; /* NULL when ok */
+  char *error_message;
+  char *model;
+  uint32_t width, height;
+  sq_polygon_t *polygons;
+  size_t npolygons;
+  uint8_t *mask; /* decoded from RLE; NULL if absent */
+  sq_timings_t timings;
+  char *worker;
+  uint32_t batch_size, attempt;
+} sq_result_decoded_t;
+
+int sq_proto_result_decode(const void *buf, size_t len, sq_result_decoded_t *res, sq_error_t *err);
+void sq_proto_result_decoded_free(sq_result_decoded_t *res);
+
+/* Checks the id alphabet [A-Za-z0-9._:-] and length 1..max. */
+int sq_proto_valid_name(const char *s, size_t len, size_t max);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
