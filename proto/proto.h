@@ -49,13 +49,16 @@ typedef struct {
 } sq_job_t;
 
 /* Strict decode. Returns 0 or a negative code (SQ_EMALFORMED, SQ_EVERSION, SQ_ETYPE, SQ_EMISSING,
- * SQ_EOVERSIZE, SQ_EVALUE); err->msg names the field. On error *job is left zeroed. Even on error
- * job->id is filled when the id could be read, so the error result can name it. */
+ * SQ_EOVERSIZE, SQ_EVALUE; SQ_ENOMEM only if malloc fails); err->msg names the field. On error
+ * *job is left zeroed. Even on error job->id is filled when the id could be read (a str in the id
+ * alphabet), so the error result can name it: call sq_proto_job_free after an error too.
+ * Safe on any bytes: the input is scanned before msgpack-c allocates anything for it. */
 int sq_proto_job_decode(const void *buf, size_t len, sq_job_t *job, sq_error_t *err);
 void sq_proto_job_free(sq_job_t *job);
 
 /* Encodes a job (used by tests, benchmarks and tools; the Python client has its own encoder).
- * Returns a malloc'd buffer the caller frees, or NULL. */
+ * Returns a malloc'd buffer the caller frees, or NULL (no id or model, bad image_format, or no
+ * memory). job->meta must be one msgpack object; it is written verbatim. */
 uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len);
 
 typedef struct {
@@ -80,9 +83,13 @@ typedef struct {
   size_t meta_size;
 } sq_result_t;
 
+/* Returns a malloc'd buffer the caller frees, or NULL (res->id NULL, or no memory). error_code is
+ * written as its protocol name (sq_error_name); a NULL error_message uses sq_error_text. */
 uint8_t *sq_proto_result_encode(const sq_result_t *res, size_t *out_len);
 
-/* A decoded result (for tests and tools). Owns its memory; free with sq_proto_result_decoded_free. */
+/* A decoded result (for tests and tools). Owns its memory; free with sq_proto_result_decoded_free.
+ * sq_proto_result_decode returns 0 or a negative code like the job decoder; on error *res is
+ * zeroed. The result's meta is not decoded. */
 typedef struct {
   char *id;
   int ok;
@@ -101,7 +108,7 @@ typedef struct {
 int sq_proto_result_decode(const void *buf, size_t len, sq_result_decoded_t *res, sq_error_t *err);
 void sq_proto_result_decoded_free(sq_result_decoded_t *res);
 
-/* Checks the id alphabet [A-Za-z0-9._:-] and length 1..max. */
+/* Checks the id alphabet [A-Za-z0-9._:-] and length 1..max. Returns 1 if valid, 0 if not. */
 int sq_proto_valid_name(const char *s, size_t len, size_t max);
 
 #ifdef __cplusplus
