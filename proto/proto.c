@@ -133,7 +133,7 @@ static int decode_image(const msgpack_object *img, sq_job_t *job, sq_error_t *er
 
   /* For jpeg the decoded size is authoritative; width/height, if sent, are ignored. */
   if (bpp) {
-    uint64_t w, h;
+    uint64_t w = 0, h = 0;
     if (!f[F_WIDTH]) return sq_error_set(err, SQ_EMISSING, "image.width: missing (required for raw formats)");
     rc = get_uint_range(f[F_WIDTH], "image.width", 1, SQ_PROTO_MAX_SIDE, &w, err);
     if (rc) return rc;
@@ -187,7 +187,7 @@ static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t
   }
 
   if (f[F_MIN_AREA]) {
-    uint64_t a;
+    uint64_t a = 0;
     rc = get_uint_range(f[F_MIN_AREA], "params.min_area", 0, UINT32_MAX, &a, err);
     if (rc) return rc;
     job->has_min_area = 1;
@@ -247,7 +247,7 @@ static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *er
 
   /* The version before anything else: a v2 document may mean other things by the same keys. */
   if (!f[F_V]) return sq_error_set(err, SQ_EMISSING, "v: missing");
-  uint64_t v;
+  uint64_t v = 0;
   rc = get_uint(f[F_V], "v", &v, err);
   if (rc) return rc;
   if (v != SQ_PROTO_VERSION)
