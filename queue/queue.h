@@ -1,5 +1,6 @@
-/* queue: segq's Redis key layout, its Lua scripts (queue/scripts/*.lua, embedded at build time),
- * the async operations on them (claim, ack, heartbeat, sweep, wait), and the batching stage.
+/* queue: segq's Redis key layout, its Lua scripts (the .lua files in queue/scripts/, embedded at
+ * build time), the async operations on them (claim, ack, heartbeat, sweep, wait), and the batching
+ * stage.
  * See docs/protocol.md for keys and scripts. Never includes CUDA.
  * Threads: everything taking a redisAsyncContext runs on the loop thread that owns that
  * connection; the batching stage is plain data and runs wherever its owner runs it. */
@@ -49,7 +50,10 @@ typedef struct {
 
 void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
 
-/* status: 0, or a negative code (SQ_EREDIS: connection gone / error reply; SQ_ELEASE_LOST). */
+/* status: 0, or a negative code (SQ_EREDIS: connection gone / error reply; SQ_ELEASE_LOST).
+ * Every async function below returns 0 when the command was sent (its callback will be called
+ * exactly once, with status SQ_EREDIS if the connection goes away), or a negative code when it
+ * could not be sent (the callback is then never called). */
 typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n,
                                   void *data);
 /* Claims up to n jobs in one round trip. The callback receives ownership of the jobs array and
@@ -87,18 +91,22 @@ int sq_queue_unregister(sq_queue_t *q, struct redisAsyncContext *ac, sq_queue_st
                         void *data);
 
 /* Synchronous enqueue through the enqueue script (tools, tests, benchmarks).
- * Returns 1 queued, 0 already pending, 2 already has a result, or a negative code. */
+ * Returns 1 queued, 0 already pending, 2 already has a result, 3 rejected at once with an
+ * `unknown_model` error result (workers are registered and none serves model), or a negative
+ * code. Uses the default result TTL (24 h) for rejected jobs. */
 int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char *id,
                           const char *model, const char *tenant, const char *group,
                           int64_t priority, const uint8_t *payload, size_t len,
                           sq_error_t *err);
 
-/* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep"). */
+/* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
+ * "unregister"); NULL if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */
 typedef struct sq_batcher sq_batcher_t;
 
+/* NULL if max_batch is 0 or on allocation failure. The batcher holds item pointers, not items. */
 sq_batcher_t *sq_batcher_new(uint32_t max_batch, uint64_t max_delay_us);
 void sq_batcher_free(sq_batcher_t *b); /* does not free items */
 /* Adds an item that arrived at now_us. */
@@ -106,7 +114,8 @@ int sq_batcher_push(sq_batcher_t *b, void *item, uint64_t now_us);
 /* If a batch is due (max_batch items waiting, or the oldest waited >= max_delay_us, or force),
  * moves up to max_batch items (oldest first) into out and returns how many; else 0. */
 size_t sq_batcher_pop(sq_batcher_t *b, uint64_t now_us, int force, void **out);
-/* Absolute time the oldest item becomes due, or UINT64_MAX when empty. */
+/* Absolute time the oldest item becomes due, or UINT64_MAX when empty (when max_batch items
+ * already wait: the oldest item's arrival time, i.e. due now). */
 uint64_t sq_batcher_due_us(const sq_batcher_t *b);
 size_t sq_batcher_len(const sq_batcher_t *b);
 uint32_t sq_batcher_max_batch(const sq_batcher_t *b);

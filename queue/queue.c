@@ -1,0 +1,542 @@
+/* queue/queue: the async operations on segq's Redis keys (claim, ack, heartbeat, sweep, wait,
+ * unregister) and the synchronous enqueue. Each operation is one script call: EVALSHA with the
+ * SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
+ * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
+ * owns the redisAsyncContext; sq_queue_enqueue_sync on whichever thread owns the redisContext. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+
+enum { SCRIPT_MAX = 16 };
+
+struct sq_queue {
+  char *prefix;
+  char *worker_id;
+  char **models;
+  size_t nmodels;
+  uint32_t lease_ttl_ms;
+  uint32_t max_attempts;
+  uint32_t result_ttl_s;
+  char token[33];
+};
+
+/* ---- scripts ---- */
+
+const char *sq_queue_script_source(const char *name) {
+  for (const struct sq_script_entry *e = sq_queue_scripts; e->name; e++)
+    if (strcmp(e->name, name) == 0) return e->source;
+  return NULL;
+}
+
+/* SHA-1s are computed once per process; the table never changes after the build. */
+static char script_shas[SCRIPT_MAX][41];
+static int script_shas_ready;
+
+static const char *script_sha(const char *name) {
+  if (!script_shas_ready) {
+    for (int i = 0; sq_queue_scripts[i].name && i < SCRIPT_MAX; i++)
+      sq_queue_sha1_hex(sq_queue_scripts[i].source, strlen(sq_queue_scripts[i].source),
+                        script_shas[i]);
+    script_shas_ready = 1;
+  }
+  for (int i = 0; sq_queue_scripts[i].name && i < SCRIPT_MAX; i++)
+    if (strcmp(sq_queue_scripts[i].name, name) == 0) return script_shas[i];
+  return NULL;
+}
+
+static int reply_is_noscript(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+static int reply_is_lease(const redisReply *r) {
+  return r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "LEASE", 5) == 0;
+}
+
+/* ---- an owned argv: every argument copied, so callers' buffers can go at once ---- */
+
+typedef struct {
+  int argc, cap;
+  char **argv;
+  size_t *len;
+  int failed;
+} argv_t;
+
+static void argv_push(argv_t *a, const void *p, size_t n) {
+  if (a->failed) return;
+  if (a->argc == a->cap) {
+    int ncap = a->cap ? a->cap * 2 : 16;
+    char **nv = realloc(a->argv, (size_t)ncap * sizeof(*nv));
+    if (!nv) {
+      a->failed = 1;
+      return;
+    }
+    a->argv = nv;
+    size_t *nl = realloc(a->len, (size_t)ncap * sizeof(*nl));
+    if (!nl) {
+      a->failed = 1;
+      return;
+    }
+    a->len = nl;
+    a->cap = ncap;
+  }
+  char *copy = malloc(n + 1);
+  if (!copy) {
+    a->failed = 1;
+    return;
+  }
+  if (n) memcpy(copy, p, n);
+  copy[n] = '\0';
+  a->argv[a->argc] = copy;
+  a->len[a->argc] = n;
+  a->argc++;
+}
+
+static void argv_str(argv_t *a, const char *s) { argv_push(a, s, strlen(s)); }
+
+static void argv_u64(argv_t *a, uint64_t v) {
+  char buf[24];
+  snprintf(buf, sizeof buf, "%" PRIu64, v);
+  argv_str(a, buf);
+}
+
+static void argv_free(argv_t *a) {
+  for (int i = 0; i < a->argc; i++) free(a->argv[i]);
+  free(a->argv);
+  free(a->len);
+  memset(a, 0, sizeof(*a));
+}
+
+/* Starts a script call: EVALSHA <sha> 0 (no KEYS: every key comes from the prefix). */
+static void argv_script(argv_t *a, const char *name) {
+  argv_str(a, "EVALSHA");
+  const char *sha = script_sha(name);
+  argv_str(a, sha ? sha : "0000000000000000000000000000000000000000");
+  argv_str(a, "0");
+}
+
+/* Turns an EVALSHA argv into EVAL with the full source, for the NOSCRIPT fallback. */
+static int argv_to_eval(argv_t *a, const char *name) {
+  const char *src = sq_queue_script_source(name);
+  if (!src || a->argc < 2) return SQ_EINTERNAL;
+  char *e = sq_strdup("EVAL");
+  char *s = sq_strdup(src);
+  if (!e || !s) {
+    free(e);
+    free(s);
+    return SQ_ENOMEM;
+  }
+  free(a->argv[0]);
+  free(a->argv[1]);
+  a->argv[0] = e;
+  a->len[0] = 4;
+  a->argv[1] = s;
+  a->len[1] = strlen(s);
+  return 0;
+}
+
+/* ---- async requests ---- */
+
+typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS } req_kind_t;
+
+typedef struct {
+  sq_queue_t *q;
+  req_kind_t kind;
+  const char *script; /* NULL for plain commands (BRPOP) */
+  argv_t argv;
+  int retried;
+  size_t nack; /* REQ_ACK: items sent */
+  union {
+    sq_queue_claim_cb claim;
+    sq_queue_ack_cb ack;
+    sq_queue_status_cb status;
+  } cb;
+  void *data;
+} queue_req_t;
+
+static void req_free(queue_req_t *r) {
+  argv_free(&r->argv);
+  free(r);
+}
+
+static void req_fail(queue_req_t *r, int status) {
+  switch (r->kind) {
+    case REQ_CLAIM: r->cb.claim(r->q, status, NULL, 0, r->data); break;
+    case REQ_ACK: r->cb.ack(r->q, status, NULL, 0, r->data); break;
+    case REQ_STATUS: r->cb.status(r->q, status, 0, r->data); break;
+  }
+}
+
+static int reply_u64(const redisReply *e, uint64_t *out) {
+  if (e->type == REDIS_REPLY_INTEGER) {
+    if (e->integer < 0) return -1;
+    *out = (uint64_t)e->integer;
+    return 0;
+  }
+  if (e->type == REDIS_REPLY_STRING) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(e->str, &end, 10);
+    if (errno || end == e->str) return -1;
+    *out = v;
+    return 0;
+  }
+  return -1;
+}
+
+static void claim_done(queue_req_t *r, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
+    req_fail(r, SQ_EREDIS);
+    return;
+  }
+  size_t n = rep->elements / 5;
+  sq_claimed_t *jobs = NULL;
+  if (n > 0) {
+    jobs = calloc(n, sizeof(*jobs));
+    if (!jobs) {
+      /* The jobs stay in our in-flight list; the sweeper recovers them if we never ack. */
+      req_fail(r, SQ_ENOMEM);
+      return;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    redisReply **e = rep->element + 5 * i;
+    uint64_t attempt = 0, enq = 0;
+    int ok = e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING &&
+             e[2]->type == REDIS_REPLY_STRING && reply_u64(e[3], &attempt) == 0 &&
+             reply_u64(e[4], &enq) == 0;
+    if (ok) {
+      jobs[i].model = sq_strndup(e[0]->str, e[0]->len);
+      jobs[i].id = sq_strndup(e[1]->str, e[1]->len);
+      jobs[i].payload = malloc(e[2]->len ? e[2]->len : 1);
+      if (jobs[i].payload) memcpy(jobs[i].payload, e[2]->str, e[2]->len);
+      jobs[i].payload_len = e[2]->len;
+      jobs[i].attempt = (uint32_t)attempt;
+      jobs[i].enqueued_ms = enq;
+    }
+    if (!ok || !jobs[i].model || !jobs[i].id || !jobs[i].payload) {
+      for (size_t j = 0; j <= i; j++) sq_claimed_free(&jobs[j]);
+      free(jobs);
+      req_fail(r, ok ? SQ_ENOMEM : SQ_EREDIS);
+      return;
+    }
+  }
+  r->cb.claim(r->q, 0, jobs, n, r->data);
+}
+
+static void ack_done(queue_req_t *r, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != r->nack) {
+    req_fail(r, SQ_EREDIS);
+    return;
+  }
+  int *per = malloc((r->nack + 1) * sizeof(int));
+  if (!per) {
+    req_fail(r, SQ_ENOMEM);
+    return;
+  }
+  for (size_t i = 0; i < r->nack; i++) {
+    const redisReply *e = rep->element[i];
+    per[i] = e->type == REDIS_REPLY_INTEGER ? (int)e->integer : 0;
+  }
+  r->cb.ack(r->q, 0, per, r->nack, r->data);
+  free(per);
+}
+
+static void status_done(queue_req_t *r, redisReply *rep) {
+  if (rep->type == REDIS_REPLY_INTEGER) {
+    r->cb.status(r->q, 0, rep->integer, r->data);
+  } else if (rep->type == REDIS_REPLY_NIL) {
+    r->cb.status(r->q, 0, 0, r->data); /* BRPOP timed out */
+  } else if (rep->type == REDIS_REPLY_ARRAY) {
+    r->cb.status(r->q, 0, 1, r->data); /* BRPOP got a wake-up token */
+  } else {
+    req_fail(r, SQ_EREDIS);
+  }
+}
+
+static int req_send(redisAsyncContext *ac, queue_req_t *r);
+
+static void req_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+  queue_req_t *r = privdata;
+  redisReply *rep = reply;
+  if (!rep) { /* disconnected or freed: every pending callback ends here */
+    req_fail(r, SQ_EREDIS);
+    req_free(r);
+    return;
+  }
+  if (reply_is_noscript(rep) && r->script && !r->retried) {
+    r->retried = 1;
+    if (argv_to_eval(&r->argv, r->script) == 0 && req_send(ac, r) == 0) return;
+    req_fail(r, SQ_EREDIS);
+    req_free(r);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_ERROR) {
+    if (!reply_is_lease(rep))
+      sq_log_warn("queue", "redis error reply", "script=%s err=\"%.200s\"",
+                  r->script ? r->script : "-", rep->str ? rep->str : "");
+    req_fail(r, reply_is_lease(rep) ? SQ_ELEASE_LOST : SQ_EREDIS);
+    req_free(r);
+    return;
+  }
+  switch (r->kind) {
+    case REQ_CLAIM: claim_done(r, rep); break;
+    case REQ_ACK: ack_done(r, rep); break;
+    case REQ_STATUS: status_done(r, rep); break;
+  }
+  req_free(r);
+}
+
+static int req_send(redisAsyncContext *ac, queue_req_t *r) {
+  if (redisAsyncCommandArgv(ac, req_reply, r, r->argv.argc, (const char **)r->argv.argv,
+                            r->argv.len) != REDIS_OK)
+    return SQ_EREDIS;
+  return 0;
+}
+
+static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, void *data) {
+  queue_req_t *r = calloc(1, sizeof(*r));
+  if (!r) return NULL;
+  r->q = q;
+  r->kind = kind;
+  r->script = script;
+  r->data = data;
+  if (script) argv_script(&r->argv, script);
+  return r;
+}
+
+/* Sends r; on failure frees it (the callback is not called) and returns the error. */
+static int req_start(redisAsyncContext *ac, queue_req_t *r) {
+  int rc = r->argv.failed ? SQ_ENOMEM : req_send(ac, r);
+  if (rc) req_free(r);
+  return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static void token_fill(char out[33]) {
+  uint8_t raw[16];
+  ssize_t got = getrandom(raw, sizeof raw, GRND_NONBLOCK);
+  if (got != (ssize_t)sizeof raw) {
+    /* No entropy yet (early boot): time and pid still make collisions practically impossible. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 17);
+    for (size_t i = 0; i < sizeof raw; i++) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      raw[i] = (uint8_t)x;
+    }
+  }
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < sizeof raw; i++) {
+    out[2 * i] = hex[raw[i] >> 4];
+    out[2 * i + 1] = hex[raw[i] & 15];
+  }
+  out[32] = '\0';
+}
+
+sq_queue_t *sq_queue_new(const sq_queue_config_t *cfg) {
+  if (!cfg || !cfg->worker_id) return NULL;
+  sq_queue_t *q = calloc(1, sizeof(*q));
+  if (!q) return NULL;
+  q->prefix = sq_strdup(cfg->prefix ? cfg->prefix : "segq");
+  q->worker_id = sq_strdup(cfg->worker_id);
+  q->nmodels = cfg->nmodels;
+  q->models = calloc(cfg->nmodels ? cfg->nmodels : 1, sizeof(char *));
+  q->lease_ttl_ms = cfg->lease_ttl_ms ? cfg->lease_ttl_ms : 10000;
+  q->max_attempts = cfg->max_attempts ? cfg->max_attempts : 3;
+  q->result_ttl_s = cfg->result_ttl_s ? cfg->result_ttl_s : 86400;
+  int ok = q->prefix && q->worker_id && q->models;
+  for (size_t i = 0; ok && i < cfg->nmodels; i++) {
+    q->models[i] = sq_strdup(cfg->models[i]);
+    ok = q->models[i] != NULL;
+  }
+  if (!ok) {
+    sq_queue_free(q);
+    return NULL;
+  }
+  token_fill(q->token);
+  return q;
+}
+
+void sq_queue_free(sq_queue_t *q) {
+  if (!q) return;
+  if (q->models)
+    for (size_t i = 0; i < q->nmodels; i++) free(q->models[i]);
+  free(q->models);
+  free(q->prefix);
+  free(q->worker_id);
+  free(q);
+}
+
+const char *sq_queue_token(const sq_queue_t *q) { return q->token; }
+
+void sq_queue_new_token(sq_queue_t *q) { token_fill(q->token); }
+
+void sq_claimed_free(sq_claimed_t *c) {
+  if (!c) return;
+  free(c->model);
+  free(c->id);
+  free(c->payload);
+  memset(c, 0, sizeof(*c));
+}
+
+/* ---- operations ---- */
+
+int sq_queue_claim(sq_queue_t *q, redisAsyncContext *ac, uint32_t n, sq_queue_claim_cb cb,
+                   void *data) {
+  if (!q || !ac || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_CLAIM, "claim", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.claim = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, n);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
+  return req_start(ac, r);
+}
+
+int sq_queue_ack(sq_queue_t *q, redisAsyncContext *ac, const sq_ack_item_t *items, size_t n,
+                 sq_queue_ack_cb cb, void *data) {
+  if (!q || !ac || !cb || (n && !items)) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_ACK, "ack", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.ack = cb;
+  r->nack = n;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  for (size_t i = 0; i < n; i++) {
+    argv_str(&r->argv, items[i].id);
+    argv_push(&r->argv, items[i].result, items[i].result_len);
+    argv_str(&r->argv, items[i].error_code ? sq_error_name(items[i].error_code) : "");
+  }
+  return req_start(ac, r);
+}
+
+int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb,
+                       void *data) {
+  if (!q || !ac || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "heartbeat", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, q->lease_ttl_ms);
+  for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
+  return req_start(ac, r);
+}
+
+int sq_queue_sweep(sq_queue_t *q, redisAsyncContext *ac, uint32_t interval_ms,
+                   sq_queue_status_cb cb, void *data) {
+  if (!q || !ac || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "sweep", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_u64(&r->argv, 2 * (uint64_t)(interval_ms ? interval_ms : 1000));
+  argv_u64(&r->argv, q->max_attempts);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  return req_start(ac, r);
+}
+
+int sq_queue_wait(sq_queue_t *q, redisAsyncContext *blocking_ac, double timeout_s,
+                  sq_queue_status_cb cb, void *data) {
+  if (!q || !blocking_ac || !cb || q->nmodels == 0) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, NULL, data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, "BRPOP");
+  for (size_t i = 0; i < q->nmodels; i++) {
+    size_t len = strlen(q->prefix) + strlen(q->models[i]) + 8;
+    char *key = malloc(len);
+    if (!key) {
+      r->argv.failed = 1;
+      break;
+    }
+    snprintf(key, len, "%s:wake:%s", q->prefix, q->models[i]);
+    argv_str(&r->argv, key);
+    free(key);
+  }
+  char t[32];
+  /* BRPOP 0 blocks forever; never ask for that by accident. */
+  snprintf(t, sizeof t, "%.3f", timeout_s > 0.001 ? timeout_s : 0.001);
+  argv_str(&r->argv, t);
+  return req_start(blocking_ac, r);
+}
+
+int sq_queue_unregister(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb,
+                        void *data) {
+  if (!q || !ac || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "unregister", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  return req_start(ac, r);
+}
+
+int sq_queue_enqueue_sync(redisContext *c, const char *prefix, const char *id, const char *model,
+                          const char *tenant, const char *group, int64_t priority,
+                          const uint8_t *payload, size_t len, sq_error_t *err) {
+  if (!c || !id || !model || (len && !payload))
+    return sq_error_set(err, SQ_EINVAL, "enqueue: missing argument");
+  argv_t a = {0};
+  argv_script(&a, "enqueue");
+  argv_str(&a, prefix ? prefix : "segq");
+  argv_str(&a, id);
+  argv_str(&a, model);
+  argv_str(&a, tenant ? tenant : "");
+  argv_str(&a, group ? group : "");
+  char pr[24];
+  snprintf(pr, sizeof pr, "%" PRId64, priority);
+  argv_str(&a, pr);
+  argv_push(&a, payload, len);
+  argv_u64(&a, sq_clock_wall_ms());
+  argv_u64(&a, 86400); /* the default result_ttl; workers apply their own at ack */
+  if (a.failed) {
+    argv_free(&a);
+    return sq_error_set(err, SQ_ENOMEM, "enqueue: out of memory");
+  }
+  redisReply *rep = redisCommandArgv(c, a.argc, (const char **)a.argv, a.len);
+  if (reply_is_noscript(rep)) {
+    freeReplyObject(rep);
+    rep = NULL;
+    if (argv_to_eval(&a, "enqueue") == 0)
+      rep = redisCommandArgv(c, a.argc, (const char **)a.argv, a.len);
+  }
+  argv_free(&a);
+  int rc;
+  if (!rep) {
+    rc = sq_error_set(err, SQ_EREDIS, "enqueue: %s", c->err ? c->errstr : "no reply");
+  } else if (rep->type == REDIS_REPLY_INTEGER) {
+    rc = (int)rep->integer;
+  } else {
+    rc = sq_error_set(err, SQ_EREDIS, "enqueue: %s",
+                      rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "unexpected reply");
+  }
+  freeReplyObject(rep);
+  return rc;
+}
