@@ -1,0 +1,255 @@
+/* Unit test of queue.c's async calls against a private redis-server (skipped when none is
+ * installed): EVALSHA falls back to EVAL after SCRIPT FLUSH, our SHA-1 equals Redis's, and
+ * heartbeat -> claim -> ack -> duplicate ack -> wait -> fenced claim -> sweep -> unregister
+ * behave as the protocol says; pending callbacks get SQ_EREDIS when the connection is freed. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "check.h"
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+
+static pid_t redis_pid;
+static int redis_port;
+
+static int free_port(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(s, (struct sockaddr *)&a, &len) != 0) {
+    if (s >= 0) close(s);
+    return -1;
+  }
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+static redisContext *start_redis(void) {
+  if (system("command -v redis-server >/dev/null 2>&1") != 0) return NULL;
+  redis_port = free_port();
+  if (redis_port <= 0) return NULL;
+  char port[16];
+  snprintf(port, sizeof port, "%d", redis_port);
+  redis_pid = fork();
+  if (redis_pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) {
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+    }
+    execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--dir", "/tmp", "--loglevel", "warning", (char *)NULL);
+    _exit(127);
+  }
+  for (int i = 0; i < 200; i++) {
+    redisContext *c = redisConnect("127.0.0.1", redis_port);
+    if (c && !c->err) return c;
+    redisFree(c);
+    usleep(25000);
+  }
+  return NULL;
+}
+
+static void stop_redis(void) {
+  if (redis_pid > 0) {
+    kill(redis_pid, SIGTERM);
+    waitpid(redis_pid, NULL, 0);
+  }
+}
+
+/* ---- the async chain: each callback checks its step and starts the next ---- */
+
+static uv_loop_t loop;
+static redisAsyncContext *ac, *bac;
+static sq_queue_t *q;
+static int step;
+static char *claimed_ids[4];
+
+static void next(void);
+
+static void on_status(sq_queue_t *qq, int status, long long value, void *data) {
+  const char *what = data;
+  if (strcmp(what, "heartbeat") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 2); /* fresh lease */
+  } else if (strcmp(what, "heartbeat2") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 1);
+  } else if (strcmp(what, "wait") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 1); /* wake tokens were left by the enqueues */
+  } else if (strcmp(what, "sweep") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 1); /* j2 recovered from the old lease */
+  } else if (strcmp(what, "unregister") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 1);
+  } else if (strcmp(what, "pending") == 0) {
+    CHECK_EQ_INT(status, SQ_EREDIS); /* the connection was freed under it */
+    step = 100;
+    return;
+  }
+  next();
+}
+
+static void on_claim(sq_queue_t *qq, int status, sq_claimed_t *jobs, size_t n, void *data) {
+  const char *what = data;
+  if (strcmp(what, "claim") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(n, 2);
+    for (size_t i = 0; i < n && i < 2; i++) {
+      CHECK_STR(jobs[i].model, "m");
+      CHECK_EQ_INT(jobs[i].attempt, 1);
+      CHECK(jobs[i].enqueued_ms > 0);
+      CHECK_EQ_INT(jobs[i].payload_len, 5);
+      CHECK(memcmp(jobs[i].payload, "P\0\xff" "ab", 5) == 0);
+      claimed_ids[i] = strdup(jobs[i].id);
+    }
+    if (n >= 2) {
+      CHECK_STR(claimed_ids[0], "j0");
+      CHECK_STR(claimed_ids[1], "j1");
+    }
+  } else if (strcmp(what, "claim1") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(n, 1);
+  } else if (strcmp(what, "fenced") == 0) {
+    CHECK_EQ_INT(status, SQ_ELEASE_LOST);
+    CHECK(jobs == NULL && n == 0);
+  }
+  for (size_t i = 0; i < n; i++) sq_claimed_free(&jobs[i]);
+  free(jobs);
+  next();
+}
+
+static void on_ack(sq_queue_t *qq, int status, const int *per_job, size_t n, void *data) {
+  const char *what = data;
+  CHECK_EQ_INT(status, 0);
+  CHECK_EQ_INT(n, 2);
+  int want = strcmp(what, "ack") == 0 ? 1 : 2;
+  for (size_t i = 0; i < n; i++) CHECK_EQ_INT(per_job[i], want);
+  next();
+}
+
+static void next(void) {
+  step++;
+  int rc = 0;
+  switch (step) {
+    case 1: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat"); break;
+    case 2: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat2"); break;
+    case 3: rc = sq_queue_claim(q, ac, 2, on_claim, "claim"); break;
+    case 4: {
+      sq_ack_item_t items[2] = {
+          {claimed_ids[0], (const uint8_t *)"R0", 2, 0},
+          {claimed_ids[1], (const uint8_t *)"R1", 2, SQ_EMODEL},
+      };
+      rc = sq_queue_ack(q, ac, items, 2, on_ack, "ack");
+      break;
+    }
+    case 5: {
+      sq_ack_item_t items[2] = {
+          {claimed_ids[0], (const uint8_t *)"X", 1, 0},
+          {claimed_ids[1], (const uint8_t *)"X", 1, 0},
+      };
+      rc = sq_queue_ack(q, ac, items, 2, on_ack, "dup");
+      break;
+    }
+    case 6: rc = sq_queue_wait(q, bac, 1.0, on_status, "wait"); break;
+    case 7: rc = sq_queue_claim(q, ac, 1, on_claim, "claim1"); break; /* j2 in flight */
+    case 8:
+      sq_queue_new_token(q); /* as if our lease was lost: the old token's lease still exists */
+      rc = sq_queue_claim(q, ac, 1, on_claim, "fenced");
+      break;
+    case 9: {
+      /* Expire the old lease by hand so the sweeper recovers j2. */
+      char key[64];
+      snprintf(key, sizeof key, "tq:worker:w1");
+      redisAsyncCommand(ac, NULL, NULL, "DEL %s", key);
+      rc = sq_queue_sweep(q, ac, 1000, on_status, "sweep");
+      break;
+    }
+    case 10: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat"); break;
+    case 11: rc = sq_queue_unregister(q, ac, on_status, "unregister"); break;
+    case 12:
+      rc = sq_queue_heartbeat(q, ac, on_status, "pending");
+      redisAsyncFree(ac); /* calls the pending callback with a NULL reply */
+      ac = NULL;
+      redisAsyncDisconnect(bac);
+      bac = NULL;
+      break;
+  }
+  CHECK_EQ_INT(rc, 0);
+}
+
+int main(void) {
+  redisContext *c = start_redis();
+  if (!c) {
+    printf("skip: no redis-server\n");
+    stop_redis();
+    return 77;
+  }
+  /* Our SHA-1 is the id Redis gives the script. */
+  const char *src = sq_queue_script_source("claim");
+  redisReply *r = redisCommand(c, "SCRIPT LOAD %s", src);
+  char sha[41];
+  sq_queue_sha1_hex(src, strlen(src), sha);
+  CHECK(r && r->type == REDIS_REPLY_STRING);
+  if (r && r->type == REDIS_REPLY_STRING) CHECK_STR(r->str, sha);
+  freeReplyObject(r);
+  freeReplyObject(redisCommand(c, "SCRIPT FLUSH"));
+
+  sq_error_t err = {0};
+  const uint8_t payload[5] = {'P', 0, 0xff, 'a', 'b'};
+  CHECK_EQ_INT(sq_queue_enqueue_sync(c, "tq", "j0", "m", "", "", 0, payload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(c, "tq", "j0", "m", "", "", 0, payload, 5, &err), 0);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(c, "tq", "j1", "m", "t2", "g", 0, payload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(c, "tq", "j2", "m", "", "", 0, payload, 5, &err), 1);
+  freeReplyObject(redisCommand(c, "SCRIPT FLUSH")); /* the async path must fall back too */
+
+  const char *models[] = {"m"};
+  sq_queue_config_t cfg = {"tq", "w1", models, 1, 5000, 3, 600};
+  q = sq_queue_new(&cfg);
+  CHECK(q != NULL);
+  CHECK(strlen(sq_queue_token(q)) == 32);
+
+  uv_loop_init(&loop);
+  ac = redisAsyncConnect("127.0.0.1", redis_port);
+  bac = redisAsyncConnect("127.0.0.1", redis_port);
+  CHECK(ac && !ac->err && bac && !bac->err);
+  redisLibuvAttach(ac, &loop);
+  redisLibuvAttach(bac, &loop);
+  next();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(step, 100);
+
+  /* Everything acked, j2 back in the queue: the result and the queue say so. */
+  r = redisCommand(c, "GET tq:result:j0");
+  CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "R0") == 0);
+  freeReplyObject(r);
+  r = redisCommand(c, "HGET tq:status:j1 error");
+  CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "model_error") == 0);
+  freeReplyObject(r);
+  r = redisCommand(c, "LRANGE tq:q:m:default 0 -1");
+  CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);
+  freeReplyObject(r);
+
+  for (int i = 0; i < 4; i++) free(claimed_ids[i]);
+  sq_queue_free(q);
+  CHECK_EQ_INT(uv_loop_close(&loop), 0);
+  redisFree(c);
+  stop_redis();
+  CHECK_DONE();
+}
