@@ -90,9 +90,13 @@ size_t sq_batcher_pop(sq_batcher_t *b, uint64_t now_us, int force, void **out) {
   return n;
 }
 
-size_t sq_batcher_len(const sq_batcher_t *b) { return b ? b->len : 0; }
+size_t sq_batcher_len(const sq_batcher_t *b) {
+  return b ? b->len : 0;
+}
 
-uint32_t sq_batcher_max_batch(const sq_batcher_t *b) { return b ? b->max_batch : 0; }
+uint32_t sq_batcher_max_batch(const sq_batcher_t *b) {
+  return b ? b->max_batch : 0;
+}
 
 uint32_t sq_flow_claim_budget(uint32_t max_inflight_batches, uint32_t max_batch, uint32_t held) {
   /* Hold at most what the pipeline can start soon: a few batches' worth, minus what we hold. */

@@ -3,9 +3,14 @@
  * SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
  * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
  * owns the redisAsyncContext; sq_queue_enqueue_sync on whichever thread owns the redisContext. */
+#include "queue/queue.h"
+
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-
-#include "queue/queue.h"
 #include "queue/queue_internal.h"
 
 enum { SCRIPT_MAX = 16 };
@@ -40,17 +41,18 @@ const char *sq_queue_script_source(const char *name) {
   return NULL;
 }
 
-/* SHA-1s are computed once per process; the table never changes after the build. */
+/* SHA-1s are computed once per process (the loop thread and a tool thread may both ask). */
 static char script_shas[SCRIPT_MAX][41];
-static int script_shas_ready;
+static pthread_once_t script_shas_once = PTHREAD_ONCE_INIT;
+
+static void script_shas_init(void) {
+  for (int i = 0; sq_queue_scripts[i].name && i < SCRIPT_MAX; i++)
+    sq_queue_sha1_hex(sq_queue_scripts[i].source, strlen(sq_queue_scripts[i].source),
+                      script_shas[i]);
+}
 
 static const char *script_sha(const char *name) {
-  if (!script_shas_ready) {
-    for (int i = 0; sq_queue_scripts[i].name && i < SCRIPT_MAX; i++)
-      sq_queue_sha1_hex(sq_queue_scripts[i].source, strlen(sq_queue_scripts[i].source),
-                        script_shas[i]);
-    script_shas_ready = 1;
-  }
+  pthread_once(&script_shas_once, script_shas_init);
   for (int i = 0; sq_queue_scripts[i].name && i < SCRIPT_MAX; i++)
     if (strcmp(sq_queue_scripts[i].name, name) == 0) return script_shas[i];
   return NULL;
@@ -103,7 +105,9 @@ static void argv_push(argv_t *a, const void *p, size_t n) {
   a->argc++;
 }
 
-static void argv_str(argv_t *a, const char *s) { argv_push(a, s, strlen(s)); }
+static void argv_str(argv_t *a, const char *s) {
+  argv_push(a, s, strlen(s));
+}
 
 static void argv_u64(argv_t *a, uint64_t v) {
   char buf[24];
@@ -172,9 +176,15 @@ static void req_free(queue_req_t *r) {
 
 static void req_fail(queue_req_t *r, int status) {
   switch (r->kind) {
-    case REQ_CLAIM: r->cb.claim(r->q, status, NULL, 0, r->data); break;
-    case REQ_ACK: r->cb.ack(r->q, status, NULL, 0, r->data); break;
-    case REQ_STATUS: r->cb.status(r->q, status, 0, r->data); break;
+    case REQ_CLAIM:
+      r->cb.claim(r->q, status, NULL, 0, r->data);
+      break;
+    case REQ_ACK:
+      r->cb.ack(r->q, status, NULL, 0, r->data);
+      break;
+    case REQ_STATUS:
+      r->cb.status(r->q, status, 0, r->data);
+      break;
   }
 }
 
@@ -291,9 +301,15 @@ static void req_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     return;
   }
   switch (r->kind) {
-    case REQ_CLAIM: claim_done(r, rep); break;
-    case REQ_ACK: ack_done(r, rep); break;
-    case REQ_STATUS: status_done(r, rep); break;
+    case REQ_CLAIM:
+      claim_done(r, rep);
+      break;
+    case REQ_ACK:
+      ack_done(r, rep);
+      break;
+    case REQ_STATUS:
+      status_done(r, rep);
+      break;
   }
   req_free(r);
 }
@@ -382,9 +398,13 @@ void sq_queue_free(sq_queue_t *q) {
   free(q);
 }
 
-const char *sq_queue_token(const sq_queue_t *q) { return q->token; }
+const char *sq_queue_token(const sq_queue_t *q) {
+  return q->token;
+}
 
-void sq_queue_new_token(sq_queue_t *q) { token_fill(q->token); }
+void sq_queue_new_token(sq_queue_t *q) {
+  token_fill(q->token);
+}
 
 void sq_claimed_free(sq_claimed_t *c) {
   if (!c) return;
@@ -432,8 +452,7 @@ int sq_queue_ack(sq_queue_t *q, redisAsyncContext *ac, const sq_ack_item_t *item
   return req_start(ac, r);
 }
 
-int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb,
-                       void *data) {
+int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb, void *data) {
   if (!q || !ac || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "heartbeat", data);
   if (!r) return SQ_ENOMEM;
@@ -486,8 +505,7 @@ int sq_queue_wait(sq_queue_t *q, redisAsyncContext *blocking_ac, double timeout_
   return req_start(blocking_ac, r);
 }
 
-int sq_queue_unregister(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb,
-                        void *data) {
+int sq_queue_unregister(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb, void *data) {
   if (!q || !ac || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "unregister", data);
   if (!r) return SQ_ENOMEM;

@@ -20,13 +20,13 @@ struct redisAsyncContext;
 struct redisContext;
 
 typedef struct {
-  const char *prefix;       /* key prefix, "segq" by default */
-  const char *worker_id;    /* this worker's id (id alphabet) */
-  const char *const *models;/* the models this worker serves */
+  const char *prefix;        /* key prefix, "segq" by default */
+  const char *worker_id;     /* this worker's id (id alphabet) */
+  const char *const *models; /* the models this worker serves */
   size_t nmodels;
-  uint32_t lease_ttl_ms;    /* lease TTL; heartbeat every ttl/3 */
-  uint32_t max_attempts;    /* dead-letter after this many executions */
-  uint32_t result_ttl_s;    /* TTL of results, status, events */
+  uint32_t lease_ttl_ms; /* lease TTL; heartbeat every ttl/3 */
+  uint32_t max_attempts; /* dead-letter after this many executions */
+  uint32_t result_ttl_s; /* TTL of results, status, events */
 } sq_queue_config_t;
 
 typedef struct sq_queue sq_queue_t;
@@ -50,7 +50,9 @@ typedef struct {
 
 void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
 
-/* status: 0, or a negative code (SQ_EREDIS: connection gone / error reply; SQ_ELEASE_LOST).
+/* Claim and ack are fenced on the lease that sq_queue_heartbeat creates: heartbeat first (and
+ * every lease_ttl_ms/3), or they fail with SQ_ELEASE_LOST.
+ * status: 0, or a negative code (SQ_EREDIS: connection gone / error reply; SQ_ELEASE_LOST).
  * Every async function below returns 0 when the command was sent (its callback will be called
  * exactly once, with status SQ_EREDIS if the connection goes away), or a negative code when it
  * could not be sent (the callback is then never called). */
@@ -65,15 +67,15 @@ typedef struct {
   const char *id;
   const uint8_t *result; /* encoded result document */
   size_t result_len;
-  int error_code;        /* 0 = done, else the job failed with this code */
+  int error_code; /* 0 = done, else the job failed with this code */
 } sq_ack_item_t;
 
 /* per_job[i]: 1 written, 2 duplicate (result existed), 0 not ours (swept). Borrowed. */
 typedef void (*sq_queue_ack_cb)(sq_queue_t *q, int status, const int *per_job, size_t n,
                                 void *data);
 /* Acks a batch in one script call. Copies what it needs from items before returning. */
-int sq_queue_ack(sq_queue_t *q, struct redisAsyncContext *ac, const sq_ack_item_t *items,
-                 size_t n, sq_queue_ack_cb cb, void *data);
+int sq_queue_ack(sq_queue_t *q, struct redisAsyncContext *ac, const sq_ack_item_t *items, size_t n,
+                 sq_queue_ack_cb cb, void *data);
 
 /* status 0 and lease_state: 1 renewed, 2 re-acquired after expiry (we may have been swept). */
 typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
@@ -96,8 +98,7 @@ int sq_queue_unregister(sq_queue_t *q, struct redisAsyncContext *ac, sq_queue_st
  * code. Uses the default result TTL (24 h) for rejected jobs. */
 int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char *id,
                           const char *model, const char *tenant, const char *group,
-                          int64_t priority, const uint8_t *payload, size_t len,
-                          sq_error_t *err);
+                          int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
  * "unregister"); NULL if no such script. Static storage, never freed. */

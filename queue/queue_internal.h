@@ -1,5 +1,5 @@
-/* queue internals shared by the files of queue/ (not part of the public API, except that the unit tests
- * of this module include it to check the SHA-1 and the embedded script table). */
+/* queue internals shared by the files of queue/ (not part of the public API, except that the unit
+ * tests of this module include it to check the SHA-1 and the embedded script table). */
 #ifndef SQ_QUEUE_INTERNAL_H
 #define SQ_QUEUE_INTERNAL_H
 

@@ -7,12 +7,14 @@
 
 typedef struct {
   uint32_t h[5];
-  uint64_t total;      /* bytes hashed so far */
+  uint64_t total; /* bytes hashed so far */
   uint8_t block[64];
-  size_t used;         /* bytes in block */
+  size_t used; /* bytes in block */
 } sha1_ctx_t;
 
-static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+static uint32_t rol(uint32_t x, int n) {
+  return (x << n) | (x >> (32 - n));
+}
 
 static void sha1_block(sha1_ctx_t *c, const uint8_t *p) {
   uint32_t w[80];

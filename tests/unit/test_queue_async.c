@@ -2,20 +2,19 @@
  * installed): EVALSHA falls back to EVAL after SCRIPT FLUSH, our SHA-1 equals Redis's, and
  * heartbeat -> claim -> ack -> duplicate ack -> wait -> fenced claim -> sweep -> unregister
  * behave as the protocol says; pending callbacks get SQ_EREDIS when the connection is freed. */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
-
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 #include <uv.h>
 
 #include "check.h"
@@ -116,7 +115,10 @@ static void on_claim(sq_queue_t *qq, int status, sq_claimed_t *jobs, size_t n, v
       CHECK_EQ_INT(jobs[i].attempt, 1);
       CHECK(jobs[i].enqueued_ms > 0);
       CHECK_EQ_INT(jobs[i].payload_len, 5);
-      CHECK(memcmp(jobs[i].payload, "P\0\xff" "ab", 5) == 0);
+      CHECK(memcmp(jobs[i].payload,
+                   "P\0\xff"
+                   "ab",
+                   5) == 0);
       claimed_ids[i] = strdup(jobs[i].id);
     }
     if (n >= 2) {
@@ -148,9 +150,15 @@ static void next(void) {
   step++;
   int rc = 0;
   switch (step) {
-    case 1: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat"); break;
-    case 2: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat2"); break;
-    case 3: rc = sq_queue_claim(q, ac, 2, on_claim, "claim"); break;
+    case 1:
+      rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat");
+      break;
+    case 2:
+      rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat2");
+      break;
+    case 3:
+      rc = sq_queue_claim(q, ac, 2, on_claim, "claim");
+      break;
     case 4: {
       sq_ack_item_t items[2] = {
           {claimed_ids[0], (const uint8_t *)"R0", 2, 0},
@@ -167,8 +175,12 @@ static void next(void) {
       rc = sq_queue_ack(q, ac, items, 2, on_ack, "dup");
       break;
     }
-    case 6: rc = sq_queue_wait(q, bac, 1.0, on_status, "wait"); break;
-    case 7: rc = sq_queue_claim(q, ac, 1, on_claim, "claim1"); break; /* j2 in flight */
+    case 6:
+      rc = sq_queue_wait(q, bac, 1.0, on_status, "wait");
+      break;
+    case 7:
+      rc = sq_queue_claim(q, ac, 1, on_claim, "claim1");
+      break; /* j2 in flight */
     case 8:
       sq_queue_new_token(q); /* as if our lease was lost: the old token's lease still exists */
       rc = sq_queue_claim(q, ac, 1, on_claim, "fenced");
@@ -181,8 +193,12 @@ static void next(void) {
       rc = sq_queue_sweep(q, ac, 1000, on_status, "sweep");
       break;
     }
-    case 10: rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat"); break;
-    case 11: rc = sq_queue_unregister(q, ac, on_status, "unregister"); break;
+    case 10:
+      rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat");
+      break;
+    case 11:
+      rc = sq_queue_unregister(q, ac, on_status, "unregister");
+      break;
     case 12:
       rc = sq_queue_heartbeat(q, ac, on_status, "pending");
       redisAsyncFree(ac); /* calls the pending callback with a NULL reply */
