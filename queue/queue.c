@@ -31,6 +31,7 @@ struct sq_queue {
   uint32_t max_attempts;
   uint32_t result_ttl_s;
   char token[33];
+  size_t claim_rotation; /* index of the model the next claim serves first */
 };
 
 /* ---- scripts ---- */
@@ -428,7 +429,11 @@ int sq_queue_claim(sq_queue_t *q, redisAsyncContext *ac, uint32_t n, sq_queue_cl
   argv_u64(&r->argv, n);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
-  for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
+  /* The script serves the models in the order given; rotating the start on every claim keeps a
+   * busy first model from starving the others when claims are small. */
+  for (size_t i = 0; i < q->nmodels; i++)
+    argv_str(&r->argv, q->models[(q->claim_rotation + i) % q->nmodels]);
+  if (q->nmodels) q->claim_rotation = (q->claim_rotation + 1) % q->nmodels;
   return req_start(ac, r);
 }
 

@@ -184,6 +184,10 @@ def test_fairness(q, r):
     check(q.enqueue("x1", model="m2") == 1, "m2 queued")
     got = ids_of(q.claim("w1", "t1", 2, models=("m", "m2")))
     check("x1" in got, "second model served in the same claim: %s" % got)
+    # The models are served in the order given (the C side rotates it on every claim).
+    q.enqueue("x2", model="m2")
+    got = ids_of(q.claim("w1", "t1", 1, models=("m2", "m")))
+    check(got == ["x2"], "first model given is served first: %s" % got)
 
 
 def test_priority(q, r):
