@@ -141,7 +141,8 @@ static int get_str(const msgpack_object *map, const char *key, int required, cha
   const msgpack_object *o = map_get(map, key);
   if (!o) return required ? sq_error_set(err, SQ_EMISSING, "%s: missing", key) : 0;
   if (o->type != MSGPACK_OBJECT_STR) return type_error(key, "str", o, err);
-  *out = sq_strndup(o->via.str.ptr, o->via.str.size);
+  /* An empty str may have a NULL pointer; memcpy from NULL is undefined even for 0 bytes. */
+  *out = o->via.str.size ? sq_strndup(o->via.str.ptr, o->via.str.size) : sq_strdup("");
   return *out ? 0 : sq_error_set(err, SQ_ENOMEM, "%s: out of memory", key);
 }
 

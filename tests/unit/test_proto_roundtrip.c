@@ -310,6 +310,30 @@ static void test_result_error(void) {
   sq_proto_result_decoded_free(&d);
   free(buf);
 
+  /* Byte flips of a full result (polygons, mask) decode or fail, never crash. */
+  float pts[] = {0, 0, 1, 0, 1, 1};
+  sq_polygon_t poly = {pts, 3, 1.0f, {0, 0, 1, 1}};
+  uint8_t mask[6] = {0, 1, 1, 0, 0, 1};
+  sq_result_t full = {0};
+  full.id = "f";
+  full.error_message = "";
+  full.width = 3;
+  full.height = 2;
+  full.polygons = &poly;
+  full.npolygons = 1;
+  full.mask = mask;
+  buf = sq_proto_result_encode(&full, &len);
+  for (size_t i = 0; i < len; i++) {
+    for (int bit = 0; bit < 8; bit++) {
+      buf[i] ^= (uint8_t)(1u << bit);
+      sq_result_decoded_t t;
+      (void)sq_proto_result_decode(buf, len, &t, &err);
+      sq_proto_result_decoded_free(&t);
+      buf[i] ^= (uint8_t)(1u << bit);
+    }
+  }
+  free(buf);
+
   r.id = NULL;
   CHECK(sq_proto_result_encode(&r, &len) == NULL);
 }
