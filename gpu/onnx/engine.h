@@ -1,0 +1,142 @@
+/* engine: ONNX models (as torch.onnx.export writes them) loaded into one graph IR, planned for a
+ * batch size (static shapes, folded shape subgraphs, BatchNorm folded into Conv, fused
+ * activations, an activation arena planned by liveness) and run on a backend (`cpu` now,
+ * `cuda` later) behind one interface. Never includes libuv, hiredis or CUDA headers.
+ *
+ * Objects and lifetimes:
+ *   sq_engine_t       a loaded model (graph + weights). Immutable after load: may be shared by
+ *                     threads. Free it after every plan made from it.
+ *   sq_engine_plan_t  the model planned for fixed input shapes (one batch size). Immutable after
+ *                     creation; may be run concurrently on different contexts.
+ *   sq_backend_t      a compute backend (owns threads/devices). Free after its contexts.
+ *   sq_backend_ctx_t  one executor context of a backend (CPU: arena + scratch; CUDA: stream,
+ *                     handles, arena). Used by ONE thread at a time. */
+#ifndef SQ_ENGINE_H
+#define SQ_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types use ONNX's TensorProto.DataType numbers, so a value read from a file needs no
+ * translation. Only these are handled; others are reported as unsupported at load. */
+typedef enum {
+  SQ_DT_UNDEF = 0,
+  SQ_DT_FLOAT = 1,
+  SQ_DT_UINT8 = 2,
+  SQ_DT_INT8 = 3,
+  SQ_DT_INT32 = 6,
+  SQ_DT_INT64 = 7,
+  SQ_DT_BOOL = 9,
+  SQ_DT_FLOAT16 = 10, /* initializers are converted to float at load */
+  SQ_DT_DOUBLE = 11   /* initializers/constants only; converted to float at load */
+} sq_dtype_t;
+
+#define SQ_ENGINE_MAX_DIMS 8
+
+/* A tensor handed across the API: shape plus a pointer to dense row-major data. The data is
+ * always owned by whoever filled the struct; the engine never keeps the pointer after a call. */
+typedef struct {
+  const char *name; /* graph input/output name (borrowed from the engine/plan) */
+  int dtype;        /* sq_dtype_t */
+  int rank;
+  int64_t dims[SQ_ENGINE_MAX_DIMS];
+  void *data;
+  size_t bytes; /* size of data in bytes (checked against the shape) */
+} sq_engine_tensor_t;
+
+/* Load options; NULL means all defaults (everything on). The switches exist for tests that
+ * compare the optimized graph against the plain one. */
+typedef struct {
+  int no_fold_bn; /* keep BatchNormalization nodes instead of folding them into Conv */
+  int no_fuse;    /* keep activations as separate nodes */
+} sq_engine_options_t;
+
+typedef struct sq_engine sq_engine_t;
+typedef struct sq_engine_plan sq_engine_plan_t;
+typedef struct sq_backend sq_backend_t;
+typedef struct sq_backend_ctx sq_backend_ctx_t;
+
+/* ---- loading (any thread; no backend needed) ----
+ * Parses an ONNX ModelProto. Every problem the engine cannot handle (unsupported op or domain,
+ * data type, external data, sparse initializer...) is collected and reported at once in
+ * err->msg, each with its node name ("unsupported: node 'conv3' op Foo; node 'x' op Bar").
+ * Returns NULL with SQ_EUNSUPPORTED for those, SQ_EMODEL_LOAD for a corrupt/truncated file,
+ * SQ_EIO when the file cannot be read. The caller owns the result (sq_engine_free). */
+sq_engine_t *sq_engine_load_file(const char *path, const sq_engine_options_t *opt,
+                                 sq_error_t *err);
+/* Same from memory; `data` is only read during the call. */
+sq_engine_t *sq_engine_load_buffer(const void *data, size_t len, const sq_engine_options_t *opt,
+                                   sq_error_t *err);
+void sq_engine_free(sq_engine_t *e);
+
+/* Graph inputs (those without an initializer, in graph order) and outputs as declared in the
+ * file: unknown dims are -1 (dim 0 is usually the symbolic batch). name/dims borrowed. */
+int sq_engine_input_count(const sq_engine_t *e);
+int sq_engine_output_count(const sq_engine_t *e);
+int sq_engine_input_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info);
+int sq_engine_output_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info);
+
+/* 1 when graph input i feeds a shape-like parameter (Reshape's shape, Resize's scales...): its
+ * value must then be bound with sq_engine_plan_new_shapes(). 0 otherwise. */
+int sq_engine_input_is_static(const sq_engine_t *e, int i);
+
+/* ---- planning (any thread) ----
+ * Plans the model for `batch`: every input's dim 0 becomes `batch`; its other dims must be
+ * known from the file. Returns NULL with err on failure (SQ_EUNSUPPORTED when an op cannot
+ * handle the shapes/types it meets, SQ_EMODEL_LOAD for inconsistent shapes). Caller owns. */
+sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t *err);
+/* Plans for explicit input shapes, inputs[i] for graph input i (n == input count). An input
+ * whose `data` is non-NULL is bound to that value for the plan's lifetime (copied) and folded
+ * as a constant: that is how shape-valued inputs (e.g. Reshape's `shape` in conformance tests)
+ * become static. Inputs bound this way need not (and must not) be passed to sq_engine_run. */
+sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs,
+                                            int n, sq_error_t *err);
+void sq_engine_plan_free(sq_engine_plan_t *p);
+
+/* Bytes of activation memory one context needs for this plan (all intermediate tensors laid
+ * out by liveness, so it is usually far smaller than their sum). */
+size_t sq_engine_arena_bytes(const sq_engine_plan_t *p);
+/* Number of nodes left after folding/fusion (for logs and tests). */
+int sq_engine_plan_node_count(const sq_engine_plan_t *p);
+/* Shapes of the plan's inputs (unbound ones, in graph order) and outputs; data is NULL. */
+int sq_engine_plan_input_count(const sq_engine_plan_t *p);
+int sq_engine_plan_output_count(const sq_engine_plan_t *p);
+int sq_engine_plan_input_info(const sq_engine_plan_t *p, int i, sq_engine_tensor_t *info);
+int sq_engine_plan_output_info(const sq_engine_plan_t *p, int i, sq_engine_tensor_t *info);
+
+/* ---- backends ----
+ * The CPU backend: float32, `threads` worker threads (0 = number of online CPUs). Caller owns. */
+sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err);
+const char *sq_backend_name(const sq_backend_t *b);
+/* Free/total memory of the backend's device in bytes (CPU: physical memory). */
+int sq_backend_memory_info(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
+void sq_backend_free(sq_backend_t *b);
+
+/* A context that can run any plan whose sq_engine_arena_bytes() <= arena_bytes (size it for
+ * the model's max batch). Caller owns; free before the backend. */
+sq_backend_ctx_t *sq_backend_ctx_new(sq_backend_t *b, size_t arena_bytes, sq_error_t *err);
+void sq_backend_ctx_free(sq_backend_ctx_t *c);
+
+/* ---- running (the thread that owns ctx) ----
+ * inputs[0..nin-1]: the plan's unbound inputs in order, shapes exactly as planned, float32
+ * (or the declared integer type). outputs[0..nout-1]: caller buffers (data, bytes) sized for
+ * sq_engine_plan_output_info; the engine fills dtype/rank/dims and the data.
+ * The result is complete when this returns (it calls the backend's sync). Errors:
+ * SQ_EINVAL (shape/size mismatch), SQ_EOOM_DEVICE, SQ_EMODEL, SQ_EDEVICE. */
+int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_tensor_t *inputs,
+                  int nin, sq_engine_tensor_t *outputs, int nout, sq_error_t *err);
+
+/* Bytes per element of a dtype (0 if unknown) and its ONNX name ("float", "int64"...). */
+size_t sq_dtype_size(int dtype);
+const char *sq_dtype_name(int dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

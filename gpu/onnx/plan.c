@@ -1,0 +1,257 @@
+/* plan.c: the engine graph planned for fixed input shapes: static shape inference in
+ * topological order, constant folding (every node whose inputs are all constant runs once here
+ * on the CPU: this removes the Shape/Gather/Unsqueeze/Concat/... chains torch exports), then an
+ * activation arena laid out by tensor liveness. Runs on the caller's thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_internal.h"
+
+#define SQ_ARENA_ALIGN 64
+
+void sq_view_of(const sq_tensor_t *t, uint8_t *arena, sq_view_t *v) {
+  v->dtype = t->dtype;
+  v->rank = t->rank;
+  memcpy(v->dims, t->dims, sizeof v->dims);
+  if (t->kind == SQ_TENSOR_CONST) v->data = t->data;
+  else if (t->kind == SQ_TENSOR_ACT && arena) v->data = arena + t->offset;
+  else v->data = NULL;
+}
+
+static int bind_input(sq_graph_t *g, int t, const sq_engine_tensor_t *in, sq_error_t *err) {
+  sq_tensor_t *tt = &g->tensors[t];
+  if (in->rank < 0 || in->rank > SQ_MAX_DIMS)
+    return sq_error_set(err, SQ_EINVAL, "input '%s': rank %d", tt->name, in->rank);
+  if (tt->rank >= 0 && tt->rank != in->rank)
+    return sq_error_set(err, SQ_EINVAL, "input '%s': rank %d, model declares %d", tt->name,
+                        in->rank, tt->rank);
+  for (int d = 0; d < in->rank; d++) {
+    if (in->dims[d] < 0)
+      return sq_error_set(err, SQ_EINVAL, "input '%s': dim %d unknown", tt->name, d);
+    if (tt->rank >= 0 && tt->dims[d] >= 0 && tt->dims[d] != in->dims[d] && d > 0)
+      return sq_error_set(err, SQ_EINVAL, "input '%s': dim %d is %lld, model declares %lld",
+                          tt->name, d, (long long)in->dims[d], (long long)tt->dims[d]);
+    tt->dims[d] = in->dims[d];
+  }
+  tt->rank = in->rank;
+  if (in->dtype && tt->dtype && in->dtype != tt->dtype)
+    return sq_error_set(err, SQ_EINVAL, "input '%s': type %s, model declares %s", tt->name,
+                        sq_dtype_name(in->dtype), sq_dtype_name(tt->dtype));
+  if (!tt->dtype) tt->dtype = in->dtype;
+  if (in->data) { /* bound: becomes a constant of the plan */
+    size_t bytes = sq_tensor_bytes(tt);
+    if (in->bytes != bytes)
+      return sq_error_set(err, SQ_EINVAL, "input '%s': %zu bytes, shape needs %zu", tt->name,
+                          in->bytes, bytes);
+    tt->data = sq_xmalloc(bytes);
+    if (!tt->data) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    memcpy(tt->data, in->data, bytes);
+    tt->owns_data = true;
+    tt->kind = SQ_TENSOR_CONST;
+  }
+  return 0;
+}
+
+/* Shape inference for one node; then folds it if every input is constant. */
+static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
+  sq_node_t *n = &g->nodes[ni];
+  const sq_op_info_t *op = sq_op_info(n->op);
+  sq_view_t in[n->nin + 1], out[n->nout + 1];
+  bool all_const = true;
+  memset(in, 0, sizeof in);
+  memset(out, 0, sizeof out);
+  for (int k = 0; k < n->nin; k++) {
+    if (n->in[k] < 0) continue;
+    const sq_tensor_t *t = &g->tensors[n->in[k]];
+    if (t->rank < 0 || !t->dtype)
+      return sq_node_error(err, SQ_EMODEL_LOAD, n, "input '%s' has no known shape", t->name);
+    sq_view_of(t, NULL, &in[k]);
+    all_const = all_const && t->kind == SQ_TENSOR_CONST;
+  }
+  int rc = op->shape(n, in, n->nin, out, n->nout, err);
+  if (rc) return rc;
+  for (int k = 0; k < n->nout; k++) {
+    if (n->out[k] < 0) continue;
+    sq_tensor_t *t = &g->tensors[n->out[k]];
+    if (out[k].rank < 0 || out[k].rank > SQ_MAX_DIMS || !sq_dtype_size(out[k].dtype))
+      return sq_node_error(err, SQ_EINTERNAL, n, "shape inference left output %d unset", k);
+    for (int d = 0; d < out[k].rank; d++)
+      if (out[k].dims[d] < 0)
+        return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' dim %d is negative", t->name,
+                             d);
+    t->dtype = out[k].dtype;
+    t->rank = out[k].rank;
+    memcpy(t->dims, out[k].dims, sizeof t->dims);
+    t->producer = ni;
+  }
+  if (!all_const) return 0;
+  for (int k = 0; k < n->nout; k++) {
+    if (n->out[k] < 0) continue;
+    sq_tensor_t *t = &g->tensors[n->out[k]];
+    t->data = sq_xmalloc(sq_tensor_bytes(t) + 1);
+    if (!t->data) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    t->owns_data = true;
+    t->kind = SQ_TENSOR_CONST;
+    out[k].data = t->data;
+  }
+  rc = op->cpu(cpu, n, in, n->nin, out, n->nout, err);
+  if (rc) return rc;
+  n->dead = true;
+  return 0;
+}
+
+/* Greedy best-fit by decreasing size: each tensor goes at the lowest offset that does not
+ * overlap any already placed tensor whose lifetime [producer, last_use] intersects its own. */
+int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
+  sq_graph_t *g = &p->graph;
+  int *pos = malloc((size_t)(g->nnodes + 1) * sizeof *pos);
+  int *acts = malloc((size_t)(g->ntensors + 1) * sizeof *acts);
+  int nacts = 0;
+  if (!pos || !acts) {
+    free(pos);
+    free(acts);
+    return sq_error_set(err, SQ_ENOMEM, "out of memory");
+  }
+  for (int i = 0; i < p->norder; i++) pos[p->order[i]] = i;
+  for (int t = 0; t < g->ntensors; t++) {
+    sq_tensor_t *tt = &g->tensors[t];
+    tt->last_use = -1;
+    if (tt->kind == SQ_TENSOR_ACT && tt->producer >= 0 && !g->nodes[tt->producer].dead)
+      acts[nacts++] = t;
+  }
+  for (int i = 0; i < p->norder; i++) {
+    const sq_node_t *n = &g->nodes[p->order[i]];
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] >= 0) g->tensors[n->in[k]].last_use = i;
+  }
+  /* insertion sort by size, descending (tensor counts are small) */
+  for (int a = 1; a < nacts; a++) {
+    int t = acts[a], b = a - 1;
+    size_t sz = sq_tensor_bytes(&g->tensors[t]);
+    while (b >= 0 && sq_tensor_bytes(&g->tensors[acts[b]]) < sz) {
+      acts[b + 1] = acts[b];
+      b--;
+    }
+    acts[b + 1] = t;
+  }
+  size_t total = 0;
+  for (int a = 0; a < nacts; a++) {
+    sq_tensor_t *t = &g->tensors[acts[a]];
+    int birth = pos[t->producer];
+    int death = t->is_output ? p->norder : (t->last_use < birth ? birth : t->last_use);
+    size_t size = (sq_tensor_bytes(t) + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
+    size_t offset = 0;
+    /* retry until a pass over the placed tensors finds no conflict */
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (int b = 0; b < a; b++) {
+        sq_tensor_t *o = &g->tensors[acts[b]];
+        int ob = pos[o->producer];
+        int od = o->is_output ? p->norder : (o->last_use < ob ? ob : o->last_use);
+        if (od < birth || ob > death) continue;
+        size_t osize = (sq_tensor_bytes(o) + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
+        if (offset < o->offset + osize && o->offset < offset + size) {
+          offset = o->offset + osize;
+          moved = true;
+        }
+      }
+    }
+    t->offset = offset;
+    if (offset + size > total) total = offset + size;
+  }
+  p->arena_bytes = total;
+  free(pos);
+  free(acts);
+  return 0;
+}
+
+sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs,
+                                            int n, sq_error_t *err) {
+  if (n != e->graph.ninputs) {
+    sq_error_set(err, SQ_EINVAL, "plan: %d input shapes for %d inputs", n, e->graph.ninputs);
+    return NULL;
+  }
+  sq_engine_plan_t *p = calloc(1, sizeof *p);
+  sq_cpu_t *cpu = sq_cpu_new(1);
+  if (!p || !cpu || sq_graph_clone(&e->graph, &p->graph)) {
+    free(p);
+    sq_cpu_free(cpu);
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    return NULL;
+  }
+  p->engine = e;
+  pthread_mutex_init(&p->lock, NULL);
+  sq_graph_t *g = &p->graph;
+  int rc = 0;
+  for (int i = 0; i < n && !rc; i++) rc = bind_input(g, g->inputs[i], &inputs[i], err);
+  for (int i = 0; i < g->nnodes && !rc; i++)
+    if (!g->nodes[i].dead) rc = infer_node(g, i, cpu, err);
+  sq_cpu_free(cpu);
+  if (!rc) {
+    p->order = malloc((size_t)(g->nnodes + 1) * sizeof *p->order);
+    p->inputs = malloc((size_t)(g->ninputs + 1) * sizeof *p->inputs);
+    if (!p->order || !p->inputs) rc = sq_error_set(err, SQ_ENOMEM, "out of memory");
+  }
+  if (!rc) {
+    /* nodes whose outputs nobody reads are dropped too (e.g. Dropout masks' producers) */
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+      sq_node_t *nd = &g->nodes[i];
+      if (nd->dead) continue;
+      bool used = false;
+      for (int k = 0; k < nd->nout && !used; k++)
+        used = nd->out[k] >= 0 && sq_graph_use_count(g, nd->out[k]) > 0;
+      if (!used) nd->dead = true;
+    }
+    for (int i = 0; i < g->nnodes; i++)
+      if (!g->nodes[i].dead) p->order[p->norder++] = i;
+    for (int i = 0; i < g->ninputs; i++)
+      if (g->tensors[g->inputs[i]].kind == SQ_TENSOR_INPUT) p->inputs[p->ninputs++] = g->inputs[i];
+    rc = sq_plan_arena(p, err);
+  }
+  if (rc) {
+    sq_engine_plan_free(p);
+    return NULL;
+  }
+  return p;
+}
+
+sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t *err) {
+  int n = e->graph.ninputs;
+  sq_engine_tensor_t *in = calloc((size_t)(n ? n : 1), sizeof *in);
+  if (!in) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    return NULL;
+  }
+  for (int i = 0; i < n; i++) {
+    const sq_tensor_t *t = &e->graph.tensors[e->graph.inputs[i]];
+    in[i].dtype = t->dtype;
+    in[i].rank = t->rank;
+    for (int d = 0; d < t->rank; d++) {
+      in[i].dims[d] = d == 0 ? (int64_t)batch : t->dims[d];
+      if (in[i].dims[d] < 0) {
+        sq_error_set(err, SQ_EUNSUPPORTED, "input '%s': dim %d is symbolic (only dim 0, the "
+                     "batch, may be)", t->name, d);
+        free(in);
+        return NULL;
+      }
+    }
+    if (t->rank < 0) {
+      sq_error_set(err, SQ_EUNSUPPORTED, "input '%s' has no declared shape", t->name);
+      free(in);
+      return NULL;
+    }
+  }
+  sq_engine_plan_t *p = sq_engine_plan_new_shapes(e, in, n, err);
+  free(in);
+  return p;
+}
+
+void sq_engine_plan_free(sq_engine_plan_t *p) {
+  if (!p) return;
+  if (p->backend && p->backend->iface->unload) p->backend->iface->unload(p->backend, p->backend_state);
+  sq_graph_free(&p->graph);
+  free(p->order);
+  free(p->inputs);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
