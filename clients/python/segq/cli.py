@@ -1,0 +1,426 @@
+"""The `segq` command line for people: submit images (with a live progress bar fed by group
+events, a per-image summary, JSON + overlay PNGs), watch a job's or a group's events, and show
+queue statistics. numpy and PIL are imported only where a command needs them (non-JPEG inputs,
+overlays). Exit codes: 0 ok, 1 some jobs failed, 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+
+import redis
+
+from . import proto
+from .client import DEFAULT_PREFIX, DEFAULT_URL, Client, SegqError, Timeout
+
+EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_TIMEOUT = 1, 2, 3, 4
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+OUTLINE = (57, 255, 20)  # a green that stands out on gray microscopy images
+
+
+class CliError(Exception):
+    def __init__(self, message, code=EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _err(msg):
+    print("segq: " + msg, file=sys.stderr)
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+def collect_files(paths):
+    """Image files named on the command line; a folder contributes its images (not recursing,
+    so e.g. samples/truth/ is not submitted). Raises CliError for missing or empty inputs."""
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, f) for f in os.listdir(p)
+                           if f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(p, f)))
+            if not found:
+                raise CliError("no images (%s) in folder %s" % (", ".join(IMAGE_EXTS), p))
+            files.extend(found)
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise CliError("no such file or folder: %s" % p)
+    if not files:
+        raise CliError("nothing to submit")
+    return files
+
+
+def load_image(path):
+    """What Client.submit takes for this file: JPEG bytes as they are, other formats decoded
+    with PIL into a 2-D uint8/uint16 array (16-bit microscopy PNG/TIFF stay 16-bit)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if proto.sniff_format(data) == "jpeg":
+        return data
+    try:
+        import numpy as np
+        from PIL import Image
+    except ImportError as e:
+        raise CliError("%s is not a JPEG and reading it needs numpy and PIL: %s" % (path, e))
+    try:
+        im = Image.open(path)
+        im.load()
+    except Exception as e:
+        raise CliError("cannot read image %s: %s" % (path, e))
+    if im.mode.startswith("I;16"):
+        return np.array(im, dtype=np.uint16)
+    if im.mode == "I":
+        a = np.array(im)
+        if a.min() >= 0 and a.max() <= 65535:
+            return a.astype(np.uint16)
+    if im.mode != "L":
+        im = im.convert("L")
+    return np.array(im, dtype=np.uint8)
+
+
+# -- progress -------------------------------------------------------------------------------
+
+class Progress:
+    """A text progress bar on a terminal, periodic plain lines otherwise (logs, CI)."""
+
+    def __init__(self, total, stream=sys.stderr, interval_s=2.0):
+        self.total, self.stream, self.interval_s = total, stream, interval_s
+        self.tty = stream.isatty()
+        self.t0 = time.monotonic()
+        self.last_line = 0.0
+        self.done = self.failed = self.running = 0
+        self.shown = None
+
+    def update(self, done, failed, running=None, force=False):
+        self.done, self.failed = done, failed
+        if running is not None:
+            self.running = running
+        key = (self.done, self.failed, self.running)
+        now = time.monotonic()
+        el = now - self.t0
+        finished = done + failed >= self.total
+        if self.tty:
+            if key == self.shown and not force:
+                return
+            width = 30
+            fill = int(width * (done + failed) / max(1, self.total))
+            bar = "#" * fill + "-" * (width - fill)
+            self.stream.write("\r  [%s] %d/%d  done %d  failed %d  running %d  %.1fs " %
+                              (bar, done + failed, self.total, done, failed, self.running, el))
+            if finished:
+                self.stream.write("\n")
+            self.stream.flush()
+            self.shown = key
+        elif force or finished or now - self.last_line >= self.interval_s:
+            if key == self.shown and not finished and not force:
+                return
+            self.stream.write("progress: %d/%d done=%d failed=%d running=%d elapsed=%.1fs\n" %
+                              (done + failed, self.total, done, failed, self.running, el))
+            self.stream.flush()
+            self.last_line = now
+            self.shown = key
+
+    def close(self):
+        if self.tty and self.shown is not None and self.done + self.failed < self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- outputs --------------------------------------------------------------------------------
+
+def _ms(us):
+    return "%.1f" % (us / 1000.0) if isinstance(us, (int, float)) else "-"
+
+
+def print_summary(rows, wall_s, out=sys.stdout):
+    hdr = ("image", "status", "objects", "size", "wait ms", "infer ms", "total ms", "worker")
+    table = [hdr]
+    for name, res in rows:
+        t = res.get("timings") or {}
+        status = res.get("status", "?")
+        if status != "ok":
+            status = "error: " + ((res.get("error") or {}).get("code") or "?")
+        table.append((name, status, str(len(res.get("polygons") or [])),
+                      "%dx%d" % (res.get("width") or 0, res.get("height") or 0),
+                      _ms(t.get("queue_wait_us")), _ms(t.get("inference_us")), _ms(t.get("total_us")),
+                      str(res.get("worker") or "-")))
+    widths = [max(len(r[i]) for r in table) for i in range(len(hdr))]
+    for r in table:
+        out.write("  ".join(c.ljust(widths[i]) if i in (0, 1, 7) else c.rjust(widths[i])
+                            for i, c in enumerate(r)).rstrip() + "\n")
+    ok = sum(1 for _, r in rows if r.get("status") == "ok")
+    objs = sum(len(r.get("polygons") or []) for _, r in rows)
+    out.write("%d images: %d ok, %d failed, %d objects, %.2fs (%.1f images/s)\n" %
+              (len(rows), ok, len(rows) - ok, objs, wall_s, len(rows) / wall_s if wall_s > 0 else 0))
+
+
+def write_outputs(out_dir, path, res, group):
+    """<stem>.json (the result without binary fields, polygons included) and <stem>.overlay.png
+    (the image with polygon outlines). Returns the written paths."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    doc = {"file": os.path.abspath(path), "group": group}
+    for k, v in res.items():
+        doc[k] = v
+    jpath = os.path.join(out_dir, stem + ".json")
+    with open(jpath, "w") as f:
+        json.dump(doc, f, default=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+        f.write("\n")
+    written = [jpath]
+    if res.get("status") == "ok":
+        opath = os.path.join(out_dir, stem + ".overlay.png")
+        draw_overlay(path, res.get("polygons") or [], opath)
+        written.append(opath)
+    return written
+
+
+def draw_overlay(path, polygons, opath):
+    import numpy as np
+    from PIL import Image, ImageDraw
+    im = Image.open(path)
+    if im.mode.startswith("I"):
+        # 16/32-bit: stretch to 8 bits for viewing.
+        a = np.array(im).astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
+        im = Image.fromarray(a.astype(np.uint8), "L")
+    im = im.convert("RGB")
+    d = ImageDraw.Draw(im)
+    lw = max(1, round(max(im.size) / 512))
+    for p in polygons:
+        pts = p.get("points") or []
+        xy = [(pts[i], pts[i + 1]) for i in range(0, len(pts) - 1, 2)]
+        if len(xy) >= 2:
+            d.line(xy + [xy[0]], fill=OUTLINE, width=lw)
+    im.save(opath)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+def connect(args):
+    c = Client(args.url, prefix=args.prefix)
+    try:
+        c.ping()
+    except redis.RedisError as e:
+        raise CliError("cannot reach Redis at %s: %s" % (c.url, e), EXIT_REDIS)
+    return c
+
+
+def cmd_submit(args):
+    files = collect_files(args.paths)
+    if args.out:
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            raise CliError("cannot create output folder %s: %s" % (args.out, e))
+    images = [load_image(f) for f in files]
+    c = connect(args)
+    params = {}
+    if args.threshold is not None:
+        params["threshold"] = args.threshold
+    if args.min_area is not None:
+        params["min_area"] = args.min_area
+    if args.mask:
+        params["outputs"] = ["polygons", "mask"]
+    group = args.group or "cli-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"), uuid.uuid4().hex[:6])
+    t0 = time.monotonic()
+    try:
+        group, ids = c.submit_many(images, args.model, group, params=params or None,
+                                   tenant=args.tenant, priority=args.priority)
+    except proto.ProtocolError as e:
+        raise CliError(str(e))
+    rejected = [i for i in ids if c.last_enqueue.get(i) == 3]
+    print("submitted %d images to model %s as group %s" % (len(ids), args.model, group), flush=True)
+    if rejected:
+        _err("no worker serves model %s: %d jobs failed with unknown_model" % (args.model, len(rejected)))
+    if not (args.wait or args.out):
+        for f, i in zip(files, ids):
+            print("%s  %s" % (i, f))
+        return 0
+    deadline = None if args.timeout is None else t0 + args.timeout
+    bar = Progress(len(ids))
+    bar.update(0, 0, force=True)
+    try:
+        running = set()
+        for ev in c.events(group=group, total=len(ids), timeout=args.timeout):
+            if ev.get("state") == "started":
+                running.add(ev.get("id"))
+            else:
+                running.discard(ev.get("id"))
+            bar.update(ev.get("done", 0), ev.get("failed", 0), len(running))
+        left = None if deadline is None else max(1.0, deadline - time.monotonic())
+        results = c.wait_many(ids, timeout=left)
+    except Timeout:
+        bar.close()
+        g = c.group_status(group) or {}
+        raise CliError("timed out after %gs: %s of %d images finished (group %s)" %
+                       (args.timeout, (g.get("done") or 0) + (g.get("failed") or 0), len(ids), group),
+                       EXIT_TIMEOUT)
+    bar.close()
+    wall = time.monotonic() - t0
+    rows = [(os.path.basename(f), results[i]) for f, i in zip(files, ids)]
+    print_summary(rows, wall)
+    if args.out:
+        n = 0
+        for f, i in zip(files, ids):
+            n += len(write_outputs(args.out, f, results[i], group))
+        with open(os.path.join(args.out, "summary.json"), "w") as fh:
+            json.dump({"group": group, "model": args.model, "wall_s": round(wall, 3),
+                       "images": [{"file": f, "id": i, "status": results[i].get("status"),
+                                   "objects": len(results[i].get("polygons") or []),
+                                   "error": results[i].get("error")} for f, i in zip(files, ids)]},
+                      fh, indent=1)
+            fh.write("\n")
+        print("results: %d files in %s (<image>.json polygons, <image>.overlay.png outlines, summary.json)"
+              % (n + 1, os.path.abspath(args.out)))
+    return 0 if all(r.get("status") == "ok" for r in results.values()) else EXIT_FAILED
+
+
+def format_event(ev):
+    ts = ev.get("ts_ms")
+    when = time.strftime("%H:%M:%S", time.localtime(ts / 1000.0)) + ".%03d" % (ts % 1000) if ts else "-"
+    parts = [when, ev.get("id", "?"), "seq=%s" % ev.get("seq"), ev.get("state", "?")]
+    if ev.get("attempt") is not None:
+        parts.append("attempt=%s" % ev["attempt"])
+    if ev.get("worker"):
+        parts.append("worker=%s" % ev["worker"])
+    if ev.get("error"):
+        parts.append("error=%s" % ev["error"])
+    if ev.get("gseq") is not None:
+        parts.append("[group %s #%s: %s done, %s failed of %s]" %
+                     (ev.get("group"), ev["gseq"], ev.get("done"), ev.get("failed"), ev.get("total")))
+    return "  ".join(str(p) for p in parts)
+
+
+def cmd_watch(args):
+    if (args.job is None) == (args.group is None):
+        raise CliError("watch needs a job id or --group G (one of them)")
+    c = connect(args)
+    try:
+        for ev in c.events(id=args.job, group=args.group, timeout=args.timeout):
+            print(format_event(ev), flush=True)
+    except Timeout:
+        raise CliError("timed out after %gs waiting for the %s to finish" %
+                       (args.timeout, "job" if args.job else "group"), EXIT_TIMEOUT)
+    if args.job:
+        st = c.status(args.job) or {}
+        return 0 if st.get("state") == "done" else EXIT_FAILED
+    g = c.group_status(args.group) or {}
+    return 0 if not g.get("failed") else EXIT_FAILED
+
+
+def cmd_result(args):
+    c = connect(args)
+    try:
+        res = c.wait(args.job, timeout=args.timeout) if args.timeout else c.result(args.job)
+    except Timeout:
+        raise CliError("no result for %s within %gs" % (args.job, args.timeout), EXIT_TIMEOUT)
+    if res is None:
+        raise CliError("no result for job %s (unknown, pending or expired)" % args.job, EXIT_FAILED)
+    json.dump(res, sys.stdout, indent=1, default=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+    sys.stdout.write("\n")
+    return 0 if res.get("status") == "ok" else EXIT_FAILED
+
+
+def _table(rows, out):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(str(c).ljust(widths[i]) if i == 0 or isinstance(c, str) and not c.isdigit()
+                            else str(c).rjust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n")
+
+
+def cmd_stats(args):
+    c = connect(args)
+    st = c.stats()
+    out = sys.stdout
+    if args.json:
+        json.dump(st, out, indent=1)
+        out.write("\n")
+        return 0
+    rows = [("MODEL", "TENANT", "QUEUED", "SERVED")]
+    for m, info in sorted(st["models"].items()):
+        served = "yes" if m in st["served"] else "no"
+        tenants = info["tenants"] or {"default": 0}
+        for t, n in sorted(tenants.items()):
+            rows.append((m, t, n, served))
+    if len(rows) == 1:
+        rows.append(("(none)", "-", 0, "-"))
+    _table(rows, out)
+    out.write("\n")
+    rows = [("WORKER", "LIVE", "LEASE_MS", "INFLIGHT")]
+    for w, info in sorted(st["workers"].items()):
+        rows.append((w, "yes" if info["live"] else "NO", info["lease_ms"] if info["lease_ms"] else "-",
+                     info["inflight"]))
+    if len(rows) == 1:
+        rows.append(("(none)", "-", "-", 0))
+    _table(rows, out)
+    out.write("\nlive workers: %d   dead letters: %d\n" % (st["live_workers"], st["dead"]))
+    cn = st["counters"]
+    out.write("counters: " + "  ".join("%s=%s" % (k, cn[k]) for k in
+                                       ("enqueued", "done", "failed", "requeued", "dead")) + "\n")
+    return 0
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="segq", description="segq command line: submit images, "
+                                 "watch events, show queue statistics.")
+    ap.add_argument("--url", default=os.environ.get("SEGQ_REDIS_URL", DEFAULT_URL),
+                    help="Redis URL (env SEGQ_REDIS_URL; default %(default)s)")
+    ap.add_argument("--prefix", default=os.environ.get("SEGQ_PREFIX", DEFAULT_PREFIX),
+                    help="key prefix (env SEGQ_PREFIX; default %(default)s)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("submit", help="submit image files or folders")
+    s.add_argument("paths", nargs="+", metavar="FILE|FOLDER")
+    s.add_argument("--model", required=True, help="model name, e.g. otsu, null")
+    s.add_argument("--group", help="group id (default: generated)")
+    s.add_argument("--tenant", help="tenant (default: default)")
+    s.add_argument("--priority", type=int, help="> 0 puts the jobs at the front of the queue")
+    s.add_argument("--threshold", type=float, help="probability threshold in [0, 1]")
+    s.add_argument("--min-area", type=int, help="drop polygons smaller than this (pixels)")
+    s.add_argument("--mask", action="store_true", help="also ask for the RLE mask")
+    s.add_argument("--wait", action="store_true", help="show progress and wait for the results")
+    s.add_argument("--timeout", type=float, help="seconds to wait (default: forever)")
+    s.add_argument("--out", help="write <image>.json and <image>.overlay.png here (implies --wait)")
+    s.set_defaults(fn=cmd_submit)
+
+    w = sub.add_parser("watch", help="print the events of a job or a group live")
+    w.add_argument("job", nargs="?", help="job id")
+    w.add_argument("--group", help="group id")
+    w.add_argument("--timeout", type=float, help="seconds to wait (default: forever)")
+    w.set_defaults(fn=cmd_watch)
+
+    r = sub.add_parser("result", help="print a job's result as JSON")
+    r.add_argument("job")
+    r.add_argument("--timeout", type=float, help="wait up to this many seconds for it")
+    r.set_defaults(fn=cmd_result)
+
+    st = sub.add_parser("stats", help="queues, in-flight jobs, workers, dead letters, counters")
+    st.add_argument("--json", action="store_true", help="print the raw statistics as JSON")
+    st.set_defaults(fn=cmd_stats)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except CliError as e:
+        _err(str(e))
+        return e.code
+    except redis.ConnectionError as e:
+        _err("lost the connection to Redis at %s: %s" % (args.url, e))
+        return EXIT_REDIS
+    except (SegqError, redis.RedisError) as e:
+        _err(str(e))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
