@@ -45,7 +45,8 @@ static int get_fields(const msgpack_object *map, const char *where, const char *
                           sq_proto_type_name(&kv->key));
     for (size_t i = 0; i < n; i++) {
       if (!sq_proto_str_is(&kv->key, names[i])) continue;
-      if (seen[i]) return sq_error_set(err, SQ_EMALFORMED, "%s: duplicate key '%s'", where, names[i]);
+      if (seen[i])
+        return sq_error_set(err, SQ_EMALFORMED, "%s: duplicate key '%s'", where, names[i]);
       seen[i] = 1;
       if (kv->val.type != MSGPACK_OBJECT_NIL) out[i] = &kv->val;
       break;
@@ -89,8 +90,8 @@ static int get_name(const msgpack_object *o, const char *field, size_t max, char
   if (!sq_proto_valid_name(o->via.str.ptr, n, max)) {
     char shown[48];
     sq_proto_printable(o->via.str.ptr, n, shown, sizeof shown);
-    return sq_error_set(err, SQ_EVALUE, "%s: \"%s\" has characters outside [A-Za-z0-9._:-]",
-                        field, shown);
+    return sq_error_set(err, SQ_EVALUE, "%s: \"%s\" has characters outside [A-Za-z0-9._:-]", field,
+                        shown);
   }
   *out = sq_strndup(o->via.str.ptr, n);
   return *out ? 0 : sq_error_set(err, SQ_ENOMEM, "%s: out of memory", field);
@@ -134,15 +135,18 @@ static int decode_image(const msgpack_object *img, sq_job_t *job, sq_error_t *er
   /* For jpeg the decoded size is authoritative; width/height, if sent, are ignored. */
   if (bpp) {
     uint64_t w = 0, h = 0;
-    if (!f[F_WIDTH]) return sq_error_set(err, SQ_EMISSING, "image.width: missing (required for raw formats)");
+    if (!f[F_WIDTH])
+      return sq_error_set(err, SQ_EMISSING, "image.width: missing (required for raw formats)");
     rc = get_uint_range(f[F_WIDTH], "image.width", 1, SQ_PROTO_MAX_SIDE, &w, err);
     if (rc) return rc;
-    if (!f[F_HEIGHT]) return sq_error_set(err, SQ_EMISSING, "image.height: missing (required for raw formats)");
+    if (!f[F_HEIGHT])
+      return sq_error_set(err, SQ_EMISSING, "image.height: missing (required for raw formats)");
     rc = get_uint_range(f[F_HEIGHT], "image.height", 1, SQ_PROTO_MAX_SIDE, &h, err);
     if (rc) return rc;
     if (w * h > SQ_PROTO_MAX_PIXELS)
       return sq_error_set(err, SQ_EVALUE, "image: %llux%llu is more than %u pixels",
-                          (unsigned long long)w, (unsigned long long)h, (unsigned)SQ_PROTO_MAX_PIXELS);
+                          (unsigned long long)w, (unsigned long long)h,
+                          (unsigned)SQ_PROTO_MAX_PIXELS);
     if ((uint64_t)data->via.bin.size != w * h * bpp)
       return sq_error_set(err, SQ_EVALUE, "image.data: %u bytes, expected width*height*%u = %llu",
                           (unsigned)data->via.bin.size, bpp, (unsigned long long)(w * h * bpp));
@@ -197,7 +201,8 @@ static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t
   job->outputs = SQ_OUTPUT_POLYGONS;
   if (f[F_OUTPUTS]) {
     const msgpack_object *o = f[F_OUTPUTS];
-    if (o->type != MSGPACK_OBJECT_ARRAY) return type_error("params.outputs", "array of str", o, err);
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+      return type_error("params.outputs", "array of str", o, err);
     if (o->via.array.size > SQ_PROTO_MAX_OUTPUTS)
       return sq_error_set(err, SQ_EOVERSIZE, "params.outputs: %u entries, at most %d allowed",
                           (unsigned)o->via.array.size, SQ_PROTO_MAX_OUTPUTS);
@@ -228,8 +233,20 @@ static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t
 /* ---- the document ---- */
 
 static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *err) {
-  enum { F_V, F_ID, F_MODEL, F_IMAGE, F_PARAMS, F_PRIORITY, F_DEADLINE, F_GROUP, F_TENANT, F_META, F_N };
-  static const char *const names[F_N] = {"v",      "id",       "model",       "image", "params",
+  enum {
+    F_V,
+    F_ID,
+    F_MODEL,
+    F_IMAGE,
+    F_PARAMS,
+    F_PRIORITY,
+    F_DEADLINE,
+    F_GROUP,
+    F_TENANT,
+    F_META,
+    F_N
+  };
+  static const char *const names[F_N] = {"v",        "id",          "model", "image",  "params",
                                          "priority", "deadline_ms", "group", "tenant", "meta"};
   const msgpack_object *f[F_N];
   if (root->type != MSGPACK_OBJECT_MAP)
@@ -327,7 +344,8 @@ int sq_proto_job_decode(const void *buf, size_t len, sq_job_t *job, sq_error_t *
     rc = sq_error_set(err, SQ_ENOMEM, "document: out of memory while unpacking");
   } else if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
     /* The scan accepted it, so this is a disagreement with msgpack-c: still the sender's fault. */
-    rc = sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document (unpack status %d)", (int)ur);
+    rc = sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document (unpack status %d)",
+                      (int)ur);
   } else {
     rc = decode_root(&u.data, job, err);
   }
@@ -379,8 +397,8 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
 
   if (has_params) {
     bad |= sq_proto_pack_cstr(&pk, "params") ||
-           msgpack_pack_map(&pk, (size_t)job->has_threshold + (size_t)job->has_min_area +
-                                     (size_t)want_outputs);
+           msgpack_pack_map(
+               &pk, (size_t)job->has_threshold + (size_t)job->has_min_area + (size_t)want_outputs);
     if (job->has_threshold)
       bad |= sq_proto_pack_cstr(&pk, "threshold") || msgpack_pack_float(&pk, job->threshold);
     if (job->has_min_area)
@@ -392,13 +410,16 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
       if (nm) bad |= sq_proto_pack_cstr(&pk, "mask");
     }
   }
-  if (job->priority) bad |= sq_proto_pack_cstr(&pk, "priority") || msgpack_pack_int64(&pk, job->priority);
+  if (job->priority)
+    bad |= sq_proto_pack_cstr(&pk, "priority") || msgpack_pack_int64(&pk, job->priority);
   if (job->deadline_ms)
     bad |= sq_proto_pack_cstr(&pk, "deadline_ms") || msgpack_pack_uint64(&pk, job->deadline_ms);
   if (job->group) bad |= pack_kv_cstr(&pk, "group", job->group);
   if (job->tenant) bad |= pack_kv_cstr(&pk, "tenant", job->tenant);
   /* meta is already msgpack: written as-is after its key. */
-  if (has_meta) bad |= sq_proto_pack_cstr(&pk, "meta") || msgpack_sbuffer_write(&sb, (const char *)job->meta, job->meta_size);
+  if (has_meta)
+    bad |= sq_proto_pack_cstr(&pk, "meta") ||
+           msgpack_sbuffer_write(&sb, (const char *)job->meta, job->meta_size);
 
   if (bad) {
     msgpack_sbuffer_destroy(&sb);

@@ -8,7 +8,9 @@
 
 /* ---- encode ---- */
 
-static int pack_key(msgpack_packer *pk, const char *key) { return sq_proto_pack_cstr(pk, key); }
+static int pack_key(msgpack_packer *pk, const char *key) {
+  return sq_proto_pack_cstr(pk, key);
+}
 
 static int pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v) {
   return pack_key(pk, key) || msgpack_pack_uint64(pk, v);
@@ -57,8 +59,8 @@ static int pack_polygon(msgpack_packer *pk, const sq_polygon_t *p) {
 uint8_t *sq_proto_result_encode(const sq_result_t *res, size_t *out_len) {
   if (!res || !res->id) return NULL;
   int has_meta = res->meta && res->meta_size > 0;
-  size_t n = 10 + (res->model ? 1 : 0) + (res->mask ? 1 : 0) + (res->worker ? 1 : 0) +
-             (has_meta ? 1 : 0);
+  size_t n =
+      10 + (res->model ? 1 : 0) + (res->mask ? 1 : 0) + (res->worker ? 1 : 0) + (has_meta ? 1 : 0);
 
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
@@ -83,7 +85,8 @@ uint8_t *sq_proto_result_encode(const sq_result_t *res, size_t *out_len) {
   bad |= pack_key(&pk, "polygons") || msgpack_pack_array(&pk, res->polygons ? res->npolygons : 0);
   for (size_t i = 0; res->polygons && i < res->npolygons && !bad; i++)
     bad |= pack_polygon(&pk, &res->polygons[i]);
-  if (res->mask) bad |= pack_key(&pk, "mask") || pack_mask_rle(&pk, res->mask, res->width, res->height);
+  if (res->mask)
+    bad |= pack_key(&pk, "mask") || pack_mask_rle(&pk, res->mask, res->width, res->height);
 
   bad |= pack_key(&pk, "timings") || msgpack_pack_map(&pk, 5);
   bad |= pack_kv_u64(&pk, "queue_wait_us", res->timings.queue_wait_us);
@@ -151,8 +154,9 @@ static int get_u64(const msgpack_object *map, const char *key, uint64_t max, uin
   const msgpack_object *o = map_get(map, key);
   if (!o) return 0;
   if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return type_error(key, "uint", o, err);
-  if (o->via.u64 > max) return sq_error_set(err, SQ_EVALUE, "%s: %llu is too large", key,
-                                            (unsigned long long)o->via.u64);
+  if (o->via.u64 > max)
+    return sq_error_set(err, SQ_EVALUE, "%s: %llu is too large", key,
+                        (unsigned long long)o->via.u64);
   *out = o->via.u64;
   return 0;
 }
@@ -167,10 +171,17 @@ static int get_u32(const msgpack_object *map, const char *key, uint32_t *out, sq
 static int as_float(const msgpack_object *o, const char *field, float *out, sq_error_t *err) {
   switch (o->type) {
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: *out = (float)o->via.f64; return 0;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (float)o->via.u64; return 0;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (float)o->via.i64; return 0;
-    default: return type_error(field, "float", o, err);
+    case MSGPACK_OBJECT_FLOAT64:
+      *out = (float)o->via.f64;
+      return 0;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+      *out = (float)o->via.u64;
+      return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+      *out = (float)o->via.i64;
+      return 0;
+    default:
+      return type_error(field, "float", o, err);
   }
 }
 
@@ -187,7 +198,8 @@ static int decode_polygon(const msgpack_object *o, sq_polygon_t *p, sq_error_t *
   if (bbox->via.array.size != 4)
     return sq_error_set(err, SQ_EVALUE, "polygons[].bbox: expected 4 numbers");
   int rc = as_float(area, "polygons[].area", &p->area, err);
-  for (int i = 0; i < 4 && !rc; i++) rc = as_float(&bbox->via.array.ptr[i], "polygons[].bbox", &p->bbox[i], err);
+  for (int i = 0; i < 4 && !rc; i++)
+    rc = as_float(&bbox->via.array.ptr[i], "polygons[].bbox", &p->bbox[i], err);
   if (rc) return rc;
   p->npoints = pts->via.array.size / 2;
   p->points = sq_xmalloc(pts->via.array.size * sizeof(float));
@@ -201,7 +213,8 @@ static int decode_mask(const msgpack_object *o, sq_result_decoded_t *res, sq_err
   if (o->type != MSGPACK_OBJECT_MAP) return type_error("mask", "map", o, err);
   const msgpack_object *enc = map_get(o, "encoding"), *counts = map_get(o, "counts");
   if (!enc || !counts) return sq_error_set(err, SQ_EMISSING, "mask: needs encoding and counts");
-  if (!sq_proto_str_is(enc, "rle")) return sq_error_set(err, SQ_EVALUE, "mask.encoding: expected \"rle\"");
+  if (!sq_proto_str_is(enc, "rle"))
+    return sq_error_set(err, SQ_EVALUE, "mask.encoding: expected \"rle\"");
   if (counts->type != MSGPACK_OBJECT_ARRAY) return type_error("mask.counts", "array", counts, err);
   uint32_t w = 0, h = 0;
   int rc = get_u32(o, "width", &w, err);
@@ -217,32 +230,38 @@ static int decode_mask(const msgpack_object *o, sq_result_decoded_t *res, sq_err
   uint64_t pos = 0;
   for (uint32_t i = 0; i < counts->via.array.size; i++) {
     const msgpack_object *c = &counts->via.array.ptr[i];
-    if (c->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return type_error("mask.counts[]", "uint", c, err);
+    if (c->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+      return type_error("mask.counts[]", "uint", c, err);
     if (c->via.u64 > n - pos)
       return sq_error_set(err, SQ_EVALUE, "mask.counts: runs exceed width*height");
     memset(res->mask + pos, (int)(i & 1), (size_t)c->via.u64);
     pos += c->via.u64;
   }
-  if (pos != n) return sq_error_set(err, SQ_EVALUE, "mask.counts: runs cover %llu of %llu pixels",
-                                    (unsigned long long)pos, (unsigned long long)n);
+  if (pos != n)
+    return sq_error_set(err, SQ_EVALUE, "mask.counts: runs cover %llu of %llu pixels",
+                        (unsigned long long)pos, (unsigned long long)n);
   return 0;
 }
 
 static int decode_result(const msgpack_object *root, sq_result_decoded_t *res, sq_error_t *err) {
   if (root->type != MSGPACK_OBJECT_MAP)
-    return sq_error_set(err, SQ_EMALFORMED, "document: expected map, got %s", sq_proto_type_name(root));
+    return sq_error_set(err, SQ_EMALFORMED, "document: expected map, got %s",
+                        sq_proto_type_name(root));
   for (uint32_t i = 0; i < root->via.map.size; i++)
     if (root->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR)
       return sq_error_set(err, SQ_EMALFORMED, "document: map key is not a str");
   const msgpack_object *v = map_get(root, "v");
   if (!v) return sq_error_set(err, SQ_EMISSING, "v: missing");
   if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return type_error("v", "uint", v, err);
-  if (v->via.u64 != SQ_PROTO_VERSION) return sq_error_set(err, SQ_EVERSION, "v: version %llu is not supported", (unsigned long long)v->via.u64);
+  if (v->via.u64 != SQ_PROTO_VERSION)
+    return sq_error_set(err, SQ_EVERSION, "v: version %llu is not supported",
+                        (unsigned long long)v->via.u64);
   int rc = get_str(root, "id", 1, &res->id, err);
   if (rc) return rc;
   const msgpack_object *status = map_get(root, "status");
   if (!status) return sq_error_set(err, SQ_EMISSING, "status: missing");
-  if (sq_proto_str_is(status, "ok")) res->ok = 1;
+  if (sq_proto_str_is(status, "ok"))
+    res->ok = 1;
   else if (!sq_proto_str_is(status, "error"))
     return sq_error_set(err, status->type == MSGPACK_OBJECT_STR ? SQ_EVALUE : SQ_ETYPE,
                         "status: expected \"ok\" or \"error\"");
@@ -301,7 +320,8 @@ int sq_proto_result_decode(const void *buf, size_t len, sq_result_decoded_t *res
   if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
     rc = sq_error_set(err, SQ_ENOMEM, "document: out of memory while unpacking");
   else if (ur != MSGPACK_UNPACK_SUCCESS || off != len)
-    rc = sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document (unpack status %d)", (int)ur);
+    rc = sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document (unpack status %d)",
+                      (int)ur);
   else
     rc = decode_result(&u.data, res, err);
   msgpack_unpacked_destroy(&u);

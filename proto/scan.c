@@ -34,79 +34,66 @@ static int scan_skip(scanner_t *s, uint64_t n) {
   return 0;
 }
 
-/* Returns 0, or -1 with the reason in s->err. Recursion depth is bounded by max_depth. */
+/* Each scan_* returns 0, or SQ_EMALFORMED with the reason in s->err. Recursion depth is bounded
+ * by max_depth. */
 static int scan_object(scanner_t *s, unsigned depth);
 
 static int scan_elements(scanner_t *s, uint64_t n, unsigned depth) {
-  if (depth > s->max_depth) {
-    scan_fail(s, "nesting too deep");
-    return -1;
-  }
+  if (depth > s->max_depth) return scan_fail(s, "nesting too deep");
   /* Every element takes at least one byte: reject impossible counts before walking them. */
-  if (n > (uint64_t)(s->end - s->p)) {
-    scan_fail(s, "truncated");
-    return -1;
-  }
+  if (n > (uint64_t)(s->end - s->p)) return scan_fail(s, "truncated");
   for (uint64_t i = 0; i < n; i++)
-    if (scan_object(s, depth) < 0) return -1;
+    if (scan_object(s, depth) < 0) return SQ_EMALFORMED;
   return 0;
 }
 
-static int scan_object(scanner_t *s, unsigned depth) {
-  if (s->p >= s->end) {
-    scan_fail(s, "truncated");
-    return -1;
-  }
-  if (++s->objects > s->max_objects) {
-    scan_fail(s, "too many objects");
-    return -1;
-  }
-  uint8_t b = *s->p++;
+/* A str/bin/ext: an n_bytes big-endian length, then extra + length bytes. */
+static int scan_sized(scanner_t *s, size_t n_bytes, uint64_t extra) {
   uint64_t n = 0;
-  int rc = 0;
-  if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0; /* fixint, nil, bool */
-  if ((b & 0xf0) == 0x80) return scan_elements(s, 2u * (b & 0x0f), depth + 1); /* fixmap */
-  if ((b & 0xf0) == 0x90) return scan_elements(s, b & 0x0f, depth + 1);        /* fixarray */
-  if ((b & 0xe0) == 0xa0) rc = scan_skip(s, b & 0x1f);                         /* fixstr */
-  else {
-    switch (b) {
-      case 0xc4: case 0xd9: rc = scan_be(s, 1, &n) || scan_skip(s, n); break; /* bin8, str8 */
-      case 0xc5: case 0xda: rc = scan_be(s, 2, &n) || scan_skip(s, n); break;
-      case 0xc6: case 0xdb: rc = scan_be(s, 4, &n) || scan_skip(s, n); break;
-      case 0xc7: rc = scan_be(s, 1, &n) || scan_skip(s, n + 1); break; /* ext8: type byte + data */
-      case 0xc8: rc = scan_be(s, 2, &n) || scan_skip(s, n + 1); break;
-      case 0xc9: rc = scan_be(s, 4, &n) || scan_skip(s, n + 1); break;
-      case 0xca: rc = scan_skip(s, 4); break; /* float32 */
-      case 0xcb: rc = scan_skip(s, 8); break; /* float64 */
-      case 0xcc: case 0xd0: rc = scan_skip(s, 1); break;
-      case 0xcd: case 0xd1: rc = scan_skip(s, 2); break;
-      case 0xce: case 0xd2: rc = scan_skip(s, 4); break;
-      case 0xcf: case 0xd3: rc = scan_skip(s, 8); break;
-      case 0xd4: rc = scan_skip(s, 2); break; /* fixext: type byte + 1, 2, 4, 8, 16 */
-      case 0xd5: rc = scan_skip(s, 3); break;
-      case 0xd6: rc = scan_skip(s, 5); break;
-      case 0xd7: rc = scan_skip(s, 9); break;
-      case 0xd8: rc = scan_skip(s, 17); break;
-      case 0xdc: if (scan_be(s, 2, &n)) break; return scan_elements(s, n, depth + 1);
-      case 0xdd: if (scan_be(s, 4, &n)) break; return scan_elements(s, n, depth + 1);
-      case 0xde: if (scan_be(s, 2, &n)) break; return scan_elements(s, 2 * n, depth + 1);
-      case 0xdf: if (scan_be(s, 4, &n)) break; return scan_elements(s, 2 * n, depth + 1);
-      default: /* 0xc1 is reserved */
-        s->p--;
-        scan_fail(s, "reserved byte 0xc1");
-        return -1;
-    }
-  }
-  if (rc) {
-    scan_fail(s, "truncated");
-    return -1;
-  }
+  if (scan_be(s, n_bytes, &n) || scan_skip(s, n + extra)) return scan_fail(s, "truncated");
   return 0;
+}
+
+static int scan_fixed(scanner_t *s, uint64_t n) {
+  if (scan_skip(s, n)) return scan_fail(s, "truncated");
+  return 0;
+}
+
+/* An array or map with an n_bytes big-endian count; a map has 2 objects per entry. */
+static int scan_container(scanner_t *s, size_t n_bytes, uint64_t per_entry, unsigned depth) {
+  uint64_t n = 0;
+  if (scan_be(s, n_bytes, &n)) return scan_fail(s, "truncated");
+  return scan_elements(s, n * per_entry, depth + 1);
+}
+
+static int scan_object(scanner_t *s, unsigned depth) {
+  if (s->p >= s->end) return scan_fail(s, "truncated");
+  if (++s->objects > s->max_objects) return scan_fail(s, "too many objects");
+  uint8_t b = *s->p++;
+  /* The type byte's ranges, in the order of the msgpack spec's format table. */
+  if (b <= 0x7f || b >= 0xe0) return 0;                                     /* fixint */
+  if (b <= 0x8f) return scan_elements(s, 2u * (b & 0x0f), depth + 1);       /* fixmap */
+  if (b <= 0x9f) return scan_elements(s, b & 0x0f, depth + 1);              /* fixarray */
+  if (b <= 0xbf) return scan_fixed(s, b & 0x1f);                            /* fixstr */
+  if (b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;                        /* nil, false, true */
+  if (b >= 0xc4 && b <= 0xc6) return scan_sized(s, 1u << (b - 0xc4), 0);    /* bin 8/16/32 */
+  if (b >= 0xc7 && b <= 0xc9) return scan_sized(s, 1u << (b - 0xc7), 1);    /* ext: + type */
+  if (b == 0xca) return scan_fixed(s, 4);                                   /* float32 */
+  if (b == 0xcb) return scan_fixed(s, 8);                                   /* float64 */
+  if (b >= 0xcc && b <= 0xcf) return scan_fixed(s, 1u << (b - 0xcc));       /* uint 8..64 */
+  if (b >= 0xd0 && b <= 0xd3) return scan_fixed(s, 1u << (b - 0xd0));       /* int 8..64 */
+  if (b >= 0xd4 && b <= 0xd8) return scan_fixed(s, 1 + (1u << (b - 0xd4))); /* fixext */
+  if (b >= 0xd9 && b <= 0xdb) return scan_sized(s, 1u << (b - 0xd9), 0);    /* str 8/16/32 */
+  if (b == 0xdc || b == 0xdd) return scan_container(s, b == 0xdc ? 2 : 4, 1, depth);
+  if (b == 0xde || b == 0xdf) return scan_container(s, b == 0xde ? 2 : 4, 2, depth);
+  s->p--; /* 0xc1: never used */
+  return scan_fail(s, "reserved byte 0xc1");
 }
 
 int sq_proto_scan(const uint8_t *buf, size_t len, unsigned max_depth, uint64_t max_objects,
                   sq_error_t *err) {
-  if (!buf || len == 0) return sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document: empty");
+  if (!buf || len == 0)
+    return sq_error_set(err, SQ_EMALFORMED, "not a valid msgpack document: empty");
   scanner_t s = {buf, buf, buf + len, max_depth, 0, max_objects, err};
   if (scan_object(&s, 0) < 0) return SQ_EMALFORMED;
   if (s.p != s.end)
@@ -118,17 +105,27 @@ int sq_proto_scan(const uint8_t *buf, size_t len, unsigned max_depth, uint64_t m
 
 const char *sq_proto_type_name(const msgpack_object *o) {
   switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "bool";
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "uint";
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative int";
+    case MSGPACK_OBJECT_NIL:
+      return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+      return "bool";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+      return "uint";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+      return "negative int";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "str";
-    case MSGPACK_OBJECT_BIN: return "bin";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_EXT: return "ext";
+    case MSGPACK_OBJECT_FLOAT64:
+      return "float";
+    case MSGPACK_OBJECT_STR:
+      return "str";
+    case MSGPACK_OBJECT_BIN:
+      return "bin";
+    case MSGPACK_OBJECT_ARRAY:
+      return "array";
+    case MSGPACK_OBJECT_MAP:
+      return "map";
+    case MSGPACK_OBJECT_EXT:
+      return "ext";
   }
   return "unknown";
 }

@@ -1,7 +1,8 @@
 /* Fuzz target for the strict job decoder (and, when a job decodes, the encoder and a second
  * decode of its output, which must succeed). Not built by default. Build and run with:
  *   clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *     tests/fuzz/fuzz_proto_job.c $(find proto common -name '*.c') -lmsgpackc -lm -lpthread -o fuzz_proto_job
+ *     tests/fuzz/fuzz_proto_job.c $(find proto common -name '*.c') -lmsgpackc -lm -lpthread -o
+ * fuzz_proto_job
  *   ./fuzz_proto_job -max_len=4096 -timeout=5 corpus/   (run from the repository root) */
 #include <stdlib.h>
 #include <string.h>

@@ -65,23 +65,40 @@ static void pack_entries(msgpack_packer *pk, const char *prefix, const entry_t *
   }
 }
 
-static void p_v1(msgpack_packer *pk) { msgpack_pack_uint8(pk, 1); }
-static void p_id(msgpack_packer *pk) { pstr(pk, "job-1"); }
-static void p_model(msgpack_packer *pk) { pstr(pk, "otsu"); }
-static void p_gray8(msgpack_packer *pk) { pstr(pk, "gray8"); }
+static void p_v1(msgpack_packer *pk) {
+  msgpack_pack_uint8(pk, 1);
+}
+static void p_id(msgpack_packer *pk) {
+  pstr(pk, "job-1");
+}
+static void p_model(msgpack_packer *pk) {
+  pstr(pk, "otsu");
+}
+static void p_gray8(msgpack_packer *pk) {
+  pstr(pk, "gray8");
+}
 static void p_data6(msgpack_packer *pk) {
   static const char px[6] = {0, 1, 2, 3, 4, 5};
   msgpack_pack_bin(pk, 6);
   msgpack_pack_bin_body(pk, px, 6);
 }
-static void p_uint3(msgpack_packer *pk) { msgpack_pack_uint64(pk, 3); }
-static void p_uint2(msgpack_packer *pk) { msgpack_pack_uint64(pk, 2); }
+static void p_uint3(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 3);
+}
+static void p_uint2(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 2);
+}
 static void p_image(msgpack_packer *pk) {
-  static const entry_t e[] = {{"format", p_gray8}, {"data", p_data6}, {"width", p_uint3}, {"height", p_uint2}};
+  static const entry_t e[] = {
+      {"format", p_gray8}, {"data", p_data6}, {"width", p_uint3}, {"height", p_uint2}};
   pack_entries(pk, "image.", e, 4);
 }
-static void p_half(msgpack_packer *pk) { msgpack_pack_double(pk, 0.5); }
-static void p_uint4(msgpack_packer *pk) { msgpack_pack_uint64(pk, 4); }
+static void p_half(msgpack_packer *pk) {
+  msgpack_pack_double(pk, 0.5);
+}
+static void p_uint4(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 4);
+}
 static void p_outputs(msgpack_packer *pk) {
   msgpack_pack_array(pk, 2);
   pstr(pk, "polygons");
@@ -91,10 +108,18 @@ static void p_params(msgpack_packer *pk) {
   static const entry_t e[] = {{"threshold", p_half}, {"min_area", p_uint4}, {"outputs", p_outputs}};
   pack_entries(pk, "params.", e, 3);
 }
-static void p_prio(msgpack_packer *pk) { msgpack_pack_int64(pk, -5); }
-static void p_deadline(msgpack_packer *pk) { msgpack_pack_uint64(pk, 1700000000000ull); }
-static void p_group(msgpack_packer *pk) { pstr(pk, "upload-7"); }
-static void p_tenant(msgpack_packer *pk) { pstr(pk, "acme"); }
+static void p_prio(msgpack_packer *pk) {
+  msgpack_pack_int64(pk, -5);
+}
+static void p_deadline(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 1700000000000ull);
+}
+static void p_group(msgpack_packer *pk) {
+  pstr(pk, "upload-7");
+}
+static void p_tenant(msgpack_packer *pk) {
+  pstr(pk, "acme");
+}
 static void p_meta(msgpack_packer *pk) {
   msgpack_pack_map(pk, 1);
   pstr(pk, "k");
@@ -104,10 +129,10 @@ static void p_meta(msgpack_packer *pk) {
 }
 
 static uint8_t *build(const char *key, pack_fn fn, size_t *len) {
-  static const entry_t e[] = {{"v", p_v1},          {"id", p_id},         {"model", p_model},
-                              {"image", p_image},   {"params", p_params}, {"priority", p_prio},
-                              {"deadline_ms", p_deadline}, {"group", p_group}, {"tenant", p_tenant},
-                              {"meta", p_meta}};
+  static const entry_t e[] = {
+      {"v", p_v1},          {"id", p_id},         {"model", p_model},          {"image", p_image},
+      {"params", p_params}, {"priority", p_prio}, {"deadline_ms", p_deadline}, {"group", p_group},
+      {"tenant", p_tenant}, {"meta", p_meta}};
   g_key = key;
   g_fn = fn;
   msgpack_sbuffer sb;
@@ -120,39 +145,89 @@ static uint8_t *build(const char *key, pack_fn fn, size_t *len) {
 }
 
 /* ---- bad values ---- */
-static void p_nil(msgpack_packer *pk) { msgpack_pack_nil(pk); }
-static void p_true(msgpack_packer *pk) { msgpack_pack_true(pk); }
-static void p_str(msgpack_packer *pk) { pstr(pk, "abc"); }
-static void p_str1(msgpack_packer *pk) { pstr(pk, "1"); }
-static void p_uint0(msgpack_packer *pk) { msgpack_pack_uint64(pk, 0); }
-static void p_uint7(msgpack_packer *pk) { msgpack_pack_uint64(pk, 7); }
-static void p_uint16385(msgpack_packer *pk) { msgpack_pack_uint64(pk, 16385); }
-static void p_uint_max(msgpack_packer *pk) { msgpack_pack_uint64(pk, UINT64_MAX); }
-static void p_uint_2p32(msgpack_packer *pk) { msgpack_pack_uint64(pk, 1ull << 32); }
-static void p_neg1(msgpack_packer *pk) { msgpack_pack_int64(pk, -1); }
-static void p_float(msgpack_packer *pk) { msgpack_pack_double(pk, 1.0); }
-static void p_float15(msgpack_packer *pk) { msgpack_pack_double(pk, 1.5); }
-static void p_float_neg(msgpack_packer *pk) { msgpack_pack_float(pk, -0.25f); }
-static void p_nan(msgpack_packer *pk) { msgpack_pack_double(pk, NAN); }
-static void p_array(msgpack_packer *pk) { msgpack_pack_array(pk, 0); }
-static void p_map(msgpack_packer *pk) { msgpack_pack_map(pk, 0); }
+static void p_nil(msgpack_packer *pk) {
+  msgpack_pack_nil(pk);
+}
+static void p_true(msgpack_packer *pk) {
+  msgpack_pack_true(pk);
+}
+static void p_str(msgpack_packer *pk) {
+  pstr(pk, "abc");
+}
+static void p_str1(msgpack_packer *pk) {
+  pstr(pk, "1");
+}
+static void p_uint0(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 0);
+}
+static void p_uint7(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 7);
+}
+static void p_uint16385(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 16385);
+}
+static void p_uint_max(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, UINT64_MAX);
+}
+static void p_uint_2p32(msgpack_packer *pk) {
+  msgpack_pack_uint64(pk, 1ull << 32);
+}
+static void p_neg1(msgpack_packer *pk) {
+  msgpack_pack_int64(pk, -1);
+}
+static void p_float(msgpack_packer *pk) {
+  msgpack_pack_double(pk, 1.0);
+}
+static void p_float15(msgpack_packer *pk) {
+  msgpack_pack_double(pk, 1.5);
+}
+static void p_float_neg(msgpack_packer *pk) {
+  msgpack_pack_float(pk, -0.25f);
+}
+static void p_nan(msgpack_packer *pk) {
+  msgpack_pack_double(pk, NAN);
+}
+static void p_array(msgpack_packer *pk) {
+  msgpack_pack_array(pk, 0);
+}
+static void p_map(msgpack_packer *pk) {
+  msgpack_pack_map(pk, 0);
+}
 static void p_bin(msgpack_packer *pk) {
   msgpack_pack_bin(pk, 3);
   msgpack_pack_bin_body(pk, "abc", 3);
 }
-static void p_str_empty(msgpack_packer *pk) { pstr(pk, ""); }
-static void p_str_129(msgpack_packer *pk) { pstr_n(pk, 'a', 129); }
-static void p_str_128(msgpack_packer *pk) { pstr_n(pk, 'a', 128); }
-static void p_str_65(msgpack_packer *pk) { pstr_n(pk, 'a', 65); }
-static void p_str_space(msgpack_packer *pk) { pstr(pk, "a b"); }
-static void p_str_slash(msgpack_packer *pk) { pstr(pk, "a/b"); }
+static void p_str_empty(msgpack_packer *pk) {
+  pstr(pk, "");
+}
+static void p_str_129(msgpack_packer *pk) {
+  pstr_n(pk, 'a', 129);
+}
+static void p_str_128(msgpack_packer *pk) {
+  pstr_n(pk, 'a', 128);
+}
+static void p_str_65(msgpack_packer *pk) {
+  pstr_n(pk, 'a', 65);
+}
+static void p_str_space(msgpack_packer *pk) {
+  pstr(pk, "a b");
+}
+static void p_str_slash(msgpack_packer *pk) {
+  pstr(pk, "a/b");
+}
 static void p_str_nul(msgpack_packer *pk) {
   msgpack_pack_str(pk, 3);
   msgpack_pack_str_body(pk, "a\0b", 3);
 }
-static void p_str_bmp(msgpack_packer *pk) { pstr(pk, "bmp"); }
-static void p_str_jpeg(msgpack_packer *pk) { pstr(pk, "jpeg"); }
-static void p_str_gray16(msgpack_packer *pk) { pstr(pk, "gray16"); }
+static void p_str_bmp(msgpack_packer *pk) {
+  pstr(pk, "bmp");
+}
+static void p_str_jpeg(msgpack_packer *pk) {
+  pstr(pk, "jpeg");
+}
+static void p_str_gray16(msgpack_packer *pk) {
+  pstr(pk, "gray16");
+}
 static void p_out_unknown(msgpack_packer *pk) {
   msgpack_pack_array(pk, 2);
   pstr(pk, "polygons");
@@ -178,7 +253,9 @@ static void p_data_big(msgpack_packer *pk) {
   msgpack_pack_bin_body(pk, b, n);
   free(b);
 }
-static void p_str_big(msgpack_packer *pk) { pstr_n(pk, 'a', SQ_PROTO_MAX_IMAGE_BYTES + 1u); }
+static void p_str_big(msgpack_packer *pk) {
+  pstr_n(pk, 'a', SQ_PROTO_MAX_IMAGE_BYTES + 1u);
+}
 
 typedef struct {
   const char *key;
@@ -280,8 +357,10 @@ static void test_error_cases(void) {
     CHECK(job.model == NULL && job.image_data == NULL && job.meta == NULL && job.tenant == NULL);
     CHECK(job.width == 0 && job.outputs == 0 && job.priority == 0);
     /* The id is there whenever it was readable. */
-    if (strcmp(c->key, "id") != 0) CHECK_STR(job.id, "job-1");
-    else CHECK(job.id == NULL);
+    if (strcmp(c->key, "id") != 0)
+      CHECK_STR(job.id, "job-1");
+    else
+      CHECK(job.id == NULL);
     sq_proto_job_free(&job);
     free(buf);
   }

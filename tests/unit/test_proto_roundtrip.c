@@ -219,7 +219,8 @@ static void test_result_ok(void) {
   if (d.npolygons == 2) {
     for (int p = 0; p < 2; p++) {
       CHECK_EQ_INT(d.polygons[p].npoints, polys[p].npoints);
-      CHECK(memcmp(d.polygons[p].points, polys[p].points, polys[p].npoints * 2 * sizeof(float)) == 0);
+      CHECK(memcmp(d.polygons[p].points, polys[p].points, polys[p].npoints * 2 * sizeof(float)) ==
+            0);
       CHECK(d.polygons[p].area == polys[p].area);
       CHECK(memcmp(d.polygons[p].bbox, polys[p].bbox, sizeof polys[p].bbox) == 0);
     }
@@ -238,8 +239,14 @@ static void test_result_ok(void) {
   msgpack_sbuffer_destroy(&sb);
   msgpack_sbuffer_init(&sb);
   CHECK(result_field(buf, len, "mask", &sb));
-  CHECK(sb.size > 0 && memmem(sb.data, sb.size, "\xa6" "counts", 7) != NULL);
-  const char *counts = memmem(sb.data, sb.size, "\xa6" "counts", 7);
+  CHECK(sb.size > 0 && memmem(sb.data, sb.size,
+                              "\xa6"
+                              "counts",
+                              7) != NULL);
+  const char *counts = memmem(sb.data, sb.size,
+                              "\xa6"
+                              "counts",
+                              7);
   if (counts) CHECK((uint8_t)counts[7 + 3] == 0x00); /* array16 header (3 bytes), then 0 */
   msgpack_sbuffer_destroy(&sb);
 
