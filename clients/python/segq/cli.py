@@ -338,7 +338,10 @@ def cmd_stats(args):
         out.write("\n")
         return 0
     rows = [("MODEL", "TENANT", "QUEUED", "SERVED")]
-    for m, info in sorted(st["models"].items()):
+    models = dict(st["models"])
+    for m in st["served"]:
+        models.setdefault(m, {"queued": 0, "tenants": {}})
+    for m, info in sorted(models.items()):
         served = "yes" if m in st["served"] else "no"
         tenants = info["tenants"] or {"default": 0}
         for t, n in sorted(tenants.items()):
