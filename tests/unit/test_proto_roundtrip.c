@@ -140,6 +140,41 @@ static void test_job_minimal(void) {
   CHECK(sq_proto_job_encode(&in, &len) == NULL);
 }
 
+/* A job as the Python client (clients/python/segq/proto.py encode_job) writes it, with every
+ * optional field: the C decoder must read what the other encoder produces, not only its own. */
+static void test_job_from_python(void) {
+  static const char py[] =
+      "\x8a\xa1\x76\x01\xa2\x69\x64\xa4\x70\x79\x2d\x31\xa5\x6d\x6f\x64\x65\x6c\xa4\x6f\x74\x73"
+      "\x75\xa5\x69\x6d\x61\x67\x65\x84\xa6\x66\x6f\x72\x6d\x61\x74\xa6\x67\x72\x61\x79\x31\x36"
+      "\xa4\x64\x61\x74\x61\xc4\x04\x00\xff\x07\x09\xa5\x77\x69\x64\x74\x68\x02\xa6\x68\x65\x69"
+      "\x67\x68\x74\x01\xa6\x70\x61\x72\x61\x6d\x73\x83\xa9\x74\x68\x72\x65\x73\x68\x6f\x6c\x64"
+      "\xcb\x3f\xe8\x00\x00\x00\x00\x00\x00\xa7\x6f\x75\x74\x70\x75\x74\x73\x91\xa4\x6d\x61\x73"
+      "\x6b\xa8\x6d\x69\x6e\x5f\x61\x72\x65\x61\x03\xa8\x70\x72\x69\x6f\x72\x69\x74\x79\xff\xab"
+      "\x64\x65\x61\x64\x6c\x69\x6e\x65\x5f\x6d\x73\xcf\x00\x00\x01\xa3\x18\x5c\x50\x00\xa5\x67"
+      "\x72\x6f\x75\x70\xa3\x67\x72\x70\xa6\x74\x65\x6e\x61\x6e\x74\xa3\x74\x65\x6e\xa4\x6d\x65"
+      "\x74\x61\x81\xa1\x61\x93\x01\xc0\xa1\x78";
+  sq_job_t job;
+  sq_error_t err;
+  int rc = sq_proto_job_decode(py, sizeof py - 1, &job, &err);
+  if (rc) fprintf(stderr, "python job: %s\n", err.msg);
+  CHECK_EQ_INT(rc, 0);
+  CHECK_STR(job.id, "py-1");
+  CHECK_STR(job.model, "otsu");
+  CHECK_STR(job.group, "grp");
+  CHECK_STR(job.tenant, "ten");
+  CHECK_EQ_INT(job.image_format, SQ_IMAGE_GRAY16);
+  CHECK(job.width == 2 && job.height == 1 && job.image_size == 4);
+  CHECK(job.image_data && job.image_data[1] == 0xff);
+  CHECK(job.has_threshold && job.threshold == 0.75f);
+  CHECK(job.has_min_area && job.min_area == 3);
+  CHECK_EQ_INT(job.outputs, SQ_OUTPUT_MASK);
+  CHECK_EQ_INT(job.priority, -1);
+  CHECK_EQ_INT(job.deadline_ms, 1800000000000ull);
+  /* {"a": [1, nil, "x"]} is already in its smallest encoding, so the bytes are unchanged. */
+  CHECK(job.meta_size == 8 && memcmp(job.meta, "\x81\xa1\x61\x93\x01\xc0\xa1\x78", 8) == 0);
+  sq_proto_job_free(&job);
+}
+
 /* Finds key in the top-level map of a result and re-packs its value. */
 static int result_field(const uint8_t *buf, size_t len, const char *key, msgpack_sbuffer *out) {
   msgpack_unpacked u;
@@ -348,6 +383,7 @@ static void test_result_error(void) {
 int main(void) {
   test_job_full();
   test_job_minimal();
+  test_job_from_python();
   test_result_ok();
   test_result_mask_patterns();
   test_result_error();
