@@ -366,6 +366,20 @@ static void test_error_cases(void) {
   }
 }
 
+/* Any integer encoding is fine, signed ones included. */
+static void p_v_int8(msgpack_packer *pk) {
+  msgpack_pack_fix_int8(pk, 1);
+}
+static void p_width_u32(msgpack_packer *pk) {
+  msgpack_pack_fix_uint32(pk, 3);
+}
+static void p_height_i64(msgpack_packer *pk) {
+  msgpack_pack_fix_int64(pk, 2);
+}
+static void p_float32_half(msgpack_packer *pk) {
+  msgpack_pack_float(pk, 0.5f);
+}
+
 /* Things that are fine: limits exactly reached, nil optional fields, unknown keys, jpeg without
  * width/height. */
 static void expect_ok(const char *key, pack_fn fn) {
@@ -393,6 +407,10 @@ static void test_accepted(void) {
   expect_ok("image.unknown", p_str);
   expect_ok("params.unknown", p_str);
   expect_ok("meta", p_bin);
+  expect_ok("v", p_v_int8);
+  expect_ok("image.width", p_width_u32);
+  expect_ok("image.height", p_height_i64);
+  expect_ok("params.threshold", p_float32_half);
 }
 
 static void test_jpeg(void) {
