@@ -2,7 +2,7 @@
 """Integration tests of the Python client (clients/python/segq) against a private redis-server:
 submit/wait/wait_many/status/stats, and events() catch-up (late subscribers, live gaps, groups)
 yielding every event exactly once and in order. A worker is simulated from Python with the real
-queue/scripts (heartbeat, claim, ack), so this runs without the worker binary."""
+queue/scripts (segq.fakeworker: heartbeat, claim, ack), so this runs without the worker binary."""
 import os
 import shutil
 import socket
@@ -23,7 +23,7 @@ try:
     import msgpack
     import redis
     import segq
-    from segq import proto
+    from segq import fakeworker, proto
 except ImportError as e:  # pragma: no cover
     print("skip: needs python3-redis and python3-msgpack:", e)
     sys.exit(77)
@@ -69,49 +69,8 @@ class LocalRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class FakeWorker:
-    """Drives heartbeat/claim/ack like segq-worker does, one call at a time, from Python."""
-
-    def __init__(self, url, name="fw1", models=("otsu",)):
-        self.r = redis.Redis.from_url(url)
-        self.name, self.token, self.models = name, "tok-" + name, list(models)
-        self.s = {n: self.r.register_script(segq.load_script(n)) for n in ("heartbeat", "claim", "ack")}
-        self.heartbeat()
-
-    def heartbeat(self):
-        return self.s["heartbeat"](keys=[], args=[P, self.name, self.token, 30000] + self.models)
-
-    def claim(self, n=10):
-        out = self.s["claim"](keys=[], args=[P, self.name, self.token, n, int(time.time() * 1000), 3600]
-                              + self.models)
-        return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3]))
-                for i in range(0, len(out), 5)]
-
-    def ack(self, jobs, fail=()):
-        args = [P, self.name, self.token, int(time.time() * 1000), 3600]
-        for model, id, payload, attempt in jobs:
-            job = proto.decode_job(payload)
-            code = "model_error" if id in fail else ""
-            res = {"v": 1, "id": id, "status": "error" if code else "ok",
-                   "error": {"code": code, "message": "boom"} if code else None,
-                   "model": model, "width": 4, "height": 2,
-                   "polygons": [] if code else [{"points": [0.0, 0.0, 2.0, 0.0, 2.0, 1.0, 0.0, 1.0],
-                                                 "area": 2.0, "bbox": [0, 0, 2, 1]}],
-                   "mask": {"encoding": "rle", "width": 4, "height": 2, "counts": [0, 2, 6]},
-                   "timings": {"total_us": 5}, "worker": self.name, "batch_size": len(jobs),
-                   "attempt": attempt, "meta": job.get("meta")}
-            args += [id, msgpack.packb(res, use_bin_type=True), code]
-        return self.s["ack"](keys=[], args=args)
-
-    def run_all(self, delay=0.0, per_claim=1, fail=()):
-        """Claims and acks until the queues are empty, sleeping `delay` between steps."""
-        while True:
-            jobs = self.claim(per_claim)
-            if not jobs:
-                return
-            time.sleep(delay)
-            self.ack(jobs, fail)
-            time.sleep(delay)
+def FakeWorker(url, name="fw1", models=("otsu",)):
+    return fakeworker.FakeWorker(url, prefix=P, name=name, models=models)
 
 
 failures = 0

@@ -1,0 +1,104 @@
+"""A stand-in worker for testing client code without the C worker: it drives the real queue
+scripts (heartbeat, claim, ack) exactly as segq-worker does and acks every job with a small
+fixed result (one 2x1 polygon, an RLE mask, the job's meta). Not for production use.
+
+    /usr/bin/python3 -m segq.fakeworker --url redis://127.0.0.1:PORT [--models otsu,null] [--delay S]
+"""
+import argparse
+import os
+import signal
+import threading
+import time
+
+import msgpack
+import redis
+
+from . import proto
+from .client import DEFAULT_PREFIX, load_script
+
+
+class FakeWorker:
+    def __init__(self, url, prefix=DEFAULT_PREFIX, name="fakew", models=("otsu",), result_ttl_s=3600):
+        self.r = redis.Redis.from_url(url)
+        self.prefix, self.name, self.token = prefix, name, "tok-" + name
+        self.models, self.ttl = list(models), result_ttl_s
+        self.s = {n: self.r.register_script(load_script(n)) for n in ("heartbeat", "claim", "ack", "unregister")}
+        self.heartbeat()
+
+    def heartbeat(self, lease_ms=30000):
+        return self.s["heartbeat"](keys=[], args=[self.prefix, self.name, self.token, lease_ms] + self.models)
+
+    def claim(self, n=10):
+        """[(model, id, payload, attempt)] for up to n claimed jobs."""
+        out = self.s["claim"](keys=[], args=[self.prefix, self.name, self.token, n, int(time.time() * 1000),
+                                             self.ttl] + self.models)
+        return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3])) for i in range(0, len(out), 5)]
+
+    def result_for(self, model, id, payload, attempt, batch, fail):
+        job = proto.decode_job(payload)
+        code = "model_error" if id in fail else ""
+        return {"v": 1, "id": id, "status": "error" if code else "ok",
+                "error": {"code": code, "message": "fake failure"} if code else None,
+                "model": model, "width": 4, "height": 2,
+                "polygons": [] if code else [{"points": [0.0, 0.0, 2.0, 0.0, 2.0, 1.0, 0.0, 1.0],
+                                              "area": 2.0, "bbox": [0, 0, 2, 1]}],
+                "mask": {"encoding": "rle", "width": 4, "height": 2, "counts": [0, 2, 6]},
+                "timings": {"queue_wait_us": 0, "decode_us": 0, "inference_us": 0, "postprocess_us": 0,
+                            "total_us": 5},
+                "worker": self.name, "batch_size": batch, "attempt": attempt, "meta": job.get("meta")}, code
+
+    def ack(self, jobs, fail=()):
+        args = [self.prefix, self.name, self.token, int(time.time() * 1000), self.ttl]
+        for model, id, payload, attempt in jobs:
+            res, code = self.result_for(model, id, payload, attempt, len(jobs), fail)
+            args += [id, msgpack.packb(res, use_bin_type=True), code]
+        return self.s["ack"](keys=[], args=args)
+
+    def run_all(self, delay=0.0, per_claim=1, fail=()):
+        """Claims and acks until the queues are empty, sleeping `delay` between steps."""
+        while True:
+            jobs = self.claim(per_claim)
+            if not jobs:
+                return
+            time.sleep(delay)
+            self.ack(jobs, fail)
+            time.sleep(delay)
+
+    def serve(self, stop, delay=0.0, per_claim=2, fail=()):
+        """Serves until the threading.Event stop is set (polls every 50 ms; tests only)."""
+        last_hb = 0.0
+        while not stop.is_set():
+            if time.monotonic() - last_hb > 5:
+                self.heartbeat()
+                last_hb = time.monotonic()
+            jobs = self.claim(per_claim)
+            if not jobs:
+                stop.wait(0.05)
+                continue
+            time.sleep(delay)
+            self.ack(jobs, fail)
+
+    def close(self):
+        self.s["unregister"](keys=[], args=[self.prefix, self.name, self.token])
+
+
+def main():
+    ap = argparse.ArgumentParser(description="segq fake worker (tests only)")
+    ap.add_argument("--url", default=os.environ.get("SEGQ_REDIS_URL", "redis://127.0.0.1:6379"))
+    ap.add_argument("--prefix", default=os.environ.get("SEGQ_PREFIX", DEFAULT_PREFIX))
+    ap.add_argument("--models", default="otsu,null")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds per batch")
+    ap.add_argument("--name", default="fakew-%d" % os.getpid())
+    args = ap.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    w = FakeWorker(args.url, args.prefix, args.name, args.models.split(","))
+    try:
+        w.serve(stop, delay=args.delay)
+    finally:
+        w.close()
+
+
+if __name__ == "__main__":
+    main()
