@@ -272,10 +272,40 @@ def test_group_events(url):
     check([e["gseq"] for e in evs2] == [e["gseq"] for e in evs] and time.monotonic() - t0 < 2, "replay")
 
 
+def test_events_reconnect(url):
+    """The subscriber's connection is killed twice mid-group; events published while it was
+    gone come from the stream, none twice."""
+    c = segq.Client(url, prefix=P)
+    w = FakeWorker(url, name="fw6")
+    admin = redis.Redis.from_url(url)
+    n = 6
+    group, ids = c.submit_many([JPEG] * n, "otsu")
+
+    def work():
+        time.sleep(0.3)
+        for k in range(n):
+            if k in (2, 4):
+                for _ in range(100):  # wait until it has re-subscribed after the previous kill
+                    if admin.client_list(_type="pubsub"):
+                        break
+                    time.sleep(0.05)
+                killed = admin.client_kill_filter(_type="pubsub")
+                check(killed >= 1, "killed the subscriber (%r)" % killed)
+                time.sleep(0.01)
+            w.ack(w.claim(1))
+            time.sleep(0.05)
+    t, errs = in_thread(work)
+    evs = collect(c.events(group=group, timeout=20))
+    t.join(10)
+    check(not errs, "worker: %s" % errs)
+    check(contiguous(evs, "gseq") and len(evs) == 3 * n, "reconnect gseqs %r" % [e["gseq"] for e in evs])
+    check(evs and evs[-1]["done"] == n, "all done after reconnects")
+
+
 def main():
     srv = LocalRedis()
     tests = [test_submit_wait, test_wait_many_and_stats, test_events_late_subscriber,
-             test_events_live, test_events_gap, test_group_events]
+             test_events_live, test_events_gap, test_group_events, test_events_reconnect]
     try:
         for t in tests:
             before = failures

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 
@@ -82,49 +83,73 @@ def load_image(path):
 # -- progress -------------------------------------------------------------------------------
 
 class Progress:
-    """A text progress bar on a terminal, periodic plain lines otherwise (logs, CI)."""
+    """A text progress bar on a terminal, periodic plain lines otherwise (logs, CI). A ticker
+    thread keeps the elapsed time moving while no event arrives."""
 
-    def __init__(self, total, stream=sys.stderr, interval_s=2.0):
-        self.total, self.stream, self.interval_s = total, stream, interval_s
+    def __init__(self, total, stream=sys.stderr, interval_s=2.0, idle_line_s=10.0):
+        self.total, self.stream = total, stream
+        self.interval_s, self.idle_line_s = interval_s, idle_line_s
         self.tty = stream.isatty()
         self.t0 = time.monotonic()
         self.last_line = 0.0
         self.done = self.failed = self.running = 0
         self.shown = None
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.ticker = None
 
-    def update(self, done, failed, running=None, force=False):
-        self.done, self.failed = done, failed
-        if running is not None:
-            self.running = running
-        key = (self.done, self.failed, self.running)
-        now = time.monotonic()
-        el = now - self.t0
-        finished = done + failed >= self.total
-        if self.tty:
-            if key == self.shown and not force:
-                return
-            width = 30
-            fill = int(width * (done + failed) / max(1, self.total))
-            bar = "#" * fill + "-" * (width - fill)
-            self.stream.write("\r  [%s] %d/%d  done %d  failed %d  running %d  %.1fs " %
-                              (bar, done + failed, self.total, done, failed, self.running, el))
-            if finished:
-                self.stream.write("\n")
-            self.stream.flush()
-            self.shown = key
-        elif force or finished or now - self.last_line >= self.interval_s:
-            if key == self.shown and not finished and not force:
-                return
-            self.stream.write("progress: %d/%d done=%d failed=%d running=%d elapsed=%.1fs\n" %
-                              (done + failed, self.total, done, failed, self.running, el))
-            self.stream.flush()
-            self.last_line = now
-            self.shown = key
+    def start(self):
+        self.update(0, 0, 0, force=True)
+        self.ticker = threading.Thread(target=self._tick, daemon=True)
+        self.ticker.start()
+
+    def _tick(self):
+        while not self.stopped.wait(0.5 if self.tty else 1.0):
+            with self.lock:
+                if self.tty:
+                    self._draw()
+                elif time.monotonic() - self.last_line >= self.idle_line_s:
+                    self._line()
+
+    def update(self, done, failed, running, force=False):
+        with self.lock:
+            changed = (done, failed, running) != (self.done, self.failed, self.running)
+            self.done, self.failed, self.running = done, failed, running
+            finished = done + failed >= self.total
+            if self.tty:
+                if changed or force or finished:
+                    self._draw()
+            elif force or finished or (changed and time.monotonic() - self.last_line >= self.interval_s):
+                self._line()
+
+    def _draw(self):
+        width = 30
+        n = self.done + self.failed
+        fill = int(width * n / max(1, self.total))
+        self.stream.write("\r  [%s%s] %d/%d  done %d  failed %d  running %d  %.1fs " %
+                          ("#" * fill, "-" * (width - fill), n, self.total, self.done, self.failed,
+                           self.running, time.monotonic() - self.t0))
+        self.stream.flush()
+        self.shown = True
+
+    def _line(self):
+        self.stream.write("progress: %d/%d done=%d failed=%d running=%d elapsed=%.1fs\n" %
+                          (self.done + self.failed, self.total, self.done, self.failed, self.running,
+                           time.monotonic() - self.t0))
+        self.stream.flush()
+        self.last_line = time.monotonic()
 
     def close(self):
-        if self.tty and self.shown is not None and self.done + self.failed < self.total:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            if self.tty and self.shown:
+                self._draw()
+                self.stream.write("\n")
+                self.stream.flush()
 
 
 # -- outputs --------------------------------------------------------------------------------
@@ -239,7 +264,7 @@ def cmd_submit(args):
         return 0
     deadline = None if args.timeout is None else t0 + args.timeout
     bar = Progress(len(ids))
-    bar.update(0, 0, force=True)
+    bar.start()
     try:
         running = set()
         for ev in c.events(group=group, total=len(ids), timeout=args.timeout):
@@ -248,6 +273,7 @@ def cmd_submit(args):
             else:
                 running.discard(ev.get("id"))
             bar.update(ev.get("done", 0), ev.get("failed", 0), len(running))
+        bar.close()
         left = None if deadline is None else max(1.0, deadline - time.monotonic())
         results = c.wait_many(ids, timeout=left)
     except Timeout:
@@ -256,7 +282,8 @@ def cmd_submit(args):
         raise CliError("timed out after %gs: %s of %d images finished (group %s)" %
                        (args.timeout, (g.get("done") or 0) + (g.get("failed") or 0), len(ids), group),
                        EXIT_TIMEOUT)
-    bar.close()
+    finally:
+        bar.close()
     wall = time.monotonic() - t0
     rows = [(os.path.basename(f), results[i]) for f, i in zip(files, ids)]
     print_summary(rows, wall)

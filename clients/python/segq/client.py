@@ -100,6 +100,8 @@ class Client:
         self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
+        # How long events() keeps trying to re-subscribe after losing its connection.
+        self.reconnect_s = 30.0
         self.r = redis_client or redis.Redis.from_url(self.url, socket_connect_timeout=5)
         self._enqueue = self.r.register_script(load_script("enqueue"))
         # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
@@ -247,7 +249,9 @@ class Client:
         messages, dropping any whose seq (gseq) is not greater than the last seen; a gap makes
         it re-read the stream after the last entry seen. Stops after the job's terminal event,
         or when the group's done + failed reaches its total (`total` overrides the total read
-        from the group when the generator starts). Raises Timeout after `timeout` seconds."""
+        from the group when the generator starts). If the connection drops it subscribes again
+        and catches up from the stream (for up to reconnect_s). Raises Timeout after `timeout`
+        seconds."""
         if (id is None) == (group is None):
             raise ValueError("events() needs exactly one of id or group")
         if id is not None:
@@ -283,55 +287,81 @@ class Client:
                     return found
                 start = "(" + _str(state["sid"])
 
-        ps = self.r.pubsub()
-        try:
+        def subscribe():
+            ps = self.r.pubsub()
+            subs.append(ps)
             ps.subscribe(channel)
             # The subscription must be active before the stream is read, or an event published
             # in between would be neither in what we read nor in what we receive.
             while True:
                 msg = ps.get_message(timeout=self._left(deadline, 5.0))
                 if msg is not None and msg["type"] == "subscribe":
-                    break
+                    return ps
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout("subscribing to %s timed out" % channel)
-            if group is not None and want_total is None:
-                g = self.group_status(group)
-                if g and isinstance(g.get("total"), int):
-                    want_total = g["total"]
-            for ev in read_stream():
-                yield ev
-                if finished(ev):
-                    return
+
+        def close(ps):
+            try:
+                ps.close()
+            except redis.RedisError:
+                pass
+
+        subs = []
+        ps = None
+        synced_once = False
+        give_up = None
+        try:
             while True:
-                left = self._left(deadline, 1.0)
-                if deadline is not None and left <= 0:
-                    raise Timeout("no terminal event on %s within %gs" % (channel, timeout))
-                msg = ps.get_message(timeout=left)
-                if msg is None or msg["type"] != "message":
+                try:
+                    if ps is None:
+                        ps = subscribe()
+                        if group is not None and want_total is None:
+                            g = self.group_status(group)
+                            if g and isinstance(g.get("total"), int):
+                                want_total = g["total"]
+                        batch = read_stream()
+                        synced_once, give_up = True, None
+                    else:
+                        left = self._left(deadline, 1.0)
+                        if deadline is not None and left <= 0:
+                            raise Timeout("no terminal event on %s within %gs" % (channel, timeout))
+                        msg = ps.get_message(timeout=left)
+                        if msg is None or msg["type"] != "message":
+                            continue
+                        ev = proto.decode_event(msg["data"])
+                        s = ev.get(seqf) or 0
+                        if s <= state["last"]:
+                            continue
+                        if s == state["last"] + 1:
+                            state["last"] = s
+                            batch = [ev]
+                        else:
+                            # Missed a message: the stream has it (XADD precedes PUBLISH).
+                            batch = read_stream()
+                            if s > state["last"]:
+                                # Trimmed from the capped stream too: accept the gap, don't stall.
+                                state["last"] = s
+                                batch.append(ev)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    # Lost the connection (Redis restart, failover, killed client): subscribe
+                    # again and catch up from the stream, for up to reconnect_s.
+                    now = time.monotonic()
+                    if give_up is None:
+                        give_up = now + self.reconnect_s
+                    if not synced_once or now >= give_up or (deadline is not None and now >= deadline):
+                        raise
+                    if ps is not None:
+                        close(ps)
+                        ps = None
+                    time.sleep(min(0.2, self._left(deadline, 0.2)))
                     continue
-                ev = proto.decode_event(msg["data"])
-                s = ev.get(seqf) or 0
-                if s <= state["last"]:
-                    continue
-                if s == state["last"] + 1:
-                    state["last"] = s
-                    batch = [ev]
-                else:
-                    # Missed a message (e.g. the subscription dropped): the stream has it.
-                    batch = read_stream()
-                    if s > state["last"]:
-                        # Trimmed from the capped stream too: accept the gap rather than stall.
-                        state["last"] = s
-                        batch.append(ev)
                 for e in batch:
                     yield e
                     if finished(e):
                         return
         finally:
-            try:
-                ps.close()
-            except redis.RedisError:
-                pass
+            for p in subs:
+                close(p)
 
     @staticmethod
     def _left(deadline, cap):
