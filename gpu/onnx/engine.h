@@ -8,7 +8,8 @@
  *                     threads. Free it after every plan made from it.
  *   sq_engine_plan_t  the model planned for fixed input shapes (one batch size). Immutable after
  *                     creation; may be run concurrently on different contexts.
- *   sq_backend_t      a compute backend (owns threads/devices). Free after its contexts.
+ *   sq_backend_t      a compute backend (owns threads/devices). Free it after its contexts
+ *                     and after the plans that ran on it (a plan may hold device weights).
  *   sq_backend_ctx_t  one executor context of a backend (CPU: arena + scratch; CUDA: stream,
  *                     handles, arena). Used by ONE thread at a time. */
 #ifndef SQ_ENGINE_H

@@ -264,6 +264,28 @@ int sq_graph_fuse_activations(sq_graph_t *g, sq_error_t *err);
 /* plan.c helpers shared with tests */
 int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err);
 
+/* builder.c: builds small ONNX models in memory (unit tests, tools). Calls never fail on
+ * their own; sq_onnx_builder_serialize reports allocation failure with NULL. dims of -1 are
+ * written as the symbolic dim "N". Attributes attach to the most recent node. */
+typedef struct sq_onnx_builder sq_onnx_builder_t;
+sq_onnx_builder_t *sq_onnx_builder_new(int opset);
+void sq_onnx_builder_input(sq_onnx_builder_t *b, const char *name, int dtype, int rank,
+                           const int64_t *dims);
+void sq_onnx_builder_output(sq_onnx_builder_t *b, const char *name, int dtype, int rank,
+                            const int64_t *dims);
+/* data: numel * size of dtype bytes (float, int64, int32...), copied */
+void sq_onnx_builder_initializer(sq_onnx_builder_t *b, const char *name, int dtype, int rank,
+                                 const int64_t *dims, const void *data);
+/* inputs/outputs: comma-separated names ("x,w,b"; an empty item is an omitted input) */
+void sq_onnx_builder_node(sq_onnx_builder_t *b, const char *op_type, const char *name,
+                          const char *inputs, const char *outputs);
+void sq_onnx_builder_attr_int(sq_onnx_builder_t *b, const char *name, int64_t v);
+void sq_onnx_builder_attr_float(sq_onnx_builder_t *b, const char *name, float v);
+void sq_onnx_builder_attr_string(sq_onnx_builder_t *b, const char *name, const char *v);
+void sq_onnx_builder_attr_ints(sq_onnx_builder_t *b, const char *name, const int64_t *v, int n);
+uint8_t *sq_onnx_builder_serialize(sq_onnx_builder_t *b, size_t *len); /* caller frees */
+void sq_onnx_builder_free(sq_onnx_builder_t *b);
+
 /* ---- backend interface (ggml style) ----
  * Every backend fills one iface; sq_engine_run and the sq_backend_* functions only call through
  * it. CUDA adds its own file with the same hooks; the only #ifdef for it sits in the registry. */

@@ -84,7 +84,8 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
     memcpy(t->dims, out[k].dims, sizeof t->dims);
     t->producer = ni;
   }
-  if (!all_const) return 0;
+  /* Shape reads only its input's dims, which are all static now: always a constant */
+  if (!all_const && n->op != SQ_OP_Shape) return 0;
   for (int k = 0; k < n->nout; k++) {
     if (n->out[k] < 0) continue;
     sq_tensor_t *t = &g->tensors[n->out[k]];
@@ -248,7 +249,10 @@ sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t 
 
 void sq_engine_plan_free(sq_engine_plan_t *p) {
   if (!p) return;
-  if (p->backend && p->backend->iface->unload) p->backend->iface->unload(p->backend, p->backend_state);
+  /* only backends that keep per-plan state (cuda) are called: such a backend must outlive
+   * its plans; the cpu backend keeps none, so any free order works with it */
+  if (p->backend && p->backend_state && p->backend->iface->unload)
+    p->backend->iface->unload(p->backend, p->backend_state);
   sq_graph_free(&p->graph);
   free(p->order);
   free(p->inputs);
