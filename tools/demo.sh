@@ -20,16 +20,16 @@ worker_pid=""
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-# Stops the worker first (SIGTERM: it drains and unregisters), then Redis, then removes the temp dir.
+# Stops the worker first (SIGTERM: it drains, up to its --drain-timeout-s of 30 s, and unregisters), then Redis, then removes the temp dir.
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
     echo "demo: stopping the worker (pid $worker_pid)"
     kill -TERM "$worker_pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 400); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$worker_pid" 2>/dev/null; then
-      echo "demo: the worker did not stop within 15 s; killing it" >&2
+      echo "demo: the worker did not stop within 40 s; killing it" >&2
       kill -KILL "$worker_pid" 2>/dev/null || true
     fi
     wait "$worker_pid" 2>/dev/null || true
