@@ -249,12 +249,21 @@ def cmd_submit(args):
         params["outputs"] = ["polygons", "mask"]
     group = args.group or "cli-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"), uuid.uuid4().hex[:6])
     t0 = time.monotonic()
+    # One transaction per ~32 MB of images, so a large upload does not hold Redis for long.
+    ids, codes, chunk, size = [], {}, [], 0
     try:
-        group, ids = c.submit_many(images, args.model, group, params=params or None,
-                                   tenant=args.tenant, priority=args.priority)
+        for k, im in enumerate(images):
+            chunk.append(im)
+            size += len(im) if isinstance(im, bytes) else im.nbytes
+            if size >= (32 << 20) or k == len(images) - 1:
+                group, more = c.submit_many(chunk, args.model, group, params=params or None,
+                                            tenant=args.tenant, priority=args.priority)
+                ids.extend(more)
+                codes.update(c.last_enqueue)
+                chunk, size = [], 0
     except proto.ProtocolError as e:
         raise CliError(str(e))
-    rejected = [i for i in ids if c.last_enqueue.get(i) == 3]
+    rejected = [i for i in ids if codes.get(i) == 3]
     print("submitted %d images to model %s as group %s" % (len(ids), args.model, group), flush=True)
     if rejected:
         _err("no worker serves model %s: %d jobs failed with unknown_model" % (args.model, len(rejected)))
