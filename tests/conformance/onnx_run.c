@@ -1,0 +1,111 @@
+/* onnx_run: loads an ONNX model with the segq engine, plans it for a batch size and runs it on
+ * the CPU backend: prints load/plan/run times, node count and arena size, and optionally reads
+ * the first input from / writes the first output to raw float32 files (to compare with
+ * tests/ort/run_ort.js). Usage:
+ *   onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] [--in IN.bin] [--out OUT.bin]
+ *            [--no-fold] [--no-fuse]   (other inputs are filled with a fixed pattern) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/onnx/engine.h"
+
+static double ms_since(uint64_t t0) { return (double)(sq_clock_mono_us() - t0) / 1000.0; }
+
+int main(int argc, char **argv) {
+  const char *model = NULL, *in_path = NULL, *out_path = NULL;
+  int batch = 1, threads = 0, iters = 3;
+  sq_engine_options_t opt = {0};
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--in") && i + 1 < argc) in_path = argv[++i];
+    else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
+    else if (!strcmp(argv[i], "--no-fold")) opt.no_fold_bn = 1;
+    else if (!strcmp(argv[i], "--no-fuse")) opt.no_fuse = 1;
+    else model = argv[i];
+  }
+  if (!model) {
+    fprintf(stderr, "usage: onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] "
+                    "[--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse]\n");
+    return 2;
+  }
+  sq_error_t err = {0};
+  uint64_t t0 = sq_clock_mono_us();
+  sq_engine_t *e = sq_engine_load_file(model, &opt, &err);
+  if (!e) {
+    fprintf(stderr, "load: %s (%s)\n", err.msg, sq_error_name(err.code));
+    return 1;
+  }
+  double load_ms = ms_since(t0);
+  t0 = sq_clock_mono_us();
+  sq_engine_plan_t *p = sq_engine_plan_new(e, (uint32_t)batch, &err);
+  if (!p) {
+    fprintf(stderr, "plan: %s (%s)\n", err.msg, sq_error_name(err.code));
+    return 1;
+  }
+  double plan_ms = ms_since(t0);
+  sq_backend_t *b = sq_backend_cpu_new(threads, &err);
+  sq_backend_ctx_t *ctx = b ? sq_backend_ctx_new(b, sq_engine_arena_bytes(p), &err) : NULL;
+  if (!ctx) {
+    fprintf(stderr, "backend: %s\n", err.msg);
+    return 1;
+  }
+  int nin = sq_engine_plan_input_count(p), nout = sq_engine_plan_output_count(p);
+  sq_engine_tensor_t *in = calloc((size_t)nin + 1, sizeof *in), *out = calloc((size_t)nout + 1, sizeof *out);
+  for (int i = 0; i < nin; i++) {
+    sq_engine_plan_input_info(p, i, &in[i]);
+    in[i].data = calloc(1, in[i].bytes + 1);
+    if (in[i].dtype == SQ_DT_FLOAT)
+      for (size_t k = 0; k < in[i].bytes / 4; k++) ((float *)in[i].data)[k] = (float)(k % 251) / 251.0f;
+    if (i == 0 && in_path) {
+      FILE *f = fopen(in_path, "rb");
+      size_t got = f ? fread(in[i].data, 1, in[i].bytes, f) : 0;
+      if (f) fclose(f);
+      if (got != in[i].bytes) {
+        fprintf(stderr, "%s: expected %zu bytes\n", in_path, in[i].bytes);
+        return 1;
+      }
+    }
+  }
+  for (int i = 0; i < nout; i++) {
+    sq_engine_plan_output_info(p, i, &out[i]);
+    out[i].data = malloc(out[i].bytes + 1);
+  }
+  double best = 1e30, total = 0;
+  for (int it = 0; it < iters; it++) {
+    t0 = sq_clock_mono_us();
+    if (sq_engine_run(p, ctx, in, nin, out, nout, &err)) {
+      fprintf(stderr, "run: %s (%s)\n", err.msg, sq_error_name(err.code));
+      return 1;
+    }
+    double ms = ms_since(t0);
+    total += ms;
+    if (ms < best) best = ms;
+  }
+  printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"nodes\": %d, \"arena_bytes\": %zu, "
+         "\"load_ms\": %.2f, \"plan_ms\": %.2f, \"run_best_ms\": %.2f, \"run_mean_ms\": %.2f, "
+         "\"output\": \"%s\", \"shape\": [",
+         model, batch, threads, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p), load_ms,
+         plan_ms, best, iters ? total / iters : 0, nout ? out[0].name : "");
+  for (int d = 0; nout && d < out[0].rank; d++) printf("%s%lld", d ? ", " : "", (long long)out[0].dims[d]);
+  printf("]}\n");
+  if (out_path && nout) {
+    FILE *f = fopen(out_path, "wb");
+    if (!f || fwrite(out[0].data, 1, out[0].bytes, f) != out[0].bytes) {
+      fprintf(stderr, "%s: write failed\n", out_path);
+      return 1;
+    }
+    fclose(f);
+  }
+  for (int i = 0; i < nin; i++) free(in[i].data);
+  for (int i = 0; i < nout; i++) free(out[i].data);
+  free(in);
+  free(out);
+  sq_backend_ctx_free(ctx);
+  sq_engine_plan_free(p);
+  sq_backend_free(b);
+  sq_engine_free(e);
+  return 0;
+}
