@@ -3,12 +3,9 @@
 (enqueue idempotency, claim atomicity and fairness, priority, fenced/duplicate ack, sweep,
 dead-letters, unknown models, event sequence numbers, TTLs on terminal keys)."""
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
+import unittest
 
 try:
     import msgpack
@@ -20,39 +17,11 @@ except ImportError as e:  # pragma: no cover
 SRC = os.environ.get("SEGQ_SOURCE_DIR",
                      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SCRIPTS = os.path.join(SRC, "queue", "scripts")
+sys.path.insert(0, os.path.join(SRC, "tests", "support"))
+import segq_testlib  # noqa: E402  (the shared private-redis-server helper)
+
 P = "tq"
 TTL = 3600
-
-
-class LocalRedis:
-    """A throwaway redis-server on a free loopback port (fallback when segq_testlib is absent)."""
-
-    def __init__(self):
-        if not shutil.which("redis-server"):
-            print("skip: redis-server not installed")
-            sys.exit(77)
-        self.dir = tempfile.mkdtemp(prefix="segq-qtest-")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(100):
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def load(name):
@@ -368,9 +337,13 @@ def test_unregister(q, r):
 
 
 def main():
-    srv = LocalRedis()
     try:
-        r = srv.client
+        srv = segq_testlib.RedisServer()
+    except unittest.SkipTest as e:
+        print("skip:", e)
+        return 77
+    try:
+        r = srv.client()
         q = Q(r)
         for name, fn in sorted(globals().items()):
             if name.startswith("test_") and callable(fn):
