@@ -1,0 +1,215 @@
+/* worker/job: the pre- and postprocessing glue of one job (work pool) and the batch run
+ * (executor thread). Every failure becomes that job's error code and message; nothing here
+ * fails a whole batch or the process, whatever the input.
+ * Threads: sq_wjob_prepare/sq_wjob_finish on the libuv work pool, sq_wbatch_run on an executor. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/worker_internal.h"
+
+#define POLYGON_TOLERANCE 0.5f
+
+static void job_fail(wjob_t *j, int code, const char *msg) {
+  if (j->err) return; /* keep the first failure */
+  j->err = code ? code : SQ_EINTERNAL;
+  snprintf(j->msg, sizeof j->msg, "%s", msg && msg[0] ? msg : sq_error_text(j->err));
+}
+
+static int image_from_job(const sq_job_t *job, uint32_t channels, sq_image_t *img,
+                          sq_error_t *err) {
+  switch (job->image_format) {
+    case SQ_IMAGE_JPEG:
+      return sq_image_decode_jpeg(job->image_data, job->image_size, SQ_PROTO_MAX_SIDE,
+                                  SQ_PROTO_MAX_PIXELS, channels == 3 ? 3 : 1, img, err);
+    case SQ_IMAGE_GRAY8:
+      return sq_image_from_raw(job->image_data, job->image_size, job->width, job->height, 1, img,
+                               err);
+    case SQ_IMAGE_GRAY16:
+      return sq_image_from_raw(job->image_data, job->image_size, job->width, job->height, 2, img,
+                               err);
+  }
+  return sq_error_set(err, SQ_EIMAGE_FORMAT, "image.format: unsupported");
+}
+
+void sq_wjob_prepare(wjob_t *j) {
+  uint64_t t0 = sq_clock_mono_us();
+  sq_error_t err = {0};
+  int rc = sq_proto_job_decode(j->c.payload, j->c.payload_len, &j->job, &err);
+  if (rc) {
+    job_fail(j, rc, err.msg);
+    goto out;
+  }
+  if (strcmp(j->job.id, j->c.id) != 0) {
+    char m[256];
+    snprintf(m, sizeof m, "id: payload id \"%.100s\" differs from the queued id \"%.100s\"",
+             j->job.id, j->c.id);
+    job_fail(j, SQ_EID_MISMATCH, m);
+    goto out;
+  }
+  if (strcmp(j->job.model, j->c.model) != 0) {
+    char m[256];
+    snprintf(m, sizeof m, "model: payload model \"%.64s\" differs from its queue's model \"%.64s\"",
+             j->job.model, j->c.model);
+    job_fail(j, SQ_EMODEL_UNKNOWN, m);
+    goto out;
+  }
+  if (!j->ms) {
+    char m[256];
+    snprintf(m, sizeof m, "model: \"%.64s\" is not served by this worker", j->c.model);
+    job_fail(j, SQ_EMODEL_UNKNOWN, m);
+    goto out;
+  }
+  if (j->job.deadline_ms && sq_clock_wall_ms() > j->job.deadline_ms) {
+    char m[256];
+    snprintf(m, sizeof m, "deadline_ms %llu passed %llu ms before the job was claimed",
+             (unsigned long long)j->job.deadline_ms,
+             (unsigned long long)(sq_clock_wall_ms() - j->job.deadline_ms));
+    job_fail(j, SQ_EDEADLINE, m);
+    goto out;
+  }
+  sq_image_t img = {0};
+  rc = image_from_job(&j->job, j->ms->info.input_channels, &img, &err);
+  if (rc) {
+    job_fail(j, rc, err.msg);
+    sq_image_free(&img);
+    goto out;
+  }
+  j->width = img.width;
+  j->height = img.height;
+  /* The encoded image is not needed any more: free it early, it may be large. */
+  free(j->job.image_data);
+  j->job.image_data = NULL;
+  free(j->c.payload);
+  j->c.payload = NULL;
+  rc = sq_model_prepare(j->ms->model, &img, &j->sample, &err);
+  sq_image_free(&img);
+  if (rc) {
+    j->sample = NULL;
+    job_fail(j, rc, err.msg);
+  }
+out:
+  j->t.decode_us = sq_clock_mono_us() - t0;
+}
+
+void sq_wbatch_run(wbatch_t *b, int ctx) {
+  void **samples = calloc(b->n ? b->n : 1, sizeof(void *));
+  void **outputs = calloc(b->n ? b->n : 1, sizeof(void *));
+  wjob_t **valid = calloc(b->n ? b->n : 1, sizeof(wjob_t *));
+  size_t k = 0;
+  if (!samples || !outputs || !valid) {
+    for (size_t i = 0; i < b->n; i++) job_fail(b->jobs[i], SQ_ENOMEM, "out of memory (batch)");
+    goto out;
+  }
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->jobs[i]->err || !b->jobs[i]->sample) continue;
+    valid[k] = b->jobs[i];
+    samples[k++] = b->jobs[i]->sample;
+  }
+  if (k > 0) {
+    uint64_t t0 = sq_clock_mono_us();
+    sq_error_t err = {0};
+    int rc = sq_model_run(b->ms->model, ctx, samples, k, outputs, &err);
+    uint64_t dt = sq_clock_mono_us() - t0;
+    for (size_t i = 0; i < k; i++) {
+      valid[i]->t.inference_us = dt;
+      if (rc) {
+        job_fail(valid[i], rc, err.msg[0] ? err.msg : "the model failed to run");
+      } else {
+        /* run consumed the sample; the output now belongs to the job. */
+        valid[i]->sample = NULL;
+        valid[i]->output = outputs[i];
+        if (!outputs[i]) job_fail(valid[i], SQ_EMODEL, "the model produced no output");
+      }
+    }
+  }
+out:
+  free(samples);
+  free(outputs);
+  free(valid);
+}
+
+static void encode_result(wjob_t *j, const sq_polygon_t *polys, size_t npolys,
+                          const uint8_t *mask) {
+  sq_result_t r = {0};
+  r.id = j->c.id;
+  r.error_code = j->err;
+  r.error_message = j->err ? j->msg : NULL;
+  r.model = j->job.model ? j->job.model : j->c.model;
+  r.width = j->width;
+  r.height = j->height;
+  r.polygons = j->err ? NULL : polys;
+  r.npolygons = j->err ? 0 : npolys;
+  r.mask = j->err ? NULL : mask;
+  r.timings = j->t;
+  r.worker = j->worker_id;
+  r.batch_size = j->batch_size;
+  r.attempt = j->c.attempt;
+  r.meta = j->job.meta;
+  r.meta_size = j->job.meta_size;
+  j->result = sq_proto_result_encode(&r, &j->result_len);
+}
+
+void sq_wjob_finish(wjob_t *j) {
+  uint64_t t0 = sq_clock_mono_us();
+  sq_polygon_t *polys = NULL;
+  size_t npolys = 0;
+  uint8_t *mask = NULL;
+  if (!j->err && j->output) {
+    sq_error_t err = {0};
+    sq_postparams_t pp;
+    pp.threshold = j->job.has_threshold ? j->job.threshold : j->ms->info.default_threshold;
+    pp.min_area = j->job.has_min_area ? j->job.min_area : j->ms->info.default_min_area;
+    uint32_t mw = 0, mh = 0;
+    int rc = sq_model_finish(j->ms->model, j->output, &pp, &mask, &mw, &mh, &err);
+    j->output = NULL; /* finish consumes the output */
+    if (rc) {
+      mask = NULL;
+      job_fail(j, rc, err.msg);
+    } else if (mw == 0 || mh == 0) {
+      free(mask);
+      mask = NULL;
+      job_fail(j, SQ_EMODEL, "the model produced a mask of zero size");
+    } else {
+      float sx = j->width ? (float)j->width / (float)mw : 1.0f;
+      float sy = j->height ? (float)j->height / (float)mh : 1.0f;
+      rc = sq_polygons_from_mask(mask, mw, mh, pp.min_area, POLYGON_TOLERANCE, sx, sy, &polys,
+                                 &npolys);
+      if (rc) {
+        polys = NULL;
+        npolys = 0;
+        job_fail(j, rc, "mask to polygons failed");
+      }
+      /* The result's mask is in original image pixels; a model mask of another size is not. */
+      if (!(j->job.outputs & SQ_OUTPUT_MASK) || mw != j->width || mh != j->height) {
+        free(mask);
+        mask = NULL;
+      } else if (!mask) {
+        /* NULL from finish means all zero; the result still carries the mask that was asked. */
+        mask = calloc((size_t)mw * mh, 1);
+        if (!mask) job_fail(j, SQ_ENOMEM, "out of memory for the result mask");
+      }
+    }
+  }
+  j->t.postprocess_us = sq_clock_mono_us() - t0;
+  j->t.total_us = sq_clock_mono_us() - j->claimed_us;
+  encode_result(j, polys, npolys, mask);
+  if (!j->result) {
+    /* Out of memory for the full result: a small error result still lets the job finish. */
+    job_fail(j, SQ_ENOMEM, "out of memory while encoding the result");
+    j->err = SQ_ENOMEM;
+    encode_result(j, NULL, 0, NULL);
+  }
+  sq_polygons_free(polys, npolys);
+  free(mask);
+}
+
+void sq_wjob_free(wjob_t *j) {
+  if (!j) return;
+  if (j->sample && j->ms) sq_model_sample_free(j->ms->model, j->sample);
+  if (j->output && j->ms) sq_model_output_free(j->ms->model, j->output);
+  sq_proto_job_free(&j->job);
+  sq_claimed_free(&j->c);
+  free(j->result);
+  free(j);
+}

@@ -1,0 +1,22 @@
+/* worker/worker: the worker process's runtime: one libuv loop thread doing all Redis I/O,
+ * timers and batching decisions; the libuv work pool for decode and postprocessing; one
+ * executor thread per model context. Lifecycle: register -> claim loop -> drain -> exit.
+ * Threads: sq_worker_run is called from main and runs the loop on the calling thread. */
+#ifndef SQ_WORKER_H
+#define SQ_WORKER_H
+
+#include "worker/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Runs the worker until it is drained (SIGTERM/SIGINT) or fails at start-up.
+ * Returns the process exit code: 0 clean drain, 1 drain timeout / second signal / start-up
+ * failure (err says why when err->code != 0). cfg is borrowed. */
+int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
