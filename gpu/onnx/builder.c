@@ -32,6 +32,7 @@ typedef struct {
   int dtype, rank;
   int64_t dims[SQ_MAX_DIMS];
   void *data; /* initializers */
+  bool external; /* data_location = EXTERNAL, no data */
 } bvalue_t;
 
 struct sq_onnx_builder {
@@ -75,6 +76,14 @@ void sq_onnx_builder_initializer(sq_onnx_builder_t *b, const char *name, int dty
   size_t bytes = (size_t)n * sq_dtype_size(dtype);
   v->data = malloc(bytes + 1);
   if (v->data && bytes) memcpy(v->data, data, bytes);
+}
+
+void sq_onnx_builder_external(sq_onnx_builder_t *b, const char *name, int dtype, int rank,
+                              const int64_t *dims) {
+  if (b->ninits >= B_MAX) return;
+  bvalue_t *v = &b->inits[b->ninits++];
+  set_value(v, name, dtype, rank, dims);
+  v->external = true;
 }
 
 static int split(const char *list, char **items, int max) {
@@ -176,6 +185,7 @@ typedef struct {
   Onnx__TensorProto inits[B_MAX], *initp[B_MAX];
   Onnx__NodeProto nodes[B_MAX], *nodep[B_MAX];
   Onnx__AttributeProto attrs[B_MAX][12], *attrp[B_MAX][12];
+  Onnx__StringStringEntryProto ext[B_MAX], *extp[B_MAX];
 } pmodel_t;
 
 uint8_t *sq_onnx_builder_serialize(sq_onnx_builder_t *b, size_t *len) {
@@ -203,9 +213,20 @@ uint8_t *sq_onnx_builder_serialize(sq_onnx_builder_t *b, size_t *len) {
     inits[i].data_type = v->dtype;
     int64_t n = 1;
     for (int d = 0; d < v->rank; d++) n *= v->dims[d];
-    inits[i].has_raw_data = 1;
-    inits[i].raw_data.len = (size_t)n * sq_dtype_size(v->dtype);
-    inits[i].raw_data.data = v->data;
+    if (v->external) {
+      inits[i].has_data_location = 1;
+      inits[i].data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+      onnx__string_string_entry_proto__init(&pm->ext[i]);
+      pm->ext[i].key = "location";
+      pm->ext[i].value = "weights.bin";
+      pm->extp[i] = &pm->ext[i];
+      inits[i].n_external_data = 1;
+      inits[i].external_data = &pm->extp[i];
+    } else {
+      inits[i].has_raw_data = 1;
+      inits[i].raw_data.len = (size_t)n * sq_dtype_size(v->dtype);
+      inits[i].raw_data.data = v->data;
+    }
     initp[i] = &inits[i];
   }
   for (int i = 0; i < b->nnodes; i++) {

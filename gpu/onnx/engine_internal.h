@@ -283,6 +283,9 @@ void sq_onnx_builder_attr_int(sq_onnx_builder_t *b, const char *name, int64_t v)
 void sq_onnx_builder_attr_float(sq_onnx_builder_t *b, const char *name, float v);
 void sq_onnx_builder_attr_string(sq_onnx_builder_t *b, const char *name, const char *v);
 void sq_onnx_builder_attr_ints(sq_onnx_builder_t *b, const char *name, const int64_t *v, int n);
+/* an initializer whose data lives in an external file (the loader must refuse it) */
+void sq_onnx_builder_external(sq_onnx_builder_t *b, const char *name, int dtype, int rank,
+                              const int64_t *dims);
 uint8_t *sq_onnx_builder_serialize(sq_onnx_builder_t *b, size_t *len); /* caller frees */
 void sq_onnx_builder_free(sq_onnx_builder_t *b);
 

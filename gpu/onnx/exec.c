@@ -7,10 +7,22 @@
 
 #include "engine_internal.h"
 
+/* SEGQ_ENGINE_PROFILE=1 logs each node's time (debugging aid; read once). */
+static int profile_enabled(void) {
+  static int enabled = -1;
+  if (enabled < 0) {
+    const char *v = getenv("SEGQ_ENGINE_PROFILE");
+    enabled = v && *v && strcmp(v, "0") != 0;
+  }
+  return enabled;
+}
+
 int sq_exec_cpu(sq_cpu_t *cpu, const sq_engine_plan_t *p, uint8_t *arena,
                 const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err) {
   const sq_graph_t *g = &p->graph;
+  int profile = profile_enabled();
   for (int i = 0; i < p->norder; i++) {
+    uint64_t t0 = profile ? sq_clock_mono_us() : 0;
     const sq_node_t *n = &g->nodes[p->order[i]];
     sq_view_t in[n->nin + 1], out[n->nout + 1];
     memset(in, 0, sizeof in);
@@ -27,6 +39,9 @@ int sq_exec_cpu(sq_cpu_t *cpu, const sq_engine_plan_t *p, uint8_t *arena,
       if (n->out[k] >= 0) sq_view_of(&g->tensors[n->out[k]], arena, &out[k]);
     int rc = sq_op_info(n->op)->cpu(cpu, n, in, n->nin, out, n->nout, err);
     if (rc) return rc;
+    if (profile)
+      fprintf(stderr, "engine profile: %-40s %-18s %8.3f ms\n", n->name, sq_op_info(n->op)->name,
+              (double)(sq_clock_mono_us() - t0) / 1000.0);
   }
   for (int i = 0; i < g->noutputs; i++) {
     const sq_tensor_t *t = &g->tensors[g->outputs[i]];

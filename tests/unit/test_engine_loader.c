@@ -90,6 +90,7 @@ static void test_unsupported_all_at_once(void) {
   int64_t d[2] = {1, 4};
   sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 2, d);
   sq_onnx_builder_initializer(b, "s", 8 /* string */, 1, (int64_t[]){0}, "");
+  sq_onnx_builder_external(b, "big_weights", SQ_DT_FLOAT, 2, d);
   sq_onnx_builder_node(b, "FancyOp", "fancy_1", "x", "a");
   sq_onnx_builder_node(b, "Relu", "ok_relu", "a", "b");
   sq_onnx_builder_node(b, "NotAnOp", "weird_2", "b", "c");
@@ -104,6 +105,7 @@ static void test_unsupported_all_at_once(void) {
   CHECK(strstr(err.msg, "fancy_1") && strstr(err.msg, "FancyOp"));
   CHECK(strstr(err.msg, "weird_2") && strstr(err.msg, "NotAnOp"));
   CHECK(strstr(err.msg, "initializer 's'") != NULL);
+  CHECK(strstr(err.msg, "initializer 'big_weights': external data") != NULL);
   CHECK(strstr(err.msg, "ok_relu") == NULL);
   printf("message: %s\n", err.msg);
   free(buf);
