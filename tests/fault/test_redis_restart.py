@@ -1,0 +1,87 @@
+#!/usr/bin/python3
+"""Redis restart mid-run: redis-server (AOF, fsync always, so nothing acknowledged is lost) is
+stopped and started again on the same port while a worker is busy. The worker reconnects by
+itself (its log says so) and the run completes with one ok result per job. Jobs the restart lost
+(none expected with the AOF) are queued again, as a backend would."""
+import os
+import re
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import segq_testlib as tl  # noqa: E402
+
+tl.require_worker()
+import segq  # noqa: E402
+
+P = "rr"
+N = 1500
+DOWN_S = 1.5
+
+
+class RedisRestart(unittest.TestCase):
+    def run_restart(self, sig, tag):
+        with tl.RedisServer(persist=True) as rs:
+            r = rs.client()
+            with tl.Worker(rs.url, prefix=P, worker_id="rr-w1-" + tag, lease_ttl_ms=3000,
+                           wait_timeout_s=1) as w:
+                w.wait_ready(r)
+                c = segq.Client(rs.url, prefix=P)
+                img = tl.make_jpeg(160, 160, disks=[(40, 40, 15), (110, 100, 25)], noise=3)
+                ids = ["rr-%s-%05d" % (tag, i) for i in range(N)]
+                for k in range(0, N, 250):
+                    c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
+                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:400]])
+                                          if x is not None) >= 50, 60, what="50 results")
+                r.close()
+                rs.restart(downtime_s=DOWN_S, sig=sig)
+                t_up = time.monotonic()
+                r = rs.client()
+                done = sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids]) if x is not None)
+                print("restarted redis (%s) with %d/%d results; %d queued"
+                      % (tag, done, N, tl.queued_count(r, P)))
+
+                # Re-queue what the restart lost (a job with neither a result nor a payload).
+                lost = []
+                pipe = r.pipeline(transaction=False)
+                for i in ids:
+                    pipe.exists(tl.key(P, "result", i), tl.key(P, "job", i))
+                for i, n in zip(ids, pipe.execute()):
+                    if n == 0:
+                        lost.append(i)
+                if lost:
+                    print("re-queuing %d jobs lost in the restart" % len(lost))
+                    for k in range(0, len(lost), 250):
+                        c = segq.Client(rs.url, prefix=P)
+                        c.submit_many([img] * len(lost[k:k + 250]), "otsu", ids=lost[k:k + 250])
+
+                # The worker must come back by itself: new results appear.
+                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids])
+                                          if x is not None) > done, 30, poll_s=0.1,
+                              what="a result after the restart")
+                print("first result after restart %.2fs after redis was up" % (time.monotonic() - t_up))
+                res = tl.wait_for_results(r, P, ids, timeout=240)
+                self.assertTrue(w.alive(), w.log_tail())
+                self.assertEqual([(i, x.get("error")) for i, x in res.items() if x["status"] != "ok"], [])
+                self.assertRegex(w.log(), re.compile("reconnect", re.I),
+                                 "worker log does not mention reconnecting")
+                self.assertEqual(tl.inflight_lists(r, P), {})
+                self.assertEqual(tl.queued_count(r, P), 0)
+                if sig == signal.SIGTERM:
+                    # Graceful restart with fsync always: nothing lost, nothing done twice.
+                    self.assertEqual(lost, [])
+                    self.assertEqual(tl.stats(r, P).get("done"), N)
+                w.sigterm()
+                self.assertEqual(w.wait(30), 0, w.log_tail())
+
+    def test_graceful_restart(self):
+        self.run_restart(signal.SIGTERM, "term")
+
+    def test_crash_restart(self):
+        self.run_restart(signal.SIGKILL, "kill")
+
+
+if __name__ == "__main__":
+    tl.run_tests()

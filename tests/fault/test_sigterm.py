@@ -1,0 +1,83 @@
+#!/usr/bin/python3
+"""SIGTERM mid-run: the worker stops claiming, finishes what it holds, acks it, unregisters and
+exits 0 within its drain timeout. Nothing is left in its in-flight list, every job it claimed has
+a result, and nothing needed recovery (requeued stays 0); the other worker finishes the rest."""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import segq_testlib as tl  # noqa: E402
+
+tl.require_worker()
+import segq  # noqa: E402
+
+P = "st"
+N = 2000
+DRAIN_S = 10
+
+
+class SigTerm(unittest.TestCase):
+    def test_sigterm_drains_and_exits_0(self):
+        with tl.RedisServer() as rs:
+            r = rs.client()
+            w1 = tl.Worker(rs.url, prefix=P, worker_id="st-w1", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S)
+            w2 = tl.Worker(rs.url, prefix=P, worker_id="st-w2", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S)
+            with w1, w2:
+                w1.wait_ready(r)
+                w2.wait_ready(r)
+                c = segq.Client(rs.url, prefix=P)
+                img = tl.make_jpeg(160, 160, disks=[(40, 40, 15), (110, 100, 25)], noise=3)
+                ids = ["st-%05d" % i for i in range(N)]
+                for k in range(0, N, 250):
+                    c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
+
+                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:600]])
+                                          if x is not None) >= 100, 60, what="100 results")
+                tl.wait_until(lambda: r.llen(w1.inflight_key()) > 0, 30, poll_s=0.001, what="w1 holding jobs")
+                w1.sigterm()
+                t0 = time.monotonic()
+                rc = w1.wait(DRAIN_S + 5)
+                took = time.monotonic() - t0
+                print("w1 exited %s %.2fs after SIGTERM" % (rc, took))
+                self.assertEqual(rc, 0, w1.log_tail())
+                self.assertLessEqual(took, DRAIN_S)
+
+                # Right after exit: nothing left behind by w1, and every job it claimed (its
+                # `started` events name it) already has a result.
+                self.assertEqual(r.llen(w1.inflight_key()), 0)
+                self.assertFalse(r.exists(w1.lease_key()), "lease not released at exit")
+                claimed_by_w1 = []
+                pipe = r.pipeline(transaction=False)
+                for i in ids:
+                    pipe.xrange(tl.key(P, "events", i), "-", "+")
+                for i, entries in zip(ids, pipe.execute()):
+                    for _, f in entries:
+                        e = tl.decode(f[b"e"])
+                        if e.get("state") == "started" and e.get("worker") == w1.id:
+                            claimed_by_w1.append(i)
+                self.assertTrue(claimed_by_w1)
+                raws = r.mget([tl.key(P, "result", i) for i in claimed_by_w1])
+                missing = [i for i, x in zip(claimed_by_w1, raws) if x is None]
+                self.assertEqual(missing, [], "claimed by w1 but no result after it exited")
+                done_by_w1 = [tl.decode(x) for x in raws]
+                self.assertTrue(all(x["worker"] == w1.id and x["status"] == "ok" for x in done_by_w1))
+
+                res = tl.wait_for_results(r, P, ids, timeout=240)
+                self.assertEqual([i for i, x in res.items() if x["status"] != "ok"], [])
+                st = tl.stats(r, P)
+                self.assertEqual(st.get("done"), N, st)
+                self.assertEqual(st.get("requeued", 0), 0, st)
+                self.assertEqual(set(x.get("attempt") for x in res.values()), {1})
+                self.assertEqual(tl.inflight_lists(r, P), {})
+                print("w1 did %d jobs, w2 %d" % (len(claimed_by_w1), N - len(claimed_by_w1)))
+
+                w2.sigterm()
+                self.assertEqual(w2.wait(DRAIN_S + 5), 0, w2.log_tail())
+                self.assertFalse(r.exists(w2.lease_key()))
+                self.assertFalse(r.sismember(tl.key(P, "workers"), w2.id))
+
+
+if __name__ == "__main__":
+    tl.run_tests()

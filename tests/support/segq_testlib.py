@@ -1,0 +1,598 @@
+"""Shared helpers for segq's Python integration and fault tests: a private redis-server on a free
+loopback port, segq-worker processes, bounded waits on results, synthetic cell images, and a
+unittest runner that prints "N passed, N failed, N skipped" and exits 0 / 1 / 77 (ctest's skip).
+
+Every process started here is killed when the test process ends, however it ends: context
+managers and atexit kill them, and each child gets PR_SET_PDEATHSIG(SIGKILL) so even a SIGKILL of
+the test (ctest's timeout) does not leave redis-server or a worker behind."""
+import atexit
+import ctypes
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("SEGQ_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+SCRIPTS_DIR = os.path.join(SOURCE_DIR, "queue", "scripts")
+for _p in (os.path.join(SOURCE_DIR, "clients", "python"), HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+SKIP = 77
+
+try:
+    import msgpack
+    import redis
+except ImportError as _e:  # pragma: no cover - Debian's python3-redis/python3-msgpack missing
+    print("skip: needs python3-redis and python3-msgpack (%s); run with /usr/bin/python3" % _e)
+    sys.exit(SKIP)
+
+
+def skip(why):
+    """Skips the whole test file (before run_tests): prints why and exits 77."""
+    print("skip: %s" % why)
+    sys.stdout.flush()
+    sys.exit(SKIP)
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to 0 and let the kernel pick)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+# -- process bookkeeping ----------------------------------------------------------------------
+
+_live = []          # Popen objects started here and not yet reaped
+_workers = []       # every Worker started in this process (for log dumps on failure)
+_tmpdirs = []       # removed at exit unless SEGQ_KEEP_LOGS is set
+
+
+def _child_setup():
+    # In the child between fork and exec: die with the parent (the test), and get our own
+    # process group so a signal to the test's group (Ctrl-C) reaches us only through the test.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    os.setpgid(0, 0)
+
+
+def _spawn(argv, log_path=None, env=None, cwd=None):
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    try:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             env=env, cwd=cwd, preexec_fn=_child_setup)
+    finally:
+        if log_path:
+            out.close()
+    _live.append(p)
+    return p
+
+
+def _kill(p, sig=signal.SIGKILL, wait_s=10.0):
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+    if p in _live:
+        _live.remove(p)
+
+
+def kill_all():
+    """Kills every process started through this module (each by its own pid)."""
+    for p in list(_live):
+        try:
+            _kill(p)
+        except Exception:  # keep killing the others
+            traceback.print_exc()
+
+
+def _cleanup_at_exit():
+    kill_all()
+    if not os.environ.get("SEGQ_KEEP_LOGS"):
+        for d in _tmpdirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup_at_exit)
+
+
+def _on_sigterm(signum, frame):
+    # ctest (or a user) asks the test to stop: kill the children, then exit like a signal would.
+    kill_all()
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def tempdir(prefix="segq-test-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tmpdirs.append(d)
+    return d
+
+
+# -- redis-server -----------------------------------------------------------------------------
+
+def have_redis_server():
+    return shutil.which("redis-server") is not None
+
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1:<free port> in a temp dir. No persistence unless
+    `persist=True` (then `--appendonly yes --appendfsync always`, so a restart keeps everything
+    acknowledged). Raises unittest.SkipTest if redis-server is not installed.
+
+        with RedisServer() as rs:
+            r = rs.client(); ...; rs.restart()
+    """
+
+    def __init__(self, persist=False, extra_args=(), start=True):
+        if not have_redis_server():
+            raise unittest.SkipTest("redis-server is not installed")
+        self.persist = persist
+        self.extra_args = list(extra_args)
+        self.dir = tempdir("segq-redis-")
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.url = "redis://127.0.0.1:%d" % self.port
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self.restarts = 0
+        if start:
+            self.start()
+
+    def _argv(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--save", "", "--logfile", self.log_path,
+                "--daemonize", "no", "--protected-mode", "yes"]
+        if self.persist:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
+        return argv + self.extra_args
+
+    def start(self, timeout=15.0):
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc = _spawn(self._argv(), cwd=self.dir)
+            if self._wait_ping(deadline):
+                return self
+            # The port may still be held (TIME_WAIT or a racing process): retry until the deadline.
+            _kill(self.proc)
+            if time.monotonic() >= deadline:
+                raise RuntimeError("redis-server on port %d did not answer PING within %.0fs; log:\n%s"
+                                   % (self.port, timeout, self.log_tail()))
+            time.sleep(0.2)
+
+    def _wait_ping(self, deadline):
+        r = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return False
+                try:
+                    if r.ping():
+                        return True
+                except redis.RedisError:
+                    pass
+                time.sleep(0.05)
+            return False
+        finally:
+            r.close()
+
+    def client(self, **kw):
+        """A new redis-py client (bytes replies) for this server."""
+        kw.setdefault("socket_connect_timeout", 5)
+        kw.setdefault("socket_timeout", 30)
+        return redis.Redis(host=self.host, port=self.port, **kw)
+
+    def stop(self, sig=signal.SIGTERM):
+        """Stops the server (SIGTERM: it writes/fsyncs the AOF when persisting; SIGKILL: a crash)."""
+        if self.proc is not None:
+            _kill(self.proc, sig)
+            self.proc = None
+
+    def restart(self, downtime_s=0.0, sig=signal.SIGTERM):
+        """Stops the server and starts it again on the same port (same dir, so an AOF survives)."""
+        self.stop(sig)
+        if downtime_s:
+            time.sleep(downtime_s)
+        self.restarts += 1
+        return self.start()
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop(signal.SIGKILL)
+        return False
+
+
+# -- segq-worker ------------------------------------------------------------------------------
+
+def worker_binary():
+    """Path of the segq-worker binary: $SEGQ_WORKER_BIN, else $SEGQ_BUILD_DIR/worker/segq-worker
+    (ctest sets SEGQ_BUILD_DIR), else ./build/worker/segq-worker; None if it is not there."""
+    cands = []
+    if os.environ.get("SEGQ_WORKER_BIN"):
+        cands.append(os.environ["SEGQ_WORKER_BIN"])
+    if os.environ.get("SEGQ_BUILD_DIR"):
+        cands.append(os.path.join(os.environ["SEGQ_BUILD_DIR"], "worker", "segq-worker"))
+    cands.append(os.path.join(os.getcwd(), "build", "worker", "segq-worker"))
+    cands.append(os.path.join(SOURCE_DIR, "build", "worker", "segq-worker"))
+    for c in cands:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def require_worker():
+    """Skips the whole file (exit 77) when the worker binary is not built."""
+    if worker_binary() is None:
+        skip("segq-worker binary not found (set SEGQ_BUILD_DIR or build ./build)")
+    if not have_redis_server():
+        skip("redis-server is not installed")
+
+
+_worker_seq = [0]
+
+
+class Worker:
+    """A segq-worker process with the given flags; stdout+stderr go to a log file. Raises
+    unittest.SkipTest if the binary is missing. Flags are keyword arguments with '_' for '-'
+    (lease_ttl_ms=1500 -> --lease-ttl-ms 1500); `args` appends raw flags.
+
+        w = Worker(rs.url, prefix="t", worker_id="w1", models="null,otsu", lease_ttl_ms=1500)
+        w.wait_ready(rs.client()); ...; w.sigterm(); w.wait(10); w.returncode
+    """
+
+    def __init__(self, redis_url, prefix="segq", worker_id=None, models="null,otsu", args=(),
+                 env=None, start=True, log_level="info", **flags):
+        self.binary = worker_binary()
+        if self.binary is None:
+            raise unittest.SkipTest("segq-worker binary not found (set SEGQ_BUILD_DIR)")
+        _worker_seq[0] += 1
+        self.id = worker_id or "tw%d-%d" % (os.getpid(), _worker_seq[0])
+        self.prefix = prefix
+        self.redis_url = redis_url
+        self.argv = [self.binary, "--redis-url", redis_url, "--prefix", prefix, "--worker-id", self.id,
+                     "--models", models, "--log-level", log_level]
+        flags.setdefault("threads", 2)  # the test machines have few cores
+        for k, v in flags.items():
+            if v is not None:
+                self.argv += ["--" + k.replace("_", "-"), str(v)]
+        self.argv += list(args)
+        self.env = dict(os.environ)
+        # The worker's own SEGQ_* variables must not leak in from the caller's shell.
+        for k in list(self.env):
+            if k.startswith("SEGQ_") and k not in ("SEGQ_SOURCE_DIR", "SEGQ_BUILD_DIR"):
+                del self.env[k]
+        self.env.update(env or {})
+        self.dir = tempdir("segq-worker-")
+        self.log_path = os.path.join(self.dir, "%s.log" % self.id)
+        self.proc = None
+        self.started_at = None
+        _workers.append(self)
+        if start:
+            self.start()
+
+    def start(self):
+        cwd = SOURCE_DIR  # so the default --model-dir "models" resolves
+        self.proc = _spawn(self.argv, log_path=self.log_path, env=self.env, cwd=cwd)
+        self.started_at = time.monotonic()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def lease_key(self):
+        return "%s:worker:%s" % (self.prefix, self.id)
+
+    def inflight_key(self):
+        return "%s:inflight:%s" % (self.prefix, self.id)
+
+    def wait_ready(self, r, timeout=20.0):
+        """Waits until the worker holds its lease in Redis (its first heartbeat went through)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError("worker %s exited with %s before registering; log:\n%s"
+                                     % (self.id, self.returncode, self.log_tail()))
+            try:
+                if r.exists(self.lease_key()):
+                    return self
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("worker %s did not register within %.0fs; log:\n%s"
+                             % (self.id, timeout, self.log_tail()))
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def sigterm(self):
+        self.signal(signal.SIGTERM)
+
+    def kill9(self):
+        """SIGKILL and reap (the worker gets no chance to clean up, like a crash)."""
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGKILL)
+
+    def wait(self, timeout):
+        """Waits for the process to exit; returns its exit code. Raises AssertionError (and kills
+        it) if it is still running after timeout seconds."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(self.proc)
+            raise AssertionError("worker %s still running after %.1fs (killed); log tail:\n%s"
+                                 % (self.id, timeout, self.log_tail()))
+        if self.proc in _live:
+            _live.remove(self.proc)
+        return rc
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then SIGKILL if it has not exited within timeout. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            _kill(self.proc, signal.SIGTERM, wait_s=timeout)
+        elif self.proc in _live:
+            _live.remove(self.proc)
+        return self.proc.returncode
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_tail(self, n=40):
+        return "".join(self.log().splitlines(True)[-n:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGKILL)
+        return False
+
+
+# -- Redis-side helpers -----------------------------------------------------------------------
+
+def key(prefix, *parts):
+    return ":".join((prefix,) + tuple(str(p) for p in parts))
+
+
+def load_script(name):
+    with open(os.path.join(SCRIPTS_DIR, name + ".lua"), "rb") as f:
+        return f.read()
+
+
+def enqueue_raw(r, prefix, id, model, payload, tenant="", group="", priority=0, result_ttl_s=3600):
+    """Runs enqueue.lua with an arbitrary payload (bytes), bypassing the client's validation, so
+    tests can queue malformed jobs. Returns the script's code (1 queued, 0 pending, 2 has a
+    result, 3 rejected as unknown_model)."""
+    sha = getattr(r, "_segq_enqueue", None)
+    if sha is None:
+        sha = r.register_script(load_script("enqueue"))
+        r._segq_enqueue = sha
+    return int(sha(keys=[], args=[prefix, id, model, tenant, group, int(priority), payload, now_ms(),
+                                  int(result_ttl_s)]))
+
+
+def job_doc(id, model, data, fmt="jpeg", width=None, height=None, **extra):
+    """A job document (dict) as docs/protocol.md describes it; extra fields go at the top level."""
+    image = {"format": fmt, "data": data}
+    if width is not None:
+        image["width"] = width
+    if height is not None:
+        image["height"] = height
+    doc = {"v": 1, "id": id, "model": model, "image": image}
+    doc.update(extra)
+    return doc
+
+
+def pack(doc):
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+def decode(raw):
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw is not None else None
+
+
+def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, progress=None):
+    """Polls P:result:<id> for every id (MGET in chunks) until all exist or `timeout` seconds
+    pass. Returns {id: result} (decoded dicts unless decode_results=False). On timeout raises
+    AssertionError naming how many (and a few of which) are missing. `progress(n_done)` is
+    called after each poll, e.g. to kill a worker part-way."""
+    ids = list(ids)
+    out = {}
+    pending = ids
+    deadline = time.monotonic() + timeout
+    while True:
+        still = []
+        for k in range(0, len(pending), 2000):
+            chunk = pending[k:k + 2000]
+            raws = r.mget([key(prefix, "result", i) for i in chunk])
+            for i, raw in zip(chunk, raws):
+                if raw is None:
+                    still.append(i)
+                else:
+                    out[i] = decode(raw) if decode_results else raw
+        pending = still
+        if progress is not None:
+            progress(len(out))
+        if not pending:
+            return {i: out[i] for i in ids}
+        if time.monotonic() >= deadline:
+            raise AssertionError("%d of %d jobs have no result after %.0fs (e.g. %s)"
+                                 % (len(pending), len(ids), timeout, ", ".join(pending[:5])))
+        time.sleep(poll_s)
+
+
+def wait_until(cond, timeout, poll_s=0.05, what="condition"):
+    """Polls cond() until it is truthy (returns its value) or raises AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("%s not reached within %.1fs" % (what, timeout))
+        time.sleep(poll_s)
+
+
+def stats(r, prefix):
+    """P:stats as {name: int}."""
+    return {k.decode(): int(v) for k, v in r.hgetall(key(prefix, "stats")).items()}
+
+
+def inflight_lists(r, prefix):
+    """{key: length} of every non-empty P:inflight:* list."""
+    out = {}
+    for k in r.scan_iter(match=key(prefix, "inflight", "*"), count=1000):
+        n = r.llen(k)
+        if n:
+            out[k.decode()] = n
+    return out
+
+
+def queued_count(r, prefix):
+    """Total length of every P:q:* queue."""
+    return sum(r.llen(k) for k in r.scan_iter(match=key(prefix, "q", "*"), count=1000))
+
+
+def job_events(r, prefix, id):
+    """The decoded events in P:events:<id>, in stream order."""
+    return [decode(f[b"e"]) for _, f in r.xrange(key(prefix, "events", id), "-", "+") if b"e" in f]
+
+
+def status_hash(r, prefix, id):
+    h = r.hgetall(key(prefix, "status", id))
+    return {k.decode(): v.decode() for k, v in h.items()}
+
+
+# -- synthetic images -------------------------------------------------------------------------
+
+def disk_image(width, height, disks, bg=20, fg=220, dtype="uint8"):
+    """A numpy array (height, width) of `dtype` with filled disks (cx, cy, r) of value fg on bg."""
+    import numpy as np
+    img = np.full((height, width), bg, dtype=dtype)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for cx, cy, rad in disks:
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= rad * rad] = fg
+    return img
+
+
+def make_jpeg(width=64, height=64, disks=None, bg=20, fg=220, quality=95, noise=0, seed=0):
+    """JPEG bytes of a synthetic cell image: bright disks (cx, cy, r) on a dark background
+    (default: one disk in the middle), optional gaussian noise of the given sigma."""
+    import numpy as np
+    from PIL import Image
+    if disks is None:
+        disks = [(width // 2, height // 2, max(1, min(width, height) // 4))]
+    img = disk_image(width, height, disks, bg, fg).astype("float32")
+    if noise:
+        img += np.random.default_rng(seed).normal(0, noise, img.shape)
+    img = np.clip(img, 0, 255).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# -- running ----------------------------------------------------------------------------------
+
+class _Result(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.passed = 0
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self.passed += 1
+
+
+def _dump_worker_logs():
+    for w in _workers:
+        print("---- worker %s (pid %s, rc %s) log tail: %s" % (w.id, w.pid, w.returncode, w.log_path))
+        print(w.log_tail(40))
+
+
+def run_tests(module="__main__", timeout_s=540):
+    """Runs the unittest TestCases of `module`, prints "N passed, N failed, N skipped" and exits 0
+    (all ran passed), 1 (a failure or error), or 77 (nothing failed and nothing passed: all
+    skipped). A SIGALRM after timeout_s fails the running test (and so kills its processes)
+    before ctest's own timeout would."""
+    def on_alarm(signum, frame):
+        raise TimeoutError("test file ran past %ds" % timeout_s)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(timeout_s)
+    argv = [sys.argv[0]] + sys.argv[1:]
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[module]) if len(argv) == 1 else \
+        unittest.defaultTestLoader.loadTestsFromNames(argv[1:], sys.modules[module])
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=_Result, stream=sys.stdout)
+    t0 = time.monotonic()
+    try:
+        res = runner.run(suite)
+    finally:
+        signal.alarm(0)
+    failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
+    skipped = len(res.skipped)
+    if failed:
+        _dump_worker_logs()
+    print("%d passed, %d failed, %d skipped (%.1fs)" % (res.passed, failed, skipped, time.monotonic() - t0))
+    sys.stdout.flush()
+    kill_all()
+    if failed:
+        code = 1
+    elif res.passed == 0:
+        code = SKIP
+    else:
+        code = 0
+    sys.exit(code)
