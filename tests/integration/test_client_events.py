@@ -302,10 +302,74 @@ def test_events_reconnect(url):
     check(evs and evs[-1]["done"] == n, "all done after reconnects")
 
 
+def worker_binary():
+    build = os.environ.get("SEGQ_BUILD_DIR")
+    if build:
+        path = os.path.join(build, "worker", "segq-worker")
+        return path if os.access(path, os.X_OK) else None
+    return None
+
+
+def test_real_worker(url):
+    """With the worker binary built: real results through submit/submit_many, events and wait."""
+    binary = worker_binary()
+    if binary is None:
+        print("     (no segq-worker in SEGQ_BUILD_DIR: real-worker part skipped)")
+        return
+    import numpy as np
+    env = dict(os.environ, SEGQ_REDIS_URL=url, SEGQ_PREFIX=P, SEGQ_WORKER_ID="real-1")
+    log = tempfile.NamedTemporaryFile(prefix="segq-client-worker-", suffix=".log", delete=False)
+    proc = subprocess.Popen([binary, "--models", "null,otsu", "--threads", "2"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        c = segq.Client(url, prefix=P)
+        samples = os.path.join(SRC, "samples")
+        files = [os.path.join(samples, "cells_%02d.jpg" % i) for i in (1, 2, 3)]
+        yy, xx = np.mgrid[0:64, 0:96]
+        disk = ((xx - 40) ** 2 + (yy - 30) ** 2 < 15 ** 2)
+        g8 = (disk * 200 + 20).astype(np.uint8)
+        g16 = (disk * 50000 + 1000).astype(np.uint16)
+        group, ids = c.submit_many(files + [g8, g16], "otsu", outputs=["polygons", "mask"], min_area=0,
+                                   meta={"t": "real"})
+        evs = collect(c.events(group=group, timeout=60))
+        check(contiguous(evs, "gseq") and evs and evs[-1]["done"] == len(ids), "real group events %r" %
+              [(e["gseq"], e["state"]) for e in evs][-5:])
+        res = c.wait_many(ids, timeout=30)
+        for i, id in enumerate(ids):
+            r = res[id]
+            if not check(r["status"] == "ok", "real result %d: %r" % (i, r.get("error"))):
+                continue
+            m = proto.rle_to_numpy(r["mask"])
+            check(m.shape == (r["height"], r["width"]), "mask shape %r" % (m.shape,))
+            area = sum(p["area"] for p in r["polygons"])
+            check(r["polygons"] and 0 < area <= m.sum(), "polygons vs mask: %s vs %d" % (area, m.sum()))
+            check(r["meta"] == {"t": "real"} and r["attempt"] == 1 and r["worker"] == "real-1", "fields")
+        for arr in (res[ids[3]], res[ids[4]]):
+            # The disk: one component of about pi*15^2 pixels, in the array's coordinates.
+            check(len(arr["polygons"]) == 1 and abs(arr["polygons"][0]["area"] - 707) < 40 and
+                  arr["polygons"][0]["bbox"][0] in (25, 26), "raw disk %r" %
+                  [(p["area"], p["bbox"]) for p in arr["polygons"]])
+        id = c.submit(files[0], "null")
+        check(c.wait(id, timeout=30)["status"] == "ok", "null model")
+        evs = collect(c.events(id=id, timeout=5))
+        check([e["state"] for e in evs] == ["queued", "started", "done"], "real job events")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if check(proc.returncode == 0, "worker exit code %s (log %s)" % (proc.returncode, log.name)):
+            os.unlink(log.name)
+
+
 def main():
     srv = LocalRedis()
     tests = [test_submit_wait, test_wait_many_and_stats, test_events_late_subscriber,
-             test_events_live, test_events_gap, test_group_events, test_events_reconnect]
+             test_events_live, test_events_gap, test_group_events, test_events_reconnect,
+             test_real_worker]
     try:
         for t in tests:
             before = failures
