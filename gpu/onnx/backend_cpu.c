@@ -1,10 +1,9 @@
 /* backend_cpu.c: the `cpu` backend behind sq_backend_iface_t: float32, one thread pool and one
  * 64-byte-aligned arena per context, kernels from ops.def run by sq_exec_cpu. The reference
  * every other backend is compared against. Contexts run on their executor thread. */
+#include <cblas.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#include <cblas.h>
 
 #include "engine_internal.h"
 
@@ -17,7 +16,9 @@ typedef struct {
   uint8_t *arena;
 } cpu_ctx_t;
 
-static const char *cpu_name(sq_backend_t *b) { return "cpu"; }
+static const char *cpu_name(sq_backend_t *b) {
+  return "cpu";
+}
 
 static sq_backend_ctx_t *cpu_ctx_new(sq_backend_t *b, size_t arena_bytes, sq_error_t *err) {
   cpu_backend_t *cb = b->context;
@@ -53,8 +54,7 @@ static void cpu_ctx_free(sq_backend_ctx_t *c) {
 }
 
 static int cpu_run(sq_backend_ctx_t *c, const sq_engine_plan_t *p, void *state,
-                   const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs,
-                   sq_error_t *err) {
+                   const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err) {
   cpu_ctx_t *cc = c->context;
   return sq_exec_cpu(cc->pool, p, cc->arena, inputs, outputs, err);
 }

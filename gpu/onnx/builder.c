@@ -31,7 +31,7 @@ typedef struct {
   char name[64];
   int dtype, rank;
   int64_t dims[SQ_MAX_DIMS];
-  void *data; /* initializers */
+  void *data;    /* initializers */
   bool external; /* data_location = EXTERNAL, no data */
 } bvalue_t;
 
@@ -246,14 +246,23 @@ uint8_t *sq_onnx_builder_serialize(sq_onnx_builder_t *b, size_t *len) {
       ap->has_type = 1;
       ap->type = (Onnx__AttributeProto__AttributeType)a->type;
       switch (a->type) {
-        case SQ_ATTR_INT: ap->has_i = 1; ap->i = a->i; break;
-        case SQ_ATTR_FLOAT: ap->has_f = 1; ap->f = a->f; break;
+        case SQ_ATTR_INT:
+          ap->has_i = 1;
+          ap->i = a->i;
+          break;
+        case SQ_ATTR_FLOAT:
+          ap->has_f = 1;
+          ap->f = a->f;
+          break;
         case SQ_ATTR_STRING:
           ap->has_s = 1;
           ap->s.data = (uint8_t *)a->s;
           ap->s.len = strlen(a->s);
           break;
-        case SQ_ATTR_INTS: ap->n_ints = (size_t)a->n; ap->ints = a->ints; break;
+        case SQ_ATTR_INTS:
+          ap->n_ints = (size_t)a->n;
+          ap->ints = a->ints;
+          break;
       }
       pm->attrp[i][k] = ap;
     }

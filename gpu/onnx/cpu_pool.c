@@ -86,7 +86,9 @@ void sq_cpu_free(sq_cpu_t *c) {
   free(c);
 }
 
-int sq_cpu_threads(const sq_cpu_t *c) { return c->nthreads; }
+int sq_cpu_threads(const sq_cpu_t *c) {
+  return c->nthreads;
+}
 
 void sq_cpu_parallel_for(sq_cpu_t *c, int64_t n, int64_t grain, sq_range_fn fn, void *arg) {
   if (n <= 0) return;

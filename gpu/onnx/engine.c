@@ -89,8 +89,12 @@ static void tensor_info(const sq_tensor_t *t, sq_engine_tensor_t *info) {
     if (t->dims[i] < 0) info->bytes = 0;
 }
 
-int sq_engine_input_count(const sq_engine_t *e) { return e->graph.ninputs; }
-int sq_engine_output_count(const sq_engine_t *e) { return e->graph.noutputs; }
+int sq_engine_input_count(const sq_engine_t *e) {
+  return e->graph.ninputs;
+}
+int sq_engine_output_count(const sq_engine_t *e) {
+  return e->graph.noutputs;
+}
 
 int sq_engine_input_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info) {
   if (i < 0 || i >= e->graph.ninputs) return SQ_EINVAL;
@@ -104,8 +108,12 @@ int sq_engine_output_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info)
   return 0;
 }
 
-int sq_engine_plan_input_count(const sq_engine_plan_t *p) { return p->ninputs; }
-int sq_engine_plan_output_count(const sq_engine_plan_t *p) { return p->graph.noutputs; }
+int sq_engine_plan_input_count(const sq_engine_plan_t *p) {
+  return p->ninputs;
+}
+int sq_engine_plan_output_count(const sq_engine_plan_t *p) {
+  return p->graph.noutputs;
+}
 
 int sq_engine_plan_input_info(const sq_engine_plan_t *p, int i, sq_engine_tensor_t *info) {
   if (i < 0 || i >= p->ninputs) return SQ_EINVAL;
@@ -119,8 +127,12 @@ int sq_engine_plan_output_info(const sq_engine_plan_t *p, int i, sq_engine_tenso
   return 0;
 }
 
-size_t sq_engine_arena_bytes(const sq_engine_plan_t *p) { return p->arena_bytes; }
-int sq_engine_plan_node_count(const sq_engine_plan_t *p) { return p->norder; }
+size_t sq_engine_arena_bytes(const sq_engine_plan_t *p) {
+  return p->arena_bytes;
+}
+int sq_engine_plan_node_count(const sq_engine_plan_t *p) {
+  return p->norder;
+}
 
 int sq_engine_input_is_static(const sq_engine_t *e, int i) {
   if (i < 0 || i >= e->graph.ninputs) return 0;

@@ -69,8 +69,7 @@ typedef struct sq_backend_ctx sq_backend_ctx_t;
  * err->msg, each with its node name ("unsupported: node 'conv3' op Foo; node 'x' op Bar").
  * Returns NULL with SQ_EUNSUPPORTED for those, SQ_EMODEL_LOAD for a corrupt/truncated file,
  * SQ_EIO when the file cannot be read. The caller owns the result (sq_engine_free). */
-sq_engine_t *sq_engine_load_file(const char *path, const sq_engine_options_t *opt,
-                                 sq_error_t *err);
+sq_engine_t *sq_engine_load_file(const char *path, const sq_engine_options_t *opt, sq_error_t *err);
 /* Same from memory; `data` is only read during the call. */
 sq_engine_t *sq_engine_load_buffer(const void *data, size_t len, const sq_engine_options_t *opt,
                                    sq_error_t *err);
@@ -96,8 +95,8 @@ sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t 
  * whose `data` is non-NULL is bound to that value for the plan's lifetime (copied) and folded
  * as a constant: that is how shape-valued inputs (e.g. Reshape's `shape` in conformance tests)
  * become static. Inputs bound this way need not (and must not) be passed to sq_engine_run. */
-sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs,
-                                            int n, sq_error_t *err);
+sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs, int n,
+                                            sq_error_t *err);
 void sq_engine_plan_free(sq_engine_plan_t *p);
 
 /* Bytes of activation memory one context needs for this plan (all intermediate tensors laid

@@ -38,12 +38,12 @@ struct sq_tensor;
 
 typedef struct {
   char *name;
-  int type;          /* sq_attr_type_t */
-  float f;           /* FLOAT */
-  int64_t i;         /* INT */
-  char *s;           /* STRING (NUL-terminated copy) */
-  float *floats;     /* FLOATS, n values */
-  int64_t *ints;     /* INTS, n values */
+  int type;      /* sq_attr_type_t */
+  float f;       /* FLOAT */
+  int64_t i;     /* INT */
+  char *s;       /* STRING (NUL-terminated copy) */
+  float *floats; /* FLOATS, n values */
+  int64_t *ints; /* INTS, n values */
   size_t n;
   struct sq_tensor *t; /* TENSOR: a standalone tensor (kind SQ_TENSOR_CONST, data owned) */
 } sq_attr_t;
@@ -57,17 +57,17 @@ typedef enum {
 
 typedef struct sq_tensor {
   char *name;
-  int kind;  /* sq_tensor_kind_t */
-  int dtype; /* sq_dtype_t; SQ_DT_UNDEF until known */
-  int rank;  /* -1 until known */
+  int kind;                  /* sq_tensor_kind_t */
+  int dtype;                 /* sq_dtype_t; SQ_DT_UNDEF until known */
+  int rank;                  /* -1 until known */
   int64_t dims[SQ_MAX_DIMS]; /* -1 = unknown (symbolic) dim */
-  void *data;     /* CONST: dense row-major data */
+  void *data;                /* CONST: dense row-major data */
   bool owns_data; /* free data with the tensor (false: borrowed from the engine's graph) */
   bool is_output; /* a graph output: never aliased, never freed early */
   /* planning (plan.c) */
-  int producer;   /* node index, -1 for inputs/consts */
-  int last_use;   /* last node index reading it (in topological order) */
-  size_t offset;  /* arena offset of an ACT tensor */
+  int producer;  /* node index, -1 for inputs/consts */
+  int last_use;  /* last node index reading it (in topological order) */
+  size_t offset; /* arena offset of an ACT tensor */
 } sq_tensor_t;
 
 /* ---- fused activation applied by a kernel to its output (fuse.c sets, Conv applies) ---- */
@@ -82,16 +82,16 @@ typedef enum {
 /* ---- nodes ---- */
 typedef struct {
   char *name;
-  int op;      /* sq_op_t */
-  int opset;   /* the model's default-domain opset (ops changed attributes across versions) */
+  int op;    /* sq_op_t */
+  int opset; /* the model's default-domain opset (ops changed attributes across versions) */
   int nin, nout;
-  int *in;     /* tensor indices into graph.tensors; -1 = optional input left out */
+  int *in; /* tensor indices into graph.tensors; -1 = optional input left out */
   int *out;
   sq_attr_t *attrs;
   int nattrs;
   int act; /* sq_act_t fused into this node's output */
   float act_alpha, act_beta;
-  bool dead; /* removed by folding/fusion; skipped everywhere */
+  bool dead;           /* removed by folding/fusion; skipped everywhere */
   bool attrs_borrowed; /* attrs belong to the engine's graph (a plan's clone) */
 } sq_node_t;
 
@@ -148,7 +148,9 @@ static inline int64_t sq_view_numel(const sq_view_t *v) {
   for (int i = 0; i < v->rank; i++) n *= v->dims[i];
   return n;
 }
-static inline bool sq_view_present(const sq_view_t *v) { return v->dtype != SQ_DT_UNDEF; }
+static inline bool sq_view_present(const sq_view_t *v) {
+  return v->dtype != SQ_DT_UNDEF;
+}
 
 typedef struct sq_cpu sq_cpu_t;
 
@@ -165,9 +167,9 @@ typedef int (*sq_kernel_fn)(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_
 typedef int (*sq_shape_fn)(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                            int nout, sq_error_t *err);
 
-#define SQ_OP(name, kernel, shape, static_inputs)                                       \
-  int kernel(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,         \
-             const sq_view_t *out, int nout, sq_error_t *err);                           \
+#define SQ_OP(name, kernel, shape, static_inputs)                                          \
+  int kernel(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,           \
+             const sq_view_t *out, int nout, sq_error_t *err);                             \
   int shape(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
             sq_error_t *err);
 #define SQ_OP_TODO(name, owner)
@@ -177,9 +179,9 @@ typedef int (*sq_shape_fn)(const sq_node_t *node, const sq_view_t *in, int nin, 
 
 /* ops.c: the table built from ops.def */
 typedef struct {
-  const char *name;  /* ONNX op_type */
-  sq_kernel_fn cpu;  /* NULL: listed but not implemented (unsupported) */
-  sq_shape_fn shape; /* NULL with cpu */
+  const char *name;       /* ONNX op_type */
+  sq_kernel_fn cpu;       /* NULL: listed but not implemented (unsupported) */
+  sq_shape_fn shape;      /* NULL with cpu */
   unsigned static_inputs; /* bit i: input i must be a constant at plan time */
 } sq_op_info_t;
 
@@ -246,10 +248,10 @@ struct sq_engine_plan {
   sq_graph_t graph; /* shapes static, constants folded, dead nodes removed */
   int *order;       /* live node indices in execution order */
   int norder;
-  int *inputs;      /* unbound graph inputs (tensor indices) */
+  int *inputs; /* unbound graph inputs (tensor indices) */
   int ninputs;
   size_t arena_bytes;
-  pthread_mutex_t lock; /* guards backend_state */
+  pthread_mutex_t lock;  /* guards backend_state */
   sq_backend_t *backend; /* the backend backend_state belongs to (one per plan for now) */
   void *backend_state;
 };

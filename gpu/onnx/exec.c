@@ -68,11 +68,11 @@ static int check_tensor(const sq_tensor_t *t, const sq_engine_tensor_t *x, bool 
     return sq_error_set(err, SQ_EINVAL, "input '%s': rank/type differ from the plan", t->name);
   for (int d = 0; d < t->rank; d++)
     if (x->dims[d] != t->dims[d])
-      return sq_error_set(err, SQ_EINVAL, "input '%s': dim %d is %lld, plan has %lld", t->name,
-                          d, (long long)x->dims[d], (long long)t->dims[d]);
+      return sq_error_set(err, SQ_EINVAL, "input '%s': dim %d is %lld, plan has %lld", t->name, d,
+                          (long long)x->dims[d], (long long)t->dims[d]);
   if (x->bytes != sq_tensor_bytes(t))
-    return sq_error_set(err, SQ_EINVAL, "input '%s': %zu bytes, plan needs %zu", t->name,
-                        x->bytes, sq_tensor_bytes(t));
+    return sq_error_set(err, SQ_EINVAL, "input '%s': %zu bytes, plan needs %zu", t->name, x->bytes,
+                        sq_tensor_bytes(t));
   return 0;
 }
 

@@ -55,7 +55,8 @@ int sq_graph_fold_batchnorm(sq_graph_t *g, sq_error_t *err) {
     if (sq_attr_int(bn, "training_mode", 0)) continue;
     if (bn->nout > 1) { /* old opsets list running stats as outputs: only fold if unused */
       bool used = false;
-      for (int k = 1; k < bn->nout; k++) used |= bn->out[k] >= 0 && sq_graph_use_count(g, bn->out[k]);
+      for (int k = 1; k < bn->nout; k++)
+        used |= bn->out[k] >= 0 && sq_graph_use_count(g, bn->out[k]);
       if (used) continue;
     }
     const sq_tensor_t *w = &g->tensors[conv->in[1]];

@@ -24,8 +24,12 @@ static bool const_scalar(const sq_graph_t *g, const sq_node_t *n, int k, float *
 static bool activation_of(const sq_graph_t *g, const sq_node_t *n, int *act, float *a, float *b) {
   *a = *b = 0;
   switch (n->op) {
-    case SQ_OP_Relu: *act = SQ_ACT_RELU; return true;
-    case SQ_OP_Sigmoid: *act = SQ_ACT_SIGMOID; return true;
+    case SQ_OP_Relu:
+      *act = SQ_ACT_RELU;
+      return true;
+    case SQ_OP_Sigmoid:
+      *act = SQ_ACT_SIGMOID;
+      return true;
     case SQ_OP_LeakyRelu:
       *act = SQ_ACT_LEAKY_RELU;
       *a = sq_attr_float(n, "alpha", 0.01f);
@@ -40,7 +44,8 @@ static bool activation_of(const sq_graph_t *g, const sq_node_t *n, int *act, flo
         return true;
       }
       return const_scalar(g, n, 1, a) && const_scalar(g, n, 2, b);
-    default: return false;
+    default:
+      return false;
   }
 }
 

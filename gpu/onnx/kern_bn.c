@@ -32,8 +32,15 @@ int sq_kern_batchnorm(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in,
   for (int k = 1; k < 5; k++)
     if (in[k].dtype != SQ_DT_FLOAT || sq_view_numel(&in[k]) != c)
       return sq_node_error(err, SQ_EMODEL_LOAD, node, "parameter %d must have C values", k);
-  bn_t a = {in[0].data, in[1].data, in[2].data, in[3].data, in[4].data, out[0].data,
-            sq_attr_float(node, "epsilon", 1e-5f), c, 1};
+  bn_t a = {in[0].data,
+            in[1].data,
+            in[2].data,
+            in[3].data,
+            in[4].data,
+            out[0].data,
+            sq_attr_float(node, "epsilon", 1e-5f),
+            c,
+            1};
   for (int d = 2; d < in[0].rank; d++) a.plane *= in[0].dims[d];
   sq_cpu_parallel_for(cpu, in[0].dims[0] * c, 1, bn_range, &a);
   return 0;

@@ -10,9 +10,9 @@
 #define COL_LIMIT (1 << 22) /* floats in one im2col tile (16 MiB) */
 
 typedef struct {
-  int64_t n, c, h, w;   /* input */
-  int64_t m, kh, kw;    /* output channels, kernel */
-  int64_t oh, ow;       /* output */
+  int64_t n, c, h, w; /* input */
+  int64_t m, kh, kw;  /* output channels, kernel */
+  int64_t oh, ow;     /* output */
   int64_t sh, sw, dh, dw, ph, pw, ph_end, pw_end;
   int64_t group;
 } conv_t;
@@ -36,8 +36,8 @@ static int get2(const sq_node_t *node, const char *name, int sp, int64_t def, in
 }
 
 /* Reads attributes and input shapes into p; transpose selects ConvTranspose's rules. */
-static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w, bool transpose,
-                       conv_t *p, sq_error_t *err) {
+static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w,
+                       bool transpose, conv_t *p, sq_error_t *err) {
   if (x->rank != 3 && x->rank != 4)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "only 1-D and 2-D convolutions");
   if (x->dtype != SQ_DT_FLOAT || w->dtype != SQ_DT_FLOAT || w->rank != x->rank)
@@ -101,8 +101,10 @@ static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_
       if (in[i] + pads[i] + pads[i + 2] < ext) out[i] = 0;
     } else {
       int64_t want = -1;
-      if (nos) want = sp == 1 ? (i == 0 ? 1 : oshape[nos - 1]) : oshape[nos - 2 + i];
-      else if (same) want = in[i] * s[i];
+      if (nos)
+        want = sp == 1 ? (i == 0 ? 1 : oshape[nos - 1]) : oshape[nos - 2 + i];
+      else if (same)
+        want = in[i] * s[i];
       if (strcmp(auto_pad, "VALID") == 0) pads[i] = pads[i + 2] = 0;
       if (want >= 0) {
         int64_t total = s[i] * (in[i] - 1) + opad[i] + ext - want;
@@ -182,7 +184,8 @@ static void im2col_range(void *arg, int64_t b, int64_t e) {
         dst += p->ow;
         continue;
       }
-      for (int64_t ox = 0; ox < p->ow; ox++, ix += p->sw) *dst++ = ix >= 0 && ix < p->w ? xr[ix] : 0;
+      for (int64_t ox = 0; ox < p->ow; ox++, ix += p->sw)
+        *dst++ = ix >= 0 && ix < p->w ? xr[ix] : 0;
     }
   }
 }
@@ -223,7 +226,8 @@ int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int 
     if (rows < 1) rows = 1;
     if (rows > p.oh) rows = p.oh;
   }
-  float *col = direct || plane == 0 ? NULL : sq_cpu_scratch(cpu, (size_t)(k * rows * p.ow) * sizeof(float));
+  float *col =
+      direct || plane == 0 ? NULL : sq_cpu_scratch(cpu, (size_t)(k * rows * p.ow) * sizeof(float));
   if (!direct && plane && !col) return sq_node_error(err, SQ_ENOMEM, node, "im2col buffer");
   for (int64_t n = 0; n < p.n; n++)
     for (int64_t g = 0; g < p.group; g++) {

@@ -79,28 +79,28 @@ void sq_binary_broadcast(sq_cpu_t *cpu, const sq_view_t *a, const sq_view_t *b,
   sq_cpu_parallel_for(cpu, rows, (1 << 12) / (c.inner + 1) + 1, bcast_rows, &c);
 }
 
-#define ARITH_ROWS(NAME, T, EXPR)                                                      \
-  static void NAME(const void *pa, int64_t sa, const void *pb, int64_t sb, void *po, \
-                   int64_t n, void *ctx) {                                             \
-    const T *a = pa, *b = pb;                                                          \
-    T *o = po;                                                                         \
-    for (int64_t i = 0; i < n; i++) {                                                  \
-      T x = a[i * sa], y = b[i * sb];                                                  \
-      o[i] = (EXPR);                                                                   \
-    }                                                                                  \
+#define ARITH_ROWS(NAME, T, EXPR)                                                               \
+  static void NAME(const void *pa, int64_t sa, const void *pb, int64_t sb, void *po, int64_t n, \
+                   void *ctx) {                                                                 \
+    const T *a = pa, *b = pb;                                                                   \
+    T *o = po;                                                                                  \
+    for (int64_t i = 0; i < n; i++) {                                                           \
+      T x = a[i * sa], y = b[i * sb];                                                           \
+      o[i] = (EXPR);                                                                            \
+    }                                                                                           \
   }
 
 ARITH_ROWS(add_f32, float, x + y)
 ARITH_ROWS(sub_f32, float, x - y)
-ARITH_ROWS(mul_f32, float, x * y)
+ARITH_ROWS(mul_f32, float, x *y)
 ARITH_ROWS(div_f32, float, x / y)
 ARITH_ROWS(add_i64, int64_t, x + y)
 ARITH_ROWS(sub_i64, int64_t, x - y)
-ARITH_ROWS(mul_i64, int64_t, x * y)
+ARITH_ROWS(mul_i64, int64_t, x *y)
 ARITH_ROWS(div_i64, int64_t, y ? x / y : 0)
 ARITH_ROWS(add_i32, int32_t, x + y)
 ARITH_ROWS(sub_i32, int32_t, x - y)
-ARITH_ROWS(mul_i32, int32_t, x * y)
+ARITH_ROWS(mul_i32, int32_t, x *y)
 ARITH_ROWS(div_i32, int32_t, y ? x / y : 0)
 
 static int arith(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, const sq_view_t *out,

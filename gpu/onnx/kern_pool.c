@@ -25,7 +25,8 @@ int sq_pool_params(const sq_node_t *node, const sq_view_t *x, sq_pool_t *p, sq_e
   if (nks != (size_t)sp || (nst && nst != (size_t)sp) || (ndl && ndl != (size_t)sp) ||
       (npa && npa != (size_t)2 * sp))
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "kernel_shape/strides/dilations/pads rank");
-  int64_t k[2] = {1, ks[sp - 1]}, s[2] = {1, nst ? st[sp - 1] : 1}, d[2] = {1, ndl ? dl[sp - 1] : 1};
+  int64_t k[2] = {1, ks[sp - 1]}, s[2] = {1, nst ? st[sp - 1] : 1},
+          d[2] = {1, ndl ? dl[sp - 1] : 1};
   int64_t pads[4] = {0, npa ? pa[sp - 1] : 0, 0, npa ? pa[2 * sp - 1] : 0};
   if (sp == 2) {
     k[0] = ks[0];

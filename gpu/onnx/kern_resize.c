@@ -45,7 +45,8 @@ static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, re
   }
   const sq_view_t *v = scales ? scales : sizes;
   if (sq_view_numel(v) != n) return sq_node_error(err, SQ_EMODEL_LOAD, node, "scales/sizes length");
-  if (roi && sq_view_numel(roi) != 2 * n) return sq_node_error(err, SQ_EMODEL_LOAD, node, "roi length");
+  if (roi && sq_view_numel(roi) != 2 * n)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "roi length");
   r->rank = x->rank;
   for (int d = 0; d < x->rank; d++) {
     r->in[d] = r->out[d] = x->dims[d];
@@ -85,8 +86,8 @@ static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, re
   return 0;
 }
 
-int sq_shape_resize(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
-                    int nout, sq_error_t *err) {
+int sq_shape_resize(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout,
+                    sq_error_t *err) {
   resize_t r;
   int rc = resize_params(node, in, nin, &r, err);
   if (rc) return rc;
@@ -101,9 +102,9 @@ int sq_shape_resize(const sq_node_t *node, const sq_view_t *in, int nin, sq_view
 
 /* The 1-D weights of one output coordinate: taps at idx[0..n-1] (clamped to the input). */
 typedef struct {
-  int n;      /* taps per output coordinate */
-  int64_t *idx; /* [out * n] */
-  float *w;     /* [out * n] */
+  int n;                /* taps per output coordinate */
+  int64_t *idx;         /* [out * n] */
+  float *w;             /* [out * n] */
   uint8_t *extrapolate; /* [out]: 1 = output is extrapolation_value (tf_crop_and_resize) */
 } taps_t;
 
@@ -118,8 +119,8 @@ static int make_taps(const sq_node_t *node, const resize_t *r, int d, taps_t *t)
   const char *mode = sq_attr_string(node, "mode", "nearest");
   const char *ctm = sq_attr_string(node, "coordinate_transformation_mode",
                                    node->opset < 11 ? "asymmetric" : "half_pixel");
-  const char *nmode = sq_attr_string(node, "nearest_mode",
-                                     node->opset < 11 ? "floor" : "round_prefer_floor");
+  const char *nmode =
+      sq_attr_string(node, "nearest_mode", node->opset < 11 ? "floor" : "round_prefer_floor");
   bool antialias = sq_attr_int(node, "antialias", 0) != 0;
   bool exclude = sq_attr_int(node, "exclude_outside", 0) != 0;
   double A = sq_attr_float(node, "cubic_coeff_a", -0.75f);
@@ -149,7 +150,8 @@ static int make_taps(const sq_node_t *node, const resize_t *r, int d, taps_t *t)
       xo = x / scale;
     } else if (strcmp(ctm, "tf_crop_and_resize") == 0) {
       double r0 = r->roi0[d], r1 = r->roi1[d];
-      xo = out_w == 1 ? (r1 - r0) * (double)(in - 1) / 2 : x * (r1 - r0) * (double)(in - 1) / (out_w - 1);
+      xo = out_w == 1 ? (r1 - r0) * (double)(in - 1) / 2
+                      : x * (r1 - r0) * (double)(in - 1) / (out_w - 1);
       xo += r0 * (double)(in - 1);
       if (xo < 0 || xo > (double)(in - 1)) t->extrapolate[o] = 1;
     } else if (strcmp(ctm, "pytorch_half_pixel") == 0) {
@@ -172,11 +174,16 @@ static int make_taps(const sq_node_t *node, const resize_t *r, int d, taps_t *t)
     if (n > 64) return SQ_EUNSUPPORTED;
     if (nearest) {
       bool hi;
-      if (integral) hi = true;
-      else if (strcmp(nmode, "round_prefer_ceil") == 0) hi = ratio >= 0.5;
-      else if (strcmp(nmode, "floor") == 0) hi = false;
-      else if (strcmp(nmode, "ceil") == 0) hi = true;
-      else hi = ratio > 0.5;
+      if (integral)
+        hi = true;
+      else if (strcmp(nmode, "round_prefer_ceil") == 0)
+        hi = ratio >= 0.5;
+      else if (strcmp(nmode, "floor") == 0)
+        hi = false;
+      else if (strcmp(nmode, "ceil") == 0)
+        hi = true;
+      else
+        hi = ratio > 0.5;
       w[0] = hi ? 0 : 1;
       w[1] = hi ? 1 : 0;
     } else if (!cubic) {
@@ -272,8 +279,8 @@ int sq_kern_resize(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, in
     taps_t t = {0};
     if (!rc) rc = make_taps(node, &r, d, &t);
     if (!rc) {
-      pass_t p = {src, dst, &t, cur[d], r.out[d], inner,
-                  sq_attr_float(node, "extrapolation_value", 0.0f)};
+      pass_t p = {
+          src, dst, &t, cur[d], r.out[d], inner, sq_attr_float(node, "extrapolation_value", 0.0f)};
       sq_cpu_parallel_for(cpu, outer * r.out[d], 1, pass_range, &p);
     }
     free(t.idx);

@@ -5,11 +5,11 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                 \
+#define SHAPE_FN(name)                                                                    \
   int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
            sq_error_t *err)
-#define KERNEL_FN(name)                                                                \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,         \
+#define KERNEL_FN(name)                                                        \
+  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
            const sq_view_t *out, int nout, sq_error_t *err)
 
 static size_t view_bytes(const sq_view_t *v) {
@@ -148,8 +148,8 @@ SHAPE_FN(sq_shape_reshape) {
     known *= out[0].dims[infer];
   }
   if (known != total)
-    return sq_node_error(err, SQ_EMODEL_LOAD, node, "%lld elements into %lld",
-                         (long long)total, (long long)known);
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "%lld elements into %lld", (long long)total,
+                         (long long)known);
   return 0;
 }
 
@@ -195,8 +195,9 @@ static void concat_range(void *arg, int64_t b, int64_t e) {
 }
 
 KERNEL_FN(sq_kern_concat) {
-  concat_t c = {in, nin, out, sq_axis(sq_attr_int(node, "axis", 0), in[0].rank),
-                sq_dtype_size(out[0].dtype), 1};
+  concat_t c = {
+      in, nin, out, sq_axis(sq_attr_int(node, "axis", 0), in[0].rank), sq_dtype_size(out[0].dtype),
+      1};
   int64_t outer = 1;
   for (int d = 0; d < c.axis; d++) outer *= out[0].dims[d];
   for (int d = c.axis + 1; d < out[0].rank; d++) c.inner *= (size_t)out[0].dims[d];
@@ -282,8 +283,8 @@ static bool cast_type_ok(int dt) {
 SHAPE_FN(sq_shape_cast) {
   int to = (int)sq_attr_int(node, "to", 0);
   if (!cast_type_ok(to) || !cast_type_ok(in[0].dtype))
-    return sq_node_error(err, SQ_EUNSUPPORTED, node, "cast %s -> %s",
-                         sq_dtype_name(in[0].dtype), sq_dtype_name(to));
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "cast %s -> %s", sq_dtype_name(in[0].dtype),
+                         sq_dtype_name(to));
   out[0] = in[0];
   out[0].data = NULL;
   out[0].dtype = to;
@@ -292,11 +293,16 @@ SHAPE_FN(sq_shape_cast) {
 
 static double load_num(const sq_view_t *v, int64_t i) {
   switch (v->dtype) {
-    case SQ_DT_FLOAT: return ((const float *)v->data)[i];
-    case SQ_DT_INT64: return (double)((const int64_t *)v->data)[i];
-    case SQ_DT_INT32: return ((const int32_t *)v->data)[i];
-    case SQ_DT_INT8: return ((const int8_t *)v->data)[i];
-    default: return ((const uint8_t *)v->data)[i];
+    case SQ_DT_FLOAT:
+      return ((const float *)v->data)[i];
+    case SQ_DT_INT64:
+      return (double)((const int64_t *)v->data)[i];
+    case SQ_DT_INT32:
+      return ((const int32_t *)v->data)[i];
+    case SQ_DT_INT8:
+      return ((const int8_t *)v->data)[i];
+    default:
+      return ((const uint8_t *)v->data)[i];
   }
 }
 
@@ -312,14 +318,24 @@ KERNEL_FN(sq_kern_cast) {
     }
     double v = load_num(x, i);
     switch (out[0].dtype) {
-      case SQ_DT_FLOAT: ((float *)y)[i] = (float)v; break;
+      case SQ_DT_FLOAT:
+        ((float *)y)[i] = (float)v;
+        break;
       case SQ_DT_INT64:
         ((int64_t *)y)[i] = x->dtype == SQ_DT_FLOAT && v != v ? INT64_MIN : (int64_t)v;
         break;
-      case SQ_DT_INT32: ((int32_t *)y)[i] = (int32_t)(int64_t)v; break;
-      case SQ_DT_INT8: ((int8_t *)y)[i] = (int8_t)(int64_t)v; break;
-      case SQ_DT_UINT8: ((uint8_t *)y)[i] = (uint8_t)(int64_t)v; break;
-      case SQ_DT_BOOL: ((uint8_t *)y)[i] = v != 0; break;
+      case SQ_DT_INT32:
+        ((int32_t *)y)[i] = (int32_t)(int64_t)v;
+        break;
+      case SQ_DT_INT8:
+        ((int8_t *)y)[i] = (int8_t)(int64_t)v;
+        break;
+      case SQ_DT_UINT8:
+        ((uint8_t *)y)[i] = (uint8_t)(int64_t)v;
+        break;
+      case SQ_DT_BOOL:
+        ((uint8_t *)y)[i] = v != 0;
+        break;
     }
   }
   return 0;

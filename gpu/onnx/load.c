@@ -45,8 +45,8 @@ static void value_info(sq_tensor_t *t, const Onnx__ValueInfoProto *vi) {
   t->rank = (int)tt->shape->n_dim;
   for (size_t i = 0; i < tt->shape->n_dim; i++) {
     const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[i];
-    t->dims[i] = d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
-                     ? d->dim_value : -1;
+    t->dims[i] =
+        d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE ? d->dim_value : -1;
   }
 }
 
@@ -57,8 +57,12 @@ static int copy_attr(const Onnx__AttributeProto *ap, sq_attr_t *a, const char *n
   int type = ap->has_type ? (int)ap->type : 0;
   a->type = type;
   switch (type) {
-    case SQ_ATTR_FLOAT: a->f = ap->f; break;
-    case SQ_ATTR_INT: a->i = ap->i; break;
+    case SQ_ATTR_FLOAT:
+      a->f = ap->f;
+      break;
+    case SQ_ATTR_INT:
+      a->i = ap->i;
+      break;
     case SQ_ATTR_STRING:
       a->s = sq_strndup(ap->s.data ? (const char *)ap->s.data : "", ap->s.len);
       if (!a->s) return SQ_ENOMEM;
@@ -75,7 +79,8 @@ static int copy_attr(const Onnx__AttributeProto *ap, sq_attr_t *a, const char *n
       if (!a->ints) return SQ_ENOMEM;
       if (a->n) memcpy(a->ints, ap->ints, a->n * sizeof(int64_t));
       break;
-    case SQ_ATTR_STRINGS: break; /* not used by any op we run; kept as a name only */
+    case SQ_ATTR_STRINGS:
+      break; /* not used by any op we run; kept as a name only */
     case SQ_ATTR_TENSOR: {
       if (!ap->t) break;
       char why[128];
@@ -115,8 +120,10 @@ static int build(const Onnx__ModelProto *m, sq_graph_t *g, problems_t *pr, sq_er
     if (t < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
     int rc = sq_onnx_tensor_convert(tp, &g->tensors[t], why, sizeof why);
     if (rc == SQ_ENOMEM) return sq_error_set(err, rc, "out of memory");
-    if (rc == SQ_EUNSUPPORTED) problem(pr, "initializer '%s': %s", name, why);
-    else if (rc) return sq_error_set(err, rc, "initializer '%s': %s", name, why);
+    if (rc == SQ_EUNSUPPORTED)
+      problem(pr, "initializer '%s': %s", name, why);
+    else if (rc)
+      return sq_error_set(err, rc, "initializer '%s': %s", name, why);
   }
   for (size_t i = 0; i < gp->n_sparse_initializer; i++) problem(pr, "sparse initializer #%zu", i);
   g->inputs = calloc(gp->n_input + 1, sizeof *g->inputs);
@@ -143,8 +150,7 @@ static int build(const Onnx__ModelProto *m, sq_graph_t *g, problems_t *pr, sq_er
     if (np->name && *np->name) {
       n->name = sq_strdup(np->name);
     } else { /* torch sometimes leaves names empty: name it by position and first output */
-      snprintf(gen, sizeof gen, "%s#%zu(%s)", op_type, i,
-               np->n_output ? np->output[0] : "");
+      snprintf(gen, sizeof gen, "%s#%zu(%s)", op_type, i, np->n_output ? np->output[0] : "");
       n->name = sq_strdup(gen);
     }
     n->opset = g->opset;
@@ -179,8 +185,8 @@ static int build(const Onnx__ModelProto *m, sq_graph_t *g, problems_t *pr, sq_er
       }
       int t = sq_graph_find_tensor(g, name);
       if (t >= 0 && (g->tensors[t].kind != SQ_TENSOR_ACT || g->tensors[t].producer >= 0))
-        return sq_error_set(err, SQ_EMODEL_LOAD, "node '%s': output '%s' is defined twice",
-                            n->name, name);
+        return sq_error_set(err, SQ_EMODEL_LOAD, "node '%s': output '%s' is defined twice", n->name,
+                            name);
       if (t < 0) t = sq_graph_add_tensor(g, name, SQ_TENSOR_ACT);
       if (t < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
       g->tensors[t].producer = (int)i;
@@ -222,7 +228,8 @@ int sq_onnx_load(const void *buf, size_t len, sq_graph_t *g, sq_error_t *err) {
   if (!m)
     return sq_error_set(err, SQ_EMODEL_LOAD,
                         "not a valid ONNX model: protobuf parse failed (%zu bytes; truncated "
-                        "or corrupt?)", len);
+                        "or corrupt?)",
+                        len);
   problems_t pr = {0};
   int rc = build(m, g, &pr, err);
   onnx__model_proto__free_unpacked(m, NULL);

@@ -25,22 +25,31 @@ int sq_op_lookup(const char *op_type) {
 
 size_t sq_dtype_size(int dtype) {
   switch (dtype) {
-    case SQ_DT_FLOAT: return 4;
-    case SQ_DT_UINT8: return 1;
-    case SQ_DT_INT8: return 1;
-    case SQ_DT_INT32: return 4;
-    case SQ_DT_INT64: return 8;
-    case SQ_DT_BOOL: return 1;
-    case SQ_DT_FLOAT16: return 2;
-    case SQ_DT_DOUBLE: return 8;
-    default: return 0;
+    case SQ_DT_FLOAT:
+      return 4;
+    case SQ_DT_UINT8:
+      return 1;
+    case SQ_DT_INT8:
+      return 1;
+    case SQ_DT_INT32:
+      return 4;
+    case SQ_DT_INT64:
+      return 8;
+    case SQ_DT_BOOL:
+      return 1;
+    case SQ_DT_FLOAT16:
+      return 2;
+    case SQ_DT_DOUBLE:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 const char *sq_dtype_name(int dtype) {
-  static const char *names[] = {"undefined", "float",  "uint8",  "int8",   "uint16",
-                                "int16",     "int32",  "int64",  "string", "bool",
-                                "float16",   "double", "uint32", "uint64", "complex64",
+  static const char *names[] = {"undefined",  "float",   "uint8",  "int8",   "uint16",
+                                "int16",      "int32",   "int64",  "string", "bool",
+                                "float16",    "double",  "uint32", "uint64", "complex64",
                                 "complex128", "bfloat16"};
   if (dtype < 0 || dtype >= (int)(sizeof names / sizeof names[0])) return "unknown";
   return names[dtype];

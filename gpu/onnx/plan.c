@@ -13,9 +13,12 @@ void sq_view_of(const sq_tensor_t *t, uint8_t *arena, sq_view_t *v) {
   v->dtype = t->dtype;
   v->rank = t->rank;
   memcpy(v->dims, t->dims, sizeof v->dims);
-  if (t->kind == SQ_TENSOR_CONST) v->data = t->data;
-  else if (t->kind == SQ_TENSOR_ACT && arena) v->data = arena + t->offset;
-  else v->data = NULL;
+  if (t->kind == SQ_TENSOR_CONST)
+    v->data = t->data;
+  else if (t->kind == SQ_TENSOR_ACT && arena)
+    v->data = arena + t->offset;
+  else
+    v->data = NULL;
 }
 
 static int bind_input(sq_graph_t *g, int t, const sq_engine_tensor_t *in, sq_error_t *err) {
@@ -77,8 +80,7 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
       return sq_node_error(err, SQ_EINTERNAL, n, "shape inference left output %d unset", k);
     for (int d = 0; d < out[k].rank; d++)
       if (out[k].dims[d] < 0)
-        return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' dim %d is negative", t->name,
-                             d);
+        return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' dim %d is negative", t->name, d);
     t->dtype = out[k].dtype;
     t->rank = out[k].rank;
     memcpy(t->dims, out[k].dims, sizeof t->dims);
@@ -166,8 +168,8 @@ int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
   return 0;
 }
 
-sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs,
-                                            int n, sq_error_t *err) {
+sq_engine_plan_t *sq_engine_plan_new_shapes(sq_engine_t *e, const sq_engine_tensor_t *inputs, int n,
+                                            sq_error_t *err) {
   if (n != e->graph.ninputs) {
     sq_error_set(err, SQ_EINVAL, "plan: %d input shapes for %d inputs", n, e->graph.ninputs);
     return NULL;
@@ -230,8 +232,10 @@ sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t 
     for (int d = 0; d < t->rank; d++) {
       in[i].dims[d] = d == 0 ? (int64_t)batch : t->dims[d];
       if (in[i].dims[d] < 0) {
-        sq_error_set(err, SQ_EUNSUPPORTED, "input '%s': dim %d is symbolic (only dim 0, the "
-                     "batch, may be)", t->name, d);
+        sq_error_set(err, SQ_EUNSUPPORTED,
+                     "input '%s': dim %d is symbolic (only dim 0, the "
+                     "batch, may be)",
+                     t->name, d);
         free(in);
         return NULL;
       }

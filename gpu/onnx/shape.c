@@ -44,12 +44,19 @@ void sq_broadcast_strides(const sq_view_t *v, const sq_view_t *out, int64_t *str
 
 int64_t sq_view_get_int(const sq_view_t *v, int64_t i) {
   switch (v->dtype) {
-    case SQ_DT_INT64: return ((const int64_t *)v->data)[i];
-    case SQ_DT_INT32: return ((const int32_t *)v->data)[i];
-    case SQ_DT_FLOAT: return (int64_t)((const float *)v->data)[i];
-    case SQ_DT_UINT8: case SQ_DT_BOOL: return ((const uint8_t *)v->data)[i];
-    case SQ_DT_INT8: return ((const int8_t *)v->data)[i];
-    default: return 0;
+    case SQ_DT_INT64:
+      return ((const int64_t *)v->data)[i];
+    case SQ_DT_INT32:
+      return ((const int32_t *)v->data)[i];
+    case SQ_DT_FLOAT:
+      return (int64_t)((const float *)v->data)[i];
+    case SQ_DT_UINT8:
+    case SQ_DT_BOOL:
+      return ((const uint8_t *)v->data)[i];
+    case SQ_DT_INT8:
+      return ((const int8_t *)v->data)[i];
+    default:
+      return 0;
   }
 }
 

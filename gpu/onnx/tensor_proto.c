@@ -28,8 +28,14 @@ static float half_to_float(uint16_t h) {
 
 static int dtype_supported(int dt) {
   switch (dt) {
-    case SQ_DT_FLOAT: case SQ_DT_UINT8: case SQ_DT_INT8: case SQ_DT_INT32: case SQ_DT_INT64:
-    case SQ_DT_BOOL: case SQ_DT_FLOAT16: case SQ_DT_DOUBLE:
+    case SQ_DT_FLOAT:
+    case SQ_DT_UINT8:
+    case SQ_DT_INT8:
+    case SQ_DT_INT32:
+    case SQ_DT_INT64:
+    case SQ_DT_BOOL:
+    case SQ_DT_FLOAT16:
+    case SQ_DT_DOUBLE:
       return 1;
     default:
       return 0;
@@ -75,11 +81,16 @@ int sq_onnx_tensor_convert(const Onnx__TensorProto *tp, sq_tensor_t *t, char *wh
     return SQ_ENOMEM;
   }
   size_t have;
-  if (tp->has_raw_data) have = tp->raw_data.len / esize;
-  else if (dt == SQ_DT_FLOAT) have = tp->n_float_data;
-  else if (dt == SQ_DT_INT64) have = tp->n_int64_data;
-  else if (dt == SQ_DT_DOUBLE) have = tp->n_double_data;
-  else have = tp->n_int32_data; /* int32, int8, uint8, bool, float16 (as uint16 bits) */
+  if (tp->has_raw_data)
+    have = tp->raw_data.len / esize;
+  else if (dt == SQ_DT_FLOAT)
+    have = tp->n_float_data;
+  else if (dt == SQ_DT_INT64)
+    have = tp->n_int64_data;
+  else if (dt == SQ_DT_DOUBLE)
+    have = tp->n_double_data;
+  else
+    have = tp->n_int32_data; /* int32, int8, uint8, bool, float16 (as uint16 bits) */
   if (have != n || (tp->has_raw_data && tp->raw_data.len != n * esize)) {
     free(data);
     snprintf(why, whylen, "holds %zu values, shape needs %zu", have, n);
@@ -89,32 +100,44 @@ int sq_onnx_tensor_convert(const Onnx__TensorProto *tp, sq_tensor_t *t, char *wh
   for (size_t i = 0; i < n; i++) {
     switch (dt) {
       case SQ_DT_FLOAT:
-        if (raw) memcpy((float *)data + i, raw + 4 * i, 4);
-        else ((float *)data)[i] = tp->float_data[i];
+        if (raw)
+          memcpy((float *)data + i, raw + 4 * i, 4);
+        else
+          ((float *)data)[i] = tp->float_data[i];
         break;
       case SQ_DT_INT64:
-        if (raw) memcpy((int64_t *)data + i, raw + 8 * i, 8);
-        else ((int64_t *)data)[i] = tp->int64_data[i];
+        if (raw)
+          memcpy((int64_t *)data + i, raw + 8 * i, 8);
+        else
+          ((int64_t *)data)[i] = tp->int64_data[i];
         break;
       case SQ_DT_INT32:
-        if (raw) memcpy((int32_t *)data + i, raw + 4 * i, 4);
-        else ((int32_t *)data)[i] = tp->int32_data[i];
+        if (raw)
+          memcpy((int32_t *)data + i, raw + 4 * i, 4);
+        else
+          ((int32_t *)data)[i] = tp->int32_data[i];
         break;
-      case SQ_DT_UINT8: case SQ_DT_INT8: case SQ_DT_BOOL:
+      case SQ_DT_UINT8:
+      case SQ_DT_INT8:
+      case SQ_DT_BOOL:
         ((uint8_t *)data)[i] = raw ? raw[i] : (uint8_t)tp->int32_data[i];
         if (dt == SQ_DT_BOOL) ((uint8_t *)data)[i] = ((uint8_t *)data)[i] != 0;
         break;
       case SQ_DT_FLOAT16: {
         uint16_t h;
-        if (raw) memcpy(&h, raw + 2 * i, 2);
-        else h = (uint16_t)tp->int32_data[i];
+        if (raw)
+          memcpy(&h, raw + 2 * i, 2);
+        else
+          h = (uint16_t)tp->int32_data[i];
         ((float *)data)[i] = half_to_float(h);
         break;
       }
       case SQ_DT_DOUBLE: {
         double d;
-        if (raw) memcpy(&d, raw + 8 * i, 8);
-        else d = tp->double_data[i];
+        if (raw)
+          memcpy(&d, raw + 8 * i, 8);
+        else
+          d = tp->double_data[i];
         ((float *)data)[i] = (float)d;
         break;
       }

@@ -94,7 +94,8 @@ static bool close_enough(float got, float want) {
 /* Compares one output; prints the first mismatch. */
 static bool compare(const char *name, const sq_engine_tensor_t *got, const sq_tensor_t *want) {
   if (got->rank != want->rank || memcmp(got->dims, want->dims, (size_t)want->rank * 8) != 0) {
-    printf("    output '%s': shape differs (rank %d vs expected %d)\n", name, got->rank, want->rank);
+    printf("    output '%s': shape differs (rank %d vs expected %d)\n", name, got->rank,
+           want->rank);
     return false;
   }
   if (got->dtype != want->dtype) {
@@ -119,8 +120,8 @@ static bool compare(const char *name, const sq_engine_tensor_t *got, const sq_te
              name, (long long)bad, (long long)n, (long long)first,
              (double)((const float *)got->data)[first], (double)((const float *)want->data)[first]);
     else
-      printf("    output '%s': %lld of %lld values differ (first at %lld)\n", name,
-             (long long)bad, (long long)n, (long long)first);
+      printf("    output '%s': %lld of %lld values differ (first at %lld)\n", name, (long long)bad,
+             (long long)n, (long long)first);
   }
   return bad == 0;
 }
@@ -250,8 +251,10 @@ static outcome_t run_case(const char *dir, char *why, size_t whylen) {
 int main(int argc, char **argv) {
   const char *filter = NULL;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "-v") == 0) verbose = 1;
-    else filter = argv[i];
+    if (strcmp(argv[i], "-v") == 0)
+      verbose = 1;
+    else
+      filter = argv[i];
   }
   const char *root = getenv("SEGQ_ONNX_TESTS");
   if (!root || !*root) root = SEGQ_ONNX_TESTS_DEFAULT;

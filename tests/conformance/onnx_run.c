@@ -10,25 +10,36 @@
 
 #include "gpu/onnx/engine.h"
 
-static double ms_since(uint64_t t0) { return (double)(sq_clock_mono_us() - t0) / 1000.0; }
+static double ms_since(uint64_t t0) {
+  return (double)(sq_clock_mono_us() - t0) / 1000.0;
+}
 
 int main(int argc, char **argv) {
   const char *model = NULL, *in_path = NULL, *out_path = NULL;
   int batch = 1, threads = 0, iters = 3;
   sq_engine_options_t opt = {0};
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--in") && i + 1 < argc) in_path = argv[++i];
-    else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
-    else if (!strcmp(argv[i], "--no-fold")) opt.no_fold_bn = 1;
-    else if (!strcmp(argv[i], "--no-fuse")) opt.no_fuse = 1;
-    else model = argv[i];
+    if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+      batch = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+      iters = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--in") && i + 1 < argc)
+      in_path = argv[++i];
+    else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+      out_path = argv[++i];
+    else if (!strcmp(argv[i], "--no-fold"))
+      opt.no_fold_bn = 1;
+    else if (!strcmp(argv[i], "--no-fuse"))
+      opt.no_fuse = 1;
+    else
+      model = argv[i];
   }
   if (!model) {
-    fprintf(stderr, "usage: onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] "
-                    "[--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse]\n");
+    fprintf(stderr,
+            "usage: onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] "
+            "[--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse]\n");
     return 2;
   }
   sq_error_t err = {0};
@@ -53,12 +64,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   int nin = sq_engine_plan_input_count(p), nout = sq_engine_plan_output_count(p);
-  sq_engine_tensor_t *in = calloc((size_t)nin + 1, sizeof *in), *out = calloc((size_t)nout + 1, sizeof *out);
+  sq_engine_tensor_t *in = calloc((size_t)nin + 1, sizeof *in),
+                     *out = calloc((size_t)nout + 1, sizeof *out);
   for (int i = 0; i < nin; i++) {
     sq_engine_plan_input_info(p, i, &in[i]);
     in[i].data = calloc(1, in[i].bytes + 1);
     if (in[i].dtype == SQ_DT_FLOAT)
-      for (size_t k = 0; k < in[i].bytes / 4; k++) ((float *)in[i].data)[k] = (float)(k % 251) / 251.0f;
+      for (size_t k = 0; k < in[i].bytes / 4; k++)
+        ((float *)in[i].data)[k] = (float)(k % 251) / 251.0f;
     if (i == 0 && in_path) {
       FILE *f = fopen(in_path, "rb");
       size_t got = f ? fread(in[i].data, 1, in[i].bytes, f) : 0;
@@ -84,12 +97,14 @@ int main(int argc, char **argv) {
     total += ms;
     if (ms < best) best = ms;
   }
-  printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"nodes\": %d, \"arena_bytes\": %zu, "
-         "\"load_ms\": %.2f, \"plan_ms\": %.2f, \"run_best_ms\": %.2f, \"run_mean_ms\": %.2f, "
-         "\"output\": \"%s\", \"shape\": [",
-         model, batch, threads, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p), load_ms,
-         plan_ms, best, iters ? total / iters : 0, nout ? out[0].name : "");
-  for (int d = 0; nout && d < out[0].rank; d++) printf("%s%lld", d ? ", " : "", (long long)out[0].dims[d]);
+  printf(
+      "{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"nodes\": %d, \"arena_bytes\": %zu, "
+      "\"load_ms\": %.2f, \"plan_ms\": %.2f, \"run_best_ms\": %.2f, \"run_mean_ms\": %.2f, "
+      "\"output\": \"%s\", \"shape\": [",
+      model, batch, threads, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p), load_ms,
+      plan_ms, best, iters ? total / iters : 0, nout ? out[0].name : "");
+  for (int d = 0; nout && d < out[0].rank; d++)
+    printf("%s%lld", d ? ", " : "", (long long)out[0].dims[d]);
   printf("]}\n");
   if (out_path && nout) {
     FILE *f = fopen(out_path, "wb");

@@ -7,7 +7,9 @@
 #include "check.h"
 #include "gpu/onnx/engine_internal.h"
 
-static float frand(void) { return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f; }
+static float frand(void) {
+  return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+}
 
 static uint8_t *conv_bn_relu(size_t *len, bool with_bias) {
   enum { C = 3, M = 8 };
@@ -43,8 +45,8 @@ static uint8_t *conv_bn_relu(size_t *len, bool with_bias) {
 }
 
 /* Runs the model for batch 2 on x; returns malloc'd output and the plan's node count. */
-static float *run(const uint8_t *buf, size_t len, const sq_engine_options_t *opt,
-                  const float *x, size_t xbytes, size_t *n_out, int *nodes) {
+static float *run(const uint8_t *buf, size_t len, const sq_engine_options_t *opt, const float *x,
+                  size_t xbytes, size_t *n_out, int *nodes) {
   sq_error_t err = {0};
   sq_engine_t *e = sq_engine_load_buffer(buf, len, opt, &err);
   CHECK(e != NULL);
@@ -104,8 +106,8 @@ static void test_equivalence(bool with_bias) {
     if (d > maxdiff) maxdiff = d;
     zeros += unfolded[i] == 0.0f;
   }
-  printf("bias=%d max |folded - unfolded| = %g, relu zeros %d of %zu\n", with_bias, maxdiff,
-         zeros, n1);
+  printf("bias=%d max |folded - unfolded| = %g, relu zeros %d of %zu\n", with_bias, maxdiff, zeros,
+         n1);
   CHECK(maxdiff < 1e-5);
   CHECK(zeros > 0 && (size_t)zeros < n1); /* the activation really ran */
   free(folded);

@@ -7,13 +7,16 @@
 #include "check.h"
 #include "gpu/onnx/engine_internal.h"
 
-static float frand(void) { return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f; }
+static float frand(void) {
+  return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+}
 
 static void add_conv(sq_onnx_builder_t *b, const char *name, const char *in, const char *out,
                      int cin, int cout, int k) {
   char wn[64], bn[64], ins[200];
   int64_t wd[4] = {cout, cin, k, k}, bd[1] = {cout};
-  float *w = malloc(sizeof(float) * (size_t)(cout * cin * k * k)), *bias = malloc(sizeof(float) * (size_t)cout);
+  float *w = malloc(sizeof(float) * (size_t)(cout * cin * k * k)),
+        *bias = malloc(sizeof(float) * (size_t)cout);
   for (int i = 0; i < cout * cin * k * k; i++) w[i] = frand() * 0.3f;
   for (int i = 0; i < cout; i++) bias[i] = frand() * 0.1f;
   snprintf(wn, sizeof wn, "%s.w", name);
@@ -91,7 +94,8 @@ static void check_arena(const sq_engine_plan_t *p) {
       int b0 = pos[tb->producer], b1 = tb->is_output ? p->norder : tb->last_use;
       if (a1 < b0 || b1 < a0) continue; /* never live together */
       pairs++;
-      if (ta->offset < tb->offset + sq_tensor_bytes(tb) && tb->offset < ta->offset + sq_tensor_bytes(ta))
+      if (ta->offset < tb->offset + sq_tensor_bytes(tb) &&
+          tb->offset < ta->offset + sq_tensor_bytes(ta))
         overlaps++;
     }
   }
