@@ -1,0 +1,180 @@
+/* Worker configuration: defaults, SEGQ_* environment vs flags precedence, Redis URL forms, and
+ * rejection of bad flags and values with a message naming them. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "worker/config.h"
+
+/* A fake environment: NULL-terminated name/value pairs set per test. */
+static const char *const *fake_env;
+
+static const char *env_get(const char *name) {
+  for (const char *const *p = fake_env; p && p[0]; p += 2)
+    if (strcmp(p[0], name) == 0) return p[1];
+  return NULL;
+}
+
+static int parse(sq_worker_config_t *cfg, const char *const *env, int argc, const char **argv,
+                 sq_error_t *err) {
+  fake_env = env;
+  return sq_worker_config_parse(cfg, argc, (char **)argv, env_get, err);
+}
+
+static void test_defaults(void) {
+  sq_worker_config_t cfg;
+  sq_error_t err;
+  const char *argv[] = {"segq-worker"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 1, argv, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis_url, "redis://127.0.0.1:6379");
+  CHECK_STR(cfg.redis_host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.redis_port, 6379);
+  CHECK(cfg.redis_password == NULL);
+  CHECK_EQ_INT(cfg.redis_db, 0);
+  CHECK_STR(cfg.prefix, "segq");
+  CHECK_STR(cfg.models, "null,otsu");
+  CHECK_EQ_INT(cfg.nmodels, 2);
+  CHECK_STR(cfg.model_names[0], "null");
+  CHECK_STR(cfg.model_names[1], "otsu");
+  CHECK_STR(cfg.model_dir, "models");
+  CHECK_EQ_INT(cfg.max_inflight_batches, 2);
+  CHECK_EQ_INT(cfg.threads, 0);
+  CHECK_EQ_INT(cfg.lease_ttl_ms, 10000);
+  CHECK_EQ_INT(cfg.max_attempts, 3);
+  CHECK_EQ_INT(cfg.result_ttl_s, 86400);
+  CHECK_EQ_INT(cfg.drain_timeout_s, 30);
+  CHECK_EQ_INT(cfg.wait_timeout_s, 2);
+  CHECK_EQ_INT(cfg.max_batch, 0);
+  CHECK_EQ_INT(cfg.max_delay_us, 0);
+  CHECK_STR(cfg.log_level, "info");
+  /* <hostname>-<pid>-<random4>, in the id alphabet */
+  CHECK(cfg.worker_id && strlen(cfg.worker_id) > 6);
+  CHECK(cfg.worker_id && strspn(cfg.worker_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                               "0123456789._:-") == strlen(cfg.worker_id));
+  sq_worker_config_free(&cfg);
+}
+
+static void test_precedence(void) {
+  sq_worker_config_t cfg;
+  sq_error_t err;
+  const char *env[] = {"SEGQ_PREFIX", "fromenv", "SEGQ_LEASE_TTL_MS", "3000", "SEGQ_MODELS",
+                       "otsu", "SEGQ_WORKER_ID", "envw", NULL};
+  const char *argv[] = {"w", "--prefix", "fromflag", "--max-attempts=7", "--threads", "4"};
+  CHECK_EQ_INT(parse(&cfg, env, 6, argv, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.prefix, "fromflag"); /* flag beats env */
+  CHECK_EQ_INT(cfg.lease_ttl_ms, 3000); /* env beats default */
+  CHECK_EQ_INT(cfg.max_attempts, 7);
+  CHECK_EQ_INT(cfg.threads, 4);
+  CHECK_STR(cfg.worker_id, "envw");
+  CHECK_EQ_INT(cfg.nmodels, 1);
+  CHECK_STR(cfg.model_names[0], "otsu");
+  sq_worker_config_free(&cfg);
+
+  /* A bad environment value is reported under the variable's name, even if a flag follows. */
+  const char *env2[] = {"SEGQ_MAX_BATCH", "lots", NULL};
+  const char *argv2[] = {"w"};
+  CHECK(parse(&cfg, env2, 1, argv2, &err) == SQ_EINVAL);
+  CHECK(strstr(err.msg, "SEGQ_MAX_BATCH") != NULL);
+  sq_worker_config_free(&cfg);
+}
+
+static void test_redis_url(void) {
+  sq_worker_config_t cfg;
+  sq_error_t err;
+  const char *argv[] = {"w", "--redis-url", "redis://:s3cret@redis.local:7000/5"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 3, argv, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis_host, "redis.local");
+  CHECK_EQ_INT(cfg.redis_port, 7000);
+  CHECK_STR(cfg.redis_password, "s3cret");
+  CHECK_EQ_INT(cfg.redis_db, 5);
+  sq_worker_config_free(&cfg);
+
+  const char *argv2[] = {"w", "--redis-url=redis://localhost"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 2, argv2, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis_host, "localhost");
+  CHECK_EQ_INT(cfg.redis_port, 6379);
+  sq_worker_config_free(&cfg);
+
+  const char *argv3[] = {"w", "--redis-url", "redis://user:pw@h:1/"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 3, argv3, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis_password, "pw");
+  CHECK_EQ_INT(cfg.redis_port, 1);
+  sq_worker_config_free(&cfg);
+}
+
+static void expect_bad(const char *const *env, int argc, const char **argv, const char *needle) {
+  sq_worker_config_t cfg;
+  sq_error_t err = {0};
+  int rc = parse(&cfg, env, argc, argv, &err);
+  CHECK_EQ_INT(rc, SQ_EINVAL);
+  if (!strstr(err.msg, needle)) {
+    fprintf(stderr, "message \"%s\" does not mention \"%s\"\n", err.msg, needle);
+    CHECK(0);
+  }
+  sq_worker_config_free(&cfg);
+}
+
+static void test_bad_values(void) {
+  const char *a1[] = {"w", "--no-such-flag"};
+  expect_bad(NULL, 2, a1, "no-such-flag");
+  const char *a2[] = {"w", "--threads"};
+  expect_bad(NULL, 2, a2, "needs a value");
+  const char *a3[] = {"w", "--threads", "-1"};
+  expect_bad(NULL, 3, a3, "--threads");
+  const char *a4[] = {"w", "--lease-ttl-ms", "10"};
+  expect_bad(NULL, 3, a4, "out of range");
+  const char *a5[] = {"w", "--max-attempts", "99999999999999999999"};
+  expect_bad(NULL, 3, a5, "--max-attempts");
+  const char *a6[] = {"w", "--redis-url", "http://x:1"};
+  expect_bad(NULL, 3, a6, "redis://");
+  const char *a7[] = {"w", "--redis-url", "redis://h:99999"};
+  expect_bad(NULL, 3, a7, "port");
+  const char *a8[] = {"w", "--redis-url", "redis://h:1/x"};
+  expect_bad(NULL, 3, a8, "database");
+  const char *a9[] = {"w", "--models", "null,,otsu"};
+  expect_bad(NULL, 3, a9, "models");
+  const char *a10[] = {"w", "--models", "otsu,otsu"};
+  expect_bad(NULL, 3, a10, "twice");
+  const char *a11[] = {"w", "--worker-id", "bad id"};
+  expect_bad(NULL, 3, a11, "worker-id");
+  const char *a12[] = {"w", "--log-level", "chatty"};
+  expect_bad(NULL, 3, a12, "log-level");
+  const char *a13[] = {"w", "stray"};
+  expect_bad(NULL, 2, a13, "stray");
+  const char *a14[] = {"w", "--prefix", ""};
+  expect_bad(NULL, 3, a14, "prefix");
+  const char *a15[] = {"w", "--max-inflight-batches", "0"};
+  expect_bad(NULL, 3, a15, "out of range");
+}
+
+static void test_actions(void) {
+  sq_worker_config_t cfg;
+  sq_error_t err;
+  const char *a1[] = {"w", "--help"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 2, a1, &err), SQ_CONFIG_HELP);
+  sq_worker_config_free(&cfg);
+  const char *a2[] = {"w", "--help-markdown"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 2, a2, &err), SQ_CONFIG_HELP_MARKDOWN);
+  sq_worker_config_free(&cfg);
+  const char *a3[] = {"w", "--version"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 2, a3, &err), SQ_CONFIG_VERSION);
+  sq_worker_config_free(&cfg);
+  /* The markdown table has one row per option, generated from the same table. */
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  sq_worker_config_print_markdown(f);
+  fclose(f);
+  CHECK(strstr(buf, "| `--redis-url` | `SEGQ_REDIS_URL` |") != NULL);
+  CHECK(strstr(buf, "`--drain-timeout-s`") != NULL);
+  free(buf);
+}
+
+int main(void) {
+  test_defaults();
+  test_precedence();
+  test_redis_url();
+  test_bad_values();
+  test_actions();
+  CHECK_DONE();
+}
