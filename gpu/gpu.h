@@ -24,6 +24,21 @@ typedef struct {
 
 void sq_image_free(sq_image_t *img); /* frees data, zeroes the struct */
 
+/* Decodes a JPEG into out (8-bit; `channels` 1 = grayscale, 3 = RGB). The header is read first:
+ * a zero width/height is SQ_EIMAGE_EMPTY, a side over max_side or more than max_pixels pixels is
+ * SQ_EIMAGE_TOO_LARGE (0 = no limit), both before any pixel buffer is allocated. Truncated or
+ * corrupt data is SQ_EIMAGE_DECODE (libjpeg warnings, e.g. premature end of data, count as
+ * errors); CMYK/YCCK JPEGs are SQ_EIMAGE_FORMAT. On success out owns a malloc'd buffer (free
+ * with sq_image_free); on error out is zeroed. Any thread (one TurboJPEG handle per call). */
+int sq_image_decode_jpeg(const uint8_t *data, size_t len, uint32_t max_side, uint64_t max_pixels,
+                         uint32_t channels, sq_image_t *out, sq_error_t *err);
+
+/* Copies a raw row-major grayscale image into out: bytes_per_sample 1 (gray8) or 2 (gray16,
+ * little-endian input, native endian in out). Zero width/height is SQ_EIMAGE_EMPTY, another
+ * bytes_per_sample SQ_EIMAGE_FORMAT, len != w*h*bytes_per_sample SQ_EVALUE. Any thread. */
+int sq_image_from_raw(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
+                      uint32_t bytes_per_sample, sq_image_t *out, sq_error_t *err);
+
 /* Per-job postprocessing parameters, already resolved against the model's defaults. */
 typedef struct {
   float threshold;
@@ -38,12 +53,20 @@ typedef struct {
   float default_threshold;
   uint32_t default_min_area;
   uint32_t contexts;      /* executor contexts (streams) this model may use concurrently */
+  uint32_t input_channels; /* what prepare wants: 1 (decode JPEGs to gray) or 3 (RGB); prepare
+                            * still accepts either and converts */
 } sq_model_info_t;
 
 typedef struct sq_model sq_model_t;
 
 /* Opens a model by name: built-in `null` and `otsu`, or (later) `<repo_dir>/<name>/`.
- * Returns NULL with err set (SQ_EMODEL_UNKNOWN, SQ_EMODEL_LOAD). Loop thread, at start-up. */
+ * Returns NULL with err set (SQ_EMODEL_UNKNOWN, SQ_EMODEL_LOAD). Loop thread, at start-up.
+ *
+ * Built-ins: `null` does no work at all (it measures the queue path): its finish returns
+ * *mask == NULL (no foreground). `otsu` converts to gray (RGB -> luma 0.299/0.587/0.114), takes
+ * Otsu's threshold over a full 256-bin (8-bit) or 65536-bin (16-bit) histogram and marks the
+ * pixels above it (bright objects on a dark background, like fluorescence); it ignores
+ * pp->threshold (the threshold is computed per image). */
 sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
 void sq_model_close(sq_model_t *m);
 const sq_model_info_t *sq_model_info(const sq_model_t *m);
@@ -55,7 +78,13 @@ const sq_model_info_t *sq_model_info(const sq_model_t *m);
  * run:     executor thread for context `ctx` (0..contexts-1). Runs n samples as one batch and fills
  *          outputs[0..n-1]. On error no output is set and the samples still belong to the caller.
  * finish:  work pool. Turns one output into a mask of the original image size (width*height
- *          bytes, 0/1; malloc'd, caller frees). */
+ *          bytes, 0/1; malloc'd, caller frees). *mask may be set to NULL, meaning an all-zero
+ *          mask of width*height (the null model always does this, to stay free of work);
+ *          callers must handle it (sq_polygons_from_mask accepts a NULL mask: no polygons).
+ *
+ * Ownership: prepare gives the caller a sample. A successful run consumes samples[0..n-1] and
+ * gives the caller outputs[0..n-1]; a failed run leaves the samples with the caller and sets no
+ * output. A successful finish consumes the output; a failed one leaves it with the caller. */
 int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err);
 int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
                  sq_error_t *err);
@@ -65,15 +94,21 @@ void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
 
 /* Mask -> polygons (shared by every model). One polygon per 8-connected foreground component
- * (mask value != 0) with pixel count >= min_area; outer boundary traced along pixel edges,
+ * (mask value != 0) with area >= min_area, where area = pixel count * scale_x * scale_y (the area
+ * in original image pixels, as the protocol says); outer boundary traced along pixel edges,
  * simplified by Douglas-Peucker with `tolerance` px (0.5 recommended); holes ignored.
  * scale_x/scale_y map mask pixels to original image pixels (1.0 when they are the same).
- * Returns 0 and a malloc'd array (free with sq_polygons_free) or a negative code. Work pool. */
+ * Returns 0 and a malloc'd array (free with sq_polygons_free) or a negative code. Work pool.
+ * Polygons come in raster order of their component's first pixel; points run clockwise on screen
+ * (y down) starting at the top-left corner of that first pixel. A NULL mask is an empty one:
+ * *out = NULL, *count = 0. Labels runs, not pixels, so memory follows the number of runs. */
 int sq_polygons_from_mask(const uint8_t *mask, uint32_t width, uint32_t height, uint32_t min_area,
                           float tolerance, float scale_x, float scale_y, sq_polygon_t **out,
                           size_t *count);
 
-/* Otsu's threshold of an 8- or 16-bit histogram; exposed for tests. */
+/* Otsu's threshold of an 8- or 16-bit histogram; exposed for tests. Returns t maximizing the
+ * between-class variance of [0..t] vs (t..nbins-1], so the foreground is `value > t`; a histogram
+ * with a single occupied bin (or none) returns that bin (or 0), so nothing is foreground. */
 uint32_t sq_otsu_threshold(const uint32_t *hist, uint32_t nbins);
 
 #ifdef __cplusplus
