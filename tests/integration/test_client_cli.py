@@ -6,22 +6,22 @@ folder (2), no Redis (3), a timeout (4) and failed jobs (1)."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("SEGQ_SOURCE_DIR", os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(SRC, "clients", "python"))
+sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 SEGQ = os.path.join(SRC, "tools", "segq")
 SAMPLES = os.path.join(SRC, "samples")
 
 try:
     import numpy as np
-    import redis
+    import segq_testlib as tl
     from PIL import Image
     from segq import fakeworker
 except ImportError as e:  # pragma: no cover
@@ -37,40 +37,6 @@ if not os.path.exists(os.path.join(SAMPLES, "cells_01.jpg")):
     sys.exit(77)
 
 P = "tcli"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class LocalRedis:
-    def __init__(self):
-        if not shutil.which("redis-server"):
-            print("skip: redis-server not installed")
-            sys.exit(77)
-        self.dir = tempfile.mkdtemp(prefix="segq-clitest-")
-        self.port = free_port()
-        self.url = "redis://127.0.0.1:%d" % self.port
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(200):
-            try:
-                r.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 failures = 0
@@ -92,7 +58,11 @@ def segq(url, *args, timeout=60):
 
 
 def main():
-    srv = LocalRedis()
+    try:
+        srv = tl.RedisServer()
+    except unittest.SkipTest as e:
+        print("skip:", e)
+        return 77
     work = tempfile.mkdtemp(prefix="segq-cli-out-")
     stop = threading.Event()
     w = fakeworker.FakeWorker(srv.url, prefix=P, name="fw-cli", models=("otsu", "null"))
@@ -153,7 +123,7 @@ def main():
         os.makedirs(os.path.join(work, "empty"))
         rc, so, se = segq(srv.url, "submit", os.path.join(work, "empty"), "--model", "otsu")
         check(rc == 2 and "no images" in se, "empty folder rc %d %s" % (rc, se))
-        rc, so, se = segq("redis://127.0.0.1:%d" % free_port(), "submit", files[0], "--model", "otsu", "--wait")
+        rc, so, se = segq("redis://127.0.0.1:%d" % tl.free_port(), "submit", files[0], "--model", "otsu", "--wait")
         check(rc == 3 and "cannot reach Redis" in se, "no redis rc %d %s" % (rc, se))
         rc, so, se = segq(srv.url, "submit", files[0], "--model", "nosuchmodel", "--wait", "--timeout", "10")
         check(rc == 1 and "unknown_model" in so + se, "unknown model rc %d %s %s" % (rc, so, se))

@@ -4,12 +4,9 @@ submit/wait/wait_many/status/stats, and events() catch-up (late subscribers, liv
 yielding every event exactly once and in order. A worker is simulated from Python with the real
 queue/scripts (segq.fakeworker: heartbeat, claim, ack), so this runs without the worker binary."""
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
+import unittest
 import time
 import traceback
 
@@ -23,6 +20,7 @@ try:
     import msgpack
     import redis
     import segq
+    import segq_testlib as tl
     from segq import fakeworker, proto
 except ImportError as e:  # pragma: no cover
     print("skip: needs python3-redis and python3-msgpack:", e)
@@ -35,38 +33,6 @@ for _name in ("enqueue", "claim", "ack", "heartbeat"):
 
 P = "tc"
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32
-
-
-class LocalRedis:
-    """A throwaway redis-server on a free loopback port."""
-
-    def __init__(self):
-        if not shutil.which("redis-server"):
-            print("skip: redis-server not installed")
-            sys.exit(77)
-        self.dir = tempfile.mkdtemp(prefix="segq-ctest-")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
-        self.url = "redis://127.0.0.1:%d" % self.port
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(200):
-            try:
-                r.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def FakeWorker(url, name="fw1", models=("otsu",)):
@@ -302,26 +268,15 @@ def test_events_reconnect(url):
     check(evs and evs[-1]["done"] == n, "all done after reconnects")
 
 
-def worker_binary():
-    build = os.environ.get("SEGQ_BUILD_DIR")
-    if build:
-        path = os.path.join(build, "worker", "segq-worker")
-        return path if os.access(path, os.X_OK) else None
-    return None
-
-
 def test_real_worker(url):
     """With the worker binary built: real results through submit/submit_many, events and wait."""
-    binary = worker_binary()
-    if binary is None:
-        print("     (no segq-worker in SEGQ_BUILD_DIR: real-worker part skipped)")
+    if tl.worker_binary() is None:
+        print("     (no segq-worker built: real-worker part skipped)")
         return
     import numpy as np
-    env = dict(os.environ, SEGQ_REDIS_URL=url, SEGQ_PREFIX=P, SEGQ_WORKER_ID="real-1")
-    log = tempfile.NamedTemporaryFile(prefix="segq-client-worker-", suffix=".log", delete=False)
-    proc = subprocess.Popen([binary, "--models", "null,otsu", "--threads", "2"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    w = tl.Worker(url, prefix=P, worker_id="real-1", models="null,otsu")
     try:
+        w.wait_ready(redis.Redis.from_url(url))
         c = segq.Client(url, prefix=P)
         samples = os.path.join(SRC, "samples")
         files = [os.path.join(samples, "cells_%02d.jpg" % i) for i in (1, 2, 3)]
@@ -354,19 +309,16 @@ def test_real_worker(url):
         evs = collect(c.events(id=id, timeout=5))
         check([e["state"] for e in evs] == ["queued", "started", "done"], "real job events")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        if check(proc.returncode == 0, "worker exit code %s (log %s)" % (proc.returncode, log.name)):
-            os.unlink(log.name)
+        rc = w.stop(timeout=40)
+        check(rc == 0, "worker exit code %s; log:\n%s" % (rc, w.log_tail()))
 
 
 def main():
-    srv = LocalRedis()
+    try:
+        srv = tl.RedisServer()
+    except unittest.SkipTest as e:
+        print("skip:", e)
+        return 77
     tests = [test_submit_wait, test_wait_many_and_stats, test_events_late_subscriber,
              test_events_live, test_events_gap, test_group_events, test_events_reconnect,
              test_real_worker]
