@@ -25,9 +25,10 @@ class FairShare(unittest.TestCase):
             with tl.Worker(rs.url, prefix=P, worker_id="fair-w1", max_inflight_batches=1) as w:
                 w.wait_ready(r)
                 c = segq.Client(rs.url, prefix=P)
-                # Big enough that otsu + polygons take a few ms per image, so A lasts seconds.
-                img = tl.make_jpeg(512, 512, disks=[(x, y, 20) for x in range(40, 500, 60)
-                                                    for y in range(40, 500, 60)], noise=4)
+                # Many pixels (decode + otsu take ms) in few bytes (a flat JPEG queues fast), so
+                # A's jobs take far longer to run than to queue.
+                img = tl.make_jpeg(1536, 1536, disks=[(200, 200, 50), (1236, 400, 80), (600, 1136, 60)],
+                                   quality=60)
                 a_ids = ["a-%04d" % i for i in range(N_A)]
                 t0 = time.monotonic()
                 for k in range(0, N_A, 100):
