@@ -55,16 +55,16 @@ int sq_image_decode_jpeg(const uint8_t *data, size_t len, uint32_t max_side, uin
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
   /* TurboJPEG's API takes a non-const buffer but does not write to it. */
   unsigned char *buf = (unsigned char *)(uintptr_t)data;
-  if (tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace) != 0) {
+  /* A header cut short may "succeed" with 0x0 (TurboJPEG feeds a fake EOI), so a size of zero
+   * counts as empty only when the SOF segment itself says so. */
+  int header_rc = tjDecompressHeader3(tj, buf, (unsigned long)len, &w, &h, &subsamp, &colorspace);
+  if (header_rc != 0 || w <= 0 || h <= 0) {
     uint32_t sw = 1, sh = 1;
     if (jpeg_sof_size(data, len, &sw, &sh) && (sw == 0 || sh == 0))
       rc = sq_error_set(err, SQ_EIMAGE_EMPTY, "jpeg: image is %ux%u", sw, sh);
     else
-      rc = sq_error_set(err, SQ_EIMAGE_DECODE, "jpeg header: %s", tjGetErrorStr2(tj));
-    goto done;
-  }
-  if (w <= 0 || h <= 0) {
-    rc = sq_error_set(err, SQ_EIMAGE_EMPTY, "jpeg: image is %dx%d", w, h);
+      rc = sq_error_set(err, SQ_EIMAGE_DECODE, "jpeg header: %s",
+                        header_rc ? tjGetErrorStr2(tj) : "no frame header (truncated?)");
     goto done;
   }
   if ((max_side && ((uint32_t)w > max_side || (uint32_t)h > max_side)) ||
