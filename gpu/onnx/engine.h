@@ -7,7 +7,8 @@
  *   sq_engine_t       a loaded model (graph + weights). Immutable after load: may be shared by
  *                     threads. Free it after every plan made from it.
  *   sq_engine_plan_t  the model planned for fixed input shapes (one batch size). Immutable after
- *                     creation; may be run concurrently on different contexts.
+ *                     creation; may be run concurrently on different contexts of ONE backend
+ *                     (a backend that keeps device weights binds the plan on first run).
  *   sq_backend_t      a compute backend (owns threads/devices). Free it after its contexts
  *                     and after the plans that ran on it (a plan may hold device weights).
  *   sq_backend_ctx_t  one executor context of a backend (CPU: arena + scratch; CUDA: stream,

@@ -101,9 +101,13 @@ int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_te
   sq_backend_t *b = ctx->backend;
   pthread_mutex_lock(&p->lock);
   int rc = 0;
+  if (p->backend != b && p->backend_state) {
+    /* another backend holds device state for this plan and may be running it right now */
+    pthread_mutex_unlock(&p->lock);
+    return sq_error_set(err, SQ_EINVAL, "plan is loaded on backend '%s'; make a plan per backend",
+                        sq_backend_name(p->backend));
+  }
   if (p->backend != b) {
-    if (p->backend && p->backend->iface->unload)
-      p->backend->iface->unload(p->backend, p->backend_state);
     p->backend = NULL;
     p->backend_state = NULL;
     rc = b->iface->load ? b->iface->load(b, p, &p->backend_state, err) : 0;

@@ -81,6 +81,12 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
     for (int d = 0; d < out[k].rank; d++)
       if (out[k].dims[d] < 0)
         return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' dim %d is negative", t->name, d);
+    /* a corrupt model must not make us overflow sizes: cap any one tensor at 2^40 bytes */
+    double bytes = (double)sq_dtype_size(out[k].dtype);
+    for (int d = 0; d < out[k].rank; d++) bytes *= (double)out[k].dims[d];
+    if (bytes > (double)(INT64_C(1) << 40))
+      return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' would need %.3g bytes", t->name,
+                           bytes);
     t->dtype = out[k].dtype;
     t->rank = out[k].rank;
     memcpy(t->dims, out[k].dims, sizeof t->dims);
