@@ -147,6 +147,10 @@ class Client:
         """Queues many images as one group in one pipeline (a MULTI/EXEC transaction, so the
         group's total is final before any worker can finish one of them and group watchers
         never see a premature "all done"). Returns (group, ids). kw as in submit."""
+        unknown = set(kw) - {"fmt", "width", "height", "params", "threshold", "min_area", "outputs",
+                             "priority", "deadline_ms", "tenant", "meta"}
+        if unknown:
+            raise TypeError("submit_many() got unexpected arguments: %s" % ", ".join(sorted(unknown)))
         group = group or uuid.uuid4().hex
         images = list(images)
         if ids is not None and len(ids) != len(images):
@@ -157,10 +161,6 @@ class Client:
                                   kw.get("height"), kw.get("params"), kw.get("threshold"),
                                   kw.get("min_area"), kw.get("outputs"), kw.get("priority"),
                                   kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta")))
-        unknown = set(kw) - {"fmt", "width", "height", "params", "threshold", "min_area", "outputs",
-                             "priority", "deadline_ms", "tenant", "meta"}
-        if unknown:
-            raise TypeError("submit_many() got unexpected arguments: %s" % ", ".join(sorted(unknown)))
         pipe = self.r.pipeline(transaction=True)
         for _, args in jobs:
             self._enqueue(keys=[], args=args, client=pipe)
