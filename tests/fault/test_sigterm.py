@@ -22,16 +22,21 @@ class SigTerm(unittest.TestCase):
     def test_sigterm_drains_and_exits_0(self):
         with tl.RedisServer() as rs:
             r = rs.client()
-            w1 = tl.Worker(rs.url, prefix=P, worker_id="st-w1", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S)
-            w2 = tl.Worker(rs.url, prefix=P, worker_id="st-w2", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S)
+            w1 = tl.Worker(rs.url, prefix=P, worker_id="st-w1", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S,
+                           start=False)
+            w2 = tl.Worker(rs.url, prefix=P, worker_id="st-w2", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S,
+                           start=False)
             with w1, w2:
-                w1.wait_ready(r)
-                w2.wait_ready(r)
+                # Queue everything first (queuing is slower than this work), then start.
                 c = segq.Client(rs.url, prefix=P)
-                img = tl.make_jpeg(160, 160, disks=[(40, 40, 15), (110, 100, 25)], noise=3)
+                img = tl.make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
                 ids = ["st-%05d" % i for i in range(N)]
                 for k in range(0, N, 250):
                     c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
+                w1.start()
+                w2.start()
+                w1.wait_ready(r)
+                w2.wait_ready(r)
 
                 tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:600]])
                                           if x is not None) >= 100, 60, what="100 results")
