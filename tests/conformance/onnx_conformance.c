@@ -226,11 +226,12 @@ out:
   return res;
 }
 
-static outcome_t run_case(const char *dir, char *why, size_t whylen) {
+static outcome_t run_case_with(const char *dir, const sq_engine_options_t *opt, char *why,
+                               size_t whylen) {
   char path[4096];
   snprintf(path, sizeof path, "%s/model.onnx", dir);
   sq_error_t err = {0};
-  sq_engine_t *e = sq_engine_load_file(path, NULL, &err);
+  sq_engine_t *e = sq_engine_load_file(path, opt, &err);
   if (!e) {
     snprintf(why, whylen, "%s", err.msg);
     return err.code == SQ_EUNSUPPORTED ? CASE_SKIP : CASE_FAIL;
@@ -245,6 +246,21 @@ static outcome_t run_case(const char *dir, char *why, size_t whylen) {
   }
   if (nsets > 0) free_list(sets, nsets);
   sq_engine_free(e);
+  return res;
+}
+
+/* Each case runs twice: as loaded (BatchNorm folded, activations fused) and plain, so both the
+ * rewrites and the kernels they replace are checked against the expected outputs. */
+static outcome_t run_case(const char *dir, char *why, size_t whylen) {
+  static const sq_engine_options_t plain = {.no_fold_bn = 1, .no_fuse = 1};
+  outcome_t res = run_case_with(dir, NULL, why, whylen);
+  if (res != CASE_PASS) return res;
+  res = run_case_with(dir, &plain, why, whylen);
+  if (res == CASE_FAIL) {
+    char tmp[512];
+    snprintf(tmp, sizeof tmp, "without folding/fusion: %s", why);
+    snprintf(why, whylen, "%s", tmp);
+  }
   return res;
 }
 

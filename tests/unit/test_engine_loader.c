@@ -1,6 +1,7 @@
 /* Engine loader errors: garbage, every truncation of a valid model and random byte flips give
  * a clean error (never a crash), missing files give SQ_EIO, and all unsupported ops/types of a
  * model are listed in ONE error message with their node names. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -128,11 +129,53 @@ static void test_undefined_input(void) {
   free(buf);
 }
 
+/* float16 initializers (torch fp16 exports) become float32 at load, subnormals and inf too */
+static void test_fp16_initializer(void) {
+  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
+  int64_t d[1] = {6};
+  uint16_t half[6] = {0x3E00, 0xC000, 0x7BFF, 0x0001, 0x7C00, 0x8000};
+  float want[6] = {1.5f, -2.0f, 65504.0f, 5.9604644775390625e-8f, INFINITY, 0.0f}; /* 0 + -0 = +0 */
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 1, d);
+  sq_onnx_builder_initializer(b, "c", SQ_DT_FLOAT16, 1, d, half);
+  sq_onnx_builder_node(b, "Add", "add", "x,c", "y");
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 1, d);
+  size_t len;
+  uint8_t *buf = sq_onnx_builder_serialize(b, &len);
+  sq_onnx_builder_free(b);
+  sq_error_t err = {0};
+  sq_engine_t *e = sq_engine_load_buffer(buf, len, NULL, &err);
+  CHECK(e != NULL);
+  sq_engine_tensor_t in = {0}, out = {0};
+  sq_engine_plan_t *p =
+      e ? sq_engine_plan_new_shapes(
+              e, &(sq_engine_tensor_t){.dtype = SQ_DT_FLOAT, .rank = 1, .dims = {6}}, 1, &err)
+        : NULL;
+  CHECK(p != NULL);
+  if (p) {
+    sq_backend_t *be = sq_backend_cpu_new(1, &err);
+    sq_backend_ctx_t *ctx = sq_backend_ctx_new(be, sq_engine_arena_bytes(p), &err);
+    float x[6] = {0}, y[6];
+    sq_engine_plan_input_info(p, 0, &in);
+    in.data = x;
+    in.bytes = sizeof x;
+    sq_engine_plan_output_info(p, 0, &out);
+    out.data = y;
+    CHECK_EQ_INT(sq_engine_run(p, ctx, &in, 1, &out, 1, &err), 0);
+    CHECK(memcmp(y, want, sizeof y) == 0);
+    sq_backend_ctx_free(ctx);
+    sq_engine_plan_free(p);
+    sq_backend_free(be);
+  }
+  sq_engine_free(e);
+  free(buf);
+}
+
 int main(void) {
   sq_log_set_level(SQ_LOG_WARN);
   test_valid();
   test_garbage_and_truncation();
   test_unsupported_all_at_once();
   test_undefined_input();
+  test_fp16_initializer();
   CHECK_DONE();
 }
