@@ -7,14 +7,17 @@
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/common.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define WATCHDOG_TICK_MS 250
+#define WATCHDOG_TICK_MS 100
+#define CONNECT_TIMEOUT_US 3000000
 
 static void conn_start(sq_conn_t *c);
 
@@ -118,8 +121,18 @@ static void on_watchdog(uv_timer_t *t) {
   if (!c->ac || c->dropping) return;
   uint64_t now = sq_clock_mono_us();
   if (!c->ready) {
-    /* A connect that hangs (SYN to a black hole) counts against the same limit. */
-    if (now - c->progress_us > c->reply_limit_us) sq_conn_drop(c, "connect timed out");
+    /* hiredis 0.14's libuv adapter ignores poll errors, so a refused connect never reaches
+     * on_connect: look at the socket's pending error ourselves. */
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (c->ac->c.fd >= 0 &&
+        getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0) {
+      char why[128];
+      snprintf(why, sizeof why, "connect failed: %s", strerror(soerr));
+      sq_conn_drop(c, why);
+    } else if (now - c->progress_us > CONNECT_TIMEOUT_US) {
+      sq_conn_drop(c, "connect timed out"); /* SYN to a black hole */
+    }
     return;
   }
   if (c->pending > 0 && now - c->progress_us > c->reply_limit_us) {
