@@ -104,6 +104,9 @@ def main():
         rc, so, se = segq(srv.url, "watch", "--group", "cli-g2", "--timeout", "30")
         check(rc == 0 and so.count("\n") == 3 * n and "%d done, 0 failed of %d" % (n, n) in so,
               "watch group rc %d: %s %s" % (rc, so[-300:], se))
+        rc, so, se = segq(srv.url, "submit", files[0], "--model", "otsu", "--mask", "--out", out + "m")
+        mp = os.path.join(out + "m", "cells_01.mask.png")
+        check(rc == 0 and os.path.exists(mp) and Image.open(mp).size == (4, 2), "mask png: %s" % se)
         rc, so, se = segq(srv.url, "submit", files[0], "--model", "otsu")
         jid = so.strip().splitlines()[-1].split()[0]
         rc, so, se = segq(srv.url, "watch", jid, "--timeout", "30")

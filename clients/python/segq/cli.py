@@ -196,6 +196,11 @@ def write_outputs(out_dir, path, res, group):
         opath = os.path.join(out_dir, stem + ".overlay.png")
         draw_overlay(path, res.get("polygons") or [], opath)
         written.append(opath)
+        if isinstance(res.get("mask"), dict):
+            from PIL import Image
+            mpath = os.path.join(out_dir, stem + ".mask.png")
+            Image.fromarray(proto.rle_to_numpy(res["mask"]) * 255, "L").save(mpath)
+            written.append(mpath)
     return written
 
 
@@ -418,7 +423,8 @@ def build_parser():
     s.add_argument("--priority", type=int, help="> 0 puts the jobs at the front of the queue")
     s.add_argument("--threshold", type=float, help="probability threshold in [0, 1]")
     s.add_argument("--min-area", type=int, help="drop polygons smaller than this (pixels)")
-    s.add_argument("--mask", action="store_true", help="also ask for the RLE mask")
+    s.add_argument("--mask", action="store_true",
+                   help="also ask for the RLE mask (written as <image>.mask.png with --out)")
     s.add_argument("--wait", action="store_true", help="show progress and wait for the results")
     s.add_argument("--timeout", type=float, help="seconds to wait (default: forever)")
     s.add_argument("--out", help="write <image>.json and <image>.overlay.png here (implies --wait)")
