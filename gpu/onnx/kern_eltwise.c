@@ -163,3 +163,33 @@ int sq_kern_sigmoid(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, i
                     const sq_view_t *out, int nout, sq_error_t *err) {
   return unary(cpu, node, in, out, SQ_ACT_SIGMOID, err);
 }
+
+/* Floor/Ceil: torch's size arithmetic (float sizes rounded back); float only */
+typedef struct {
+  const float *x;
+  float *y;
+  bool up;
+} round_t;
+
+static void round_range(void *arg, int64_t b, int64_t e) {
+  const round_t *r = arg;
+  for (int64_t i = b; i < e; i++) r->y[i] = r->up ? ceilf(r->x[i]) : floorf(r->x[i]);
+}
+
+static int rounding(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, const sq_view_t *out,
+                    bool up, sq_error_t *err) {
+  if (in[0].dtype != SQ_DT_FLOAT)
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "type %s", sq_dtype_name(in[0].dtype));
+  round_t r = {in[0].data, out->data, up};
+  sq_cpu_parallel_for(cpu, sq_view_numel(out), 1 << 14, round_range, &r);
+  return 0;
+}
+
+int sq_kern_floor(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
+                  const sq_view_t *out, int nout, sq_error_t *err) {
+  return rounding(cpu, node, in, out, false, err);
+}
+int sq_kern_ceil(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
+                 const sq_view_t *out, int nout, sq_error_t *err) {
+  return rounding(cpu, node, in, out, true, err);
+}
