@@ -10,6 +10,9 @@ count (results can still differ in the last bits across CPUs/thread counts/torch
     /usr/bin/python3 tools/train_cellseg.py [--steps 320] [--threads 2] [--out models/cellseg-unet]
     /usr/bin/python3 tools/train_cellseg.py --eval-only   # re-evaluate the saved checkpoint
 
+Also writes tests/data/onnx/cellseg_tiles.* (PyTorch's output of the real model on two eval
+tiles) for the C engine's tests and tests/ort/check_agreement.js.
+
 The network: 3 resolution levels (16-32-64 channels), each level two 3x3 Conv (no bias) +
 BatchNorm + ReLU, MaxPool 2x2 down, ConvTranspose 2x2/2 up, Concat skips, 1x1 Conv head,
 Sigmoid inside the exported graph. ONNX: opset 13, input "input" [N,1,256,256] float32,
@@ -265,6 +268,39 @@ def export(model, out_dir, meta):
     return onnx_path
 
 
+def write_reference(model, eval_dir, data_dir):
+    """PyTorch reference for the real model, for C tests without torch: two normalized
+    256x256 tiles of eval image 13 (700x600) as a batch of 2, and the model's probabilities.
+    Files like tools/export_test_models.py writes (cellseg_tiles.{json,input.bin,output.bin});
+    the json points at models/cellseg-unet/model.onnx by a relative path."""
+    from PIL import Image
+    img = np.array(Image.open(os.path.join(eval_dir, "eval_13.jpg")))
+    x = normalize(to_unit(img))
+    tiles = np.stack([x[0:TILE, 0:TILE], x[300:300 + TILE, 444:444 + TILE]])[:, None].astype("<f4")
+    with torch.no_grad():
+        y = WithSigmoid(model).eval()(torch.from_numpy(tiles)).numpy().astype("<f4")
+    os.makedirs(data_dir, exist_ok=True)
+    tiles.tofile(os.path.join(data_dir, "cellseg_tiles.input.bin"))
+    y.tofile(os.path.join(data_dir, "cellseg_tiles.output.bin"))
+    rel = os.path.relpath(os.path.join(HERE, "..", "models", "cellseg-unet", "model.onnx"), data_dir)
+    meta = {
+        "model": rel,
+        "description": "the trained models/cellseg-unet on two tiles of its eval image eval_13.jpg "
+                       "(origins y,x = 0,0 and 300,444), normalized as model.json says",
+        "inputs": [{"name": "input", "shape": list(tiles.shape), "dtype": "float32",
+                    "file": "cellseg_tiles.input.bin"}],
+        "outputs": [{"name": "prob", "shape": list(y.shape), "dtype": "float32",
+                     "file": "cellseg_tiles.output.bin"}],
+        "tolerance": {"max_abs": 1e-4},
+        "generator": "tools/train_cellseg.py (torch %s)" % torch.__version__,
+        "output_stats": {"min": float(y.min()), "max": float(y.max()),
+                         "foreground_fraction": float((y >= 0.5).mean())},
+    }
+    with open(os.path.join(data_dir, "cellseg_tiles.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+
+
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
@@ -279,6 +315,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--ref-dir", default=os.path.join(HERE, "..", "tests", "data", "onnx"),
+                    help="where the real model's PyTorch reference (cellseg_tiles.*) goes")
     a = ap.parse_args(argv)
     out = os.path.abspath(a.out)
     eval_dir = a.eval_dir or os.path.join(out, "eval")
@@ -344,6 +382,8 @@ def main(argv=None):
     meta.update(meta_eval)
     meta["val_mean_iou"] = round(float(np.mean(val_ious)), 4)
     path = export(model, out, meta)
+    if os.path.exists(os.path.join(eval_dir, "eval_13.jpg")):
+        write_reference(model, eval_dir, a.ref_dir)
     log("exported %s (%d bytes) and model.json" % (path, os.path.getsize(path)))
 
     return 0
