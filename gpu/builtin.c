@@ -38,7 +38,9 @@ static int null_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, u
   return 0;
 }
 
-static void null_free(sq_model_t *m, void *p) { free(p); }
+static void null_free(sq_model_t *m, void *p) {
+  free(p);
+}
 
 static const sq_model_iface_t null_iface = {
     .kind = "builtin",
@@ -192,12 +194,22 @@ static const struct {
   const sq_model_iface_t *iface;
   sq_model_info_t info; /* name is filled from `name` */
 } builtins[] = {
-    {"null", &null_iface,
-     {.max_batch = 64, .max_delay_us = 2000, .default_threshold = 0.5f, .default_min_area = 0,
-      .contexts = 1, .input_channels = 1}},
-    {"otsu", &otsu_iface,
-     {.max_batch = 8, .max_delay_us = 5000, .default_threshold = 0.5f, .default_min_area = 16,
-      .contexts = 1, .input_channels = 1}},
+    {"null",
+     &null_iface,
+     {.max_batch = 64,
+      .max_delay_us = 2000,
+      .default_threshold = 0.5f,
+      .default_min_area = 0,
+      .contexts = 1,
+      .input_channels = 1}},
+    {"otsu",
+     &otsu_iface,
+     {.max_batch = 8,
+      .max_delay_us = 5000,
+      .default_threshold = 0.5f,
+      .default_min_area = 16,
+      .contexts = 1,
+      .input_channels = 1}},
 };
 
 sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, sq_error_t *err) {

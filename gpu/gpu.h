@@ -48,11 +48,11 @@ typedef struct {
 /* Static facts about a loaded model, read by the batching stage and the worker. */
 typedef struct {
   char name[64];
-  uint32_t max_batch;     /* batching stage flushes at this size */
-  uint64_t max_delay_us;  /* ... or when the oldest job waited this long */
+  uint32_t max_batch;    /* batching stage flushes at this size */
+  uint64_t max_delay_us; /* ... or when the oldest job waited this long */
   float default_threshold;
   uint32_t default_min_area;
-  uint32_t contexts;      /* executor contexts (streams) this model may use concurrently */
+  uint32_t contexts;       /* executor contexts (streams) this model may use concurrently */
   uint32_t input_channels; /* what prepare wants: 1 (decode JPEGs to gray) or 3 (RGB); prepare
                             * still accepts either and converts */
 } sq_model_info_t;

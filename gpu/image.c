@@ -25,8 +25,8 @@ static int jpeg_sof_size(const uint8_t *p, size_t len, uint32_t *w, uint32_t *h)
       continue;
     }
     size_t seglen = ((size_t)p[i + 2] << 8) | p[i + 3];
-    int is_sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
-                 marker != 0xCC;
+    int is_sof =
+        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (is_sof) {
       if (i + 9 > len) return 0;
       *h = ((uint32_t)p[i + 5] << 8) | p[i + 6];

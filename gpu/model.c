@@ -40,8 +40,9 @@ sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *er
       return NULL;
     }
   }
-  sq_error_set(err, SQ_EMODEL_UNKNOWN, "no model named '%s' (built-ins: null, otsu; repository: %s)",
-               name, repo_dir && *repo_dir ? repo_dir : "none");
+  sq_error_set(err, SQ_EMODEL_UNKNOWN,
+               "no model named '%s' (built-ins: null, otsu; repository: %s)", name,
+               repo_dir && *repo_dir ? repo_dir : "none");
   return NULL;
 }
 
@@ -51,7 +52,9 @@ void sq_model_close(sq_model_t *m) {
   free(m);
 }
 
-const sq_model_info_t *sq_model_info(const sq_model_t *m) { return &m->info; }
+const sq_model_info_t *sq_model_info(const sq_model_t *m) {
+  return &m->info;
+}
 
 int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
   *sample = NULL;
@@ -67,8 +70,8 @@ int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_err
 int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
                  sq_error_t *err) {
   if (ctx < 0 || (uint32_t)ctx >= m->info.contexts)
-    return sq_error_set(err, SQ_EINVAL, "model %s: context %d out of range (%u)", m->info.name,
-                        ctx, m->info.contexts);
+    return sq_error_set(err, SQ_EINVAL, "model %s: context %d out of range (%u)", m->info.name, ctx,
+                        m->info.contexts);
   for (size_t i = 0; i < n; i++) outputs[i] = NULL;
   return m->iface->run(m, ctx, samples, n, outputs, err);
 }

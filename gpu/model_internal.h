@@ -26,8 +26,7 @@ struct sq_model {
 
 /* A loader tries to open `name`. Returns a model, or NULL with err->code set: SQ_EMODEL_UNKNOWN
  * means "not mine, ask the next loader"; any other code stops the search. */
-typedef sq_model_t *(*sq_model_loader_fn)(const char *name, const char *repo_dir,
-                                          sq_error_t *err);
+typedef sq_model_t *(*sq_model_loader_fn)(const char *name, const char *repo_dir, sq_error_t *err);
 
 sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, sq_error_t *err);
 

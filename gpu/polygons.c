@@ -223,8 +223,10 @@ int sq_polygons_from_mask(const uint8_t *mask, uint32_t width, uint32_t height, 
    * `parent` then holds the component index of each run. */
   size_t ncomps = 0;
   for (size_t r = 0; r < nruns; r++) {
-    if (parent[r] == r) ncomps++;
-    else parent[r] = parent[parent[r]];
+    if (parent[r] == r)
+      ncomps++;
+    else
+      parent[r] = parent[parent[r]];
   }
   comps = malloc(ncomps * sizeof(*comps));
   if (!comps) goto done;
@@ -262,8 +264,8 @@ int sq_polygons_from_mask(const uint8_t *mask, uint32_t width, uint32_t height, 
     const comp_t *c = &comps[i];
     if ((double)c->area * px_area < min_area) continue;
     const run_t *first = &runs[c->first_run];
-    if (trace_outer(mask, (int32_t)width, (int32_t)height, (int32_t)first->x0,
-                    (int32_t)first->y, &ring))
+    if (trace_outer(mask, (int32_t)width, (int32_t)height, (int32_t)first->x0, (int32_t)first->y,
+                    &ring))
       goto done;
     if (ring.n > keep_cap) {
       uint8_t *k = realloc(keep, ring.n);

@@ -54,8 +54,7 @@ static void test_rectangle(void) {
     CHECK(p[0].points[0] == 10 && p[0].points[1] == 1.5f);
     CHECK(has_point(&p[0], 30, 1.5f) && has_point(&p[0], 30, 5) && has_point(&p[0], 10, 5));
     CHECK(p[0].area == 70);
-    CHECK(p[0].bbox[0] == 10 && p[0].bbox[1] == 1.5f && p[0].bbox[2] == 20 &&
-          p[0].bbox[3] == 3.5f);
+    CHECK(p[0].bbox[0] == 10 && p[0].bbox[1] == 1.5f && p[0].bbox[2] == 20 && p[0].bbox[3] == 3.5f);
   }
   sq_polygons_free(p, n);
   /* min_area compares the scaled area: 70 * 4 * 1 = 280 */
