@@ -12,6 +12,7 @@
 #include "engine.h"
 
 #define SQ_MAX_DIMS SQ_ENGINE_MAX_DIMS
+#define SQ_MAX_NODE_IO 1024 /* inputs or outputs of one node */
 
 /* ---- ops: the enum from ops.def (SQ_OP_Conv, ...) ---- */
 typedef enum {

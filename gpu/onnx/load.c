@@ -154,6 +154,10 @@ static int build(const Onnx__ModelProto *m, sq_graph_t *g, problems_t *pr, sq_er
       n->name = sq_strdup(gen);
     }
     n->opset = g->opset;
+    /* views of a node's tensors live on the executor's stack: keep nodes reasonable */
+    if (np->n_input > SQ_MAX_NODE_IO || np->n_output > SQ_MAX_NODE_IO)
+      return sq_error_set(err, SQ_EMODEL_LOAD, "node '%s': %zu inputs, %zu outputs (max %d)",
+                          n->name, np->n_input, np->n_output, SQ_MAX_NODE_IO);
     n->nin = (int)np->n_input;
     n->nout = (int)np->n_output;
     n->in = calloc(np->n_input + 1, sizeof *n->in);
