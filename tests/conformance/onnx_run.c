@@ -3,7 +3,8 @@
  * the first input from / writes the first output to raw float32 files (to compare with
  * tests/ort/run_ort.js). Usage:
  *   onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] [--in IN.bin] [--out OUT.bin]
- *            [--no-fold] [--no-fuse]   (other inputs are filled with a fixed pattern) */
+ *            [--no-fold] [--no-fuse]   (other inputs are filled with a fixed pattern)
+ * Exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ int main(int argc, char **argv) {
   sq_engine_t *e = sq_engine_load_file(model, &opt, &err);
   if (!e) {
     fprintf(stderr, "load: %s (%s)\n", err.msg, sq_error_name(err.code));
-    return 1;
+    return err.code == SQ_EUNSUPPORTED ? 3 : 1; /* 3: the model needs ops we do not have */
   }
   double load_ms = ms_since(t0);
   t0 = sq_clock_mono_us();
