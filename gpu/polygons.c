@@ -186,6 +186,11 @@ int sq_polygons_from_mask(const uint8_t *mask, uint32_t width, uint32_t height, 
     size_t cur_begin = nruns;
     uint32_t x = 0;
     while (x < width) {
+      /* Masks are mostly background: skip it eight bytes at a time. */
+      for (uint64_t word; x + 8 <= width; x += 8) {
+        memcpy(&word, row + x, 8);
+        if (word) break;
+      }
       while (x < width && !row[x]) x++;
       if (x == width) break;
       uint32_t x0 = x;

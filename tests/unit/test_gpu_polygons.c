@@ -204,21 +204,31 @@ static void test_min_area(void) {
   free(m);
 }
 
-/* Reference: iterative flood fill with an explicit stack, 8-connectivity. */
-static size_t brute_count(const uint8_t *m, uint32_t w, uint32_t h, uint64_t *total) {
+/* Reference: iterative flood fill with an explicit stack, 8-connectivity. Components come out
+ * in raster order of their first pixel, like sq_polygons_from_mask's; their areas and bboxes
+ * go to area[] and bbox[] (4 per component). */
+static size_t brute_count(const uint8_t *m, uint32_t w, uint32_t h, uint64_t *total, uint32_t *area,
+                          uint32_t *bbox) {
   uint8_t *seen = calloc(w * h, 1);
   uint32_t *stack = malloc(sizeof(uint32_t) * w * h);
   size_t comps = 0;
   *total = 0;
   for (uint32_t s = 0; s < w * h; s++) {
     if (!m[s] || seen[s]) continue;
-    comps++;
+    uint32_t *bb = &bbox[4 * comps];
+    bb[0] = bb[2] = s % w;
+    bb[1] = bb[3] = s / w;
+    area[comps] = 0;
     size_t sp = 0;
     stack[sp++] = s;
     seen[s] = 1;
     while (sp) {
       uint32_t i = stack[--sp], x = i % w, y = i / w;
       (*total)++;
+      area[comps]++;
+      if (x < bb[0]) bb[0] = x;
+      if (x > bb[2]) bb[2] = x;
+      if (y > bb[3]) bb[3] = y;
       for (int dy = -1; dy <= 1; dy++)
         for (int dx = -1; dx <= 1; dx++) {
           int64_t nx = (int64_t)x + dx, ny = (int64_t)y + dy;
@@ -230,6 +240,7 @@ static size_t brute_count(const uint8_t *m, uint32_t w, uint32_t h, uint64_t *to
           }
         }
     }
+    comps++;
   }
   free(seen);
   free(stack);
@@ -239,20 +250,26 @@ static size_t brute_count(const uint8_t *m, uint32_t w, uint32_t h, uint64_t *to
 static void test_random_vs_brute(void) {
   uint32_t w = 73, h = 51;
   uint8_t *m = malloc(w * h);
+  uint32_t *area = malloc(sizeof(uint32_t) * w * h), *bbox = malloc(sizeof(uint32_t) * 4 * w * h);
   srand(12345);
   for (int round = 0; round < 40; round++) {
     int density = 10 + round * 2; /* % foreground */
     for (uint32_t i = 0; i < w * h; i++) m[i] = (rand() % 100) < density;
     uint64_t total = 0;
-    size_t want = brute_count(m, w, h, &total);
+    size_t want = brute_count(m, w, h, &total, area, bbox);
     sq_polygon_t *p = NULL;
     size_t n = 0;
     CHECK_EQ_INT(sq_polygons_from_mask(m, w, h, 0, round % 2 ? 0.5f : 0, 1, 1, &p, &n), 0);
     CHECK_EQ_INT(n, want);
     double sum = 0;
-    int outline_ok = 1, order_ok = 1;
+    int outline_ok = 1, order_ok = 1, stats_ok = n == want;
     for (size_t i = 0; i < n; i++) {
       sum += p[i].area;
+      if (stats_ok) {
+        const uint32_t *bb = &bbox[4 * i];
+        stats_ok = p[i].area == area[i] && p[i].bbox[0] == bb[0] && p[i].bbox[1] == bb[1] &&
+                   p[i].bbox[2] == bb[2] - bb[0] + 1 && p[i].bbox[3] == bb[3] - bb[1] + 1;
+      }
       /* Unsimplified, the outline encloses at least the component's pixels. */
       if (round % 2 == 0 && shoelace(&p[i]) + 1e-9 < p[i].area) outline_ok = 0;
       if (i > 0) { /* raster order of the first pixel = of the polygon's first point */
@@ -264,8 +281,58 @@ static void test_random_vs_brute(void) {
     CHECK(sum == (double)total);
     CHECK(outline_ok);
     CHECK(order_ok);
+    CHECK(stats_ok);
     sq_polygons_free(p, n);
   }
+  free(area);
+  free(bbox);
+  free(m);
+}
+
+/* A one-pixel-wide square spiral: one long, thin, hole-free component whose outline has
+ * thousands of corners (no recursion anywhere, exact area). Also a 16384-wide strip. */
+static void test_spiral_and_strip(void) {
+  uint32_t w = 401, h = 401;
+  uint8_t *m = calloc((size_t)w * h, 1);
+  int32_t x = 0, y = 0, dir = 0, len = (int32_t)w - 1;
+  static const int32_t sdx[4] = {1, 0, -1, 0}, sdy[4] = {0, 1, 0, -1};
+  uint32_t count = 0;
+  m[0] = 1;
+  count = 1;
+  for (int leg = 0; len > 0; leg++) {
+    for (int32_t k = 0; k < len; k++) {
+      x += sdx[dir];
+      y += sdy[dir];
+      count += !m[(size_t)y * w + x];
+      m[(size_t)y * w + x] = 1;
+    }
+    dir = (dir + 1) & 3;
+    if (leg >= 1 && leg % 2 == 1) len -= 2; /* keep a one-pixel gap between arms */
+  }
+  sq_polygon_t *p = NULL;
+  size_t n = 0;
+  CHECK_EQ_INT(sq_polygons_from_mask(m, w, h, 0, 0, 1, 1, &p, &n), 0);
+  CHECK_EQ_INT(n, 1);
+  if (n == 1) {
+    CHECK(p[0].area == count);
+    CHECK(shoelace(&p[0]) == count);
+    CHECK(p[0].npoints > 400);
+  }
+  sq_polygons_free(p, n);
+  CHECK_EQ_INT(sq_polygons_from_mask(m, w, h, 0, 0.5f, 1, 1, &p, &n), 0);
+  CHECK(n == 1 && p[0].area == count);
+  sq_polygons_free(p, n);
+  free(m);
+
+  w = 16384;
+  h = 3;
+  m = calloc((size_t)w * h, 1);
+  for (uint32_t i = 0; i < w; i++) m[w + i] = 1;
+  m[16383] = 1; /* top-right corner pixel joins the row */
+  CHECK_EQ_INT(sq_polygons_from_mask(m, w, h, 0, 0.5f, 1, 1, &p, &n), 0);
+  CHECK(n == 1 && p[0].area == 16385 && p[0].bbox[2] == 16384 && p[0].bbox[3] == 2);
+  if (n == 1) CHECK(p[0].points[0] == 16383 && p[0].points[1] == 0);
+  sq_polygons_free(p, n);
   free(m);
 }
 
@@ -319,6 +386,7 @@ int main(void) {
   test_disk_and_ring();
   test_min_area();
   test_random_vs_brute();
+  test_spiral_and_strip();
   test_many_components_fast();
   CHECK_DONE();
 }
