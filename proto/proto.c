@@ -137,15 +137,21 @@ static int decode_image(const msgpack_object *img, sq_job_t *job, sq_error_t *er
     uint64_t w = 0, h = 0;
     if (!f[F_WIDTH])
       return sq_error_set(err, SQ_EMISSING, "image.width: missing (required for raw formats)");
-    rc = get_uint_range(f[F_WIDTH], "image.width", 1, SQ_PROTO_MAX_SIDE, &w, err);
+    rc = get_uint_range(f[F_WIDTH], "image.width", 0, UINT64_MAX, &w, err);
     if (rc) return rc;
     if (!f[F_HEIGHT])
       return sq_error_set(err, SQ_EMISSING, "image.height: missing (required for raw formats)");
-    rc = get_uint_range(f[F_HEIGHT], "image.height", 1, SQ_PROTO_MAX_SIDE, &h, err);
+    rc = get_uint_range(f[F_HEIGHT], "image.height", 0, UINT64_MAX, &h, err);
     if (rc) return rc;
-    if (w * h > SQ_PROTO_MAX_PIXELS)
-      return sq_error_set(err, SQ_EVALUE, "image: %llux%llu is more than %u pixels",
-                          (unsigned long long)w, (unsigned long long)h,
+    /* Size errors of raw images use the same codes as decoded JPEGs: the client learns the same
+     * thing whichever format it sent. */
+    if (w == 0 || h == 0)
+      return sq_error_set(err, SQ_EIMAGE_EMPTY, "image: %llux%llu has no pixels",
+                          (unsigned long long)w, (unsigned long long)h);
+    if (w > SQ_PROTO_MAX_SIDE || h > SQ_PROTO_MAX_SIDE || w * h > SQ_PROTO_MAX_PIXELS)
+      return sq_error_set(err, SQ_EIMAGE_TOO_LARGE,
+                          "image: %llux%llu exceeds %u px per side or %u pixels",
+                          (unsigned long long)w, (unsigned long long)h, SQ_PROTO_MAX_SIDE,
                           (unsigned)SQ_PROTO_MAX_PIXELS);
     if ((uint64_t)data->via.bin.size != w * h * bpp)
       return sq_error_set(err, SQ_EVALUE, "image.data: %u bytes, expected width*height*%u = %llu",

@@ -84,14 +84,16 @@ class JobEncoding(unittest.TestCase):
         cases = [
             (dict(id="", model="otsu"), "invalid_field_value"),
             (dict(id="has space", model="otsu"), "invalid_field_value"),
-            (dict(id="x" * 129, model="otsu"), "invalid_field_value"),
-            (dict(id="x", model="m" * 65), "invalid_field_value"),
+            (dict(id="x" * 129, model="otsu"), "field_too_large"),
+            (dict(id="x", model="m" * 65), "field_too_large"),
             (dict(id=5, model="otsu"), "wrong_field_type"),
             (dict(id="x", model="otsu", params={"threshold": 1.5}), "invalid_field_value"),
             (dict(id="x", model="otsu", params={"outputs": ["boxes"]}), "invalid_field_value"),
             (dict(id="x", model="otsu", params={"min_area": -1}), "wrong_field_type"),
             (dict(id="x", model="otsu", tenant="a/b"), "invalid_field_value"),
-            (dict(id="x", model="otsu", group="g" * 129), "invalid_field_value"),
+            (dict(id="x", model="otsu", group="g" * 129), "field_too_large"),
+            (dict(id="x", model="otsu", params={"outputs": []}), "invalid_field_value"),
+            (dict(id="x", model="otsu", params={"min_area": 1 << 32}), "invalid_field_value"),
             (dict(id="x", model="otsu", meta={"blob": b"\0" * (64 << 10)}), "field_too_large"),
         ]
         for kw, code in cases:
@@ -111,7 +113,10 @@ class JobEncoding(unittest.TestCase):
         self.assertEqual(cm.exception.code, "missing_field")
         with self.assertRaises(proto.ProtocolError) as cm:
             proto.encode_job("x", "otsu", b"\0", "gray8", width=0, height=1)
-        self.assertEqual(cm.exception.code, "invalid_field_value")
+        self.assertEqual(cm.exception.code, "image_empty")
+        with self.assertRaises(proto.ProtocolError) as cm:
+            proto.encode_job("x", "otsu", b"\0", "gray8", width=20000, height=1)
+        self.assertEqual(cm.exception.code, "image_too_large")
         with self.assertRaises(proto.ProtocolError):
             proto.encode_job("x", "otsu", JPEG, "png")
 

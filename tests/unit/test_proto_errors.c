@@ -304,8 +304,8 @@ static const error_case_t cases[] = {
     {"image.width", p_str, SQ_ETYPE, "image.width: expected uint, got str"},
     {"image.height", p_float, SQ_ETYPE, "image.height: expected uint, got float"},
     {"image.width", p_neg1, SQ_ETYPE, "image.width: expected uint, got negative int"},
-    {"image.width", p_uint0, SQ_EVALUE, "image.width: 0 is out of range"},
-    {"image.height", p_uint16385, SQ_EVALUE, "image.height: 16385 is out of range"},
+    {"image.width", p_uint0, SQ_EIMAGE_EMPTY, "image: 0x2 has no pixels"},
+    {"image.height", p_uint16385, SQ_EIMAGE_TOO_LARGE, "image: 3x16385 exceeds"},
     {"image.width", p_uint7, SQ_EVALUE, "image.data: 6 bytes"},
     /* params */
     {"params", p_array, SQ_ETYPE, "params: expected map, got array"},

@@ -11,6 +11,8 @@ MAX_MODEL = 64
 MAX_TENANT = 64
 MAX_IMAGE_BYTES = 64 << 20
 MAX_SIDE = 16384
+MAX_PIXELS = 64 << 20
+MAX_UINT32 = (1 << 32) - 1
 MAX_META = 64 << 10
 
 FORMATS = ("jpeg", "gray8", "gray16")
@@ -37,6 +39,8 @@ def valid_name(s, max_len):
 def _check_name(what, s, max_len):
     if not isinstance(s, str):
         raise ProtocolError("wrong_field_type", "%s must be a str, got %s" % (what, type(s).__name__))
+    if len(s.encode()) > max_len:
+        raise ProtocolError("field_too_large", "%s is longer than %d bytes" % (what, max_len))
     if not valid_name(s, max_len):
         raise ProtocolError("invalid_field_value",
                             "%s must be 1-%d characters of [A-Za-z0-9._:-], got %r" % (what, max_len, s))
@@ -76,8 +80,12 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
                 raise ProtocolError("missing_field", "%s images need %s" % (fmt, name))
             if not _is_uint(val):
                 raise ProtocolError("wrong_field_type", "%s must be a non-negative int" % name)
-            if not 1 <= val <= MAX_SIDE:
-                raise ProtocolError("invalid_field_value", "%s must be in 1..%d, got %d" % (name, MAX_SIDE, val))
+            if val == 0:
+                raise ProtocolError("image_empty", "%s is 0" % name)
+            if val > MAX_SIDE:
+                raise ProtocolError("image_too_large", "%s must be at most %d, got %d" % (name, MAX_SIDE, val))
+        if width * height > MAX_PIXELS:
+            raise ProtocolError("image_too_large", "%dx%d is more than %d pixels" % (width, height, MAX_PIXELS))
         if len(data) != width * height * RAW_BPP[fmt]:
             raise ProtocolError("invalid_field_value", "%s %dx%d needs %d bytes, got %d"
                                 % (fmt, width, height, width * height * RAW_BPP[fmt], len(data)))
@@ -125,11 +133,15 @@ def _encode_params(params):
         elif key == "min_area":
             if not _is_uint(val):
                 raise ProtocolError("wrong_field_type", "min_area must be a non-negative int")
+            if val > MAX_UINT32:
+                raise ProtocolError("invalid_field_value", "min_area must be below 2**32, got %d" % val)
             out[key] = val
         elif key == "outputs":
             if isinstance(val, str):
                 val = [val]
             val = list(val)
+            if not val:
+                raise ProtocolError("invalid_field_value", "outputs must name at least one of %s" % ", ".join(OUTPUTS))
             for o in val:
                 if o not in OUTPUTS:
                     raise ProtocolError("invalid_field_value", "unknown output %r (use %s)" % (o, ", ".join(OUTPUTS)))
