@@ -145,8 +145,13 @@ static int otsu_one(const otsu_sample_t *s, uint32_t *hist, otsu_output_t **out,
 
 static int otsu_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
                     sq_error_t *err) {
-  uint32_t *hist = malloc(65536 * sizeof(*hist));
-  if (!hist) return sq_error_set(err, SQ_ENOMEM, "otsu: out of memory for a histogram");
+  /* 8-bit batches (the common case) keep their 1 KiB histogram on the stack. */
+  uint32_t hist8[256], *hist = hist8;
+  for (size_t k = 0; k < n && hist == hist8; k++)
+    if (((const otsu_sample_t *)samples[k])->bytes_per_sample == 2) {
+      hist = malloc(65536 * sizeof(*hist));
+      if (!hist) return sq_error_set(err, SQ_ENOMEM, "otsu: out of memory for a histogram");
+    }
   int rc = 0;
   size_t i;
   for (i = 0; i < n && rc == 0; i++) {
@@ -154,7 +159,7 @@ static int otsu_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
     rc = otsu_one(samples[i], hist, &o, err);
     outputs[i] = o;
   }
-  free(hist);
+  if (hist != hist8) free(hist);
   if (rc) {
     /* A failed run sets no output and leaves every sample with the caller. */
     for (size_t j = 0; j < i; j++) {
