@@ -75,6 +75,7 @@ int sq_graph_add_tensor(sq_graph_t *g, const char *name, int kind) {
   t->rank = -1;
   t->producer = -1;
   t->last_use = -1;
+  t->alias = -1;
   return g->ntensors++;
 }
 

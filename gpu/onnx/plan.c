@@ -109,68 +109,98 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
   return 0;
 }
 
-/* Greedy best-fit by decreasing size: each tensor goes at the lowest offset that does not
- * overlap any already placed tensor whose lifetime [producer, last_use] intersects its own. */
+/* View ops produce their input's bytes unchanged: their output shares the input's memory. */
+static bool is_view_op(int op) {
+  return op == SQ_OP_Reshape || op == SQ_OP_Flatten || op == SQ_OP_Squeeze ||
+         op == SQ_OP_Unsqueeze || op == SQ_OP_Identity;
+}
+
+static size_t aligned(size_t n) {
+  return (n + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
+}
+
+/* Lays out the ACT tensors. Outputs of view ops alias their input (one block, whose lifetime
+ * is the union of the group's). Blocks are placed greedily by decreasing size, each at the
+ * lowest offset that overlaps no already placed block whose lifetime [birth, death] (node
+ * positions, inclusive) intersects its own. */
 int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
   sq_graph_t *g = &p->graph;
+  size_t nt = (size_t)g->ntensors + 1;
   int *pos = malloc((size_t)(g->nnodes + 1) * sizeof *pos);
-  int *acts = malloc((size_t)(g->ntensors + 1) * sizeof *acts);
-  int nacts = 0;
-  if (!pos || !acts) {
+  int *blocks = malloc(nt * sizeof *blocks), *birth = malloc(nt * sizeof *birth);
+  int *death = malloc(nt * sizeof *death);
+  int nblocks = 0;
+  if (!pos || !blocks || !birth || !death) {
     free(pos);
-    free(acts);
+    free(blocks);
+    free(birth);
+    free(death);
     return sq_error_set(err, SQ_ENOMEM, "out of memory");
   }
   for (int i = 0; i < p->norder; i++) pos[p->order[i]] = i;
   for (int t = 0; t < g->ntensors; t++) {
-    sq_tensor_t *tt = &g->tensors[t];
-    tt->last_use = -1;
-    if (tt->kind == SQ_TENSOR_ACT && tt->producer >= 0 && !g->nodes[tt->producer].dead)
-      acts[nacts++] = t;
+    g->tensors[t].last_use = -1;
+    g->tensors[t].alias = -1;
   }
   for (int i = 0; i < p->norder; i++) {
     const sq_node_t *n = &g->nodes[p->order[i]];
     for (int k = 0; k < n->nin; k++)
       if (n->in[k] >= 0) g->tensors[n->in[k]].last_use = i;
+    if (is_view_op(n->op) && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 && n->out[0] >= 0 &&
+        g->tensors[n->in[0]].kind == SQ_TENSOR_ACT && g->tensors[n->out[0]].kind == SQ_TENSOR_ACT) {
+      int root = g->tensors[n->in[0]].alias >= 0 ? g->tensors[n->in[0]].alias : n->in[0];
+      g->tensors[n->out[0]].alias = root;
+    }
   }
+  for (int t = 0; t < g->ntensors; t++) {
+    sq_tensor_t *tt = &g->tensors[t];
+    birth[t] = death[t] = -1;
+    if (tt->kind != SQ_TENSOR_ACT || tt->producer < 0 || g->nodes[tt->producer].dead) continue;
+    birth[t] = pos[tt->producer];
+    death[t] = tt->is_output ? p->norder : (tt->last_use < birth[t] ? birth[t] : tt->last_use);
+  }
+  for (int t = 0; t < g->ntensors; t++) { /* a block lives as long as any of its views */
+    int r = g->tensors[t].alias;
+    if (r >= 0 && death[t] > death[r]) death[r] = death[t];
+  }
+  for (int t = 0; t < g->ntensors; t++)
+    if (birth[t] >= 0 && g->tensors[t].alias < 0) blocks[nblocks++] = t;
   /* insertion sort by size, descending (tensor counts are small) */
-  for (int a = 1; a < nacts; a++) {
-    int t = acts[a], b = a - 1;
+  for (int a = 1; a < nblocks; a++) {
+    int t = blocks[a], b = a - 1;
     size_t sz = sq_tensor_bytes(&g->tensors[t]);
-    while (b >= 0 && sq_tensor_bytes(&g->tensors[acts[b]]) < sz) {
-      acts[b + 1] = acts[b];
+    while (b >= 0 && sq_tensor_bytes(&g->tensors[blocks[b]]) < sz) {
+      blocks[b + 1] = blocks[b];
       b--;
     }
-    acts[b + 1] = t;
+    blocks[b + 1] = t;
   }
   size_t total = 0;
-  for (int a = 0; a < nacts; a++) {
-    sq_tensor_t *t = &g->tensors[acts[a]];
-    int birth = pos[t->producer];
-    int death = t->is_output ? p->norder : (t->last_use < birth ? birth : t->last_use);
-    size_t size = (sq_tensor_bytes(t) + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
-    size_t offset = 0;
-    /* retry until a pass over the placed tensors finds no conflict */
-    for (bool moved = true; moved;) {
+  for (int a = 0; a < nblocks; a++) {
+    int t = blocks[a];
+    size_t size = aligned(sq_tensor_bytes(&g->tensors[t])), offset = 0;
+    for (bool moved = true; moved;) { /* until a pass over the placed blocks finds no conflict */
       moved = false;
       for (int b = 0; b < a; b++) {
-        sq_tensor_t *o = &g->tensors[acts[b]];
-        int ob = pos[o->producer];
-        int od = o->is_output ? p->norder : (o->last_use < ob ? ob : o->last_use);
-        if (od < birth || ob > death) continue;
-        size_t osize = (sq_tensor_bytes(o) + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
-        if (offset < o->offset + osize && o->offset < offset + size) {
-          offset = o->offset + osize;
+        int o = blocks[b];
+        if (death[o] < birth[t] || birth[o] > death[t]) continue;
+        size_t ooff = g->tensors[o].offset, osize = aligned(sq_tensor_bytes(&g->tensors[o]));
+        if (offset < ooff + osize && ooff < offset + size) {
+          offset = ooff + osize;
           moved = true;
         }
       }
     }
-    t->offset = offset;
+    g->tensors[t].offset = offset;
     if (offset + size > total) total = offset + size;
   }
+  for (int t = 0; t < g->ntensors; t++)
+    if (g->tensors[t].alias >= 0) g->tensors[t].offset = g->tensors[g->tensors[t].alias].offset;
   p->arena_bytes = total;
   free(pos);
-  free(acts);
+  free(blocks);
+  free(birth);
+  free(death);
   return 0;
 }
 

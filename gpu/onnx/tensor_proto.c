@@ -157,6 +157,7 @@ int sq_onnx_tensor_parse(const void *buf, size_t len, sq_tensor_t *t, sq_error_t
   t->kind = SQ_TENSOR_CONST;
   t->producer = -1;
   t->last_use = -1;
+  t->alias = -1;
   int rc = sq_onnx_tensor_convert(tp, t, why, sizeof why);
   if (rc == 0) {
     t->name = sq_strdup(tp->name ? tp->name : "");
