@@ -7,7 +7,10 @@
 
 #include "gpu/model_internal.h"
 
-/* Order matters: a built-in name shadows a repository model of the same name. */
+/* Order matters: a built-in name shadows a repository model of the same name. The ONNX model
+ * repository plugs in here as one more loader (e.g. sq_model_onnx_open reading
+ * <repo_dir>/<name>/model.json + model.onnx), returning SQ_EMODEL_UNKNOWN when the folder does
+ * not exist and SQ_EMODEL_LOAD when it exists but cannot be loaded. */
 static const sq_model_loader_fn model_loaders[] = {
     sq_model_builtin_open,
 };
