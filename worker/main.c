@@ -62,5 +62,11 @@ int main(int argc, char **argv) {
                              sq_error_name(err.code), err.msg);
   sq_worker_config_free(&cfg);
   sq_log_set_context(NULL);
+  if (code != 0) {
+    /* Past the drain timeout work may still run on the pool; libuv's exit-time destructor
+     * would join those threads and delay the exit. Leave now; the sweeper recovers the jobs. */
+    fflush(NULL);
+    _exit(code);
+  }
   return code;
 }
