@@ -1,7 +1,7 @@
-/* fold_bn.c: load-time rewrite: Conv -> BatchNormalization becomes one Conv with scaled weights
- * and a new bias (W' = W * g, B' = (B - mean) * g + beta, g = scale / sqrt(var + eps)), when
- * the Conv's weights and all BN parameters are constants and nothing else reads the Conv
- * output. Works on the sorted engine graph, before any plan exists. */
+/* fold_bn.c: load-time rewrite: Conv (or ConvTranspose) -> BatchNormalization becomes one conv with
+ * scaled weights and a new bias (W' = W * g, B' = (B - mean) * g + beta, g = scale / sqrt(var +
+ * eps)), when the Conv's weights and all BN parameters are constants and nothing else reads the
+ * Conv output. Works on the sorted engine graph, before any plan exists. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +45,8 @@ static int add_const(sq_graph_t *g, const char *base, const char *suffix, float 
 int sq_graph_fold_batchnorm(sq_graph_t *g, sq_error_t *err) {
   for (int i = 0; i < g->nnodes; i++) {
     sq_node_t *conv = &g->nodes[i];
-    if (conv->dead || conv->op != SQ_OP_Conv || conv->nin < 2 || conv->nout != 1) continue;
+    bool tr = conv->op == SQ_OP_ConvTranspose;
+    if (conv->dead || (conv->op != SQ_OP_Conv && !tr) || conv->nin < 2 || conv->nout != 1) continue;
     int y = conv->out[0];
     if (y < 0 || g->tensors[y].is_output || sq_graph_use_count(g, y) != 1) continue;
     int bi = consumer_of(g, y);
@@ -61,26 +62,47 @@ int sq_graph_fold_batchnorm(sq_graph_t *g, sq_error_t *err) {
     }
     const sq_tensor_t *w = &g->tensors[conv->in[1]];
     if (w->kind != SQ_TENSOR_CONST || w->dtype != SQ_DT_FLOAT || !w->data || w->rank < 3) continue;
-    int64_t m = w->dims[0], per = sq_tensor_numel(w) / (m ? m : 1);
+    /* output channels: Conv W is [M, C/g, k..]; ConvTranspose W is [C, M/g, k..] */
+    int64_t group = sq_attr_int(conv, "group", 1);
+    if (group < 1 || (tr && w->dims[0] % group)) continue;
+    int64_t m = tr ? w->dims[1] * group : w->dims[0], numel = sq_tensor_numel(w);
     const float *scale = const_floats(g, bn, 1, m), *beta = const_floats(g, bn, 2, m);
     const float *mean = const_floats(g, bn, 3, m), *var = const_floats(g, bn, 4, m);
     const float *bias = conv->nin > 2 ? const_floats(g, conv, 2, m) : NULL;
     if (!scale || !beta || !mean || !var) continue;
     if (conv->nin > 2 && conv->in[2] >= 0 && !bias) continue; /* runtime bias: leave it */
     float eps = sq_attr_float(bn, "epsilon", 1e-5f);
-    float *nw = malloc((size_t)(m * per) * sizeof *nw), *nb = malloc((size_t)m * sizeof *nb);
-    if (!nw || !nb) {
+    float *nw = malloc((size_t)numel * sizeof *nw), *nb = malloc((size_t)m * sizeof *nb);
+    float *k = malloc((size_t)m * sizeof *k);
+    if (!nw || !nb || !k) {
       free(nw);
       free(nb);
+      free(k);
       return sq_error_set(err, SQ_ENOMEM, "out of memory");
     }
     const float *wd = w->data;
     for (int64_t c = 0; c < m; c++) {
       /* same float math order as the unfolded kernel: scale / sqrtf(var + eps) */
-      float k = scale[c] / sqrtf(var[c] + eps);
-      for (int64_t j = 0; j < per; j++) nw[c * per + j] = wd[c * per + j] * k;
-      nb[c] = ((bias ? bias[c] : 0.0f) - mean[c]) * k + beta[c];
+      k[c] = scale[c] / sqrtf(var[c] + eps);
+      nb[c] = ((bias ? bias[c] : 0.0f) - mean[c]) * k[c] + beta[c];
     }
+    if (!tr) {
+      int64_t per = numel / (m ? m : 1);
+      for (int64_t c = 0; c < m; c++)
+        for (int64_t j = 0; j < per; j++) nw[c * per + j] = wd[c * per + j] * k[c];
+    } else {
+      int64_t cin = w->dims[0], mg = w->dims[1], cg = cin / group;
+      int64_t khw = cin * mg > 0 ? numel / (cin * mg) : 0;
+      for (int64_t c = 0; c < cin; c++)
+        for (int64_t j = 0; j < mg; j++) {
+          float kc = k[(c / cg) * mg + j];
+          for (int64_t q = 0; q < khw; q++) {
+            int64_t at = (c * mg + j) * khw + q;
+            nw[at] = wd[at] * kc;
+          }
+        }
+    }
+    free(k);
     int64_t bdim = m;
     int64_t wdims[SQ_MAX_DIMS];
     memcpy(wdims, w->dims, sizeof wdims);
