@@ -209,6 +209,40 @@ static void epilogue_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
+/* Depthwise (one input channel per group): a direct loop per output plane beats a 1-row GEMM. */
+typedef struct {
+  const conv_t *p;
+  const float *x, *w, *bias;
+  float *y;
+  const sq_node_t *node;
+} dw_t;
+
+static void depthwise_range(void *arg, int64_t b, int64_t e) {
+  const dw_t *a = arg;
+  const conv_t *p = a->p;
+  int64_t mg = p->m / p->group;
+  for (int64_t plane = b; plane < e; plane++) { /* plane = n * M + o */
+    int64_t n = plane / p->m, o = plane % p->m, g = o / mg;
+    const float *x = a->x + (n * p->c + g) * p->h * p->w, *w = a->w + o * p->kh * p->kw;
+    float *y = a->y + plane * p->oh * p->ow, bv = a->bias ? a->bias[o] : 0.0f;
+    for (int64_t oy = 0; oy < p->oh; oy++)
+      for (int64_t ox = 0; ox < p->ow; ox++) {
+        float acc = 0;
+        for (int64_t ky = 0; ky < p->kh; ky++) {
+          int64_t iy = oy * p->sh - p->ph + ky * p->dh;
+          if (iy < 0 || iy >= p->h) continue;
+          const float *xr = x + iy * p->w, *wr = w + ky * p->kw;
+          for (int64_t kx = 0; kx < p->kw; kx++) {
+            int64_t ix = ox * p->sw - p->pw + kx * p->dw;
+            if (ix >= 0 && ix < p->w) acc += xr[ix] * wr[kx];
+          }
+        }
+        y[oy * p->ow + ox] = acc + bv;
+      }
+    sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, y, p->oh * p->ow);
+  }
+}
+
 int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                  const sq_view_t *out, int nout, sq_error_t *err) {
   conv_t p;
@@ -218,6 +252,11 @@ int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int 
   const float *bias = nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
   float *y = out[0].data;
   int64_t cg = p.c / p.group, mg = p.m / p.group, k = cg * p.kh * p.kw, plane = p.oh * p.ow;
+  if (cg == 1 && p.group > 1) {
+    dw_t a = {&p, x, w, bias, y, node};
+    sq_cpu_parallel_for(cpu, p.n * p.m, 1, depthwise_range, &a);
+    return 0;
+  }
   bool direct = p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
                 p.ph_end == 0 && p.pw_end == 0;
   int64_t rows = p.oh;
