@@ -62,7 +62,16 @@ class RedisRestart(unittest.TestCase):
                                           if x is not None) > done, 30, poll_s=0.1,
                               what="a result after the restart")
                 print("first result after restart %.2fs after redis was up" % (time.monotonic() - t_up))
-                res = tl.wait_for_results(r, P, ids, timeout=240)
+                try:
+                    res = tl.wait_for_results(r, P, ids, timeout=240, stall_s=30)
+                except AssertionError:
+                    # Let the worker log its drain state (what it still holds) before failing.
+                    w.sigterm()
+                    try:
+                        w.wait(8)
+                    except AssertionError:
+                        pass
+                    raise
                 self.assertTrue(w.alive(), w.log_tail())
                 self.assertEqual([(i, x.get("error")) for i, x in res.items() if x["status"] != "ok"], [])
                 self.assertRegex(w.log(), re.compile("reconnect", re.I),

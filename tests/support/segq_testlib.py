@@ -446,15 +446,37 @@ def decode(raw):
     return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw is not None else None
 
 
-def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, progress=None):
+def describe_job(r, prefix, id):
+    """One line on where job id is in Redis (status hash, payload, result, queue/in-flight
+    membership), for failure messages."""
+    try:
+        st = status_hash(r, prefix, id)
+        where = []
+        for k in r.scan_iter(match=key(prefix, "inflight", "*"), count=1000):
+            if id.encode() in r.lrange(k, 0, -1):
+                where.append(k.decode())
+        for k in r.scan_iter(match=key(prefix, "q", "*"), count=1000):
+            if id.encode() in r.lrange(k, 0, -1):
+                where.append(k.decode())
+        return "%s: status=%r payload=%s result=%s in=%s" % (
+            id, st, bool(r.exists(key(prefix, "job", id))), bool(r.exists(key(prefix, "result", id))),
+            where or "nowhere")
+    except redis.RedisError as e:
+        return "%s: (redis error %s)" % (id, e)
+
+
+def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, progress=None,
+                     stall_s=None):
     """Polls P:result:<id> for every id (MGET in chunks) until all exist or `timeout` seconds
-    pass. Returns {id: result} (decoded dicts unless decode_results=False). On timeout raises
-    AssertionError naming how many (and a few of which) are missing. `progress(n_done)` is
-    called after each poll, e.g. to kill a worker part-way."""
+    pass (or, with stall_s, no new result came for stall_s seconds). Returns {id: result}
+    (decoded dicts unless decode_results=False). Otherwise raises AssertionError naming how
+    many are missing and where a few of them are. `progress(n_done)` is called after each
+    poll, e.g. to kill a worker part-way."""
     ids = list(ids)
     out = {}
     pending = ids
     deadline = time.monotonic() + timeout
+    last_progress, last_n = time.monotonic(), -1
     while True:
         still = []
         for k in range(0, len(pending), 2000):
@@ -470,9 +492,16 @@ def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, p
             progress(len(out))
         if not pending:
             return {i: out[i] for i in ids}
-        if time.monotonic() >= deadline:
-            raise AssertionError("%d of %d jobs have no result after %.0fs (e.g. %s)"
-                                 % (len(pending), len(ids), timeout, ", ".join(pending[:5])))
+        t = time.monotonic()
+        if len(out) != last_n:
+            last_progress, last_n = t, len(out)
+        stalled = stall_s is not None and t - last_progress >= stall_s
+        if t >= deadline or stalled:
+            raise AssertionError("%d of %d jobs have no result after %.0fs%s; in flight: %s; e.g.\n  %s"
+                                 % (len(pending), len(ids), t - deadline + timeout,
+                                    " (none for the last %.0fs)" % stall_s if stalled else "",
+                                    inflight_lists(r, prefix),
+                                    "\n  ".join(describe_job(r, prefix, i) for i in pending[:3])))
         time.sleep(poll_s)
 
 
