@@ -19,7 +19,8 @@ sq_engine_t *sq_engine_load_buffer(const void *data, size_t len, const sq_engine
     free(e);
     return NULL;
   }
-  if ((!e->opt.no_fold_bn && sq_graph_fold_batchnorm(&e->graph, err)) ||
+  if (sq_graph_fold_constants(&e->graph, err) ||
+      (!e->opt.no_fold_bn && sq_graph_fold_batchnorm(&e->graph, err)) ||
       (!e->opt.no_fuse && sq_graph_fuse_activations(&e->graph, err))) {
     sq_engine_free(e);
     return NULL;

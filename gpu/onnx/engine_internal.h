@@ -263,6 +263,7 @@ int sq_onnx_load(const void *buf, size_t len, sq_graph_t *g, sq_error_t *err);
 /* tensor_proto.c: a serialized TensorProto (conformance data) -> tensor with owned data */
 int sq_onnx_tensor_parse(const void *buf, size_t len, sq_tensor_t *t, sq_error_t *err);
 /* fold_bn.c / fuse.c: load-time rewrites on a sorted graph */
+int sq_graph_fold_constants(sq_graph_t *g, sq_error_t *err); /* plan.c */
 int sq_graph_fold_batchnorm(sq_graph_t *g, sq_error_t *err);
 int sq_graph_fuse_activations(sq_graph_t *g, sq_error_t *err);
 /* plan.c helpers shared with tests */

@@ -109,6 +109,24 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
   return 0;
 }
 
+/* Load-time folding: nodes computed only from initializers (weight transposes, Constant
+ * nodes, ...) run once for the engine, so every plan and batch size shares the result. */
+int sq_graph_fold_constants(sq_graph_t *g, sq_error_t *err) {
+  sq_cpu_t *cpu = NULL;
+  int rc = 0;
+  for (int i = 0; i < g->nnodes && !rc; i++) {
+    const sq_node_t *n = &g->nodes[i];
+    bool all_const = !n->dead;
+    for (int k = 0; k < n->nin && all_const; k++)
+      all_const = n->in[k] < 0 || g->tensors[n->in[k]].kind == SQ_TENSOR_CONST;
+    if (!all_const) continue;
+    if (!cpu && !(cpu = sq_cpu_new(1))) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    rc = infer_node(g, i, cpu, err);
+  }
+  sq_cpu_free(cpu);
+  return rc;
+}
+
 /* View ops produce their input's bytes unchanged: their output shares the input's memory. */
 static bool is_view_op(int op) {
   return op == SQ_OP_Reshape || op == SQ_OP_Flatten || op == SQ_OP_Squeeze ||
