@@ -19,6 +19,13 @@
 
 #define RETRY_MS 1000
 #define MAX_ACK_ATTEMPTS 50
+#define RESYNC_TICK_MS 250
+
+/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
+ * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
+ * claim the worker stops claiming, finishes what it holds and, if the in-flight list is not
+ * empty, removes its lease, lets the sweeper requeue the orphans, and registers again. */
+enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
 
 struct sq_worker {
   const sq_worker_config_t *cfg;
@@ -37,6 +44,9 @@ struct sq_worker {
   int stopping;      /* handles are closing */
   int aborted;       /* uv_stop'ed with work still running (drain timeout, second signal) */
   int exit_code;
+  int resync;           /* RESYNC_*: recovering jobs whose claim reply was lost */
+  int resync_cmd;       /* a resync command is outstanding */
+  uv_timer_t resync_timer;
   uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
@@ -53,6 +63,8 @@ static void flush_acks(sq_worker_t *w);
 static void check_drained(sq_worker_t *w);
 static void heartbeat_now(sq_worker_t *w);
 static void on_retry(uv_timer_t *t);
+static void on_resync_tick(uv_timer_t *t);
+static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data);
 static void on_batch_timer(uv_timer_t *t);
 
 /* ---- executor threads ---- */
@@ -408,7 +420,13 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
     return;
   }
   if (status != 0) {
-    if (w->cmd.ready && !w->stopping) uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+    if (status == SQ_EREDIS && w->resync == RESYNC_NONE && !w->stopping) {
+      sq_log_warn("worker", "claim reply lost; will check the in-flight list for orphans", NULL);
+      w->resync = RESYNC_NEEDED;
+      uv_timer_start(&w->resync_timer, on_resync_tick, RESYNC_TICK_MS, RESYNC_TICK_MS);
+    } else if (w->cmd.ready && !w->stopping) {
+      uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+    }
     check_drained(w);
     return;
   }
@@ -423,8 +441,86 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
   }
 }
 
+static void resync_done(sq_worker_t *w) {
+  w->resync = RESYNC_NONE;
+  uv_timer_stop(&w->resync_timer);
+  heartbeat_now(w); /* re-registers (after a self-sweep) and resumes claiming */
+  maybe_claim(w);
+}
+
+static void on_resync_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+  sq_worker_t *w = privdata;
+  redisReply *r = reply;
+  (void)ac;
+  w->resync_cmd = 0;
+  if (!r) return; /* connection gone: the next tick retries */
+  sq_conn_replied(&w->cmd);
+  if (w->stopping || r->type != REDIS_REPLY_INTEGER) return;
+  long long orphans = r->integer;
+  if (orphans == 0) {
+    if (w->resync == RESYNC_SWEEPING) sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
+    resync_done(w);
+    return;
+  }
+  if (w->resync == RESYNC_NEEDED) {
+    /* We hold nothing, so every id in the list is an orphan. */
+    sq_log_warn("worker", "jobs in our in-flight list that we never received; handing them to the sweeper",
+                "jobs=%lld", orphans);
+    w->resync_cmd = 1;
+    if (sq_queue_unregister(w->q, w->cmd.ac, on_resync_unregister, w) != 0) {
+      w->resync_cmd = 0;
+      return;
+    }
+    sq_conn_sent(&w->cmd);
+  }
+}
+
+static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)q;
+  (void)value;
+  w->resync_cmd = 0;
+  sq_conn_replied(&w->cmd);
+  if (status == 0 && w->resync == RESYNC_NEEDED) {
+    w->resync = RESYNC_SWEEPING;
+    w->lease_ok = 0;
+  }
+}
+
+static void on_resync_sweep(sq_queue_t *q, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)q;
+  (void)status;
+  (void)value;
+  w->sweep_inflight = 0;
+  sq_conn_replied(&w->cmd);
+}
+
+static void on_resync_tick(uv_timer_t *t) {
+  sq_worker_t *w = t->data;
+  if (w->stopping || w->resync_cmd || !w->cmd.ready) return;
+  if (w->resync == RESYNC_NEEDED) {
+    /* Wait until we hold nothing: then the in-flight list holds only orphans. */
+    if (w->held > 0 || w->claim_inflight || !w->lease_ok) return;
+  } else if (w->resync == RESYNC_SWEEPING && !w->sweep_inflight) {
+    /* The sweep lock may be held by another worker's sweeper; it sweeps us too. */
+    if (sq_queue_sweep(w->q, w->cmd.ac, w->cfg->lease_ttl_ms / 2, on_resync_sweep, w) == 0) {
+      w->sweep_inflight = 1;
+      sq_conn_sent(&w->cmd);
+    }
+  }
+  /* The in-flight key's name follows docs/protocol.md (P:inflight:<worker>). */
+  if (redisAsyncCommand(w->cmd.ac, on_resync_reply, w, "LLEN %s:inflight:%s", w->cfg->prefix,
+                        w->cfg->worker_id) == REDIS_OK) {
+    w->resync_cmd = 1;
+    sq_conn_sent(&w->cmd);
+  }
+}
+
 static void maybe_claim(sq_worker_t *w) {
-  if (w->draining || w->stopping || w->claim_inflight || !w->cmd.ready || !w->lease_ok) return;
+  if (w->draining || w->stopping || w->claim_inflight || !w->cmd.ready || !w->lease_ok ||
+      w->resync != RESYNC_NONE)
+    return;
   uint32_t budget = sq_flow_claim_budget(w->cfg->max_inflight_batches, w->capacity_batch, w->held);
   if (budget == 0) return;
   if (sq_queue_claim(w->q, w->cmd.ac, budget, on_claim, w) != 0) {
@@ -471,7 +567,8 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
 }
 
 static void heartbeat_now(sq_worker_t *w) {
-  if (w->heartbeat_inflight || !w->cmd.ready || w->stopping) return;
+  if (w->heartbeat_inflight || !w->cmd.ready || w->stopping || w->resync == RESYNC_SWEEPING)
+    return;
   if (sq_queue_heartbeat(w->q, w->cmd.ac, on_heartbeat, w) != 0) return;
   w->heartbeat_inflight = 1;
   sq_conn_sent(&w->cmd);
@@ -532,6 +629,7 @@ static void worker_stop(sq_worker_t *w, int code) {
   uv_close((uv_handle_t *)&w->sweep_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->retry_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->resync_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&w->done_async, on_handle_closed);
@@ -563,6 +661,13 @@ static void on_unregister(sq_queue_t *q, int status, long long value, void *data
 static void check_drained(sq_worker_t *w) {
   if (!w->draining || w->stopping || w->held > 0 || w->claim_inflight || w->unregister_inflight)
     return;
+  if (w->resync == RESYNC_SWEEPING || !w->lease_ever) {
+    /* Already unregistered (or never registered): nothing of ours is left to ack. */
+    sq_log_info("worker", "drained", "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64, w->jobs_ok,
+                w->jobs_failed);
+    worker_stop(w, 0);
+    return;
+  }
   if (!w->cmd.ready || !w->lease_ok) return; /* resumes after reconnect + heartbeat */
   if (sq_queue_unregister(w->q, w->cmd.ac, on_unregister, w) != 0) return;
   w->unregister_inflight = 1;
@@ -694,6 +799,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   uv_timer_init(&w->loop, &w->sweep_timer);
   uv_timer_init(&w->loop, &w->retry_timer);
   uv_timer_init(&w->loop, &w->drain_timer);
+  uv_timer_init(&w->loop, &w->resync_timer);
+  w->resync_timer.data = w;
   w->heartbeat_timer.data = w->sweep_timer.data = w->retry_timer.data = w->drain_timer.data = w;
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
