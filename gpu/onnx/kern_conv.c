@@ -162,6 +162,15 @@ typedef struct {
   int64_t row0, rows;
 } im2col_t;
 
+/* First and one-past-last output column whose input column (ox*s - pad + off) is inside
+ * [0, w): the row is zeros, a dense copy, zeros, with no per-pixel bounds test. */
+static void valid_cols(int64_t w, int64_t ow, int64_t s, int64_t start, int64_t *lo, int64_t *hi) {
+  int64_t l = start >= 0 ? 0 : (-start + s - 1) / s;
+  int64_t h = w - 1 - start < 0 ? 0 : (w - 1 - start) / s + 1;
+  *lo = l < ow ? l : ow;
+  *hi = h < *lo ? *lo : h > ow ? ow : h;
+}
+
 static void im2col_range(void *arg, int64_t b, int64_t e) {
   const im2col_t *a = arg;
   const conv_t *p = a->p;
@@ -170,22 +179,22 @@ static void im2col_range(void *arg, int64_t b, int64_t e) {
     int64_t kx = r % p->kw, ky = (r / p->kw) % p->kh, c = r / (p->kw * p->kh);
     const float *xc = a->x + c * p->h * p->w;
     float *dst = a->col + r * len;
-    for (int64_t oy = a->row0; oy < a->row0 + a->rows; oy++) {
+    int64_t start = -p->pw + kx * p->dw, lo, hi;
+    valid_cols(p->w, p->ow, p->sw, start, &lo, &hi);
+    for (int64_t oy = a->row0; oy < a->row0 + a->rows; oy++, dst += p->ow) {
       int64_t iy = oy * p->sh - p->ph + ky * p->dh;
       if (iy < 0 || iy >= p->h) {
         memset(dst, 0, (size_t)p->ow * sizeof(float));
-        dst += p->ow;
         continue;
       }
-      const float *xr = xc + iy * p->w;
-      int64_t ix = -p->pw + kx * p->dw;
-      if (p->sw == 1 && ix >= 0 && ix + p->ow <= p->w) {
-        memcpy(dst, xr + ix, (size_t)p->ow * sizeof(float));
-        dst += p->ow;
-        continue;
+      const float *xr = xc + iy * p->w; /* input column of ox: start + ox * sw */
+      if (lo > 0) memset(dst, 0, (size_t)lo * sizeof(float));
+      if (p->sw == 1) {
+        memcpy(dst + lo, xr + start + lo, (size_t)(hi - lo) * sizeof(float));
+      } else {
+        for (int64_t ox = lo; ox < hi; ox++) dst[ox] = xr[start + ox * p->sw];
       }
-      for (int64_t ox = 0; ox < p->ow; ox++, ix += p->sw)
-        *dst++ = ix >= 0 && ix < p->w ? xr[ix] : 0;
+      if (hi < p->ow) memset(dst + hi, 0, (size_t)(p->ow - hi) * sizeof(float));
     }
   }
 }
@@ -201,10 +210,16 @@ static void epilogue_range(void *arg, int64_t b, int64_t e) {
   const epilogue_t *a = arg;
   for (int64_t ch = b; ch < e; ch++) {
     float *y = a->y + ch * a->plane;
-    if (a->bias) {
-      float bv = a->bias[ch];
-      for (int64_t i = 0; i < a->plane; i++) y[i] += bv;
+    float bv = a->bias ? a->bias[ch] : 0.0f;
+    if (a->node->act == SQ_ACT_RELU) { /* the common case in one pass over the plane */
+      for (int64_t i = 0; i < a->plane; i++) {
+        float v = y[i] + bv;
+        y[i] = v > 0 ? v : 0;
+      }
+      continue;
     }
+    if (a->bias)
+      for (int64_t i = 0; i < a->plane; i++) y[i] += bv;
     sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, y, a->plane);
   }
 }
