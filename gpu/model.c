@@ -13,6 +13,7 @@
  * not exist and SQ_EMODEL_LOAD when it exists but cannot be loaded. */
 static const sq_model_loader_fn model_loaders[] = {
     sq_model_builtin_open,
+    sq_model_onnx_open, /* <repo_dir>/<name>/model.json + model.onnx (model_onnx.c) */
 };
 
 sq_model_t *sq_model_alloc(const sq_model_iface_t *iface, const char *name, sq_error_t *err) {

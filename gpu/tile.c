@@ -1,10 +1,10 @@
 /* gpu: tile placement and stitching exactly as docs/models.md specifies (the Python reference
  * is predict_tiled() in tools/train_cellseg.py); tests/unit/test_gpu_tiling.c pins the rule.
  * Any thread; no state. */
+#include "gpu/tile.h"
+
 #include <stdlib.h>
 #include <string.h>
-
-#include "gpu/tile.h"
 
 int sq_tile_axis_init(sq_tile_axis_t *a, uint32_t len, uint32_t tile, uint32_t overlap,
                       sq_error_t *err) {

@@ -15,10 +15,10 @@
  * plus one at len - tile. Tile i owns [lo[i], hi[i]) of the ORIGINAL axis (padding cropped):
  * neighbours at a < b split at floor((a + b + tile) / 2). Owns start/lo/hi. */
 typedef struct {
-  uint32_t len;     /* original length */
-  uint32_t tile;    /* tile edge along this axis */
-  uint32_t n;       /* number of tiles */
-  uint32_t *start;  /* n tile origins (in the padded axis, which only differs when len < tile) */
+  uint32_t len;    /* original length */
+  uint32_t tile;   /* tile edge along this axis */
+  uint32_t n;      /* number of tiles */
+  uint32_t *start; /* n tile origins (in the padded axis, which only differs when len < tile) */
   uint32_t *lo, *hi;
 } sq_tile_axis_t;
 

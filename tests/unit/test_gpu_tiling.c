@@ -157,8 +157,8 @@ int main(void) {
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
       check_axis(lens[i], cfg[c][0], cfg[c][1]);
   /* Whole images, square and rectangular tiles: smaller than, equal to, larger than a tile. */
-  uint32_t sizes[][2] = {{5, 3}, {16, 16}, {17, 16}, {16, 17}, {29, 41}, {40, 13}, {100, 80},
-                         {1, 1}, {64, 33}};
+  uint32_t sizes[][2] = {{5, 3},   {16, 16},  {17, 16}, {16, 17}, {29, 41},
+                         {40, 13}, {100, 80}, {1, 1},   {64, 33}};
   for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
     check_image(sizes[i][0], sizes[i][1], 16, 16, 4);
     check_image(sizes[i][0], sizes[i][1], 12, 8, 3);
