@@ -62,7 +62,7 @@ void sq_wjob_prepare(wjob_t *j) {
   }
   if (j->job.deadline_ms && sq_clock_wall_ms() > j->job.deadline_ms) {
     char m[256];
-    snprintf(m, sizeof m, "deadline_ms %llu passed %llu ms before the job was claimed",
+    snprintf(m, sizeof m, "deadline_ms %llu had passed %llu ms earlier when the job was claimed",
              (unsigned long long)j->job.deadline_ms,
              (unsigned long long)(sq_clock_wall_ms() - j->job.deadline_ms));
     job_fail(j, SQ_EDEADLINE, m);
