@@ -1,6 +1,7 @@
 /* kern_shape.c: the ops torch's shape subgraphs are made of (Shape, Gather, Unsqueeze, Concat,
- * Reshape, ConstantOfShape, Cast, Constant, Identity): their shape functions and kernels. They
- * handle integer types too, because plan-time constant folding runs them on int64 shapes. */
+ * Reshape, ConstantOfShape, Cast, CastLike, Constant, Identity, Size): their shape functions and
+ * kernels. They handle integer types too, because plan-time constant folding runs them on int64
+ * shapes. */
 #include <string.h>
 
 #include "engine_internal.h"
@@ -338,5 +339,28 @@ KERNEL_FN(sq_kern_cast) {
         break;
     }
   }
+  return 0;
+}
+
+/* ---- CastLike: Cast to the type of input 1 (the kernel is Cast's: it reads out's dtype) ---- */
+SHAPE_FN(sq_shape_castlike) {
+  if (nin < 2 || !cast_type_ok(in[0].dtype) || !cast_type_ok(in[1].dtype))
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "cast %s -> %s", sq_dtype_name(in[0].dtype),
+                         nin < 2 ? "?" : sq_dtype_name(in[1].dtype));
+  out[0] = in[0];
+  out[0].data = NULL;
+  out[0].dtype = in[1].dtype;
+  return 0;
+}
+
+/* ---- Size: element count as an int64 scalar (reads only the shape, like Shape) ---- */
+SHAPE_FN(sq_shape_size) {
+  out[0].dtype = SQ_DT_INT64;
+  out[0].rank = 0;
+  return 0;
+}
+
+KERNEL_FN(sq_kern_size) {
+  *(int64_t *)out[0].data = sq_view_numel(&in[0]);
   return 0;
 }

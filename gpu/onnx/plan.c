@@ -92,8 +92,8 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
     memcpy(t->dims, out[k].dims, sizeof t->dims);
     t->producer = ni;
   }
-  /* Shape reads only its input's dims, which are all static now: always a constant */
-  if (!all_const && n->op != SQ_OP_Shape) return 0;
+  /* Shape and Size read only their input's dims, which are all static now: constants */
+  if (!all_const && n->op != SQ_OP_Shape && n->op != SQ_OP_Size) return 0;
   for (int k = 0; k < n->nout; k++) {
     if (n->out[k] < 0) continue;
     sq_tensor_t *t = &g->tensors[n->out[k]];
