@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""bench/run.py: segq's queue-path benchmark (issue 2 item 10) in one go: end-to-end jobs/s and
+latency p50/p99 of segq (null and otsu models, one and two workers) and of BullMQ (no-op jobs of
+the same byte size, several concurrencies) through one private redis-server, then a table with
+the ratio segq null jobs/s / BullMQ best jobs/s. What is measured, exactly: docs/BENCHMARKS.md.
+
+    /usr/bin/python3 bench/run.py            # full run (3 repetitions, median), a few minutes
+    /usr/bin/python3 bench/run.py --quick    # 1 repetition, fewer jobs: a smoke test
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import segq_testlib as tl  # noqa: E402  (RedisServer, process cleanup)
+
+BULLMQ_DIR = os.path.join(HERE, "bullmq")
+# Worker flags tuned for throughput on a 2-core machine (see docs/BENCHMARKS.md): one pool
+# thread (the loop thread and Redis need the other core), four batches in flight so a claim is
+# always outstanding while the previous batch is acked; the models' own max_batch (null 64,
+# otsu 8) and max_delay.
+WORKER_FLAGS = {
+    "null": ["--threads", "1", "--max-inflight-batches", "4"],
+    "otsu": ["--threads", "2", "--max-inflight-batches", "4"],
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build(build_dir):
+    if not os.path.isfile(os.path.join(build_dir, "CMakeCache.txt")):
+        subprocess.check_call(["cmake", "-S", ROOT, "-B", build_dir,
+                               "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], stdout=subprocess.DEVNULL)
+    subprocess.check_call(["cmake", "--build", build_dir, "-j2", "--target", "segq-worker",
+                           "segq_bench"], stdout=subprocess.DEVNULL)
+
+
+def npm_install():
+    if os.path.isdir(os.path.join(BULLMQ_DIR, "node_modules", "bullmq")):
+        return
+    subprocess.check_call(["npm", "ci", "--no-audit", "--no-fund"], cwd=BULLMQ_DIR)
+
+
+def one_json(cmd, timeout):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       text=True, preexec_fn=tl._child_setup)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d):\n%s%s" % (cmd[:3], p.returncode, p.stdout, p.stderr))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.bin = os.path.join(a.build_dir, "bench", "segq_bench")
+        self.worker = os.path.join(a.build_dir, "worker", "segq-worker")
+        self.rs = tl.RedisServer()
+        self.r = self.rs.client()
+        self.seq = 0
+
+    def fresh(self):
+        """A clean Redis (FLUSHALL) and a new key prefix / queue name for the next run."""
+        self.r.flushall()
+        self.seq += 1
+        return "b%d" % self.seq
+
+    def segq(self, mode, model, workers, n, rate=None):
+        prefix = self.fresh()
+        cmd = [self.bin, mode, "--port", str(self.rs.port), "--prefix", prefix, "--model", model,
+               "--n", str(n), "--workers", str(workers)]
+        cmd += ["--image", self.a.image] if model == "otsu" else ["--raw", self.a.raw]
+        if rate:
+            cmd += ["--rate", "%.1f" % rate]
+        cmd += ["--", self.worker, "--redis-url", self.rs.url, "--prefix", prefix, "--models",
+                model, "--log-level", "warn"] + WORKER_FLAGS[model]
+        return one_json(cmd, 300)
+
+    def bullmq_tput(self, conc, n, nbytes):
+        q = self.fresh()
+        return one_json(["node", os.path.join(BULLMQ_DIR, "bench.js"), "tput", "--port",
+                         str(self.rs.port), "--queue", q, "--n", str(n), "--concurrency", str(conc),
+                         "--bytes", str(nbytes)], 300)
+
+    def bullmq_lat(self, conc, n, rate, nbytes):
+        q = self.fresh()
+        js = os.path.join(BULLMQ_DIR, "bench.js")
+        w = subprocess.Popen(["node", js, "worker", "--port", str(self.rs.port), "--queue", q,
+                              "--concurrency", str(conc)], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=tl._child_setup)
+        try:
+            if w.stdout.readline().strip() != "ready":
+                raise RuntimeError("BullMQ worker did not start")
+            return one_json(["node", js, "lat", "--port", str(self.rs.port), "--queue", q, "--n",
+                             str(n), "--rate", "%.1f" % rate, "--bytes", str(nbytes)], 300)
+        finally:
+            w.terminate()
+            try:
+                w.wait(10)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+
+
+def run_interleaved(reps, plan, key):
+    """Runs every (label, fn) of plan once per repetition, interleaved (rep 1 of all, rep 2 of
+    all, ...) so that a noisy moment of this shared machine hits every configuration alike;
+    returns {label: medians of every numeric field, plus "runs"}."""
+    runs = {label: [] for label, _ in plan}
+    for i in range(reps):
+        for label, fn in plan:
+            res = fn()
+            runs[label].append(res)
+            log("  %-30s run %d: %s" % (label, i + 1, ", ".join(
+                "%s=%s" % (k, round(res[k], 2) if isinstance(res[k], float) else res[k])
+                for k in key)))
+    out = {}
+    for label, rs in runs.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]
+               if isinstance(rs[0][k], (int, float))}
+        med["runs"] = rs
+        out[label] = med
+    return out
+
+
+def machine_info():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    def out(cmd):
+        try:
+            return subprocess.check_output(cmd, text=True, stderr=subprocess.STDOUT).strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "?"
+    with open(os.path.join(BULLMQ_DIR, "node_modules", "bullmq", "package.json")) as f:
+        bullmq = json.load(f)["version"]
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "redis": out(["redis-server", "--version"]), "node": out(["node", "--version"]),
+            "bullmq": bullmq}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=os.environ.get("SEGQ_BUILD_DIR", os.path.join(ROOT, "build-bench")))
+    ap.add_argument("--no-build", action="store_true", help="use the binaries already in --build-dir")
+    ap.add_argument("--reps", type=int, default=3, help="runs per configuration (median reported)")
+    ap.add_argument("--n", type=int, default=20000, help="jobs per throughput run (null, BullMQ)")
+    ap.add_argument("--otsu-n", type=int, default=3000, help="jobs per otsu throughput run")
+    ap.add_argument("--lat-s", type=float, default=4.0, help="seconds of offered load per latency run")
+    ap.add_argument("--lat-fraction", type=float, default=0.25,
+                    help="latency runs offer this fraction of the measured max jobs/s (at 0.5 "
+                         "neither system keeps up here once enqueueing shares the CPU)")
+    ap.add_argument("--raw", default="16x16", help="null jobs' raw gray8 image, WxH")
+    ap.add_argument("--image", default=os.path.join(ROOT, "samples", "cells_01.jpg"),
+                    help="otsu jobs' JPEG (default: the 256x256 samples/cells_01.jpg)")
+    ap.add_argument("--concurrency", default="1,10,50,100,200", help="BullMQ worker concurrencies")
+    ap.add_argument("--quick", action="store_true", help="1 run each, 5000 jobs, short latency runs")
+    ap.add_argument("--json", help="also write every result here")
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.n, a.otsu_n, a.lat_s = 1, 5000, 1000, 1.5
+    t_start = time.monotonic()
+    if not a.no_build:
+        build(a.build_dir)
+    npm_install()
+    b = Bench(a)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout.strip()
+    res = {"machine": machine_info(), "commit": commit, "worker_flags": WORKER_FLAGS, "tput": {},
+           "lat": {}}
+    log("redis-server on %s; %s" % (b.rs.url, res["machine"]))
+    tk = ["jobs_per_s", "redis_cpu_us_per_job", "jobs_per_script_call"]
+
+    # The BullMQ job's data is made as long as segq's null job document (checked in the table).
+    probe = b.segq("tput", "null", 1, 200)
+    job_bytes = probe["job_bytes"]
+    concs = [int(c) for c in a.concurrency.split(",")]
+    plan = []
+    for model, n in (("null", a.n), ("otsu", a.otsu_n)):
+        for workers in (1, 2):
+            plan.append(("segq %s x%d" % (model, workers),
+                         lambda m=model, w=workers, n=n: b.segq("tput", m, w, n)))
+    for conc in concs:
+        plan.append(("bullmq c=%d" % conc, lambda c=conc: b.bullmq_tput(c, a.n, job_bytes)))
+    res["tput"] = run_interleaved(a.reps, plan, tk)
+    best_conc = max(concs, key=lambda c: res["tput"]["bullmq c=%d" % c]["jobs_per_s"])
+    best = res["tput"]["bullmq c=%d" % best_conc]
+
+    lk = ["achieved_rate", "p50_ms", "p99_ms", "max_send_lag_ms"]
+    null1 = res["tput"]["segq null x1"]["jobs_per_s"]
+    otsu1 = res["tput"]["segq otsu x1"]["jobs_per_s"]
+    f = a.lat_fraction
+    pc = "%d%%" % round(f * 100)
+    bull_rate = best["jobs_per_s"] * f
+    rates = {"segq null x1 @%s own max" % pc: null1 * f,
+             "segq null x1 @BullMQ's rate": bull_rate,
+             "bullmq c=%d @%s own max" % (best_conc, pc): bull_rate,
+             "segq otsu x1 @%s own max" % pc: otsu1 * f}
+    def n_for(label):
+        return max(200, int(rates[label] * a.lat_s))
+    plan = []
+    for label in rates:
+        if label.startswith("bullmq"):
+            plan.append((label, lambda l=label: b.bullmq_lat(best_conc, n_for(l), rates[l], job_bytes)))
+        else:
+            model = "otsu" if "otsu" in label else "null"
+            plan.append((label, lambda l=label, m=model: b.segq("lat", m, 1, n_for(l), rates[l])))
+    res["lat"] = run_interleaved(a.reps, plan, lk)
+    for label in rates:
+        res["lat"][label]["rate"] = rates[label]
+
+    res["ratio_null_x1_vs_bullmq_best"] = null1 / best["jobs_per_s"]
+    res["ratio_null_x2_vs_bullmq_best"] = res["tput"]["segq null x2"]["jobs_per_s"] / best["jobs_per_s"]
+    res["bullmq_best_concurrency"] = best_conc
+    res["elapsed_s"] = time.monotonic() - t_start
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+    m = res["machine"]
+    print("\nsegq queue-path benchmark (HEAD %s): %d CPUs (%s), %s, node %s, bullmq %s; "
+          "median of %d runs" % (commit, m["nproc"], m["cpu"], m["redis"].split(" sha=")[0],
+                                 m["node"], m["bullmq"], a.reps))
+    print("job size: %d bytes (segq null job document = BullMQ job data JSON); null n=%d, otsu n=%d"
+          % (job_bytes, a.n, a.otsu_n))
+    print("\n%-30s %10s %10s %12s %12s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
+                                           "redis us/job", "jobs/script"))
+    for label, t in res["tput"].items():
+        print("%-30s %10.0f %9.2fx %12.1f %12.1f" % (label, t["jobs_per_s"], t["jobs_per_s"] / best["jobs_per_s"],
+                                                      t["redis_cpu_us_per_job"], t["jobs_per_script_call"]))
+    print("\n%-30s %9s %9s %9s %9s %9s" % ("latency (open loop)", "offered", "achieved", "p50 ms",
+                                          "p99 ms", "max ms"))
+    for label, t in res["lat"].items():
+        print("%-30s %9.0f %9.0f %9.2f %9.2f %9.2f" % (label, t["rate"], t["achieved_rate"], t["p50_ms"],
+                                                        t["p99_ms"], t["max_ms"]))
+    print("\nratio segq null jobs/s / BullMQ best (c=%d): 1 worker %.2fx, 2 workers %.2fx"
+          % (best_conc, res["ratio_null_x1_vs_bullmq_best"], res["ratio_null_x2_vs_bullmq_best"]))
+    print("total %.0f s" % res["elapsed_s"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+/* segq_bench: load generator and stopwatch for segq's queue-path benchmark (bench/run.py).
+ * `tput` pre-fills N jobs (pipelined EVALSHA of enqueue.lua), then starts the worker processes and
+ * times until P:stats counts N finished jobs; `lat` starts the workers, waits for their leases, then
+ * enqueues at a fixed offered rate (open loop, pipelined) and times each job's `done` event. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <msgpack.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "proto/proto.h"
+#include "queue/queue.h"
+
+enum { MAX_WORKERS = 16, PIPE_CHUNK = 500 };
+
+typedef struct {
+  const char *mode;
+  const char *host;
+  int port;
+  const char *prefix;
+  const char *model;
+  const char *image; /* JPEG file; NULL = raw gray8 raw_w x raw_h */
+  uint32_t raw_w, raw_h;
+  long n;
+  double rate;
+  int workers;
+  double timeout_s;
+  char **worker_argv; /* after `--` */
+  int worker_argc;
+} opts_t;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void sleep_s(double s) {
+  if (s <= 0) return;
+  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static void die(const char *what, const char *detail) {
+  fprintf(stderr, "segq_bench: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+  exit(1);
+}
+
+static redisContext *connect_or_die(const opts_t *o) {
+  struct timeval tv = {5, 0};
+  redisContext *c = redisConnectWithTimeout(o->host, o->port, tv);
+  if (!c || c->err) die("cannot connect to redis", c ? c->errstr : "out of memory");
+  return c;
+}
+
+static uint8_t *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) die("cannot open image", path);
+  fseek(f, 0, SEEK_END);
+  long sz = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *buf = malloc(sz > 0 ? (size_t)sz : 1);
+  if (!buf || fread(buf, 1, (size_t)sz, f) != (size_t)sz) die("cannot read image", path);
+  fclose(f);
+  *len = (size_t)sz;
+  return buf;
+}
+
+/* The image every job carries (the same bytes for all: the benchmark measures the queue path). */
+static uint8_t *image_bytes;
+static size_t image_len;
+
+static uint8_t *encode_job(const opts_t *o, long i, char *id, size_t idlen, size_t *len) {
+  snprintf(id, idlen, "j%ld", i);
+  sq_job_t job = {0};
+  job.id = id;
+  job.model = (char *)o->model;
+  job.image_data = image_bytes;
+  job.image_size = image_len;
+  if (o->image) {
+    job.image_format = SQ_IMAGE_JPEG;
+  } else {
+    job.image_format = SQ_IMAGE_GRAY8;
+    job.width = o->raw_w;
+    job.height = o->raw_h;
+  }
+  uint8_t *buf = sq_proto_job_encode(&job, len);
+  if (!buf) die("cannot encode job", id);
+  return buf;
+}
+
+/* ---- worker processes ---- */
+
+static pid_t pids[MAX_WORKERS];
+
+static void worker_id(const opts_t *o, int k, char *buf, size_t len) {
+  snprintf(buf, len, "%s-w%d", o->prefix, k);
+}
+
+static void start_workers(const opts_t *o) {
+  for (int k = 0; k < o->workers; k++) {
+    char id[160];
+    worker_id(o, k, id, sizeof id);
+    char **argv = calloc((size_t)o->worker_argc + 3, sizeof(*argv));
+    if (!argv) die("out of memory", NULL);
+    for (int i = 0; i < o->worker_argc; i++) argv[i] = o->worker_argv[i];
+    argv[o->worker_argc] = "--worker-id";
+    argv[o->worker_argc + 1] = id;
+    pid_t p = fork();
+    if (p < 0) die("fork failed", strerror(errno));
+    if (p == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
+      execvp(argv[0], argv);
+      fprintf(stderr, "segq_bench: exec %s: %s\n", argv[0], strerror(errno));
+      _exit(127);
+    }
+    free(argv);
+    pids[k] = p;
+  }
+}
+
+static void stop_workers(const opts_t *o) {
+  for (int k = 0; k < o->workers; k++)
+    if (pids[k] > 0) kill(pids[k], SIGTERM);
+  for (int k = 0; k < o->workers; k++) {
+    if (pids[k] <= 0) continue;
+    int st;
+    double deadline = now_s() + 10;
+    while (waitpid(pids[k], &st, WNOHANG) == 0) {
+      if (now_s() > deadline) {
+        kill(pids[k], SIGKILL);
+        waitpid(pids[k], &st, 0);
+        break;
+      }
+      sleep_s(0.01);
+    }
+    pids[k] = 0;
+  }
+}
+
+static void check_workers_alive(const opts_t *o) {
+  for (int k = 0; k < o->workers; k++) {
+    int st;
+    if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+      pids[k] = 0;
+      stop_workers(o);
+      die("a worker exited early", NULL);
+    }
+  }
+}
+
+static long long hget_ll(redisContext *c, const char *key, const char *field) {
+  redisReply *r = redisCommand(c, "HGET %s %s", key, field);
+  if (!r) die("redis connection lost", c->errstr);
+  long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+  freeReplyObject(r);
+  return v;
+}
+
+/* Redis's own accounting: CPU seconds (user+sys) of the server and the time spent in scripts
+ * (EVALSHA + EVAL, Lua included) since the last CONFIG RESETSTAT. */
+typedef struct {
+  double cpu_s;
+  long long script_calls, script_us;
+} redis_acct_t;
+
+static double info_double(const char *info, const char *field) {
+  const char *p = strstr(info, field);
+  return p ? atof(p + strlen(field)) : 0;
+}
+
+static redis_acct_t redis_acct(redisContext *c) {
+  redis_acct_t a = {0};
+  redisReply *r = redisCommand(c, "INFO everything");
+  if (!r || r->type != REDIS_REPLY_STRING) die("INFO failed", c->errstr);
+  a.cpu_s = info_double(r->str, "used_cpu_user:") + info_double(r->str, "used_cpu_sys:");
+  const char *names[] = {"cmdstat_evalsha:", "cmdstat_eval:"};
+  for (int k = 0; k < 2; k++) {
+    const char *p = strstr(r->str, names[k]);
+    long long calls = 0, us = 0;
+    if (p && sscanf(p + strlen(names[k]), "calls=%lld,usec=%lld", &calls, &us) == 2) {
+      a.script_calls += calls;
+      a.script_us += us;
+    }
+  }
+  freeReplyObject(r);
+  return a;
+}
+
+static void reset_stats(redisContext *c) {
+  redisReply *r = redisCommand(c, "CONFIG RESETSTAT");
+  if (!r) die("redis connection lost", c->errstr);
+  freeReplyObject(r);
+}
+
+/* ---- tput ---- */
+
+static void run_tput(const opts_t *o) {
+  redisContext *c = connect_or_die(o);
+  sq_error_t err = {0};
+  /* Pre-fill: pipelined EVALSHA of enqueue.lua (PIPE_CHUNK per round trip). */
+  const char *src = sq_queue_script_source("enqueue");
+  redisReply *r = redisCommand(c, "SCRIPT LOAD %s", src);
+  if (!r || r->type != REDIS_REPLY_STRING) die("SCRIPT LOAD failed", c->errstr);
+  char sha[41];
+  snprintf(sha, sizeof sha, "%s", r->str);
+  freeReplyObject(r);
+
+  size_t job_len = 0;
+  double t_fill = now_s();
+  {
+    /* The first job through the library's own enqueue (checks the script works end to end). */
+    char id[32];
+    uint8_t *job = encode_job(o, 0, id, sizeof id, &job_len);
+    int rc = sq_queue_enqueue_sync(c, o->prefix, id, o->model, NULL, NULL, 0, job, job_len, &err);
+    free(job);
+    if (rc != 1) die("enqueue failed", err.msg);
+  }
+  for (long base = 1; base < o->n; base += PIPE_CHUNK) {
+    long end = base + PIPE_CHUNK < o->n ? base + PIPE_CHUNK : o->n;
+    char now_ms[24];
+    snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
+    for (long i = base; i < end; i++) {
+      char id[32];
+      size_t len;
+      uint8_t *job = encode_job(o, i, id, sizeof id, &len);
+      job_len = len;
+      const char *argv[] = {"EVALSHA", sha,        "0",    o->prefix,         id, o->model, "", "",
+                            "0",       (char *)job, now_ms, "86400"};
+      size_t argl[12];
+      for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
+      argl[9] = len;
+      redisAppendCommandArgv(c, 12, argv, argl);
+      free(job);
+    }
+    for (long i = base; i < end; i++) {
+      void *rep = NULL;
+      if (redisGetReply(c, &rep) != REDIS_OK) die("redis connection lost", c->errstr);
+      redisReply *rr = rep;
+      if (rr->type != REDIS_REPLY_INTEGER || rr->integer != 1)
+        die("enqueue did not return 1", rr->type == REDIS_REPLY_ERROR ? rr->str : NULL);
+      freeReplyObject(rr);
+    }
+  }
+  double fill_s = now_s() - t_fill;
+
+  char stats[256];
+  snprintf(stats, sizeof stats, "%s:stats", o->prefix);
+  reset_stats(c);
+  redis_acct_t a0 = redis_acct(c);
+  double t0 = now_s();
+  start_workers(o);
+  long long finished = 0;
+  double t_first = 0;
+  while (1) {
+    long long done = hget_ll(c, stats, "done"), failed = hget_ll(c, stats, "failed");
+    finished = done + failed;
+    if (finished > 0 && t_first == 0) t_first = now_s();
+    if (finished >= o->n) break;
+    if (now_s() - t0 > o->timeout_s) {
+      stop_workers(o);
+      die("timed out waiting for results", NULL);
+    }
+    check_workers_alive(o);
+    sleep_s(0.001);
+  }
+  double t1 = now_s();
+  redis_acct_t a1 = redis_acct(c);
+  long long failed = hget_ll(c, stats, "failed");
+  stop_workers(o);
+  redisFree(c);
+  double nj = (double)o->n;
+  printf("{\"mode\":\"tput\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"job_bytes\":%zu,"
+         "\"fill_s\":%.4f,\"secs\":%.4f,\"jobs_per_s\":%.1f,\"first_result_s\":%.4f,"
+         "\"steady_jobs_per_s\":%.1f,\"failed\":%lld,\"redis_cpu_us_per_job\":%.2f,"
+         "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f}\n",
+         o->model, o->workers, o->n, job_len, fill_s, t1 - t0, (double)o->n / (t1 - t0),
+         t_first - t0, t1 > t_first ? (double)o->n / (t1 - t_first) : 0.0, failed,
+         (a1.cpu_s - a0.cpu_s) * 1e6 / nj, (double)a1.script_us / nj, a1.script_calls,
+         a1.script_calls ? nj / (double)a1.script_calls : 0.0);
+}
+
+/* ---- lat ---- */
+
+static double *sched, *seen;
+static long nseen;
+
+/* An event message: counts it if its state is done/failed. */
+static void on_event(const opts_t *o, const char *chan, size_t chan_len, const char *msg,
+                     size_t msg_len, double t) {
+  size_t plen = strlen(o->prefix) + 5; /* "<prefix>:ev:j" */
+  if (chan_len <= plen) return;
+  long i = strtol(chan + plen, NULL, 10);
+  if (i < 0 || i >= o->n) return;
+  msgpack_unpacked up;
+  msgpack_unpacked_init(&up);
+  int terminal = 0;
+  if (msgpack_unpack_next(&up, msg, msg_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+      up.data.type == MSGPACK_OBJECT_MAP) {
+    for (uint32_t k = 0; k < up.data.via.map.size; k++) {
+      msgpack_object_kv *kv = &up.data.via.map.ptr[k];
+      if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 5 &&
+          memcmp(kv->key.via.str.ptr, "state", 5) == 0 && kv->val.type == MSGPACK_OBJECT_STR) {
+        const char *s = kv->val.via.str.ptr;
+        uint32_t n = kv->val.via.str.size;
+        terminal = (n == 4 && memcmp(s, "done", 4) == 0) || (n == 6 && memcmp(s, "failed", 6) == 0);
+      }
+    }
+  }
+  msgpack_unpacked_destroy(&up);
+  if (terminal && seen[i] == 0) {
+    seen[i] = t;
+    nseen++;
+  }
+}
+
+/* Reads whatever has arrived on the enqueue connection (replies, each must be 1) and on the
+ * subscription (events), waiting up to wait_s for something. */
+static void drain(const opts_t *o, redisContext *c, redisContext *sub, double wait_s,
+                  long *replies) {
+  struct pollfd pfd[2] = {{.fd = sub->fd, .events = POLLIN}, {.fd = c->fd, .events = POLLIN}};
+  int ms = wait_s > 0 ? (int)(wait_s * 1000) : 0;
+  if (poll(pfd, 2, ms) <= 0) return;
+  double t = now_s();
+  void *rep;
+  if (pfd[0].revents) {
+    if (redisBufferRead(sub) != REDIS_OK) die("subscription lost", sub->errstr);
+    while (redisGetReplyFromReader(sub, &rep) == REDIS_OK && rep) {
+      redisReply *r = rep;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+          strcmp(r->element[0]->str, "pmessage") == 0)
+        on_event(o, r->element[2]->str, r->element[2]->len, r->element[3]->str,
+                 r->element[3]->len, t);
+      freeReplyObject(r);
+    }
+  }
+  if (pfd[1].revents) {
+    if (redisBufferRead(c) != REDIS_OK) die("redis connection lost", c->errstr);
+    while (redisGetReplyFromReader(c, &rep) == REDIS_OK && rep) {
+      redisReply *r = rep;
+      if (r->type != REDIS_REPLY_INTEGER || r->integer != 1)
+        die("enqueue did not return 1", r->type == REDIS_REPLY_ERROR ? r->str : NULL);
+      freeReplyObject(r);
+      (*replies)++;
+    }
+  }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double pct(const double *v, long n, double p) {
+  long k = (long)(p * (double)(n - 1) + 0.5);
+  return v[k < n ? k : n - 1];
+}
+
+static void run_lat(const opts_t *o) {
+  redisContext *c = connect_or_die(o), *sub = connect_or_die(o);
+  sched = calloc((size_t)o->n, sizeof(double));
+  seen = calloc((size_t)o->n, sizeof(double));
+  if (!sched || !seen) die("out of memory", NULL);
+  redisReply *r = redisCommand(sub, "PSUBSCRIBE %s:ev:*", o->prefix);
+  if (!r) die("PSUBSCRIBE failed", sub->errstr);
+  freeReplyObject(r);
+
+  start_workers(o);
+  double deadline = now_s() + 20;
+  for (int k = 0; k < o->workers; k++) {
+    char id[160];
+    worker_id(o, k, id, sizeof id);
+    while (1) {
+      r = redisCommand(c, "EXISTS %s:worker:%s", o->prefix, id);
+      if (!r) die("redis connection lost", c->errstr);
+      long long e = r->integer;
+      freeReplyObject(r);
+      if (e) break;
+      check_workers_alive(o);
+      if (now_s() > deadline) die("worker did not register", id);
+      sleep_s(0.01);
+    }
+  }
+  sleep_s(0.2); /* let every worker reach its idle BRPOP */
+
+  /* Open loop: job i is sent at start + i/rate whether or not earlier enqueues have replied
+   * (pipelined EVALSHA of enqueue.lua, the script sq_queue_enqueue_sync runs, with the same
+   * arguments); replies and events are read whenever they arrive. */
+  char sha[41];
+  r = redisCommand(c, "SCRIPT LOAD %s", sq_queue_script_source("enqueue"));
+  if (!r || r->type != REDIS_REPLY_STRING) die("SCRIPT LOAD failed", c->errstr);
+  snprintf(sha, sizeof sha, "%s", r->str);
+  freeReplyObject(r);
+  double start = now_s() + 0.01, max_lag = 0;
+  size_t job_len = 0;
+  long replies = 0;
+  for (long i = 0; i < o->n; i++) {
+    sched[i] = start + (double)i / o->rate;
+    for (double t = now_s(); t < sched[i]; t = now_s()) drain(o, c, sub, sched[i] - t, &replies);
+    double t = now_s();
+    if (t - sched[i] > max_lag) max_lag = t - sched[i];
+    char id[32], now_ms[24];
+    snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
+    uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
+    const char *argv[] = {"EVALSHA", sha, "0", o->prefix, id, o->model, "", "", "0",
+                          (char *)job, now_ms, "86400"};
+    size_t argl[12];
+    for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
+    argl[9] = job_len;
+    redisAppendCommandArgv(c, 12, argv, argl);
+    free(job);
+    int done = 0;
+    while (!done)
+      if (redisBufferWrite(c, &done) != REDIS_OK) die("redis connection lost", c->errstr);
+  }
+  double sent_s = now_s() - start;
+  deadline = now_s() + o->timeout_s;
+  while ((nseen < o->n || replies < o->n) && now_s() < deadline) drain(o, c, sub, 0.05, &replies);
+  stop_workers(o);
+  long n = 0;
+  double *lat = malloc((size_t)o->n * sizeof(double));
+  if (!lat) die("out of memory", NULL);
+  for (long i = 0; i < o->n; i++)
+    if (seen[i] > 0) lat[n++] = (seen[i] - sched[i]) * 1e3;
+  qsort(lat, (size_t)n, sizeof(double), cmp_double);
+  double sum = 0;
+  for (long i = 0; i < n; i++) sum += lat[i];
+  printf("{\"mode\":\"lat\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"seen\":%ld,"
+         "\"job_bytes\":%zu,\"rate\":%.1f,\"achieved_rate\":%.1f,\"max_send_lag_ms\":%.3f,"
+         "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f}\n",
+         o->model, o->workers, o->n, n, job_len, o->rate, (double)o->n / sent_s, max_lag * 1e3,
+         n ? pct(lat, n, 0.5) : 0, n ? pct(lat, n, 0.9) : 0, n ? pct(lat, n, 0.99) : 0,
+         n ? lat[n - 1] : 0, n ? sum / (double)n : 0);
+  free(lat);
+  redisFree(sub);
+  redisFree(c);
+  if (n < o->n) {
+    fprintf(stderr, "segq_bench: only %ld of %ld results seen\n", n, o->n);
+    exit(1);
+  }
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: segq_bench tput|lat --port P [--host H] [--prefix S] [--model M] [--n N]\n"
+          "         [--image FILE.jpg | --raw WxH] [--rate JOBS_PER_S] [--workers K]\n"
+          "         [--timeout-s S] -- WORKER_ARGV...\n"
+          "  tput: pre-fill N jobs, start K workers, time until N jobs finished\n"
+          "  lat:  start K workers, enqueue N jobs at --rate, time each job to its done event\n"
+          "  Each worker gets `--worker-id <prefix>-w<k>` appended to WORKER_ARGV.\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  opts_t o = {.host = "127.0.0.1", .prefix = "bench", .model = "null", .raw_w = 16, .raw_h = 16,
+              .n = 20000, .rate = 1000, .workers = 1, .timeout_s = 120};
+  if (argc < 2) usage();
+  o.mode = argv[1];
+  int i;
+  for (i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      i++;
+      break;
+    }
+    if (i + 1 >= argc) usage();
+    const char *v = argv[++i];
+    if (strcmp(a, "--host") == 0) o.host = v;
+    else if (strcmp(a, "--port") == 0) o.port = atoi(v);
+    else if (strcmp(a, "--prefix") == 0) o.prefix = v;
+    else if (strcmp(a, "--model") == 0) o.model = v;
+    else if (strcmp(a, "--image") == 0) o.image = v;
+    else if (strcmp(a, "--raw") == 0) {
+      if (sscanf(v, "%ux%u", &o.raw_w, &o.raw_h) != 2) usage();
+    } else if (strcmp(a, "--n") == 0) o.n = atol(v);
+    else if (strcmp(a, "--rate") == 0) o.rate = atof(v);
+    else if (strcmp(a, "--workers") == 0) o.workers = atoi(v);
+    else if (strcmp(a, "--timeout-s") == 0) o.timeout_s = atof(v);
+    else usage();
+  }
+  o.worker_argv = argv + i;
+  o.worker_argc = argc - i;
+  if (o.port <= 0 || o.n <= 0 || o.rate <= 0 || o.workers < 1 || o.workers > MAX_WORKERS ||
+      o.worker_argc < 1)
+    usage();
+  if (o.image) {
+    image_bytes = read_file(o.image, &image_len);
+  } else {
+    image_len = (size_t)o.raw_w * o.raw_h;
+    image_bytes = malloc(image_len);
+    if (!image_bytes) die("out of memory", NULL);
+    for (size_t k = 0; k < image_len; k++) image_bytes[k] = (uint8_t)(k * 7);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  if (strcmp(o.mode, "tput") == 0) run_tput(&o);
+  else if (strcmp(o.mode, "lat") == 0) run_lat(&o);
+  else usage();
+  free(image_bytes);
+  return 0;
+}
