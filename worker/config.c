@@ -207,7 +207,8 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
     const char *eq = strchr(name, '=');
     size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
     const option_t *o = find_flag(name, nlen);
-    if (!o) return sq_error_set(err, SQ_EINVAL, "unknown option --%.*s (see --help)", (int)nlen, name);
+    if (!o)
+      return sq_error_set(err, SQ_EINVAL, "unknown option --%.*s (see --help)", (int)nlen, name);
     const char *value;
     if (eq) {
       value = eq + 1;
@@ -248,7 +249,8 @@ void sq_worker_config_print_help(FILE *out, const char *argv0) {
           argv0 ? argv0 : "segq-worker");
   for (size_t i = 0; i < NOPTIONS; i++) {
     char left[64];
-    snprintf(left, sizeof left, "--%s %s", options[i].flag, options[i].kind == KIND_UINT ? "N" : "S");
+    snprintf(left, sizeof left, "--%s %s", options[i].flag,
+             options[i].kind == KIND_UINT ? "N" : "S");
     fprintf(out, "  %-28s %s\n  %-28s [env %s, default \"%s\"]\n", left, options[i].help, "",
             options[i].env, options[i].def);
   }

@@ -16,34 +16,34 @@ extern "C" {
 
 /* X(field, flag, env, kind, default, min, max, help). kind: STR or UINT (min..max inclusive).
  * A default of "" means "computed at start-up" (see the help text). */
-#define SQ_WORKER_OPTIONS(X)                                                                      \
-  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,              \
-    "Redis server: redis://[:password@]host:port[/db]")                                          \
-  X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis") \
-  X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                     \
-    "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")      \
-  X(models, "models", "SEGQ_MODELS", STR, "null,otsu", 0, 0,                                     \
-    "comma-separated list of the models this worker serves")                                     \
-  X(model_dir, "model-dir", "SEGQ_MODEL_DIR", STR, "models", 0, 0,                               \
-    "model repository: <dir>/<name>/model.onnx + model.json")                                    \
+#define SQ_WORKER_OPTIONS(X)                                                                       \
+  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
+    "Redis server: redis://[:password@]host:port[/db]")                                            \
+  X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
+  X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
+    "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
+  X(models, "models", "SEGQ_MODELS", STR, "null,otsu", 0, 0,                                       \
+    "comma-separated list of the models this worker serves")                                       \
+  X(model_dir, "model-dir", "SEGQ_MODEL_DIR", STR, "models", 0, 0,                                 \
+    "model repository: <dir>/<name>/model.onnx + model.json")                                      \
   X(max_inflight_batches, "max-inflight-batches", "SEGQ_MAX_INFLIGHT_BATCHES", UINT, "2", 1, 1024, \
-    "claim at most this many batches' worth of jobs per model ahead")                            \
-  X(threads, "threads", "SEGQ_THREADS", UINT, "0", 0, 1024,                                      \
-    "work pool size (decode, pre/postprocessing); 0 = number of CPU cores")                     \
-  X(lease_ttl_ms, "lease-ttl-ms", "SEGQ_LEASE_TTL_MS", UINT, "10000", 300, 3600000,              \
-    "worker lease TTL; heartbeat every ttl/3, sweeper every ttl/2")                              \
-  X(max_attempts, "max-attempts", "SEGQ_MAX_ATTEMPTS", UINT, "3", 1, 1000,                       \
-    "a job whose workers died this many times is dead-lettered")                                 \
-  X(result_ttl_s, "result-ttl-s", "SEGQ_RESULT_TTL_S", UINT, "86400", 1, 31536000,               \
-    "TTL of results, status hashes and event streams")                                           \
-  X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,            \
-    "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                   \
-  X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                 \
-    "BRPOP timeout on the wake-up keys when the queues are empty")                              \
-  X(max_batch, "max-batch", "SEGQ_MAX_BATCH", UINT, "0", 0, 4096,                                \
-    "override every model's max batch size; 0 = the model's own")                                \
-  X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                   \
-    "override every model's max batching delay; 0 = the model's own")                            \
+    "claim at most this many batches' worth of jobs per model ahead")                              \
+  X(threads, "threads", "SEGQ_THREADS", UINT, "0", 0, 1024,                                        \
+    "work pool size (decode, pre/postprocessing); 0 = number of CPU cores")                        \
+  X(lease_ttl_ms, "lease-ttl-ms", "SEGQ_LEASE_TTL_MS", UINT, "10000", 300, 3600000,                \
+    "worker lease TTL; heartbeat every ttl/3, sweeper every ttl/2")                                \
+  X(max_attempts, "max-attempts", "SEGQ_MAX_ATTEMPTS", UINT, "3", 1, 1000,                         \
+    "a job whose workers died this many times is dead-lettered")                                   \
+  X(result_ttl_s, "result-ttl-s", "SEGQ_RESULT_TTL_S", UINT, "86400", 1, 31536000,                 \
+    "TTL of results, status hashes and event streams")                                             \
+  X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,              \
+    "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                      \
+  X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                   \
+    "BRPOP timeout on the wake-up keys when the queues are empty")                                 \
+  X(max_batch, "max-batch", "SEGQ_MAX_BATCH", UINT, "0", 0, 4096,                                  \
+    "override every model's max batch size; 0 = the model's own")                                  \
+  X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                     \
+    "override every model's max batching delay; 0 = the model's own")                              \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")
 
 #define SQ_CONFIG_KIND_STR char *

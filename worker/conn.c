@@ -86,8 +86,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   c->dropping = 0;
   c->pending = 0;
   if (!c->closing)
-    sq_log_warn("conn", "disconnected", "conn=%s addr=%s:%d err=\"%s\"", c->name, c->host,
-                c->port, status == REDIS_OK ? "dropped by us" : ac->errstr);
+    sq_log_warn("conn", "disconnected", "conn=%s addr=%s:%d err=\"%s\"", c->name, c->host, c->port,
+                status == REDIS_OK ? "dropped by us" : ac->errstr);
   if (was_ready && c->on_down) c->on_down(c, c->data);
   schedule_retry(c);
 }
@@ -125,8 +125,8 @@ static void on_watchdog(uv_timer_t *t) {
      * on_connect: look at the socket's pending error ourselves. */
     int soerr = 0;
     socklen_t len = sizeof soerr;
-    if (c->ac->c.fd >= 0 &&
-        getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0) {
+    if (c->ac->c.fd >= 0 && getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 &&
+        soerr != 0) {
       char why[128];
       snprintf(why, sizeof why, "connect failed: %s", strerror(soerr));
       sq_conn_drop(c, why);
@@ -137,7 +137,8 @@ static void on_watchdog(uv_timer_t *t) {
   }
   if (c->pending > 0 && now - c->progress_us > c->reply_limit_us) {
     char why[64];
-    snprintf(why, sizeof why, "no reply in %llu ms", (unsigned long long)(c->reply_limit_us / 1000));
+    snprintf(why, sizeof why, "no reply in %llu ms",
+             (unsigned long long)(c->reply_limit_us / 1000));
     sq_conn_drop(c, why);
   }
 }

@@ -58,8 +58,9 @@ int main(int argc, char **argv) {
               (long)getpid(), threads, summary);
 
   int code = sq_worker_run(&cfg, &err);
-  if (err.code) sq_log_error("worker", "start-up failed", "code=%s msg=\"%s\"",
-                             sq_error_name(err.code), err.msg);
+  if (err.code)
+    sq_log_error("worker", "start-up failed", "code=%s msg=\"%s\"", sq_error_name(err.code),
+                 err.msg);
   sq_worker_config_free(&cfg);
   sq_log_set_context(NULL);
   if (code != 0) {

@@ -38,14 +38,14 @@ struct sq_worker {
   uint32_t capacity_batch; /* sum of the models' max_batch, for the claim budget */
   uint32_t held;           /* jobs claimed and not yet acked or dropped */
   int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int draining;      /* signal seen: stop claiming, finish what we hold */
-  int stopping;      /* handles are closing */
-  int aborted;       /* uv_stop'ed with work still running (drain timeout, second signal) */
+  int lease_ok;   /* the last heartbeat holds the lease with our token */
+  int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
+  int draining;   /* signal seen: stop claiming, finish what we hold */
+  int stopping;   /* handles are closing */
+  int aborted;    /* uv_stop'ed with work still running (drain timeout, second signal) */
   int exit_code;
-  int resync;           /* RESYNC_*: recovering jobs whose claim reply was lost */
-  int resync_cmd;       /* a resync command is outstanding */
+  int resync;     /* RESYNC_*: recovering jobs whose claim reply was lost */
+  int resync_cmd; /* a resync command is outstanding */
   uv_timer_t resync_timer;
   uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
   uv_signal_t sigterm, sigint;
@@ -154,15 +154,15 @@ static void finish_after(uv_work_t *req, int status) {
   }
   if (j->err) {
     w->jobs_failed++;
-    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u msg=\"%.200s\"",
-                j->c.id, j->c.model, sq_error_name(j->err), j->c.attempt, j->msg);
+    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u msg=\"%.200s\"", j->c.id,
+                j->c.model, sq_error_name(j->err), j->c.attempt, j->msg);
   } else {
     w->jobs_ok++;
   }
   if (--b->pending > 0) return;
   w->batches++;
-  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-",
-               b->n, (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
+  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-", b->n,
+               (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
   ack_push(w, b, 0);
   flush_acks(w);
 }
@@ -282,11 +282,10 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
       if (!b->jobs[i]->result) continue;
       if (per_job[k] == 0) {
         w->jobs_dropped++;
-        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped",
-                    "id=%s", b->jobs[i]->c.id);
+        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                    b->jobs[i]->c.id);
       } else if (per_job[k] == 2) {
-        sq_log_debug("worker", "duplicate: job already had a result", "id=%s",
-                     b->jobs[i]->c.id);
+        sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
       }
       k++;
     }
@@ -458,13 +457,15 @@ static void on_resync_reply(redisAsyncContext *ac, void *reply, void *privdata) 
   if (w->stopping || r->type != REDIS_REPLY_INTEGER) return;
   long long orphans = r->integer;
   if (orphans == 0) {
-    if (w->resync == RESYNC_SWEEPING) sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
+    if (w->resync == RESYNC_SWEEPING)
+      sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
     resync_done(w);
     return;
   }
   if (w->resync == RESYNC_NEEDED) {
     /* We hold nothing, so every id in the list is an orphan. */
-    sq_log_warn("worker", "jobs in our in-flight list that we never received; handing them to the sweeper",
+    sq_log_warn("worker",
+                "jobs in our in-flight list that we never received; handing them to the sweeper",
                 "jobs=%lld", orphans);
     w->resync_cmd = 1;
     if (sq_queue_unregister(w->q, w->cmd.ac, on_resync_unregister, w) != 0) {
@@ -567,8 +568,7 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
 }
 
 static void heartbeat_now(sq_worker_t *w) {
-  if (w->heartbeat_inflight || !w->cmd.ready || w->stopping || w->resync == RESYNC_SWEEPING)
-    return;
+  if (w->heartbeat_inflight || !w->cmd.ready || w->stopping || w->resync == RESYNC_SWEEPING) return;
   if (sq_queue_heartbeat(w->q, w->cmd.ac, on_heartbeat, w) != 0) return;
   w->heartbeat_inflight = 1;
   sq_conn_sent(&w->cmd);
@@ -633,7 +633,8 @@ static void worker_stop(sq_worker_t *w, int code) {
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
   uv_close((uv_handle_t *)&w->done_async, on_handle_closed);
-  for (size_t m = 0; m < w->nmodels; m++) uv_close((uv_handle_t *)&w->models[m].timer, on_handle_closed);
+  for (size_t m = 0; m < w->nmodels; m++)
+    uv_close((uv_handle_t *)&w->models[m].timer, on_handle_closed);
   sq_conn_close(&w->cmd, on_conn_closed);
   sq_conn_close(&w->blk, on_conn_closed);
 }
@@ -737,8 +738,9 @@ static int models_open(sq_worker_t *w, sq_error_t *err) {
       }
       ms->nthreads++;
     }
-    sq_log_info("worker", "model loaded", "model=%s max_batch=%u max_delay_us=%" PRIu64
-                " contexts=%u", ms->name, ms->max_batch, ms->max_delay_us, nctx);
+    sq_log_info("worker", "model loaded",
+                "model=%s max_batch=%u max_delay_us=%" PRIu64 " contexts=%u", ms->name,
+                ms->max_batch, ms->max_delay_us, nctx);
   }
   return 0;
 }
@@ -828,10 +830,10 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->blk.on_ready = on_blk_ready;
   w->blk.on_down = on_conn_down;
   w->blk.data = w;
-  sq_conn_init(&w->cmd, &w->loop, "command", cfg->redis_host, cfg->redis_port,
-               cfg->redis_password, cfg->redis_db, cmd_limit_us);
-  sq_conn_init(&w->blk, &w->loop, "blocking", cfg->redis_host, cfg->redis_port,
-               cfg->redis_password, cfg->redis_db, blk_limit_us);
+  sq_conn_init(&w->cmd, &w->loop, "command", cfg->redis_host, cfg->redis_port, cfg->redis_password,
+               cfg->redis_db, cmd_limit_us);
+  sq_conn_init(&w->blk, &w->loop, "blocking", cfg->redis_host, cfg->redis_port, cfg->redis_password,
+               cfg->redis_db, blk_limit_us);
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;

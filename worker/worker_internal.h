@@ -36,8 +36,8 @@ typedef struct model_slot {
 } model_slot_t;
 
 typedef struct wjob {
-  sq_claimed_t c;     /* model, id (the queued id: results are filed under it), payload */
-  model_slot_t *ms;   /* NULL: a model this worker does not serve */
+  sq_claimed_t c;   /* model, id (the queued id: results are filed under it), payload */
+  model_slot_t *ms; /* NULL: a model this worker does not serve */
   const char *worker_id;
   uint64_t claimed_us; /* monotonic, for total_us */
   sq_timings_t t;

@@ -49,19 +49,21 @@ static void test_defaults(void) {
   CHECK_STR(cfg.log_level, "info");
   /* <hostname>-<pid>-<random4>, in the id alphabet */
   CHECK(cfg.worker_id && strlen(cfg.worker_id) > 6);
-  CHECK(cfg.worker_id && strspn(cfg.worker_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                               "0123456789._:-") == strlen(cfg.worker_id));
+  CHECK(cfg.worker_id && strspn(cfg.worker_id,
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                "0123456789._:-") == strlen(cfg.worker_id));
   sq_worker_config_free(&cfg);
 }
 
 static void test_precedence(void) {
   sq_worker_config_t cfg;
   sq_error_t err;
-  const char *env[] = {"SEGQ_PREFIX", "fromenv", "SEGQ_LEASE_TTL_MS", "3000", "SEGQ_MODELS",
-                       "otsu", "SEGQ_WORKER_ID", "envw", NULL};
+  const char *env[] = {"SEGQ_PREFIX",    "fromenv",     "SEGQ_LEASE_TTL_MS",
+                       "3000",           "SEGQ_MODELS", "otsu",
+                       "SEGQ_WORKER_ID", "envw",        NULL};
   const char *argv[] = {"w", "--prefix", "fromflag", "--max-attempts=7", "--threads", "4"};
   CHECK_EQ_INT(parse(&cfg, env, 6, argv, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.prefix, "fromflag"); /* flag beats env */
+  CHECK_STR(cfg.prefix, "fromflag");    /* flag beats env */
   CHECK_EQ_INT(cfg.lease_ttl_ms, 3000); /* env beats default */
   CHECK_EQ_INT(cfg.max_attempts, 7);
   CHECK_EQ_INT(cfg.threads, 4);
