@@ -29,8 +29,9 @@ SHAPE_FN(sq_shape_gemm) {
   bool ta = sq_attr_int(node, "transA", 0) != 0, tb = sq_attr_int(node, "transB", 0) != 0;
   int64_t m = in[0].dims[ta ? 1 : 0], k = in[0].dims[ta ? 0 : 1];
   int64_t kb = in[1].dims[tb ? 1 : 0], n = in[1].dims[tb ? 0 : 1];
-  if (k != kb) return sq_node_error(err, SQ_EMODEL_LOAD, node, "inner dims %lld and %lld",
-                                    (long long)k, (long long)kb);
+  if (k != kb)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "inner dims %lld and %lld", (long long)k,
+                         (long long)kb);
   if (!fits_int(m) || !fits_int(n) || !fits_int(k))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "dims too large");
   out[0].dtype = SQ_DT_FLOAT;
@@ -66,9 +67,9 @@ KERNEL_FN(sq_kern_gemm) {
     if (!has_c) memset(y, 0, (size_t)(m * n) * sizeof(float));
     return 0;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              (int)m, (int)n, (int)k, alpha, in[0].data, (int)in[0].dims[1], in[1].data,
-              (int)in[1].dims[1], has_c ? 1.0f : 0.0f, y, (int)n);
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
+              (int)n, (int)k, alpha, in[0].data, (int)in[0].dims[1], in[1].data, (int)in[1].dims[1],
+              has_c ? 1.0f : 0.0f, y, (int)n);
   if (node->act) sq_act_apply(node->act, node->act_alpha, node->act_beta, y, m * n);
   return 0;
 }
@@ -76,26 +77,26 @@ KERNEL_FN(sq_kern_gemm) {
 /* ---- MatMul ---- */
 typedef struct {
   int64_t m, k, n;
-  int brank; /* batch rank of the output */
+  int brank;                                                    /* batch rank of the output */
   int64_t bdims[SQ_MAX_DIMS], sa[SQ_MAX_DIMS], sb[SQ_MAX_DIMS]; /* batch strides in matrices */
 } matmul_t;
 
 /* Shapes as numpy: a 1-D A is [1, K] (dim dropped after), a 1-D B is [K, 1]. */
-static int matmul_params(const sq_node_t *node, const sq_view_t *a, const sq_view_t *b,
-                         matmul_t *p, sq_view_t *o, sq_error_t *err) {
-  if (a->rank < 1 || b->rank < 1)
-    return sq_node_error(err, SQ_EMODEL_LOAD, node, "scalar operand");
+static int matmul_params(const sq_node_t *node, const sq_view_t *a, const sq_view_t *b, matmul_t *p,
+                         sq_view_t *o, sq_error_t *err) {
+  if (a->rank < 1 || b->rank < 1) return sq_node_error(err, SQ_EMODEL_LOAD, node, "scalar operand");
   p->m = a->rank == 1 ? 1 : a->dims[a->rank - 2];
   p->k = a->dims[a->rank - 1];
   int64_t kb = b->rank == 1 ? b->dims[0] : b->dims[b->rank - 2];
   p->n = b->rank == 1 ? 1 : b->dims[b->rank - 1];
   if (p->k != kb)
-    return sq_node_error(err, SQ_EMODEL_LOAD, node, "inner dims %lld and %lld",
-                         (long long)p->k, (long long)kb);
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "inner dims %lld and %lld", (long long)p->k,
+                         (long long)kb);
   if (!fits_int(p->m) || !fits_int(p->n) || !fits_int(p->k))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "dims too large");
   /* batch dims: broadcast of the leading dims */
-  sq_view_t ba = {.rank = a->rank > 2 ? a->rank - 2 : 0}, bb = {.rank = b->rank > 2 ? b->rank - 2 : 0};
+  sq_view_t ba = {.rank = a->rank > 2 ? a->rank - 2 : 0},
+            bb = {.rank = b->rank > 2 ? b->rank - 2 : 0};
   memcpy(ba.dims, a->dims, sizeof(int64_t) * (size_t)ba.rank);
   memcpy(bb.dims, b->dims, sizeof(int64_t) * (size_t)bb.rank);
   sq_view_t bo;

@@ -59,7 +59,12 @@ static void inorm_range(void *arg, int64_t b, int64_t e) {
 
 KERNEL_FN(sq_kern_instancenormalization) {
   (void)nin, (void)nout, (void)err;
-  inorm_t a = {in[0].data, in[1].data, in[2].data, out[0].data, in[0].dims[1], 1,
+  inorm_t a = {in[0].data,
+               in[1].data,
+               in[2].data,
+               out[0].data,
+               in[0].dims[1],
+               1,
                sq_attr_float(node, "epsilon", 1e-5f)};
   for (int d = 2; d < in[0].rank; d++) a.plane *= in[0].dims[d];
   sq_cpu_parallel_for(cpu, in[0].dims[0] * a.c, 1, inorm_range, &a);
@@ -138,9 +143,13 @@ KERNEL_FN(sq_kern_layernormalization) {
   if (!tmp) return sq_node_error(err, SQ_ENOMEM, node, "scratch");
   expand_to(&in[1], &norm, tmp);
   if (has_b) expand_to(&in[2], &norm, tmp + d);
-  lnorm_t a = {in[0].data, tmp, has_b ? tmp + d : NULL, out[0].data,
+  lnorm_t a = {in[0].data,
+               tmp,
+               has_b ? tmp + d : NULL,
+               out[0].data,
                nout > 1 && out[1].data ? out[1].data : NULL,
-               nout > 2 && out[2].data ? out[2].data : NULL, d,
+               nout > 2 && out[2].data ? out[2].data : NULL,
+               d,
                sq_attr_float(node, "epsilon", 1e-5f)};
   sq_cpu_parallel_for(cpu, rows, 1 + (1 << 12) / (d + 1), lnorm_range, &a);
   return 0;

@@ -18,8 +18,8 @@ enum { R_SUM, R_MEAN, R_MAX };
 /* Which axes of x a Reduce* node reduces. Axes come from input 1 when the op takes them as an
  * input (ReduceSum since 13, the others since 18), else from the attribute. *noop: empty axes
  * with noop_with_empty_axes (the output is the input). */
-static int reduce_axes(const sq_node_t *node, const sq_view_t *in, int nin, bool *red,
-                       bool *noop, sq_error_t *err) {
+static int reduce_axes(const sq_node_t *node, const sq_view_t *in, int nin, bool *red, bool *noop,
+                       sq_error_t *err) {
   int rank = in[0].rank, naxes = 0;
   int64_t axes[SQ_MAX_DIMS];
   if (nin > 1 && sq_view_present(&in[1])) {
@@ -145,9 +145,7 @@ static void reduce_general(void *arg, int64_t b, int64_t e) {
         idx[g] = 0;
       }
     }
-    c->y[o] = c->kind == R_MAX    ? m
-              : c->kind == R_MEAN ? (float)(s / (double)c->count)
-                                  : (float)s;
+    c->y[o] = c->kind == R_MAX ? m : c->kind == R_MEAN ? (float)(s / (double)c->count) : (float)s;
   }
 }
 
@@ -204,8 +202,7 @@ static int run_reduce(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in,
     }
     c.blk = c.inner == 1 ? 1 : 1024;
     c.nblk = (c.inner + c.blk - 1) / c.blk;
-    sq_cpu_parallel_for(cpu, c.outer * c.nblk, 1 + (1 << 14) / (c.r * c.blk + 1), reduce_fast,
-                        &c);
+    sq_cpu_parallel_for(cpu, c.outer * c.nblk, 1 + (1 << 14) / (c.r * c.blk + 1), reduce_fast, &c);
     return 0;
   }
   sq_cpu_parallel_for(cpu, onumel, 1 + (1 << 14) / (c.count + 1), reduce_general, &c);
@@ -331,8 +328,7 @@ static void softmax_range(void *arg, int64_t b, int64_t e) {
     if (s->log) {
       for (int64_t i = 0; i < w; i++) sum[i] = logf(sum[i]);
       for (int64_t k = 0; k < s->n; k++)
-        for (int64_t i = 0; i < w; i++)
-          y[k * s->inner + i] = x[k * s->inner + i] - m[i] - sum[i];
+        for (int64_t i = 0; i < w; i++) y[k * s->inner + i] = x[k * s->inner + i] - m[i] - sum[i];
     } else {
       for (int64_t i = 0; i < w; i++) sum[i] = 1.0f / sum[i];
       for (int64_t k = 0; k < s->n; k++)

@@ -1,5 +1,5 @@
 /* cpu_ops_shape.c: data movement ops: Transpose, DepthToSpace/SpaceToDepth (as transposes of a
- * reshaped view), Expand, Tile, Pad (constant/reflect/edge), Split and Upsample (nearest).
+ * reshaped view), Expand, Tile, Pad (constant/reflect/edge), Split and Upsample.
  * Any element type (copied by size), since shape chains run some of them on int64.
  * Executor thread; output rows fan out over the pool. */
 #include <math.h>
@@ -124,8 +124,7 @@ KERNEL_FN(sq_kern_transpose) {
   int perm[SQ_MAX_DIMS];
   int rc = transpose_perm(node, in[0].rank, perm, err);
   if (rc) return rc;
-  permute(cpu, in[0].data, out[0].data, sq_dtype_size(in[0].dtype), in[0].rank, in[0].dims,
-          perm);
+  permute(cpu, in[0].data, out[0].data, sq_dtype_size(in[0].dtype), in[0].rank, in[0].dims, perm);
   return 0;
 }
 
@@ -222,8 +221,8 @@ SHAPE_FN(sq_shape_expand) {
 
 KERNEL_FN(sq_kern_expand) {
   (void)node, (void)nin, (void)nout, (void)err;
-  gather_t g = {.src = in[0].data, .dst = out[0].data, .es = sq_dtype_size(in[0].dtype),
-                .rank = out[0].rank};
+  gather_t g = {
+      .src = in[0].data, .dst = out[0].data, .es = sq_dtype_size(in[0].dtype), .rank = out[0].rank};
   memcpy(g.odims, out[0].dims, sizeof g.odims);
   sq_broadcast_strides(&in[0], &out[0], g.st);
   gather_run(cpu, &g);
@@ -267,7 +266,8 @@ static void tile_rows(void *arg, int64_t b, int64_t e) {
     }
     char *dst = (char *)t->y->data + (size_t)(row * inner) * t->es;
     const char *src = (const char *)t->x->data + (size_t)off * t->es;
-    for (int64_t i = 0; i < inner; i += xin) memcpy(dst + (size_t)i * t->es, src, (size_t)xin * t->es);
+    for (int64_t i = 0; i < inner; i += xin)
+      memcpy(dst + (size_t)i * t->es, src, (size_t)xin * t->es);
   }
 }
 
@@ -462,8 +462,9 @@ static int split_sizes(const sq_node_t *node, const sq_view_t *in, int nin, int 
     if (sizes[k] < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "negative split");
     total += sizes[k];
   }
-  if (total != n) return sq_node_error(err, SQ_EMODEL_LOAD, node, "split sums to %lld, axis %lld",
-                                       (long long)total, (long long)n);
+  if (total != n)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "split sums to %lld, axis %lld",
+                         (long long)total, (long long)n);
   return 0;
 }
 
@@ -508,8 +509,8 @@ KERNEL_FN(sq_kern_split) {
   return 0;
 }
 
-/* ---- Upsample (deprecated; opset 7: scales attribute, 9: input): nearest only, which is
- * Resize's asymmetric/floor nearest ---- */
+/* ---- Upsample (deprecated; opset 7: scales attribute, 9: input): nearest (Resize's
+ * asymmetric/floor nearest) on any axes, linear (asymmetric) on the last two ---- */
 static int upsample_scales(const sq_node_t *node, const sq_view_t *in, int nin, float *scales,
                            sq_error_t *err) {
   int rank = in[0].rank;
@@ -541,13 +542,20 @@ static int upsample_scales(const sq_node_t *node, const sq_view_t *in, int nin, 
 SHAPE_FN(sq_shape_upsample) {
   (void)nout;
   const char *mode = sq_attr_string(node, "mode", "nearest");
-  if (strcmp(mode, "nearest") != 0)
+  bool linear = strcmp(mode, "linear") == 0 || strcmp(mode, "bilinear") == 0;
+  if (strcmp(mode, "nearest") != 0 && !linear)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "mode %s", mode);
-  if (!sq_dtype_size(in[0].dtype))
+  if (!sq_dtype_size(in[0].dtype) || (linear && in[0].dtype != SQ_DT_FLOAT))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "type %s", sq_dtype_name(in[0].dtype));
   float scales[SQ_MAX_DIMS];
   int rc = upsample_scales(node, in, nin, scales, err);
   if (rc) return rc;
+  if (linear) { /* bilinear on the last two axes only */
+    if (in[0].rank < 2) return sq_node_error(err, SQ_EUNSUPPORTED, node, "linear of rank < 2");
+    for (int d = 0; d < in[0].rank - 2; d++)
+      if (scales[d] != 1.0f)
+        return sq_node_error(err, SQ_EUNSUPPORTED, node, "linear scale on axis %d", d);
+  }
   out[0] = in[0];
   out[0].data = NULL;
   for (int d = 0; d < in[0].rank; d++)
@@ -580,8 +588,43 @@ static void upsample_rows(void *arg, int64_t b, int64_t e) {
     char *dst = (char *)u->y->data + (size_t)(row * w) * u->es;
     const char *src = (const char *)u->x->data + (size_t)off * u->es;
     for (int64_t o = 0; o < w; o++)
-      copy_elem(dst + (size_t)o * u->es,
-                src + (size_t)nearest_src(o, u->scales[r - 1], xw) * u->es, u->es);
+      copy_elem(dst + (size_t)o * u->es, src + (size_t)nearest_src(o, u->scales[r - 1], xw) * u->es,
+                u->es);
+  }
+}
+
+/* linear: asymmetric source coordinate out / scale, clamped at the last input element */
+static void linear_coord(int64_t o, float scale, int64_t n, int64_t *i0, int64_t *i1, float *f) {
+  float c = (float)o / scale;
+  int64_t i = (int64_t)floorf(c);
+  if (i > n - 1) i = n - 1;
+  *i0 = i;
+  *i1 = i + 1 < n ? i + 1 : n - 1;
+  *f = c - (float)i;
+  if (*f > 1.0f) *f = 1.0f;
+}
+
+static void bilinear_planes(void *arg, int64_t b, int64_t e) {
+  const upsample_t *u = arg;
+  int r = u->y->rank;
+  int64_t oh = u->y->dims[r - 2], ow = u->y->dims[r - 1];
+  int64_t ih = u->x->dims[r - 2], iw = u->x->dims[r - 1];
+  for (int64_t p = b; p < e; p++) {
+    const float *x = (const float *)u->x->data + p * ih * iw;
+    float *y = (float *)u->y->data + p * oh * ow;
+    for (int64_t oy = 0; oy < oh; oy++) {
+      int64_t y0, y1;
+      float fy;
+      linear_coord(oy, u->scales[r - 2], ih, &y0, &y1, &fy);
+      for (int64_t ox = 0; ox < ow; ox++) {
+        int64_t x0, x1;
+        float fx;
+        linear_coord(ox, u->scales[r - 1], iw, &x0, &x1, &fx);
+        float top = x[y0 * iw + x0] * (1 - fx) + x[y0 * iw + x1] * fx;
+        float bot = x[y1 * iw + x0] * (1 - fx) + x[y1 * iw + x1] * fx;
+        y[oy * ow + ox] = top * (1 - fy) + bot * fy;
+      }
+    }
   }
 }
 
@@ -592,6 +635,12 @@ KERNEL_FN(sq_kern_upsample) {
   if (rc) return rc;
   int64_t n = sq_view_numel(&out[0]);
   if (n == 0 || out[0].rank == 0) return 0;
+  if (strcmp(sq_attr_string(node, "mode", "nearest"), "nearest") != 0) {
+    int64_t planes = n / (out[0].dims[out[0].rank - 2] * out[0].dims[out[0].rank - 1]);
+    if (sq_view_numel(&in[0]) == 0) return sq_node_error(err, SQ_EINVAL, node, "empty input");
+    sq_cpu_parallel_for(cpu, planes, 1, bilinear_planes, &u);
+    return 0;
+  }
   int64_t w = out[0].dims[out[0].rank - 1];
   sq_cpu_parallel_for(cpu, n / w, 1 + (1 << 13) / (w + 1), upsample_rows, &u);
   return 0;

@@ -48,11 +48,11 @@ static inline float softplus(float v) {
   return v > 0 ? v + log1pf(expf(-v)) : log1pf(expf(v));
 }
 
-#define MAP(EXPR)                                   \
-  for (int64_t i = begin; i < end; i++) {           \
-    float v = x[i];                                 \
-    y[i] = (EXPR);                                  \
-  }                                                 \
+#define MAP(EXPR)                         \
+  for (int64_t i = begin; i < end; i++) { \
+    float v = x[i];                       \
+    y[i] = (EXPR);                        \
+  }                                       \
   break
 
 static void unary_range(void *arg, int64_t begin, int64_t end) {
@@ -124,14 +124,14 @@ static int shape_float(const sq_node_t *node, const sq_view_t *in, int nin, sq_v
   return sq_shape_same(node, in, nin, out, nout, err);
 }
 
-#define FLOAT_UNARY(lname, OP, A, B)                                  \
-  SHAPE_FN(sq_shape_##lname) {                                        \
-    return shape_float(node, in, nin, out, nout, err);                \
-  }                                                                   \
-  KERNEL_FN(sq_kern_##lname) {                                        \
-    (void)nin;                                                        \
-    (void)nout;                                                       \
-    return run_unary(cpu, node, in, out, OP, (A), (B), err);          \
+#define FLOAT_UNARY(lname, OP, A, B)                         \
+  SHAPE_FN(sq_shape_##lname) {                               \
+    return shape_float(node, in, nin, out, nout, err);       \
+  }                                                          \
+  KERNEL_FN(sq_kern_##lname) {                               \
+    (void)nin;                                               \
+    (void)nout;                                              \
+    return run_unary(cpu, node, in, out, OP, (A), (B), err); \
   }
 
 FLOAT_UNARY(exp, U_EXP, 0, 0)

@@ -1,8 +1,9 @@
 /* CPU kernels of cpu_ops_*.c on what ONNX's conformance cases leave out: reductions over
  * non-adjacent axes and noop_with_empty_axes, softmax along a middle axis wider than one
  * block, batched MatMul with broadcast batch dims (and the shared-B single sgemm), Where and
- * Equal on int64, reflect padding wider than the axis, Split's uneven num_outputs (opset 18)
- * and multi-threaded large tensors. Each op runs as a one-node model against a naive reference. */
+ * Equal on int64, reflect padding wider than the axis, Split's uneven num_outputs (opset 18),
+ * linear Upsample and multi-threaded large tensors. Each op runs as a one-node model against
+ * a naive reference. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,7 +198,8 @@ static void test_matmul(void) {
   sq_onnx_builder_node(b, "MatMul", "mm", "a,b", "y");
   sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, yd);
   for (int i = 0; i < 2; i++)
-    for (int j = 0; j < 3; j++) naive_matmul(a + i * 20, bb + j * 30, want + (i * 3 + j) * 24, 4, 5, 6);
+    for (int j = 0; j < 3; j++)
+      naive_matmul(a + i * 20, bb + j * 30, want + (i * 3 + j) * 24, 4, 5, 6);
   size_t bytes;
   float *y = run_model(b, 2, a, NULL, 0, &bytes);
   CHECK_EQ_INT((int)bytes, (int)sizeof want);
@@ -283,6 +285,25 @@ static void test_split_uneven(void) {
   free(y);
 }
 
+/* Upsample (opset 9) linear x2: asymmetric coordinates, clamped at the edge (as ORT) */
+static void test_upsample_linear(void) {
+  int64_t xd[4] = {1, 1, 2, 2}, yd[4] = {1, 1, 4, 4}, sd[1] = {4};
+  float scales[4] = {1, 1, 2, 2};
+  sq_onnx_builder_t *b = sq_onnx_builder_new(9);
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 4, xd);
+  sq_onnx_builder_initializer(b, "scales", SQ_DT_FLOAT, 1, sd, scales);
+  sq_onnx_builder_node(b, "Upsample", "up", "x,scales", "y");
+  sq_onnx_builder_attr_string(b, "mode", "linear");
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, yd);
+  float x[4] = {1, 2, 3, 4};
+  float want[16] = {1, 1.5f, 2, 2, 2, 2.5f, 3, 3, 3, 3.5f, 4, 4, 3, 3.5f, 4, 4};
+  size_t bytes;
+  float *y = run_model(b, 1, x, NULL, 0, &bytes);
+  CHECK_EQ_INT((int)bytes, (int)sizeof want);
+  if (y) check_close("upsample linear", y, want, 16);
+  free(y);
+}
+
 /* A large elementwise chain across threads: Tanh -> LeakyRelu -> Transpose */
 static void test_large_threads(void) {
   int64_t xd[4] = {2, 16, 64, 96}, yd[4] = {2, 64, 96, 16};
@@ -321,6 +342,7 @@ int main(void) {
   test_where_equal_int64();
   test_pad_reflect_wide();
   test_split_uneven();
+  test_upsample_linear();
   test_large_threads();
   CHECK_DONE();
 }
