@@ -53,9 +53,14 @@ def cases():
     add("not-a-jpeg", doc("bad-not-a-jpeg", "null", b"this is not a jpeg" * 10), "image_decode_failed")
     add("jpeg-huge-header", doc("bad-jpeg-huge-header", "null", jpeg_with_size(20000, 20000)), "image_too_large")
     add("jpeg-zero-height", doc("bad-jpeg-zero-height", "null", jpeg_with_size(16, 0)), "image_empty")
-    add("raw-zero", doc("bad-raw-zero", "null", b"", fmt="gray8", width=0, height=0), "invalid_field_value")
+    # docs/protocol.md (since dc6b588): raw sizes use the same codes as decoded JPEGs.
+    add("raw-zero", doc("bad-raw-zero", "null", b"", fmt="gray8", width=0, height=0), "image_empty")
+    add("raw-zero-height", doc("bad-raw-zero-height", "null", b"", fmt="gray16", width=7, height=0),
+        "image_empty")
     add("raw-wide", doc("bad-raw-wide", "null", b"\x00" * 20000, fmt="gray8", width=20000, height=1),
-        "invalid_field_value")
+        "image_too_large")
+    add("raw-tall-header", doc("bad-raw-tall-header", "null", b"\x00" * 16, fmt="gray8", width=1, height=20000),
+        "image_too_large")
     add("raw-size-mismatch", doc("bad-raw-size-mismatch", "null", b"\x00" * 10, fmt="gray8", width=4, height=4),
         "invalid_field_value")
     add("raw16-odd", doc("bad-raw16-odd", "null", b"\x00" * 16, fmt="gray16", width=4, height=4),
