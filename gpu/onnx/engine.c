@@ -25,6 +25,7 @@ sq_engine_t *sq_engine_load_buffer(const void *data, size_t len, const sq_engine
     sq_engine_free(e);
     return NULL;
   }
+  sq_graph_release_unused(&e->graph);
   return e;
 }
 

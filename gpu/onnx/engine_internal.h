@@ -124,6 +124,8 @@ int64_t sq_tensor_numel(const sq_tensor_t *t);
 size_t sq_tensor_bytes(const sq_tensor_t *t);
 /* Count of consumers of tensor t among live nodes (+1 if a graph output). */
 int sq_graph_use_count(const sq_graph_t *g, int t);
+/* Frees the data of constants no live node reads (weights replaced by folding). */
+void sq_graph_release_unused(sq_graph_t *g);
 
 /* ---- attribute lookup (attr.c); defaults returned when absent ---- */
 const sq_attr_t *sq_attr_find(const sq_node_t *n, const char *name);

@@ -204,3 +204,23 @@ out:
   free(ready);
   return rc;
 }
+
+void sq_graph_release_unused(sq_graph_t *g) {
+  int *uses = calloc((size_t)g->ntensors + 1, sizeof *uses);
+  if (!uses) return; /* only an optimization */
+  for (int i = 0; i < g->nnodes; i++) {
+    const sq_node_t *n = &g->nodes[i];
+    if (n->dead) continue;
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] >= 0) uses[n->in[k]]++;
+  }
+  for (int t = 0; t < g->ntensors; t++) {
+    sq_tensor_t *tt = &g->tensors[t];
+    if (tt->kind == SQ_TENSOR_CONST && !uses[t] && !tt->is_output && tt->owns_data) {
+      free(tt->data);
+      tt->data = NULL;
+      tt->owns_data = false;
+    }
+  }
+  free(uses);
+}
