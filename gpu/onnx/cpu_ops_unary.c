@@ -1,6 +1,6 @@
 /* cpu_ops_unary.c: elementwise unary kernels (math functions, activations with attributes,
- * Clip, Dropout at inference). float32 throughout; Abs/Neg also on int64/int32 because shape
- * subgraphs use them. Executor thread; the flat range fans out over the pool. */
+ * Clip, Dropout at inference). float32 throughout; Abs/Neg/Clip also on int64/int32 because
+ * shape subgraphs use them. Executor thread; the flat range fans out over the pool. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -210,16 +210,39 @@ KERNEL_FN(sq_kern_neg) {
   return run_unary(cpu, node, in, out, U_NEG, 0, 0, err);
 }
 
-/* ---- Clip: min/max attributes before opset 11, optional inputs 1 and 2 from 11 ---- */
+/* ---- Clip: min/max attributes before opset 11, optional inputs 1 and 2 from 11; int64 and
+ * int32 too (opset 12), as torch.clamp on sizes in shape subgraphs ---- */
 SHAPE_FN(sq_shape_clip) {
+  if (nin < 1 || !sq_view_present(&in[0]))
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "missing input");
+  int dt = in[0].dtype;
+  if (dt != SQ_DT_FLOAT && dt != SQ_DT_INT64 && dt != SQ_DT_INT32)
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "type %s", sq_dtype_name(dt));
   for (int k = 1; k < nin && k < 3; k++)
-    if (sq_view_present(&in[k]) && (in[k].dtype != SQ_DT_FLOAT || sq_view_numel(&in[k]) != 1))
-      return sq_node_error(err, SQ_EUNSUPPORTED, node, "min/max must be float scalars");
-  return shape_float(node, in, nin, out, nout, err);
+    if (sq_view_present(&in[k]) && (in[k].dtype != dt || sq_view_numel(&in[k]) != 1))
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "min/max must be scalars of the input type");
+  return sq_shape_same(node, in, nin, out, nout, err);
+}
+
+static int clip_int(const sq_view_t *in, int nin, const sq_view_t *out) {
+  int64_t lo = INT64_MIN, hi = INT64_MAX, n = sq_view_numel(&out[0]);
+  if (nin > 1 && sq_view_present(&in[1])) lo = sq_view_get_int(&in[1], 0);
+  if (nin > 2 && sq_view_present(&in[2])) hi = sq_view_get_int(&in[2], 0);
+  if (lo > hi) lo = hi;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t v = sq_view_get_int(&in[0], i);
+    v = v < lo ? lo : v > hi ? hi : v;
+    if (in[0].dtype == SQ_DT_INT64)
+      ((int64_t *)out[0].data)[i] = v;
+    else
+      ((int32_t *)out[0].data)[i] = (int32_t)v;
+  }
+  return 0;
 }
 
 KERNEL_FN(sq_kern_clip) {
   (void)nout;
+  if (in[0].dtype != SQ_DT_FLOAT) return clip_int(in, nin, out);
   float lo = -INFINITY, hi = INFINITY;
   if (node->opset < 11) {
     lo = sq_attr_float(node, "min", -FLT_MAX);

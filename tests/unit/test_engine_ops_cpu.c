@@ -1,8 +1,8 @@
 /* CPU kernels of cpu_ops_*.c on what ONNX's conformance cases leave out: reductions over
  * non-adjacent axes and noop_with_empty_axes, softmax along a middle axis wider than one
  * block, batched MatMul with broadcast batch dims (and the shared-B single sgemm), Where and
- * Equal on int64, reflect padding wider than the axis, Split's uneven num_outputs (opset 18),
- * linear Upsample and multi-threaded large tensors. Each op runs as a one-node model against
+ * Equal and Clip on int64, reflect padding wider than the axis, Split's uneven num_outputs (opset
+ * 18), linear Upsample and multi-threaded large tensors. Each op runs as a one-node model against
  * a naive reference. */
 #include <math.h>
 #include <stdlib.h>
@@ -248,6 +248,26 @@ static void test_where_equal_int64(void) {
   free(y);
 }
 
+/* Clip on int64 (opset 13) in a shape chain: Shape(x) = [2, 7] clipped to [3, 5] */
+static void test_clip_int64(void) {
+  int64_t xd[2] = {2, 7}, one[1] = {1}, od[1] = {2}, lo[1] = {3}, hi[1] = {5};
+  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 2, xd);
+  sq_onnx_builder_initializer(b, "lo", SQ_DT_INT64, 0, one, lo);
+  sq_onnx_builder_initializer(b, "hi", SQ_DT_INT64, 0, one, hi);
+  sq_onnx_builder_node(b, "Shape", "s", "x", "shp");
+  sq_onnx_builder_node(b, "Clip", "c", "shp,lo,hi", "cl");
+  sq_onnx_builder_node(b, "Cast", "cast", "cl", "y");
+  sq_onnx_builder_attr_int(b, "to", SQ_DT_FLOAT);
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 1, od);
+  float x[14] = {0}, want[2] = {3, 5};
+  size_t bytes;
+  float *y = run_model(b, 2, x, NULL, 0, &bytes);
+  CHECK_EQ_INT((int)bytes, 8);
+  if (y) check_close("clip int64", y, want, 2);
+  free(y);
+}
+
 /* Pad reflect by 5 on an axis of 3 (numpy reflects repeatedly) */
 static void test_pad_reflect_wide(void) {
   int64_t xd[2] = {1, 3}, yd[2] = {1, 13}, pd[1] = {4}, pads[4] = {0, 5, 0, 5};
@@ -340,6 +360,7 @@ int main(void) {
   test_softmax_axis();
   test_matmul();
   test_where_equal_int64();
+  test_clip_int64();
   test_pad_reflect_wide();
   test_split_uneven();
   test_upsample_linear();
