@@ -1,0 +1,340 @@
+/* gpu: the model repository and the onnx model kind. Start-up validation (missing/bad
+ * model.json, unknown or invalid fields with their path, input name/channels/size against the
+ * graph, unsupported ops), the preprocessing and tiling through prepare/run/finish on a tiny
+ * pixelwise graph (Neg + Concat, logits, output channel 1) whose mask is known exactly, a
+ * batch whose tiles cross chunk boundaries, gray16 and RGB input, and the real cellseg-unet on
+ * eval_13.jpg against PyTorch's probabilities (tests/data/onnx/cellseg_tiles). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "gpu/gpu.h"
+#include "gpu/onnx/engine_internal.h"
+
+static char repo[256];
+
+static void write_file(const char *dir, const char *name, const void *data, size_t len) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL);
+  if (!f) return;
+  CHECK(fwrite(data, 1, len, f) == len);
+  fclose(f);
+}
+
+/* x [N,1,8,8] -> y = Concat(x, -x) [N,2,8,8] (or a node of an op the engine lacks). */
+static void write_tiny_onnx(const char *dir, const char *op) {
+  int64_t xd[4] = {-1, 1, 8, 8}, yd[4] = {-1, 2, 8, 8};
+  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 4, xd);
+  sq_onnx_builder_node(b, op, "neg1", "x", "n");
+  sq_onnx_builder_node(b, "Concat", "cat1", "x,n", "y");
+  sq_onnx_builder_attr_int(b, "axis", 1);
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, yd);
+  size_t len = 0;
+  uint8_t *buf = sq_onnx_builder_serialize(b, &len);
+  sq_onnx_builder_free(b);
+  write_file(dir, "model.onnx", buf, len);
+  free(buf);
+}
+
+/* A model folder <repo>/<name> with model.json = json (NULL: none) and the tiny graph. */
+static void make_model(const char *name, const char *json, const char *op) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/%s", repo, name);
+  mkdir(dir, 0755);
+  if (json) write_file(dir, "model.json", json, strlen(json));
+  if (op) write_tiny_onnx(dir, op);
+}
+
+#define TINY_JSON(input, extra)                                                     \
+  "{\"input\": {" input                                                             \
+  "},\n"                                                                            \
+  " \"normalization\": {\"mean\": 0.5, \"std\": 1},\n"                              \
+  " \"large_images\": {\"overlap\": 3},\n"                                          \
+  " \"output\": {\"name\": \"y\", \"kind\": \"logits_sigmoid\", \"channel\": 1},\n" \
+  " \"max_batch\": 3, \"threshold\": 0.5, \"min_area\": 2" extra "}\n"
+
+#define GOOD_INPUT "\"name\": \"x\", \"channels\": 1, \"size\": [8, 8]"
+
+/* Opens name and checks the error code and that the message contains `want`. */
+static void expect_error(const char *name, int code, const char *want) {
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open(name, repo, &err);
+  CHECK(m == NULL);
+  CHECK_EQ_INT(err.code, code);
+  CHECK(strstr(err.msg, want) != NULL);
+  if (m || err.code != code || !strstr(err.msg, want))
+    fprintf(stderr, "  %s: got %s '%s', want '%s'\n", name, sq_error_name(err.code), err.msg, want);
+  sq_model_close(m);
+}
+
+static void test_validation(void) {
+  make_model("nojson", NULL, "Neg");
+  expect_error("nojson", SQ_EMODEL_LOAD, "model.json: missing");
+  make_model("badjson", "{\"input\": ", "Neg");
+  expect_error("badjson", SQ_EMODEL_LOAD, "bad JSON");
+  make_model("typo", TINY_JSON("\"chanels\": 1, \"size\": [8, 8]", ""), "Neg");
+  expect_error("typo", SQ_EMODEL_LOAD, "input.chanels: unknown field");
+  make_model("nochannels", TINY_JSON("\"size\": [8, 8]", ""), "Neg");
+  expect_error("nochannels", SQ_EMODEL_LOAD, "input.channels: required field missing");
+  make_model("badtype", TINY_JSON(GOOD_INPUT, ", \"contexts\": \"two\""), "Neg");
+  expect_error("badtype", SQ_EMODEL_LOAD, "contexts: expected an integer");
+  make_model("badmean", TINY_JSON(GOOD_INPUT, ", \"normalization\": {\"mean\": [0.1, 0.2]}"),
+             "Neg");
+  expect_error("badmean", SQ_EMODEL_LOAD, "duplicate"); /* JSON_REJECT_DUPLICATES */
+  make_model("meanlen",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"normalization\": {\"mean\": [0.1, 0.2]},"
+             " \"output\": {\"kind\": \"sigmoid\"}}",
+             "Neg");
+  expect_error("meanlen", SQ_EMODEL_LOAD, "normalization.mean");
+  make_model("noonnx", TINY_JSON(GOOD_INPUT, ", \"file\": \"other.onnx\""), "Neg");
+  expect_error("noonnx", SQ_EMODEL_LOAD, "other.onnx: missing");
+  make_model("wrongname", TINY_JSON("\"name\": \"image\", \"channels\": 1, \"size\": [8, 8]", ""),
+             "Neg");
+  expect_error("wrongname", SQ_EMODEL_LOAD, "input.name 'image' is not an input");
+  make_model("channels3", TINY_JSON("\"channels\": 3, \"size\": [8, 8]", ""), "Neg");
+  expect_error("channels3", SQ_EMODEL_LOAD, "input.channels 3 does not match");
+  make_model("badsize", TINY_JSON("\"channels\": 1, \"size\": [16, 16]", ""), "Neg");
+  expect_error("badsize", SQ_EMODEL_LOAD, "input.size [16, 16] does not match");
+  make_model("overlap", TINY_JSON(GOOD_INPUT, ", \"large_images\": {\"overlap\": 8}"), "Neg");
+  expect_error("overlap", SQ_EMODEL_LOAD, "duplicate");
+  make_model("overlap2",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"large_images\": {\"overlap\": 8},"
+             " \"output\": {\"kind\": \"sigmoid\"}}",
+             "Neg");
+  expect_error("overlap2", SQ_EMODEL_LOAD, "large_images.overlap: must be smaller");
+  make_model("outch",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"large_images\": {\"overlap\": 3},"
+             " \"output\": {\"kind\": \"sigmoid\", \"channel\": 2}}",
+             "Neg");
+  expect_error("outch", SQ_EMODEL_LOAD, "output.channel 2, but output 'y' has 2 channels");
+  make_model("outname",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"large_images\": {\"overlap\": 3},"
+             " \"output\": {\"name\": \"prob\", \"kind\": \"sigmoid\"}}",
+             "Neg");
+  expect_error("outname", SQ_EMODEL_LOAD, "output.name 'prob' is not an output");
+  make_model("kind",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"large_images\": {\"overlap\": 3},"
+             " \"output\": {\"kind\": \"tanh\"}}",
+             "Neg");
+  expect_error("kind", SQ_EMODEL_LOAD, "output.kind: expected one of \"sigmoid\"");
+  make_model("unsupported", TINY_JSON(GOOD_INPUT, ""), "FooBarOp");
+  expect_error("unsupported", SQ_EUNSUPPORTED, "FooBarOp");
+  expect_error("not-there", SQ_EMODEL_UNKNOWN, "no model named 'not-there'");
+  expect_error("../etc", SQ_EMODEL_UNKNOWN, "no model named");
+  /* Unknown top-level fields are allowed (metadata). */
+  make_model("extra", TINY_JSON(GOOD_INPUT, ", \"notes\": {\"a\": 1}"), "Neg");
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open("extra", repo, &err);
+  CHECK(m != NULL);
+  if (!m) fprintf(stderr, "  extra: %s\n", err.msg);
+  sq_model_close(m);
+}
+
+/* Runs jobs through prepare, one run for all, finish; masks[i] must be freed by the caller. */
+static int run_jobs(sq_model_t *m, sq_image_t *imgs, int n, float threshold, uint8_t **masks) {
+  void *samples[8], *outputs[8];
+  sq_error_t err = {0};
+  for (int i = 0; i < n; i++) {
+    int rc = sq_model_prepare(m, &imgs[i], &samples[i], &err);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) {
+      fprintf(stderr, "  prepare: %s\n", err.msg);
+      return rc;
+    }
+  }
+  int rc = sq_model_run(m, 0, samples, (size_t)n, outputs, &err);
+  CHECK_EQ_INT(rc, 0);
+  if (rc) {
+    fprintf(stderr, "  run: %s\n", err.msg);
+    for (int i = 0; i < n; i++) sq_model_sample_free(m, samples[i]);
+    return rc;
+  }
+  for (int i = 0; i < n; i++) {
+    sq_postparams_t pp = {.threshold = threshold, .min_area = 0};
+    uint32_t w = 0, h = 0;
+    rc = sq_model_finish(m, outputs[i], &pp, &masks[i], &w, &h, &err);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_INT(w, imgs[i].width);
+    CHECK_EQ_INT(h, imgs[i].height);
+    CHECK(masks[i] != NULL);
+    if (rc || !masks[i]) return rc ? rc : -1;
+  }
+  return 0;
+}
+
+static void image_new(sq_image_t *img, uint32_t w, uint32_t h, uint32_t ch, uint32_t bps) {
+  img->width = w;
+  img->height = h;
+  img->channels = ch;
+  img->bytes_per_sample = bps;
+  img->data = calloc((size_t)w * h * ch, bps);
+}
+
+/* The tiny pixelwise model: prob = sigmoid(-(v / 255 - 0.5)), so foreground is v <= 127. */
+static void test_tiny_model(void) {
+  make_model("tiny", TINY_JSON(GOOD_INPUT, ", \"contexts\": 2, \"max_delay_us\": 777"), "Neg");
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open("tiny", repo, &err);
+  CHECK(m != NULL);
+  if (!m) {
+    fprintf(stderr, "  tiny: %s\n", err.msg);
+    return;
+  }
+  const sq_model_info_t *info = sq_model_info(m);
+  CHECK_STR(info->name, "tiny");
+  CHECK_EQ_INT(info->max_batch, 3);
+  CHECK_EQ_INT(info->max_delay_us, 777);
+  CHECK_EQ_INT(info->contexts, 2);
+  CHECK_EQ_INT(info->default_min_area, 2);
+  CHECK(info->default_threshold == 0.5f);
+  CHECK_EQ_INT(info->input_channels, 1);
+  /* 20x13: 4 x 2 tiles; 5x3: one padded tile; 8x8: one; 9x9 RGB: 2 x 2; gray16 11x17: 2 x 3.
+   * 21 tiles in chunks of 3 tiles: chunks cross job boundaries. */
+  sq_image_t imgs[5];
+  image_new(&imgs[0], 20, 13, 1, 1);
+  image_new(&imgs[1], 5, 3, 1, 1);
+  image_new(&imgs[2], 8, 8, 1, 1);
+  image_new(&imgs[3], 9, 9, 3, 1);
+  image_new(&imgs[4], 11, 17, 1, 2);
+  uint32_t seed = 12345;
+  for (int i = 0; i < 5; i++) {
+    size_t n = (size_t)imgs[i].width * imgs[i].height * imgs[i].channels;
+    for (size_t k = 0; k < n; k++) {
+      seed = seed * 1103515245u + 12345u;
+      uint32_t v = (seed >> 16) & 255;
+      if (imgs[i].bytes_per_sample == 2)
+        ((uint16_t *)imgs[i].data)[k] = (uint16_t)(v * 257);
+      else
+        imgs[i].data[k] = (uint8_t)v;
+    }
+  }
+  /* RGB: gray pixels (luma = v) and the three primaries. */
+  uint8_t *rgb = imgs[3].data;
+  for (int k = 0; k < 81; k++) rgb[3 * k + 1] = rgb[3 * k + 2] = rgb[3 * k];
+  uint8_t prim[3][3] = {{255, 0, 0}, {0, 255, 0}, {0, 0, 255}}; /* luma 76, 150, 29 */
+  for (int k = 0; k < 3; k++) memcpy(rgb + 3 * k, prim[k], 3);
+  uint8_t *masks[5] = {0};
+  if (run_jobs(m, imgs, 5, 0.5f, masks) == 0) {
+    for (int i = 0; i < 5; i++) {
+      int bad = 0;
+      size_t n = (size_t)imgs[i].width * imgs[i].height;
+      for (size_t k = 0; k < n; k++) {
+        uint32_t v = imgs[i].bytes_per_sample == 2 ? ((uint16_t *)imgs[i].data)[k] / 257
+                     : imgs[i].channels == 3       ? imgs[i].data[3 * k]
+                                                   : imgs[i].data[k];
+        if (i == 3 && k < 3) v = k == 1 ? 150 : (k == 0 ? 76 : 29);
+        if (masks[i][k] != (v <= 127)) bad++;
+      }
+      CHECK_EQ_INT(bad, 0);
+      if (bad) fprintf(stderr, "  tiny image %d: %d wrong pixels\n", i, bad);
+    }
+  }
+  for (int i = 0; i < 5; i++) free(masks[i]);
+  /* Another threshold: sigmoid(0.5 - v/255) >= 0.6 <=> v <= 255 * (0.5 - logit(0.6)) = 24.1 */
+  uint8_t *mk = NULL;
+  if (run_jobs(m, &imgs[2], 1, 0.6f, &mk) == 0) {
+    int bad = 0;
+    for (int k = 0; k < 64; k++) bad += mk[k] != (imgs[2].data[k] <= 24);
+    CHECK_EQ_INT(bad, 0);
+  }
+  free(mk);
+  /* Context 1 exists, context 2 does not. */
+  void *s = NULL, *o = NULL;
+  CHECK_EQ_INT(sq_model_prepare(m, &imgs[1], &s, &err), 0);
+  CHECK_EQ_INT(sq_model_run(m, 2, &s, 1, &o, &err), SQ_EINVAL);
+  CHECK_EQ_INT(sq_model_run(m, 1, &s, 1, &o, &err), 0);
+  sq_model_output_free(m, o);
+  for (int i = 0; i < 5; i++) sq_image_free(&imgs[i]);
+  sq_model_close(m);
+}
+
+static uint8_t *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+  *len = buf ? fread(buf, 1, (size_t)n, f) : 0;
+  fclose(f);
+  return buf;
+}
+
+/* cellseg-unet on eval_13.jpg (700x600): the stitched mask's top-left 240x240 comes from tile
+ * (0,0) alone, whose probabilities PyTorch wrote to cellseg_tiles.output.bin. */
+static void test_cellseg(const char *src) {
+  char models[512], path[600];
+  snprintf(models, sizeof models, "%.400s/models", src);
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open("cellseg-unet", models, &err);
+  CHECK(m != NULL);
+  if (!m) {
+    fprintf(stderr, "  cellseg-unet: %s\n", err.msg);
+    return;
+  }
+  const sq_model_info_t *info = sq_model_info(m);
+  CHECK_EQ_INT(info->max_batch, 16);
+  CHECK_EQ_INT(info->default_min_area, 10);
+  CHECK_EQ_INT(info->input_channels, 1);
+  size_t jlen = 0, plen = 0;
+  snprintf(path, sizeof path, "%.500s/cellseg-unet/eval/eval_13.jpg", models);
+  uint8_t *jpg = read_all(path, &jlen);
+  snprintf(path, sizeof path, "%.500s/tests/data/onnx/cellseg_tiles.output.bin", src);
+  float *ref = (float *)read_all(path, &plen);
+  CHECK(jpg && ref && plen == 2 * 256 * 256 * sizeof(float));
+  sq_image_t img = {0};
+  uint8_t *mask = NULL;
+  if (jpg && ref && sq_image_decode_jpeg(jpg, jlen, 0, 0, 1, &img, &err) == 0 &&
+      run_jobs(m, &img, 1, 0.5f, &mask) == 0) {
+    int bad = 0, fg = 0;
+    for (int y = 0; y < 240; y++)
+      for (int x = 0; x < 240; x++) {
+        float p = ref[y * 256 + x];
+        if (fabsf(p - 0.5f) < 1e-3f) continue; /* too close to call */
+        fg += p >= 0.5f;
+        bad += mask[(size_t)y * img.width + x] != (p >= 0.5f);
+      }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(fg > 1000);
+  }
+  free(mask);
+  free(jpg);
+  free(ref);
+  sq_image_free(&img);
+  sq_model_close(m);
+}
+
+static void rm_rf(const char *dir) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+int main(void) {
+  snprintf(repo, sizeof repo, "/tmp/segq-test-repo-XXXXXX");
+  if (!mkdtemp(repo)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  test_validation();
+  test_tiny_model();
+  const char *src = getenv("SEGQ_SOURCE_DIR");
+  if (src)
+    test_cellseg(src);
+  else
+    printf("note: SEGQ_SOURCE_DIR not set, cellseg-unet part skipped\n");
+  rm_rf(repo);
+  CHECK_DONE();
+}
