@@ -274,12 +274,12 @@ void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t l
   snprintf(buf, len,
            "redis=%s:%d db=%u auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
            "threads=%u lease_ttl_ms=%u max_attempts=%u result_ttl_s=%u drain_timeout_s=%u "
-           "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s",
+           "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s http=%s:%u",
            cfg->redis_host ? cfg->redis_host : "?", cfg->redis_port, cfg->redis_db,
            cfg->redis_password ? "yes" : "no", cfg->prefix, cfg->models, cfg->model_dir,
            cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms, cfg->max_attempts,
            cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s, cfg->max_batch,
-           cfg->max_delay_us, cfg->log_level);
+           cfg->max_delay_us, cfg->log_level, cfg->http_host, cfg->http_port);
 }
 
 const char *sq_worker_version(void) {

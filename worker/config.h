@@ -44,7 +44,11 @@ extern "C" {
     "override every model's max batch size; 0 = the model's own")                                  \
   X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                     \
     "override every model's max batching delay; 0 = the model's own")                              \
-  X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")
+  X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
+  X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
+    "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
+  X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
+    "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")
 
 #define SQ_CONFIG_KIND_STR char *
 #define SQ_CONFIG_KIND_UINT uint32_t

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "worker/conn.h"
+#include "worker/http.h"
 #include "worker/worker_internal.h"
 
 #define RETRY_MS 1000
@@ -50,6 +51,7 @@ struct sq_worker {
   uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
+  sq_http_t http;
   pthread_mutex_t done_mu;
   wbatch_t *done_head, *done_tail; /* executor -> loop */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
@@ -637,6 +639,7 @@ static void worker_stop(sq_worker_t *w, int code) {
     uv_close((uv_handle_t *)&w->models[m].timer, on_handle_closed);
   sq_conn_close(&w->cmd, on_conn_closed);
   sq_conn_close(&w->blk, on_conn_closed);
+  sq_http_close(&w->http);
 }
 
 static void on_unregister(sq_queue_t *q, int status, long long value, void *data) {
@@ -700,6 +703,52 @@ static void on_signal(uv_signal_t *s, int signum) {
   uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
   for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
   check_drained(w);
+}
+
+/* ---- health and metrics ---- */
+
+static int http_handler(const char *path, char *body, size_t cap, const char **ctype, void *data) {
+  sq_worker_t *w = data;
+  if (strcmp(path, "/healthz") == 0) {
+    /* Healthy = able to take work: connected, holding the lease, not draining. */
+    const char *why = !w->cmd.ready   ? "redis command connection down"
+                      : !w->blk.ready ? "redis blocking connection down"
+                      : !w->lease_ok  ? "no lease"
+                      : w->draining   ? "draining"
+                                      : NULL;
+    snprintf(body, cap, "%s\n", why ? why : "ok");
+    return why ? 503 : 200;
+  }
+  if (strcmp(path, "/metrics") == 0) {
+    *ctype = "text/plain; version=0.0.4";
+    int n = snprintf(body, cap,
+                     "# TYPE segq_jobs_total counter\n"
+                     "segq_jobs_total{result=\"ok\"} %" PRIu64
+                     "\n"
+                     "segq_jobs_total{result=\"failed\"} %" PRIu64
+                     "\n"
+                     "segq_jobs_total{result=\"dropped\"} %" PRIu64
+                     "\n"
+                     "# TYPE segq_batches_total counter\nsegq_batches_total %" PRIu64
+                     "\n"
+                     "# TYPE segq_jobs_held gauge\nsegq_jobs_held %u\n"
+                     "# TYPE segq_redis_connected gauge\n"
+                     "segq_redis_connected{conn=\"command\"} %d\n"
+                     "segq_redis_connected{conn=\"blocking\"} %d\n"
+                     "# TYPE segq_lease_ok gauge\nsegq_lease_ok %d\n"
+                     "# TYPE segq_draining gauge\nsegq_draining %d\n"
+                     "# TYPE segq_uptime_seconds gauge\nsegq_uptime_seconds %.1f\n"
+                     "# TYPE segq_batcher_jobs gauge\n",
+                     w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches, w->held, w->cmd.ready,
+                     w->blk.ready, w->lease_ok, w->draining,
+                     (double)(sq_clock_mono_us() - w->started_us) / 1e6);
+    for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++)
+      n += snprintf(body + n, cap - (size_t)n, "segq_batcher_jobs{model=\"%s\"} %zu\n",
+                    w->models[m].name, sq_batcher_len(w->models[m].batcher));
+    return 200;
+  }
+  snprintf(body, cap, "not found (try /healthz or /metrics)\n");
+  return 404;
 }
 
 /* ---- set-up and tear-down ---- */
@@ -835,6 +884,16 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sq_conn_init(&w->blk, &w->loop, "blocking", cfg->redis_host, cfg->redis_port, cfg->redis_password,
                cfg->redis_db, blk_limit_us);
 
+  if (cfg->http_port) {
+    int hrc =
+        sq_http_start(&w->http, &w->loop, cfg->http_host, (int)cfg->http_port, http_handler, w);
+    if (hrc != 0)
+      sq_log_error("worker", "cannot serve HTTP; continuing without it", "addr=%s:%u err=%s",
+                   cfg->http_host, cfg->http_port, uv_strerror(hrc));
+    else
+      sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
+                  cfg->http_port);
+  }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;
   if (w->aborted) {
