@@ -12,11 +12,25 @@ case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   *" bench "*) PKGS+=(nodejs npm) ;;
 esac
 
+# ONNX Runtime for tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library
+# in the npm package): installed when tests/ort/node_modules is missing and npm is present;
+# quiet, and never fails the bootstrap (offline, no npm: that test is skipped).
+ort_install() {
+  local ort_dir
+  ort_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ort"
+  [ -d "$ort_dir/node_modules" ] && return 0
+  command -v npm >/dev/null 2>&1 || return 0
+  timeout 300 npm ci --ignore-scripts --prefix "$ort_dir" --no-audit --no-fund --loglevel=error \
+    >/dev/null 2>&1 || echo "bootstrap: npm ci in tests/ort failed (no registry?); test_engine_ort will skip" >&2
+  return 0
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  ort_install
   exit 0
 fi
 echo "bootstrap: installing ${missing[*]}" >&2
@@ -28,3 +42,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts a system redis-server on install; segq's tests and demo run their own.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 $SUDO service redis-server stop >/dev/null 2>&1 || true
+ort_install
