@@ -368,7 +368,7 @@ static int shape_softmax(const sq_node_t *node, const sq_view_t *in, int nin, sq
 
 static int run_softmax(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in,
                        const sq_view_t *out, bool log, sq_error_t *err) {
-  int64_t outer;
+  int64_t outer = 0;
   softmax_t s = {.x = in[0].data, .y = out[0].data, .log = log};
   int rc = softmax_dims(node, &in[0], &outer, &s.n, &s.inner, err);
   if (rc) return rc;

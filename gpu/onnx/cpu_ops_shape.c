@@ -399,7 +399,8 @@ static void pad_rows(void *arg, int64_t b, int64_t e) {
       s *= a->x->dims[d];
     }
     char *dst = (char *)a->y->data + (size_t)(row * w) * es;
-    const char *src = (const char *)a->x->data + (size_t)off * es;
+    /* a filled row may have no source row at all (offsets are then meaningless) */
+    const char *src = fill ? a->value : (const char *)a->x->data + (size_t)off * es;
     for (int64_t o = 0; o < w; o++) {
       int64_t i = fill ? -1 : pad_src(o, a->begin[r - 1], xw, a->mode);
       copy_elem(dst + (size_t)o * es, i < 0 ? a->value : src + (size_t)i * es, es);
