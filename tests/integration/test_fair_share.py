@@ -27,7 +27,7 @@ class FairShare(unittest.TestCase):
                 c = segq.Client(rs.url, prefix=P)
                 # Many pixels (decode + otsu take ms) in few bytes (a flat JPEG queues fast), so
                 # A's jobs take far longer to run than to queue.
-                img = tl.make_jpeg(1536, 1536, disks=[(200, 200, 50), (1236, 400, 80), (600, 1136, 60)],
+                img = tl.make_jpeg(1024, 1024, disks=[(200, 200, 50), (836, 400, 80), (600, 836, 60)],
                                    quality=60)
                 a_ids = ["a-%04d" % i for i in range(N_A)]
                 t0 = time.monotonic()
