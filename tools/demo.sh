@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The segq demo: installs what is missing, builds, starts a private redis-server (unless
-# SEGQ_REDIS_URL is set) and one worker, submits samples/ to the otsu model with a live progress
-# bar, writes JSON + overlay PNGs to out/demo/, and shuts everything down cleanly (also on Ctrl-C).
+# SEGQ_REDIS_URL is set) and one worker serving cellseg-unet (models/, the ONNX engine on the CPU)
+# and otsu, submits samples/ to both with a live progress bar, writes JSON + overlay PNGs to
+# out/demo/<model>/, prints both models' mean IoU against samples/truth/ (tools/score.py), and
+# shuts everything down cleanly (also on Ctrl-C).
 #   SEGQ_REDIS_URL=redis://host:port  use that Redis instead of starting one
 #   SEGQ_PREFIX=segq                  key prefix
 #   SEGQ_DEMO_BUILD=build             build folder;  SEGQ_DEMO_TIMEOUT=300  seconds to wait
@@ -60,8 +62,10 @@ if [ "${SEGQ_DEMO_NO_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$worker_bin" ] || die "$worker_bin was not built"
 
+models=(cellseg-unet otsu)
 mkdir -p "$out"
 rm -f "$out"/*.json "$out"/*.png
+for m in "${models[@]}"; do mkdir -p "$out/$m"; rm -f "$out/$m"/*.json "$out/$m"/*.png; done
 tmp="$(mktemp -d /tmp/segq-demo.XXXXXX)"
 
 if [ -z "${SEGQ_REDIS_URL:-}" ]; then
@@ -83,8 +87,8 @@ else
 fi
 export SEGQ_PREFIX="${SEGQ_PREFIX:-segq}"
 
-say "worker: $worker_bin --models null,otsu (log: $out/worker.log)"
-setsid "$worker_bin" --models null,otsu >"$out/worker.log" 2>&1 &
+say "worker: $worker_bin --models cellseg-unet,otsu --model-dir models (log: $out/worker.log)"
+setsid "$worker_bin" --models cellseg-unet,otsu --model-dir models >"$out/worker.log" 2>&1 &
 worker_pid=$!
 # Ready when its lease shows up in the stats; give up early if it exits.
 ready=0
@@ -98,21 +102,31 @@ for _ in $(seq 1 100); do
 done
 [ "$ready" = 1 ] || echo "demo: the worker has not registered after 10 s; submitting anyway" >&2
 
-group="demo-$(date +%Y%m%d-%H%M%S)"
-say "tools/segq submit samples/ --model otsu --group $group --wait --out $out"
+stamp="$(date +%Y%m%d-%H%M%S)"
 rc=0
-tools/segq submit samples/ --model otsu --group "$group" --wait --timeout "$timeout_s" --out "$out" || rc=$?
-if [ "$rc" = 130 ]; then echo "demo: interrupted" >&2; exit 130; fi
+for m in "${models[@]}"; do
+  say "tools/segq submit samples/ --model $m --group demo-$m-$stamp --wait --out $out/$m"
+  mrc=0
+  tools/segq submit samples/ --model "$m" --group "demo-$m-$stamp" --wait --timeout "$timeout_s" \
+    --out "$out/$m" || mrc=$?
+  if [ "$mrc" = 130 ]; then echo "demo: interrupted" >&2; exit 130; fi
+  [ "$mrc" = 0 ] || rc=$mrc
+done
+
+say "foreground IoU against samples/truth/ (tools/score.py)"
+for m in "${models[@]}"; do
+  /usr/bin/python3 tools/score.py "$out/$m" samples/truth --label "$m" || rc=1
+done
 
 say "queue statistics"
 tools/segq stats || true
 
 echo
 if [ "$rc" = 0 ]; then
-  echo "demo: results in $PWD/$out/:"
+  echo "demo: results in $PWD/$out/<model>/ (cellseg-unet, otsu):"
   echo "  <image>.json         polygons, timings, worker (one per image); summary.json for the group"
   echo "  <image>.overlay.png  the image with the detected outlines drawn in green"
-  echo "  worker.log           the worker's log"
+  echo "  $out/worker.log  the worker's log"
 else
   echo "demo: submit failed (exit $rc); worker log: $out/worker.log" >&2
 fi
