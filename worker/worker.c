@@ -36,8 +36,7 @@ struct sq_worker {
   sq_conn_t blk; /* BRPOP on the wake-up keys only */
   model_slot_t *models;
   size_t nmodels;
-  uint32_t capacity_batch; /* sum of the models' max_batch, for the claim budget */
-  uint32_t held;           /* jobs claimed and not yet acked or dropped */
+  uint32_t held; /* jobs claimed and not yet acked or dropped */
   int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
   int lease_ok;   /* the last heartbeat holds the lease with our token */
   int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
@@ -122,6 +121,7 @@ static void executor_push(model_slot_t *ms, wbatch_t *b) {
 
 static void batch_release(sq_worker_t *w, wbatch_t *b) {
   w->held -= (uint32_t)b->n;
+  if (b->ms) b->ms->held -= (uint32_t)b->n;
   for (size_t i = 0; i < b->n; i++) sq_wjob_free(b->jobs[i]);
   free(b->jobs);
   free(b);
@@ -209,6 +209,7 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
     free(copy);
     for (size_t i = 0; i < n; i++) sq_wjob_free(jobs[i]);
     w->held -= (uint32_t)n;
+    if (ms) ms->held -= (uint32_t)n;
     w->jobs_dropped += n;
     return;
   }
@@ -371,6 +372,7 @@ static void dispatch_claimed(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
     for (size_t m = 0; m < w->nmodels; m++)
       if (strcmp(w->models[m].name, j->c.model) == 0) j->ms = &w->models[m];
     w->held++;
+    if (j->ms) j->ms->held++;
     if (!j->ms) {
       /* Not one of ours (the claim only serves our models, so this is a bug): fail it alone. */
       batch_start(w, NULL, &j, 1);
@@ -524,8 +526,15 @@ static void maybe_claim(sq_worker_t *w) {
   if (w->draining || w->stopping || w->claim_inflight || !w->cmd.ready || !w->lease_ok ||
       w->resync != RESYNC_NONE)
     return;
-  uint32_t budget = sq_flow_claim_budget(w->cfg->max_inflight_batches, w->capacity_batch, w->held);
-  if (budget == 0) return;
+  /* One claim may bring jobs of any of our models, so claim no more than the model with the
+   * least room can take: no model ever holds more than max_inflight_batches of its batches. */
+  uint32_t budget = UINT32_MAX;
+  for (size_t m = 0; m < w->nmodels; m++) {
+    uint32_t b = sq_flow_claim_budget(w->cfg->max_inflight_batches, w->models[m].max_batch,
+                                      w->models[m].held);
+    if (b < budget) budget = b;
+  }
+  if (budget == 0 || budget == UINT32_MAX) return;
   if (sq_queue_claim(w->q, w->cmd.ac, budget, on_claim, w) != 0) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
     return;
@@ -770,7 +779,6 @@ static int models_open(sq_worker_t *w, sq_error_t *err) {
     ms->max_delay_us = cfg->max_delay_us ? cfg->max_delay_us : ms->info.max_delay_us;
     ms->batcher = sq_batcher_new(ms->max_batch, ms->max_delay_us);
     if (!ms->batcher) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    w->capacity_batch += ms->max_batch;
     pthread_mutex_init(&ms->mu, NULL);
     pthread_cond_init(&ms->cond, NULL);
     uint32_t nctx = ms->info.contexts ? ms->info.contexts : 1;

@@ -25,6 +25,7 @@ typedef struct model_slot {
   uint32_t max_batch;
   uint64_t max_delay_us;
   sq_batcher_t *batcher;
+  uint32_t held; /* jobs of this model claimed and not yet acked (loop thread) */
   uv_timer_t timer;
   /* Executor: one thread per model context, fed through a mutex+cond queue. */
   pthread_t *threads;
