@@ -209,6 +209,9 @@ int sq_shape_same(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t
                   sq_error_t *err);
 int sq_shape_broadcast(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                        int nout, sq_error_t *err);
+/* sq_shape_broadcast for ops with exactly two inputs (Add, Sub, Mul, Div, Pow...) */
+int sq_shape_binary(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout,
+                    sq_error_t *err);
 /* Broadcast driver for binary elementwise ops (Add, Pow, Max, Equal...): calls row() once per
  * innermost row of out, with a/b pointers and their element strides (0 = broadcast, 1 = dense)
  * and n elements; rows run in parallel on cpu. Element sizes come from each view's dtype. */

@@ -22,6 +22,22 @@ static void bn_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
+int sq_shape_batchnorm(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
+                       int nout, sq_error_t *err) {
+  if (nin < 5 || in[0].rank < 2 || in[0].dtype != SQ_DT_FLOAT)
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "needs float X of rank >= 2 and 5 inputs");
+  if (sq_attr_int(node, "training_mode", 0))
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "training_mode");
+  for (int k = 1; k < 5; k++)
+    if (in[k].dtype != SQ_DT_FLOAT || sq_view_numel(&in[k]) != in[0].dims[1])
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "parameter %d must have C floats", k);
+  for (int k = 0; k < nout; k++) { /* old opsets' running-stat outputs are never computed */
+    out[k] = in[k == 0 ? 0 : 1];
+    out[k].data = NULL;
+  }
+  return 0;
+}
+
 int sq_kern_batchnorm(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                       const sq_view_t *out, int nout, sq_error_t *err) {
   if (nin < 5 || in[0].rank < 2 || in[0].dtype != SQ_DT_FLOAT)

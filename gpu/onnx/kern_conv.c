@@ -50,6 +50,8 @@ static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_
   p->w = x->dims[x->rank - 1];
   p->kh = sp == 2 ? w->dims[2] : 1;
   p->kw = w->dims[w->rank - 1];
+  if (p->kh < 1 || p->kw < 1 || p->c < 1 || w->dims[0] < 1 || w->dims[1] < 1)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "empty kernel or channels");
   p->group = sq_attr_int(node, "group", 1);
   if (p->group < 1 || p->c % p->group)
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "group %lld", (long long)p->group);
@@ -267,6 +269,7 @@ int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int 
   const float *bias = nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
   float *y = out[0].data;
   int64_t cg = p.c / p.group, mg = p.m / p.group, k = cg * p.kh * p.kw, plane = p.oh * p.ow;
+  if (plane == 0 || p.n == 0) return 0; /* empty output: nothing to compute */
   if (cg == 1 && p.group > 1) {
     dw_t a = {&p, x, w, bias, y, node};
     sq_cpu_parallel_for(cpu, p.n * p.m, 1, depthwise_range, &a);

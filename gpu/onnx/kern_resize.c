@@ -63,7 +63,10 @@ static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, re
     if (scales) {
       r->scale[d] = (double)((const float *)scales->data)[i];
       if (!(r->scale[d] > 0)) return sq_node_error(err, SQ_EMODEL_LOAD, node, "scale <= 0");
-      r->out[d] = (int64_t)floor((double)x->dims[d] * r->scale[d]);
+      double o = floor((double)x->dims[d] * r->scale[d]);
+      if (!(o < (double)(INT64_C(1) << 40)))
+        return sq_node_error(err, SQ_EMODEL_LOAD, node, "scale %g too large", r->scale[d]);
+      r->out[d] = (int64_t)o;
     } else {
       r->out[d] = sq_view_get_int(sizes, i);
       if (r->out[d] < 0 || x->dims[d] == 0)
@@ -80,7 +83,10 @@ static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, re
     for (int i = 0; i < n; i++) {
       int d = axes[i];
       r->scale[d] = s;
-      r->out[d] = (int64_t)floor(s * (double)x->dims[d] + 0.5);
+      double o = floor(s * (double)x->dims[d] + 0.5);
+      if (!(o < (double)(INT64_C(1) << 40)))
+        return sq_node_error(err, SQ_EMODEL_LOAD, node, "size too large");
+      r->out[d] = (int64_t)o;
     }
   }
   return 0;

@@ -138,7 +138,8 @@ SHAPE_FN(sq_shape_reshape) {
       infer = d;
       continue;
     }
-    if (v < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "dim %lld", (long long)v);
+    if (v < 0 || (v > 0 && known > (INT64_C(1) << 40) / v))
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "dim %lld", (long long)v);
     out[0].dims[d] = v;
     known *= v;
   }
@@ -156,6 +157,8 @@ SHAPE_FN(sq_shape_reshape) {
 
 /* ---- Concat ---- */
 SHAPE_FN(sq_shape_concat) {
+  if (nin < 1 || !sq_view_present(&in[0]))
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "missing input");
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
   if (axis < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "axis out of range");
   out[0] = in[0];

@@ -77,7 +77,7 @@ static int infer_node(sq_graph_t *g, int ni, sq_cpu_t *cpu, sq_error_t *err) {
     if (n->out[k] < 0) continue;
     sq_tensor_t *t = &g->tensors[n->out[k]];
     if (out[k].rank < 0 || out[k].rank > SQ_MAX_DIMS || !sq_dtype_size(out[k].dtype))
-      return sq_node_error(err, SQ_EINTERNAL, n, "shape inference left output %d unset", k);
+      return sq_node_error(err, SQ_EMODEL_LOAD, n, "output %d has no valid type/shape", k);
     for (int d = 0; d < out[k].rank; d++)
       if (out[k].dims[d] < 0)
         return sq_node_error(err, SQ_EMODEL_LOAD, n, "output '%s' dim %d is negative", t->name, d);

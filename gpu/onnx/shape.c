@@ -79,6 +79,9 @@ int sq_shape_same(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t
 int sq_shape_broadcast(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                        int nout, sq_error_t *err) {
   if (nin < 1) return sq_node_error(err, SQ_EMODEL_LOAD, node, "no inputs");
+  for (int k = 0; k < nin; k++)
+    if (!sq_view_present(&in[k]))
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "input %d is missing", k);
   sq_view_t acc = in[0];
   for (int k = 1; k < nin; k++) {
     if (in[k].dtype != in[0].dtype)
@@ -109,4 +112,10 @@ void sq_act_apply(int act, float alpha, float beta, float *x, int64_t n) {
     default:
       break;
   }
+}
+
+int sq_shape_binary(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout,
+                    sq_error_t *err) {
+  if (nin != 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs 2 inputs, has %d", nin);
+  return sq_shape_broadcast(node, in, nin, out, nout, err);
 }
