@@ -155,9 +155,11 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("SEGQ_BUILD_DIR", os.path.join(ROOT, "build-bench")))
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in --build-dir")
     ap.add_argument("--reps", type=int, default=3, help="runs per configuration (median reported)")
-    ap.add_argument("--n", type=int, default=20000, help="jobs per throughput run (null, BullMQ)")
+    ap.add_argument("--n", type=int, default=10000, help="jobs per throughput run (null, BullMQ)")
     ap.add_argument("--otsu-n", type=int, default=3000, help="jobs per otsu throughput run")
-    ap.add_argument("--lat-s", type=float, default=4.0, help="seconds of offered load per latency run")
+    ap.add_argument("--lat-s", type=float, default=3.0, help="seconds of offered load per latency run")
+    ap.add_argument("--lat-rate", type=float, default=200,
+                    help="a light offered rate (jobs/s) run on both systems")
     ap.add_argument("--lat-fraction", type=float, default=0.25,
                     help="latency runs offer this fraction of the measured max jobs/s (at 0.5 "
                          "neither system keeps up here once enqueueing shares the CPU)")
@@ -169,7 +171,7 @@ def main():
     ap.add_argument("--json", help="also write every result here")
     a = ap.parse_args()
     if a.quick:
-        a.reps, a.n, a.otsu_n, a.lat_s = 1, 5000, 1000, 1.5
+        a.reps, a.n, a.otsu_n, a.lat_s = 1, 3000, 600, 1.5
     t_start = time.monotonic()
     if not a.no_build:
         build(a.build_dir)
@@ -180,7 +182,7 @@ def main():
     res = {"machine": machine_info(), "commit": commit, "worker_flags": WORKER_FLAGS, "tput": {},
            "lat": {}}
     log("redis-server on %s; %s" % (b.rs.url, res["machine"]))
-    tk = ["jobs_per_s", "redis_cpu_us_per_job", "jobs_per_script_call"]
+    tk = ["jobs_per_s", "redis_cpu_us_per_job", "worker_cpu_us_per_job", "jobs_per_script_call"]
 
     # The BullMQ job's data is made as long as segq's null job document (checked in the table).
     probe = b.segq("tput", "null", 1, 200)
@@ -203,8 +205,9 @@ def main():
     f = a.lat_fraction
     pc = "%d%%" % round(f * 100)
     bull_rate = best["jobs_per_s"] * f
-    rates = {"segq null x1 @%s own max" % pc: null1 * f,
-             "segq null x1 @BullMQ's rate": bull_rate,
+    rates = {"segq null x1 @%d/s" % a.lat_rate: a.lat_rate,
+             "bullmq c=%d @%d/s" % (best_conc, a.lat_rate): a.lat_rate,
+             "segq null x1 @%s own max" % pc: null1 * f,
              "bullmq c=%d @%s own max" % (best_conc, pc): bull_rate,
              "segq otsu x1 @%s own max" % pc: otsu1 * f}
     def n_for(label):
@@ -219,6 +222,7 @@ def main():
     res["lat"] = run_interleaved(a.reps, plan, lk)
     for label in rates:
         res["lat"][label]["rate"] = rates[label]
+    res["lat_fraction"], res["lat_rate"] = f, a.lat_rate
 
     res["ratio_null_x1_vs_bullmq_best"] = null1 / best["jobs_per_s"]
     res["ratio_null_x2_vs_bullmq_best"] = res["tput"]["segq null x2"]["jobs_per_s"] / best["jobs_per_s"]
@@ -234,11 +238,12 @@ def main():
                                  m["node"], m["bullmq"], a.reps))
     print("job size: %d bytes (segq null job document = BullMQ job data JSON); null n=%d, otsu n=%d"
           % (job_bytes, a.n, a.otsu_n))
-    print("\n%-30s %10s %10s %12s %12s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
-                                           "redis us/job", "jobs/script"))
+    print("\n%-30s %8s %9s %12s %13s %11s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
+                                               "redis us/job", "worker us/job", "jobs/script"))
     for label, t in res["tput"].items():
-        print("%-30s %10.0f %9.2fx %12.1f %12.1f" % (label, t["jobs_per_s"], t["jobs_per_s"] / best["jobs_per_s"],
-                                                      t["redis_cpu_us_per_job"], t["jobs_per_script_call"]))
+        print("%-30s %8.0f %8.2fx %12.1f %13.1f %11.1f" % (
+            label, t["jobs_per_s"], t["jobs_per_s"] / best["jobs_per_s"], t["redis_cpu_us_per_job"],
+            t["worker_cpu_us_per_job"], t["jobs_per_script_call"]))
     print("\n%-30s %9s %9s %9s %9s %9s" % ("latency (open loop)", "offered", "achieved", "p50 ms",
                                           "p99 ms", "max ms"))
     for label, t in res["lat"].items():

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,6 +106,16 @@ static uint8_t *encode_job(const opts_t *o, long i, char *id, size_t idlen, size
 /* ---- worker processes ---- */
 
 static pid_t pids[MAX_WORKERS];
+static double workers_cpu_s; /* user+sys CPU of the workers reaped so far */
+
+static void reap(pid_t p, int flags, int *reaped) {
+  struct rusage ru;
+  int st;
+  *reaped = wait4(p, &st, flags, &ru) == p;
+  if (*reaped)
+    workers_cpu_s += (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+                     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
 
 static void worker_id(const opts_t *o, int k, char *buf, size_t len) {
   snprintf(buf, len, "%s-w%d", o->prefix, k);
@@ -137,12 +148,12 @@ static void stop_workers(const opts_t *o) {
     if (pids[k] > 0) kill(pids[k], SIGTERM);
   for (int k = 0; k < o->workers; k++) {
     if (pids[k] <= 0) continue;
-    int st;
     double deadline = now_s() + 10;
-    while (waitpid(pids[k], &st, WNOHANG) == 0) {
+    int reaped = 0;
+    for (reap(pids[k], WNOHANG, &reaped); !reaped; reap(pids[k], WNOHANG, &reaped)) {
       if (now_s() > deadline) {
         kill(pids[k], SIGKILL);
-        waitpid(pids[k], &st, 0);
+        reap(pids[k], 0, &reaped);
         break;
       }
       sleep_s(0.01);
@@ -286,11 +297,12 @@ static void run_tput(const opts_t *o) {
   printf("{\"mode\":\"tput\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"job_bytes\":%zu,"
          "\"fill_s\":%.4f,\"secs\":%.4f,\"jobs_per_s\":%.1f,\"first_result_s\":%.4f,"
          "\"steady_jobs_per_s\":%.1f,\"failed\":%lld,\"redis_cpu_us_per_job\":%.2f,"
-         "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f}\n",
+         "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f,"
+         "\"worker_cpu_us_per_job\":%.2f}\n",
          o->model, o->workers, o->n, job_len, fill_s, t1 - t0, (double)o->n / (t1 - t0),
          t_first - t0, t1 > t_first ? (double)o->n / (t1 - t_first) : 0.0, failed,
          (a1.cpu_s - a0.cpu_s) * 1e6 / nj, (double)a1.script_us / nj, a1.script_calls,
-         a1.script_calls ? nj / (double)a1.script_calls : 0.0);
+         a1.script_calls ? nj / (double)a1.script_calls : 0.0, workers_cpu_s * 1e6 / nj);
 }
 
 /* ---- lat ---- */

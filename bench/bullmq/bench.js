@@ -53,6 +53,7 @@ async function tput(a) {
   const client = await q.client;
   await client.config('RESETSTAT');
   const a0 = await redisAcct(client);
+  const cpu0 = process.cpuUsage();
   let done = 0;
   let tFirst = 0;
   const t0 = now();
@@ -70,6 +71,7 @@ async function tput(a) {
   const w = await finished;
   const t1 = now();
   const a1 = await redisAcct(client);
+  const cpu = process.cpuUsage(cpu0);
   clearTimeout(timer);
   await w.close();
   await q.close();
@@ -77,7 +79,8 @@ async function tput(a) {
     job_bytes: JSON.stringify(data).length, fill_s, secs: t1 - t0, jobs_per_s: a.n / (t1 - t0),
     first_result_s: tFirst - t0, steady_jobs_per_s: a.n / (t1 - tFirst),
     redis_cpu_us_per_job: (a1.cpu_s - a0.cpu_s) * 1e6 / a.n, script_us_per_job: a1.us / a.n,
-    script_calls: a1.calls, jobs_per_script_call: a.n / a1.calls }));
+    script_calls: a1.calls, jobs_per_script_call: a.n / a1.calls,
+    worker_cpu_us_per_job: (cpu.user + cpu.system) / a.n }));
 }
 
 async function worker(a) {
@@ -138,10 +141,18 @@ async function lat(a) {
   for (let k = 0; k < a.n; k++) if (seen[k] > 0) l.push((seen[k] - sched[k]) * 1e3);
   l.sort((x, y) => x - y);
   const p = (f) => l[Math.min(l.length - 1, Math.round(f * (l.length - 1)))];
+  // Cross-check with BullMQ's own stamps (ms): finishedOn - timestamp of every job.
+  const client = await q.client;
+  const pipe = client.pipeline();
+  for (const id of idx.keys()) pipe.hmget(q.toKey(id), 'timestamp', 'finishedOn');
+  const own = (await pipe.exec()).map(([, v]) => Number(v[1]) - Number(v[0]))
+    .filter((x) => !Number.isNaN(x)).sort((x, y) => x - y);
+  const po = (f) => own[Math.min(own.length - 1, Math.round(f * (own.length - 1)))];
   console.log(JSON.stringify({ mode: 'lat', system: 'bullmq', n: a.n, seen: l.length,
     job_bytes: JSON.stringify(data).length, rate: a.rate, achieved_rate: a.n / sentS,
     max_send_lag_ms: maxLag * 1e3, p50_ms: p(0.5), p90_ms: p(0.9), p99_ms: p(0.99),
-    max_ms: l[l.length - 1], mean_ms: l.reduce((s, x) => s + x, 0) / l.length }));
+    max_ms: l[l.length - 1], mean_ms: l.reduce((s, x) => s + x, 0) / l.length,
+    own_stamps_p50_ms: po(0.5), own_stamps_p99_ms: po(0.99) }));
   await qe.close();
   await q.close();
   process.exit(l.length === a.n ? 0 : 1);

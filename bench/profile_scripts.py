@@ -1,0 +1,143 @@
+#!/usr/bin/python3
+"""bench/profile_scripts.py: where segq's Redis time goes per job. Drives enqueue.lua, claim.lua and
+ack.lua directly (no worker) the way a tuned worker does (claims of --batch jobs, --ahead batches
+claimed before the oldest is acked) and reads Redis's own CPU time (INFO cpu, getrusage) around
+each call, per phase; the minimum over --reps runs (this machine is shared: contention only
+ever adds), for the scripts as they are and for
+variants that each remove or change one thing, so the cost of that thing is the difference.
+The variants are measurements only: nothing here changes queue/scripts.
+
+    /usr/bin/python3 bench/profile_scripts.py [--n 6400] [--batch 64] [--ahead 4] [--reps 3]
+"""
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
+import segq_testlib as tl  # noqa: E402
+
+EMIT_CALL = "    emit(id, group, ev)\n"
+VARIANTS = {
+    # name: (what it shows, {script: [(old, new), ...]})
+    "as is": ("the scripts in queue/scripts", {}),
+    "ack: LREM count 1": (
+        "ack removes the id with LREM inflight 1 (stops at the first match) instead of 0 (scans "
+        "the whole in-flight list)",
+        {"ack": [("redis.call('LREM', inflight, 0, id) == 0", "redis.call('LREM', inflight, 1, id) == 0")]}),
+    "no started event": (
+        "claim writes no `started` event (no HINCRBY seq, XADD, PUBLISH)",
+        {"claim": [("          emit(id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")]}),
+    "no done event": (
+        "ack writes no `done` event (no HINCRBY seq, XADD, PUBLISH)",
+        {"ack": [(EMIT_CALL, "")]}),
+    "no events, no TTLs": (
+        "neither event, and ack sets no EXPIRE on status/events/reply",
+        {"claim": [("          emit(id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")],
+         "ack": [(EMIT_CALL, ""),
+                 ("    redis.call('EXPIRE', skey, ttl)\n    redis.call('EXPIRE', P .. ':events:' .. id, ttl)\n", ""),
+                 ("    redis.call('EXPIRE', reply, ttl)\n", "")]}),
+}
+
+
+def script(name, edits):
+    src = tl.load_script(name).decode()
+    for old, new in edits.get(name, []):
+        if old not in src:
+            raise SystemExit("variant edit does not apply to %s.lua: %r" % (name, old[:60]))
+        src = src.replace(old, new)
+    return src
+
+
+def cpu_us(r):
+    """Redis's own CPU time (user+sys, getrusage): unlike commandstats' usec it does not grow
+    when this shared machine deschedules Redis in the middle of a script."""
+    i = r.info("cpu")
+    return (float(i["used_cpu_user"]) + float(i["used_cpu_sys"])) * 1e6
+
+
+def run_once(r, variant, a, payload, result_doc):
+    edits = VARIANTS[variant][1]
+    P = "p"
+    r.flushall()
+    enq = r.register_script(script("enqueue", edits))
+    claim = r.register_script(script("claim", edits))
+    ack = r.register_script(script("ack", edits))
+    now = tl.now_ms()
+    c0 = cpu_us(r)
+    pipe = r.pipeline(transaction=False)
+    for i in range(a.n):
+        enq(keys=[], args=[P, "j%d" % i, "null", "", "", 0, payload(i), now, 86400], client=pipe)
+        if len(pipe) >= 500:
+            pipe.execute()
+    pipe.execute()
+    enq_us = cpu_us(r) - c0
+    r.set(P + ":worker:w", "tok")
+    claim_us = ack_us = 0
+    claimed, outstanding = 0, []
+
+    def timed(fn, *args, **kw):
+        c = cpu_us(r)
+        out = fn(*args, **kw)
+        return out, cpu_us(r) - c
+
+    while claimed < a.n or outstanding:
+        while claimed < a.n and len(outstanding) < a.ahead:
+            out, us = timed(claim, keys=[], args=[P, "w", "tok", a.batch, now, 86400, "null"])
+            claim_us += us
+            ids = [out[k + 1] for k in range(0, len(out), 5)]
+            claimed += len(ids)
+            outstanding.append(ids)
+        ids = outstanding.pop(0)
+        args = [P, "w", "tok", now, 86400]
+        for i in ids:
+            args += [i, result_doc(i), ""]
+        out, us = timed(ack, keys=[], args=args)
+        if any(int(x) != 1 for x in out):
+            raise SystemExit("ack returned %r" % out[:5])
+        ack_us += us
+    done = int(r.hget(P + ":stats", "done") or 0)
+    if done != a.n:
+        raise SystemExit("%s: %d of %d done" % (variant, done, a.n))
+    return {"enqueue": enq_us / a.n, "claim": claim_us / a.n, "ack": ack_us / a.n}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=6400)
+    ap.add_argument("--batch", type=int, default=64, help="jobs per claim (null's max_batch)")
+    ap.add_argument("--ahead", type=int, default=4, help="batches claimed before the oldest is acked")
+    ap.add_argument("--reps", type=int, default=5)
+    a = ap.parse_args()
+    img = bytes((k * 7) & 255 for k in range(256))
+
+    def payload(i):
+        return tl.pack(tl.job_doc("j%d" % i, "null", img, fmt="gray8", width=16, height=16))
+
+    def result_doc(i):  # about the size of the worker's result for a null job
+        return tl.pack({"v": 1, "id": i.decode() if isinstance(i, bytes) else i, "status": "ok",
+                        "error": None, "width": 16, "height": 16, "polygons": [],
+                        "timings": {"queue_wait_us": 1000, "decode_us": 3, "inference_us": 1,
+                                    "postprocess_us": 2, "total_us": 1200},
+                        "worker": "w", "batch_size": 64, "attempt": 1})
+
+    with tl.RedisServer() as rs:
+        r = rs.client()
+        rows = {}
+        for _ in range(a.reps):  # interleaved, like run.py, against this machine's noise
+            for v in VARIANTS:
+                rows.setdefault(v, []).append(run_once(r, v, a, payload, result_doc))
+    print("Redis CPU us per job (min of %d runs; n=%d, claims of %d, %d batches ahead; enqueue "
+          "pipelined 500 per round trip)" % (a.reps, a.n, a.batch, a.ahead))
+    print("%-22s %9s %9s %9s %14s" % ("variant", "enqueue", "claim", "ack", "claim+ack"))
+    for v, rs_ in rows.items():
+        m = {k: min(x[k] for x in rs_) for k in rs_[0]}
+        print("%-22s %9.1f %9.1f %9.1f %14.1f" % (v, m["enqueue"], m["claim"], m["ack"],
+                                                   m["claim"] + m["ack"]))
+    print()
+    for v, (what, _) in VARIANTS.items():
+        print("%-22s %s" % (v + ":", what))
+
+
+if __name__ == "__main__":
+    main()
