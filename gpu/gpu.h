@@ -93,6 +93,20 @@ int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint
 void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
 
+/* Ensembles (docs/protocol.md, "Ensembles (proposed)"): several models' probability maps of one
+ * image, averaged with weights, then thresholded.
+ * sq_model_finish_prob: like sq_model_finish, but *prob is the foreground probability map of the
+ * original image size (width*height floats in [0,1], malloc'd, caller frees) before any
+ * threshold: an ONNX model's stitched (sigmoid) output; built-ins give their mask as 0/1 (null:
+ * all 0). Consumes the output on success, like finish. Work pool.
+ * sq_prob_combine: mask[i] = (sum_k weights[k] * probs[k][i]) / sum_k weights[k] >= threshold,
+ * for n >= 1 maps of npix pixels; weights NULL = all 1; weights must be >= 0 with a positive
+ * sum (SQ_EINVAL otherwise). *mask is malloc'd (npix bytes, 0/1). Any thread. */
+int sq_model_finish_prob(sq_model_t *m, void *output, float **prob, uint32_t *width,
+                         uint32_t *height, sq_error_t *err);
+int sq_prob_combine(const float *const *probs, const float *weights, size_t n, size_t npix,
+                    float threshold, uint8_t **mask, sq_error_t *err);
+
 /* Mask -> polygons (shared by every model). One polygon per 8-connected foreground component
  * (mask value != 0) with area >= min_area, where area = pixel count * scale_x * scale_y (the area
  * in original image pixels, as the protocol says); outer boundary traced along pixel edges,

@@ -16,6 +16,11 @@ typedef struct {
   void (*sample_free)(sq_model_t *m, void *sample);
   void (*output_free)(sq_model_t *m, void *output);
   void (*close)(sq_model_t *m); /* frees context, not m itself */
+  /* Optional (ensembles): like finish, but the foreground probability map (width*height
+   * floats in [0,1], malloc'd) before thresholding. NULL: ensemble.c thresholds with finish
+   * and uses the mask as 0/1 probabilities. */
+  int (*finish_prob)(sq_model_t *m, void *output, float **prob, uint32_t *width,
+                     uint32_t *height, sq_error_t *err);
 } sq_model_iface_t;
 
 struct sq_model {

@@ -282,11 +282,12 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
 
 /* ---- finish ---- */
 
-static int onnx_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,
-                       uint32_t *width, uint32_t *height, sq_error_t *err) {
+/* The output's tiles stitched into the probability map of the original image size (sigmoid
+ * applied for logits). Does not consume the output. */
+static int stitch_prob(sq_model_t *m, const onnx_output_t *o, float **prob, sq_error_t *err) {
   onnx_model_t *om = m->context;
-  onnx_output_t *o = output;
   sq_tile_axis_t ax, ay;
+  *prob = NULL;
   int rc = sq_tile_axis_init(&ax, o->width, om->cfg.size_w, om->cfg.overlap, err);
   if (rc) return rc;
   rc = sq_tile_axis_init(&ay, o->height, om->cfg.size_h, om->cfg.overlap, err);
@@ -295,30 +296,54 @@ static int onnx_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, u
     return rc;
   }
   size_t npix = (size_t)o->width * o->height;
-  float *prob = malloc(npix * sizeof(float));
-  uint8_t *mk = malloc(npix ? npix : 1);
-  if (!prob || !mk || ax.n * ay.n != o->ntiles) {
-    rc = sq_error_set(err, prob && mk ? SQ_EINTERNAL : SQ_ENOMEM, "model %s: cannot stitch",
-                      m->info.name);
-    free(mk);
-    goto out;
-  }
-  sq_tile_stitch(&ax, &ay, o->planes, tile_plane(om), prob);
-  float t = pp ? pp->threshold : om->cfg.threshold;
-  if (om->cfg.output_kind == SQ_REPO_OUT_LOGITS_SIGMOID) {
-    for (size_t i = 0; i < npix; i++) mk[i] = 1.0f / (1.0f + expf(-prob[i])) >= t;
+  float *p = malloc((npix ? npix : 1) * sizeof(float));
+  if (!p || ax.n * ay.n != o->ntiles) {
+    rc = sq_error_set(err, p ? SQ_EINTERNAL : SQ_ENOMEM, "model %s: cannot stitch %u tiles",
+                      m->info.name, o->ntiles);
+    free(p);
   } else {
-    for (size_t i = 0; i < npix; i++) mk[i] = prob[i] >= t;
+    sq_tile_stitch(&ax, &ay, o->planes, tile_plane(om), p);
+    if (om->cfg.output_kind == SQ_REPO_OUT_LOGITS_SIGMOID)
+      for (size_t i = 0; i < npix; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
+    *prob = p;
   }
+  sq_tile_axis_free(&ax);
+  sq_tile_axis_free(&ay);
+  return rc;
+}
+
+static int onnx_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,
+                       uint32_t *width, uint32_t *height, sq_error_t *err) {
+  onnx_model_t *om = m->context;
+  onnx_output_t *o = output;
+  float *prob = NULL;
+  int rc = stitch_prob(m, o, &prob, err);
+  if (rc) return rc;
+  size_t npix = (size_t)o->width * o->height;
+  uint8_t *mk = malloc(npix ? npix : 1);
+  if (!mk) {
+    free(prob);
+    return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for the mask", m->info.name);
+  }
+  float t = pp ? pp->threshold : om->cfg.threshold;
+  for (size_t i = 0; i < npix; i++) mk[i] = prob[i] >= t;
+  free(prob);
   *mask = mk;
   *width = o->width;
   *height = o->height;
   output_free(m, o); /* a successful finish consumes the output */
-out:
-  free(prob);
-  sq_tile_axis_free(&ax);
-  sq_tile_axis_free(&ay);
-  return rc;
+  return 0;
+}
+
+static int onnx_finish_prob(sq_model_t *m, void *output, float **prob, uint32_t *width,
+                            uint32_t *height, sq_error_t *err) {
+  onnx_output_t *o = output;
+  int rc = stitch_prob(m, o, prob, err);
+  if (rc) return rc;
+  *width = o->width;
+  *height = o->height;
+  output_free(m, o);
+  return 0;
 }
 
 /* ---- open / close ---- */
@@ -356,6 +381,7 @@ static const sq_model_iface_t onnx_iface = {
     .sample_free = sample_free,
     .output_free = output_free,
     .close = onnx_close,
+    .finish_prob = onnx_finish_prob,
 };
 
 /* Lists the engine's input or output names ("a, b") for messages. */

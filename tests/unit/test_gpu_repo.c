@@ -2,8 +2,9 @@
  * model.json, unknown or invalid fields with their path, input name/channels/size against the
  * graph, unsupported ops), the preprocessing and tiling through prepare/run/finish on a tiny
  * pixelwise graph (Neg + Concat, logits, output channel 1) whose mask is known exactly, a
- * batch whose tiles cross chunk boundaries, gray16 and RGB input, and the real cellseg-unet on
- * eval_13.jpg against PyTorch's probabilities (tests/data/onnx/cellseg_tiles). */
+ * batch whose tiles cross chunk boundaries, gray16 and RGB input, the ensemble primitives
+ * (probability maps, weighted mean), and the real cellseg-unet on eval_13.jpg against
+ * PyTorch's probabilities (tests/data/onnx/cellseg_tiles). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,68 @@ static void test_tiny_model(void) {
   sq_model_close(m);
 }
 
+/* Ensemble primitives: the tiny model's probability map (sigmoid(0.5 - v/255)), otsu's 0/1
+ * map, and their weighted mean thresholded. */
+static void test_ensemble(void) {
+  sq_error_t err = {0};
+  sq_model_t *tiny = sq_model_open("tiny", repo, &err), *otsu = sq_model_open("otsu", NULL, &err);
+  CHECK(tiny && otsu);
+  if (!tiny || !otsu) {
+    sq_model_close(tiny);
+    sq_model_close(otsu);
+    return;
+  }
+  sq_image_t img;
+  image_new(&img, 23, 11, 1, 1);
+  for (int k = 0; k < 23 * 11; k++) img.data[k] = (uint8_t)((k * 37) % 256);
+  sq_model_t *ms[2] = {tiny, otsu};
+  float *probs[2] = {0};
+  for (int i = 0; i < 2; i++) {
+    void *s = NULL, *o = NULL;
+    uint32_t w = 0, h = 0;
+    CHECK_EQ_INT(sq_model_prepare(ms[i], &img, &s, &err), 0);
+    CHECK_EQ_INT(sq_model_run(ms[i], 0, &s, 1, &o, &err), 0);
+    CHECK_EQ_INT(sq_model_finish_prob(ms[i], o, &probs[i], &w, &h, &err), 0);
+    CHECK(w == 23 && h == 11 && probs[i] != NULL);
+  }
+  if (probs[0] && probs[1]) {
+    int bad = 0, ones = 0;
+    for (int k = 0; k < 23 * 11; k++) {
+      float want = 1.0f / (1.0f + expf(-(0.5f - (float)img.data[k] / 255.0f)));
+      bad += fabsf(probs[0][k] - want) > 1e-6f;
+      bad += probs[1][k] != 0.0f && probs[1][k] != 1.0f;
+      ones += probs[1][k] == 1.0f;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(ones > 0 && ones < 23 * 11);
+    const float *pp[2] = {probs[0], probs[1]};
+    float wts[2] = {1.0f, 3.0f};
+    uint8_t *mask = NULL;
+    CHECK_EQ_INT(sq_prob_combine(pp, wts, 2, 23 * 11, 0.5f, &mask, &err), 0);
+    bad = 0;
+    for (int k = 0; mask && k < 23 * 11; k++)
+      bad += mask[k] != ((probs[0][k] + 3.0f * probs[1][k]) / 4.0f >= 0.5f);
+    CHECK_EQ_INT(bad, 0);
+    free(mask);
+    /* One member with weight 1 is that member's own thresholding. */
+    CHECK_EQ_INT(sq_prob_combine(pp, NULL, 1, 23 * 11, 0.6f, &mask, &err), 0);
+    bad = 0;
+    for (int k = 0; mask && k < 23 * 11; k++) bad += mask[k] != (probs[0][k] >= 0.6f);
+    CHECK_EQ_INT(bad, 0);
+    free(mask);
+    float badw[2] = {-1.0f, 1.0f}, zerow[2] = {0.0f, 0.0f};
+    CHECK_EQ_INT(sq_prob_combine(pp, badw, 2, 23 * 11, 0.5f, &mask, &err), SQ_EINVAL);
+    CHECK_EQ_INT(sq_prob_combine(pp, zerow, 2, 23 * 11, 0.5f, &mask, &err), SQ_EINVAL);
+    CHECK_EQ_INT(sq_prob_combine(pp, NULL, 0, 23 * 11, 0.5f, &mask, &err), SQ_EINVAL);
+    CHECK(mask == NULL);
+  }
+  free(probs[0]);
+  free(probs[1]);
+  sq_image_free(&img);
+  sq_model_close(tiny);
+  sq_model_close(otsu);
+}
+
 static uint8_t *read_all(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
@@ -330,6 +393,7 @@ int main(void) {
   }
   test_validation();
   test_tiny_model();
+  test_ensemble();
   const char *src = getenv("SEGQ_SOURCE_DIR");
   if (src)
     test_cellseg(src);
