@@ -79,12 +79,23 @@ static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_
   }
   if (sp == 1) opad[0] = 0;
   p->sh = s[0], p->sw = s[1], p->dh = d[0], p->dw = d[1];
-  if (s[0] < 1 || s[1] < 1 || d[0] < 1 || d[1] < 1)
-    return sq_node_error(err, SQ_EMODEL_LOAD, node, "strides/dilations must be >= 1");
+  /* bounded so that no size arithmetic below can overflow, whatever the file says */
+  const int64_t lim = INT64_C(1) << 20;
+  for (int i = 0; i < 2; i++)
+    if (s[i] < 1 || s[i] > lim || d[i] < 1 || d[i] > lim || opad[i] < 0 || opad[i] > lim ||
+        pads[i] < 0 || pads[i] > lim || pads[i + 2] < 0 || pads[i + 2] > lim ||
+        (i == 0 ? p->kh : p->kw) > lim)
+      return sq_node_error(err, SQ_EMODEL_LOAD, node,
+                           "strides/dilations/pads/output_padding out of range");
   const char *auto_pad = sq_attr_string(node, "auto_pad", "NOTSET");
   int64_t in[2] = {p->h, p->w}, k[2] = {p->kh, p->kw}, out[2];
   const int64_t *oshape;
   size_t nos = transpose ? sq_attr_ints(node, "output_shape", &oshape) : 0;
+  if (nos && nos != (size_t)sp && nos != (size_t)sp + 2)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "output_shape has %zu values", nos);
+  for (size_t i = 0; i < nos; i++)
+    if (oshape[i] < 0 || oshape[i] > lim * lim)
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "output_shape out of range");
   for (int i = 0; i < 2; i++) {
     int64_t ext = (k[i] - 1) * d[i] + 1;
     bool same = strcmp(auto_pad, "SAME_UPPER") == 0 || strcmp(auto_pad, "SAME_LOWER") == 0;

@@ -39,8 +39,10 @@ int sq_pool_params(const sq_node_t *node, const sq_view_t *x, sq_pool_t *p, sq_e
   const char *auto_pad = sq_attr_string(node, "auto_pad", "NOTSET");
   int64_t in[2] = {p->h, p->w}, out[2];
   for (int i = 0; i < 2; i++) {
-    if (k[i] < 1 || s[i] < 1 || d[i] < 1)
-      return sq_node_error(err, SQ_EMODEL_LOAD, node, "kernel/strides/dilations must be >= 1");
+    const int64_t lim = INT64_C(1) << 20; /* no size arithmetic below can overflow */
+    if (k[i] < 1 || s[i] < 1 || d[i] < 1 || k[i] > lim || s[i] > lim || d[i] > lim || pads[i] < 0 ||
+        pads[i + 2] < 0 || pads[i] > lim || pads[i + 2] > lim)
+      return sq_node_error(err, SQ_EMODEL_LOAD, node, "kernel/strides/dilations/pads out of range");
     int64_t ext = (k[i] - 1) * d[i] + 1;
     if (strcmp(auto_pad, "SAME_UPPER") == 0 || strcmp(auto_pad, "SAME_LOWER") == 0) {
       out[i] = (in[i] + s[i] - 1) / s[i];
