@@ -301,6 +301,9 @@ class Worker:
         for k in list(self.env):
             if k.startswith("SEGQ_") and k not in ("SEGQ_SOURCE_DIR", "SEGQ_BUILD_DIR"):
                 del self.env[k]
+        # Sanitizer builds: undefined behaviour stops the worker (so a test notices) instead of
+        # scrolling by in its log.
+        self.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         self.env.update(env or {})
         self.dir = tempdir("segq-worker-")
         self.log_path = os.path.join(self.dir, "%s.log" % self.id)
@@ -593,10 +596,24 @@ def _dump_worker_logs():
         print(w.log_tail(40))
 
 
+SANITIZER_MARKS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "WARNING: ThreadSanitizer")
+
+
+def sanitizer_findings():
+    """[(worker id, line)] for every sanitizer report in the logs of the workers started here."""
+    out = []
+    for w in _workers:
+        for line in w.log().splitlines():
+            if any(m in line for m in SANITIZER_MARKS):
+                out.append((w.id, line.strip()))
+    return out
+
+
 def run_tests(module="__main__", timeout_s=540):
     """Runs the unittest TestCases of `module`, prints "N passed, N failed, N skipped" and exits 0
-    (all ran passed), 1 (a failure or error), or 77 (nothing failed and nothing passed: all
-    skipped). A SIGALRM after timeout_s fails the running test (and so kills its processes)
+    (all ran passed), 1 (a failure or error, or a sanitizer report in a worker's log), or 77
+    (nothing failed and nothing passed: all skipped). A SIGALRM after timeout_s fails the running test (and so kills its processes)
     before ctest's own timeout would."""
     def on_alarm(signum, frame):
         raise TimeoutError("test file ran past %ds" % timeout_s)
@@ -612,6 +629,9 @@ def run_tests(module="__main__", timeout_s=540):
     finally:
         signal.alarm(0)
     failed = len(res.failures) + len(res.errors) + len(res.unexpectedSuccesses)
+    for wid, line in sanitizer_findings():
+        print("sanitizer report in worker %s: %s" % (wid, line))
+        failed += 1
     skipped = len(res.skipped)
     if failed:
         _dump_worker_logs()
