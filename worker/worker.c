@@ -643,6 +643,10 @@ static void worker_stop(sq_worker_t *w, int code) {
   uv_close((uv_handle_t *)&w->resync_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
+  /* Closing the watchers restored the default action; a signal during the last milliseconds
+   * of a clean exit must not turn it into a kill. */
+  signal(SIGTERM, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
   uv_close((uv_handle_t *)&w->done_async, on_handle_closed);
   for (size_t m = 0; m < w->nmodels; m++)
     uv_close((uv_handle_t *)&w->models[m].timer, on_handle_closed);
