@@ -1,5 +1,6 @@
 /* engine.c: the public sq_engine_* entry points for loading: read the file, parse it, apply the
- * load-time rewrites (BatchNorm folding, activation fusion), answer questions about I/O. */
+ * load-time rewrites (initializer-only folding, BatchNorm folding, activation fusion), answer
+ * questions about I/O. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

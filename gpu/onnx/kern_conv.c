@@ -1,7 +1,8 @@
 /* kern_conv.c: Conv and ConvTranspose (1-D and 2-D) on the CPU: im2col + OpenBLAS sgemm per
  * group, tiled over output rows so the column buffer stays small on large images, with a 1x1
- * fast path that feeds the input to sgemm directly. Bias and a fused activation are applied
- * in the same pass. Executor thread; im2col/col2im fan out over the pool, sgemm over OpenBLAS's. */
+ * fast path that feeds the input to sgemm directly and a direct depthwise loop. Bias and a
+ * fused activation are applied in one pass after the GEMM. Executor thread; im2col/col2im fan out
+ * over the pool, sgemm over OpenBLAS's. */
 #include <cblas.h>
 #include <string.h>
 

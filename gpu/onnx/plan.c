@@ -1,7 +1,8 @@
 /* plan.c: the engine graph planned for fixed input shapes: static shape inference in
  * topological order, constant folding (every node whose inputs are all constant runs once here
  * on the CPU: this removes the Shape/Gather/Unsqueeze/Concat/... chains torch exports), then an
- * activation arena laid out by tensor liveness. Runs on the caller's thread. */
+ * activation arena laid out by tensor liveness (views share their input's block). Also the
+ * load-time folding of initializer-only nodes. Runs on the caller's thread. */
 #include <stdlib.h>
 #include <string.h>
 

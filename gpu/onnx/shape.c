@@ -1,5 +1,6 @@
 /* shape.c: helpers shared by shape functions and kernels (node errors, numpy broadcasting,
- * axis normalization, reading integer tensors) and the two generic shape functions. */
+ * axis normalization, reading integer tensors) and the generic shape functions (same, broadcast,
+ * binary). */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
