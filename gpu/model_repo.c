@@ -251,7 +251,9 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg, const char *na
   }
   uint32_t tile = cfg->size_h;
   get_u32(p, large, "tile", "large_images.tile", 1, 16384, &tile);
-  if (!p->failed && (tile != cfg->size_h || tile != cfg->size_w))
+  /* The tile edge is input.size (a rectangular input tiles with rectangular tiles); the field
+   * only restates it. */
+  if (!p->failed && field(large, "tile") && (tile != cfg->size_h || tile != cfg->size_w))
     fail(p, "large_images.tile", "must equal input.size (%u x %u)", cfg->size_h, cfg->size_w);
   cfg->overlap = 32;
   get_u32(p, large, "overlap", "large_images.overlap", 0, 16383, &cfg->overlap);
