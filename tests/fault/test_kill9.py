@@ -56,7 +56,7 @@ class Kill9(unittest.TestCase):
                 t_swept = time.monotonic() - t_kill
                 print("w1 held %d jobs at kill; swept %.2fs after (lease %dms); %d/%d done at kill"
                       % (len(held), t_swept, LEASE_MS, done_at_kill, N))
-                self.assertLessEqual(t_swept, 2 * LEASE_MS / 1000.0 + 0.5,
+                self.assertLessEqual(t_swept, 2 * LEASE_MS / 1000.0 + 1.0,  # + polling/load slack
                                      "sweep took %.2fs, more than 2 lease TTLs" % t_swept)
 
                 res = tl.wait_for_results(r, P, ids, timeout=240)
