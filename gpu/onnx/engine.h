@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/common.h"
 
@@ -105,6 +106,9 @@ void sq_engine_plan_free(sq_engine_plan_t *p);
 size_t sq_engine_arena_bytes(const sq_engine_plan_t *p);
 /* Number of nodes left after folding/fusion (for logs and tests). */
 int sq_engine_plan_node_count(const sq_engine_plan_t *p);
+/* Writes the planned graph, one line per node (name, op, fused activation, output shapes and
+ * arena offsets), to f: a debugging aid (onnx_run --dump). */
+void sq_engine_plan_dump(const sq_engine_plan_t *p, FILE *f);
 /* Shapes of the plan's inputs (unbound ones, in graph order) and outputs; data is NULL. */
 int sq_engine_plan_input_count(const sq_engine_plan_t *p);
 int sq_engine_plan_output_count(const sq_engine_plan_t *p);

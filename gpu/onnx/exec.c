@@ -120,3 +120,23 @@ int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_te
   int rc2 = b->iface->sync ? b->iface->sync(ctx, err) : 0;
   return rc ? rc : rc2;
 }
+
+void sq_engine_plan_dump(const sq_engine_plan_t *p, FILE *f) {
+  static const char *acts[] = {"", "+relu", "+leaky_relu", "+clip", "+sigmoid"};
+  const sq_graph_t *g = &p->graph;
+  fprintf(f, "plan: %d nodes, arena %zu bytes\n", p->norder, p->arena_bytes);
+  for (int i = 0; i < p->norder; i++) {
+    const sq_node_t *n = &g->nodes[p->order[i]];
+    int act = n->act >= 0 && n->act <= SQ_ACT_SIGMOID ? n->act : 0;
+    fprintf(f, "%4d %-18s %-36s", i, sq_op_info(n->op)->name, n->name);
+    if (act) fprintf(f, " %s", acts[act]);
+    for (int k = 0; k < n->nout; k++) {
+      if (n->out[k] < 0) continue;
+      const sq_tensor_t *t = &g->tensors[n->out[k]];
+      fprintf(f, " -> %s %s[", t->name, sq_dtype_name(t->dtype));
+      for (int d = 0; d < t->rank; d++) fprintf(f, "%s%lld", d ? "," : "", (long long)t->dims[d]);
+      fprintf(f, "] @%zu%s", t->offset, t->alias >= 0 ? " (view)" : "");
+    }
+    fputc('\n', f);
+  }
+}

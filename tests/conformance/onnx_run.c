@@ -3,7 +3,8 @@
  * the first input from / writes the first output to raw float32 files (to compare with
  * tests/ort/run_ort.js). Usage:
  *   onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] [--in IN.bin] [--out OUT.bin]
- *            [--no-fold] [--no-fuse]   (other inputs are filled with a fixed pattern)
+ *            [--no-fold] [--no-fuse] [--dump]   (other inputs get a fixed pattern; --dump
+ *            prints the planned graph to stderr)
  * Exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@ static double ms_since(uint64_t t0) {
 
 int main(int argc, char **argv) {
   const char *model = NULL, *in_path = NULL, *out_path = NULL;
-  int batch = 1, threads = 0, iters = 3;
+  int batch = 1, threads = 0, iters = 3, dump = 0;
   sq_engine_options_t opt = {0};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--batch") && i + 1 < argc)
@@ -34,6 +35,8 @@ int main(int argc, char **argv) {
       opt.no_fold_bn = 1;
     else if (!strcmp(argv[i], "--no-fuse"))
       opt.no_fuse = 1;
+    else if (!strcmp(argv[i], "--dump"))
+      dump = 1;
     else
       model = argv[i];
   }
@@ -58,6 +61,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   double plan_ms = ms_since(t0);
+  if (dump) sq_engine_plan_dump(p, stderr);
   sq_backend_t *b = sq_backend_cpu_new(threads, &err);
   sq_backend_ctx_t *ctx = b ? sq_backend_ctx_new(b, sq_engine_arena_bytes(p), &err) : NULL;
   if (!ctx) {
