@@ -1,10 +1,12 @@
 /* gpu: the `onnx` model kind: a model of the repository (<repo_dir>/<name>/model.json +
  * model.onnx, docs/models.md) run by the engine (gpu/onnx) on its cpu backend.
  * prepare (work pool): channels, 16-bit, normalization, and the image cut into overlapping tiles
- * (a job's sample is its array of tiles); run (executor thread, one backend context per
- * `contexts`): the tiles of all jobs of a batch in chunks of at most max_batch tiles, each chunk
- * on a plan for exactly its size (plans made on first use and cached per size); finish (work
- * pool): tiles stitched back, sigmoid for logits, threshold -> mask of the original size. */
+ * (a job's sample is its array of tiles) or, in "resize" mode, resized to one input; run
+ * (executor thread, one backend context per `contexts`): the tiles of all jobs of a batch in
+ * chunks of at most max_batch tiles, each chunk on a plan for exactly its size (plans made on
+ * first use and cached per size, so a lone small image costs one tile, not max_batch); finish
+ * (work pool): tiles stitched back (or resized back), sigmoid for logits, threshold -> mask of
+ * the original size; finish_prob stops before the threshold (ensembles). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -131,43 +133,70 @@ static float *normalize_image(const onnx_model_t *om, const sq_image_t *img) {
   return dst;
 }
 
-static int onnx_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
-  onnx_model_t *om = m->context;
+/* Tile mode: the normalized image cut into the sample's tiles. */
+static int cut_tiles(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_error_t *err) {
   sq_tile_axis_t ax, ay;
-  int rc = sq_tile_axis_init(&ax, img->width, om->cfg.size_w, om->cfg.overlap, err);
+  int rc = sq_tile_axis_init(&ax, s->width, om->cfg.size_w, om->cfg.overlap, err);
   if (rc) return rc;
-  rc = sq_tile_axis_init(&ay, img->height, om->cfg.size_h, om->cfg.overlap, err);
+  rc = sq_tile_axis_init(&ay, s->height, om->cfg.size_h, om->cfg.overlap, err);
   if (rc) {
     sq_tile_axis_free(&ax);
     return rc;
   }
   uint32_t C = om->cfg.channels;
   size_t per_tile = (size_t)C * tile_plane(om);
-  onnx_sample_t *s = calloc(1, sizeof(*s));
-  float *norm = normalize_image(om, img);
-  if (s) s->tiles = malloc((size_t)ax.n * ay.n * per_tile * sizeof(float));
-  if (!s || !norm || !s->tiles) {
-    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for %u x %u tiles", m->info.name,
-                      ax.n, ay.n);
-    goto out;
-  }
-  s->width = img->width;
-  s->height = img->height;
   s->ntiles = ax.n * ay.n;
-  float pad[3];
-  for (uint32_t c = 0; c < C; c++) pad[c] = (0.0f - om->cfg.mean[c]) / om->cfg.std[c];
-  for (uint32_t iy = 0; iy < ay.n; iy++)
-    for (uint32_t ix = 0; ix < ax.n; ix++)
-      sq_tile_extract(&ax, &ay, ix, iy, norm, C, om->cfg.pad_zero ? pad : NULL,
-                      s->tiles + ((size_t)iy * ax.n + ix) * per_tile);
-  *sample = s;
-  s = NULL;
-out:
-  if (s) free(s->tiles);
-  free(s);
-  free(norm);
+  s->tiles = malloc((size_t)s->ntiles * per_tile * sizeof(float));
+  if (!s->tiles) {
+    rc = sq_error_set(err, SQ_ENOMEM, "out of memory for %u x %u tiles", ax.n, ay.n);
+  } else {
+    float pad[3];
+    for (uint32_t c = 0; c < C; c++) pad[c] = (0.0f - om->cfg.mean[c]) / om->cfg.std[c];
+    for (uint32_t iy = 0; iy < ay.n; iy++)
+      for (uint32_t ix = 0; ix < ax.n; ix++)
+        sq_tile_extract(&ax, &ay, ix, iy, norm, C, om->cfg.pad_zero ? pad : NULL,
+                        s->tiles + ((size_t)iy * ax.n + ix) * per_tile);
+  }
   sq_tile_axis_free(&ax);
   sq_tile_axis_free(&ay);
+  return rc;
+}
+
+/* Resize mode: the normalized image resized to input.size, one sample of one "tile". */
+static int resize_in(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_error_t *err) {
+  size_t plane = tile_plane(om), npix = (size_t)s->width * s->height;
+  s->ntiles = 1;
+  s->tiles = malloc((size_t)om->cfg.channels * plane * sizeof(float));
+  if (!s->tiles) return sq_error_set(err, SQ_ENOMEM, "out of memory for the resized input");
+  for (uint32_t c = 0; c < om->cfg.channels; c++)
+    if (sq_resize_bilinear(norm + c * npix, s->width, s->height, s->tiles + c * plane,
+                           om->cfg.size_w, om->cfg.size_h))
+      return sq_error_set(err, SQ_ENOMEM, "out of memory while resizing");
+  return 0;
+}
+
+static int onnx_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
+  onnx_model_t *om = m->context;
+  onnx_sample_t *s = calloc(1, sizeof(*s));
+  float *norm = normalize_image(om, img);
+  sq_error_t lerr = {0};
+  int rc = 0;
+  if (!s || !norm) {
+    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for a %ux%u image", m->info.name,
+                      img->width, img->height);
+  } else {
+    s->width = img->width;
+    s->height = img->height;
+    rc = om->cfg.mode_resize ? resize_in(om, norm, s, &lerr) : cut_tiles(om, norm, s, &lerr);
+    if (rc) sq_error_set(err, rc, "model %s: %s", m->info.name, lerr.msg);
+  }
+  if (rc && s) {
+    free(s->tiles);
+    free(s);
+  } else if (!rc) {
+    *sample = s;
+  }
+  free(norm);
   return rc;
 }
 
@@ -286,30 +315,46 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
  * applied for logits). Does not consume the output. */
 static int stitch_prob(sq_model_t *m, const onnx_output_t *o, float **prob, sq_error_t *err) {
   onnx_model_t *om = m->context;
-  sq_tile_axis_t ax, ay;
   *prob = NULL;
-  int rc = sq_tile_axis_init(&ax, o->width, om->cfg.size_w, om->cfg.overlap, err);
-  if (rc) return rc;
-  rc = sq_tile_axis_init(&ay, o->height, om->cfg.size_h, om->cfg.overlap, err);
-  if (rc) {
+  size_t npix = (size_t)o->width * o->height, plane = tile_plane(om);
+  int logits = om->cfg.output_kind == SQ_REPO_OUT_LOGITS_SIGMOID;
+  float *p = malloc((npix ? npix : 1) * sizeof(float));
+  if (!p)
+    return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for the probability map",
+                        m->info.name);
+  int rc = 0;
+  if (om->cfg.mode_resize) {
+    /* The probability map (sigmoid first for logits) is resized back to the image. */
+    float *q = logits ? malloc(plane * sizeof(float)) : o->planes;
+    if (!q) {
+      rc = SQ_ENOMEM;
+    } else {
+      for (size_t i = 0; logits && i < plane; i++) q[i] = 1.0f / (1.0f + expf(-o->planes[i]));
+      rc = sq_resize_bilinear(q, om->cfg.size_w, om->cfg.size_h, p, o->width, o->height);
+      if (logits) free(q);
+    }
+    if (rc)
+      rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory while resizing", m->info.name);
+  } else {
+    sq_tile_axis_t ax = {0}, ay = {0};
+    rc = sq_tile_axis_init(&ax, o->width, om->cfg.size_w, om->cfg.overlap, err);
+    if (!rc) rc = sq_tile_axis_init(&ay, o->height, om->cfg.size_h, om->cfg.overlap, err);
+    if (!rc && ax.n * ay.n != o->ntiles)
+      rc = sq_error_set(err, SQ_EINTERNAL, "model %s: %u tiles, expected %u", m->info.name,
+                        o->ntiles, ax.n * ay.n);
+    if (!rc) {
+      sq_tile_stitch(&ax, &ay, o->planes, plane, p);
+      for (size_t i = 0; logits && i < npix; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
+    }
     sq_tile_axis_free(&ax);
+    sq_tile_axis_free(&ay);
+  }
+  if (rc) {
+    free(p);
     return rc;
   }
-  size_t npix = (size_t)o->width * o->height;
-  float *p = malloc((npix ? npix : 1) * sizeof(float));
-  if (!p || ax.n * ay.n != o->ntiles) {
-    rc = sq_error_set(err, p ? SQ_EINTERNAL : SQ_ENOMEM, "model %s: cannot stitch %u tiles",
-                      m->info.name, o->ntiles);
-    free(p);
-  } else {
-    sq_tile_stitch(&ax, &ay, o->planes, tile_plane(om), p);
-    if (om->cfg.output_kind == SQ_REPO_OUT_LOGITS_SIGMOID)
-      for (size_t i = 0; i < npix; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
-    *prob = p;
-  }
-  sq_tile_axis_free(&ax);
-  sq_tile_axis_free(&ay);
-  return rc;
+  *prob = p;
+  return 0;
 }
 
 static int onnx_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,

@@ -242,13 +242,7 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg, const char *na
   if (p->failed) return;
   static const char *const modes[] = {"tile", "resize", NULL}, *const pads[] = {"edge", "zero",
                                                                                 NULL};
-  int mode = get_enum(p, large, "mode", "large_images.mode", modes, 0);
-  if (!p->failed && mode == 1) {
-    sq_error_set(p->err, SQ_EUNSUPPORTED,
-                 "%s: large_images.mode: \"resize\" is not implemented (use \"tile\")", p->file);
-    p->failed = 1;
-    return;
-  }
+  cfg->mode_resize = get_enum(p, large, "mode", "large_images.mode", modes, 0);
   uint32_t tile = cfg->size_h;
   get_u32(p, large, "tile", "large_images.tile", 1, 16384, &tile);
   /* The tile edge is input.size (a rectangular input tiles with rectangular tiles); the field
@@ -257,7 +251,8 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg, const char *na
     fail(p, "large_images.tile", "must equal input.size (%u x %u)", cfg->size_h, cfg->size_w);
   cfg->overlap = 32;
   get_u32(p, large, "overlap", "large_images.overlap", 0, 16383, &cfg->overlap);
-  if (!p->failed && (cfg->overlap >= cfg->size_h || cfg->overlap >= cfg->size_w))
+  if (!p->failed && !cfg->mode_resize &&
+      (cfg->overlap >= cfg->size_h || cfg->overlap >= cfg->size_w))
     fail(p, "large_images.overlap", "must be smaller than the tile (%u x %u)", cfg->size_h,
          cfg->size_w);
   cfg->pad_zero = get_enum(p, large, "pad", "large_images.pad", pads, 0);

@@ -20,7 +20,8 @@ typedef struct {
   uint32_t size_h, size_w;          /* input.size */
   float scale, scale_16bit;
   float mean[3], std[3]; /* per model input channel */
-  uint32_t overlap;      /* large_images (only "tile" mode is implemented) */
+  int mode_resize;       /* large_images.mode: 0 "tile", 1 "resize" */
+  uint32_t overlap;      /* tile mode */
   int pad_zero;          /* 0: "edge", 1: "zero" */
   char output_name[128]; /* "" = the graph's first output */
   sq_repo_output_kind_t output_kind;

@@ -3,6 +3,7 @@
  * Any thread; no state. */
 #include "gpu/tile.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,4 +87,48 @@ void sq_tile_stitch(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const fl
                (hi - lo) * sizeof(float));
     }
   }
+}
+
+/* Source index pair and weight of the second for each destination coordinate. */
+static void resize_coords(uint32_t sn, uint32_t dn, uint32_t *i0, uint32_t *i1, float *lam) {
+  double scale = (double)sn / (double)dn;
+  for (uint32_t d = 0; d < dn; d++) {
+    double s = ((double)d + 0.5) * scale - 0.5;
+    if (s < 0) s = 0;
+    uint32_t a = (uint32_t)floor(s);
+    if (a > sn - 1) a = sn - 1;
+    i0[d] = a;
+    i1[d] = a + 1 < sn ? a + 1 : sn - 1;
+    lam[d] = (float)(s - a);
+  }
+}
+
+int sq_resize_bilinear(const float *src, uint32_t sw, uint32_t sh, float *dst, uint32_t dw,
+                       uint32_t dh) {
+  int rc = 0;
+  uint32_t *x0 = malloc(dw * sizeof(uint32_t)), *x1 = malloc(dw * sizeof(uint32_t));
+  uint32_t *y0 = malloc(dh * sizeof(uint32_t)), *y1 = malloc(dh * sizeof(uint32_t));
+  float *lx = malloc(dw * sizeof(float)), *ly = malloc(dh * sizeof(float));
+  if (x0 && x1 && y0 && y1 && lx && ly) {
+    resize_coords(sw, dw, x0, x1, lx);
+    resize_coords(sh, dh, y0, y1, ly);
+    for (uint32_t y = 0; y < dh; y++) {
+      const float *r0 = src + (size_t)y0[y] * sw, *r1 = src + (size_t)y1[y] * sw;
+      float *d = dst + (size_t)y * dw;
+      for (uint32_t x = 0; x < dw; x++) {
+        float top = r0[x0[x]] + (r0[x1[x]] - r0[x0[x]]) * lx[x];
+        float bot = r1[x0[x]] + (r1[x1[x]] - r1[x0[x]]) * lx[x];
+        d[x] = top + (bot - top) * ly[y];
+      }
+    }
+  } else {
+    rc = SQ_ENOMEM;
+  }
+  free(x0);
+  free(x1);
+  free(y0);
+  free(y1);
+  free(lx);
+  free(ly);
+  return rc;
 }

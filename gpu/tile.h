@@ -39,4 +39,10 @@ void sq_tile_extract(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, uint32_
 void sq_tile_stitch(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const float *tiles,
                     size_t tile_stride, float *out);
 
+/* Bilinear resize of one float plane (sw x sh -> dw x dh, row-major) with half-pixel centres
+ * (src = (dst + 0.5) * sw / dw - 0.5, clamped to the edge; PyTorch's interpolate with
+ * align_corners=False, no antialiasing): `large_images.mode = "resize"`. */
+int sq_resize_bilinear(const float *src, uint32_t sw, uint32_t sh, float *dst, uint32_t dw,
+                       uint32_t dh); /* 0 or SQ_ENOMEM (index tables) */
+
 #endif

@@ -2,8 +2,8 @@
  * model.json, unknown or invalid fields with their path, input name/channels/size against the
  * graph, unsupported ops), the preprocessing and tiling through prepare/run/finish on a tiny
  * pixelwise graph (Neg + Concat, logits, output channel 1) whose mask is known exactly, a
- * batch whose tiles cross chunk boundaries, gray16 and RGB input, the ensemble primitives
- * (probability maps, weighted mean), and the real cellseg-unet on eval_13.jpg against
+ * batch whose tiles cross chunk boundaries, gray16 and RGB input, "resize" mode, the ensemble
+ * primitives (probability maps, weighted mean), and the real cellseg-unet on eval_13.jpg against
  * PyTorch's probabilities (tests/data/onnx/cellseg_tiles). */
 #include <math.h>
 #include <stdio.h>
@@ -323,6 +323,45 @@ static void test_ensemble(void) {
   sq_model_close(otsu);
 }
 
+/* large_images.mode "resize": the image is resized to 8x8 and the probabilities back. */
+static void test_resize_mode(void) {
+  make_model("tinyresize",
+             "{\"input\": {" GOOD_INPUT
+             "}, \"normalization\": {\"mean\": 0.5},"
+             " \"large_images\": {\"mode\": \"resize\"},"
+             " \"output\": {\"name\": \"y\", \"kind\": \"logits_sigmoid\", \"channel\": 1}}",
+             "Neg");
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open("tinyresize", repo, &err);
+  CHECK(m != NULL);
+  if (!m) {
+    fprintf(stderr, "  tinyresize: %s\n", err.msg);
+    return;
+  }
+  sq_image_t imgs[2];
+  image_new(&imgs[0], 32, 13, 1, 1); /* left half 0, right half 255 */
+  image_new(&imgs[1], 8, 8, 1, 1);   /* the model's size: exact, pixel by pixel */
+  for (int y = 0; y < 13; y++)
+    for (int x = 0; x < 32; x++) imgs[0].data[y * 32 + x] = x < 16 ? 0 : 255;
+  for (int k = 0; k < 64; k++) imgs[1].data[k] = (uint8_t)(k * 4);
+  uint8_t *masks[2] = {0};
+  if (run_jobs(m, imgs, 2, 0.5f, masks) == 0) {
+    int bad = 0;
+    for (int y = 0; y < 13; y++)
+      for (int x = 0; x < 32; x++)
+        if ((x < 14 && !masks[0][y * 32 + x]) || (x >= 18 && masks[0][y * 32 + x])) bad++;
+    CHECK_EQ_INT(bad, 0);
+    bad = 0;
+    for (int k = 0; k < 64; k++) bad += masks[1][k] != (imgs[1].data[k] <= 127);
+    CHECK_EQ_INT(bad, 0);
+  }
+  free(masks[0]);
+  free(masks[1]);
+  sq_image_free(&imgs[0]);
+  sq_image_free(&imgs[1]);
+  sq_model_close(m);
+}
+
 static uint8_t *read_all(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
@@ -394,6 +433,7 @@ int main(void) {
   test_validation();
   test_tiny_model();
   test_ensemble();
+  test_resize_mode();
   const char *src = getenv("SEGQ_SOURCE_DIR");
   if (src)
     test_cellseg(src);

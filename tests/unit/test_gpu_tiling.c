@@ -2,7 +2,9 @@
  * checked against a brute-force reading of the rule (nearest tile centre, ties to the later
  * tile); a position-encoding "model" (each output pixel = tile index and its place in the tile)
  * stitched back must equal the expected owner map exactly; extraction pads by edge replication
- * or a constant. Sizes smaller than, equal to and larger than a tile, 1-px remainders. */
+ * or a constant. Sizes smaller than, equal to and larger than a tile, 1-px remainders. Also the
+ * bilinear resize of `large_images.mode = "resize"`. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,7 +149,32 @@ static void test_zero_pad(void) {
   sq_tile_axis_free(&ay);
 }
 
+/* Bilinear with half-pixel centres, as PyTorch's interpolate(align_corners=False). */
+static void test_resize(void) {
+  float a[2] = {0, 1}, up[4], b[4] = {0, 1, 2, 3}, down[2];
+  CHECK_EQ_INT(sq_resize_bilinear(a, 2, 1, up, 4, 1), 0);
+  CHECK(up[0] == 0.0f && up[1] == 0.25f && up[2] == 0.75f && up[3] == 1.0f);
+  CHECK_EQ_INT(sq_resize_bilinear(b, 4, 1, down, 2, 1), 0);
+  CHECK(down[0] == 0.5f && down[1] == 2.5f);
+  /* Same size: a copy. 2-D: f = x + 10 y is reproduced exactly inside (linear in both axes). */
+  float src[5 * 3], same[5 * 3], big[10 * 6];
+  for (int y = 0; y < 3; y++)
+    for (int x = 0; x < 5; x++) src[y * 5 + x] = (float)(x + 10 * y);
+  CHECK_EQ_INT(sq_resize_bilinear(src, 5, 3, same, 5, 3), 0);
+  CHECK(memcmp(src, same, sizeof src) == 0);
+  CHECK_EQ_INT(sq_resize_bilinear(src, 5, 3, big, 10, 6), 0);
+  int bad = 0;
+  for (int y = 1; y < 5; y++)
+    for (int x = 1; x < 9; x++) {
+      float sx = (x + 0.5f) / 2 - 0.5f, sy = (y + 0.5f) / 2 - 0.5f;
+      if (fabsf(big[y * 10 + x] - (sx + 10 * sy)) > 1e-5f) bad++;
+    }
+  CHECK_EQ_INT(bad, 0);
+  CHECK(big[0] == 0.0f); /* clamped at the edge */
+}
+
 int main(void) {
+  test_resize();
   test_doc_example();
   test_zero_pad();
   /* Axes: shorter, equal, 1 px longer, a stride + 1, exact multiples, large overlaps. */
