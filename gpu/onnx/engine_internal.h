@@ -69,7 +69,7 @@ typedef struct sq_tensor {
   int producer;  /* node index, -1 for inputs/consts */
   int last_use;  /* last node index reading it (in topological order) */
   size_t offset; /* arena offset of an ACT tensor */
-  int alias;     /* ACT tensor whose memory this view (Reshape...) shares; -1 none */
+  int alias;     /* ACT tensor whose block this one shares (views, in-place ops); -1 none */
 } sq_tensor_t;
 
 /* ---- fused activation applied by a kernel to its output (fuse.c sets, Conv applies) ---- */

@@ -134,22 +134,54 @@ static bool is_view_op(int op) {
          op == SQ_OP_Unsqueeze || op == SQ_OP_Identity;
 }
 
+/* Ops whose kernels read element i of input 0 before writing element i of the output, so the
+ * output may overwrite input 0 when that has the output's shape and dies at this node. */
+static bool is_in_place_op(int op) {
+  return op == SQ_OP_Add || op == SQ_OP_Sub || op == SQ_OP_Mul || op == SQ_OP_Div ||
+         op == SQ_OP_Relu || op == SQ_OP_Sigmoid || op == SQ_OP_BatchNormalization;
+}
+
+/* Marks in-place outputs as aliases of their input 0. Conservative: the input is not a view,
+ * has no views, is no graph output and nobody reads it later. */
+static void plan_in_place(sq_engine_plan_t *p, bool *viewed) {
+  sq_graph_t *g = &p->graph;
+  for (int t = 0; t < g->ntensors; t++)
+    if (g->tensors[t].alias >= 0) viewed[g->tensors[t].alias] = true;
+  for (int i = 0; i < p->norder; i++) {
+    const sq_node_t *n = &g->nodes[p->order[i]];
+    if (!is_in_place_op(n->op) || n->nin < 1 || n->in[0] < 0 || n->nout != 1 || n->out[0] < 0)
+      continue;
+    int xi = n->in[0], yi = n->out[0];
+    sq_tensor_t *x = &g->tensors[xi], *y = &g->tensors[yi];
+    if (x->kind != SQ_TENSOR_ACT || y->kind != SQ_TENSOR_ACT || x->alias >= 0 || viewed[xi] ||
+        x->is_output || x->last_use != i || x->dtype != y->dtype || x->rank != y->rank ||
+        memcmp(x->dims, y->dims, (size_t)x->rank * sizeof x->dims[0]) != 0)
+      continue;
+    for (int t = 0; t < g->ntensors; t++) /* views of y now view x's block */
+      if (g->tensors[t].alias == yi) g->tensors[t].alias = xi;
+    y->alias = xi;
+    viewed[xi] = true;
+  }
+}
+
 static size_t aligned(size_t n) {
   return (n + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
 }
 
-/* Lays out the ACT tensors. Outputs of view ops alias their input (one block, whose lifetime
- * is the union of the group's). Blocks are placed greedily by decreasing size, each at the
- * lowest offset that overlaps no already placed block whose lifetime [birth, death] (node
- * positions, inclusive) intersects its own. */
+/* Lays out the ACT tensors. Outputs of view ops, and of elementwise ops that can run in place,
+ * alias their input (one block, whose lifetime is the union of the group's). Blocks are placed
+ * greedily by decreasing size, each at the lowest offset that overlaps no already placed block
+ * whose lifetime [birth, death] (node positions, inclusive) intersects its own. */
 int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
   sq_graph_t *g = &p->graph;
   size_t nt = (size_t)g->ntensors + 1;
   int *pos = malloc((size_t)(g->nnodes + 1) * sizeof *pos);
   int *blocks = malloc(nt * sizeof *blocks), *birth = malloc(nt * sizeof *birth);
   int *death = malloc(nt * sizeof *death);
+  bool *viewed = calloc(nt, sizeof *viewed);
   int nblocks = 0;
-  if (!pos || !blocks || !birth || !death) {
+  if (!pos || !blocks || !birth || !death || !viewed) {
+    free(viewed);
     free(pos);
     free(blocks);
     free(birth);
@@ -171,6 +203,8 @@ int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
       g->tensors[n->out[0]].alias = root;
     }
   }
+  plan_in_place(p, viewed);
+  free(viewed);
   for (int t = 0; t < g->ntensors; t++) {
     sq_tensor_t *tt = &g->tensors[t];
     birth[t] = death[t] = -1;

@@ -131,6 +131,9 @@ static void test_arena(void) {
   const sq_tensor_t *pv = &p->graph.tensors[sq_graph_find_tensor(&p->graph, "pv")];
   CHECK_EQ_INT(pv->alias, sq_graph_find_tensor(&p->graph, "p"));
   CHECK(pv->offset == pt->offset);
+  /* the skip Add runs in place over the 1x1 conv output, which dies there */
+  const sq_tensor_t *st = &p->graph.tensors[sq_graph_find_tensor(&p->graph, "s")];
+  CHECK_EQ_INT(st->alias, sq_graph_find_tensor(&p->graph, "a3"));
   CHECK(sq_engine_arena_bytes(p1) * 3 <= sq_engine_arena_bytes(p) + 3 * 64 * 16);
   CHECK(sq_engine_arena_bytes(p1) < sq_engine_arena_bytes(p));
   CHECK(sq_engine_plan_node_count(pf) < sq_engine_plan_node_count(p)); /* relus fused */
