@@ -6,6 +6,7 @@
  * primitives (probability maps, weighted mean), and the real cellseg-unet on eval_13.jpg against
  * PyTorch's probabilities (tests/data/onnx/cellseg_tiles). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,7 +145,8 @@ static void test_validation(void) {
 }
 
 /* Runs jobs through prepare, one run for all, finish; masks[i] must be freed by the caller. */
-static int run_jobs(sq_model_t *m, sq_image_t *imgs, int n, float threshold, uint8_t **masks) {
+static int run_jobs_ctx(sq_model_t *m, int ctx, sq_image_t *imgs, int n, float threshold,
+                        uint8_t **masks) {
   void *samples[8], *outputs[8];
   sq_error_t err = {0};
   for (int i = 0; i < n; i++) {
@@ -155,7 +157,7 @@ static int run_jobs(sq_model_t *m, sq_image_t *imgs, int n, float threshold, uin
       return rc;
     }
   }
-  int rc = sq_model_run(m, 0, samples, (size_t)n, outputs, &err);
+  int rc = sq_model_run(m, ctx, samples, (size_t)n, outputs, &err);
   CHECK_EQ_INT(rc, 0);
   if (rc) {
     fprintf(stderr, "  run: %s\n", err.msg);
@@ -173,6 +175,55 @@ static int run_jobs(sq_model_t *m, sq_image_t *imgs, int n, float threshold, uin
     if (rc || !masks[i]) return rc ? rc : -1;
   }
   return 0;
+}
+
+static int run_jobs(sq_model_t *m, sq_image_t *imgs, int n, float threshold, uint8_t **masks) {
+  return run_jobs_ctx(m, 0, imgs, n, threshold, masks);
+}
+
+/* Two executor contexts at once on one model: plans are made lazily under a lock, each context
+ * has its own arena and batch buffers. Each thread checks its own masks. */
+typedef struct {
+  sq_model_t *m;
+  int ctx;
+  int bad;
+} par_arg_t;
+
+static void *par_main(void *p) {
+  par_arg_t *a = p;
+  for (int it = 0; it < 4; it++) {
+    sq_image_t img = {0};
+    uint32_t w = 9 + (uint32_t)(a->ctx * 7 + it * 5), h = 8 + (uint32_t)it * 3;
+    img.width = w;
+    img.height = h;
+    img.channels = 1;
+    img.bytes_per_sample = 1;
+    img.data = malloc((size_t)w * h);
+    for (size_t k = 0; k < (size_t)w * h; k++) img.data[k] = (uint8_t)(k * 13 + a->ctx);
+    uint8_t *mask = NULL;
+    if (run_jobs_ctx(a->m, a->ctx, &img, 1, 0.5f, &mask) != 0) {
+      a->bad++;
+    } else {
+      for (size_t k = 0; k < (size_t)w * h; k++) a->bad += mask[k] != (img.data[k] <= 127);
+    }
+    free(mask);
+    free(img.data);
+  }
+  return NULL;
+}
+
+static void test_two_contexts(void) {
+  sq_error_t err = {0};
+  sq_model_t *m = sq_model_open("tiny", repo, &err);
+  CHECK(m != NULL);
+  if (!m) return;
+  pthread_t th[2];
+  par_arg_t args[2] = {{m, 0, 0}, {m, 1, 0}};
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, par_main, &args[i]);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  CHECK_EQ_INT(args[0].bad, 0);
+  CHECK_EQ_INT(args[1].bad, 0);
+  sq_model_close(m);
 }
 
 static void image_new(sq_image_t *img, uint32_t w, uint32_t h, uint32_t ch, uint32_t bps) {
@@ -433,6 +484,7 @@ int main(void) {
   test_validation();
   test_tiny_model();
   test_ensemble();
+  test_two_contexts();
   test_resize_mode();
   const char *src = getenv("SEGQ_SOURCE_DIR");
   if (src)
