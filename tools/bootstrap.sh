@@ -9,7 +9,8 @@ PKGS=(build-essential cmake pkg-config git
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
-  *" bench "*) PKGS+=(nodejs npm) ;;
+  # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
+  *" bench "*) command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm) ;;
 esac
 
 # ONNX Runtime for tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library
