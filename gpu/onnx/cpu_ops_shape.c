@@ -243,7 +243,12 @@ SHAPE_FN(sq_shape_tile) {
   for (int d = 0; d < in[0].rank; d++) {
     int64_t rep = sq_view_get_int(&in[1], d);
     if (rep < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "negative repeat");
-    out[0].dims[d] *= rep;
+    int64_t dim;
+    /* a corrupt repeats value must not wrap the size (onnx_mutate seed 2) */
+    if (__builtin_mul_overflow(out[0].dims[d], rep, &dim) || dim > (INT64_C(1) << 40))
+      return sq_node_error(err, SQ_EUNSUPPORTED, node, "repeats[%d] = %lld overflows the dim", d,
+                           (long long)rep);
+    out[0].dims[d] = dim;
   }
   return 0;
 }
