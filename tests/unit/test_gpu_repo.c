@@ -200,8 +200,19 @@ static void *par_main(void *p) {
     img.bytes_per_sample = 1;
     img.data = malloc((size_t)w * h);
     for (size_t k = 0; k < (size_t)w * h; k++) img.data[k] = (uint8_t)(k * 13 + a->ctx);
+    /* No CHECK here: its counters are not thread-safe; the main thread checks `bad`. */
     uint8_t *mask = NULL;
-    if (run_jobs_ctx(a->m, a->ctx, &img, 1, 0.5f, &mask) != 0) {
+    void *s = NULL, *o = NULL;
+    sq_error_t err = {0};
+    sq_postparams_t pp = {.threshold = 0.5f, .min_area = 0};
+    uint32_t mw = 0, mh = 0;
+    if (sq_model_prepare(a->m, &img, &s, &err) != 0) {
+      a->bad++;
+    } else if (sq_model_run(a->m, a->ctx, &s, 1, &o, &err) != 0) {
+      sq_model_sample_free(a->m, s);
+      a->bad++;
+    } else if (sq_model_finish(a->m, o, &pp, &mask, &mw, &mh, &err) != 0 || !mask) {
+      sq_model_output_free(a->m, o);
       a->bad++;
     } else {
       for (size_t k = 0; k < (size_t)w * h; k++) a->bad += mask[k] != (img.data[k] <= 127);
