@@ -123,6 +123,24 @@ const char *sq_backend_name(const sq_backend_t *b);
 int sq_backend_memory_info(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
 void sq_backend_free(sq_backend_t *b);
 
+/* Device selection (backend.c, the backend registry). device: "auto" (the CUDA backend on
+ * device 0 when one is usable, else cpu, with ONE info log line saying it falls back and why),
+ * "cpu", "cuda" (= cuda:0), "cuda:N", "cuda:all" (one backend per device). Opens up to `max`
+ * backends into out[] (caller owns each) and returns how many (>= 1), or a negative SQ_E* with
+ * err: SQ_EINVAL for a malformed string, SQ_EDEVICE when CUDA was asked for and no device is
+ * usable (no driver, no GPU, or a build without the CUDA backend). cpu_threads as in
+ * sq_backend_cpu_new. NULL or "" means "auto". */
+int sq_backend_open(const char *device, int cpu_threads, sq_backend_t **out, int max,
+                    sq_error_t *err);
+/* Usable CUDA devices: 0 without a CUDA build, driver or device (never an error). */
+int sq_backend_cuda_count(void);
+/* The CUDA backend ("cuda:N") on one device; NULL with SQ_EDEVICE/SQ_EINVAL when unusable. */
+sq_backend_t *sq_backend_cuda_new(int device, sq_error_t *err);
+/* Plan-time check that every node of p runs on b, without running anything: 0, or
+ * SQ_EUNSUPPORTED naming every node the backend cannot run (cpu: always 0). A plan that fails
+ * it also fails its first sq_engine_run on b with the same message. */
+int sq_backend_supports(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err);
+
 /* A context that can run any plan whose sq_engine_arena_bytes() <= arena_bytes (size it for
  * the model's max batch). Caller owns; free before the backend. */
 sq_backend_ctx_t *sq_backend_ctx_new(sq_backend_t *b, size_t arena_bytes, sq_error_t *err);

@@ -1,0 +1,279 @@
+/* cuda_conv.c: Conv and ConvTranspose on cuDNN. Conv: cudnnConvolutionBiasActivationForward
+ * when the fused activation is ReLU (or none, with the algorithm that fusion allows), else
+ * cudnnConvolutionForward plus our bias+activation kernel. ConvTranspose: the backward-data
+ * pass of the matching forward conv (ONNX's weight layout is exactly its filter), then bias+act.
+ * Algorithms are measured once per plan (cudnnFind*Ex) on the backend's load-time handle.
+ * fp32 math only (CUDNN_FMA_MATH: no TF32) unless SEGQ_CUDA_TF32=1. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+typedef struct {
+  int transpose, fused;
+  cudnnTensorDescriptor_t x, y, bias;
+  cudnnFilterDescriptor_t w;
+  cudnnConvolutionDescriptor_t conv;
+  cudnnActivationDescriptor_t act_desc;
+  cudnnConvolutionFwdAlgo_t fwd;
+  cudnnConvolutionBwdDataAlgo_t bwd;
+  size_t ws;
+  int64_t outer, c, inner; /* output as [outer][c][inner] for the epilogue */
+} conv_state_t;
+
+typedef struct {
+  int sp;
+  int64_t k[2], s[2], d[2], p[2], group;
+} geom_t;
+
+static int get2(const sq_node_t *n, const char *name, int sp, int64_t def, int64_t *v) {
+  const int64_t *a;
+  size_t cnt = sq_attr_ints(n, name, &a);
+  v[0] = v[1] = def;
+  if (!cnt) return 0;
+  if ((int)cnt != sp) return -1;
+  for (int i = 0; i < sp; i++) v[2 - sp + i] = a[i];
+  return 0;
+}
+
+static int geom(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out, geom_t *g,
+                sq_error_t *err) {
+  const sq_view_t *x = &in[0], *w = &in[1];
+  int tr = n->op == SQ_OP_ConvTranspose;
+  if (x->rank != 3 && x->rank != 4)
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: only 1-D and 2-D convolutions");
+  if (x->dtype != SQ_DT_FLOAT || w->dtype != SQ_DT_FLOAT || w->rank != x->rank ||
+      out[0].rank != x->rank)
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: float32 input and weight");
+  if (n->nin > 2 && sq_view_present(&in[2]) && in[2].dtype != SQ_DT_FLOAT)
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: float32 bias");
+  g->sp = x->rank - 2;
+  g->k[0] = g->sp == 2 ? w->dims[2] : 1;
+  g->k[1] = w->dims[w->rank - 1];
+  g->group = sq_attr_int(n, "group", 1);
+  if (strcmp(sq_attr_string(n, "auto_pad", "NOTSET"), "NOTSET") &&
+      strcmp(sq_attr_string(n, "auto_pad", "NOTSET"), "VALID"))
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: auto_pad SAME_*");
+  const int64_t *a;
+  if (tr && sq_attr_ints(n, "output_shape", &a))
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: ConvTranspose output_shape");
+  if (get2(n, "strides", g->sp, 1, g->s) || get2(n, "dilations", g->sp, 1, g->d))
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: strides/dilations rank");
+  size_t np = sq_attr_ints(n, "pads", &a);
+  g->p[0] = g->p[1] = 0;
+  if (np && strcmp(sq_attr_string(n, "auto_pad", "NOTSET"), "VALID")) {
+    if (np != (size_t)2 * g->sp) return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: pads rank");
+    for (int i = 0; i < g->sp; i++) {
+      if (a[i] != a[i + g->sp])
+        return sq_node_error(err, SQ_EUNSUPPORTED, n,
+                             "cuda: asymmetric pads (cuDNN pads both sides)");
+      g->p[2 - g->sp + i] = a[i];
+    }
+  }
+  int64_t opad[2] = {0, 0};
+  if (tr && get2(n, "output_padding", g->sp, 0, opad))
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: output_padding rank");
+  int64_t xin[2] = {g->sp == 2 ? x->dims[2] : 1, x->dims[x->rank - 1]};
+  int64_t yout[2] = {g->sp == 2 ? out[0].dims[2] : 1, out[0].dims[out[0].rank - 1]};
+  for (int i = 0; i < 2; i++) {
+    int64_t ext = (g->k[i] - 1) * g->d[i] + 1, want;
+    if (!tr)
+      want = (xin[i] + 2 * g->p[i] - ext) / g->s[i] + 1;
+    else
+      want = g->s[i] * (xin[i] - 1) + opad[i] + ext - 2 * g->p[i];
+    if (want != yout[i] || (tr && opad[i] >= g->s[i]))
+      return sq_node_error(err, SQ_EUNSUPPORTED, n,
+                           "cuda: output size the cuDNN geometry cannot give");
+    if (g->k[i] > (1 << 20) || g->s[i] > (1 << 20) || g->d[i] > (1 << 20) || g->p[i] > (1 << 20))
+      return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: geometry out of range");
+  }
+  for (int i = 0; i < x->rank; i++)
+    if (x->dims[i] > INT32_MAX || out[0].dims[i] > INT32_MAX || w->dims[i] > INT32_MAX)
+      return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: dims beyond int32");
+  return 0;
+}
+
+int sq_cuda_conv_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out,
+                       sq_error_t *err) {
+  geom_t g;
+  if (n->nin < 2 || !sq_view_present(&in[1]))
+    return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: no weight");
+  return geom(n, in, out, &g, err);
+}
+
+void sq_cuda_conv_release(void *state) {
+  conv_state_t *s = state;
+  if (!s) return;
+  if (s->x) cudnnDestroyTensorDescriptor(s->x);
+  if (s->y) cudnnDestroyTensorDescriptor(s->y);
+  if (s->bias) cudnnDestroyTensorDescriptor(s->bias);
+  if (s->w) cudnnDestroyFilterDescriptor(s->w);
+  if (s->conv) cudnnDestroyConvolutionDescriptor(s->conv);
+  if (s->act_desc) cudnnDestroyActivationDescriptor(s->act_desc);
+  free(s);
+}
+
+static int cuda_act_of(int act) {
+  switch (act) {
+    case SQ_ACT_RELU:
+      return SQ_CUDA_ACT_RELU;
+    case SQ_ACT_LEAKY_RELU:
+      return SQ_CUDA_ACT_LEAKY;
+    case SQ_ACT_CLIP:
+      return SQ_CUDA_ACT_CLIP;
+    case SQ_ACT_SIGMOID:
+      return SQ_CUDA_ACT_SIGMOID;
+    default:
+      return SQ_CUDA_ACT_NONE;
+  }
+}
+
+/* Measures the algorithms on scratch buffers (x, y and, when not constant, w) and keeps the
+ * fastest that fits the workspace limit. */
+static int find_algo(sq_cuda_backend_t *be, const sq_node_t *n, conv_state_t *s,
+                     const sq_view_t *in, const sq_view_t *dev, const sq_view_t *out,
+                     sq_error_t *err) {
+  void *x = NULL, *y = NULL, *wtmp = NULL, *ws = NULL;
+  size_t wsz = be->workspace_limit;
+  size_t xb = (size_t)sq_view_numel(&in[0]) * 4, yb = (size_t)sq_view_numel(&out[0]) * 4;
+  const void *w = dev[1].data;
+  int rc = sq_cuda_check(cudaMalloc(&x, xb ? xb : 4), err, "cudaMalloc (conv search)");
+  if (!rc) rc = sq_cuda_check(cudaMalloc(&y, yb ? yb : 4), err, "cudaMalloc (conv search)");
+  if (!rc && !w) {
+    rc = sq_cuda_check(cudaMalloc(&wtmp, (size_t)sq_view_numel(&in[1]) * 4 + 4), err,
+                       "cudaMalloc (conv search)");
+    w = wtmp;
+  }
+  if (!rc) rc = sq_cuda_check(cudaMemsetAsync(x, 0, xb, be->load_stream), err, "cudaMemset");
+  while (!rc && wsz && cudaMalloc(&ws, wsz) != cudaSuccess) {
+    cudaGetLastError();
+    ws = NULL;
+    wsz /= 2;
+  }
+  if (!rc) {
+    int got = 0;
+    if (!s->transpose) {
+      cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+      rc = sq_cudnn_check(cudnnFindConvolutionForwardAlgorithmEx(
+                              be->load_dnn, s->x, x, s->w, w, s->conv, s->y, y,
+                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf, ws, wsz),
+                          err, "cudnnFindConvolutionForwardAlgorithmEx");
+      int pick = -1;
+      for (int i = 0; i < got && !rc && pick < 0; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= wsz) pick = i;
+      if (!rc && pick < 0) rc = sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: no conv algorithm");
+      if (!rc) {
+        s->fwd = perf[pick].algo;
+        s->ws = perf[pick].memory;
+      }
+    } else {
+      cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+      rc = sq_cudnn_check(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                              be->load_dnn, s->w, w, s->x, x, s->conv, s->y, y,
+                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf, ws, wsz),
+                          err, "cudnnFindConvolutionBackwardDataAlgorithmEx");
+      int pick = -1;
+      for (int i = 0; i < got && !rc && pick < 0; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= wsz) pick = i;
+      if (!rc && pick < 0)
+        rc = sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: no transposed-conv algorithm");
+      if (!rc) {
+        s->bwd = perf[pick].algo;
+        s->ws = perf[pick].memory;
+      }
+    }
+  }
+  cudaStreamSynchronize(be->load_stream);
+  if (x) cudaFree(x);
+  if (y) cudaFree(y);
+  if (wtmp) cudaFree(wtmp);
+  if (ws) cudaFree(ws);
+  return rc;
+}
+
+int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
+                         const sq_view_t *dev, const sq_view_t *out, void **state, size_t *ws_bytes,
+                         sq_error_t *err) {
+  geom_t g;
+  int rc = geom(n, in, out, &g, err);
+  if (rc) return rc;
+  conv_state_t *s = calloc(1, sizeof *s);
+  if (!s) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+  *state = s;
+  s->transpose = n->op == SQ_OP_ConvTranspose;
+  const sq_view_t *w = &in[1];
+  int fdims[4] = {(int)w->dims[0], (int)w->dims[1], (int)g.k[0], (int)g.k[1]};
+  rc = sq_cuda_desc4(&s->x, &in[0], err);
+  if (!rc) rc = sq_cuda_desc4(&s->y, &out[0], err);
+  if (!rc) rc = sq_cudnn_check(cudnnCreateFilterDescriptor(&s->w), err, "cudnnCreateFilter");
+  if (!rc)
+    rc = sq_cudnn_check(cudnnSetFilter4dDescriptor(s->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                                   fdims[0], fdims[1], fdims[2], fdims[3]),
+                        err, "cudnnSetFilter4dDescriptor");
+  if (!rc) rc = sq_cudnn_check(cudnnCreateConvolutionDescriptor(&s->conv), err, "cudnnCreateConv");
+  if (!rc)
+    rc = sq_cudnn_check(cudnnSetConvolution2dDescriptor(
+                            s->conv, (int)g.p[0], (int)g.p[1], (int)g.s[0], (int)g.s[1],
+                            (int)g.d[0], (int)g.d[1], CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                        err, "cudnnSetConvolution2dDescriptor");
+  if (!rc)
+    rc = sq_cudnn_check(cudnnSetConvolutionGroupCount(s->conv, (int)g.group), err,
+                        "cudnnSetConvolutionGroupCount");
+  const char *tf32 = getenv("SEGQ_CUDA_TF32");
+  if (!rc)
+    rc = sq_cudnn_check(cudnnSetConvolutionMathType(
+                            s->conv, tf32 && *tf32 == '1' ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+                        err, "cudnnSetConvolutionMathType");
+  s->c = out[0].dims[1];
+  s->outer = out[0].dims[0];
+  s->inner = s->outer * s->c > 0 ? sq_view_numel(&out[0]) / (s->outer * s->c) : 1;
+  if (!rc) rc = find_algo(be, n, s, in, dev, out, err);
+  int has_bias = n->nin > 2 && sq_view_present(&in[2]);
+  /* cuDNN's fused path: ReLU with any algorithm, identity only with IMPLICIT_PRECOMP_GEMM */
+  if (!rc && !s->transpose && has_bias &&
+      (n->act == SQ_ACT_RELU ||
+       (n->act == SQ_ACT_NONE && s->fwd == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
+    sq_view_t bv = {.dtype = SQ_DT_FLOAT, .rank = 2, .dims = {1, s->c}};
+    rc = sq_cuda_desc4(&s->bias, &bv, err);
+    if (!rc) rc = sq_cudnn_check(cudnnCreateActivationDescriptor(&s->act_desc), err, "act desc");
+    if (!rc)
+      rc = sq_cudnn_check(
+          cudnnSetActivationDescriptor(
+              s->act_desc,
+              n->act == SQ_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+              CUDNN_PROPAGATE_NAN, 0.0),
+          err, "cudnnSetActivationDescriptor");
+    s->fused = !rc;
+  }
+  *ws_bytes = s->ws;
+  return rc;
+}
+
+int sq_cuda_conv_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
+                         const sq_view_t *out, sq_error_t *err) {
+  conv_state_t *s = state;
+  const float one = 1.f, zero = 0.f;
+  const float *bias = n->nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
+  int rc;
+  if (s->fused)
+    return sq_cudnn_check(
+        cudnnConvolutionBiasActivationForward(
+            c->dnn, &one, s->x, in[0].data, s->w, in[1].data, s->conv, s->fwd, c->ws, s->ws, &zero,
+            s->y, out[0].data, s->bias, bias, s->act_desc, s->y, out[0].data),
+        err, "cudnnConvolutionBiasActivationForward");
+  if (!s->transpose)
+    rc = sq_cudnn_check(
+        cudnnConvolutionForward(c->dnn, &one, s->x, in[0].data, s->w, in[1].data, s->conv, s->fwd,
+                                c->ws, s->ws, &zero, s->y, out[0].data),
+        err, "cudnnConvolutionForward");
+  else
+    rc = sq_cudnn_check(
+        cudnnConvolutionBackwardData(c->dnn, &one, s->w, in[1].data, s->x, in[0].data, s->conv,
+                                     s->bwd, c->ws, s->ws, &zero, s->y, out[0].data),
+        err, "cudnnConvolutionBackwardData");
+  if (rc) return rc;
+  if (!bias && n->act == SQ_ACT_NONE) return 0;
+  return sq_cuda_check(sq_cuda_bias_act(out[0].data, bias, s->outer, s->c, s->inner,
+                                        cuda_act_of(n->act), n->act_alpha, n->act_beta, c->stream),
+                       err, "bias/activation kernel");
+}
