@@ -16,8 +16,10 @@ esac
 # ONNX Runtime for tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library
 # in the npm package): installed when tests/ort/node_modules is missing and npm is present;
 # quiet, and never fails the bootstrap (offline, no npm: that test is skipped).
+# SEGQ_BOOTSTRAP_NO_NPM=1 skips it (the demo does not need it).
 ort_install() {
   local ort_dir
+  [ -z "${SEGQ_BOOTSTRAP_NO_NPM:-}" ] || return 0
   ort_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ort"
   [ -d "$ort_dir/node_modules" ] && return 0
   command -v npm >/dev/null 2>&1 || return 0

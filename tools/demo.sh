@@ -51,7 +51,7 @@ trap 'echo; echo "demo: interrupted" >&2; exit 130' INT TERM
 
 if [ "${SEGQ_DEMO_NO_BUILD:-0}" != 1 ]; then
   say "bootstrap (installs missing Debian packages)"
-  tools/bootstrap.sh
+  SEGQ_BOOTSTRAP_NO_NPM=1 tools/bootstrap.sh
   say "build ($build)"
   cmake -S . -B "$build" >/dev/null
   if ! cmake --build "$build" -j"${SEGQ_JOBS:-$(nproc)}"; then
