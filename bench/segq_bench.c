@@ -1,7 +1,8 @@
 /* segq_bench: load generator and stopwatch for segq's queue-path benchmark (bench/run.py).
  * `tput` pre-fills N jobs (pipelined EVALSHA of enqueue.lua), then starts the worker processes and
- * times until P:stats counts N finished jobs; `lat` starts the workers, waits for their leases, then
- * enqueues at a fixed offered rate (open loop, pipelined) and times each job's `done` event. */
+ * times until P:stats counts N finished jobs; `lat` starts the workers, waits for their leases,
+ * then enqueues at a fixed offered rate (open loop, pipelined) and times each job's `done` event.
+ */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -249,8 +250,8 @@ static void run_tput(const opts_t *o) {
       size_t len;
       uint8_t *job = encode_job(o, i, id, sizeof id, &len);
       job_len = len;
-      const char *argv[] = {"EVALSHA", sha,        "0",    o->prefix,         id, o->model, "", "",
-                            "0",       (char *)job, now_ms, "86400"};
+      const char *argv[] = {"EVALSHA", sha, "0", o->prefix,   id,     o->model,
+                            "",        "",  "0", (char *)job, now_ms, "86400"};
       size_t argl[12];
       for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
       argl[9] = len;
@@ -294,15 +295,16 @@ static void run_tput(const opts_t *o) {
   stop_workers(o);
   redisFree(c);
   double nj = (double)o->n;
-  printf("{\"mode\":\"tput\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"job_bytes\":%zu,"
-         "\"fill_s\":%.4f,\"secs\":%.4f,\"jobs_per_s\":%.1f,\"first_result_s\":%.4f,"
-         "\"steady_jobs_per_s\":%.1f,\"failed\":%lld,\"redis_cpu_us_per_job\":%.2f,"
-         "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f,"
-         "\"worker_cpu_us_per_job\":%.2f}\n",
-         o->model, o->workers, o->n, job_len, fill_s, t1 - t0, (double)o->n / (t1 - t0),
-         t_first - t0, t1 > t_first ? (double)o->n / (t1 - t_first) : 0.0, failed,
-         (a1.cpu_s - a0.cpu_s) * 1e6 / nj, (double)a1.script_us / nj, a1.script_calls,
-         a1.script_calls ? nj / (double)a1.script_calls : 0.0, workers_cpu_s * 1e6 / nj);
+  printf(
+      "{\"mode\":\"tput\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"job_bytes\":%zu,"
+      "\"fill_s\":%.4f,\"secs\":%.4f,\"jobs_per_s\":%.1f,\"first_result_s\":%.4f,"
+      "\"steady_jobs_per_s\":%.1f,\"failed\":%lld,\"redis_cpu_us_per_job\":%.2f,"
+      "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f,"
+      "\"worker_cpu_us_per_job\":%.2f}\n",
+      o->model, o->workers, o->n, job_len, fill_s, t1 - t0, (double)o->n / (t1 - t0), t_first - t0,
+      t1 > t_first ? (double)o->n / (t1 - t_first) : 0.0, failed, (a1.cpu_s - a0.cpu_s) * 1e6 / nj,
+      (double)a1.script_us / nj, a1.script_calls,
+      a1.script_calls ? nj / (double)a1.script_calls : 0.0, workers_cpu_s * 1e6 / nj);
 }
 
 /* ---- lat ---- */
@@ -354,8 +356,8 @@ static void drain(const opts_t *o, redisContext *c, redisContext *sub, double wa
       redisReply *r = rep;
       if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
           strcmp(r->element[0]->str, "pmessage") == 0)
-        on_event(o, r->element[2]->str, r->element[2]->len, r->element[3]->str,
-                 r->element[3]->len, t);
+        on_event(o, r->element[2]->str, r->element[2]->len, r->element[3]->str, r->element[3]->len,
+                 t);
       freeReplyObject(r);
     }
   }
@@ -427,8 +429,8 @@ static void run_lat(const opts_t *o) {
     char id[32], now_ms[24];
     snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
     uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
-    const char *argv[] = {"EVALSHA", sha, "0", o->prefix, id, o->model, "", "", "0",
-                          (char *)job, now_ms, "86400"};
+    const char *argv[] = {"EVALSHA", sha, "0", o->prefix,   id,     o->model,
+                          "",        "",  "0", (char *)job, now_ms, "86400"};
     size_t argl[12];
     for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
     argl[9] = job_len;
@@ -450,12 +452,13 @@ static void run_lat(const opts_t *o) {
   qsort(lat, (size_t)n, sizeof(double), cmp_double);
   double sum = 0;
   for (long i = 0; i < n; i++) sum += lat[i];
-  printf("{\"mode\":\"lat\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"seen\":%ld,"
-         "\"job_bytes\":%zu,\"rate\":%.1f,\"achieved_rate\":%.1f,\"max_send_lag_ms\":%.3f,"
-         "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f}\n",
-         o->model, o->workers, o->n, n, job_len, o->rate, (double)o->n / sent_s, max_lag * 1e3,
-         n ? pct(lat, n, 0.5) : 0, n ? pct(lat, n, 0.9) : 0, n ? pct(lat, n, 0.99) : 0,
-         n ? lat[n - 1] : 0, n ? sum / (double)n : 0);
+  printf(
+      "{\"mode\":\"lat\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"seen\":%ld,"
+      "\"job_bytes\":%zu,\"rate\":%.1f,\"achieved_rate\":%.1f,\"max_send_lag_ms\":%.3f,"
+      "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f}\n",
+      o->model, o->workers, o->n, n, job_len, o->rate, (double)o->n / sent_s, max_lag * 1e3,
+      n ? pct(lat, n, 0.5) : 0, n ? pct(lat, n, 0.9) : 0, n ? pct(lat, n, 0.99) : 0,
+      n ? lat[n - 1] : 0, n ? sum / (double)n : 0);
   free(lat);
   redisFree(sub);
   redisFree(c);
@@ -477,8 +480,15 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
-  opts_t o = {.host = "127.0.0.1", .prefix = "bench", .model = "null", .raw_w = 16, .raw_h = 16,
-              .n = 20000, .rate = 1000, .workers = 1, .timeout_s = 120};
+  opts_t o = {.host = "127.0.0.1",
+              .prefix = "bench",
+              .model = "null",
+              .raw_w = 16,
+              .raw_h = 16,
+              .n = 20000,
+              .rate = 1000,
+              .workers = 1,
+              .timeout_s = 120};
   if (argc < 2) usage();
   o.mode = argv[1];
   int i;
@@ -490,18 +500,28 @@ int main(int argc, char **argv) {
     }
     if (i + 1 >= argc) usage();
     const char *v = argv[++i];
-    if (strcmp(a, "--host") == 0) o.host = v;
-    else if (strcmp(a, "--port") == 0) o.port = atoi(v);
-    else if (strcmp(a, "--prefix") == 0) o.prefix = v;
-    else if (strcmp(a, "--model") == 0) o.model = v;
-    else if (strcmp(a, "--image") == 0) o.image = v;
+    if (strcmp(a, "--host") == 0)
+      o.host = v;
+    else if (strcmp(a, "--port") == 0)
+      o.port = atoi(v);
+    else if (strcmp(a, "--prefix") == 0)
+      o.prefix = v;
+    else if (strcmp(a, "--model") == 0)
+      o.model = v;
+    else if (strcmp(a, "--image") == 0)
+      o.image = v;
     else if (strcmp(a, "--raw") == 0) {
       if (sscanf(v, "%ux%u", &o.raw_w, &o.raw_h) != 2) usage();
-    } else if (strcmp(a, "--n") == 0) o.n = atol(v);
-    else if (strcmp(a, "--rate") == 0) o.rate = atof(v);
-    else if (strcmp(a, "--workers") == 0) o.workers = atoi(v);
-    else if (strcmp(a, "--timeout-s") == 0) o.timeout_s = atof(v);
-    else usage();
+    } else if (strcmp(a, "--n") == 0)
+      o.n = atol(v);
+    else if (strcmp(a, "--rate") == 0)
+      o.rate = atof(v);
+    else if (strcmp(a, "--workers") == 0)
+      o.workers = atoi(v);
+    else if (strcmp(a, "--timeout-s") == 0)
+      o.timeout_s = atof(v);
+    else
+      usage();
   }
   o.worker_argv = argv + i;
   o.worker_argc = argc - i;
@@ -517,9 +537,12 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < image_len; k++) image_bytes[k] = (uint8_t)(k * 7);
   }
   signal(SIGPIPE, SIG_IGN);
-  if (strcmp(o.mode, "tput") == 0) run_tput(&o);
-  else if (strcmp(o.mode, "lat") == 0) run_lat(&o);
-  else usage();
+  if (strcmp(o.mode, "tput") == 0)
+    run_tput(&o);
+  else if (strcmp(o.mode, "lat") == 0)
+    run_lat(&o);
+  else
+    usage();
   free(image_bytes);
   return 0;
 }
