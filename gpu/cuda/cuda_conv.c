@@ -4,8 +4,12 @@
  * pass of the matching forward conv (ONNX's weight layout is exactly its filter), then bias+act.
  * Algorithms are measured once per plan (cudnnFind*Ex) on the backend's load-time handle.
  * fp32 math only (CUDNN_FMA_MATH: no TF32) unless SEGQ_CUDA_TF32=1. */
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cuda_internal.h"
 
@@ -128,6 +132,88 @@ static int cuda_act_of(int act) {
   }
 }
 
+/* ---- algorithm cache on disk ----
+ * cudnnFind*Ex runs every algorithm (tens of ms per layer). Its answer depends on the GPU, the
+ * cuDNN version, the math mode and the layer's geometry, not on the weights, so the key is
+ * exactly that (a layer shared by two models, or a re-exported model, reuses the entry).
+ * File: $SEGQ_CUDA_ALGO_CACHE, else $XDG_CACHE_HOME/segq/cudnn_algos.v1 (~/.cache when unset);
+ * "off" disables it. One line per entry, "<key> <algo> <workspace bytes>", appended with one
+ * write(2) (O_APPEND: concurrent workers do not interleave lines); the first match wins. */
+static int cache_path(char *out, size_t n) {
+  const char *env = getenv("SEGQ_CUDA_ALGO_CACHE");
+  if (env && strcmp(env, "off") == 0) return -1;
+  if (env && *env) return snprintf(out, n, "%s", env) < (int)n ? 0 : -1;
+  const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  char dir[3072];
+  if (xdg && *xdg)
+    snprintf(dir, sizeof dir, "%s/segq", xdg);
+  else if (home && *home)
+    snprintf(dir, sizeof dir, "%s/.cache/segq", home);
+  else
+    return -1;
+  char parent[3072];
+  snprintf(parent, sizeof parent, "%s", dir);
+  char *slash = strrchr(parent, '/');
+  if (slash && slash != parent) {
+    *slash = '\0';
+    mkdir(parent, 0755);
+  }
+  mkdir(dir, 0755);
+  return snprintf(out, n, "%s/cudnn_algos.v1", dir) < (int)n ? 0 : -1;
+}
+
+static void cache_key(const sq_cuda_backend_t *be, const conv_state_t *s, const geom_t *g,
+                      const sq_view_t *x, const sq_view_t *w, const char *math, char *key,
+                      size_t n) {
+  char gpu[256];
+  size_t k = 0;
+  for (const char *c = be->gpu_name; *c && k + 1 < sizeof gpu; c++) gpu[k++] = *c == ' ' ? '_' : *c;
+  gpu[k] = '\0';
+  int sp = x->rank - 2;
+  snprintf(key, n,
+           "%s|cudnn%zu|%s|%s|x%lldx%lldx%lldx%lld|w%lldx%lldx%lldx%lld|p%lld,%lld|s%lld,%lld|"
+           "d%lld,%lld|g%lld",
+           gpu, cudnnGetVersion(), math, s->transpose ? "bwd" : "fwd", (long long)x->dims[0],
+           (long long)x->dims[1], (long long)(sp == 2 ? x->dims[2] : 1),
+           (long long)x->dims[x->rank - 1], (long long)w->dims[0], (long long)w->dims[1],
+           (long long)g->k[0], (long long)g->k[1], (long long)g->p[0], (long long)g->p[1],
+           (long long)g->s[0], (long long)g->s[1], (long long)g->d[0], (long long)g->d[1],
+           (long long)g->group);
+}
+
+static int cache_lookup(const char *key, int *algo, size_t *ws) {
+  char path[4096], line[1024];
+  if (cache_path(path, sizeof path)) return -1;
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t klen = strlen(key);
+  int found = -1;
+  while (found && fgets(line, sizeof line, f)) {
+    unsigned long long w;
+    int a;
+    if (strncmp(line, key, klen) == 0 && line[klen] == ' ' &&
+        sscanf(line + klen + 1, "%d %llu", &a, &w) == 2) {
+      *algo = a;
+      *ws = (size_t)w;
+      found = 0;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+static void cache_store(const char *key, int algo, size_t ws) {
+  char path[4096], line[1100];
+  if (cache_path(path, sizeof path)) return;
+  int len = snprintf(line, sizeof line, "%s %d %zu\n", key, algo, ws);
+  if (len <= 0 || len >= (int)sizeof line) return;
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  ssize_t wr = write(fd, line, (size_t)len);
+  (void)wr; /* a cache: a failed write only costs a search next time */
+  close(fd);
+}
+
 /* Measures the algorithms on scratch buffers (x, y and, when not constant, w) and keeps the
  * fastest that fits the workspace limit. */
 static int find_algo(sq_cuda_backend_t *be, const sq_node_t *n, conv_state_t *s,
@@ -227,13 +313,27 @@ int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
   s->c = out[0].dims[1];
   s->outer = out[0].dims[0];
   s->inner = s->outer * s->c > 0 ? sq_view_numel(&out[0]) / (s->outer * s->c) : 1;
-  if (!rc) rc = find_algo(be, n, s, in, dev, out, err);
+  char key[768];
+  int cached = -1;
+  size_t cached_ws = 0;
+  cache_key(be, s, &g, &in[0], w, tf32 && *tf32 == '1' ? "tf32" : "fma", key, sizeof key);
+  if (!rc && !cache_lookup(key, &cached, &cached_ws) && cached >= 0 &&
+      cached_ws <= be->workspace_limit) {
+    if (s->transpose)
+      s->bwd = (cudnnConvolutionBwdDataAlgo_t)cached;
+    else
+      s->fwd = (cudnnConvolutionFwdAlgo_t)cached;
+    s->ws = cached_ws;
+  } else if (!rc) {
+    rc = find_algo(be, n, s, in, dev, out, err);
+    if (!rc) cache_store(key, s->transpose ? (int)s->bwd : (int)s->fwd, s->ws);
+  }
   int has_bias = n->nin > 2 && sq_view_present(&in[2]);
   /* cuDNN's fused path: ReLU with any algorithm, identity only with IMPLICIT_PRECOMP_GEMM */
   if (!rc && !s->transpose && has_bias &&
       (n->act == SQ_ACT_RELU ||
        (n->act == SQ_ACT_NONE && s->fwd == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
-    sq_view_t bv = {.dtype = SQ_DT_FLOAT, .rank = 2, .dims = {1, s->c}};
+    sq_view_t bv = {.dtype = SQ_DT_FLOAT, .rank = 4, .dims = {1, s->c, 1, 1}};
     rc = sq_cuda_desc4(&s->bias, &bv, err);
     if (!rc) rc = sq_cudnn_check(cudnnCreateActivationDescriptor(&s->act_desc), err, "act desc");
     if (!rc)
