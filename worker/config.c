@@ -167,7 +167,8 @@ static int default_worker_id(sq_worker_config_t *cfg, sq_error_t *err) {
   if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
     rnd = (uint16_t)(sq_clock_mono_us() ^ (uint64_t)getpid());
   char id[128];
-  snprintf(id, sizeof id, "%s-%ld-%04x", host, (long)getpid(), (unsigned)rnd);
+  /* %.64s: the compiler cannot see the host[64] cut above, and would warn of truncation. */
+  snprintf(id, sizeof id, "%.64s-%ld-%04x", host, (long)getpid(), (unsigned)rnd);
   free(cfg->worker_id);
   cfg->worker_id = sq_strdup(id);
   return cfg->worker_id ? 0 : sq_error_set(err, SQ_ENOMEM, "out of memory");

@@ -4,7 +4,6 @@
  * Threads: loop thread only. */
 #include "worker/conn.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -21,6 +20,96 @@
 
 static void conn_start(sq_conn_t *c);
 
+/* ---- event adapter ----
+ * Our own copy of hiredis 0.14's libuv adapter (adapters/libuv.h), with one difference: that
+ * adapter returns early when libuv reports a poll error. libuv reports POLLERR (an RST, e.g. a
+ * Redis that exits with our unread command in its socket buffer) as status UV_EBADF and stops
+ * the poll, so hiredis never learnt that the connection had died: it waited for the watchdog.
+ * Here an error hands the socket to hiredis, whose read/connect check then sees the error and
+ * disconnects at once, like an EOF. */
+
+typedef struct conn_events {
+  redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
+  uv_poll_t handle;
+  int events;
+} conn_events_t;
+
+static void ev_poll(uv_poll_t *handle, int status, int events) {
+  conn_events_t *p = handle->data;
+  if (status < 0) {
+    if (!p->ac) return;
+    /* libuv stopped the poll; hiredis re-adds what it needs (it always re-adds reading). */
+    p->events = 0;
+    if (p->ac->c.flags & REDIS_CONNECTED)
+      redisAsyncHandleRead(p->ac); /* read() returns the error: hiredis disconnects */
+    else
+      redisAsyncHandleWrite(p->ac); /* the connect check sees the error: connect callback */
+    return;
+  }
+  if (p->ac && (events & UV_READABLE)) redisAsyncHandleRead(p->ac);
+  if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+}
+
+static void ev_update(conn_events_t *p) {
+  if (p->events)
+    uv_poll_start(&p->handle, p->events, ev_poll);
+  else
+    uv_poll_stop(&p->handle);
+}
+
+static void ev_add_read(void *privdata) {
+  conn_events_t *p = privdata;
+  p->events |= UV_READABLE;
+  ev_update(p);
+}
+
+static void ev_del_read(void *privdata) {
+  conn_events_t *p = privdata;
+  p->events &= ~UV_READABLE;
+  ev_update(p);
+}
+
+static void ev_add_write(void *privdata) {
+  conn_events_t *p = privdata;
+  p->events |= UV_WRITABLE;
+  ev_update(p);
+}
+
+static void ev_del_write(void *privdata) {
+  conn_events_t *p = privdata;
+  p->events &= ~UV_WRITABLE;
+  ev_update(p);
+}
+
+static void ev_on_close(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void ev_cleanup(void *privdata) {
+  conn_events_t *p = privdata;
+  p->ac = NULL; /* hiredis is freeing the context */
+  uv_close((uv_handle_t *)&p->handle, ev_on_close);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  if (ac->ev.data != NULL) return REDIS_ERR;
+  conn_events_t *p = calloc(1, sizeof(*p));
+  if (!p) return REDIS_ERR;
+  if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+    free(p);
+    return REDIS_ERR;
+  }
+  p->handle.data = p;
+  p->ac = ac;
+  ac->ev.addRead = ev_add_read;
+  ac->ev.delRead = ev_del_read;
+  ac->ev.addWrite = ev_add_write;
+  ac->ev.delWrite = ev_del_write;
+  ac->ev.cleanup = ev_cleanup;
+  ac->ev.data = p;
+  return REDIS_OK;
+}
+
 static void on_retry(uv_timer_t *t) {
   sq_conn_t *c = t->data;
   if (!c->closing && !c->ac) conn_start(c);
@@ -28,8 +117,9 @@ static void on_retry(uv_timer_t *t) {
 
 static void schedule_retry(sq_conn_t *c) {
   if (c->closing) return;
-  uint64_t delay = c->backoff_ms;
-  c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+  uint64_t max = c->backoff_max_ms ? c->backoff_max_ms : BACKOFF_MAX_MS;
+  uint64_t delay = c->backoff_ms > max ? max : c->backoff_ms;
+  c->backoff_ms = delay * 2 > max ? max : delay * 2;
   sq_log_info("conn", "reconnecting", "conn=%s addr=%s:%d attempt=%u delay_ms=%llu", c->name,
               c->host, c->port, c->attempts + 1, (unsigned long long)delay);
   c->progress_us = sq_clock_mono_us();
@@ -105,7 +195,7 @@ static void conn_start(sq_conn_t *c) {
   ac->data = c;
   c->ac = ac;
   c->progress_us = sq_clock_mono_us();
-  if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+  if (ev_attach(ac, c->loop) != REDIS_OK) {
     c->ac = NULL;
     redisAsyncFree(ac);
     c->attempts++;
@@ -121,8 +211,8 @@ static void on_watchdog(uv_timer_t *t) {
   if (!c->ac || c->dropping) return;
   uint64_t now = sq_clock_mono_us();
   if (!c->ready) {
-    /* hiredis 0.14's libuv adapter ignores poll errors, so a refused connect never reaches
-     * on_connect: look at the socket's pending error ourselves. */
+    /* The adapter hands poll errors to hiredis (see ev_poll); this check stays as a backstop
+     * for a refused connect whose error the poll did not report. */
     int soerr = 0;
     socklen_t len = sizeof soerr;
     if (c->ac->c.fd >= 0 && getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 &&

@@ -1,5 +1,5 @@
 /* worker/conn: one hiredis async connection on the libuv loop that reconnects by itself
- * (exponential backoff 100 ms -> 5 s), authenticates/selects the database, and guards its
+ * (exponential backoff 100 ms -> 5 s or backoff_max_ms), authenticates/selects the database, and guards its
  * replies with a watchdog: a command not answered in time drops the connection.
  * Threads: loop thread only. */
 #ifndef SQ_WORKER_CONN_H
@@ -25,6 +25,7 @@ struct sq_conn {
   int closing;                  /* sq_conn_close called: never reconnect */
   int dropping;                 /* freed by us, disconnect callback not seen yet */
   uint64_t backoff_ms;
+  uint64_t backoff_max_ms; /* 0 = 5000; set before sq_conn_init */
   uint32_t attempts;
   uv_timer_t retry_timer;
   uv_timer_t watchdog_timer;

@@ -40,6 +40,7 @@ struct sq_worker {
   int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
   int lease_ok;   /* the last heartbeat holds the lease with our token */
   int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
+  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
   int draining;   /* signal seen: stop claiming, finish what we hold */
   int stopping;   /* handles are closing */
   int aborted;    /* uv_stop'ed with work still running (drain timeout, second signal) */
@@ -67,6 +68,7 @@ static void on_retry(uv_timer_t *t);
 static void on_resync_tick(uv_timer_t *t);
 static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data);
 static void on_batch_timer(uv_timer_t *t);
+static void on_heartbeat_timer(uv_timer_t *t);
 
 /* ---- executor threads ---- */
 
@@ -489,6 +491,7 @@ static void on_resync_unregister(sq_queue_t *q, int status, long long value, voi
   if (status == 0 && w->resync == RESYNC_NEEDED) {
     w->resync = RESYNC_SWEEPING;
     w->lease_ok = 0;
+    w->lease_dropped = 1; /* we removed it ourselves: registering again is no expiry */
   }
 }
 
@@ -557,14 +560,20 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
   sq_conn_replied(&w->cmd);
   if (status != 0) {
     sq_log_warn("worker", "heartbeat failed", "code=%s", sq_error_name(status));
-    return; /* the next tick or the reconnect retries */
+    /* A Redis that is still loading its dataset answers LOADING: try again soon rather than a
+     * whole tick later, the lease may be running out. (Down connections retry on reconnect.) */
+    if (w->cmd.ready && !w->stopping) {
+      uint64_t hb = w->cfg->lease_ttl_ms / 3 ? w->cfg->lease_ttl_ms / 3 : 1;
+      uv_timer_start(&w->heartbeat_timer, on_heartbeat_timer, hb < 200 ? hb : 200, hb);
+    }
+    return;
   }
   if (value == 0) {
     sq_log_error("worker", "lease held by another token: is another worker using this id?", NULL);
     w->lease_ok = 0;
     return;
   }
-  if (value == 2 && w->lease_ever)
+  if (value == 2 && w->lease_ever && !w->lease_dropped)
     sq_log_warn("worker",
                 "lease had expired and was re-acquired; jobs swept meanwhile will be refused "
                 "at ack",
@@ -573,6 +582,7 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     sq_log_info("worker", "registered", "lease_ttl_ms=%u", w->cfg->lease_ttl_ms);
   w->lease_ok = 1;
   w->lease_ever = 1;
+  w->lease_dropped = 0;
   flush_acks(w);
   maybe_claim(w);
   check_drained(w);
@@ -885,6 +895,12 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
    * lease TTL the lease is gone anyway. The BRPOP may take its timeout, plus 3 s of slack. */
   uint64_t cmd_limit_us = (uint64_t)(cfg->lease_ttl_ms > 5000 ? cfg->lease_ttl_ms : 5000) * 1000;
   uint64_t blk_limit_us = ((uint64_t)cfg->wait_timeout_s + 3) * 1000000;
+  /* Reconnect attempts at most lease_ttl/6 apart (100 ms..5 s): after a short Redis outage the
+   * command connection is back, and the lease renewed, before the lease can run out. */
+  uint64_t backoff_max_ms = cfg->lease_ttl_ms / 6;
+  if (backoff_max_ms < 100) backoff_max_ms = 100;
+  if (backoff_max_ms > 5000) backoff_max_ms = 5000;
+  w->cmd.backoff_max_ms = w->blk.backoff_max_ms = backoff_max_ms;
   w->cmd.on_ready = on_cmd_ready;
   w->cmd.on_down = on_conn_down;
   w->cmd.data = w;
