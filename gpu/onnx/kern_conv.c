@@ -4,9 +4,10 @@
  * fused activation are applied in one pass after the GEMM. Executor thread; im2col/col2im fan out
  * over the pool, sgemm over OpenBLAS's. */
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "engine_internal.h"
+#include "kern_conv.h"
 
 #define COL_LIMIT (1 << 22) /* floats in one im2col tile (16 MiB) */
 
@@ -272,6 +273,17 @@ static void depthwise_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
+/* SEGQ_CONV_WINOGRAD=0 sends 3x3 convolutions through im2col too (A/B timing and accuracy
+ * checks against the reference path); read once. */
+static int winograd_enabled(void) {
+  static int enabled = -1;
+  if (enabled < 0) {
+    const char *v = getenv("SEGQ_CONV_WINOGRAD");
+    enabled = !(v && strcmp(v, "0") == 0);
+  }
+  return enabled;
+}
+
 int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                  const sq_view_t *out, int nout, sq_error_t *err) {
   conv_t p;
@@ -286,6 +298,11 @@ int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int 
     dw_t a = {&p, x, w, bias, y, node};
     sq_cpu_parallel_for(cpu, p.n * p.m, 1, depthwise_range, &a);
     return 0;
+  }
+  if (p.group == 1 && p.kh == 3 && p.kw == 3 && p.sh == 1 && p.sw == 1 && p.dh == 1 &&
+      p.dw == 1 && in[0].rank == 4 && winograd_enabled()) {
+    sq_conv3x3_t g = {p.n, p.c, p.h, p.w, p.m, p.oh, p.ow, p.ph, p.pw};
+    return sq_conv_winograd(cpu, node, &g, x, w, bias, y, err);
   }
   bool direct = p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
                 p.ph_end == 0 && p.pw_end == 0;
