@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # gpu_check.sh: THE command a GPU session runs on the device machine (repository root there):
-#   run(command="tools/gpu_check.sh", carry=[".debs", "build-gpu-prebuilt"])
-# after tools/device_deps.sh ran here. It unpacks .debs/ into a prefix, finds cuDNN/cuBLAS
+#   run(command="tools/gpu_check.sh [all|build|test|memcheck]", carry=[".debs", "build-gpu-prebuilt"])
+# after tools/device_deps.sh ran here. One device command may last 10 minutes: "all" fits when
+# the build is quick; otherwise run the phases as separate commands on the warm machine (build
+# outputs and the conv algorithm cache in ~/.cache/segq stay there between calls). It unpacks .debs/ into a prefix, finds cuDNN/cuBLAS
 # (CUDA toolkit, or PyTorch's pip wheels), builds with SEGQ_CUDA=ON when the device has nvcc
 # (else uses the carried build-gpu-prebuilt/), runs the gpu tests (ctest -L gpu or the binaries)
-# and compute-sanitizer memcheck on them, and writes every log to $OUT (or ./out-gpu).
-# Exit status: 0 when every step that could run passed.
+# and compute-sanitizer memcheck on them, and writes every log to $OUT (or ./out/gpu).
+# Exit status: 0 when every step that could run passed. SEGQ_GPU_CHECK_PREBUILT=1 skips the
+# build and uses build-gpu-prebuilt/ even where nvcc exists.
 set -uo pipefail
+phase="${1:-all}"
+case "$phase" in all | build | test | memcheck) ;; *) echo "usage: $0 [all|build|test|memcheck]" >&2; exit 2 ;; esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-OUT="${OUT:-$root/out-gpu}"
+OUT="${OUT:-$root/out/gpu}"
 mkdir -p "$OUT"
 status=0
 log() { echo "gpu_check: $*" | tee -a "$OUT/summary.txt"; }
@@ -34,7 +39,7 @@ step() { # step NAME TIMEOUT CMD...: runs CMD with output in $OUT/NAME.log
 cat "$OUT/env.txt"
 
 # ---- 2. libraries from .debs (hiredis, libuv, msgpack-c, turbojpeg, jansson, protobuf-c, openblas, redis, cmake) ----
-prefix="$root/.device-prefix"
+prefix="$root/.device/prefix" # git-ignored
 if [ -d .debs ] && ls .debs/*.deb >/dev/null 2>&1; then
   mkdir -p "$prefix"
   for d in .debs/*.deb; do dpkg -x "$d" "$prefix" || log "dpkg -x $d failed"; done
@@ -89,14 +94,18 @@ log "cudnn lib: ${cudnn_lib:-none}; cudnn.h: ${cudnn_inc:-none}; CUDA lib dirs: 
 
 # ---- 4. build (nvcc here) or use the carried prebuilt tests ----
 bindir=""
-if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+want() { [ "$phase" = all ] || [ "$phase" = "$1" ]; }
+if [ -x build-gpu/tests/test_gpu_ops ] && ! want build; then
+  bindir=build-gpu/tests
+elif [ "${SEGQ_GPU_CHECK_PREBUILT:-0}" = 1 ]; then
+  log "SEGQ_GPU_CHECK_PREBUILT=1: not building here"
+elif command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   cuflags=()
   [ -n "$cudnn_inc" ] && cuflags+=(-DCUDNN_INCLUDE_DIR="$cudnn_inc")
   [ -n "$cudnn_lib" ] && cuflags+=(-DCUDNN_LIBRARY="$(ls "$cudnn_lib"/libcudnn.so* | head -1)")
-  if step configure 300 cmake -S . -B build-gpu -DSEGQ_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuflags[@]}" &&
-     step build 900 cmake --build build-gpu -j"$(nproc)" --target test_gpu_ops test_gpu_select onnx_run; then
+  if step configure 120 cmake -S . -B build-gpu -DSEGQ_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo "${cuflags[@]}" &&
+     step build 400 cmake --build build-gpu -j"$(nproc)" --target test_gpu_ops test_gpu_select onnx_run; then
     bindir=build-gpu/tests
-    step ctest 900 ctest --test-dir build-gpu -L gpu --output-on-failure || status=1
   else
     status=1
   fi
@@ -104,28 +113,35 @@ fi
 if [ -z "$bindir" ] && [ -x build-gpu-prebuilt/tests/test_gpu_ops ]; then
   log "using the carried build-gpu-prebuilt/ (built elsewhere)"
   bindir=build-gpu-prebuilt/tests
-  ldd "$bindir/test_gpu_ops" >"$OUT/ldd.txt" 2>&1
-  grep "not found" "$OUT/ldd.txt" && log "missing shared libraries (see ldd.txt)"
-  export SEGQ_SOURCE_DIR="$root"
-  step test_gpu_select 300 "$bindir/test_gpu_select" || status=1
-  step test_gpu_ops 900 "$bindir/test_gpu_ops"
+fi
+[ -z "$bindir" ] && { log "no nvcc and no build-gpu-prebuilt/: nothing to run"; exit 1; }
+ldd "$bindir/test_gpu_ops" >"$OUT/ldd.txt" 2>&1
+grep "not found" "$OUT/ldd.txt" && log "missing shared libraries (see ldd.txt)"
+export SEGQ_SOURCE_DIR="$root"
+if want test && [ "$bindir" = build-gpu/tests ]; then
+  step ctest 450 ctest --test-dir build-gpu -L gpu -V || status=1
+elif want test; then
+  step test_gpu_select 120 "$bindir/test_gpu_select" || status=1
+  step test_gpu_ops 400 "$bindir/test_gpu_ops"
   rc=$?
   [ $rc -eq 77 ] && log "test_gpu_ops SKIPPED (no usable device: see test_gpu_ops.log)"
   [ $rc -ne 0 ] && status=1
 fi
-[ -z "$bindir" ] && { log "no nvcc and no build-gpu-prebuilt/: nothing to run"; exit 1; }
 
 # ---- 5. compute-sanitizer memcheck on the GPU tests ----
 san=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null ||
       find $site -name compute-sanitizer -type f 2>/dev/null | head -1)
-if [ -n "$san" ]; then
-  export SEGQ_SOURCE_DIR="$root"
-  step memcheck 900 "$san" --tool memcheck --leak-check full --error-exitcode 9 "$bindir/test_gpu_ops" || status=1
+if ! want memcheck; then
+  :
+elif [ -n "$san" ]; then
+  # op cases only: the models under memcheck would not fit one device command
+  SEGQ_GPU_TEST_QUICK=1 step memcheck 500 "$san" --tool memcheck --leak-check full \
+    --error-exitcode 9 "$bindir/test_gpu_ops" || status=1
 else
   log "compute-sanitizer not found: memcheck not run"
 fi
 
-# ---- 6. a timing point: onnx_run on the GPU needs the worker's --device; cpu reference here ----
-[ -x "$bindir/onnx_run" ] && step onnx_run_cpu 300 "$bindir/onnx_run" models/cellseg-unet/model.onnx --batch 4
+# ---- 6. CPU timing reference (test_gpu_ops.log has the GPU timings per model) ----
+want test && [ -x "$bindir/onnx_run" ] && step onnx_run_cpu 60 "$bindir/onnx_run" models/cellseg-unet/model.onnx --batch 4
 log "done: status=$status (logs in $OUT)"
 exit $status
