@@ -376,6 +376,46 @@ static void col2im_range(void *arg, int64_t b, int64_t e) {
       }
 }
 
+/* Kernel == stride, no padding or dilation (UNet upsampling): every output pixel comes from
+ * exactly one input pixel and one tap, so col rows are copied to their place with the bias and
+ * activation, with no zeroing and no accumulation. */
+typedef struct {
+  const conv_t *p;
+  const float *col; /* [m*kh*kw, rows*w] for input rows row0.. */
+  const float *bias;
+  float *y; /* this image: [m, oh, ow] */
+  int64_t row0, rows;
+  const sq_node_t *node;
+} scatter_t;
+
+static void scatter_range(void *arg, int64_t b, int64_t e) {
+  const scatter_t *a = arg;
+  const conv_t *p = a->p;
+  int64_t len = a->rows * p->w, kh = p->kh, kw = p->kw;
+  for (int64_t m = b; m < e; m++) {
+    float bv = a->bias ? a->bias[m] : 0.0f;
+    for (int64_t iy = 0; iy < a->rows; iy++)
+      for (int64_t ky = 0; ky < kh; ky++) {
+        float *yr = a->y + (m * p->oh + (a->row0 + iy) * kh + ky) * p->ow;
+        const float *src = a->col + (m * kh + ky) * kw * len + iy * p->w;
+        bool relu = a->node->act == SQ_ACT_RELU;
+        if (kw == 2) {
+          sq_conv_interleave2(src, src + len, p->w, bv, relu, yr);
+          if (a->node->act && !relu)
+            sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, yr, p->ow);
+          continue;
+        }
+        for (int64_t kx = 0; kx < kw; kx++, src += len)
+          for (int64_t ix = 0; ix < p->w; ix++) yr[ix * kw + kx] = src[ix] + bv;
+        if (relu) {
+          for (int64_t i = 0; i < p->ow; i++) yr[i] = yr[i] > 0 ? yr[i] : 0;
+        } else if (a->node->act) {
+          sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, yr, p->ow);
+        }
+      }
+  }
+}
+
 int sq_kern_convtranspose(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                           const sq_view_t *out, int nout, sq_error_t *err) {
   conv_t p;
@@ -386,7 +426,9 @@ int sq_kern_convtranspose(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t 
   float *y = out[0].data;
   int64_t cg = p.c / p.group, mg = p.m / p.group, kk = mg * p.kh * p.kw;
   int64_t plane = p.oh * p.ow, iplane = p.h * p.w;
-  memset(y, 0, (size_t)(p.n * p.m * plane) * sizeof(float));
+  bool disjoint = p.group == 1 && p.kh == p.sh && p.kw == p.sw && p.dh == 1 && p.dw == 1 &&
+                  p.ph == 0 && p.pw == 0 && p.oh == p.h * p.kh && p.ow == p.w * p.kw;
+  if (!disjoint) memset(y, 0, (size_t)(p.n * p.m * plane) * sizeof(float));
   int64_t rows = p.h;
   if (kk * p.w > 0) {
     rows = COL_LIMIT / (kk * p.w);
@@ -404,11 +446,16 @@ int sq_kern_convtranspose(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t 
         int64_t nr = p.h - r0 < rows ? p.h - r0 : rows;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)(nr * p.w), (int)cg,
                     1.0f, wg, (int)kk, xg + r0 * p.w, (int)iplane, 0.0f, col, (int)(nr * p.w));
+        if (disjoint) {
+          scatter_t a = {&p, col, bias, yg, r0, nr, node};
+          sq_cpu_parallel_for(cpu, mg, 1, scatter_range, &a);
+          continue;
+        }
         col2im_t a = {&p, col, yg, r0, nr};
         sq_cpu_parallel_for(cpu, mg, 1, col2im_range, &a);
       }
     }
-  if (bias || node->act) {
+  if (!disjoint && (bias || node->act)) {
     epilogue_t e = {y, bias, plane, node};
     for (int64_t n = 0; n < p.n; n++) {
       e.y = y + n * p.m * plane;

@@ -204,6 +204,28 @@ HOT static void output_tile_row(const float *const *s, int64_t tw, float bv, boo
   }
 }
 
+HOT void sq_conv_interleave2(const float *s0, const float *s1, int64_t n, float bias, bool relu,
+                             float *dst) {
+  const v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
+  const v8f vb = {bias, bias, bias, bias, bias, bias, bias, bias};
+  const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8f a = LD(s0 + i) + vb, b = LD(s1 + i) + vb;
+    if (relu) {
+      a = (v8f)((v8i)a & (a > zero));
+      b = (v8f)((v8i)b & (b > zero));
+    }
+    ST(dst + 2 * i, __builtin_shuffle(a, b, lo));
+    ST(dst + 2 * i + 8, __builtin_shuffle(a, b, hi));
+  }
+  for (; i < n; i++) {
+    float a = s0[i] + bias, b = s1[i] + bias;
+    dst[2 * i] = relu && a < 0 ? 0 : a;
+    dst[2 * i + 1] = relu && b < 0 ? 0 : b;
+  }
+}
+
 /* Writes the block's output rows; an odd width or height goes through orow (2 rows of 2*tw),
  * an even one straight into y. Other fused activations run over the finished rows. */
 static void output_transform(const wino_t *a, int64_t n, int64_t ty0, int64_t nrows,
