@@ -16,7 +16,7 @@ pkgs=(libhiredis-dev libhiredis0.14 libuv1-dev libuv1 libmsgpack-dev libmsgpackc
       libopenblas-dev libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5
       redis-server redis-tools liblzf1 libjemalloc2
       cmake cmake-data libjsoncpp25 librhash0 libarchive13 libcurl4 libnghttp2-14 librtmp1
-      libssh2-1 libpsl5 libldap-2.5-0 libsasl2-2 libbrotli1 libicu72 pkg-config pkgconf pkgconf-bin
+      libssh2-1 libpsl5 libldap-2.5-0 libsasl2-2 libbrotli1 libxml2 libicu72 pkg-config pkgconf pkgconf-bin
       libpkgconf3)
 ok=() missing=()
 for p in "${pkgs[@]}"; do
@@ -33,7 +33,13 @@ echo "device_deps: ${#ok[@]} packages in .debs/ ($(du -sh . | cut -f1))"
 # cuBLAS come from the device at run time).
 cd "$root"
 if [ "${SEGQ_SKIP_PREBUILT:-0}" != 1 ]; then
-  cmake -S . -B build-gpu-prebuilt -DSEGQ_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build build-gpu-prebuilt -j2 --target test_gpu_ops test_gpu_select onnx_run
-  echo "device_deps: build-gpu-prebuilt/tests/{test_gpu_ops,test_gpu_select,onnx_run} ready"
+  # built in build-gpu-pack/, only the binaries go to build-gpu-prebuilt/ (carry limit 64 MiB)
+  cmake -S . -B build-gpu-pack -DSEGQ_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build-gpu-pack -j2 --target test_gpu_ops test_gpu_select onnx_run
+  rm -rf build-gpu-prebuilt
+  mkdir -p build-gpu-prebuilt/tests
+  cp build-gpu-pack/tests/test_gpu_ops build-gpu-pack/tests/test_gpu_select \
+    build-gpu-pack/tests/onnx_run build-gpu-prebuilt/tests/
+  echo "device_deps: build-gpu-prebuilt/tests/ ready ($(du -sh build-gpu-prebuilt | cut -f1));" \
+    "carry: .debs ($(du -sh .debs | cut -f1)) + build-gpu-prebuilt"
 fi
