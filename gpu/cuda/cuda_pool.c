@@ -47,7 +47,7 @@ static int pool_geom(const sq_node_t *n, const sq_view_t *in, const sq_view_t *o
 
 int sq_cuda_pool_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out,
                        sq_error_t *err) {
-  int w[2], p[2], s[2];
+  int w[2] = {0, 0}, p[2] = {0, 0}, s[2] = {0, 0};
   return pool_geom(n, in, out, w, p, s, err);
 }
 
@@ -64,7 +64,7 @@ void sq_cuda_pool_release(void *state) {
 int sq_cuda_pool_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
                          const sq_view_t *dev, const sq_view_t *out, void **state, size_t *ws_bytes,
                          sq_error_t *err) {
-  int win[2], pad[2], str[2];
+  int win[2] = {0, 0}, pad[2] = {0, 0}, str[2] = {0, 0};
   int rc = pool_geom(n, in, out, win, pad, str, err);
   if (rc) return rc;
   pool_state_t *s = calloc(1, sizeof *s);
