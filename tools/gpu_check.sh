@@ -120,6 +120,10 @@ grep "not found" "$OUT/ldd.txt" && log "missing shared libraries (see ldd.txt)"
 export SEGQ_SOURCE_DIR="$root"
 if want test && [ "$bindir" = build-gpu/tests ]; then
   step ctest 450 ctest --test-dir build-gpu -L gpu -V || status=1
+  if grep -q "test_gpu_ops .*Skipped" "$OUT/ctest.log"; then
+    log "test_gpu_ops SKIPPED (no usable device: see ctest.log)"
+    status=1
+  fi
 elif want test; then
   step test_gpu_select 120 "$bindir/test_gpu_select" || status=1
   step test_gpu_ops 400 "$bindir/test_gpu_ops"
