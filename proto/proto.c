@@ -26,6 +26,7 @@ void sq_proto_job_free(sq_job_t *job) {
   free(job->group);
   free(job->image_data);
   free(job->meta);
+  for (size_t i = 0; i < job->nmembers && i < SQ_PROTO_MAX_MEMBERS; i++) free(job->member_names[i]);
   memset(job, 0, sizeof *job);
 }
 
@@ -236,6 +237,77 @@ static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t
   return 0;
 }
 
+/* ---- models (ensembles) ---- */
+
+static int decode_models(const msgpack_object *o, sq_job_t *job, sq_error_t *err) {
+  if (o->type != MSGPACK_OBJECT_ARRAY) return type_error("models", "array of map", o, err);
+  uint32_t n = o->via.array.size;
+  if (n < 2 || n > SQ_PROTO_MAX_MEMBERS)
+    return sq_error_set(err, SQ_EVALUE, "models: %u entries, expected 2 to %d", (unsigned)n,
+                        SQ_PROTO_MAX_MEMBERS);
+  double sum = 0.0;
+  int own = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    enum { F_NAME, F_WEIGHT, F_N };
+    static const char *const names[F_N] = {"name", "weight"};
+    const msgpack_object *f[F_N];
+    const msgpack_object *e = &o->via.array.ptr[i];
+    char field[40];
+    snprintf(field, sizeof field, "models[%u]", (unsigned)i);
+    if (e->type != MSGPACK_OBJECT_MAP) return type_error(field, "map", e, err);
+    int rc = get_fields(e, field, names, f, F_N, err);
+    if (rc) return rc;
+    /* Unknown keys are refused here (unlike the document's): a misspelt "wieght" would
+     * silently weigh 1. */
+    for (uint32_t k = 0; k < e->via.map.size; k++) {
+      const msgpack_object *key = &e->via.map.ptr[k].key;
+      if (!sq_proto_str_is(key, "name") && !sq_proto_str_is(key, "weight")) {
+        char shown[48];
+        sq_proto_printable(key->via.str.ptr, key->via.str.size, shown, sizeof shown);
+        return sq_error_set(err, SQ_EVALUE, "%s: unknown key \"%s\" (expected name, weight)",
+                            field, shown);
+      }
+    }
+    char nfield[48];
+    snprintf(nfield, sizeof nfield, "%s.name", field);
+    if (!f[F_NAME]) return sq_error_set(err, SQ_EMISSING, "%s: missing", nfield);
+    char *name = NULL;
+    if ((rc = get_name(f[F_NAME], nfield, SQ_PROTO_MAX_MODEL, &name, err))) return rc;
+    for (size_t k = 0; k < job->nmembers; k++)
+      if (strcmp(job->member_names[k], name) == 0) {
+        rc = sq_error_set(err, SQ_EVALUE, "%s: \"%s\" is named twice", nfield, name);
+        free(name);
+        return rc;
+      }
+    job->member_names[job->nmembers] = name;
+    job->member_weights[job->nmembers] = 1.0f;
+    job->nmembers++;
+    if (strcmp(name, job->model) == 0) own = 1;
+    if (f[F_WEIGHT]) {
+      const msgpack_object *w = f[F_WEIGHT];
+      double v;
+      snprintf(nfield, sizeof nfield, "%s.weight", field);
+      if (w->type == MSGPACK_OBJECT_FLOAT32 || w->type == MSGPACK_OBJECT_FLOAT64)
+        v = w->via.f64;
+      else if (w->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        v = (double)w->via.u64;
+      else if (w->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        v = (double)w->via.i64;
+      else
+        return type_error(nfield, "float", w, err);
+      if (!(v >= 0.0 && v <= 3.4e38)) /* also rejects NaN and infinities */
+        return sq_error_set(err, SQ_EVALUE, "%s: %g is not a finite number >= 0", nfield, v);
+      job->member_weights[job->nmembers - 1] = (float)v;
+    }
+    sum += job->member_weights[job->nmembers - 1];
+  }
+  if (!own)
+    return sq_error_set(err, SQ_EVALUE, "models: the job's model \"%s\" is not among them",
+                        job->model);
+  if (!(sum > 0.0)) return sq_error_set(err, SQ_EVALUE, "models: every weight is 0");
+  return 0;
+}
+
 /* ---- the document ---- */
 
 static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *err) {
@@ -250,10 +322,12 @@ static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *er
     F_GROUP,
     F_TENANT,
     F_META,
+    F_MODELS,
     F_N
   };
   static const char *const names[F_N] = {"v",        "id",          "model", "image",  "params",
-                                         "priority", "deadline_ms", "group", "tenant", "meta"};
+                                         "priority", "deadline_ms", "group", "tenant", "meta",
+                                         "models"};
   const msgpack_object *f[F_N];
   if (root->type != MSGPACK_OBJECT_MAP)
     return sq_error_set(err, SQ_EMALFORMED, "document: expected map, got %s",
@@ -281,6 +355,7 @@ static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *er
   if (!job->id && (rc = get_name(f[F_ID], "id", SQ_PROTO_MAX_ID, &job->id, err))) return rc;
   if (!f[F_MODEL]) return sq_error_set(err, SQ_EMISSING, "model: missing");
   if ((rc = get_name(f[F_MODEL], "model", SQ_PROTO_MAX_MODEL, &job->model, err))) return rc;
+  if (f[F_MODELS] && (rc = decode_models(f[F_MODELS], job, err))) return rc;
   if (!f[F_IMAGE]) return sq_error_set(err, SQ_EMISSING, "image: missing");
   if ((rc = decode_image(f[F_IMAGE], job, err))) return rc;
 
@@ -386,7 +461,8 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   size_t n = 4 + (has_params ? 1 : 0) + (job->priority ? 1 : 0) + (job->deadline_ms ? 1 : 0) +
-             (job->group ? 1 : 0) + (job->tenant ? 1 : 0) + (has_meta ? 1 : 0);
+             (job->group ? 1 : 0) + (job->tenant ? 1 : 0) + (has_meta ? 1 : 0) +
+             (job->nmembers ? 1 : 0);
   int bad = msgpack_pack_map(&pk, n);
   bad |= sq_proto_pack_cstr(&pk, "v") || msgpack_pack_uint32(&pk, SQ_PROTO_VERSION);
   bad |= pack_kv_cstr(&pk, "id", job->id);
@@ -422,6 +498,18 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
     bad |= sq_proto_pack_cstr(&pk, "deadline_ms") || msgpack_pack_uint64(&pk, job->deadline_ms);
   if (job->group) bad |= pack_kv_cstr(&pk, "group", job->group);
   if (job->tenant) bad |= pack_kv_cstr(&pk, "tenant", job->tenant);
+  if (job->nmembers) {
+    size_t nm = job->nmembers < SQ_PROTO_MAX_MEMBERS ? job->nmembers : SQ_PROTO_MAX_MEMBERS;
+    bad |= sq_proto_pack_cstr(&pk, "models") || msgpack_pack_array(&pk, nm);
+    for (size_t i = 0; i < nm; i++) {
+      if (!job->member_names[i]) {
+        bad = 1;
+        break;
+      }
+      bad |= msgpack_pack_map(&pk, 2) || pack_kv_cstr(&pk, "name", job->member_names[i]);
+      bad |= sq_proto_pack_cstr(&pk, "weight") || msgpack_pack_float(&pk, job->member_weights[i]);
+    }
+  }
   /* meta is already msgpack: written as-is after its key. */
   if (has_meta)
     bad |= sq_proto_pack_cstr(&pk, "meta") ||

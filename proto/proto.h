@@ -21,6 +21,7 @@ extern "C" {
 #define SQ_PROTO_MAX_SIDE 16384
 #define SQ_PROTO_MAX_PIXELS (64u << 20)
 #define SQ_PROTO_MAX_META (64u << 10)
+#define SQ_PROTO_MAX_MEMBERS 8 /* ensemble members ("models") */
 
 typedef enum { SQ_IMAGE_JPEG = 1, SQ_IMAGE_GRAY8 = 2, SQ_IMAGE_GRAY16 = 3 } sq_image_format_t;
 
@@ -46,6 +47,12 @@ typedef struct {
   unsigned outputs; /* SQ_OUTPUT_* bits; default SQ_OUTPUT_POLYGONS */
   uint8_t *meta;    /* the meta object re-encoded as msgpack; NULL when absent */
   size_t meta_size;
+  /* Ensemble ("models", docs/protocol.md "Ensembles"): 0 = a single-model job; otherwise
+   * 2..SQ_PROTO_MAX_MEMBERS distinct names, `model` among them, weights finite, >= 0 (default 1)
+   * and not all 0. */
+  size_t nmembers;
+  char *member_names[SQ_PROTO_MAX_MEMBERS];
+  float member_weights[SQ_PROTO_MAX_MEMBERS];
 } sq_job_t;
 
 /* Strict decode. Returns 0 or a negative code (SQ_EMALFORMED, SQ_EVERSION, SQ_ETYPE, SQ_EMISSING,

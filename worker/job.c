@@ -33,6 +33,7 @@ static int image_from_job(const sq_job_t *job, uint32_t channels, sq_image_t *im
 }
 
 void sq_wjob_prepare(wjob_t *j) {
+  if (j->parent) return; /* an ensemble member record: its parent prepared its sample */
   uint64_t t0 = sq_clock_mono_us();
   sq_error_t err = {0};
   int rc = sq_proto_job_decode(j->c.payload, j->c.payload_len, &j->job, &err);
@@ -68,8 +69,29 @@ void sq_wjob_prepare(wjob_t *j) {
     job_fail(j, SQ_EDEADLINE, m);
     goto out;
   }
+  uint32_t channels = j->ms->info.input_channels;
+  if (j->job.nmembers) {
+    /* Every member must be served here (deployments run the members on the same workers). */
+    for (size_t k = 0; k < j->job.nmembers; k++) {
+      model_slot_t *slot = NULL;
+      for (size_t m = 0; m < j->nslots; m++)
+        if (strcmp(j->slots[m].name, j->job.member_names[k]) == 0) slot = &j->slots[m];
+      if (!slot) {
+        char m[256];
+        snprintf(m, sizeof m, "models: member \"%.64s\" is not served by this worker",
+                 j->job.member_names[k]);
+        job_fail(j, SQ_EMODEL_UNKNOWN, m);
+        goto out;
+      }
+      j->ens_ms[k] = slot;
+      if (slot == j->ms) j->ens_own = (uint32_t)k;
+      /* Decoded once for all: RGB if any member wants it (prepare converts either way). */
+      if (slot->info.input_channels == 3) channels = 3;
+    }
+    j->ens_n = j->job.nmembers;
+  }
   sq_image_t img = {0};
-  rc = image_from_job(&j->job, j->ms->info.input_channels, &img, &err);
+  rc = image_from_job(&j->job, channels, &img, &err);
   if (rc) {
     job_fail(j, rc, err.msg);
     sq_image_free(&img);
@@ -83,11 +105,21 @@ void sq_wjob_prepare(wjob_t *j) {
   free(j->c.payload);
   j->c.payload = NULL;
   rc = sq_model_prepare(j->ms->model, &img, &j->sample, &err);
-  sq_image_free(&img);
   if (rc) {
     j->sample = NULL;
     job_fail(j, rc, err.msg);
   }
+  for (size_t k = 0; k < j->ens_n && !rc; k++) {
+    if (k == j->ens_own) continue;
+    rc = sq_model_prepare(j->ens_ms[k]->model, &img, &j->ens_sample[k], &err);
+    if (rc) {
+      j->ens_sample[k] = NULL;
+      char m[256];
+      snprintf(m, sizeof m, "%.60s: %.190s", j->ens_ms[k]->name, err.msg);
+      job_fail(j, rc, m);
+    }
+  }
+  sq_image_free(&img);
 out:
   j->t.decode_us = sq_clock_mono_us() - t0;
 }
@@ -150,19 +182,74 @@ static void encode_result(wjob_t *j, const sq_polygon_t *polys, size_t npolys,
   j->result = sq_proto_result_encode(&r, &j->result_len);
 }
 
+/* An ensemble's mask: every member's probability map, combined with the job's weights. The
+ * outputs consumed are set to NULL; the others are left for sq_wjob_free. */
+static int ensemble_finish(wjob_t *j, const sq_postparams_t *pp, uint8_t **mask, uint32_t *mw,
+                           uint32_t *mh, sq_error_t *err) {
+  float *probs[SQ_PROTO_MAX_MEMBERS] = {0};
+  uint32_t W = 0, H = 0;
+  int rc = 0;
+  for (size_t k = 0; k < j->ens_n && !rc; k++) {
+    void **out = k == j->ens_own ? &j->output : &j->ens_out[k];
+    sq_model_t *model = j->ens_ms[k]->model;
+    uint32_t w = 0, h = 0;
+    if (!*out) {
+      rc = sq_error_set(err, SQ_EMODEL, "%s: the model produced no output", j->ens_ms[k]->name);
+      break;
+    }
+    rc = sq_model_finish_prob(model, *out, &probs[k], &w, &h, err);
+    *out = NULL; /* consumed (like finish above: never freed twice, whatever the model did) */
+    if (rc) {
+      char m[sizeof err->msg];
+      snprintf(m, sizeof m, "%s", err->msg);
+      sq_error_set(err, rc, "%s: %s", j->ens_ms[k]->name, m);
+      break;
+    }
+    if (k == 0) {
+      W = w, H = h;
+    } else if (w != W || h != H) {
+      rc = sq_error_set(err, SQ_EMODEL, "%s: probability map %ux%u, others %ux%u",
+                        j->ens_ms[k]->name, w, h, W, H);
+    }
+    if (!rc && !probs[k] && (size_t)w * h > 0) {
+      probs[k] = calloc((size_t)w * h, sizeof(float)); /* NULL = all 0 */
+      if (!probs[k]) rc = sq_error_set(err, SQ_ENOMEM, "out of memory (probability map)");
+    }
+  }
+  if (!rc)
+    rc = sq_prob_combine((const float *const *)probs, j->job.member_weights, j->ens_n,
+                         (size_t)W * H, pp->threshold, mask, err);
+  for (size_t k = 0; k < j->ens_n; k++) free(probs[k]);
+  if (rc) {
+    *mask = NULL;
+    return rc;
+  }
+  *mw = W;
+  *mh = H;
+  return 0;
+}
+
 void sq_wjob_finish(wjob_t *j) {
   uint64_t t0 = sq_clock_mono_us();
   sq_polygon_t *polys = NULL;
   size_t npolys = 0;
   uint8_t *mask = NULL;
+  /* The members' share, recorded on the loop thread (see sq_wjob_member_done). */
+  j->t.inference_us += j->ens_inference_us;
+  if (j->ens_err) job_fail(j, j->ens_err, j->ens_msg);
   if (!j->err && j->output) {
     sq_error_t err = {0};
     sq_postparams_t pp;
     pp.threshold = j->job.has_threshold ? j->job.threshold : j->ms->info.default_threshold;
     pp.min_area = j->job.has_min_area ? j->job.min_area : j->ms->info.default_min_area;
     uint32_t mw = 0, mh = 0;
-    int rc = sq_model_finish(j->ms->model, j->output, &pp, &mask, &mw, &mh, &err);
-    j->output = NULL; /* finish consumes the output */
+    int rc;
+    if (j->ens_n) {
+      rc = ensemble_finish(j, &pp, &mask, &mw, &mh, &err);
+    } else {
+      rc = sq_model_finish(j->ms->model, j->output, &pp, &mask, &mw, &mh, &err);
+      j->output = NULL; /* finish consumes the output */
+    }
     if (rc) {
       mask = NULL;
       job_fail(j, rc, err.msg);
@@ -204,8 +291,28 @@ void sq_wjob_finish(wjob_t *j) {
   free(mask);
 }
 
+int sq_wjob_member_done(wjob_t *m) {
+  wjob_t *p = m->parent;
+  /* The parent may be on an executor right now: only fields no other thread touches. */
+  p->ens_inference_us += m->t.inference_us;
+  if (m->err) {
+    if (!p->ens_err) {
+      p->ens_err = m->err;
+      snprintf(p->ens_msg, sizeof p->ens_msg, "%.60s: %.190s", m->ms->name, m->msg);
+    }
+  } else if (m->output) {
+    p->ens_out[m->member] = m->output;
+    m->output = NULL;
+  }
+  return --p->members_left == 0;
+}
+
 void sq_wjob_free(wjob_t *j) {
   if (!j) return;
+  for (size_t k = 0; k < j->ens_n; k++) {
+    if (j->ens_sample[k]) sq_model_sample_free(j->ens_ms[k]->model, j->ens_sample[k]);
+    if (j->ens_out[k]) sq_model_output_free(j->ens_ms[k]->model, j->ens_out[k]);
+  }
   if (j->sample && j->ms) sq_model_sample_free(j->ms->model, j->sample);
   if (j->output && j->ms) sq_model_output_free(j->ms->model, j->output);
   sq_proto_job_free(&j->job);

@@ -68,6 +68,8 @@ static void on_retry(uv_timer_t *t);
 static void on_resync_tick(uv_timer_t *t);
 static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data);
 static void on_batch_timer(uv_timer_t *t);
+static void model_flush(model_slot_t *ms);
+static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n);
 static void on_heartbeat_timer(uv_timer_t *t);
 
 /* ---- executor threads ---- */
@@ -148,6 +150,24 @@ static void finish_work(uv_work_t *req) {
   sq_wjob_finish(req->data);
 }
 
+/* One of b's jobs is done (finished, or a member record handed to its parent); the last one
+ * sends the batch to the ack (a batch of member records only has nothing to ack). */
+static void batch_step(wbatch_t *b) {
+  sq_worker_t *w = b->w;
+  if (--b->pending > 0) return;
+  w->batches++;
+  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-", b->n,
+               (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
+  size_t jobs = 0;
+  for (size_t i = 0; i < b->n; i++) jobs += !b->jobs[i]->parent;
+  if (jobs == 0) {
+    batch_release(w, b);
+    return;
+  }
+  ack_push(w, b, 0);
+  flush_acks(w);
+}
+
 static void finish_after(uv_work_t *req, int status) {
   wjob_t *j = req->data;
   wbatch_t *b = j->batch;
@@ -163,25 +183,77 @@ static void finish_after(uv_work_t *req, int status) {
   } else {
     w->jobs_ok++;
   }
-  if (--b->pending > 0) return;
-  w->batches++;
-  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-", b->n,
-               (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
-  ack_push(w, b, 0);
-  flush_acks(w);
+  batch_step(b);
 }
 
+static void job_finish_start(sq_worker_t *w, wjob_t *j) {
+  j->work.data = j;
+  if (uv_queue_work(&w->loop, &j->work, finish_work, finish_after) != 0) {
+    /* Cannot happen with a valid loop; finish inline rather than lose the job. */
+    sq_wjob_finish(j);
+    finish_after(&j->work, 0);
+  }
+}
+
+/* The batch's runs are over (or it had nothing to run). An ensemble member record goes back to
+ * its parent; an ensemble job waits for its members' runs (the last one starts its finish). */
 static void batch_finish(wbatch_t *b) {
-  b->pending = b->n;
+  sq_worker_t *w = b->w;
+  b->pending = b->n + 1; /* + 1: the batch cannot complete while this loop walks it */
   for (size_t i = 0; i < b->n; i++) {
     wjob_t *j = b->jobs[i];
-    j->work.data = j;
-    if (uv_queue_work(&b->w->loop, &j->work, finish_work, finish_after) != 0) {
-      /* Cannot happen with a valid loop; finish inline rather than lose the job. */
-      sq_wjob_finish(j);
-      finish_after(&j->work, 0);
+    if (j->parent) {
+      if (sq_wjob_member_done(j)) job_finish_start(w, j->parent);
+      batch_step(b);
+      continue;
+    }
+    if (j->members_left > 0 && --j->members_left > 0) continue;
+    job_finish_start(w, j);
+  }
+  batch_step(b);
+}
+
+/* Loop thread, between prepare and run: each prepared ensemble job of b gets one member record
+ * per other member, entered into that member's batcher with the sample prepared for it. */
+static void ensemble_spawn(sq_worker_t *w, wbatch_t *b) {
+  int spawned = 0;
+  uint64_t now_us = sq_clock_mono_us();
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (!j->ens_n || j->err || !j->sample) continue;
+    j->members_left = 1; /* its own run */
+    for (uint32_t k = 0; k < j->ens_n; k++) {
+      if (k == j->ens_own || !j->ens_sample[k]) continue;
+      wjob_t *m = calloc(1, sizeof(*m));
+      if (m) {
+        m->c.id = sq_strdup(j->c.id);
+        m->c.model = sq_strdup(j->ens_ms[k]->name);
+      }
+      if (!m || !m->c.id || !m->c.model) {
+        sq_wjob_free(m);
+        if (!j->err) {
+          j->err = SQ_ENOMEM;
+          snprintf(j->msg, sizeof j->msg, "out of memory (ensemble member)");
+        }
+        continue; /* its sample is freed with j */
+      }
+      m->parent = j;
+      m->member = k;
+      m->ms = j->ens_ms[k];
+      m->worker_id = j->worker_id;
+      m->claimed_us = j->claimed_us;
+      m->sample = j->ens_sample[k];
+      j->ens_sample[k] = NULL;
+      j->members_left++;
+      w->held++;
+      m->ms->held++;
+      spawned = 1;
+      if (sq_batcher_push(m->ms->batcher, m, now_us) != 0) batch_start(w, m->ms, &m, 1);
     }
   }
+  /* Due batches start now; the others' timers are re-armed. */
+  if (spawned)
+    for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
 }
 
 static void prepare_work(uv_work_t *req) {
@@ -193,6 +265,7 @@ static void prepare_after(uv_work_t *req, int status) {
   wbatch_t *b = j->batch;
   (void)status;
   if (--b->pending > 0) return;
+  ensemble_spawn(b->w, b);
   size_t valid = 0;
   for (size_t i = 0; i < b->n; i++) valid += !b->jobs[i]->err && b->jobs[i]->sample;
   if (valid > 0 && b->ms)
@@ -369,6 +442,8 @@ static void dispatch_claimed(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
     j->c = jobs[i]; /* takes ownership of the members */
     j->worker_id = w->cfg->worker_id;
     j->claimed_us = now_us;
+    j->slots = w->models;
+    j->nslots = w->nmodels;
     j->t.queue_wait_us =
         now_ms > j->c.enqueued_ms && j->c.enqueued_ms ? (now_ms - j->c.enqueued_ms) * 1000 : 0;
     for (size_t m = 0; m < w->nmodels; m++)

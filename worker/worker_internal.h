@@ -53,6 +53,25 @@ typedef struct wjob {
   uint32_t batch_size;
   uv_work_t work;
   wbatch_t *batch;
+  /* Ensembles (docs/protocol.md "Ensembles"). The job (the parent) runs in its own model's
+   * batch with its own sample; every other member runs as a member record (parent != NULL,
+   * no payload, no result, never acked) in that member's batcher. The parent's finish waits
+   * until members_left (own run + member runs, loop thread) reaches 0. */
+  model_slot_t *slots; /* every model this worker serves, to resolve members */
+  size_t nslots;
+  struct wjob *parent; /* member record: the job it belongs to; member = its index there */
+  uint32_t member;
+  size_t ens_n;   /* members (0 = a single-model job); ens_own = the index of ms */
+  uint32_t ens_own;
+  model_slot_t *ens_ms[SQ_PROTO_MAX_MEMBERS];
+  void *ens_sample[SQ_PROTO_MAX_MEMBERS]; /* prepare -> member records (not ens_own) */
+  void *ens_out[SQ_PROTO_MAX_MEMBERS];    /* member outputs (not ens_own: that is output) */
+  uint32_t members_left;
+  /* Written by sq_wjob_member_done (loop thread) while the parent may be running: merged into
+   * t / err by sq_wjob_finish. */
+  uint64_t ens_inference_us;
+  int ens_err;
+  char ens_msg[256];
 } wjob_t;
 
 struct wbatch {
@@ -74,5 +93,8 @@ void sq_wbatch_run(wbatch_t *b, int ctx);
 /* Work pool: model finish, polygons, result encode (an error result when j->err). */
 void sq_wjob_finish(wjob_t *j);
 void sq_wjob_free(wjob_t *j);
+/* Loop thread: a member record's run is over; hands its output (or its error) to its parent.
+ * Returns 1 when that was the parent's last outstanding run (its finish may be scheduled). */
+int sq_wjob_member_done(wjob_t *m);
 
 #endif

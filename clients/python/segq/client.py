@@ -116,7 +116,7 @@ class Client:
     # -- submitting -------------------------------------------------------------------------
 
     def _job(self, image, model, id, fmt, width, height, params, threshold, min_area, outputs,
-             priority, deadline_ms, group, tenant, meta):
+             priority, deadline_ms, group, tenant, meta, models=None, weights=None):
         data, fmt, width, height = image_args(image, fmt, width, height)
         p = dict(params or {})
         for k, v in (("threshold", threshold), ("min_area", min_area), ("outputs", outputs)):
@@ -125,20 +125,22 @@ class Client:
         id = id or uuid.uuid4().hex
         payload = proto.encode_job(id, model, data, fmt, width=width, height=height, params=p or None,
                                    priority=priority, deadline_ms=deadline_ms, group=group,
-                                   tenant=tenant, meta=meta)
+                                   tenant=tenant, meta=meta, models=models, weights=weights)
         args = [self.prefix, id, model, tenant or "", group or "", int(priority or 0), payload,
                 _now_ms(), self.result_ttl_s]
         return id, args
 
     def submit(self, image, model, *, id=None, fmt=None, width=None, height=None, params=None,
                threshold=None, min_area=None, outputs=None, priority=None, deadline_ms=None,
-               group=None, tenant=None, meta=None):
+               group=None, tenant=None, meta=None, models=None, weights=None):
         """Queues one job and returns its id (uuid4 hex unless given). `image` is JPEG bytes, a
         path to a JPEG, raw bytes with fmt/width/height, or a 2-D numpy uint8/uint16 array.
+        An ensemble: `models` lists the member names (or (name, weight) pairs), `model` among
+        them (it routes the job), `weights` optionally the weights in the same order.
         Idempotent on id: an id that is pending or has a result is not queued again (see
         last_enqueue for the script's answer)."""
         id, args = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
-                             outputs, priority, deadline_ms, group, tenant, meta)
+                             outputs, priority, deadline_ms, group, tenant, meta, models, weights)
         code = int(self._enqueue(keys=[], args=args))
         self.last_enqueue = {id: code}
         return id
@@ -148,7 +150,7 @@ class Client:
         group's total is final before any worker can finish one of them and group watchers
         never see a premature "all done"). Returns (group, ids). kw as in submit."""
         unknown = set(kw) - {"fmt", "width", "height", "params", "threshold", "min_area", "outputs",
-                             "priority", "deadline_ms", "tenant", "meta"}
+                             "priority", "deadline_ms", "tenant", "meta", "models", "weights"}
         if unknown:
             raise TypeError("submit_many() got unexpected arguments: %s" % ", ".join(sorted(unknown)))
         group = group or uuid.uuid4().hex
@@ -160,7 +162,8 @@ class Client:
             jobs.append(self._job(image, model, ids[i] if ids else None, kw.get("fmt"), kw.get("width"),
                                   kw.get("height"), kw.get("params"), kw.get("threshold"),
                                   kw.get("min_area"), kw.get("outputs"), kw.get("priority"),
-                                  kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta")))
+                                  kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta"),
+                                  kw.get("models"), kw.get("weights")))
         pipe = self.r.pipeline(transaction=True)
         for _, args in jobs:
             self._enqueue(keys=[], args=args, client=pipe)

@@ -58,7 +58,7 @@ def sniff_format(data):
 
 
 def encode_job(id, model, data, fmt, width=None, height=None, params=None, priority=None,
-               deadline_ms=None, group=None, tenant=None, meta=None):
+               deadline_ms=None, group=None, tenant=None, meta=None, models=None, weights=None):
     """The msgpack job document (bytes). Optional fields are present only when given (not None),
     so the decoder's defaults apply otherwise. Raises ProtocolError naming the error code the
     worker would answer with, so a bad job fails at the caller instead of in a result."""
@@ -94,6 +94,10 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
     doc = {"v": VERSION, "id": id, "model": model, "image": image}
     if params:
         doc["params"] = _encode_params(params)
+    if models is not None:
+        doc["models"] = _encode_models(model, models, weights)
+    elif weights is not None:
+        raise ProtocolError("missing_field", "weights need models")
     if priority is not None:
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ProtocolError("wrong_field_type", "priority must be an int")
@@ -117,6 +121,55 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
             raise ProtocolError("field_too_large", "meta is %d bytes encoded (max %d)" % (len(packed_meta), MAX_META))
         doc["meta"] = meta
     return msgpack.packb(doc, use_bin_type=True)
+
+
+MAX_MEMBERS = 8
+
+
+def _encode_models(model, models, weights=None):
+    """The ensemble field: `models` is a list of names, (name, weight) pairs or
+    {"name", "weight"} maps; `weights` (optional) a parallel list of weights. `model` must be
+    one of them (docs/protocol.md "Ensembles")."""
+    if isinstance(models, (str, bytes)) or not isinstance(models, (list, tuple)):
+        raise ProtocolError("wrong_field_type", "models must be a list")
+    if weights is not None and len(weights) != len(models):
+        raise ProtocolError("invalid_field_value", "weights and models differ in length")
+    if not 2 <= len(models) <= MAX_MEMBERS:
+        raise ProtocolError("invalid_field_value",
+                            "models must have 2 to %d entries, got %d" % (MAX_MEMBERS, len(models)))
+    out, seen, total = [], set(), 0.0
+    for i, m in enumerate(models):
+        weight = None
+        if isinstance(m, dict):
+            extra = set(m) - {"name", "weight"}
+            if extra:
+                raise ProtocolError("invalid_field_value", "models[%d]: unknown keys %s" % (i, sorted(extra)))
+            name, weight = m.get("name"), m.get("weight")
+        elif isinstance(m, (list, tuple)) and len(m) == 2:
+            name, weight = m
+        else:
+            name = m
+        if weights is not None:
+            weight = weights[i]
+        _check_name("models[%d].name" % i, name, MAX_MODEL)
+        if name in seen:
+            raise ProtocolError("invalid_field_value", "models: %r is named twice" % name)
+        seen.add(name)
+        entry = {"name": name}
+        if weight is not None:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ProtocolError("wrong_field_type", "models[%d].weight must be a number" % i)
+            if not (0.0 <= float(weight) < float("inf")):
+                raise ProtocolError("invalid_field_value",
+                                    "models[%d].weight must be finite and >= 0, got %r" % (i, weight))
+            entry["weight"] = float(weight)
+        total += entry.get("weight", 1.0)
+        out.append(entry)
+    if model not in seen:
+        raise ProtocolError("invalid_field_value", "models must include the job's model %r" % model)
+    if total <= 0.0:
+        raise ProtocolError("invalid_field_value", "models: every weight is 0")
+    return out
 
 
 def _encode_params(params):
