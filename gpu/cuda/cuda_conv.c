@@ -341,7 +341,7 @@ int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
           cudnnSetActivationDescriptor(
               s->act_desc,
               n->act == SQ_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
-              CUDNN_PROPAGATE_NAN, 0.0),
+              CUDNN_NOT_PROPAGATE_NAN, 0.0), /* as the CPU: ReLU(NaN) = 0 */
           err, "cudnnSetActivationDescriptor");
     s->fused = !rc;
   }

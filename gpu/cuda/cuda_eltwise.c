@@ -1,6 +1,7 @@
 /* cuda_eltwise.c: elementwise ops: Add/Sub/Mul/Div with numpy broadcasting (and the activation
  * fused into them), Relu/Sigmoid/Tanh/LeakyRelu/Clip, and BatchNormalization left unfolded (a
  * per-channel affine whose scale/shift are computed once on the host). Kernels: cuda_eltwise.cu. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,12 +100,13 @@ int sq_cuda_clip_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
   if (!b) return sq_error_set(err, SQ_ENOMEM, "out of memory");
   b[0] = -INFINITY, b[1] = INFINITY;
   if (n->opset < 11) {
-    b[0] = sq_attr_float(n, "min", -INFINITY);
-    b[1] = sq_attr_float(n, "max", INFINITY);
+    b[0] = sq_attr_float(n, "min", -FLT_MAX); /* as the CPU kernel */
+    b[1] = sq_attr_float(n, "max", FLT_MAX);
   } else {
     for (int i = 1; i < 3 && i < n->nin; i++)
       if (sq_view_present(&in[i]) && in[i].data) b[i - 1] = *(const float *)in[i].data;
   }
+  if (b[0] > b[1]) b[0] = b[1]; /* min > max: every output is max */
   *state = b;
   return 0;
 }
