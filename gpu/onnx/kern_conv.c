@@ -4,6 +4,7 @@
  * fused activation are applied in one pass after the GEMM. Executor thread; im2col/col2im fan out
  * over the pool, sgemm over OpenBLAS's. */
 #include <cblas.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -276,12 +277,14 @@ static void depthwise_range(void *arg, int64_t b, int64_t e) {
 /* SEGQ_CONV_WINOGRAD=0 sends 3x3 convolutions through im2col too (A/B timing and accuracy
  * checks against the reference path); read once. */
 static int winograd_enabled(void) {
-  static int enabled = -1;
-  if (enabled < 0) {
+  static atomic_int enabled = -1; /* executor threads of several contexts may race here */
+  int e = atomic_load_explicit(&enabled, memory_order_relaxed);
+  if (e < 0) {
     const char *v = getenv("SEGQ_CONV_WINOGRAD");
-    enabled = !(v && strcmp(v, "0") == 0);
+    e = !(v && strcmp(v, "0") == 0);
+    atomic_store_explicit(&enabled, e, memory_order_relaxed);
   }
-  return enabled;
+  return e;
 }
 
 int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
