@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
 import segq_testlib as tl  # noqa: E402
 
-EMIT_CALL = "    emit(id, group, ev)\n"
+EMIT_CALL = "    emit(ctx, id, group, ev)\n"
 VARIANTS = {
     # name: (what it shows, {script: [(old, new), ...]})
     "as is": ("the scripts in queue/scripts", {}),
@@ -27,13 +27,13 @@ VARIANTS = {
         {"ack": [("redis.call('LREM', inflight, 0, id) == 0", "redis.call('LREM', inflight, 1, id) == 0")]}),
     "no started event": (
         "claim writes no `started` event (no HINCRBY seq, XADD, PUBLISH)",
-        {"claim": [("          emit(id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")]}),
+        {"claim": [("          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")]}),
     "no done event": (
         "ack writes no `done` event (no HINCRBY seq, XADD, PUBLISH)",
         {"ack": [(EMIT_CALL, "")]}),
     "no events, no TTLs": (
         "neither event, and ack sets no EXPIRE on status/events/reply",
-        {"claim": [("          emit(id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")],
+        {"claim": [("          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")],
          "ack": [(EMIT_CALL, ""),
                  ("    redis.call('EXPIRE', skey, ttl)\n    redis.call('EXPIRE', P .. ':events:' .. id, ttl)\n", ""),
                  ("    redis.call('EXPIRE', reply, ttl)\n", "")]}),

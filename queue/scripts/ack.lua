@@ -12,36 +12,12 @@
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
+local ctx = {P = P, now = now, ttl = ttl}
 
 if redis.call('GET', P .. ':worker:' .. worker) ~= token then
   return redis.error_reply('LEASE lease of worker ' .. worker .. ' is lost')
 end
 local inflight = P .. ':inflight:' .. worker
-
--- Appends and publishes one event of job id (and of its group); counters already updated.
-local function emit(id, group, ev)
-  local skey = P .. ':status:' .. id
-  ev.v = 1
-  ev.id = id
-  ev.ts_ms = now
-  ev.seq = redis.call('HINCRBY', skey, 'seq', 1)
-  if group then ev.group = group end
-  local packed = cmsgpack.pack(ev)
-  redis.call('XADD', P .. ':events:' .. id, 'MAXLEN', '~', 64, '*', 'e', packed)
-  redis.call('PUBLISH', P .. ':ev:' .. id, packed)
-  if group then
-    local gkey = P .. ':group:' .. group
-    ev.gseq = redis.call('HINCRBY', gkey, 'gseq', 1)
-    local c = redis.call('HMGET', gkey, 'done', 'failed', 'total')
-    ev.done, ev.failed, ev.total = tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0
-    packed = cmsgpack.pack(ev)
-    local gev = P .. ':gevents:' .. group
-    redis.call('XADD', gev, 'MAXLEN', '~', 10000, '*', 'e', packed)
-    redis.call('PUBLISH', P .. ':gev:' .. group, packed)
-    redis.call('EXPIRE', gkey, ttl)
-    redis.call('EXPIRE', gev, ttl)
-  end
-end
 
 local out = {}
 for i = 6, #ARGV - 2, 3 do
@@ -74,7 +50,7 @@ for i = 6, #ARGV - 2, 3 do
     end
     local ev = {state = state, worker = worker, attempt = tonumber(st[2]) or 0}
     if code ~= '' then ev.error = code end
-    emit(id, group, ev)
+    emit(ctx, id, group, ev)
     redis.call('EXPIRE', skey, ttl)
     redis.call('EXPIRE', P .. ':events:' .. id, ttl)
     local reply = P .. ':reply:' .. id

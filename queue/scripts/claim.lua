@@ -15,6 +15,7 @@ local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
+local ctx = {P = P, now = now, ttl = ttl}
 
 if redis.call('GET', P .. ':worker:' .. worker) ~= token then
   return redis.error_reply('LEASE lease of worker ' .. worker .. ' is lost')
@@ -22,61 +23,6 @@ end
 
 local inflight = P .. ':inflight:' .. worker
 redis.call('SADD', P .. ':workers', worker)
-
--- Appends and publishes one event of job id (and of its group); counters already updated.
-local function emit(id, group, ev)
-  local skey = P .. ':status:' .. id
-  ev.v = 1
-  ev.id = id
-  ev.ts_ms = now
-  ev.seq = redis.call('HINCRBY', skey, 'seq', 1)
-  if group then ev.group = group end
-  local packed = cmsgpack.pack(ev)
-  redis.call('XADD', P .. ':events:' .. id, 'MAXLEN', '~', 64, '*', 'e', packed)
-  redis.call('PUBLISH', P .. ':ev:' .. id, packed)
-  if group then
-    local gkey = P .. ':group:' .. group
-    ev.gseq = redis.call('HINCRBY', gkey, 'gseq', 1)
-    local c = redis.call('HMGET', gkey, 'done', 'failed', 'total')
-    ev.done, ev.failed, ev.total = tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0
-    packed = cmsgpack.pack(ev)
-    local gev = P .. ':gevents:' .. group
-    redis.call('XADD', gev, 'MAXLEN', '~', 10000, '*', 'e', packed)
-    redis.call('PUBLISH', P .. ':gev:' .. group, packed)
-    redis.call('EXPIRE', gkey, ttl)
-    redis.call('EXPIRE', gev, ttl)
-  end
-end
-
--- A queued id without a payload can never run: give it an error result and dead-letter it.
-local function dead_letter(id, model)
-  local skey = P .. ':status:' .. id
-  local st = redis.call('HMGET', skey, 'group', 'attempts')
-  local group = st[1]
-  if group == false or group == '' then group = nil end
-  local attempt = tonumber(st[2]) or 0
-  redis.call('SET', P .. ':result:' .. id, cmsgpack.pack({v = 1, id = id, status = 'error',
-             error = {code = 'job_not_found', message = 'the job payload is missing'},
-             model = model, width = 0, height = 0, attempt = attempt, worker = worker}), 'EX', ttl)
-  redis.call('HSET', skey, 'state', 'failed', 'error', 'job_not_found', 'model', model,
-             'worker', worker, 'updated_ms', now)
-  redis.call('HINCRBY', P .. ':stats', 'failed', 1)
-  redis.call('HINCRBY', P .. ':stats', 'dead', 1)
-  if group then
-    local gkey = P .. ':group:' .. group
-    redis.call('HINCRBY', gkey, 'queued', -1)
-    redis.call('HINCRBY', gkey, 'failed', 1)
-  end
-  emit(id, group, {state = 'failed', worker = worker, attempt = attempt, error = 'job_not_found'})
-  redis.call('EXPIRE', skey, ttl)
-  redis.call('EXPIRE', P .. ':events:' .. id, ttl)
-  local rkey = P .. ':reply:' .. id
-  redis.call('RPUSH', rkey, 'failed')
-  redis.call('EXPIRE', rkey, ttl)
-  local dead = P .. ':dead'
-  redis.call('LPUSH', dead, id)
-  redis.call('LTRIM', dead, 0, 99999)
-end
 
 -- Takes the next id of model (round-robin over its tenants) into in-flight; nil if none left.
 local function take(model)
@@ -112,7 +58,14 @@ while taken < n and #active > 0 do
         local payload = redis.call('GET', P .. ':job:' .. id)
         if not payload then
           redis.call('LREM', inflight, -1, id)
-          dead_letter(id, model)
+          -- A queued id without a payload can never run: error result and dead-letter.
+          local st = redis.call('HMGET', P .. ':status:' .. id, 'group', 'attempts')
+          local group = st[1]
+          if group == false or group == '' then group = nil end
+          dead_letter(ctx, id, {worker = worker, model = model, group = group,
+                                attempt = tonumber(st[2]) or 0, code = 'job_not_found',
+                                message = 'the job payload is missing',
+                                status = {'model', model, 'worker', worker}})
         else
           local skey = P .. ':status:' .. id
           local attempt = redis.call('HINCRBY', skey, 'attempts', 1)
@@ -121,7 +74,7 @@ while taken < n and #active > 0 do
           local st = redis.call('HMGET', skey, 'group', 'enqueued_ms')
           local group = st[1]
           if group == false or group == '' then group = nil end
-          emit(id, group, {state = 'started', worker = worker, attempt = attempt})
+          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})
           out[#out + 1] = model
           out[#out + 1] = id
           out[#out + 1] = payload

@@ -21,30 +21,10 @@ local ttl = tonumber(ARGV[9])
 if tenant == '' then tenant = 'default' end
 
 local skey = P .. ':status:' .. id
-
--- Appends and publishes one event on the job (and its group) channel; counters already updated.
-local function emit(ev)
-  ev.v = 1
-  ev.id = id
-  ev.ts_ms = now
-  ev.seq = redis.call('HINCRBY', skey, 'seq', 1)
-  if group ~= '' then ev.group = group end
-  local packed = cmsgpack.pack(ev)
-  redis.call('XADD', P .. ':events:' .. id, 'MAXLEN', '~', 64, '*', 'e', packed)
-  redis.call('PUBLISH', P .. ':ev:' .. id, packed)
-  if group ~= '' then
-    local gkey = P .. ':group:' .. group
-    ev.gseq = redis.call('HINCRBY', gkey, 'gseq', 1)
-    local c = redis.call('HMGET', gkey, 'done', 'failed', 'total')
-    ev.done, ev.failed, ev.total = tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0
-    packed = cmsgpack.pack(ev)
-    local gev = P .. ':gevents:' .. group
-    redis.call('XADD', gev, 'MAXLEN', '~', 10000, '*', 'e', packed)
-    redis.call('PUBLISH', P .. ':gev:' .. group, packed)
-    redis.call('EXPIRE', gkey, ttl)
-    redis.call('EXPIRE', gev, ttl)
-  end
-end
+local ctx = {P = P, now = now, ttl = ttl}
+-- emit's group argument: nil for none.
+local egroup = nil
+if group ~= '' then egroup = group end
 
 -- Idempotent on id: an existing result or a pending job means nothing is done.
 if redis.call('EXISTS', P .. ':result:' .. id) == 1 then return 2 end
@@ -80,7 +60,7 @@ if redis.call('SCARD', served) > 0 and redis.call('SISMEMBER', served, model) ==
     redis.call('HINCRBY', gkey, 'queued', -1)
     redis.call('HINCRBY', gkey, 'failed', 1)
   end
-  emit({state = 'failed', attempt = 0, error = 'unknown_model'})
+  emit(ctx, id, egroup, {state = 'failed', attempt = 0, error = 'unknown_model'})
   redis.call('EXPIRE', skey, ttl)
   redis.call('EXPIRE', P .. ':events:' .. id, ttl)
   local rkey = P .. ':reply:' .. id
@@ -90,7 +70,7 @@ if redis.call('SCARD', served) > 0 and redis.call('SISMEMBER', served, model) ==
 end
 
 redis.call('SET', P .. ':job:' .. id, payload)
-emit({state = 'queued', attempt = 0})
+emit(ctx, id, egroup, {state = 'queued', attempt = 0})
 
 -- Invariant: a tenant is in the model's ring iff its queue is non-empty.
 local q = P .. ':q:' .. model .. ':' .. tenant

@@ -14,59 +14,9 @@ local lock_ms = tonumber(ARGV[3])
 local max_attempts = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
+local ctx = {P = P, now = now, ttl = ttl}
 
 if not redis.call('SET', P .. ':sweeper', me, 'NX', 'PX', lock_ms) then return 0 end
-
--- Appends and publishes one event of job id (and of its group); counters already updated.
-local function emit(id, group, ev)
-  local skey = P .. ':status:' .. id
-  ev.v = 1
-  ev.id = id
-  ev.ts_ms = now
-  ev.seq = redis.call('HINCRBY', skey, 'seq', 1)
-  if group then ev.group = group end
-  local packed = cmsgpack.pack(ev)
-  redis.call('XADD', P .. ':events:' .. id, 'MAXLEN', '~', 64, '*', 'e', packed)
-  redis.call('PUBLISH', P .. ':ev:' .. id, packed)
-  if group then
-    local gkey = P .. ':group:' .. group
-    ev.gseq = redis.call('HINCRBY', gkey, 'gseq', 1)
-    local c = redis.call('HMGET', gkey, 'done', 'failed', 'total')
-    ev.done, ev.failed, ev.total = tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0
-    packed = cmsgpack.pack(ev)
-    local gev = P .. ':gevents:' .. group
-    redis.call('XADD', gev, 'MAXLEN', '~', 10000, '*', 'e', packed)
-    redis.call('PUBLISH', P .. ':gev:' .. group, packed)
-    redis.call('EXPIRE', gkey, ttl)
-    redis.call('EXPIRE', gev, ttl)
-  end
-end
-
--- Gives job id an error result and puts it on P:dead.
-local function dead_letter(id, worker, model, group, attempt, code, message)
-  local skey = P .. ':status:' .. id
-  redis.call('SET', P .. ':result:' .. id, cmsgpack.pack({v = 1, id = id, status = 'error',
-             error = {code = code, message = message}, model = model, width = 0, height = 0,
-             attempt = attempt, worker = worker}), 'EX', ttl)
-  redis.call('DEL', P .. ':job:' .. id)
-  redis.call('HSET', skey, 'state', 'failed', 'error', code, 'updated_ms', now)
-  redis.call('HINCRBY', P .. ':stats', 'failed', 1)
-  redis.call('HINCRBY', P .. ':stats', 'dead', 1)
-  if group then
-    local gkey = P .. ':group:' .. group
-    redis.call('HINCRBY', gkey, 'queued', -1)
-    redis.call('HINCRBY', gkey, 'failed', 1)
-  end
-  emit(id, group, {state = 'failed', worker = worker, attempt = attempt, error = code})
-  redis.call('EXPIRE', skey, ttl)
-  redis.call('EXPIRE', P .. ':events:' .. id, ttl)
-  local rkey = P .. ':reply:' .. id
-  redis.call('RPUSH', rkey, 'failed')
-  redis.call('EXPIRE', rkey, ttl)
-  local dead = P .. ':dead'
-  redis.call('LPUSH', dead, id)
-  redis.call('LTRIM', dead, 0, 99999)
-end
 
 local count = 0
 for _, worker in ipairs(redis.call('SMEMBERS', P .. ':workers')) do
@@ -85,11 +35,14 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':workers')) do
         if not tenant or tenant == '' then tenant = 'default' end
         if group == false or group == '' then group = nil end
         if redis.call('EXISTS', P .. ':job:' .. id) == 0 or model == '' then
-          dead_letter(id, worker, model, group, attempt, 'job_not_found',
-                      'the job payload is missing')
+          dead_letter(ctx, id, {worker = worker, model = model, group = group, attempt = attempt,
+                                code = 'job_not_found', message = 'the job payload is missing',
+                                del_job = true})
         elseif attempt >= max_attempts then
-          dead_letter(id, worker, model, group, attempt, 'max_attempts_exceeded',
-                      'the job\'s workers died ' .. attempt .. ' times')
+          dead_letter(ctx, id, {worker = worker, model = model, group = group, attempt = attempt,
+                                code = 'max_attempts_exceeded',
+                                message = 'the job\'s workers died ' .. attempt .. ' times',
+                                del_job = true})
         else
           -- Back to the front of its tenant queue, keeping the ring invariant.
           local q = P .. ':q:' .. model .. ':' .. tenant
@@ -100,7 +53,7 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':workers')) do
           redis.call('HSET', skey, 'state', 'requeued', 'updated_ms', now)
           redis.call('HDEL', skey, 'worker')
           redis.call('HINCRBY', P .. ':stats', 'requeued', 1)
-          emit(id, group, {state = 'requeued', attempt = attempt})
+          emit(ctx, id, group, {state = 'requeued', attempt = attempt})
           local wake = P .. ':wake:' .. model
           redis.call('RPUSH', wake, '1')
           redis.call('LTRIM', wake, -64, -1)

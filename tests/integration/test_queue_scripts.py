@@ -16,7 +16,6 @@ except ImportError as e:  # pragma: no cover
 
 SRC = os.environ.get("SEGQ_SOURCE_DIR",
                      os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-SCRIPTS = os.path.join(SRC, "queue", "scripts")
 sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 import segq_testlib  # noqa: E402  (the shared private-redis-server helper)
 
@@ -25,8 +24,8 @@ TTL = 3600
 
 
 def load(name):
-    with open(os.path.join(SCRIPTS, name + ".lua"), "rb") as f:
-        return f.read()
+    """A script's effective source (prelude + script), as the client and the worker run it."""
+    return segq_testlib.load_script(name)
 
 
 failures = 0

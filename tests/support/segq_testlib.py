@@ -413,8 +413,9 @@ def key(prefix, *parts):
 
 
 def load_script(name):
-    with open(os.path.join(SCRIPTS_DIR, name + ".lua"), "rb") as f:
-        return f.read()
+    """A script's effective source (prelude + script), from the client's one definition of it."""
+    from segq.client import load_script as client_load_script
+    return client_load_script(name)
 
 
 def enqueue_raw(r, prefix, id, model, payload, tenant="", group="", priority=0, result_ttl_s=3600):

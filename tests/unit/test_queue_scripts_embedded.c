@@ -1,5 +1,5 @@
-/* Unit test: every Lua file in queue/scripts/ is embedded (and equal to the file), the scripts
- * name their KEYS/ARGV up front, and the SHA-1 used for EVALSHA matches known vectors. */
+/* Unit test: every Lua file in queue/scripts/ is embedded (as lib/prelude.lua + the file), the
+ * scripts name their KEYS/ARGV, and the SHA-1 used for EVALSHA matches known vectors. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,18 +57,36 @@ int main(void) {
   }
   CHECK(sq_queue_script_source("nope") == NULL);
 
-  /* The embedded text is the file's text, byte for byte. */
+  /* The embedded text is the effective source, byte for byte: queue/scripts/lib/prelude.lua
+   * (the shared helpers) followed by the script's file. */
   const char *dir = getenv("SEGQ_SOURCE_DIR");
+  char *prelude = NULL;
+  if (dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/queue/scripts/lib/prelude.lua", dir);
+    prelude = read_file(path);
+    CHECK(prelude != NULL);
+  }
   int count = 0;
   for (const struct sq_script_entry *e = sq_queue_scripts; e->name; e++, count++) {
-    if (!dir) continue;
+    if (!prelude) continue;
     char path[4096];
     snprintf(path, sizeof path, "%s/queue/scripts/%s.lua", dir, e->name);
     char *text = read_file(path);
     CHECK(text != NULL);
-    if (text) CHECK(strcmp(text, e->source) == 0);
+    if (text) {
+      /* Each script's own file still opens with its header ("-- <name>: ..." then KEYS/ARGV). */
+      char head[128];
+      snprintf(head, sizeof head, "-- %s: ", e->name);
+      CHECK(strncmp(text, head, strlen(head)) == 0);
+      CHECK(strstr(text, "ARGV[1] prefix") != NULL);
+      size_t np = strlen(prelude);
+      CHECK(strncmp(e->source, prelude, np) == 0);
+      CHECK(strcmp(e->source + (strncmp(e->source, prelude, np) == 0 ? np : 0), text) == 0);
+    }
     free(text);
   }
+  free(prelude);
   CHECK(count >= 6);
   CHECK_DONE();
 }

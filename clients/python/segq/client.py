@@ -52,13 +52,18 @@ def _int_or_str(x):
 
 
 def load_script(name):
-    """The text of queue/scripts/<name>.lua (through the package's scripts symlink)."""
-    path = os.path.join(_SCRIPTS, name + ".lua")
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise SegqError("cannot read the %s script at %s: %s" % (name, path, e))
+    """The effective source (bytes) of script <name>: queue/scripts/lib/prelude.lua (the shared
+    helpers) followed by queue/scripts/<name>.lua, read through the package's scripts symlink.
+    The single Python definition of a script's text (the C side embeds the same bytes, see
+    queue/embed_scripts.cmake): tests and benches load scripts through this function."""
+    text = b""
+    for path in (os.path.join(_SCRIPTS, "lib", "prelude.lua"), os.path.join(_SCRIPTS, name + ".lua")):
+        try:
+            with open(path, "rb") as f:
+                text += f.read()
+        except OSError as e:
+            raise SegqError("cannot read the %s script at %s: %s" % (name, path, e))
+    return text
 
 
 def image_args(image, fmt=None, width=None, height=None):
