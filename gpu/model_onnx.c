@@ -114,7 +114,7 @@ static float *normalize_image(const onnx_model_t *om, const sq_image_t *img) {
   float *dst = malloc(npix * C * sizeof(float));
   if (!dst) return NULL;
   for (size_t i = 0; i < npix; i++) {
-    uint32_t v[3];
+    uint32_t v[3] = {0, 0, 0}; /* ic is 1 or 3 (checked at decode); the zeros quiet -O3 */
     if (img->bytes_per_sample == 1) {
       const uint8_t *s = img->data + i * ic;
       for (uint32_t c = 0; c < ic; c++) v[c] = s[c];
