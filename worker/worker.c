@@ -282,7 +282,15 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
     sq_log_error("worker", "out of memory forming a batch; jobs left to the sweeper", "n=%zu", n);
     free(b);
     free(copy);
-    for (size_t i = 0; i < n; i++) sq_wjob_free(jobs[i]);
+    for (size_t i = 0; i < n; i++) {
+      /* A member record is not a job: its parent must still hear of it, or never finish. */
+      if (jobs[i]->parent) {
+        jobs[i]->err = SQ_ENOMEM;
+        snprintf(jobs[i]->msg, sizeof jobs[i]->msg, "out of memory forming a batch");
+        if (sq_wjob_member_done(jobs[i])) job_finish_start(w, jobs[i]->parent);
+      }
+      sq_wjob_free(jobs[i]);
+    }
     w->held -= (uint32_t)n;
     if (ms) ms->held -= (uint32_t)n;
     w->jobs_dropped += n;
