@@ -62,8 +62,18 @@ uint8_t *sq_proto_result_encode(const sq_result_t *res, size_t *out_len) {
   size_t n =
       10 + (res->model ? 1 : 0) + (res->mask ? 1 : 0) + (res->worker ? 1 : 0) + (has_meta ? 1 : 0);
 
+  /* Start the buffer near the document's size: msgpack-c's first allocation is 8 KiB, and for
+   * the ~100-byte results of empty masks that allocation (made on the work pool, freed on the
+   * loop thread) was half of the worker's CPU per job in bench/run.py. */
+  size_t estimate = 256 + strlen(res->id) + (res->error_message ? strlen(res->error_message) : 0) +
+                    (has_meta ? res->meta_size : 0);
+  for (size_t i = 0; res->polygons && i < res->npolygons; i++)
+    estimate += 48 + (size_t)res->polygons[i].npoints * 10;
   msgpack_sbuffer sb;
   msgpack_sbuffer_init(&sb);
+  sb.data = malloc(estimate);
+  if (!sb.data) return NULL;
+  sb.alloc = estimate;
   msgpack_packer pk;
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
   int bad = msgpack_pack_map(&pk, n);
