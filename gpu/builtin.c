@@ -217,7 +217,8 @@ static const struct {
       .input_channels = 1}},
 };
 
-sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, sq_error_t *err) {
+sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, const char *device,
+                                  sq_error_t *err) {
   for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
     if (strcmp(name, builtins[i].name) != 0) continue;
     sq_model_t *m = sq_model_alloc(builtins[i].iface, name, err);

@@ -68,6 +68,12 @@ typedef struct sq_model sq_model_t;
  * pixels above it (bright objects on a dark background, like fluorescence); it ignores
  * pp->threshold (the threshold is computed per image). */
 sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
+/* As sq_model_open, with the device repository (ONNX) models run on: "auto" (the CUDA backend
+ * when a GPU is usable, else cpu with one log line saying why), "cpu", "cuda", "cuda:N". Built-in
+ * models always run on the CPU. sq_model_open is this with "cpu". A device that cannot run the
+ * model (no GPU for "cuda", an op the CUDA backend lacks) fails the open with the reason. */
+sq_model_t *sq_model_open_device(const char *name, const char *repo_dir, const char *device,
+                                 sq_error_t *err);
 void sq_model_close(sq_model_t *m);
 const sq_model_info_t *sq_model_info(const sq_model_t *m);
 

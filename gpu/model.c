@@ -28,13 +28,18 @@ sq_model_t *sq_model_alloc(const sq_model_iface_t *iface, const char *name, sq_e
 }
 
 sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err) {
+  return sq_model_open_device(name, repo_dir, "cpu", err);
+}
+
+sq_model_t *sq_model_open_device(const char *name, const char *repo_dir, const char *device,
+                                 sq_error_t *err) {
   if (!name || !*name) {
     sq_error_set(err, SQ_EINVAL, "model name is empty");
     return NULL;
   }
   for (size_t i = 0; i < sizeof(model_loaders) / sizeof(model_loaders[0]); i++) {
     sq_error_t lerr = {0};
-    sq_model_t *m = model_loaders[i](name, repo_dir, &lerr);
+    sq_model_t *m = model_loaders[i](name, repo_dir, device, &lerr);
     if (m) {
       sq_error_clear(err);
       return m;

@@ -31,12 +31,15 @@ struct sq_model {
 
 /* A loader tries to open `name`. Returns a model, or NULL with err->code set: SQ_EMODEL_UNKNOWN
  * means "not mine, ask the next loader"; any other code stops the search. */
-typedef sq_model_t *(*sq_model_loader_fn)(const char *name, const char *repo_dir, sq_error_t *err);
+typedef sq_model_t *(*sq_model_loader_fn)(const char *name, const char *repo_dir,
+                                          const char *device, sq_error_t *err);
 
-sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, sq_error_t *err);
+sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, const char *device,
+                                  sq_error_t *err);
 /* The model repository: <repo_dir>/<name>/model.json + model.onnx on the engine (model_onnx.c).
  * SQ_EMODEL_UNKNOWN when there is no folder <repo_dir>/<name>. */
-sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, sq_error_t *err);
+sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, const char *device,
+                               sq_error_t *err);
 
 /* Allocates a zeroed sq_model_t with iface and info.name set; NULL on OOM (err set). */
 sq_model_t *sq_model_alloc(const sq_model_iface_t *iface, const char *name, sq_error_t *err);

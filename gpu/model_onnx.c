@@ -463,7 +463,7 @@ static void dims_str(const sq_engine_tensor_t *t, char *buf, size_t cap) {
 }
 
 /* Checks the graph against model.json and makes what run needs. */
-static int onnx_setup(onnx_model_t *om, const char *name, sq_error_t *err) {
+static int onnx_setup(onnx_model_t *om, const char *name, const char *device, sq_error_t *err) {
   sq_repo_config_t *cfg = &om->cfg;
   sq_error_t lerr = {0};
   om->engine = sq_engine_load_file(cfg->onnx_path, NULL, &lerr);
@@ -537,8 +537,13 @@ static int onnx_setup(onnx_model_t *om, const char *name, sq_error_t *err) {
   /* Contexts are sized for the max batch; a smaller plan that would need more (liveness could
    * pack it differently) is replaced by the max plan with a padded chunk, see plan_get. */
   om->arena_bytes = sq_engine_arena_bytes(p);
-  om->backend = sq_backend_cpu_new(0, err);
-  if (!om->backend) return err && err->code ? err->code : SQ_EDEVICE;
+  if (device && !strcmp(device, "cuda:all"))
+    return sq_error_set(err, SQ_EUNSUPPORTED,
+                        "model %s: device cuda:all is not supported yet; use cuda:N", name);
+  int nb = sq_backend_open(device, 0, &om->backend, 1, err);
+  if (nb < 1) return nb < 0 ? nb : SQ_EDEVICE;
+  int src = sq_backend_supports(om->backend, p, err);
+  if (src) return src;
   om->ctxs = calloc(cfg->contexts, sizeof(*om->ctxs));
   om->scratch = calloc(cfg->contexts, sizeof(*om->scratch));
   if (!om->ctxs || !om->scratch) return sq_error_set(err, SQ_ENOMEM, "out of memory");
@@ -557,7 +562,8 @@ static int onnx_setup(onnx_model_t *om, const char *name, sq_error_t *err) {
   return 0;
 }
 
-sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, sq_error_t *err) {
+sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, const char *device,
+                               sq_error_t *err) {
   onnx_model_t *om = calloc(1, sizeof(*om));
   if (!om) {
     sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", name);
@@ -565,7 +571,7 @@ sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, sq_error_
   }
   pthread_mutex_init(&om->plans_mu, NULL);
   sq_model_t *m = NULL;
-  if (sq_repo_config_load(repo_dir, name, &om->cfg, err) || onnx_setup(om, name, err)) goto fail;
+  if (sq_repo_config_load(repo_dir, name, &om->cfg, err) || onnx_setup(om, name, device, err)) goto fail;
   m = sq_model_alloc(&onnx_iface, name, err);
   if (!m) goto fail;
   m->context = om;

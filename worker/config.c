@@ -156,6 +156,14 @@ static int split_models(sq_worker_config_t *cfg, sq_error_t *err) {
   return 0;
 }
 
+int sq_worker_device_valid(const char *d) {
+  if (!strcmp(d, "auto") || !strcmp(d, "cpu") || !strcmp(d, "cuda")) return 1;
+  if (strncmp(d, "cuda:", 5) != 0 || !d[5]) return 0;
+  for (const char *c = d + 5; *c; c++)
+    if (*c < '0' || *c > '9' || c - d > 8) return 0;
+  return 1;
+}
+
 static int default_worker_id(sq_worker_config_t *cfg, sq_error_t *err) {
   char host[256] = "worker";
   if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') strcpy(host, "worker");
@@ -234,6 +242,9 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                         cfg->worker_id);
   }
   if ((rc = split_models(cfg, err)) != 0) return rc;
+  if (!sq_worker_device_valid(cfg->device))
+    return sq_error_set(err, SQ_EINVAL,
+                        "--device/SEGQ_DEVICE: '%s' is not auto, cpu, cuda or cuda:N", cfg->device);
   if (sq_log_level_parse(cfg->log_level) < 0)
     return sq_error_set(err, SQ_EINVAL, "log-level: \"%s\" is not debug, info, warn or error",
                         cfg->log_level);

@@ -44,6 +44,8 @@ extern "C" {
     "override every model's max batch size; 0 = the model's own")                                  \
   X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                     \
     "override every model's max batching delay; 0 = the model's own")                              \
+  X(device, "device", "SEGQ_DEVICE", STR, "auto", 0, 0,                                            \
+    "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, cuda:N") \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
     "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
@@ -97,4 +99,7 @@ const char *sq_worker_version(void);
 #ifdef __cplusplus
 }
 #endif
+/* "auto", "cpu", "cuda" or "cuda:N" (cuda:all is not offered: repository models run one backend). */
+int sq_worker_device_valid(const char *device);
+
 #endif

@@ -867,7 +867,7 @@ static int models_open(sq_worker_t *w, sq_error_t *err) {
     model_slot_t *ms = &w->models[i];
     ms->w = w;
     ms->name = cfg->model_names[i];
-    ms->model = sq_model_open(ms->name, cfg->model_dir, err);
+    ms->model = sq_model_open_device(ms->name, cfg->model_dir, cfg->device, err);
     if (!ms->model) return err && err->code ? err->code : SQ_EMODEL_LOAD;
     w->nmodels = i + 1;
     ms->info = *sq_model_info(ms->model);

@@ -47,6 +47,7 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.max_batch, 0);
   CHECK_EQ_INT(cfg.max_delay_us, 0);
   CHECK_STR(cfg.log_level, "info");
+  CHECK_STR(cfg.device, "auto");
   /* <hostname>-<pid>-<random4>, in the id alphabet */
   CHECK(cfg.worker_id && strlen(cfg.worker_id) > 6);
   CHECK(cfg.worker_id && strspn(cfg.worker_id,
@@ -141,6 +142,14 @@ static void test_bad_values(void) {
   expect_bad(NULL, 3, a11, "worker-id");
   const char *a12[] = {"w", "--log-level", "chatty"};
   expect_bad(NULL, 3, a12, "log-level");
+  const char *a12b[] = {"w", "--device", "gpu"};
+  expect_bad(NULL, 3, a12b, "--device");
+  const char *a12c[] = {"w", "--device", "cuda:x"};
+  expect_bad(NULL, 3, a12c, "--device");
+  const char *a12d[] = {"w", "--device", "cuda:all"};
+  expect_bad(NULL, 3, a12d, "--device");
+  CHECK(sq_worker_device_valid("cuda:1") && sq_worker_device_valid("cpu"));
+  CHECK(!sq_worker_device_valid("cuda:") && !sq_worker_device_valid(""));
   const char *a13[] = {"w", "stray"};
   expect_bad(NULL, 2, a13, "stray");
   const char *a14[] = {"w", "--prefix", ""};
