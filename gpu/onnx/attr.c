@@ -45,3 +45,21 @@ size_t sq_attr_floats(const sq_node_t *n, const char *name, const float **vals) 
   *vals = a->floats;
   return a->n;
 }
+
+int sq_node_axes(const sq_node_t *node, const sq_view_t *in, int nin, int64_t axes[SQ_MAX_DIMS],
+                 sq_error_t *err) {
+  int naxes = 0;
+  if (nin > 1 && sq_view_present(&in[1])) {
+    if (!in[1].data)
+      return sq_node_error(err, SQ_EUNSUPPORTED, node, "axes must be constant at plan time");
+    int64_t n = sq_view_numel(&in[1]);
+    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
+    for (int64_t i = 0; i < n; i++) axes[naxes++] = sq_view_get_int(&in[1], i);
+  } else {
+    const int64_t *a;
+    size_t n = sq_attr_ints(node, "axes", &a);
+    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
+    for (size_t i = 0; i < n; i++) axes[naxes++] = a[i];
+  }
+  return naxes;
+}

@@ -20,20 +20,10 @@ enum { R_SUM, R_MEAN, R_MAX };
  * with noop_with_empty_axes (the output is the input). */
 static int reduce_axes(const sq_node_t *node, const sq_view_t *in, int nin, bool *red, bool *noop,
                        sq_error_t *err) {
-  int rank = in[0].rank, naxes = 0;
+  int rank = in[0].rank;
   int64_t axes[SQ_MAX_DIMS];
-  if (nin > 1 && sq_view_present(&in[1])) {
-    if (!in[1].data)
-      return sq_node_error(err, SQ_EUNSUPPORTED, node, "axes must be constant at plan time");
-    int64_t n = sq_view_numel(&in[1]);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
-    for (int64_t i = 0; i < n; i++) axes[naxes++] = sq_view_get_int(&in[1], i);
-  } else {
-    const int64_t *a;
-    size_t n = sq_attr_ints(node, "axes", &a);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
-    for (size_t i = 0; i < n; i++) axes[naxes++] = a[i];
-  }
+  int naxes = sq_node_axes(node, in, nin, axes, err);
+  if (naxes < 0) return naxes;
   *noop = naxes == 0 && sq_attr_int(node, "noop_with_empty_axes", 0) != 0;
   for (int d = 0; d < rank; d++) red[d] = naxes == 0 && !*noop;
   for (int i = 0; i < naxes; i++) {

@@ -202,6 +202,11 @@ int sq_broadcast_shape(const sq_view_t *a, const sq_view_t *b, sq_view_t *out);
 void sq_broadcast_strides(const sq_view_t *v, const sq_view_t *out, int64_t *strides);
 /* Reads an integer tensor (int64 or int32) element i as int64. */
 int64_t sq_view_get_int(const sq_view_t *v, int64_t i);
+/* The axes of an op that takes them as input 1 (newer opsets) or as the "axes" attribute (older
+ * ones): fills axes[] and returns their count (>= 0), or a negative code naming the node (input
+ * not constant at plan time: SQ_EUNSUPPORTED; more than SQ_MAX_DIMS: SQ_EMODEL_LOAD). attr.c. */
+int sq_node_axes(const sq_node_t *node, const sq_view_t *in, int nin, int64_t axes[SQ_MAX_DIMS],
+                 sq_error_t *err);
 /* Normalizes a possibly negative axis against rank; -1 if out of range. */
 int sq_axis(int64_t axis, int rank);
 /* Generic shape functions usable by many ops (listed in ops.def by name). */

@@ -89,19 +89,8 @@ KERNEL_FN(sq_kern_gather) {
 /* ---- Unsqueeze: axes from the attribute (opset < 13) or input 1 ---- */
 SHAPE_FN(sq_shape_unsqueeze) {
   int64_t axes[SQ_MAX_DIMS];
-  int naxes = 0;
-  if (nin > 1 && sq_view_present(&in[1])) {
-    if (!in[1].data)
-      return sq_node_error(err, SQ_EUNSUPPORTED, node, "axes must be constant at plan time");
-    int64_t n = sq_view_numel(&in[1]);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EUNSUPPORTED, node, "too many axes");
-    for (int64_t i = 0; i < n; i++) axes[naxes++] = sq_view_get_int(&in[1], i);
-  } else {
-    const int64_t *a;
-    size_t n = sq_attr_ints(node, "axes", &a);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EUNSUPPORTED, node, "too many axes");
-    for (size_t i = 0; i < n; i++) axes[naxes++] = a[i];
-  }
+  int naxes = sq_node_axes(node, in, nin, axes, err);
+  if (naxes < 0) return naxes;
   int r = in[0].rank + naxes;
   if (r > SQ_MAX_DIMS) return sq_node_error(err, SQ_EUNSUPPORTED, node, "rank %d", r);
   bool is_new[SQ_MAX_DIMS] = {false};

@@ -135,19 +135,8 @@ int sq_shape_squeeze(const sq_node_t *node, const sq_view_t *in, int nin, sq_vie
                      sq_error_t *err) {
   bool drop[SQ_MAX_DIMS] = {false};
   int64_t axes[SQ_MAX_DIMS];
-  int naxes = 0;
-  if (nin > 1 && sq_view_present(&in[1])) {
-    if (!in[1].data)
-      return sq_node_error(err, SQ_EUNSUPPORTED, node, "axes must be constant at plan time");
-    int64_t n = sq_view_numel(&in[1]);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
-    for (int64_t i = 0; i < n; i++) axes[naxes++] = sq_view_get_int(&in[1], i);
-  } else {
-    const int64_t *a;
-    size_t n = sq_attr_ints(node, "axes", &a);
-    if (n > SQ_MAX_DIMS) return sq_node_error(err, SQ_EMODEL_LOAD, node, "too many axes");
-    for (size_t i = 0; i < n; i++) axes[naxes++] = a[i];
-  }
+  int naxes = sq_node_axes(node, in, nin, axes, err);
+  if (naxes < 0) return naxes;
   for (int i = 0; i < naxes; i++) {
     int a = sq_axis(axes[i], in[0].rank);
     if (a < 0 || in[0].dims[a] != 1)
