@@ -11,7 +11,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import segq_testlib as tl  # noqa: E402
 
 tl.require_worker()
-import segq  # noqa: E402
 
 P = "k9"
 N = 3000
@@ -27,27 +26,21 @@ class Kill9(unittest.TestCase):
             w2 = tl.Worker(rs.url, prefix=P, worker_id="k9-w2", lease_ttl_ms=LEASE_MS, max_attempts=5,
                            start=False)
             with w1, w2:
-                # Queue everything first (queuing is slower than this work), then start.
-                c = segq.Client(rs.url, prefix=P)
-                img = tl.make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
-                ids = ["k9-%05d" % i for i in range(N)]
-                for k in range(0, N, 250):
-                    c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
+                ids = tl.prefill_otsu(rs.url, P, "k9", N)
                 w1.start()
                 w2.start()
                 w1.wait_ready(r)
                 w2.wait_ready(r)
 
                 # Kill w1 once the run is under way and w1 holds claimed jobs.
-                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:600]])
-                                          if x is not None) >= 100, 60, what="100 results")
+                tl.wait_until(lambda: tl.count_results(r, P, ids[:600]) >= 100, 60, what="100 results")
                 inflight = tl.wait_until(lambda: r.lrange(w1.inflight_key(), 0, -1), 30, poll_s=0.001,
                                          what="w1 holding jobs")
                 w1.kill9()
                 t_kill = time.monotonic()
                 held = [x.decode() for x in r.lrange(w1.inflight_key(), 0, -1)]
                 self.assertTrue(held, "w1 held nothing at its death (list was %r)" % inflight)
-                done_at_kill = sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids]) if x is not None)
+                done_at_kill = tl.count_results(r, P, ids)
                 self.assertLess(done_at_kill, N - 200, "the run was nearly over when w1 was killed")
 
                 # The survivor's sweeper requeues w1's jobs once its lease runs out.

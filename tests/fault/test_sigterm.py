@@ -11,7 +11,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import segq_testlib as tl  # noqa: E402
 
 tl.require_worker()
-import segq  # noqa: E402
 
 P = "st"
 N = 2000
@@ -27,19 +26,13 @@ class SigTerm(unittest.TestCase):
             w2 = tl.Worker(rs.url, prefix=P, worker_id="st-w2", lease_ttl_ms=2000, drain_timeout_s=DRAIN_S,
                            start=False)
             with w1, w2:
-                # Queue everything first (queuing is slower than this work), then start.
-                c = segq.Client(rs.url, prefix=P)
-                img = tl.make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
-                ids = ["st-%05d" % i for i in range(N)]
-                for k in range(0, N, 250):
-                    c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
+                ids = tl.prefill_otsu(rs.url, P, "st", N)
                 w1.start()
                 w2.start()
                 w1.wait_ready(r)
                 w2.wait_ready(r)
 
-                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:600]])
-                                          if x is not None) >= 100, 60, what="100 results")
+                tl.wait_until(lambda: tl.count_results(r, P, ids[:600]) >= 100, 60, what="100 results")
                 tl.wait_until(lambda: r.llen(w1.inflight_key()) > 0, 30, poll_s=0.001, what="w1 holding jobs")
                 w1.sigterm()
                 t0 = time.monotonic()

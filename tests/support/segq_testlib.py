@@ -509,6 +509,25 @@ def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, p
         time.sleep(poll_s)
 
 
+def prefill_otsu(url, prefix, id_prefix, n, chunk=250):
+    """Queues n `otsu` jobs of one small two-disk JPEG, ids "<id_prefix>-00000"..., in groups of
+    `chunk`, and returns the ids. Fault tests queue everything before starting their workers
+    (queuing is slower than this work), so the run is long enough to interrupt."""
+    import segq
+    c = segq.Client(url, prefix=prefix)
+    img = make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
+    ids = ["%s-%05d" % (id_prefix, i) for i in range(n)]
+    for k in range(0, n, chunk):
+        part = ids[k:k + chunk]
+        c.submit_many([img] * len(part), "otsu", ids=part)
+    return ids
+
+
+def count_results(r, prefix, ids):
+    """How many of ids have a result key."""
+    return sum(1 for x in r.mget([key(prefix, "result", i) for i in ids]) if x is not None)
+
+
 def wait_until(cond, timeout, poll_s=0.05, what="condition"):
     """Polls cond() until it is truthy (returns its value) or raises AssertionError."""
     deadline = time.monotonic() + timeout
