@@ -3,6 +3,7 @@
 worker is killed while it holds jobs. The sweeper (in the survivor) requeues them within two
 lease TTLs, and every job still ends with exactly one ok result; recovered jobs ran twice."""
 import os
+import signal
 import sys
 import time
 import unittest
@@ -34,11 +35,22 @@ class Kill9(unittest.TestCase):
 
                 # Kill w1 once the run is under way and w1 holds claimed jobs.
                 tl.wait_until(lambda: tl.count_results(r, P, ids[:600]) >= 100, 60, what="100 results")
-                inflight = tl.wait_until(lambda: r.lrange(w1.inflight_key(), 0, -1), 30, poll_s=0.001,
-                                         what="w1 holding jobs")
+                # Freeze w1 (SIGSTOP), give Redis a moment to apply any ack w1 had already sent,
+                # then read its in-flight list: the list cannot change any more, so what it holds
+                # is exactly what the sweeper must recover. An empty list (w1 between an ack and
+                # its next claim) means: let it run and try again.
+                held, inflight = [], []
+                deadline = time.monotonic() + 30
+                while not held and time.monotonic() < deadline:
+                    inflight = tl.wait_until(lambda: r.lrange(w1.inflight_key(), 0, -1), 30,
+                                             poll_s=0.001, what="w1 holding jobs")
+                    w1.signal(signal.SIGSTOP)
+                    time.sleep(0.2)
+                    held = [x.decode() for x in r.lrange(w1.inflight_key(), 0, -1)]
+                    if not held:
+                        w1.signal(signal.SIGCONT)
                 w1.kill9()
                 t_kill = time.monotonic()
-                held = [x.decode() for x in r.lrange(w1.inflight_key(), 0, -1)]
                 self.assertTrue(held, "w1 held nothing at its death (list was %r)" % inflight)
                 done_at_kill = tl.count_results(r, P, ids)
                 self.assertLess(done_at_kill, N - 200, "the run was nearly over when w1 was killed")
