@@ -1,9 +1,8 @@
 /* worker/worker: the loop thread's story. Connect (command + blocking connection) -> heartbeat
- * (lease) -> claim up to the flow budget -> per-model batcher -> prepare on the work pool ->
- * executor -> finish on the work pool -> one ack per batch (kept and resent across reconnects)
- * -> claim again, or BRPOP the wake-up keys when the queues are empty. SIGTERM/SIGINT drains.
- * Threads: everything here runs on the loop thread except executor_main (executor threads) and
- * the uv_queue_work callbacks (work pool), which only touch the job/batch they were handed. */
+ * (lease) -> claim up to the flow budget -> hand the jobs to the pipeline (pipeline.c: batchers,
+ * work pool, executors) -> one ack per finished batch (kept and resent across reconnects) ->
+ * claim again, or BRPOP the wake-up keys when the queues are empty. SIGTERM/SIGINT drains.
+ * Threads: loop thread only. */
 #include "worker/worker.h"
 
 #include <hiredis/async.h>
@@ -22,44 +21,6 @@
 #define MAX_ACK_ATTEMPTS 50
 #define RESYNC_TICK_MS 250
 
-/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
- * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
- * claim the worker stops claiming, finishes what it holds and, if the in-flight list is not
- * empty, removes its lease, lets the sweeper requeue the orphans, and registers again. */
-enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
-
-struct sq_worker {
-  const sq_worker_config_t *cfg;
-  uv_loop_t loop;
-  sq_queue_t *q;
-  sq_conn_t cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
-  sq_conn_t blk; /* BRPOP on the wake-up keys only */
-  model_slot_t *models;
-  size_t nmodels;
-  uint32_t held; /* jobs claimed and not yet acked or dropped */
-  int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
-  int lease_ok;   /* the last heartbeat holds the lease with our token */
-  int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
-  int draining;   /* signal seen: stop claiming, finish what we hold */
-  int stopping;   /* handles are closing */
-  int aborted;    /* uv_stop'ed with work still running (drain timeout, second signal) */
-  int exit_code;
-  int resync;     /* RESYNC_*: recovering jobs whose claim reply was lost */
-  int resync_cmd; /* a resync command is outstanding */
-  uv_timer_t resync_timer;
-  uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
-  uv_signal_t sigterm, sigint;
-  uv_async_t done_async;
-  sq_http_t http;
-  pthread_mutex_t done_mu;
-  wbatch_t *done_head, *done_tail; /* executor -> loop */
-  wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
-  uint32_t acks_inflight;
-  uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
-  uint64_t started_us;
-};
-
 static void maybe_claim(sq_worker_t *w);
 static void flush_acks(sq_worker_t *w);
 static void check_drained(sq_worker_t *w);
@@ -67,71 +28,9 @@ static void heartbeat_now(sq_worker_t *w);
 static void on_retry(uv_timer_t *t);
 static void on_resync_tick(uv_timer_t *t);
 static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data);
-static void on_batch_timer(uv_timer_t *t);
-static void model_flush(model_slot_t *ms);
-static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n);
 static void on_heartbeat_timer(uv_timer_t *t);
 
-/* ---- executor threads ---- */
-
-typedef struct {
-  model_slot_t *ms;
-  int ctx;
-} executor_arg_t;
-
-static void *executor_main(void *arg) {
-  executor_arg_t a = *(executor_arg_t *)arg;
-  free(arg);
-  model_slot_t *ms = a.ms;
-  sq_worker_t *w = ms->w;
-  for (;;) {
-    pthread_mutex_lock(&ms->mu);
-    while (!ms->head && !ms->stop) pthread_cond_wait(&ms->cond, &ms->mu);
-    wbatch_t *b = ms->head;
-    if (b) {
-      ms->head = b->next;
-      if (!ms->head) ms->tail = NULL;
-      b->next = NULL;
-    }
-    pthread_mutex_unlock(&ms->mu);
-    if (!b) break; /* stop and nothing queued */
-    sq_wbatch_run(b, a.ctx);
-    pthread_mutex_lock(&w->done_mu);
-    if (w->done_tail)
-      w->done_tail->next = b;
-    else
-      w->done_head = b;
-    w->done_tail = b;
-    pthread_mutex_unlock(&w->done_mu);
-    /* Coalesces: the loop drains the whole done list on each wake-up. */
-    uv_async_send(&w->done_async);
-  }
-  return NULL;
-}
-
-static void executor_push(model_slot_t *ms, wbatch_t *b) {
-  pthread_mutex_lock(&ms->mu);
-  b->next = NULL;
-  if (ms->tail)
-    ms->tail->next = b;
-  else
-    ms->head = b;
-  ms->tail = b;
-  pthread_cond_signal(&ms->cond);
-  pthread_mutex_unlock(&ms->mu);
-}
-
-/* ---- batches ---- */
-
-static void batch_release(sq_worker_t *w, wbatch_t *b) {
-  w->held -= (uint32_t)b->n;
-  if (b->ms) b->ms->held -= (uint32_t)b->n;
-  for (size_t i = 0; i < b->n; i++) sq_wjob_free(b->jobs[i]);
-  free(b->jobs);
-  free(b);
-  maybe_claim(w);
-  check_drained(w);
-}
+/* ---- Redis operations (loop thread) ---- */
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
   b->next = NULL;
@@ -145,216 +44,6 @@ static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
     w->ack_tail = b;
   }
 }
-
-static void finish_work(uv_work_t *req) {
-  sq_wjob_finish(req->data);
-}
-
-/* One of b's jobs is done (finished, or a member record handed to its parent); the last one
- * sends the batch to the ack (a batch of member records only has nothing to ack). */
-static void batch_step(wbatch_t *b) {
-  sq_worker_t *w = b->w;
-  if (--b->pending > 0) return;
-  w->batches++;
-  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-", b->n,
-               (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
-  size_t jobs = 0;
-  for (size_t i = 0; i < b->n; i++) jobs += !b->jobs[i]->parent;
-  if (jobs == 0) {
-    batch_release(w, b);
-    return;
-  }
-  ack_push(w, b, 0);
-  flush_acks(w);
-}
-
-static void finish_after(uv_work_t *req, int status) {
-  wjob_t *j = req->data;
-  wbatch_t *b = j->batch;
-  sq_worker_t *w = b->w;
-  if (status == UV_ECANCELED || !j->result) {
-    /* Never happens (we never cancel; encode has a fallback); the sweeper would recover it. */
-    sq_log_error("worker", "job has no result", "id=%s", j->c.id);
-  }
-  if (j->err) {
-    w->jobs_failed++;
-    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u msg=\"%.200s\"", j->c.id,
-                j->c.model, sq_error_name(j->err), j->c.attempt, j->msg);
-  } else {
-    w->jobs_ok++;
-  }
-  batch_step(b);
-}
-
-static void job_finish_start(sq_worker_t *w, wjob_t *j) {
-  j->work.data = j;
-  if (uv_queue_work(&w->loop, &j->work, finish_work, finish_after) != 0) {
-    /* Cannot happen with a valid loop; finish inline rather than lose the job. */
-    sq_wjob_finish(j);
-    finish_after(&j->work, 0);
-  }
-}
-
-/* The batch's runs are over (or it had nothing to run). An ensemble member record goes back to
- * its parent; an ensemble job waits for its members' runs (the last one starts its finish). */
-static void batch_finish(wbatch_t *b) {
-  sq_worker_t *w = b->w;
-  b->pending = b->n + 1; /* + 1: the batch cannot complete while this loop walks it */
-  for (size_t i = 0; i < b->n; i++) {
-    wjob_t *j = b->jobs[i];
-    if (j->parent) {
-      if (sq_wjob_member_done(j)) job_finish_start(w, j->parent);
-      batch_step(b);
-      continue;
-    }
-    if (j->members_left > 0 && --j->members_left > 0) continue;
-    job_finish_start(w, j);
-  }
-  batch_step(b);
-}
-
-/* Loop thread, between prepare and run: each prepared ensemble job of b gets one member record
- * per other member, entered into that member's batcher with the sample prepared for it. */
-static void ensemble_spawn(sq_worker_t *w, wbatch_t *b) {
-  int spawned = 0;
-  uint64_t now_us = sq_clock_mono_us();
-  for (size_t i = 0; i < b->n; i++) {
-    wjob_t *j = b->jobs[i];
-    if (!j->ens_n || j->err || !j->sample) continue;
-    j->members_left = 1; /* its own run */
-    for (uint32_t k = 0; k < j->ens_n; k++) {
-      if (k == j->ens_own || !j->ens_sample[k]) continue;
-      wjob_t *m = calloc(1, sizeof(*m));
-      if (m) {
-        m->c.id = sq_strdup(j->c.id);
-        m->c.model = sq_strdup(j->ens_ms[k]->name);
-      }
-      if (!m || !m->c.id || !m->c.model) {
-        sq_wjob_free(m);
-        if (!j->err) {
-          j->err = SQ_ENOMEM;
-          snprintf(j->msg, sizeof j->msg, "out of memory (ensemble member)");
-        }
-        continue; /* its sample is freed with j */
-      }
-      m->parent = j;
-      m->member = k;
-      m->ms = j->ens_ms[k];
-      m->worker_id = j->worker_id;
-      m->claimed_us = j->claimed_us;
-      m->sample = j->ens_sample[k];
-      j->ens_sample[k] = NULL;
-      j->members_left++;
-      w->held++;
-      m->ms->held++;
-      spawned = 1;
-      if (sq_batcher_push(m->ms->batcher, m, now_us) != 0) batch_start(w, m->ms, &m, 1);
-    }
-  }
-  /* Due batches start now; the others' timers are re-armed. */
-  if (spawned)
-    for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
-}
-
-static void prepare_work(uv_work_t *req) {
-  sq_wjob_prepare(req->data);
-}
-
-static void prepare_after(uv_work_t *req, int status) {
-  wjob_t *j = req->data;
-  wbatch_t *b = j->batch;
-  (void)status;
-  if (--b->pending > 0) return;
-  ensemble_spawn(b->w, b);
-  size_t valid = 0;
-  for (size_t i = 0; i < b->n; i++) valid += !b->jobs[i]->err && b->jobs[i]->sample;
-  if (valid > 0 && b->ms)
-    executor_push(b->ms, b);
-  else
-    batch_finish(b);
-}
-
-static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n) {
-  wbatch_t *b = calloc(1, sizeof(*b));
-  wjob_t **copy = malloc(n * sizeof(*copy));
-  if (!b || !copy) {
-    /* Out of memory: drop these jobs; they stay in our in-flight list for the sweeper. */
-    sq_log_error("worker", "out of memory forming a batch; jobs left to the sweeper", "n=%zu", n);
-    free(b);
-    free(copy);
-    for (size_t i = 0; i < n; i++) {
-      /* A member record is not a job: its parent must still hear of it, or never finish. */
-      if (jobs[i]->parent) {
-        jobs[i]->err = SQ_ENOMEM;
-        snprintf(jobs[i]->msg, sizeof jobs[i]->msg, "out of memory forming a batch");
-        if (sq_wjob_member_done(jobs[i])) job_finish_start(w, jobs[i]->parent);
-      }
-      sq_wjob_free(jobs[i]);
-    }
-    w->held -= (uint32_t)n;
-    if (ms) ms->held -= (uint32_t)n;
-    w->jobs_dropped += n;
-    return;
-  }
-  memcpy(copy, jobs, n * sizeof(*copy));
-  b->w = w;
-  b->ms = ms;
-  b->jobs = copy;
-  b->n = n;
-  b->formed_us = sq_clock_mono_us();
-  b->pending = n;
-  for (size_t i = 0; i < n; i++) {
-    copy[i]->batch = b;
-    copy[i]->batch_size = (uint32_t)n;
-    copy[i]->work.data = copy[i];
-  }
-  for (size_t i = 0; i < n; i++)
-    if (uv_queue_work(&w->loop, &copy[i]->work, prepare_work, prepare_after) != 0) {
-      sq_wjob_prepare(copy[i]);
-      prepare_after(&copy[i]->work, 0);
-    }
-}
-
-/* Pops every due batch of ms (all of them when draining) and re-arms its timer. */
-static void model_flush(model_slot_t *ms) {
-  sq_worker_t *w = ms->w;
-  void **items = malloc(ms->max_batch * sizeof(void *));
-  if (items) {
-    size_t n;
-    while ((n = sq_batcher_pop(ms->batcher, sq_clock_mono_us(), w->draining, items)) > 0)
-      batch_start(w, ms, (wjob_t **)items, n);
-    free(items);
-  }
-  if (w->stopping) return;
-  uint64_t due = sq_batcher_due_us(ms->batcher);
-  if (due == UINT64_MAX) {
-    uv_timer_stop(&ms->timer);
-    return;
-  }
-  uint64_t now = sq_clock_mono_us();
-  uint64_t delay_ms = due > now ? (due - now + 999) / 1000 : 0;
-  uv_timer_start(&ms->timer, on_batch_timer, delay_ms, 0);
-}
-
-static void on_batch_timer(uv_timer_t *t) {
-  model_flush(t->data);
-}
-
-static void on_done_async(uv_async_t *a) {
-  sq_worker_t *w = a->data;
-  pthread_mutex_lock(&w->done_mu);
-  wbatch_t *b = w->done_head;
-  w->done_head = w->done_tail = NULL;
-  pthread_mutex_unlock(&w->done_mu);
-  while (b) {
-    wbatch_t *next = b->next;
-    b->next = NULL;
-    batch_finish(b);
-    b = next;
-  }
-}
-
-/* ---- Redis operations (loop thread) ---- */
 
 static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
   wbatch_t *b = data;
@@ -375,7 +64,7 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
       }
       k++;
     }
-    batch_release(w, b);
+    sq_pipeline_batch_release(w, b);
     return;
   }
   b->ack_attempts++;
@@ -384,7 +73,7 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
                  "model=%s size=%zu code=%s", b->ms ? b->ms->name : "-", b->n,
                  sq_error_name(status));
     w->jobs_dropped += b->n;
-    batch_release(w, b);
+    sq_pipeline_batch_release(w, b);
     return;
   }
   /* Keep the batch and resend once the connection/lease is back. */
@@ -396,6 +85,16 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
   } else if (w->cmd.ready && !w->stopping) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
   }
+}
+
+void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
+  ack_push(w, b, 0);
+  flush_acks(w);
+}
+
+void sq_worker_released(sq_worker_t *w) {
+  maybe_claim(w);
+  check_drained(w);
 }
 
 static void flush_acks(sq_worker_t *w) {
@@ -423,7 +122,7 @@ static void flush_acks(sq_worker_t *w) {
         return;
       }
       w->jobs_dropped += b->n;
-      batch_release(w, b);
+      sq_pipeline_batch_release(w, b);
       continue;
     }
     int rc = sq_queue_ack(w->q, w->cmd.ac, items, k, on_ack, b);
@@ -435,39 +134,6 @@ static void flush_acks(sq_worker_t *w) {
     w->acks_inflight++;
     sq_conn_sent(&w->cmd);
   }
-}
-
-static void dispatch_claimed(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
-  uint64_t now_ms = sq_clock_wall_ms(), now_us = sq_clock_mono_us();
-  for (size_t i = 0; i < n; i++) {
-    wjob_t *j = calloc(1, sizeof(*j));
-    if (!j) {
-      sq_log_error("worker", "out of memory; job left to the sweeper", "id=%s", jobs[i].id);
-      sq_claimed_free(&jobs[i]);
-      w->jobs_dropped++;
-      continue;
-    }
-    j->c = jobs[i]; /* takes ownership of the members */
-    j->worker_id = w->cfg->worker_id;
-    j->claimed_us = now_us;
-    j->slots = w->models;
-    j->nslots = w->nmodels;
-    j->t.queue_wait_us =
-        now_ms > j->c.enqueued_ms && j->c.enqueued_ms ? (now_ms - j->c.enqueued_ms) * 1000 : 0;
-    for (size_t m = 0; m < w->nmodels; m++)
-      if (strcmp(w->models[m].name, j->c.model) == 0) j->ms = &w->models[m];
-    w->held++;
-    if (j->ms) j->ms->held++;
-    if (!j->ms) {
-      /* Not one of ours (the claim only serves our models, so this is a bug): fail it alone. */
-      batch_start(w, NULL, &j, 1);
-      continue;
-    }
-    if (sq_batcher_push(j->ms->batcher, j, now_us) != 0) {
-      batch_start(w, j->ms, &j, 1);
-    }
-  }
-  for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
 }
 
 static void on_wait(sq_queue_t *q, int status, long long value, void *data);
@@ -519,7 +185,7 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
     return;
   }
   if (n > 0) sq_log_debug("worker", "claimed", "n=%zu", n);
-  dispatch_claimed(w, jobs, n);
+  sq_pipeline_dispatch(w, jobs, n);
   free(jobs);
   if (n == 0) {
     start_wait(w);
@@ -740,9 +406,7 @@ static void worker_stop(sq_worker_t *w, int code) {
    * of a clean exit must not turn it into a kill. */
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
-  uv_close((uv_handle_t *)&w->done_async, on_handle_closed);
-  for (size_t m = 0; m < w->nmodels; m++)
-    uv_close((uv_handle_t *)&w->models[m].timer, on_handle_closed);
+  sq_pipeline_loop_close(w, on_handle_closed);
   sq_conn_close(&w->cmd, on_conn_closed);
   sq_conn_close(&w->blk, on_conn_closed);
   sq_http_close(&w->http);
@@ -807,7 +471,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   sq_log_info("worker", "draining", "signal=%d held=%u timeout_s=%u", signum, w->held,
               w->cfg->drain_timeout_s);
   uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
-  for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
+  sq_pipeline_flush(w);
   check_drained(w);
 }
 
@@ -857,65 +521,6 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
   return 404;
 }
 
-/* ---- set-up and tear-down ---- */
-
-static int models_open(sq_worker_t *w, sq_error_t *err) {
-  const sq_worker_config_t *cfg = w->cfg;
-  w->models = calloc(cfg->nmodels, sizeof(*w->models));
-  if (!w->models) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-  for (size_t i = 0; i < cfg->nmodels; i++) {
-    model_slot_t *ms = &w->models[i];
-    ms->w = w;
-    ms->name = cfg->model_names[i];
-    ms->model = sq_model_open_device(ms->name, cfg->model_dir, cfg->device, err);
-    if (!ms->model) return err && err->code ? err->code : SQ_EMODEL_LOAD;
-    w->nmodels = i + 1;
-    ms->info = *sq_model_info(ms->model);
-    ms->max_batch = cfg->max_batch ? cfg->max_batch : ms->info.max_batch;
-    if (ms->max_batch == 0) ms->max_batch = 1;
-    ms->max_delay_us = cfg->max_delay_us ? cfg->max_delay_us : ms->info.max_delay_us;
-    ms->batcher = sq_batcher_new(ms->max_batch, ms->max_delay_us);
-    if (!ms->batcher) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    pthread_mutex_init(&ms->mu, NULL);
-    pthread_cond_init(&ms->cond, NULL);
-    uint32_t nctx = ms->info.contexts ? ms->info.contexts : 1;
-    ms->threads = calloc(nctx, sizeof(pthread_t));
-    if (!ms->threads) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    for (uint32_t c = 0; c < nctx; c++) {
-      executor_arg_t *a = malloc(sizeof(*a));
-      if (!a) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-      a->ms = ms;
-      a->ctx = (int)c;
-      if (pthread_create(&ms->threads[c], NULL, executor_main, a) != 0) {
-        free(a);
-        return sq_error_set(err, SQ_EINTERNAL, "cannot start executor thread for %s", ms->name);
-      }
-      ms->nthreads++;
-    }
-    sq_log_info("worker", "model loaded",
-                "model=%s max_batch=%u max_delay_us=%" PRIu64 " contexts=%u", ms->name,
-                ms->max_batch, ms->max_delay_us, nctx);
-  }
-  return 0;
-}
-
-static void models_close(sq_worker_t *w) {
-  for (size_t i = 0; i < w->nmodels; i++) {
-    model_slot_t *ms = &w->models[i];
-    pthread_mutex_lock(&ms->mu);
-    ms->stop = 1;
-    pthread_cond_broadcast(&ms->cond);
-    pthread_mutex_unlock(&ms->mu);
-    for (uint32_t c = 0; c < ms->nthreads; c++) pthread_join(ms->threads[c], NULL);
-    free(ms->threads);
-    pthread_mutex_destroy(&ms->mu);
-    pthread_cond_destroy(&ms->cond);
-    sq_batcher_free(ms->batcher);
-    sq_model_close(ms->model);
-  }
-  free(w->models);
-}
-
 int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sq_error_clear(err);
   sq_worker_t *w = calloc(1, sizeof(*w));
@@ -926,9 +531,9 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->cfg = cfg;
   w->started_us = sq_clock_mono_us();
   pthread_mutex_init(&w->done_mu, NULL);
-  int rc = models_open(w, err);
+  int rc = sq_pipeline_open(w, err);
   if (rc) {
-    models_close(w);
+    sq_pipeline_close(w);
     pthread_mutex_destroy(&w->done_mu);
     free(w);
     return 1;
@@ -944,7 +549,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->q = sq_queue_new(&qc);
   if (!w->q) {
     sq_error_set(err, SQ_ENOMEM, "out of memory");
-    models_close(w);
+    sq_pipeline_close(w);
     pthread_mutex_destroy(&w->done_mu);
     free(w);
     return 1;
@@ -963,12 +568,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->sigterm.data = w->sigint.data = w;
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
-  uv_async_init(&w->loop, &w->done_async, on_done_async);
-  w->done_async.data = w;
-  for (size_t m = 0; m < w->nmodels; m++) {
-    uv_timer_init(&w->loop, &w->models[m].timer);
-    w->models[m].timer.data = &w->models[m];
-  }
+  sq_pipeline_loop_init(w);
   uint32_t hb = cfg->lease_ttl_ms / 3 ? cfg->lease_ttl_ms / 3 : 1;
   uint32_t sw = cfg->lease_ttl_ms / 2 ? cfg->lease_ttl_ms / 2 : 1;
   uv_timer_start(&w->heartbeat_timer, on_heartbeat_timer, hb, hb);
@@ -1017,7 +617,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     sq_log_error("worker", "loop did not close cleanly", "err=%s", uv_strerror(lc));
     code = 1;
   }
-  models_close(w);
+  sq_pipeline_close(w);
   sq_queue_free(w->q);
   pthread_mutex_destroy(&w->done_mu);
   free(w);

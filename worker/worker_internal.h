@@ -13,6 +13,9 @@
 #include "gpu/gpu.h"
 #include "proto/proto.h"
 #include "queue/queue.h"
+#include "worker/config.h"
+#include "worker/conn.h"
+#include "worker/http.h"
 
 typedef struct sq_worker sq_worker_t;
 typedef struct wbatch wbatch_t;
@@ -61,7 +64,7 @@ typedef struct wjob {
   size_t nslots;
   struct wjob *parent; /* member record: the job it belongs to; member = its index there */
   uint32_t member;
-  size_t ens_n;   /* members (0 = a single-model job); ens_own = the index of ms */
+  size_t ens_n; /* members (0 = a single-model job); ens_own = the index of ms */
   uint32_t ens_own;
   model_slot_t *ens_ms[SQ_PROTO_MAX_MEMBERS];
   void *ens_sample[SQ_PROTO_MAX_MEMBERS]; /* prepare -> member records (not ens_own) */
@@ -96,5 +99,67 @@ void sq_wjob_free(wjob_t *j);
 /* Loop thread: a member record's run is over; hands its output (or its error) to its parent.
  * Returns 1 when that was the parent's last outstanding run (its finish may be scheduled). */
 int sq_wjob_member_done(wjob_t *m);
+
+/* ---- the worker (worker.c: Redis, lifecycle; pipeline.c: batches and executors) ---- */
+
+/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
+ * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
+ * claim the worker stops claiming, finishes what it holds and, if the in-flight list is not
+ * empty, removes its lease, lets the sweeper requeue the orphans, and registers again. */
+enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
+
+struct sq_worker {
+  const sq_worker_config_t *cfg;
+  uv_loop_t loop;
+  sq_queue_t *q;
+  sq_conn_t cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
+  sq_conn_t blk; /* BRPOP on the wake-up keys only */
+  model_slot_t *models;
+  size_t nmodels;
+  uint32_t held; /* jobs claimed and not yet acked or dropped */
+  int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
+  int lease_ok;      /* the last heartbeat holds the lease with our token */
+  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
+  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
+  int draining;      /* signal seen: stop claiming, finish what we hold */
+  int stopping;      /* handles are closing */
+  int aborted;       /* uv_stop'ed with work still running (drain timeout, second signal) */
+  int exit_code;
+  int resync;     /* RESYNC_*: recovering jobs whose claim reply was lost */
+  int resync_cmd; /* a resync command is outstanding */
+  uv_timer_t resync_timer;
+  uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
+  uv_signal_t sigterm, sigint;
+  uv_async_t done_async;
+  sq_http_t http;
+  pthread_mutex_t done_mu;
+  wbatch_t *done_head, *done_tail; /* executor -> loop */
+  wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
+  uint32_t acks_inflight;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
+  uint64_t started_us;
+};
+
+/* pipeline.c, loop thread unless noted. */
+/* Opens every configured model and starts its executor threads. */
+int sq_pipeline_open(sq_worker_t *w, sq_error_t *err);
+/* Stops and joins the executors and closes the models (after the loop has closed). */
+void sq_pipeline_close(sq_worker_t *w);
+/* Initializes the loop handles of the pipeline (batch timers, the executor -> loop async). */
+void sq_pipeline_loop_init(sq_worker_t *w);
+/* Closes those handles (worker_stop). */
+void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed);
+/* Takes ownership of n claimed jobs (their members, not the array) into the batchers. */
+void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n);
+/* Starts every due batch (all of them when draining) and re-arms the batch timers. */
+void sq_pipeline_flush(sq_worker_t *w);
+/* Frees an acked (or abandoned) batch and its jobs; then claims more / checks the drain. */
+void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b);
+
+/* worker.c, loop thread. */
+/* A batch is finished: queue its ack (sent now if the connection and the lease allow). */
+void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b);
+/* Jobs were released: claim more if there is room, finish the drain if it is over. */
+void sq_worker_released(sq_worker_t *w);
 
 #endif

@@ -1,0 +1,395 @@
+/* worker/pipeline: the batch pipeline and the executor pool. Claimed jobs enter per-model
+ * batchers; a due batch is prepared on the work pool (decode, preprocess), run on one of its
+ * model's executor threads (one per model context), finished on the work pool (postprocess,
+ * result encode), and handed to worker.c for its ack. Ensemble members run as member records in
+ * their own model's batches.
+ * Threads: the loop thread, except executor_main (executor threads) and the uv_queue_work
+ * callbacks (work pool), which only touch the job/batch they were handed. */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "worker/worker_internal.h"
+
+static void model_flush(model_slot_t *ms);
+static void on_batch_timer(uv_timer_t *t);
+static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n);
+
+/* ---- executor threads ---- */
+
+typedef struct {
+  model_slot_t *ms;
+  int ctx;
+} executor_arg_t;
+
+static void *executor_main(void *arg) {
+  executor_arg_t a = *(executor_arg_t *)arg;
+  free(arg);
+  model_slot_t *ms = a.ms;
+  sq_worker_t *w = ms->w;
+  for (;;) {
+    pthread_mutex_lock(&ms->mu);
+    while (!ms->head && !ms->stop) pthread_cond_wait(&ms->cond, &ms->mu);
+    wbatch_t *b = ms->head;
+    if (b) {
+      ms->head = b->next;
+      if (!ms->head) ms->tail = NULL;
+      b->next = NULL;
+    }
+    pthread_mutex_unlock(&ms->mu);
+    if (!b) break; /* stop and nothing queued */
+    sq_wbatch_run(b, a.ctx);
+    pthread_mutex_lock(&w->done_mu);
+    if (w->done_tail)
+      w->done_tail->next = b;
+    else
+      w->done_head = b;
+    w->done_tail = b;
+    pthread_mutex_unlock(&w->done_mu);
+    /* Coalesces: the loop drains the whole done list on each wake-up. */
+    uv_async_send(&w->done_async);
+  }
+  return NULL;
+}
+
+static void executor_push(model_slot_t *ms, wbatch_t *b) {
+  pthread_mutex_lock(&ms->mu);
+  b->next = NULL;
+  if (ms->tail)
+    ms->tail->next = b;
+  else
+    ms->head = b;
+  ms->tail = b;
+  pthread_cond_signal(&ms->cond);
+  pthread_mutex_unlock(&ms->mu);
+}
+
+/* ---- batches ---- */
+
+void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b) {
+  w->held -= (uint32_t)b->n;
+  if (b->ms) b->ms->held -= (uint32_t)b->n;
+  for (size_t i = 0; i < b->n; i++) sq_wjob_free(b->jobs[i]);
+  free(b->jobs);
+  free(b);
+  sq_worker_released(w);
+}
+
+static void finish_work(uv_work_t *req) {
+  sq_wjob_finish(req->data);
+}
+
+/* One of b's jobs is done (finished, or a member record handed to its parent); the last one
+ * sends the batch to the ack (a batch of member records only has nothing to ack). */
+static void batch_step(wbatch_t *b) {
+  sq_worker_t *w = b->w;
+  if (--b->pending > 0) return;
+  w->batches++;
+  sq_log_debug("worker", "batch done", "model=%s size=%zu ms=%.3f", b->ms ? b->ms->name : "-", b->n,
+               (double)(sq_clock_mono_us() - b->formed_us) / 1000.0);
+  size_t jobs = 0;
+  for (size_t i = 0; i < b->n; i++) jobs += !b->jobs[i]->parent;
+  if (jobs == 0) {
+    sq_pipeline_batch_release(w, b);
+    return;
+  }
+  sq_worker_ack_batch(w, b);
+}
+
+static void finish_after(uv_work_t *req, int status) {
+  wjob_t *j = req->data;
+  wbatch_t *b = j->batch;
+  sq_worker_t *w = b->w;
+  if (status == UV_ECANCELED || !j->result) {
+    /* Never happens (we never cancel; encode has a fallback); the sweeper would recover it. */
+    sq_log_error("worker", "job has no result", "id=%s", j->c.id);
+  }
+  if (j->err) {
+    w->jobs_failed++;
+    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u msg=\"%.200s\"", j->c.id,
+                j->c.model, sq_error_name(j->err), j->c.attempt, j->msg);
+  } else {
+    w->jobs_ok++;
+  }
+  batch_step(b);
+}
+
+static void job_finish_start(sq_worker_t *w, wjob_t *j) {
+  j->work.data = j;
+  if (uv_queue_work(&w->loop, &j->work, finish_work, finish_after) != 0) {
+    /* Cannot happen with a valid loop; finish inline rather than lose the job. */
+    sq_wjob_finish(j);
+    finish_after(&j->work, 0);
+  }
+}
+
+/* The batch's runs are over (or it had nothing to run). An ensemble member record goes back to
+ * its parent; an ensemble job waits for its members' runs (the last one starts its finish). */
+static void batch_finish(wbatch_t *b) {
+  sq_worker_t *w = b->w;
+  b->pending = b->n + 1; /* + 1: the batch cannot complete while this loop walks it */
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (j->parent) {
+      if (sq_wjob_member_done(j)) job_finish_start(w, j->parent);
+      batch_step(b);
+      continue;
+    }
+    if (j->members_left > 0 && --j->members_left > 0) continue;
+    job_finish_start(w, j);
+  }
+  batch_step(b);
+}
+
+/* Loop thread, between prepare and run: each prepared ensemble job of b gets one member record
+ * per other member, entered into that member's batcher with the sample prepared for it. */
+static void ensemble_spawn(sq_worker_t *w, wbatch_t *b) {
+  int spawned = 0;
+  uint64_t now_us = sq_clock_mono_us();
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (!j->ens_n || j->err || !j->sample) continue;
+    j->members_left = 1; /* its own run */
+    for (uint32_t k = 0; k < j->ens_n; k++) {
+      if (k == j->ens_own || !j->ens_sample[k]) continue;
+      wjob_t *m = calloc(1, sizeof(*m));
+      if (m) {
+        m->c.id = sq_strdup(j->c.id);
+        m->c.model = sq_strdup(j->ens_ms[k]->name);
+      }
+      if (!m || !m->c.id || !m->c.model) {
+        sq_wjob_free(m);
+        if (!j->err) {
+          j->err = SQ_ENOMEM;
+          snprintf(j->msg, sizeof j->msg, "out of memory (ensemble member)");
+        }
+        continue; /* its sample is freed with j */
+      }
+      m->parent = j;
+      m->member = k;
+      m->ms = j->ens_ms[k];
+      m->worker_id = j->worker_id;
+      m->claimed_us = j->claimed_us;
+      m->sample = j->ens_sample[k];
+      j->ens_sample[k] = NULL;
+      j->members_left++;
+      w->held++;
+      m->ms->held++;
+      spawned = 1;
+      if (sq_batcher_push(m->ms->batcher, m, now_us) != 0) batch_start(w, m->ms, &m, 1);
+    }
+  }
+  /* Due batches start now; the others' timers are re-armed. */
+  if (spawned)
+    for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
+}
+
+static void prepare_work(uv_work_t *req) {
+  sq_wjob_prepare(req->data);
+}
+
+static void prepare_after(uv_work_t *req, int status) {
+  wjob_t *j = req->data;
+  wbatch_t *b = j->batch;
+  (void)status;
+  if (--b->pending > 0) return;
+  ensemble_spawn(b->w, b);
+  size_t valid = 0;
+  for (size_t i = 0; i < b->n; i++) valid += !b->jobs[i]->err && b->jobs[i]->sample;
+  if (valid > 0 && b->ms)
+    executor_push(b->ms, b);
+  else
+    batch_finish(b);
+}
+
+static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n) {
+  wbatch_t *b = calloc(1, sizeof(*b));
+  wjob_t **copy = malloc(n * sizeof(*copy));
+  if (!b || !copy) {
+    /* Out of memory: drop these jobs; they stay in our in-flight list for the sweeper. */
+    sq_log_error("worker", "out of memory forming a batch; jobs left to the sweeper", "n=%zu", n);
+    free(b);
+    free(copy);
+    for (size_t i = 0; i < n; i++) {
+      /* A member record is not a job: its parent must still hear of it, or never finish. */
+      if (jobs[i]->parent) {
+        jobs[i]->err = SQ_ENOMEM;
+        snprintf(jobs[i]->msg, sizeof jobs[i]->msg, "out of memory forming a batch");
+        if (sq_wjob_member_done(jobs[i])) job_finish_start(w, jobs[i]->parent);
+      }
+      sq_wjob_free(jobs[i]);
+    }
+    w->held -= (uint32_t)n;
+    if (ms) ms->held -= (uint32_t)n;
+    w->jobs_dropped += n;
+    return;
+  }
+  memcpy(copy, jobs, n * sizeof(*copy));
+  b->w = w;
+  b->ms = ms;
+  b->jobs = copy;
+  b->n = n;
+  b->formed_us = sq_clock_mono_us();
+  b->pending = n;
+  for (size_t i = 0; i < n; i++) {
+    copy[i]->batch = b;
+    copy[i]->batch_size = (uint32_t)n;
+    copy[i]->work.data = copy[i];
+  }
+  for (size_t i = 0; i < n; i++)
+    if (uv_queue_work(&w->loop, &copy[i]->work, prepare_work, prepare_after) != 0) {
+      sq_wjob_prepare(copy[i]);
+      prepare_after(&copy[i]->work, 0);
+    }
+}
+
+/* Pops every due batch of ms (all of them when draining) and re-arms its timer. */
+static void model_flush(model_slot_t *ms) {
+  sq_worker_t *w = ms->w;
+  void **items = malloc(ms->max_batch * sizeof(void *));
+  if (items) {
+    size_t n;
+    while ((n = sq_batcher_pop(ms->batcher, sq_clock_mono_us(), w->draining, items)) > 0)
+      batch_start(w, ms, (wjob_t **)items, n);
+    free(items);
+  }
+  if (w->stopping) return;
+  uint64_t due = sq_batcher_due_us(ms->batcher);
+  if (due == UINT64_MAX) {
+    uv_timer_stop(&ms->timer);
+    return;
+  }
+  uint64_t now = sq_clock_mono_us();
+  uint64_t delay_ms = due > now ? (due - now + 999) / 1000 : 0;
+  uv_timer_start(&ms->timer, on_batch_timer, delay_ms, 0);
+}
+
+static void on_batch_timer(uv_timer_t *t) {
+  model_flush(t->data);
+}
+
+static void on_done_async(uv_async_t *a) {
+  sq_worker_t *w = a->data;
+  pthread_mutex_lock(&w->done_mu);
+  wbatch_t *b = w->done_head;
+  w->done_head = w->done_tail = NULL;
+  pthread_mutex_unlock(&w->done_mu);
+  while (b) {
+    wbatch_t *next = b->next;
+    b->next = NULL;
+    batch_finish(b);
+    b = next;
+  }
+}
+
+void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
+  uint64_t now_ms = sq_clock_wall_ms(), now_us = sq_clock_mono_us();
+  for (size_t i = 0; i < n; i++) {
+    wjob_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+      sq_log_error("worker", "out of memory; job left to the sweeper", "id=%s", jobs[i].id);
+      sq_claimed_free(&jobs[i]);
+      w->jobs_dropped++;
+      continue;
+    }
+    j->c = jobs[i]; /* takes ownership of the members */
+    j->worker_id = w->cfg->worker_id;
+    j->claimed_us = now_us;
+    j->slots = w->models;
+    j->nslots = w->nmodels;
+    j->t.queue_wait_us =
+        now_ms > j->c.enqueued_ms && j->c.enqueued_ms ? (now_ms - j->c.enqueued_ms) * 1000 : 0;
+    for (size_t m = 0; m < w->nmodels; m++)
+      if (strcmp(w->models[m].name, j->c.model) == 0) j->ms = &w->models[m];
+    w->held++;
+    if (j->ms) j->ms->held++;
+    if (!j->ms) {
+      /* Not one of ours (the claim only serves our models, so this is a bug): fail it alone. */
+      batch_start(w, NULL, &j, 1);
+      continue;
+    }
+    if (sq_batcher_push(j->ms->batcher, j, now_us) != 0) {
+      batch_start(w, j->ms, &j, 1);
+    }
+  }
+  for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
+}
+
+/* ---- set-up and tear-down ---- */
+
+int sq_pipeline_open(sq_worker_t *w, sq_error_t *err) {
+  const sq_worker_config_t *cfg = w->cfg;
+  w->models = calloc(cfg->nmodels, sizeof(*w->models));
+  if (!w->models) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+  for (size_t i = 0; i < cfg->nmodels; i++) {
+    model_slot_t *ms = &w->models[i];
+    ms->w = w;
+    ms->name = cfg->model_names[i];
+    ms->model = sq_model_open_device(ms->name, cfg->model_dir, cfg->device, err);
+    if (!ms->model) return err && err->code ? err->code : SQ_EMODEL_LOAD;
+    w->nmodels = i + 1;
+    ms->info = *sq_model_info(ms->model);
+    ms->max_batch = cfg->max_batch ? cfg->max_batch : ms->info.max_batch;
+    if (ms->max_batch == 0) ms->max_batch = 1;
+    ms->max_delay_us = cfg->max_delay_us ? cfg->max_delay_us : ms->info.max_delay_us;
+    ms->batcher = sq_batcher_new(ms->max_batch, ms->max_delay_us);
+    if (!ms->batcher) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    pthread_mutex_init(&ms->mu, NULL);
+    pthread_cond_init(&ms->cond, NULL);
+    uint32_t nctx = ms->info.contexts ? ms->info.contexts : 1;
+    ms->threads = calloc(nctx, sizeof(pthread_t));
+    if (!ms->threads) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    for (uint32_t c = 0; c < nctx; c++) {
+      executor_arg_t *a = malloc(sizeof(*a));
+      if (!a) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+      a->ms = ms;
+      a->ctx = (int)c;
+      if (pthread_create(&ms->threads[c], NULL, executor_main, a) != 0) {
+        free(a);
+        return sq_error_set(err, SQ_EINTERNAL, "cannot start executor thread for %s", ms->name);
+      }
+      ms->nthreads++;
+    }
+    sq_log_info("worker", "model loaded",
+                "model=%s max_batch=%u max_delay_us=%" PRIu64 " contexts=%u", ms->name,
+                ms->max_batch, ms->max_delay_us, nctx);
+  }
+  return 0;
+}
+
+void sq_pipeline_close(sq_worker_t *w) {
+  for (size_t i = 0; i < w->nmodels; i++) {
+    model_slot_t *ms = &w->models[i];
+    pthread_mutex_lock(&ms->mu);
+    ms->stop = 1;
+    pthread_cond_broadcast(&ms->cond);
+    pthread_mutex_unlock(&ms->mu);
+    for (uint32_t c = 0; c < ms->nthreads; c++) pthread_join(ms->threads[c], NULL);
+    free(ms->threads);
+    pthread_mutex_destroy(&ms->mu);
+    pthread_cond_destroy(&ms->cond);
+    sq_batcher_free(ms->batcher);
+    sq_model_close(ms->model);
+  }
+  free(w->models);
+}
+
+void sq_pipeline_flush(sq_worker_t *w) {
+  for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
+}
+
+void sq_pipeline_loop_init(sq_worker_t *w) {
+  uv_async_init(&w->loop, &w->done_async, on_done_async);
+  w->done_async.data = w;
+  for (size_t m = 0; m < w->nmodels; m++) {
+    uv_timer_init(&w->loop, &w->models[m].timer);
+    w->models[m].timer.data = &w->models[m];
+  }
+}
+
+void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed) {
+  uv_close((uv_handle_t *)&w->done_async, on_closed);
+  for (size_t m = 0; m < w->nmodels; m++) uv_close((uv_handle_t *)&w->models[m].timer, on_closed);
+}
