@@ -393,3 +393,8 @@ void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed) {
   uv_close((uv_handle_t *)&w->done_async, on_closed);
   for (size_t m = 0; m < w->nmodels; m++) uv_close((uv_handle_t *)&w->models[m].timer, on_closed);
 }
+
+int sq_pipeline_warm(const sq_worker_t *w) {
+  (void)w; /* no warm-up runs yet: the models are ready once open */
+  return 1;
+}

@@ -153,6 +153,8 @@ void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed);
 void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n);
 /* Starts every due batch (all of them when draining) and re-arms the batch timers. */
 void sq_pipeline_flush(sq_worker_t *w);
+/* 1 once every model context has finished its warm-up (what /readyz waits for). */
+int sq_pipeline_warm(const sq_worker_t *w);
 /* Frees an acked (or abandoned) batch and its jobs; then claims more / checks the drain. */
 void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b);
 
