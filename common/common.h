@@ -67,15 +67,24 @@ int sq_error_set(sq_error_t *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sq_error_clear(sq_error_t *err);
 
-/* ---- logging: one line per record, logfmt (ts=... level=... comp=... msg="..." k=v) ---- */
+/* ---- logging: one line per record, logfmt (ts=... level=... comp=... msg="..." k=v) or JSON
+ * ({"ts":...,"level":...,"comp":...,"msg":...,"k":"v"}: every field a string) ---- */
 typedef enum { SQ_LOG_DEBUG = 0, SQ_LOG_INFO, SQ_LOG_WARN, SQ_LOG_ERROR } sq_log_level_t;
+typedef enum { SQ_LOG_LOGFMT = 0, SQ_LOG_JSON } sq_log_format_t;
 
 void sq_log_set_level(sq_log_level_t level);
 /* Parses "debug|info|warn|error"; returns -1 if unknown. */
 int sq_log_level_parse(const char *s);
+void sq_log_set_format(sq_log_format_t format);
+/* Parses "logfmt|json"; returns -1 if unknown. */
+int sq_log_format_parse(const char *s);
+/* src escaped for a quoted logfmt value (k=\"%s\"): \" and \\, newlines and tabs as spaces; cut to
+ * fit cap. Returns dst. */
+const char *sq_log_escape(const char *src, char *dst, size_t cap);
 /* Sets a key=value pair appended to every record (e.g. worker=<id>); NULL clears. */
 void sq_log_set_context(const char *kv);
-/* fields: preformatted extra "k=v k2=v2" (may be NULL). msg is quoted and escaped. */
+/* fields: preformatted extra "k=v k2=\"v 2\"" (may be NULL), logfmt whatever the output format
+ * (escape quoted values with sq_log_escape). msg is quoted and escaped. */
 void sq_log(sq_log_level_t level, const char *comp, const char *msg, const char *fields_fmt, ...)
     __attribute__((format(printf, 4, 5)));
 

@@ -13,7 +13,9 @@ typedef struct {
   uint32_t width, height;
 } null_job_t;
 
-static int null_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
+static int null_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                        void **sample, sq_error_t *err) {
+  (void)range;
   null_job_t *job = malloc(sizeof(*job));
   if (!job) return sq_error_set(err, SQ_ENOMEM, "null: out of memory");
   job->width = img->width;
@@ -82,7 +84,9 @@ static inline uint32_t luma(uint32_t r, uint32_t g, uint32_t b) {
   return (77 * r + 150 * g + 29 * b + 128) >> 8;
 }
 
-static int otsu_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
+static int otsu_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                        void **sample, sq_error_t *err) {
+  (void)range; /* Otsu's threshold does not depend on the value scale */
   size_t npix = (size_t)img->width * img->height;
   otsu_sample_t *s = calloc(1, sizeof(*s));
   if (!s) return sq_error_set(err, SQ_ENOMEM, "otsu: out of memory");

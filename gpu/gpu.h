@@ -39,6 +39,34 @@ int sq_image_decode_jpeg(const uint8_t *data, size_t len, uint32_t max_side, uin
 int sq_image_from_raw(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
                       uint32_t bytes_per_sample, sq_image_t *out, sq_error_t *err);
 
+/* Input range policy (docs/models.md "Input range"): how an image's sample values become model
+ * input before mean/std, as x = v * scale + offset with scale and offset resolved per image. A
+ * model.json sets one (normalization.range, default fixed); a job may replace it
+ * (params.input_range). */
+typedef enum {
+  SQ_RANGE_FIXED = 0, /* scale (8-bit samples) or scale_16bit (16-bit), offset 0 */
+  SQ_RANGE_FULL,      /* [0, 2^bits - 1] -> [0, 1]: 8-bit images 1/255, 16-bit 1/(2^bits - 1) */
+  SQ_RANGE_PERCENTILE /* the image's low-th and high-th percentile -> 0 and 1 (not clipped) */
+} sq_range_mode_t;
+
+typedef struct {
+  sq_range_mode_t mode;
+  float scale, scale_16bit; /* fixed */
+  uint32_t bits;            /* full: significant bits of 16-bit samples, 1..16 (default 16) */
+  float low, high;          /* percentile: 0 <= low < high <= 100 (default 1 and 99.8) */
+} sq_input_range_t;
+
+/* The defaults of each mode: fixed 1/255 and 1/(255*257), bits 16, percentiles 1 and 99.8. */
+void sq_input_range_default(sq_input_range_t *r, sq_range_mode_t mode);
+/* "fixed(scale=0.00392,scale_16bit=1.53e-05)", "full(bits=12)", "percentile(1,99.8)": for logs. */
+void sq_input_range_describe(const sq_input_range_t *r, char *buf, size_t cap);
+/* Resolves r for one image: x = v * *scale + *offset. Percentiles are over every sample of img
+ * (all channels), linearly interpolated between ranks like numpy.percentile; an image with no
+ * contrast there (p_high == p_low) maps p_low to 0 with the full-range scale. Returns 0, or
+ * SQ_EINVAL for a policy out of range, SQ_ENOMEM. Any thread; reads img once (percentile). */
+int sq_input_range_resolve(const sq_input_range_t *r, const sq_image_t *img, float *scale,
+                           float *offset, sq_error_t *err);
+
 /* Per-job postprocessing parameters, already resolved against the model's defaults. */
 typedef struct {
   float threshold;
@@ -92,12 +120,28 @@ const sq_model_info_t *sq_model_info(const sq_model_t *m);
  * gives the caller outputs[0..n-1]; a failed run leaves the samples with the caller and sets no
  * output. A successful finish consumes the output; a failed one leaves it with the caller. */
 int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err);
+/* prepare with a job's input range policy instead of the model's own (range NULL: the model's).
+ * A job's "fixed" means the model's own scale and scale_16bit (range->scale* are not used): a
+ * job picks a mode, not a model's constants. Built-in models ignore range (their thresholds do
+ * not depend on the value scale). */
+int sq_model_prepare_range(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                           void **sample, sq_error_t *err);
 int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
                  sq_error_t *err);
 int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,
                     uint32_t *width, uint32_t *height, sq_error_t *err);
 void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
+
+/* Validates a model without serving it (segq-worker --check-models): a built-in always passes;
+ * a repository model's model.json is checked in full, every problem handed to report (one
+ * "<file>: <field>: <what>" each, not only the first), and when it is valid the model is opened
+ * on the CPU as at start-up (graph against model.json, planning, unsupported ops), whose error is
+ * reported the same way. Returns 0 or the first problem's code (err: a summary). report may be
+ * NULL. Needs no Redis and no GPU. Any thread. */
+typedef void (*sq_model_problem_fn)(const char *problem, void *data);
+int sq_model_check(const char *name, const char *repo_dir, sq_model_problem_fn report, void *data,
+                   sq_error_t *err);
 
 /* Ensembles (docs/protocol.md, "Ensembles (proposed)"): several models' probability maps of one
  * image, averaged with weights, then thresholded.

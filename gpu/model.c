@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gpu/model_internal.h"
+#include "gpu/model_repo.h"
 
 /* Order matters: a built-in name shadows a repository model of the same name. The ONNX model
  * repository plugs in here as one more loader (e.g. sq_model_onnx_open reading
@@ -55,6 +56,48 @@ sq_model_t *sq_model_open_device(const char *name, const char *repo_dir, const c
   return NULL;
 }
 
+typedef struct {
+  sq_model_problem_fn report;
+  void *data;
+} check_ctx_t;
+
+static void check_report(const char *problem, void *data) {
+  check_ctx_t *c = data;
+  if (c->report) c->report(problem, c->data);
+}
+
+int sq_model_check(const char *name, const char *repo_dir, sq_model_problem_fn report, void *data,
+                   sq_error_t *err) {
+  sq_error_clear(err);
+  if (!name || !*name) return sq_error_set(err, SQ_EINVAL, "model name is empty");
+  /* A built-in shadows a repository folder of the same name, as at open. */
+  sq_error_t lerr = {0};
+  sq_model_t *m = sq_model_builtin_open(name, repo_dir, "cpu", &lerr);
+  if (m) {
+    sq_model_close(m);
+    return 0;
+  }
+  check_ctx_t c = {report, data};
+  sq_repo_config_t cfg;
+  int rc = sq_repo_config_check(repo_dir, name, &cfg, check_report, &c, err);
+  if (rc == SQ_EMODEL_UNKNOWN) {
+    sq_error_set(err, SQ_EMODEL_UNKNOWN,
+                 "no model named '%s' (built-ins: null, otsu; repository: %s)", name,
+                 repo_dir && *repo_dir ? repo_dir : "none");
+    if (report) report(err->msg, data);
+    return SQ_EMODEL_UNKNOWN;
+  }
+  if (rc) return rc;
+  /* model.json is valid: open it as the worker would, on the CPU (the graph against the file). */
+  m = sq_model_open_device(name, repo_dir, "cpu", err);
+  if (!m) {
+    if (report) report(err->msg, data);
+    return err && err->code ? err->code : SQ_EMODEL_LOAD;
+  }
+  sq_model_close(m);
+  return 0;
+}
+
 void sq_model_close(sq_model_t *m) {
   if (!m) return;
   if (m->iface->close) m->iface->close(m);
@@ -66,6 +109,11 @@ const sq_model_info_t *sq_model_info(const sq_model_t *m) {
 }
 
 int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
+  return sq_model_prepare_range(m, img, NULL, sample, err);
+}
+
+int sq_model_prepare_range(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                           void **sample, sq_error_t *err) {
   *sample = NULL;
   if (!img || !img->data || img->width == 0 || img->height == 0)
     return sq_error_set(err, SQ_EIMAGE_EMPTY, "model %s: empty image", m->info.name);
@@ -73,7 +121,7 @@ int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_err
       (img->bytes_per_sample != 1 && img->bytes_per_sample != 2))
     return sq_error_set(err, SQ_EIMAGE_FORMAT, "model %s: %u channels of %u bytes not supported",
                         m->info.name, img->channels, img->bytes_per_sample);
-  return m->iface->prepare(m, img, sample, err);
+  return m->iface->prepare(m, img, range, sample, err);
 }
 
 int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,

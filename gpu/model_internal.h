@@ -8,7 +8,9 @@
 
 typedef struct {
   const char *kind; /* "builtin", "onnx", ... for logs */
-  int (*prepare)(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err);
+  /* range: the job's input range policy, NULL for the model's own (see sq_model_prepare_range). */
+  int (*prepare)(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range, void **sample,
+                 sq_error_t *err);
   int (*run)(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
              sq_error_t *err);
   int (*finish)(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,

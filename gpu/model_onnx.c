@@ -1,6 +1,7 @@
 /* gpu: the `onnx` model kind: a model of the repository (<repo_dir>/<name>/model.json +
  * model.onnx, docs/models.md) run by the engine (gpu/onnx) on its cpu backend.
- * prepare (work pool): channels, 16-bit, normalization, and the image cut into overlapping tiles
+ * prepare (work pool): channels, the input range policy (per image, input_range.c), mean/std,
+ * and the image cut into overlapping tiles
  * (a job's sample is its array of tiles) or, in "resize" mode, resized to one input; run
  * (executor thread, one backend context per `contexts`): the tiles of all jobs of a batch in
  * chunks of at most max_batch tiles, each chunk on a plan for exactly its size (plans made on
@@ -35,7 +36,6 @@ typedef struct {
   pthread_mutex_t plans_mu;
   sq_engine_plan_t **plans; /* [1..max_batch], made on first use */
   uint8_t *too_big;         /* [1..max_batch]: that plan's arena exceeds the contexts' */
-  float lut8[3][256];       /* normalized value of each 8-bit sample, per channel */
 } onnx_model_t;
 
 /* A job between prepare and run: its tiles, row-major over the tile grid. */
@@ -107,12 +107,32 @@ static uint32_t luma(uint32_t r, uint32_t g, uint32_t b) {
   return (uint32_t)lrintf(0.299f * (float)r + 0.587f * (float)g + 0.114f * (float)b);
 }
 
-/* The image as C normalized float planes (the model's channel count). */
-static float *normalize_image(const onnx_model_t *om, const sq_image_t *img) {
+/* The image as C normalized float planes (the model's channel count): x = v * scale + offset from
+ * the input range policy (resolved for this image), then (x - mean) / std. */
+static float *normalize_image(const onnx_model_t *om, const sq_image_t *img,
+                              const sq_input_range_t *range, sq_error_t *err) {
   uint32_t C = om->cfg.channels, ic = img->channels;
   size_t npix = (size_t)img->width * img->height;
+  sq_input_range_t r = range ? *range : om->cfg.range;
+  if (r.mode == SQ_RANGE_FIXED) {
+    r.scale = om->cfg.range.scale;
+    r.scale_16bit = om->cfg.range.scale_16bit;
+  }
+  float scale, offset;
+  if (sq_input_range_resolve(&r, img, &scale, &offset, err)) return NULL;
+  float mul[3], add[3], lut8[3][256];
+  for (uint32_t c = 0; c < C; c++) {
+    mul[c] = scale / om->cfg.std[c];
+    add[c] = (offset - om->cfg.mean[c]) / om->cfg.std[c];
+    if (img->bytes_per_sample == 1)
+      for (int v = 0; v < 256; v++)
+        lut8[c][v] = (((float)v * scale + offset) - om->cfg.mean[c]) / om->cfg.std[c];
+  }
   float *dst = malloc(npix * C * sizeof(float));
-  if (!dst) return NULL;
+  if (!dst) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory for a %ux%u image", img->width, img->height);
+    return NULL;
+  }
   for (size_t i = 0; i < npix; i++) {
     uint32_t v[3] = {0, 0, 0}; /* ic is 1 or 3 (checked at decode); the zeros quiet -O3 */
     if (img->bytes_per_sample == 1) {
@@ -125,9 +145,7 @@ static float *normalize_image(const onnx_model_t *om, const sq_image_t *img) {
     if (C == 1 && ic == 3) v[0] = luma(v[0], v[1], v[2]);
     for (uint32_t c = 0; c < C; c++) {
       uint32_t x = ic == 1 ? v[0] : v[c]; /* gray into every channel of an RGB model */
-      dst[c * npix + i] = img->bytes_per_sample == 1
-                              ? om->lut8[c][x]
-                              : ((float)x * om->cfg.scale_16bit - om->cfg.mean[c]) / om->cfg.std[c];
+      dst[c * npix + i] = img->bytes_per_sample == 1 ? lut8[c][x] : (float)x * mul[c] + add[c];
     }
   }
   return dst;
@@ -175,15 +193,19 @@ static int resize_in(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_e
   return 0;
 }
 
-static int onnx_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err) {
+static int onnx_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                        void **sample, sq_error_t *err) {
   onnx_model_t *om = m->context;
-  onnx_sample_t *s = calloc(1, sizeof(*s));
-  float *norm = normalize_image(om, img);
   sq_error_t lerr = {0};
+  onnx_sample_t *s = calloc(1, sizeof(*s));
+  float *norm = s ? normalize_image(om, img, range, &lerr) : NULL;
   int rc = 0;
-  if (!s || !norm) {
+  if (!s) {
     rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for a %ux%u image", m->info.name,
                       img->width, img->height);
+  } else if (!norm) {
+    rc = sq_error_set(err, lerr.code ? lerr.code : SQ_ENOMEM, "model %s: %s", m->info.name,
+                      lerr.msg);
   } else {
     s->width = img->width;
     s->height = img->height;
@@ -556,9 +578,6 @@ static int onnx_setup(onnx_model_t *om, const char *name, const char *device, sq
     if (!om->scratch[c].in || !om->scratch[c].out)
       return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for batch buffers", name);
   }
-  for (uint32_t c = 0; c < cfg->channels; c++)
-    for (int v = 0; v < 256; v++)
-      om->lut8[c][v] = ((float)v * cfg->scale - cfg->mean[c]) / cfg->std[c];
   return 0;
 }
 
@@ -582,9 +601,12 @@ sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, const cha
   info->default_min_area = om->cfg.min_area;
   info->contexts = om->cfg.contexts;
   info->input_channels = om->cfg.channels;
+  char range[96];
+  sq_input_range_describe(&om->cfg.range, range, sizeof range);
   sq_log_info("gpu", "repository model loaded",
-              "model=%s file=%s input=%ux%ux%u overlap=%u max_batch=%u contexts=%u arena_bytes=%zu",
-              name, om->cfg.onnx_path, om->cfg.channels, om->cfg.size_h, om->cfg.size_w,
+              "model=%s file=%s input=%ux%ux%u range=%s overlap=%u max_batch=%u contexts=%u "
+              "arena_bytes=%zu",
+              name, om->cfg.onnx_path, om->cfg.channels, om->cfg.size_h, om->cfg.size_w, range,
               om->cfg.overlap, om->cfg.max_batch, om->cfg.contexts, om->arena_bytes);
   return m;
 fail:;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "gpu/gpu.h"
 
 #define SQ_REPO_PATH_MAX 1024
 
@@ -18,8 +19,8 @@ typedef struct {
   char input_name[128];             /* "" = the graph's first input */
   uint32_t channels;                /* 1 or 3 */
   uint32_t size_h, size_w;          /* input.size */
-  float scale, scale_16bit;
-  float mean[3], std[3]; /* per model input channel */
+  sq_input_range_t range;           /* normalization.range (scale, scale_16bit for mode fixed) */
+  float mean[3], std[3];            /* per model input channel */
   int mode_resize;       /* large_images.mode: 0 "tile", 1 "resize" */
   uint32_t overlap;      /* tile mode */
   int pad_zero;          /* 0: "edge", 1: "zero" */
@@ -36,11 +37,18 @@ typedef struct {
 
 /* Reads <repo_dir>/<name>/model.json into cfg with the documented defaults. Returns
  * SQ_EMODEL_UNKNOWN when the folder <repo_dir>/<name> does not exist (or repo_dir is empty), so
- * the next loader may be asked; SQ_EMODEL_LOAD with a message naming the file and the field's
- * path ("input.channels: expected 1 or 3") for everything else: a missing model.json or ONNX
+ * the next loader may be asked; otherwise every problem of the file is found, not only the
+ * first: each goes to report ("<file>: <field path>: <what>", e.g. "input.channels: expected 1
+ * or 3"; report NULL: each is logged at error level when there are several) and err holds the
+ * first (one problem) or a count and as many as fit. Problems: a missing model.json or ONNX
  * file, bad JSON (with line:column), a missing required field, a field of the wrong type or
- * value, an unknown field inside a known object. Unknown top-level fields are ignored (logged
- * at debug level) as the doc allows. Any thread. */
+ * value, an unknown field at any level (a misspelt "tresholdd" is an error, not a default). The
+ * code is the first problem's (SQ_EMODEL_LOAD; SQ_EUNSUPPORTED for a reserved feature). Any
+ * thread. */
+typedef void (*sq_repo_problem_fn)(const char *problem, void *data);
+int sq_repo_config_check(const char *repo_dir, const char *name, sq_repo_config_t *cfg,
+                         sq_repo_problem_fn report, void *data, sq_error_t *err);
+/* sq_repo_config_check with report NULL. */
 int sq_repo_config_load(const char *repo_dir, const char *name, sq_repo_config_t *cfg,
                         sq_error_t *err);
 

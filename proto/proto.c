@@ -172,9 +172,81 @@ static int decode_image(const msgpack_object *img, sq_job_t *job, sq_error_t *er
 
 #define SQ_PROTO_MAX_OUTPUTS 8
 
+/* A float field (float32/64 or an integer). */
+static int get_number(const msgpack_object *o, const char *field, double *out, sq_error_t *err) {
+  if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+    *out = o->via.f64;
+  else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+    *out = (double)o->via.u64;
+  else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    *out = (double)o->via.i64;
+  else
+    return type_error(field, "float", o, err);
+  return 0;
+}
+
+/* params.input_range: {mode, low, high, bits}. Strict like an ensemble entry: an unknown key, or
+ * a key of another mode ("bits" with percentile), is invalid_field_value, since it would
+ * otherwise be silently ignored. */
+static int decode_input_range(const msgpack_object *o, sq_job_t *job, sq_error_t *err) {
+  enum { F_MODE, F_LOW, F_HIGH, F_BITS, F_N };
+  static const char *const names[F_N] = {"mode", "low", "high", "bits"};
+  static const char *const modes[] = {NULL, "fixed", "full", "percentile"};
+  const msgpack_object *f[F_N];
+  if (o->type != MSGPACK_OBJECT_MAP) return type_error("params.input_range", "map", o, err);
+  int rc = get_fields(o, "params.input_range", names, f, F_N, err);
+  if (rc) return rc;
+  for (uint32_t k = 0; k < o->via.map.size; k++) {
+    const msgpack_object *key = &o->via.map.ptr[k].key;
+    int known = 0;
+    for (int i = 0; i < F_N && !known; i++) known = sq_proto_str_is(key, names[i]);
+    if (!known) {
+      char shown[48];
+      sq_proto_printable(key->via.str.ptr, key->via.str.size, shown, sizeof shown);
+      return sq_error_set(err, SQ_EVALUE,
+                          "params.input_range: unknown key \"%s\" (expected mode, low, high, bits)",
+                          shown);
+    }
+  }
+  if (!f[F_MODE]) return sq_error_set(err, SQ_EMISSING, "params.input_range.mode: missing");
+  if (f[F_MODE]->type != MSGPACK_OBJECT_STR)
+    return type_error("params.input_range.mode", "str", f[F_MODE], err);
+  int mode = 0;
+  for (int i = 1; i <= 3 && !mode; i++)
+    if (sq_proto_str_is(f[F_MODE], modes[i])) mode = i;
+  if (!mode) {
+    char shown[48];
+    sq_proto_printable(f[F_MODE]->via.str.ptr, f[F_MODE]->via.str.size, shown, sizeof shown);
+    return sq_error_set(err, SQ_EVALUE,
+                        "params.input_range.mode: unknown mode \"%s\" (expected fixed, full or "
+                        "percentile)",
+                        shown);
+  }
+  if ((f[F_LOW] || f[F_HIGH]) && mode != SQ_PROTO_RANGE_PERCENTILE)
+    return sq_error_set(err, SQ_EVALUE, "params.input_range.%s: only for mode percentile",
+                        f[F_LOW] ? "low" : "high");
+  if (f[F_BITS] && mode != SQ_PROTO_RANGE_FULL)
+    return sq_error_set(err, SQ_EVALUE, "params.input_range.bits: only for mode full");
+  double low = 1.0, high = 99.8;
+  if (f[F_LOW] && (rc = get_number(f[F_LOW], "params.input_range.low", &low, err))) return rc;
+  if (f[F_HIGH] && (rc = get_number(f[F_HIGH], "params.input_range.high", &high, err))) return rc;
+  if (!(low >= 0.0 && low < high && high <= 100.0)) /* also rejects NaN */
+    return sq_error_set(
+        err, SQ_EVALUE,
+        "params.input_range: percentiles low %g, high %g: need 0 <= low < high <= 100", low, high);
+  uint64_t bits = 16;
+  if (f[F_BITS] && (rc = get_uint_range(f[F_BITS], "params.input_range.bits", 1, 16, &bits, err)))
+    return rc;
+  job->input_range_mode = (sq_proto_range_mode_t)mode;
+  job->input_range_low = (float)low;
+  job->input_range_high = (float)high;
+  job->input_range_bits = (uint32_t)bits;
+  return 0;
+}
+
 static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t *err) {
-  enum { F_THRESHOLD, F_MIN_AREA, F_OUTPUTS, F_N };
-  static const char *const names[F_N] = {"threshold", "min_area", "outputs"};
+  enum { F_THRESHOLD, F_MIN_AREA, F_OUTPUTS, F_INPUT_RANGE, F_N };
+  static const char *const names[F_N] = {"threshold", "min_area", "outputs", "input_range"};
   const msgpack_object *f[F_N];
   if (params->type != MSGPACK_OBJECT_MAP) return type_error("params", "map", params, err);
   int rc = get_fields(params, "params", names, f, F_N, err);
@@ -234,6 +306,7 @@ static int decode_params(const msgpack_object *params, sq_job_t *job, sq_error_t
     }
     job->outputs = bits;
   }
+  if (f[F_INPUT_RANGE] && (rc = decode_input_range(f[F_INPUT_RANGE], job, err))) return rc;
   return 0;
 }
 
@@ -453,7 +526,9 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
   if (job->image_format < SQ_IMAGE_JPEG || job->image_format > SQ_IMAGE_GRAY16) return NULL;
   int raw = job->image_format != SQ_IMAGE_JPEG;
   int want_outputs = job->outputs != 0 && job->outputs != SQ_OUTPUT_POLYGONS;
-  int has_params = job->has_threshold || job->has_min_area || want_outputs;
+  int has_range = job->input_range_mode > SQ_PROTO_RANGE_NONE &&
+                  job->input_range_mode <= SQ_PROTO_RANGE_PERCENTILE;
+  int has_params = job->has_threshold || job->has_min_area || want_outputs || has_range;
   int has_meta = job->meta && job->meta_size > 0;
 
   msgpack_sbuffer sb;
@@ -479,8 +554,8 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
 
   if (has_params) {
     bad |= sq_proto_pack_cstr(&pk, "params") ||
-           msgpack_pack_map(
-               &pk, (size_t)job->has_threshold + (size_t)job->has_min_area + (size_t)want_outputs);
+           msgpack_pack_map(&pk, (size_t)job->has_threshold + (size_t)job->has_min_area +
+                                     (size_t)want_outputs + (size_t)has_range);
     if (job->has_threshold)
       bad |= sq_proto_pack_cstr(&pk, "threshold") || msgpack_pack_float(&pk, job->threshold);
     if (job->has_min_area)
@@ -490,6 +565,19 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
       bad |= sq_proto_pack_cstr(&pk, "outputs") || msgpack_pack_array(&pk, (size_t)(np + nm));
       if (np) bad |= sq_proto_pack_cstr(&pk, "polygons");
       if (nm) bad |= sq_proto_pack_cstr(&pk, "mask");
+    }
+    if (has_range) {
+      static const char *const modes[] = {NULL, "fixed", "full", "percentile"};
+      int pct = job->input_range_mode == SQ_PROTO_RANGE_PERCENTILE;
+      int full = job->input_range_mode == SQ_PROTO_RANGE_FULL;
+      bad |= sq_proto_pack_cstr(&pk, "input_range") ||
+             msgpack_pack_map(&pk, 1 + (pct ? 2 : 0) + (full ? 1 : 0)) ||
+             pack_kv_cstr(&pk, "mode", modes[job->input_range_mode]);
+      if (pct)
+        bad |= sq_proto_pack_cstr(&pk, "low") || msgpack_pack_float(&pk, job->input_range_low) ||
+               sq_proto_pack_cstr(&pk, "high") || msgpack_pack_float(&pk, job->input_range_high);
+      if (full)
+        bad |= sq_proto_pack_cstr(&pk, "bits") || msgpack_pack_uint32(&pk, job->input_range_bits);
     }
   }
   if (job->priority)

@@ -27,6 +27,14 @@ typedef enum { SQ_IMAGE_JPEG = 1, SQ_IMAGE_GRAY8 = 2, SQ_IMAGE_GRAY16 = 3 } sq_i
 
 enum { SQ_OUTPUT_POLYGONS = 1, SQ_OUTPUT_MASK = 2 };
 
+/* params.input_range.mode (docs/protocol.md); NONE = absent: the model's own policy. */
+typedef enum {
+  SQ_PROTO_RANGE_NONE = 0,
+  SQ_PROTO_RANGE_FIXED,
+  SQ_PROTO_RANGE_FULL,
+  SQ_PROTO_RANGE_PERCENTILE
+} sq_proto_range_mode_t;
+
 /* A decoded job. Owns every pointer in it (copied out of the input buffer), so it outlives the
  * buffer it was decoded from. Free with sq_proto_job_free. */
 typedef struct {
@@ -45,6 +53,12 @@ typedef struct {
   int has_min_area;
   uint32_t min_area;
   unsigned outputs; /* SQ_OUTPUT_* bits; default SQ_OUTPUT_POLYGONS */
+  /* params.input_range: how sample values map to model input (gpu.h sq_input_range_t). low/high
+   * (percentile, default 1 and 99.8) and bits (full, default 16) are set to their defaults when
+   * absent; mode NONE leaves the model's policy. */
+  sq_proto_range_mode_t input_range_mode;
+  float input_range_low, input_range_high;
+  uint32_t input_range_bits;
   uint8_t *meta;    /* the meta object re-encoded as msgpack; NULL when absent */
   size_t meta_size;
   /* Ensemble ("models", docs/protocol.md "Ensembles"): 0 = a single-model job; otherwise

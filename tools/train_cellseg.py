@@ -43,6 +43,11 @@ SCALE = 1.0 / 255.0
 # training agree without recomputing them.
 MEAN = 0.18
 STD = 0.18
+# How the worker serves the model (model.json normalization.range): each image's 1st..99.8th
+# percentile -> [0, 1], then MEAN/STD. Training stays at the fixed SCALE; the percentiles of
+# cellsim's 8-bit images sit near where SCALE puts them (1st ~0.02, 99.8th ~0.79), and unlike a
+# fixed scale the policy gives the same input for the 8-, 12- and 16-bit versions of an image.
+SERVED_RANGE = {"mode": "percentile", "low": 1.0, "high": 99.8}
 TRAIN_SEED = 1   # image seeds [1, i] for training images
 VAL_SEED = 2     # image seeds [2, i] for the in-script validation images
 OPSET = 13
@@ -101,6 +106,15 @@ def to_unit(img):
 
 def normalize(img_units):
     return (img_units * SCALE - MEAN) / STD
+
+
+def normalize_served(img):
+    """As the worker normalizes with SERVED_RANGE (gpu/input_range.c: numpy's linear
+    percentiles over every sample, not clipped), then MEAN/STD."""
+    v = img.astype(np.float64)
+    lo, hi = np.percentile(v, [SERVED_RANGE["low"], SERVED_RANGE["high"]])
+    scale = 1.0 / (hi - lo) if hi > lo else 1.0 / (65535.0 if img.dtype != np.uint8 else 255.0)
+    return (((v - lo) * scale - MEAN) / STD).astype(np.float32)
 
 
 def jpeg_roundtrip(img, quality):
@@ -190,10 +204,11 @@ def tile_cuts(starts, length, tile=TILE):
     return list(zip(lo, hi))
 
 
-def predict_tiled(model, img, batch=8):
-    """Worker-equivalent probability map for a uint8/uint16 HxW image."""
+def predict_tiled(model, img, batch=8, served=False):
+    """Worker-equivalent probability map for a uint8/uint16 HxW image (served: normalized with
+    SERVED_RANGE, as the worker does; else with the training's fixed SCALE)."""
     h, w = img.shape
-    x = normalize(to_unit(img))
+    x = normalize_served(img) if served else normalize(to_unit(img))
     ph, pw = max(h, TILE), max(w, TILE)
     if (ph, pw) != (h, w):
         x = np.pad(x, ((0, ph - h), (0, pw - w)), mode="edge")
@@ -219,7 +234,7 @@ def iou(pred, gt):
     return 1.0 if union == 0 else inter / union
 
 
-def evaluate(model, eval_dir, log):
+def evaluate(model, eval_dir, log, served=False):
     from PIL import Image
     with open(os.path.join(eval_dir, "index.json")) as f:
         idx = json.load(f)
@@ -227,7 +242,7 @@ def evaluate(model, eval_dir, log):
     for e in idx["images"]:
         img = np.array(Image.open(os.path.join(eval_dir, e["image"])))
         gt = np.array(Image.open(os.path.join(eval_dir, e["mask"]))) > 127
-        prob = predict_tiled(model, img)
+        prob = predict_tiled(model, img, served=served)
         v = iou(prob >= 0.5, gt)
         ious.append(v)
         log("  %-12s %4dx%-4d %2d-bit  IoU %.4f" % (e["image"], e["width"], e["height"], e["bits"], v))
@@ -251,7 +266,7 @@ def export(model, out_dir, meta):
         "file": "model.onnx",
         "input": {"name": "input", "channels": 1, "size": [TILE, TILE], "layout": "NCHW",
                   "dtype": "float32"},
-        "normalization": {"scale": SCALE, "mean": [MEAN], "std": [STD]},
+        "normalization": {"range": SERVED_RANGE, "mean": [MEAN], "std": [STD]},
         "large_images": {"mode": "tile", "tile": TILE, "overlap": OVERLAP, "pad": "edge"},
         "output": {"name": "prob", "kind": "sigmoid", "channel": 0},
         "threshold": 0.5,
@@ -370,7 +385,11 @@ def main(argv=None):
         log("eval set %s (tiled %d/%d, threshold 0.5):" % (eval_dir, TILE, OVERLAP))
         mean_iou, min_iou = evaluate(model, eval_dir, log)
         log("eval set: mean IoU %.4f, min %.4f" % (mean_iou, min_iou))
-        meta_eval = {"eval_mean_iou": round(mean_iou, 4), "eval_min_iou": round(min_iou, 4)}
+        log("eval set, normalized as served (%s):" % SERVED_RANGE)
+        smean, smin = evaluate(model, eval_dir, log, served=True)
+        log("eval set, as served: mean IoU %.4f, min %.4f" % (smean, smin))
+        meta_eval = {"eval_mean_iou": round(mean_iou, 4), "eval_min_iou": round(min_iou, 4),
+                     "eval_mean_iou_served": round(smean, 4), "eval_min_iou_served": round(smin, 4)}
     else:
         log("no eval set at %s (run tools/make_eval_set.py)" % eval_dir)
         meta_eval = {}

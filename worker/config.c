@@ -210,6 +210,10 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
       action = SQ_CONFIG_VERSION;
       continue;
     }
+    if (strcmp(a, "--check-models") == 0) {
+      action = SQ_CONFIG_CHECK_MODELS;
+      continue;
+    }
     if (strncmp(a, "--", 2) != 0)
       return sq_error_set(err, SQ_EINVAL, "unexpected argument \"%s\" (options start with --)", a);
     const char *name = a + 2;
@@ -229,7 +233,9 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
     snprintf(source, sizeof source, "--%s", o->flag);
     if ((rc = set_value(cfg, o, value, source, err)) != 0) return rc;
   }
-  if (action != SQ_CONFIG_RUN) return action;
+  /* --check-models needs the model list and repository validated like a run; the rest too, so
+   * a configuration that passes the check also starts. */
+  if (action != SQ_CONFIG_RUN && action != SQ_CONFIG_CHECK_MODELS) return action;
 
   if ((rc = sq_worker_config_parse_redis_url(cfg, cfg->redis_url, err)) != 0) return rc;
   if (!sq_proto_valid_name(cfg->prefix, strlen(cfg->prefix), 64))
@@ -248,9 +254,12 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
   if (sq_log_level_parse(cfg->log_level) < 0)
     return sq_error_set(err, SQ_EINVAL, "log-level: \"%s\" is not debug, info, warn or error",
                         cfg->log_level);
+  if (sq_log_format_parse(cfg->log_format) < 0)
+    return sq_error_set(err, SQ_EINVAL, "log-format: \"%s\" is not logfmt or json",
+                        cfg->log_format);
   if (cfg->model_dir[0] == '\0')
     return sq_error_set(err, SQ_EINVAL, "model-dir: must not be empty");
-  return SQ_CONFIG_RUN;
+  return action;
 }
 
 void sq_worker_config_print_help(FILE *out, const char *argv0) {
@@ -267,11 +276,13 @@ void sq_worker_config_print_help(FILE *out, const char *argv0) {
             options[i].env, options[i].def);
   }
   fprintf(out,
-          "  %-28s %s\n  %-28s %s\n  %-28s %s\n\n"
+          "  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n\n"
           "Signals: SIGTERM/SIGINT drain (stop claiming, finish and ack in-flight jobs, exit 0;\n"
           "exit 1 past --drain-timeout-s); a second signal exits 1 at once.\n",
-          "--help", "print this help", "--help-markdown", "print the options as a markdown table",
-          "--version", "print the version");
+          "--check-models", "validate every model of --model-dir and --models, print each", "",
+          "problem, exit 0 (all valid) or 1; connects to nothing", "--help", "print this help",
+          "--help-markdown", "print the options as a markdown table", "--version",
+          "print the version");
 }
 
 void sq_worker_config_print_markdown(FILE *out) {
@@ -286,12 +297,12 @@ void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t l
   snprintf(buf, len,
            "redis=%s:%d db=%u auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
            "threads=%u lease_ttl_ms=%u max_attempts=%u result_ttl_s=%u drain_timeout_s=%u "
-           "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s http=%s:%u",
+           "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s log_format=%s http=%s:%u",
            cfg->redis_host ? cfg->redis_host : "?", cfg->redis_port, cfg->redis_db,
            cfg->redis_password ? "yes" : "no", cfg->prefix, cfg->models, cfg->model_dir,
            cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms, cfg->max_attempts,
            cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s, cfg->max_batch,
-           cfg->max_delay_us, cfg->log_level, cfg->http_host, cfg->http_port);
+           cfg->max_delay_us, cfg->log_level, cfg->log_format, cfg->http_host, cfg->http_port);
 }
 
 const char *sq_worker_version(void) {

@@ -45,8 +45,11 @@ extern "C" {
   X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                     \
     "override every model's max batching delay; 0 = the model's own")                              \
   X(device, "device", "SEGQ_DEVICE", STR, "auto", 0, 0,                                            \
-    "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, cuda:N") \
+    "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, "     \
+    "cuda:N")                                                                                      \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
+  X(log_format, "log-format", "SEGQ_LOG_FORMAT", STR, "logfmt", 0, 0,                              \
+    "log records on stderr: logfmt (k=v) or json (one object per line, every field a string)")     \
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
     "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
   X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
@@ -74,6 +77,7 @@ typedef enum {
   SQ_CONFIG_HELP,
   SQ_CONFIG_HELP_MARKDOWN,
   SQ_CONFIG_VERSION,
+  SQ_CONFIG_CHECK_MODELS, /* validate the model repository and exit (no Redis) */
 } sq_config_action_t;
 
 /* Looks up an environment variable; getenv in production, a table in tests. */

@@ -32,6 +32,26 @@ static int image_from_job(const sq_job_t *job, uint32_t channels, sq_image_t *im
   return sq_error_set(err, SQ_EIMAGE_FORMAT, "image.format: unsupported");
 }
 
+/* The job's params.input_range as the gpu module's policy; NULL when the job has none. */
+static const sq_input_range_t *job_range(const sq_job_t *job, sq_input_range_t *r) {
+  switch (job->input_range_mode) {
+    case SQ_PROTO_RANGE_FIXED:
+      sq_input_range_default(r, SQ_RANGE_FIXED);
+      return r;
+    case SQ_PROTO_RANGE_FULL:
+      sq_input_range_default(r, SQ_RANGE_FULL);
+      r->bits = job->input_range_bits;
+      return r;
+    case SQ_PROTO_RANGE_PERCENTILE:
+      sq_input_range_default(r, SQ_RANGE_PERCENTILE);
+      r->low = job->input_range_low;
+      r->high = job->input_range_high;
+      return r;
+    default:
+      return NULL;
+  }
+}
+
 void sq_wjob_prepare(wjob_t *j) {
   if (j->parent) return; /* an ensemble member record: its parent prepared its sample */
   uint64_t t0 = sq_clock_mono_us();
@@ -104,14 +124,16 @@ void sq_wjob_prepare(wjob_t *j) {
   j->job.image_data = NULL;
   free(j->c.payload);
   j->c.payload = NULL;
-  rc = sq_model_prepare(j->ms->model, &img, &j->sample, &err);
+  sq_input_range_t range_buf;
+  const sq_input_range_t *range = job_range(&j->job, &range_buf);
+  rc = sq_model_prepare_range(j->ms->model, &img, range, &j->sample, &err);
   if (rc) {
     j->sample = NULL;
     job_fail(j, rc, err.msg);
   }
   for (size_t k = 0; k < j->ens_n && !rc; k++) {
     if (k == j->ens_own) continue;
-    rc = sq_model_prepare(j->ens_ms[k]->model, &img, &j->ens_sample[k], &err);
+    rc = sq_model_prepare_range(j->ens_ms[k]->model, &img, range, &j->ens_sample[k], &err);
     if (rc) {
       j->ens_sample[k] = NULL;
       char m[256];

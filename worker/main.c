@@ -40,6 +40,12 @@ int main(int argc, char **argv) {
   }
 
   sq_log_set_level((sq_log_level_t)sq_log_level_parse(cfg.log_level));
+  sq_log_set_format((sq_log_format_t)sq_log_format_parse(cfg.log_format));
+  if (action == SQ_CONFIG_CHECK_MODELS) {
+    int code = sq_worker_check_models(&cfg, stdout);
+    sq_worker_config_free(&cfg);
+    return code;
+  }
   char ctx[160];
   snprintf(ctx, sizeof ctx, "worker=%s", cfg.worker_id);
   sq_log_set_context(ctx);
@@ -58,9 +64,11 @@ int main(int argc, char **argv) {
               (long)getpid(), threads, summary);
 
   int code = sq_worker_run(&cfg, &err);
-  if (err.code)
-    sq_log_error("worker", "start-up failed", "code=%s msg=\"%s\"", sq_error_name(err.code),
-                 err.msg);
+  if (err.code) {
+    char q[512];
+    sq_log_error("worker", "start-up failed", "code=%s error=\"%s\"", sq_error_name(err.code),
+                 sq_log_escape(err.msg, q, sizeof q));
+  }
   sq_worker_config_free(&cfg);
   sq_log_set_context(NULL);
   if (code != 0) {

@@ -108,8 +108,10 @@ static void finish_after(uv_work_t *req, int status) {
   }
   if (j->err) {
     w->jobs_failed++;
-    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u msg=\"%.200s\"", j->c.id,
-                j->c.model, sq_error_name(j->err), j->c.attempt, j->msg);
+    char q[256];
+    sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u error=\"%.200s\"",
+                j->c.id, j->c.model, sq_error_name(j->err), j->c.attempt,
+                sq_log_escape(j->msg, q, sizeof q));
   } else {
     w->jobs_ok++;
   }

@@ -5,6 +5,8 @@
 #ifndef SQ_WORKER_H
 #define SQ_WORKER_H
 
+#include <stdio.h>
+
 #include "worker/config.h"
 
 #ifdef __cplusplus
@@ -15,6 +17,11 @@ extern "C" {
  * Returns the process exit code: 0 clean drain, 1 drain timeout / second signal / start-up
  * failure (err says why when err->code != 0). cfg is borrowed. */
 int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err);
+
+/* segq-worker --check-models: validates every model named by cfg->models and every folder of
+ * cfg->model_dir (sq_model_check: all of a model.json's problems, then the graph), one line per
+ * model and per problem on out. Connects to nothing. Returns the exit code: 0 all valid, 1 not. */
+int sq_worker_check_models(const sq_worker_config_t *cfg, FILE *out);
 
 #ifdef __cplusplus
 }

@@ -97,7 +97,7 @@ static void test_validation(void) {
              "Neg");
   expect_error("meanlen", SQ_EMODEL_LOAD, "normalization.mean");
   make_model("noonnx", TINY_JSON(GOOD_INPUT, ", \"file\": \"other.onnx\""), "Neg");
-  expect_error("noonnx", SQ_EMODEL_LOAD, "other.onnx: missing");
+  expect_error("noonnx", SQ_EMODEL_LOAD, "other.onnx is missing");
   make_model("wrongname", TINY_JSON("\"name\": \"image\", \"channels\": 1, \"size\": [8, 8]", ""),
              "Neg");
   expect_error("wrongname", SQ_EMODEL_LOAD, "input.name 'image' is not an input");
@@ -135,14 +135,93 @@ static void test_validation(void) {
   expect_error("unsupported", SQ_EUNSUPPORTED, "FooBarOp");
   expect_error("not-there", SQ_EMODEL_UNKNOWN, "no model named 'not-there'");
   expect_error("../etc", SQ_EMODEL_UNKNOWN, "no model named");
-  /* Unknown top-level fields are allowed (metadata). */
+  /* Unknown top-level fields are problems too (a misspelt "tresholdd" would silently leave the
+   * default); free-form metadata has "training". */
   make_model("extra", TINY_JSON(GOOD_INPUT, ", \"notes\": {\"a\": 1}"), "Neg");
+  expect_error("extra", SQ_EMODEL_LOAD, "notes: unknown field");
+  make_model("meta",
+             TINY_JSON(GOOD_INPUT, ", \"training\": {\"notes\": 1}, \"description\": \"d\""),
+             "Neg");
   sq_error_t err = {0};
-  sq_model_t *m = sq_model_open("extra", repo, &err);
+  sq_model_t *m = sq_model_open("meta", repo, &err);
   CHECK(m != NULL);
-  if (!m) fprintf(stderr, "  extra: %s\n", err.msg);
+  if (!m) fprintf(stderr, "  meta: %s\n", err.msg);
   sq_model_close(m);
 }
+
+/* Collects what sq_model_check reports. */
+typedef struct {
+  int n;
+  char all[4096];
+} problems_t;
+
+static void collect(const char *problem, void *data) {
+  problems_t *p = data;
+  size_t l = strlen(p->all);
+  snprintf(p->all + l, sizeof p->all - l, "%s\n", problem);
+  p->n++;
+}
+
+/* Every problem of a model.json at once (issue 12 item 9), through sq_model_check. */
+static void test_all_problems(void) {
+  make_model("many",
+             "{\"input\": {\"name\": \"x\", \"channels\": 2, \"size\": [8, 8]},\n"
+             " \"normalization\": {\"range\": {\"mode\": \"percentil\"}, \"std\": 0},\n"
+             " \"large_images\": {\"overlap\": 3},\n"
+             " \"output\": {\"name\": \"y\", \"kind\": \"sigmoid\", \"channel\": 1},\n"
+             " \"tresholdd\": 0.4, \"max_batch\": 0}\n",
+             "Neg");
+  problems_t p = {0};
+  sq_error_t err = {0};
+  CHECK_EQ_INT(sq_model_check("many", repo, collect, &p, &err), SQ_EMODEL_LOAD);
+  CHECK_EQ_INT(p.n, 5);
+  const char *want[] = {
+      "tresholdd: unknown field", "input.channels: expected 1 or 3",
+      "normalization.range.mode: expected one of \"fixed\", \"full\", \"percentile\"",
+      "normalization.std: must not be 0", "max_batch: expected an integer"};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    CHECK(strstr(p.all, want[i]) != NULL);
+    if (!strstr(p.all, want[i])) fprintf(stderr, "  missing '%s' in:\n%s", want[i], p.all);
+  }
+  CHECK(strstr(err.msg, "5 problems") != NULL);
+  CHECK(strstr(err.msg, "tresholdd") != NULL);
+  /* The worker's start-up path says the same (the summary; each problem is logged). */
+  expect_error("many", SQ_EMODEL_LOAD, "5 problems");
+
+  /* Range keys of the other modes, percentiles out of order. */
+  make_model("ranges",
+             "{\"input\": {" GOOD_INPUT
+             "},"
+             " \"normalization\": {\"range\": {\"mode\": \"percentile\", \"bits\": 12,"
+             " \"low\": 50, \"high\": 40}, \"scale\": 0.5},"
+             " \"large_images\": {\"overlap\": 3}, \"output\": {\"kind\": \"sigmoid\"}}",
+             "Neg");
+  memset(&p, 0, sizeof p);
+  CHECK_EQ_INT(sq_model_check("ranges", repo, collect, &p, &err), SQ_EMODEL_LOAD);
+  CHECK_EQ_INT(p.n, 3);
+  CHECK(strstr(p.all, "normalization.range.bits: only applies to mode \"full\"") != NULL);
+  CHECK(strstr(p.all, "normalization.range: low (50) must be below high (40)") != NULL);
+  CHECK(strstr(p.all, "normalization.scale: only applies to range mode \"fixed\"") != NULL);
+  if (p.n != 3) fprintf(stderr, "%s", p.all);
+
+  /* A valid file whose graph disagrees: reported from the open, like at start-up. */
+  memset(&p, 0, sizeof p);
+  CHECK_EQ_INT(sq_model_check("badsize", repo, collect, &p, &err), SQ_EMODEL_LOAD);
+  CHECK_EQ_INT(p.n, 1);
+  CHECK(strstr(p.all, "input.size [16, 16] does not match") != NULL);
+  /* Good ones, built-ins, unknown names. */
+  memset(&p, 0, sizeof p);
+  CHECK_EQ_INT(sq_model_check("meta", repo, collect, &p, &err), 0);
+  CHECK_EQ_INT(sq_model_check("otsu", repo, collect, &p, &err), 0);
+  CHECK_EQ_INT(sq_model_check("null", NULL, collect, &p, &err), 0);
+  CHECK_EQ_INT(p.n, 0);
+  CHECK_EQ_INT(sq_model_check("not-there", repo, collect, &p, &err), SQ_EMODEL_UNKNOWN);
+  CHECK_EQ_INT(p.n, 1);
+  CHECK(strstr(p.all, "no model named 'not-there'") != NULL);
+}
+
+/* The input range policy run_jobs prepares with (NULL: the model's own). */
+static const sq_input_range_t *prep_range;
 
 /* Runs jobs through prepare, one run for all, finish; masks[i] must be freed by the caller. */
 static int run_jobs_ctx(sq_model_t *m, int ctx, sq_image_t *imgs, int n, float threshold,
@@ -150,7 +229,7 @@ static int run_jobs_ctx(sq_model_t *m, int ctx, sq_image_t *imgs, int n, float t
   void *samples[8], *outputs[8];
   sq_error_t err = {0};
   for (int i = 0; i < n; i++) {
-    int rc = sq_model_prepare(m, &imgs[i], &samples[i], &err);
+    int rc = sq_model_prepare_range(m, &imgs[i], prep_range, &samples[i], &err);
     CHECK_EQ_INT(rc, 0);
     if (rc) {
       fprintf(stderr, "  prepare: %s\n", err.msg);
@@ -437,7 +516,9 @@ static uint8_t *read_all(const char *path, size_t *len) {
 }
 
 /* cellseg-unet on eval_13.jpg (700x600): the stitched mask's top-left 240x240 comes from tile
- * (0,0) alone, whose probabilities PyTorch wrote to cellseg_tiles.output.bin. */
+ * (0,0) alone, whose probabilities PyTorch wrote to cellseg_tiles.output.bin. The reference was
+ * made with the training's fixed scale, so the job-level "fixed" policy is asked for (the model
+ * is served with percentile normalization by default). */
 static void test_cellseg(const char *src) {
   char models[512], path[600];
   snprintf(models, sizeof models, "%.400s/models", src);
@@ -460,6 +541,9 @@ static void test_cellseg(const char *src) {
   CHECK(jpg && ref && plen == 2 * 256 * 256 * sizeof(float));
   sq_image_t img = {0};
   uint8_t *mask = NULL;
+  sq_input_range_t fixed;
+  sq_input_range_default(&fixed, SQ_RANGE_FIXED);
+  prep_range = &fixed;
   if (jpg && ref && sq_image_decode_jpeg(jpg, jlen, 0, 0, 1, &img, &err) == 0 &&
       run_jobs(m, &img, 1, 0.5f, &mask) == 0) {
     int bad = 0, fg = 0;
@@ -473,6 +557,7 @@ static void test_cellseg(const char *src) {
     CHECK_EQ_INT(bad, 0);
     CHECK(fg > 1000);
   }
+  prep_range = NULL;
   free(mask);
   free(jpg);
   free(ref);
@@ -493,6 +578,7 @@ int main(void) {
     return 1;
   }
   test_validation();
+  test_all_problems();
   test_tiny_model();
   test_ensemble();
   test_two_contexts();

@@ -257,6 +257,56 @@ static void p_str_big(msgpack_packer *pk) {
   pstr_n(pk, 'a', SQ_PROTO_MAX_IMAGE_BYTES + 1u);
 }
 
+/* params.input_range maps: {"mode": m} plus one optional extra key k = v (v < 0: none). */
+static void p_range(msgpack_packer *pk, const char *mode, const char *k, double v) {
+  msgpack_pack_map(pk, (mode ? 1 : 0) + (k ? 1 : 0));
+  if (mode) {
+    pstr(pk, "mode");
+    pstr(pk, mode);
+  }
+  if (k) {
+    pstr(pk, k);
+    if (!strcmp(k, "bits"))
+      msgpack_pack_uint64(pk, (uint64_t)v);
+    else if (v >= 0)
+      msgpack_pack_double(pk, v);
+    else
+      pstr(pk, "x");
+  }
+}
+static void p_range_nomode(msgpack_packer *pk) {
+  p_range(pk, NULL, "low", 1);
+}
+static void p_range_badmode(msgpack_packer *pk) {
+  p_range(pk, "minmax", NULL, 0);
+}
+static void p_range_mode_int(msgpack_packer *pk) {
+  msgpack_pack_map(pk, 1);
+  pstr(pk, "mode");
+  msgpack_pack_uint8(pk, 3);
+}
+static void p_range_unknown(msgpack_packer *pk) {
+  p_range(pk, "percentile", "lo", 1);
+}
+static void p_range_bits_pct(msgpack_packer *pk) {
+  p_range(pk, "percentile", "bits", 12);
+}
+static void p_range_low_full(msgpack_packer *pk) {
+  p_range(pk, "full", "low", 1);
+}
+static void p_range_low_high(msgpack_packer *pk) {
+  p_range(pk, "percentile", "low", 99.9);
+}
+static void p_range_bits17(msgpack_packer *pk) {
+  p_range(pk, "full", "bits", 17);
+}
+static void p_range_high_str(msgpack_packer *pk) {
+  p_range(pk, "percentile", "high", -1);
+}
+static void p_range_full12(msgpack_packer *pk) {
+  p_range(pk, "full", "bits", 12);
+}
+
 typedef struct {
   const char *key;
   pack_fn fn; /* NULL: remove the key */
@@ -323,6 +373,19 @@ static const error_case_t cases[] = {
     {"params.outputs", p_out_unknown, SQ_EVALUE, "params.outputs[1]: unknown output \"edges\""},
     {"params.outputs", p_array, SQ_EVALUE, "params.outputs: empty"},
     {"params.outputs", p_out_9, SQ_EOVERSIZE, "params.outputs: 9 entries"},
+    {"params.input_range", p_str, SQ_ETYPE, "params.input_range: expected map, got str"},
+    {"params.input_range", p_range_nomode, SQ_EMISSING, "params.input_range.mode: missing"},
+    {"params.input_range", p_range_badmode, SQ_EVALUE, "unknown mode \"minmax\""},
+    {"params.input_range", p_range_mode_int, SQ_ETYPE, "params.input_range.mode: expected str"},
+    {"params.input_range", p_range_unknown, SQ_EVALUE, "params.input_range: unknown key \"lo\""},
+    {"params.input_range", p_range_bits_pct, SQ_EVALUE,
+     "params.input_range.bits: only for mode full"},
+    {"params.input_range", p_range_low_full, SQ_EVALUE,
+     "params.input_range.low: only for mode percentile"},
+    {"params.input_range", p_range_low_high, SQ_EVALUE, "low 99.9, high 99.8"},
+    {"params.input_range", p_range_bits17, SQ_EVALUE,
+     "params.input_range.bits: 17 is out of range"},
+    {"params.input_range", p_range_high_str, SQ_ETYPE, "params.input_range.high: expected float"},
     /* optional top-level fields */
     {"priority", p_str, SQ_ETYPE, "priority: expected int, got str"},
     {"priority", p_float, SQ_ETYPE, "priority: expected int, got float"},
@@ -411,6 +474,22 @@ static void test_accepted(void) {
   expect_ok("image.width", p_width_u32);
   expect_ok("image.height", p_height_i64);
   expect_ok("params.threshold", p_float32_half);
+  expect_ok("params.input_range", p_nil);
+  /* A decoded input_range, and its defaults. */
+  size_t len;
+  uint8_t *buf = build("params.input_range", p_range_full12, &len);
+  sq_job_t job;
+  sq_error_t err;
+  CHECK_EQ_INT(sq_proto_job_decode(buf, len, &job, &err), 0);
+  CHECK_EQ_INT(job.input_range_mode, SQ_PROTO_RANGE_FULL);
+  CHECK_EQ_INT(job.input_range_bits, 12);
+  sq_proto_job_free(&job);
+  free(buf);
+  buf = build(NULL, NULL, &len);
+  CHECK_EQ_INT(sq_proto_job_decode(buf, len, &job, &err), 0);
+  CHECK_EQ_INT(job.input_range_mode, SQ_PROTO_RANGE_NONE);
+  sq_proto_job_free(&job);
+  free(buf);
 }
 
 static void test_jpeg(void) {

@@ -42,6 +42,9 @@ static void test_job_full(void) {
   in.has_min_area = 1;
   in.min_area = 9;
   in.outputs = SQ_OUTPUT_POLYGONS | SQ_OUTPUT_MASK;
+  in.input_range_mode = SQ_PROTO_RANGE_PERCENTILE;
+  in.input_range_low = 2.5f;
+  in.input_range_high = 99.5f;
   in.meta = (uint8_t *)mb.data;
   in.meta_size = mb.size;
 
@@ -67,6 +70,8 @@ static void test_job_full(void) {
   CHECK(out.has_threshold && out.threshold == 0.25f);
   CHECK(out.has_min_area && out.min_area == 9);
   CHECK_EQ_INT(out.outputs, SQ_OUTPUT_POLYGONS | SQ_OUTPUT_MASK);
+  CHECK_EQ_INT(out.input_range_mode, SQ_PROTO_RANGE_PERCENTILE);
+  CHECK(out.input_range_low == 2.5f && out.input_range_high == 99.5f);
   CHECK_EQ_INT(out.meta_size, mb.size);
   CHECK(out.meta && memcmp(out.meta, mb.data, mb.size) == 0);
 

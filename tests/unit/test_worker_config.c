@@ -142,6 +142,8 @@ static void test_bad_values(void) {
   expect_bad(NULL, 3, a11, "worker-id");
   const char *a12[] = {"w", "--log-level", "chatty"};
   expect_bad(NULL, 3, a12, "log-level");
+  const char *a12e[] = {"w", "--log-format", "xml"};
+  expect_bad(NULL, 3, a12e, "log-format");
   const char *a12b[] = {"w", "--device", "gpu"};
   expect_bad(NULL, 3, a12b, "--device");
   const char *a12c[] = {"w", "--device", "cuda:x"};
@@ -169,6 +171,15 @@ static void test_actions(void) {
   sq_worker_config_free(&cfg);
   const char *a3[] = {"w", "--version"};
   CHECK_EQ_INT(parse(&cfg, NULL, 2, a3, &err), SQ_CONFIG_VERSION);
+  sq_worker_config_free(&cfg);
+  /* --check-models validates the rest like a run: the model list is split, a bad value fails. */
+  const char *a4[] = {"w", "--check-models", "--models", "otsu,cellseg-unet", "--log-format=json"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 5, a4, &err), SQ_CONFIG_CHECK_MODELS);
+  CHECK_EQ_INT(cfg.nmodels, 2);
+  CHECK_STR(cfg.log_format, "json");
+  sq_worker_config_free(&cfg);
+  const char *a5[] = {"w", "--check-models", "--models", "a,,b"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 4, a5, &err), SQ_EINVAL);
   sq_worker_config_free(&cfg);
   /* The markdown table has one row per option, generated from the same table. */
   char *buf = NULL;
