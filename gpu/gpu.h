@@ -133,6 +133,16 @@ int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint
 void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
 
+/* Where a model runs, and for a GPU its memory now (the backend's memory-info interface). */
+typedef struct {
+  char name[32];                  /* "cpu", "cuda:0", ... (the backend's name) */
+  int host;                       /* 1: the CPU (built-ins, the cpu backend): no device memory */
+  size_t free_bytes, total_bytes; /* device memory; 0 when host or unknown */
+} sq_device_info_t;
+/* Fills out for m. Returns 0, or the backend's error for the memory query (name and host are
+ * set anyway). Any thread (a GPU query is a cheap driver call: run it off the loop thread). */
+int sq_model_device_info(const sq_model_t *m, sq_device_info_t *out);
+
 /* Validates a model without serving it (segq-worker --check-models): a built-in always passes;
  * a repository model's model.json is checked in full, every problem handed to report (one
  * "<file>: <field>: <what>" each, not only the first), and when it is valid the model is opened

@@ -98,6 +98,13 @@ int sq_model_check(const char *name, const char *repo_dir, sq_model_problem_fn r
   return 0;
 }
 
+int sq_model_device_info(const sq_model_t *m, sq_device_info_t *out) {
+  memset(out, 0, sizeof(*out));
+  snprintf(out->name, sizeof out->name, "cpu");
+  out->host = 1;
+  return m->iface->device_info ? m->iface->device_info(m, out) : 0;
+}
+
 void sq_model_close(sq_model_t *m) {
   if (!m) return;
   if (m->iface->close) m->iface->close(m);

@@ -23,6 +23,8 @@ typedef struct {
    * and uses the mask as 0/1 probabilities. */
   int (*finish_prob)(sq_model_t *m, void *output, float **prob, uint32_t *width,
                      uint32_t *height, sq_error_t *err);
+  /* Optional: where the model runs (sq_model_device_info). NULL: the host CPU. */
+  int (*device_info)(const sq_model_t *m, sq_device_info_t *out);
 } sq_model_iface_t;
 
 struct sq_model {

@@ -440,6 +440,20 @@ static void onnx_close(sq_model_t *m) {
   m->context = NULL;
 }
 
+static int onnx_device_info(const sq_model_t *m, sq_device_info_t *out) {
+  onnx_model_t *om = m->context;
+  snprintf(out->name, sizeof out->name, "%s", sq_backend_name(om->backend));
+  out->host = sq_backend_is_host(om->backend);
+  if (out->host) return 0;
+  size_t f = 0, t = 0;
+  int rc = sq_backend_memory_info(om->backend, &f, &t);
+  if (rc == 0) {
+    out->free_bytes = f;
+    out->total_bytes = t;
+  }
+  return rc;
+}
+
 static const sq_model_iface_t onnx_iface = {
     .kind = "onnx",
     .prepare = onnx_prepare,
@@ -449,6 +463,7 @@ static const sq_model_iface_t onnx_iface = {
     .output_free = output_free,
     .close = onnx_close,
     .finish_prob = onnx_finish_prob,
+    .device_info = onnx_device_info,
 };
 
 /* Lists the engine's input or output names ("a, b") for messages. */

@@ -154,7 +154,7 @@ static int argv_to_eval(argv_t *a, const char *name) {
 
 /* ---- async requests ---- */
 
-typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS } req_kind_t;
+typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS, REQ_DEPTH } req_kind_t;
 
 typedef struct {
   sq_queue_t *q;
@@ -168,6 +168,7 @@ typedef struct {
     sq_queue_claim_cb claim;
     sq_queue_ack_cb ack;
     sq_queue_status_cb status;
+    sq_queue_depth_cb depth;
   } cb;
   void *data;
 } queue_req_t;
@@ -187,6 +188,9 @@ static void req_fail(queue_req_t *r, int status) {
       break;
     case REQ_STATUS:
       r->cb.status(r->q, status, 0, r->data);
+      break;
+    case REQ_DEPTH:
+      r->cb.depth(r->q, status, NULL, r->data);
       break;
   }
 }
@@ -278,6 +282,28 @@ static void status_done(queue_req_t *r, redisReply *rep) {
   }
 }
 
+static void depth_done(queue_req_t *r, redisReply *rep) {
+  size_t n = r->q->nmodels;
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 1 + 2 * n) {
+    req_fail(r, SQ_EREDIS);
+    return;
+  }
+  sq_queue_depth_t d = {0};
+  d.nmodels = n;
+  d.queued = calloc(n ? n : 1, sizeof(uint64_t));
+  d.delayed = calloc(n ? n : 1, sizeof(uint64_t));
+  int bad = !d.queued || !d.delayed || reply_u64(rep->element[0], &d.dead) != 0;
+  for (size_t i = 0; i < n && !bad; i++)
+    bad = reply_u64(rep->element[1 + 2 * i], &d.queued[i]) != 0 ||
+          reply_u64(rep->element[2 + 2 * i], &d.delayed[i]) != 0;
+  if (bad)
+    req_fail(r, d.queued && d.delayed ? SQ_EREDIS : SQ_ENOMEM);
+  else
+    r->cb.depth(r->q, 0, &d, r->data);
+  free(d.queued);
+  free(d.delayed);
+}
+
 static int req_send(sq_redis_conn_t *c, queue_req_t *r);
 
 static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
@@ -311,6 +337,9 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
       break;
     case REQ_STATUS:
       status_done(r, rep);
+      break;
+    case REQ_DEPTH:
+      depth_done(r, rep);
       break;
   }
   req_free(r);
@@ -520,6 +549,16 @@ int sq_queue_unregister(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb
   argv_str(&r->argv, q->prefix);
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
+  return req_start(c, r);
+}
+
+int sq_queue_depth(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_depth_cb cb, void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_DEPTH, "depth", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.depth = cb;
+  argv_str(&r->argv, q->prefix);
+  for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
   return req_start(c, r);
 }
 

@@ -241,6 +241,17 @@ int sq_queue_wait(sq_queue_t *q, sq_redis_conn_t *blocking, double timeout_s, sq
                   void *data);
 /* Removes this worker's lease (clean shutdown, after its in-flight list is empty). */
 int sq_queue_unregister(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
+/* What waits in Redis for the served models (depth.lua), for metrics and autoscaling: per model
+ * (in sq_queue_config_t order) the jobs in all its tenants' queues and the retries waiting in its
+ * delayed set; and the dead-letter count. Borrowed for the callback; NULL when status != 0. */
+typedef struct {
+  size_t nmodels;
+  uint64_t *queued, *delayed;
+  uint64_t dead;
+} sq_queue_depth_t;
+typedef void (*sq_queue_depth_cb)(sq_queue_t *q, int status, const sq_queue_depth_t *depth,
+                                  void *data);
+int sq_queue_depth(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_depth_cb cb, void *data);
 /* value = the length of this worker's in-flight list. */
 int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
 
@@ -301,6 +312,11 @@ int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
 /* The worker gives up a claimed job without acking it (it could not keep it): the id leaves the
  * held set, so the session hands it back to its queue. */
 void sq_session_forget(sq_session_t *s, const char *id);
+/* sq_queue_depth on the session's command connection (for metrics). Returns 0 (cb runs exactly
+ * once) or a negative code (not connected: cb never runs). */
+typedef void (*sq_session_depth_cb)(sq_session_t *s, int status, const sq_queue_depth_t *depth,
+                                    void *data);
+int sq_session_depth(sq_session_t *s, sq_session_depth_cb cb, void *data);
 /* Removes the lease (clean shutdown, once nothing is held). Returns 0 sent, 1 nothing to remove
  * (never registered, or already given up: cb is not called), or a negative code. */
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data);
@@ -314,6 +330,8 @@ typedef struct {
   uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
   uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
   size_t held;              /* ids claimed and not yet acked or forgotten */
+  uint64_t command_connects, blocking_connects; /* times each connection became ready */
+  uint64_t swept_jobs; /* jobs of dead workers this worker's sweeper requeued or dead-lettered */
 } sq_session_health_t;
 void sq_session_health(const sq_session_t *s, sq_session_health_t *out);
 
@@ -326,7 +344,7 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
                           int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
- * "unregister"); NULL if no such script. Static storage, never freed. */
+ * "unregister", "depth"); NULL if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */

@@ -40,6 +40,7 @@ struct sq_session {
   uint64_t hb_sent_us, lease_until_us;
   int resync;     /* RESYNC_* */
   int resync_cmd; /* a resync command is outstanding */
+  uint64_t cmd_connects, blk_connects, swept_jobs; /* for metrics (sq_session_health) */
 };
 
 static void heartbeat_now(sq_session_t *s);
@@ -104,6 +105,7 @@ static void on_sweep(sq_queue_t *q, int status, long long value, void *data) {
   sq_session_t *s = data;
   (void)q;
   s->sweep_inflight = 0;
+  if (status == 0 && value > 0) s->swept_jobs += (uint64_t)value;
   if (status == 0 && value > 0 && !s->closing)
     sq_log_info("worker", "sweeper recovered jobs of dead workers", "jobs=%lld", value);
 }
@@ -181,6 +183,7 @@ typedef struct {
     sq_session_claim_cb claim;
     sq_session_ack_cb ack;
     sq_session_status_cb status;
+    sq_session_depth_cb depth;
   } cb;
   void *data;
   size_t nids;
@@ -350,17 +353,40 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
   out->lease_until_us = s->lease_until_us;
   out->reply_budget_ms = s->cmd_budget_ms;
   out->held = sq_idset_len(s->held);
+  out->command_connects = s->cmd_connects;
+  out->blocking_connects = s->blk_connects;
+  out->swept_jobs = s->swept_jobs;
+}
+
+static void on_depth(sq_queue_t *q, int status, const sq_queue_depth_t *depth, void *data) {
+  op_t *o = data;
+  (void)q;
+  o->cb.depth(o->s, status, depth, o->data);
+  op_free(o);
+}
+
+int sq_session_depth(sq_session_t *s, sq_session_depth_cb cb, void *data) {
+  if (!s || !cb) return SQ_EINVAL;
+  if (s->closing || !sq_redis_conn_ready(s->cmd)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.depth = cb;
+  int rc = sq_queue_depth(s->q, s->cmd, on_depth, o);
+  if (rc) op_free(o);
+  return rc;
 }
 
 /* ---- connection events ---- */
 
 static void on_cmd_ready(sq_redis_conn_t *c, void *data) {
   (void)c;
+  ((sq_session_t *)data)->cmd_connects++;
   heartbeat_now(data); /* claims and acks resume once the lease is confirmed */
 }
 
 static void on_blk_ready(sq_redis_conn_t *c, void *data) {
   (void)c;
+  ((sq_session_t *)data)->blk_connects++;
   resume(data);
 }
 

@@ -7,6 +7,9 @@ PKGS=(build-essential cmake pkg-config git
       libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
       redis-server
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
+# Deployment checks (tests/deploy/, tests/integration/test_metrics.py): compose/Kubernetes/alert
+# YAML, Prometheus's text parser, objdump for the image's library check.
+PKGS+=(python3-yaml python3-prometheus-client binutils)
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).

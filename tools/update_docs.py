@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """update_docs: rewrites the generated parts of the docs from the binaries, so they are never
 pasted: the option table of docs/operations.md comes from `segq-worker --help-markdown` (itself
-generated from SQ_WORKER_OPTIONS in worker/config.h). A generated block sits between
+generated from SQ_WORKER_OPTIONS in worker/config.h) and its metric list from `segq-worker
+--help-metrics` (SQ_METRIC_FAMILIES in worker/metrics.h). A generated block sits between
     <!-- BEGIN generated: segq-worker --help-markdown -->
     <!-- END generated -->
 and is replaced whole.
@@ -20,6 +21,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKS = [  # (doc, command after "BEGIN generated: ", argv)
     ("docs/operations.md", "segq-worker --help-markdown", ["{worker}", "--help-markdown"]),
+    ("docs/operations.md", "segq-worker --help-metrics", ["{worker}", "--help-metrics"]),
 ]
 BEGIN = "<!-- BEGIN generated: %s -->"
 END = "<!-- END generated -->"

@@ -159,6 +159,10 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
       action = SQ_CONFIG_VERSION;
       continue;
     }
+    if (strcmp(a, "--help-metrics") == 0) {
+      action = SQ_CONFIG_HELP_METRICS;
+      continue;
+    }
     if (strcmp(a, "--check-models") == 0) {
       action = SQ_CONFIG_CHECK_MODELS;
       continue;
@@ -225,13 +229,13 @@ void sq_worker_config_print_help(FILE *out, const char *argv0) {
             options[i].env, options[i].def);
   }
   fprintf(out,
-          "  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n\n"
+          "  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n\n"
           "Signals: SIGTERM/SIGINT drain (stop claiming, finish and ack in-flight jobs, exit 0;\n"
           "exit 1 past --drain-timeout-s); a second signal exits 1 at once.\n",
           "--check-models", "validate every model of --model-dir and --models, print each", "",
           "problem, exit 0 (all valid) or 1; connects to nothing", "--help", "print this help",
-          "--help-markdown", "print the options as a markdown table", "--version",
-          "print the version");
+          "--help-markdown", "print the options as a markdown table", "--help-metrics",
+          "print the /metrics families as a markdown table", "--version", "print the version");
 }
 
 void sq_worker_config_print_markdown(FILE *out) {

@@ -55,7 +55,10 @@ extern "C" {
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
     "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
   X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
-    "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")
+    "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")               \
+  X(queue_depth_interval_ms, "queue-depth-interval-ms", "SEGQ_QUEUE_DEPTH_INTERVAL_MS", UINT,      \
+    "5000", 100, 3600000,                                                                          \
+    "with --http-port: how often /metrics re-reads the models' queue depth from Redis")
 
 #define SQ_CONFIG_KIND_STR char *
 #define SQ_CONFIG_KIND_UINT uint32_t
@@ -77,6 +80,7 @@ typedef enum {
   SQ_CONFIG_HELP_MARKDOWN,
   SQ_CONFIG_VERSION,
   SQ_CONFIG_CHECK_MODELS, /* validate the model repository and exit (no Redis) */
+  SQ_CONFIG_HELP_METRICS, /* print the metric families as a markdown table */
 } sq_config_action_t;
 
 /* Looks up an environment variable; getenv in production, a table in tests. */

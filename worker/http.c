@@ -9,7 +9,7 @@
 #include <string.h>
 
 #define REQ_MAX 4096
-#define BODY_MAX 8192
+#define BODY_MAX (1u << 20) /* /metrics of many models; malloc'd per request */
 
 struct sq_http_client {
   uv_tcp_t tcp;

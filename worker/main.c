@@ -8,6 +8,7 @@
 
 #include "common/common.h"
 #include "worker/config.h"
+#include "worker/metrics.h"
 #include "worker/worker.h"
 
 static const char *env_lookup(const char *name) {
@@ -30,6 +31,11 @@ int main(int argc, char **argv) {
   }
   if (action == SQ_CONFIG_HELP_MARKDOWN) {
     sq_worker_config_print_markdown(stdout);
+    sq_worker_config_free(&cfg);
+    return 0;
+  }
+  if (action == SQ_CONFIG_HELP_METRICS) {
+    sq_metrics_print_markdown(stdout);
     sq_worker_config_free(&cfg);
     return 0;
   }

@@ -40,7 +40,16 @@ static void *executor_main(void *arg) {
     }
     pthread_mutex_unlock(&ms->mu);
     if (!b) break; /* stop and nothing queued */
+    uint32_t samples = 0;
+    for (size_t i = 0; i < b->n; i++) samples += !b->jobs[i]->err && b->jobs[i]->sample;
+    size_t mi = (size_t)(ms - w->models);
+    uint64_t t0 = sq_clock_mono_us();
+    sq_metrics_run_begin(w->metrics, mi);
     sq_wbatch_run(b, a.ctx);
+    sq_metrics_run_end(w->metrics, mi, samples, sq_clock_mono_us() - t0);
+    sq_device_info_t dev;
+    if (sq_model_device_info(ms->model, &dev) == 0 && !dev.host && dev.total_bytes)
+      sq_metrics_device_memory(w->metrics, mi, dev.total_bytes - dev.free_bytes, dev.total_bytes);
     pthread_mutex_lock(&w->done_mu);
     if (w->done_tail)
       w->done_tail->next = b;
@@ -115,6 +124,7 @@ static void finish_after(uv_work_t *req, int status) {
   } else {
     w->jobs_ok++;
   }
+  if (j->ms) sq_metrics_job_done(w->metrics, (size_t)(j->ms - w->models), &j->t, j->err);
   batch_step(b);
 }
 
@@ -227,7 +237,7 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
     }
     w->held -= (uint32_t)n;
     if (ms) ms->held -= (uint32_t)n;
-    w->jobs_dropped += n;
+    sq_pipeline_dropped(w, ms, n);
     return;
   }
   memcpy(copy, jobs, n * sizeof(*copy));
@@ -295,8 +305,11 @@ void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
     if (!j) {
       sq_log_error("worker", "out of memory; job handed back", "id=%s", jobs[i].id);
       sq_worker_forget(w, jobs[i].id);
+      const model_slot_t *slot = NULL;
+      for (size_t m = 0; m < w->nmodels; m++)
+        if (strcmp(w->models[m].name, jobs[i].model) == 0) slot = &w->models[m];
+      sq_pipeline_dropped(w, slot, 1);
       sq_claimed_free(&jobs[i]);
-      w->jobs_dropped++;
       continue;
     }
     j->c = jobs[i]; /* takes ownership of the members */
@@ -320,6 +333,11 @@ void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
     }
   }
   for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
+}
+
+void sq_pipeline_dropped(sq_worker_t *w, const model_slot_t *ms, uint64_t n) {
+  w->jobs_dropped += n;
+  if (ms) sq_metrics_jobs_dropped(w->metrics, (size_t)(ms - w->models), n);
 }
 
 /* ---- set-up and tear-down ---- */
@@ -361,6 +379,26 @@ int sq_pipeline_open(sq_worker_t *w, sq_error_t *err) {
                 "model=%s max_batch=%u max_delay_us=%" PRIu64 " contexts=%u", ms->name,
                 ms->max_batch, ms->max_delay_us, nctx);
   }
+  /* Executors only see batches once the loop runs, after this (through their queue's mutex). */
+  const char **names = calloc(w->nmodels ? w->nmodels : 1, sizeof(char *));
+  sq_device_info_t *devs = calloc(w->nmodels ? w->nmodels : 1, sizeof(*devs));
+  const char **devnames = calloc(w->nmodels ? w->nmodels : 1, sizeof(char *));
+  if (names && devs && devnames) {
+    for (size_t i = 0; i < w->nmodels; i++) {
+      names[i] = w->models[i].name;
+      sq_model_device_info(w->models[i].model, &devs[i]);
+      devnames[i] = devs[i].name;
+    }
+    w->metrics = sq_metrics_new(names, devnames, w->nmodels);
+    for (size_t i = 0; i < w->nmodels && w->metrics; i++)
+      if (!devs[i].host && devs[i].total_bytes)
+        sq_metrics_device_memory(w->metrics, i, devs[i].total_bytes - devs[i].free_bytes,
+                                 devs[i].total_bytes);
+  }
+  free(names);
+  free(devs);
+  free(devnames);
+  if (!w->metrics) return sq_error_set(err, SQ_ENOMEM, "out of memory (metrics)");
   return 0;
 }
 
@@ -379,6 +417,8 @@ void sq_pipeline_close(sq_worker_t *w) {
     sq_model_close(ms->model);
   }
   free(w->models);
+  sq_metrics_free(w->metrics);
+  w->metrics = NULL;
 }
 
 void sq_pipeline_flush(sq_worker_t *w) {

@@ -43,7 +43,7 @@ static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
 static void batch_abandon(sq_worker_t *w, wbatch_t *b) {
   for (size_t i = 0; i < b->n; i++)
     if (!b->jobs[i]->parent) sq_worker_forget(w, b->jobs[i]->c.id); /* members share the id */
-  w->jobs_dropped += b->n;
+  sq_pipeline_dropped(w, b->ms, b->n);
   sq_pipeline_batch_release(w, b);
 }
 
@@ -57,7 +57,7 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
     for (size_t i = 0; i < b->n && k < n; i++) {
       if (!b->jobs[i]->result) continue;
       if (per_job[k] == 0) {
-        w->jobs_dropped++;
+        sq_pipeline_dropped(w, b->ms, 1);
         sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
                     b->jobs[i]->c.id);
       } else if (per_job[k] == 2) {
@@ -233,6 +233,7 @@ static void worker_stop(sq_worker_t *w, int code) {
   w->exit_code = code;
   uv_close((uv_handle_t *)&w->retry_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->depth_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
   /* Closing the watchers restored the default action; a signal during the last milliseconds
@@ -306,6 +307,21 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 /* ---- health and metrics ---- */
 
+static void on_depth(sq_session_t *s, int status, const sq_queue_depth_t *depth, void *data) {
+  sq_worker_t *w = data;
+  (void)s;
+  w->depth_inflight = 0;
+  if (status == 0) sq_metrics_set_depth(w->metrics, depth);
+}
+
+/* The queue depth is a Redis fact; reading it every few seconds lets autoscalers see every
+ * tenant's queue through the workers' /metrics (one small read-only script per interval). */
+static void on_depth_timer(uv_timer_t *t) {
+  sq_worker_t *w = t->data;
+  if (w->depth_inflight || w->stopping) return;
+  if (sq_session_depth(w->session, on_depth, w) == 0) w->depth_inflight = 1;
+}
+
 static int http_handler(const char *path, char *body, size_t cap, const char **ctype, void *data) {
   sq_worker_t *w = data;
   if (strcmp(path, "/healthz") == 0) {
@@ -321,33 +337,20 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
     return why ? 503 : 200;
   }
   if (strcmp(path, "/metrics") == 0) {
+    /* The registry (worker/metrics.c) holds what the threads observed; the loop's own state is
+     * set here, at scrape time. */
     sq_session_health_t h;
     sq_session_health(w->session, &h);
-    *ctype = "text/plain; version=0.0.4";
-    int n = snprintf(body, cap,
-                     "# TYPE segq_jobs_total counter\n"
-                     "segq_jobs_total{result=\"ok\"} %" PRIu64
-                     "\n"
-                     "segq_jobs_total{result=\"failed\"} %" PRIu64
-                     "\n"
-                     "segq_jobs_total{result=\"dropped\"} %" PRIu64
-                     "\n"
-                     "# TYPE segq_batches_total counter\nsegq_batches_total %" PRIu64
-                     "\n"
-                     "# TYPE segq_jobs_held gauge\nsegq_jobs_held %u\n"
-                     "# TYPE segq_redis_connected gauge\n"
-                     "segq_redis_connected{conn=\"command\"} %d\n"
-                     "segq_redis_connected{conn=\"blocking\"} %d\n"
-                     "# TYPE segq_lease_ok gauge\nsegq_lease_ok %d\n"
-                     "# TYPE segq_draining gauge\nsegq_draining %d\n"
-                     "# TYPE segq_uptime_seconds gauge\nsegq_uptime_seconds %.1f\n"
-                     "# TYPE segq_batcher_jobs gauge\n",
-                     w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches, w->held,
-                     h.command_ready, h.blocking_ready, h.lease_ok, w->draining,
-                     (double)(sq_clock_mono_us() - w->started_us) / 1e6);
-    for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++)
-      n += snprintf(body + n, cap - (size_t)n, "segq_batcher_jobs{model=\"%s\"} %zu\n",
-                    w->models[m].name, sq_batcher_len(w->models[m].batcher));
+    sq_metrics_worker_t mw = {h.command_ready,    h.blocking_ready,    h.lease_ok,  w->draining,
+                              h.command_connects, h.blocking_connects, h.swept_jobs};
+    sq_metrics_set_worker(w->metrics, &mw);
+    for (size_t m = 0; m < w->nmodels; m++)
+      sq_metrics_set_model(w->metrics, m, w->models[m].held, sq_batcher_len(w->models[m].batcher));
+    *ctype = SQ_METRICS_CONTENT_TYPE;
+    if (sq_metrics_render(w->metrics, body, cap) >= cap) {
+      snprintf(body, cap, "metrics exceed the response buffer (%zu bytes)\n", cap);
+      return 500;
+    }
     return 200;
   }
   snprintf(body, cap, "not found (try /healthz or /metrics)\n");
@@ -374,7 +377,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   uv_loop_init(&w->loop);
   uv_timer_init(&w->loop, &w->retry_timer);
   uv_timer_init(&w->loop, &w->drain_timer);
-  w->retry_timer.data = w->drain_timer.data = w;
+  uv_timer_init(&w->loop, &w->depth_timer);
+  w->retry_timer.data = w->drain_timer.data = w->depth_timer.data = w;
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
   w->sigterm.data = w->sigint.data = w;
@@ -409,6 +413,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     else
       sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
                   cfg->http_port);
+    uv_timer_start(&w->depth_timer, on_depth_timer, 100, cfg->queue_depth_interval_ms);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;

@@ -15,6 +15,7 @@
 #include "queue/queue.h"
 #include "worker/config.h"
 #include "worker/http.h"
+#include "worker/metrics.h"
 
 typedef struct sq_worker sq_worker_t;
 typedef struct wbatch wbatch_t;
@@ -126,6 +127,9 @@ struct sq_worker {
   uint32_t acks_inflight;
   uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
   uint64_t started_us;
+  sq_metrics_t *metrics;  /* made by sq_pipeline_open (it knows the models and devices) */
+  uv_timer_t depth_timer; /* reads the queue depth for the metrics (HTTP endpoint on) */
+  int depth_inflight;
 };
 
 /* pipeline.c, loop thread unless noted. */
@@ -143,6 +147,8 @@ void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n);
 void sq_pipeline_flush(sq_worker_t *w);
 /* 1 once every model context has finished its warm-up (what /readyz waits for). */
 int sq_pipeline_warm(const sq_worker_t *w);
+/* n jobs of ms (NULL: unknown) leave without an ack: counted (jobs_dropped, metrics). */
+void sq_pipeline_dropped(sq_worker_t *w, const model_slot_t *ms, uint64_t n);
 /* Frees an acked (or abandoned) batch and its jobs; then claims more / checks the drain. */
 void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b);
 

@@ -9,6 +9,10 @@ const char *sq_backend_name(const sq_backend_t *b) {
   return b->iface->get_name((sq_backend_t *)b);
 }
 
+int sq_backend_is_host(const sq_backend_t *b) {
+  return b->iface->host;
+}
+
 int sq_backend_memory_info(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes) {
   return b->iface->memory_info ? b->iface->memory_info(b, free_bytes, total_bytes)
                                : SQ_EUNSUPPORTED;

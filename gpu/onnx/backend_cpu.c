@@ -83,6 +83,7 @@ static const sq_backend_iface_t cpu_iface = {
     .sync = NULL, /* synchronous */
     .memory_info = cpu_memory_info,
     .free = cpu_free,
+    .host = 1,
 };
 
 sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err) {

@@ -128,6 +128,9 @@ int sq_engine_plan_output_info(const sq_engine_plan_t *p, int i, sq_engine_tenso
  * The CPU backend: float32, `threads` worker threads (0 = number of online CPUs). Caller owns. */
 sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err);
 const char *sq_backend_name(const sq_backend_t *b);
+/* 1 when the backend computes on the host CPU (its memory_info is host RAM): what metrics and
+ * memory-pressure logic ask instead of comparing names. */
+int sq_backend_is_host(const sq_backend_t *b);
 /* Free/total memory of the backend's device in bytes (CPU: physical memory). */
 int sq_backend_memory_info(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
 void sq_backend_free(sq_backend_t *b);

@@ -326,6 +326,7 @@ typedef struct {
   int (*sync)(sq_backend_ctx_t *c, sq_error_t *err);
   int (*memory_info)(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
   void (*free)(sq_backend_t *b);
+  int host; /* 1: computes on the host CPU (memory_info is host RAM, not a device's memory) */
 } sq_backend_iface_t;
 
 struct sq_backend {
