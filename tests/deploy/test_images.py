@@ -186,6 +186,10 @@ class Images(unittest.TestCase):
             self.assertTrue(port and port.isdigit() and int(port) > 0,
                             "%s: SEGQ_HTTP_PORT must enable the endpoint" % name)
             self.assertIn(port, [i.args.split("/")[0] for i in runtime.all("EXPOSE")])
+            # The shipped models are validated while the image is built, not at its first start.
+            runs = " ".join(i.args for i in runtime.all("RUN"))
+            self.assertIn("segq-worker --check-models --model-dir %s" % env["SEGQ_MODEL_DIR"], runs,
+                          name)
             opts = dl.worker_options()
             for k in env:
                 if k.startswith("SEGQ_"):

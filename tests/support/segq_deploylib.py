@@ -243,7 +243,7 @@ class DockerIgnore:
         return verdict
 
 
-# -- the worker's options, as the binary prints them --------------------------------------------
+# -- the worker's options and metrics, as the binary prints them ----------------------------------
 
 def worker_options(binary=None):
     """{flag: {"env": ..., "default": ...}} parsed from `segq-worker --help-markdown`."""
@@ -256,3 +256,68 @@ def worker_options(binary=None):
         if m:
             opts[m.group(1)] = {"env": m.group(2), "default": m.group(3).strip().strip("`")}
     return opts
+
+
+def option_envs(binary=None):
+    """The SEGQ_* variables a binary reads (worker by default; the bridge's binary too)."""
+    return {o["env"] for o in worker_options(binary).values()}
+
+
+def metric_families(binary=None):
+    """{name: type} of every family the worker can serve (`segq-worker --help-metrics`, printed
+    from the registry's table): GPU families included, which a CPU worker never shows."""
+    binary = binary or tl.worker_binary()
+    out = subprocess.run([binary, "--help-metrics"], check=True, capture_output=True, text=True,
+                         timeout=30).stdout
+    fams = {}
+    for line in out.splitlines():
+        m = re.match(r"\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*(counter|gauge|histogram)\s*\|", line)
+        if m:
+            fams[m.group(1)] = m.group(2)
+    return fams
+
+
+def served_sample_names(families):
+    """Every sample name the families produce (histograms: _bucket, _sum, _count)."""
+    names = set()
+    for name, kind in families.items():
+        names.add(name)
+        if kind == "histogram":
+            names |= {name + "_bucket", name + "_sum", name + "_count"}
+    return names
+
+
+# PromQL: metric names are the identifiers not followed by "(" (functions) and not inside a
+# label matcher or a by/without list; segq's own are recognised by their prefixes.
+_METRIC_RX = re.compile(r"\b((?:segq|process)_[a-z0-9_]+)\b")
+
+
+def promql_metrics(expr):
+    """The segq_*/process_* metric names an expression uses."""
+    return set(_METRIC_RX.findall(expr))
+
+
+def check_models_env(env, model_dir_host, binary=None, timeout=300):
+    """Runs `segq-worker --check-models` with a deployment's environment (SEGQ_MODEL_DIR pointed
+    at the host copy of the repository it mounts): every variable is parsed and validated as at
+    start-up and every model of the repository is checked. Returns (exit code, output)."""
+    binary = binary or tl.worker_binary()
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SEGQ_")}
+    e.update({k: str(v) for k, v in env.items()})
+    e["SEGQ_MODEL_DIR"] = model_dir_host
+    p = subprocess.run([binary, "--check-models"], capture_output=True, text=True, env=e,
+                       timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+def http_get(port, path, host="127.0.0.1", timeout=10):
+    """(status, body) of GET path on a local HTTP endpoint; status 0 when nothing answers."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://%s:%d%s" % (host, port, path), timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+    except OSError:
+        return 0, ""

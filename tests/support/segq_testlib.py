@@ -102,6 +102,16 @@ def _kill(p, sig=signal.SIGKILL, wait_s=10.0):
         _live.remove(p)
 
 
+def spawn(argv, log_path=None, env=None, cwd=None):
+    """Starts a helper process (prometheus, redis-sentinel, ...) that dies with the test, like
+    the servers and workers here; stop it with stop_process(p)."""
+    return _spawn(argv, log_path=log_path, env=env, cwd=cwd)
+
+
+def stop_process(p, sig=signal.SIGTERM, wait_s=10.0):
+    _kill(p, sig, wait_s)
+
+
 def kill_all():
     """Kills every process started through this module (each by its own pid)."""
     for p in list(_live):
