@@ -8,8 +8,9 @@ PKGS=(build-essential cmake pkg-config git
       redis-server
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
 # Deployment checks (tests/deploy/, tests/integration/test_metrics.py): compose/Kubernetes/alert
-# YAML, Prometheus's text parser, objdump for the image's library check.
-PKGS+=(python3-yaml python3-prometheus-client binutils)
+# YAML, Prometheus's text parser, objdump for the image's library check, and Prometheus itself
+# (promtool for the alert rules' unit tests; the server evaluates the dashboard's queries).
+PKGS+=(python3-yaml python3-prometheus-client binutils prometheus)
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
@@ -54,4 +55,7 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts a system redis-server on install; segq's tests and demo run their own.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 $SUDO service redis-server stop >/dev/null 2>&1 || true
+# Likewise Prometheus: the tests start their own on a free port.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+$SUDO service prometheus stop >/dev/null 2>&1 || true
 ort_install
