@@ -147,6 +147,7 @@ void sq_wbatch_run(wbatch_t *b, int ctx) {
       valid[i]->t.inference_us = dt;
       if (rc) {
         job_fail(valid[i], rc, err.msg[0] ? err.msg : "the model failed to run");
+        valid[i]->retryable = err.retryable;
       } else {
         /* run consumed the sample; the output now belongs to the job. */
         valid[i]->sample = NULL;

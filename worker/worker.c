@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "worker/conn.h"
@@ -31,6 +32,16 @@ static void on_resync_unregister(sq_queue_t *q, int status, long long value, voi
 static void on_heartbeat_timer(uv_timer_t *t);
 
 /* ---- Redis operations (loop thread) ---- */
+
+/* xorshift32: the jitter of retry delays (the loop thread only; not for anything secret). */
+static uint32_t rng_next(sq_worker_t *w) {
+  uint32_t x = w->rng ? w->rng : 0x9e3779b9u;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  w->rng = x;
+  return x;
+}
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
   b->next = NULL;
@@ -55,12 +66,24 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
     size_t k = 0;
     for (size_t i = 0; i < b->n && k < n; i++) {
       if (!b->jobs[i]->result) continue;
-      if (per_job[k] == 0) {
-        w->jobs_dropped++;
-        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
-                    b->jobs[i]->c.id);
-      } else if (per_job[k] == 2) {
-        sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
+      switch (per_job[k]) {
+        case SQ_CODE_ACK_NOT_OURS:
+          w->jobs_dropped++;
+          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped",
+                      "id=%s", b->jobs[i]->c.id);
+          break;
+        case SQ_CODE_ACK_DUPLICATE:
+          sq_log_debug("worker", "duplicate: job already had a result", "id=%s",
+                       b->jobs[i]->c.id);
+          break;
+        case SQ_CODE_ACK_CANCELED:
+          w->jobs_canceled++;
+          sq_log_info("worker", "job was canceled while it ran; its result is canceled", "id=%s",
+                      b->jobs[i]->c.id);
+          break;
+        case SQ_CODE_ACK_RETRYING:
+          w->jobs_retried++;
+          break;
       }
       k++;
     }
@@ -113,6 +136,9 @@ static void flush_acks(sq_worker_t *w) {
         items[k].result = j->result;
         items[k].result_len = j->result_len;
         items[k].error_code = j->err;
+        if (j->err && (j->retryable || sq_error_transient(j->err)))
+          items[k].retry_ms = sq_queue_retry_delay_ms(j->c.attempt, w->cfg->retry_base_ms,
+                                                      w->cfg->retry_max_ms, rng_next(w));
         k++;
       }
     if (!items || k == 0) {
@@ -287,7 +313,7 @@ static void maybe_claim(sq_worker_t *w) {
     if (b < budget) budget = b;
   }
   if (budget == 0 || budget == UINT32_MAX) return;
-  if (sq_queue_claim(w->q, w->cmd.ac, budget, on_claim, w) != 0) {
+  if (sq_queue_claim(w->q, w->cmd.ac, budget, w->cfg->max_claim_bytes, on_claim, w) != 0) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
     return;
   }
@@ -530,6 +556,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
   w->cfg = cfg;
   w->started_us = sq_clock_mono_us();
+  w->rng = (uint32_t)(w->started_us ^ ((uint64_t)getpid() << 16)) | 1u;
   pthread_mutex_init(&w->done_mu, NULL);
   int rc = sq_pipeline_open(w, err);
   if (rc) {
@@ -546,6 +573,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   qc.lease_ttl_ms = cfg->lease_ttl_ms;
   qc.max_attempts = cfg->max_attempts;
   qc.result_ttl_s = cfg->result_ttl_s;
+  qc.dead_ttl_s = cfg->dead_ttl_s;
   w->q = sq_queue_new(&qc);
   if (!w->q) {
     sq_error_set(err, SQ_ENOMEM, "out of memory");

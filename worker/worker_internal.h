@@ -51,6 +51,7 @@ typedef struct wjob {
   uint32_t width, height;
   int err; /* 0 or the job's error code; then msg says why */
   char msg[256];
+  int retryable; /* the failure is worth a retry even if err is not a transient code */
   uint8_t *result; /* encoded result document */
   size_t result_len;
   uint32_t batch_size;
@@ -136,8 +137,9 @@ struct sq_worker {
   wbatch_t *done_head, *done_tail; /* executor -> loop */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
   uint32_t acks_inflight;
-  uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
   uint64_t started_us;
+  uint32_t rng; /* retry jitter (rng_next in worker.c) */
 };
 
 /* pipeline.c, loop thread unless noted. */
