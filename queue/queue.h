@@ -338,6 +338,9 @@ int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
                    void *data);
 int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
+/* As sq_queue_progress, on the command connection (sent when an ack could be). */
+int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
+                        sq_session_status_cb cb, void *data);
 /* The worker gives up a claimed job without acking it (it could not keep it): the id leaves the
  * held set, so the session hands it back to its queue. */
 void sq_session_forget(sq_session_t *s, const char *id);

@@ -301,6 +301,25 @@ int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
   return 0;
 }
 
+static void on_progress(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  (void)q;
+  o->cb.status(o->s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
+                        sq_session_status_cb cb, void *data) {
+  if (!s || !cb || (n && !items)) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.status = cb;
+  int rc = sq_queue_progress(s->q, s->cmd, items, n, on_progress, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
 void sq_session_forget(sq_session_t *s, const char *id) {
   if (s && id) sq_idset_remove(s->held, id);
 }

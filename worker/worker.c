@@ -110,6 +110,22 @@ void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
   flush_acks(w);
 }
 
+static void on_progress(sq_session_t *s, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)s;
+  (void)value;
+  w->progress_inflight = 0;
+  if (status != 0 && status != SQ_ELEASE_LOST)
+    sq_log_debug("worker", "progress report failed", "code=%s", sq_error_name(status));
+}
+
+int sq_worker_progress(sq_worker_t *w, const sq_progress_item_t *items, size_t n) {
+  if (w->progress_inflight || w->stopping || !sq_session_can_ack(w->session)) return 0;
+  if (sq_session_progress(w->session, items, n, on_progress, w) != 0) return 0;
+  w->progress_inflight = 1;
+  return 1;
+}
+
 void sq_worker_released(sq_worker_t *w) {
   maybe_claim(w);
   check_drained(w);
@@ -182,6 +198,19 @@ static void start_wait(sq_worker_t *w) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
 }
 
+/* The pause after a short claim: the shortest max_delay of our models (at least 1 ms). */
+static uint64_t claim_pause_ms(const sq_worker_t *w) {
+  uint64_t us = UINT64_MAX;
+  for (size_t m = 0; m < w->nmodels; m++)
+    if (w->models[m].max_delay_us < us) us = w->models[m].max_delay_us;
+  uint64_t ms = us == UINT64_MAX ? 1 : (us + 999) / 1000;
+  return ms ? ms : 1;
+}
+
+static void on_claim_pause(uv_timer_t *t) {
+  maybe_claim(t->data);
+}
+
 static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, void *data) {
   sq_worker_t *w = data;
   (void)s;
@@ -199,13 +228,17 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
   if (n == 0) {
     start_wait(w);
     check_drained(w);
+  } else if (n < w->claim_asked && !w->stopping) {
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, claim_pause_ms(w), 0);
   } else {
     maybe_claim(w);
   }
 }
 
 static void maybe_claim(sq_worker_t *w) {
-  if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session)) return;
+  if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
+      uv_is_active((uv_handle_t *)&w->claim_pause_timer))
+    return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
   uint32_t budget = UINT32_MAX;
@@ -220,6 +253,7 @@ static void maybe_claim(sq_worker_t *w) {
     return;
   }
   w->claim_inflight = 1;
+  w->claim_asked = budget;
 }
 
 static void on_retry(uv_timer_t *t) {
@@ -258,6 +292,7 @@ static void worker_stop(sq_worker_t *w, int code) {
   w->stopping = 1;
   w->exit_code = code;
   uv_close((uv_handle_t *)&w->retry_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->claim_pause_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
@@ -400,6 +435,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
   uv_loop_init(&w->loop);
   uv_timer_init(&w->loop, &w->retry_timer);
+  uv_timer_init(&w->loop, &w->claim_pause_timer);
+  w->claim_pause_timer.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->retry_timer.data = w->drain_timer.data = w;
   uv_signal_init(&w->loop, &w->sigterm);

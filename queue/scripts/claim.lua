@@ -178,6 +178,19 @@ for model, s in pairs(state) do
     end
   end
 end
+-- A model whose queues ran dry keeps no wake-up tokens: they would wake idle workers (this
+-- one after its next empty claim) for work that is gone. The next enqueue pushes a fresh one.
+for _, model in ipairs(models) do
+  local s = state[model]
+  local dry = s == nil and #model_state(model).ring == 0
+  if s and not full and taken < n then
+    dry = true
+    for _, t in ipairs(s.ring) do
+      if not s.out[t] then dry = false end
+    end
+  end
+  if dry then w(c, 'DEL', P .. ':' .. KEY.WAKE .. ':' .. model) end
+end
 if #ids > 0 then
   w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
   w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)

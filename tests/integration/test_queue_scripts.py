@@ -360,11 +360,16 @@ class Scripts(unittest.TestCase):
         self.assertEqual(r.hmget(P + ":group:gu", "total", "failed", "queued"), [b"1", b"1", b"0"])
         self.assertEqual(q.enqueue("u1", model="zzz"), 2, "then idempotent")
         self.assertEqual(q.enqueue("u2", model="m2"), 1)
-        # Rejected names grow nothing: 2000 distinct names leave their own records only.
+        # Rejected names grow nothing (issue 8 item 7: 20,001 of them made P:models, and
+        # `segq stats`, grow for good): each leaves its own finished record (with a TTL) only.
         keys_before = r.dbsize()
         mem_keys = [k for k in r.scan_iter(P + ":*") if not k.startswith((P + ":job:").encode())]
-        q.enqueue_many([("r%d" % i, "nosuch%d" % i, "", 0, payload("r%d" % i)) for i in range(2000)])
-        self.assertEqual(r.dbsize(), keys_before + 2000)
+        n = 20001
+        for k in range(0, n, 2000):
+            q.enqueue_many([("r%d" % i, "nosuch%d" % i, "", 0, payload("r%d" % i))
+                            for i in range(k, min(n, k + 2000))])
+        self.assertEqual(r.dbsize(), keys_before + n)
+        self.assertTrue(all(r.ttl(P + ":job:r%d" % i) > 0 for i in (0, n // 2, n - 1)))
         self.assertEqual(sorted(k for k in r.scan_iter(P + ":*") if not k.startswith((P + ":job:").encode())),
                          sorted(mem_keys))
         self.assertEqual(r.scard(P + ":models:served"), 2)
