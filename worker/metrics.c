@@ -37,7 +37,7 @@ static const family_t families[FAM_N] = {
 
 /* Seconds: 1 ms to 10 min, so queue waits of a backlog and sub-millisecond stages both resolve. */
 static const double time_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                     1,     2.5,    5,     10,   30,    60,   120, 300, 600};
+                                     1,     2.5,    5,     10,   30,    60,   120, 300,  600};
 static const double size_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 #define NTIME (sizeof time_bounds / sizeof time_bounds[0])
 #define NSIZE (sizeof size_bounds / sizeof size_bounds[0])
@@ -50,8 +50,8 @@ typedef struct {
 } histo_t;
 
 enum { H_QUEUE_WAIT, H_DECODE, H_INFERENCE, H_POSTPROCESS, H_E2E, H_BATCH, H_N };
-static const int histo_family[H_N] = {FAM_QUEUE_WAIT, FAM_DECODE,      FAM_INFERENCE,
-                                      FAM_POSTPROCESS, FAM_E2E,        FAM_BATCH_SIZE};
+static const int histo_family[H_N] = {FAM_QUEUE_WAIT,  FAM_DECODE, FAM_INFERENCE,
+                                      FAM_POSTPROCESS, FAM_E2E,    FAM_BATCH_SIZE};
 
 #define NCODES 128 /* error numbers (-code) of SQ_ERRORS are below this */
 
@@ -158,18 +158,20 @@ void sq_metrics_free(sq_metrics_t *m) {
 
 /* ---- observations ---- */
 
-void sq_metrics_job_done(sq_metrics_t *m, size_t model, const sq_timings_t *t, int err) {
-  if (!m || model >= m->nmodels) return;
+void sq_metrics_job_acked(sq_metrics_t *m, size_t model, sq_outcome_t outcome,
+                          const sq_timings_t *t, int err) {
+  if (!m || model >= m->nmodels || outcome >= SQ_OUTCOME_N) return;
   model_stats_t *s = &m->models[model];
-  add(&s->outcome[err ? SQ_OUTCOME_FAILED : SQ_OUTCOME_OK], 1);
-  if (err) {
+  add(&s->outcome[outcome], 1);
+  if (err && (outcome == SQ_OUTCOME_FAILED || outcome == SQ_OUTCOME_RETRIED)) {
     int num = -err;
     add(&s->codes[num > 0 && num < NCODES ? num : -SQ_EINTERNAL], 1);
   }
   observe_us(&s->h[H_QUEUE_WAIT], t->queue_wait_us);
   observe_us(&s->h[H_DECODE], t->decode_us);
   observe_us(&s->h[H_POSTPROCESS], t->postprocess_us);
-  observe_us(&s->h[H_E2E], t->queue_wait_us + t->total_us);
+  if (outcome == SQ_OUTCOME_OK || outcome == SQ_OUTCOME_FAILED)
+    observe_us(&s->h[H_E2E], t->queue_wait_us + t->total_us);
 }
 
 void sq_metrics_jobs_dropped(sq_metrics_t *m, size_t model, uint64_t n) {
@@ -269,9 +271,12 @@ static void header(out_t *o, int fam) {
 static const char *esc(const char *s, char *buf, size_t cap) {
   size_t j = 0;
   for (size_t i = 0; s[i] && j + 3 < cap; i++) {
-    if (s[i] == '\\' || s[i] == '"') buf[j++] = '\\', buf[j++] = s[i];
-    else if (s[i] == '\n') buf[j++] = '\\', buf[j++] = 'n';
-    else buf[j++] = s[i];
+    if (s[i] == '\\' || s[i] == '"')
+      buf[j++] = '\\', buf[j++] = s[i];
+    else if (s[i] == '\n')
+      buf[j++] = '\\', buf[j++] = 'n';
+    else
+      buf[j++] = s[i];
   }
   buf[j] = '\0';
   return buf;
@@ -296,7 +301,8 @@ static void render_histo(out_t *o, const char *fname, const char *model, const h
 size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap) {
   out_t o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
-  static const char *const outcomes[SQ_OUTCOME_N] = {"ok", "failed", "dropped"};
+  static const char *const outcomes[SQ_OUTCOME_N] = {"ok", "failed", "retried", "canceled",
+                                                     "dropped"};
   char e[200];
   const sq_metrics_worker_t *w = &m->worker;
 
@@ -341,8 +347,8 @@ size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap) {
 
   header(&o, FAM_IN_FLIGHT);
   for (size_t i = 0; i < m->nmodels; i++)
-    emit(&o, "segq_jobs_in_flight{model=\"%s\"} %" PRIu64 "\n",
-         esc(m->models[i].name, e, sizeof e), m->models[i].in_flight);
+    emit(&o, "segq_jobs_in_flight{model=\"%s\"} %" PRIu64 "\n", esc(m->models[i].name, e, sizeof e),
+         m->models[i].in_flight);
   header(&o, FAM_BATCHER);
   for (size_t i = 0; i < m->nmodels; i++)
     emit(&o, "segq_batcher_jobs{model=\"%s\"} %" PRIu64 "\n", esc(m->models[i].name, e, sizeof e),
@@ -369,8 +375,8 @@ size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap) {
   emit(&o, "segq_draining %d\n", w->draining ? 1 : 0);
   int any_gpu = 0;
   for (size_t d = 0; d < m->ndevices; d++)
-    any_gpu |= !m->devices[d].host &&
-               atomic_load_explicit(&m->devices[d].mem_known, memory_order_acquire);
+    any_gpu |=
+        !m->devices[d].host && atomic_load_explicit(&m->devices[d].mem_known, memory_order_acquire);
   if (any_gpu) {
     for (int f = FAM_GPU_MEM_USED; f <= FAM_GPU_MEM_TOTAL; f++) {
       header(&o, f);

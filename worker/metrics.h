@@ -19,10 +19,10 @@
  * end in _total). */
 #define SQ_METRIC_FAMILIES(X)                                                                     \
   X(JOBS, "segq_jobs_total", counter, "model,outcome",                                            \
-    "Jobs finished by this worker. outcome: ok (result written), failed (error result "           \
-    "written), dropped (not acked: left to the sweeper or already another worker's)")             \
+    "Job executions by this worker, by how their ack ended: ok (result recorded), failed (error " \
+    "result recorded), retried (transient error, delayed), canceled, dropped (not recorded)")     \
   X(JOB_ERRORS, "segq_job_errors_total", counter, "model,code",                                   \
-    "Failed jobs by protocol error code (docs/protocol.md)")                                      \
+    "Failed executions (failed or retried) by protocol error code (docs/protocol.md)")            \
   X(INFER_COUNT, "segq_inference_count_total", counter, "model",                                  \
     "Samples (jobs and ensemble member runs) the model ran; divided by the execution count it "   \
     "is the average batch size")                                                                  \
@@ -54,8 +54,7 @@
   X(BUILD, "segq_build_info", gauge, "version", "Always 1; the version label says which build")   \
   X(START_TIME, "process_start_time_seconds", gauge, "",                                          \
     "Start time of the process since unix epoch in seconds")                                      \
-  X(QUEUE_WAIT, "segq_queue_wait_seconds", histogram, "model",                                    \
-    "Time from enqueue to claim")                                                                 \
+  X(QUEUE_WAIT, "segq_queue_wait_seconds", histogram, "model", "Time from enqueue to claim")      \
   X(DECODE, "segq_decode_seconds", histogram, "model",                                            \
     "Payload and image decode plus preprocessing of one job")                                     \
   X(INFERENCE, "segq_inference_seconds", histogram, "model",                                      \
@@ -66,21 +65,30 @@
     "End to end: enqueue to result written (queue wait + time in the worker)")                    \
   X(BATCH_SIZE, "segq_batch_size", histogram, "model", "Samples per model execution")
 
-typedef enum { SQ_OUTCOME_OK = 0, SQ_OUTCOME_FAILED, SQ_OUTCOME_DROPPED, SQ_OUTCOME_N } sq_outcome_t;
+/* How a job's execution by this worker ended, as its ack told (docs/protocol.md, ack codes). */
+typedef enum {
+  SQ_OUTCOME_OK = 0,  /* its result was recorded */
+  SQ_OUTCOME_FAILED,  /* its error result was recorded (for good) */
+  SQ_OUTCOME_RETRIED, /* a transient error: delayed for another attempt */
+  SQ_OUTCOME_CANCELED,
+  SQ_OUTCOME_DROPPED, /* not recorded: swept meanwhile, already had a result, ack given up */
+  SQ_OUTCOME_N
+} sq_outcome_t;
 
 typedef struct sq_metrics sq_metrics_t;
 
 /* models: the served models (copied); devices[i]: where models[i] runs ("cpu", "cuda:0"; copied;
  * NULL = "cpu"). NULL on allocation failure. */
-sq_metrics_t *sq_metrics_new(const char *const *models, const char *const *devices,
-                             size_t nmodels);
+sq_metrics_t *sq_metrics_new(const char *const *models, const char *const *devices, size_t nmodels);
 void sq_metrics_free(sq_metrics_t *m);
 
 /* ---- observations (any thread, lock-free) ---- */
-/* A job's result was written (err 0: ok, else failed with that code): its timings go to the
- * histograms. model: index into the models given to sq_metrics_new. */
-void sq_metrics_job_done(sq_metrics_t *m, size_t model, const sq_timings_t *t, int err);
-/* n jobs of model were dropped (not acked). */
+/* A job's ack answered (loop thread in practice; any thread is safe): its outcome, its error
+ * code (err != 0: counted by code), its stage timings; end to end only for a recorded result.
+ * model: index into the models given to sq_metrics_new. */
+void sq_metrics_job_acked(sq_metrics_t *m, size_t model, sq_outcome_t outcome,
+                          const sq_timings_t *t, int err);
+/* n jobs of model left without an ack (out of memory, ack given up). */
 void sq_metrics_jobs_dropped(sq_metrics_t *m, size_t model, uint64_t n);
 /* Around one model execution (executor thread): begin marks the device busy; end records the
  * batch (samples, run time) and ends the busy span. */

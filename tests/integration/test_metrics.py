@@ -38,7 +38,8 @@ class Metrics(unittest.TestCase):
         self.w.wait_ready(self.r, timeout=60)
 
     def tearDown(self):
-        self.w.stop()
+        if self.w:
+            self.w.stop()
         self.rs.stop()
 
     def scrape(self):
@@ -128,14 +129,15 @@ class Metrics(unittest.TestCase):
         self.wait_value("segq_dead_letters", 1)
 
     def test_sweeper_and_reconnects(self):
-        # A second worker takes null jobs into a batcher that waits a minute, then dies.
-        w2 = tl.Worker(self.rs.url, prefix=P, worker_id="met-w2", models="null", lease_ttl_ms=1500,
-                       max_batch=100, max_delay_us=60000000)
-        w2.wait_ready(self.r, timeout=60)
-        self.w.stop()  # only w2 may claim them
+        # A second worker takes null jobs (queued before it starts, so one claim takes them all)
+        # into a batcher that waits a minute, then dies holding them.
+        self.w.stop()
         self.w = None
         for k in range(5):
             tl.enqueue_raw(self.r, P, "s-%d" % k, "null", job("s-%d" % k, "null"))
+        w2 = tl.Worker(self.rs.url, prefix=P, worker_id="met-w2", models="null", lease_ttl_ms=1500,
+                       max_batch=100, max_delay_us=60000000)
+        w2.wait_ready(self.r, timeout=60)
         tl.wait_until(lambda: self.r.llen(tl.key(P, "inflight", "met-w2")) == 5, 30,
                       what="w2 holds the 5 jobs")
         w2.kill9()

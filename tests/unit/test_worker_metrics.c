@@ -18,10 +18,13 @@ static sq_metrics_t *m;
 
 static void *hammer(void *arg) {
   (void)arg;
-  sq_timings_t t = {.queue_wait_us = 2000, .decode_us = 300, .postprocess_us = 100,
-                    .total_us = 8000};
+  sq_timings_t t = {
+      .queue_wait_us = 2000, .decode_us = 300, .postprocess_us = 100, .total_us = 8000};
   for (int i = 0; i < PER_THREAD; i++) {
-    sq_metrics_job_done(m, 0, &t, i % 10 == 0 ? SQ_EVALUE : 0);
+    int failed = i % 10 == 0;
+    sq_metrics_job_acked(m, 0, failed ? SQ_OUTCOME_FAILED : SQ_OUTCOME_OK, &t,
+                         failed ? SQ_EVALUE : 0);
+    if (i % 100 == 1) sq_metrics_job_acked(m, 0, SQ_OUTCOME_RETRIED, &t, SQ_ETIMEOUT);
     sq_metrics_run_begin(m, 1);
     sq_metrics_run_end(m, 1, 4, 1500);
   }
@@ -63,14 +66,19 @@ int main(void) {
   CHECK_EQ_INT(sample(text, "segq_jobs_total{model=\"otsu\",outcome=\"dropped\"}"), THREADS);
   CHECK_EQ_INT(sample(text, "segq_job_errors_total{model=\"otsu\",code=\"invalid_field_value\"}"),
                N / 10);
+  CHECK_EQ_INT(sample(text, "segq_jobs_total{model=\"otsu\",outcome=\"retried\"}"), N / 100);
+  CHECK_EQ_INT(sample(text, "segq_job_errors_total{model=\"otsu\",code=\"timeout\"}"), N / 100);
+  CHECK_EQ_INT(sample(text, "segq_jobs_total{model=\"otsu\",outcome=\"canceled\"}"), 0);
   CHECK_EQ_INT(sample(text, "segq_inference_count_total{model=\"cellseg-unet\"}"), 4 * N);
   CHECK_EQ_INT(sample(text, "segq_inference_exec_count_total{model=\"cellseg-unet\"}"), N);
   /* queue wait 2 ms: in the 2.5 ms bucket and above, not in 1 ms; +Inf and count agree. */
   CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_bucket{model=\"otsu\",le=\"0.001\"}"), 0);
-  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_bucket{model=\"otsu\",le=\"0.0025\"}"), N);
-  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_bucket{model=\"otsu\",le=\"+Inf\"}"), N);
-  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_count{model=\"otsu\"}"), N);
-  CHECK(strstr(text, "segq_queue_wait_seconds_sum{model=\"otsu\"} 40.000000\n") != NULL);
+  const uint64_t E = N + N / 100; /* executions: retried ones too */
+  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_bucket{model=\"otsu\",le=\"0.0025\"}"), E);
+  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_bucket{model=\"otsu\",le=\"+Inf\"}"), E);
+  CHECK_EQ_INT(sample(text, "segq_queue_wait_seconds_count{model=\"otsu\"}"), E);
+  CHECK(strstr(text, "segq_queue_wait_seconds_sum{model=\"otsu\"} 40.400000\n") != NULL);
+  CHECK_EQ_INT(sample(text, "segq_job_duration_seconds_count{model=\"otsu\"}"), N);
   /* end to end = queue wait + time in the worker = 10 ms */
   CHECK_EQ_INT(sample(text, "segq_job_duration_seconds_bucket{model=\"otsu\",le=\"0.005\"}"), 0);
   CHECK_EQ_INT(sample(text, "segq_job_duration_seconds_bucket{model=\"otsu\",le=\"0.01\"}"), N);
