@@ -10,7 +10,8 @@ PKGS=(build-essential cmake pkg-config git
 # Deployment checks (tests/deploy/, tests/integration/test_metrics.py): compose/Kubernetes/alert
 # YAML, Prometheus's text parser, objdump for the image's library check, and Prometheus itself
 # (promtool for the alert rules' unit tests; the server evaluates the dashboard's queries).
-PKGS+=(python3-yaml python3-prometheus-client binutils prometheus)
+# SEGQ_BOOTSTRAP_BUILD_ONLY=1 (the images' build stages) leaves these out.
+[ -n "${SEGQ_BOOTSTRAP_BUILD_ONLY:-}" ] || PKGS+=(python3-yaml python3-prometheus-client binutils prometheus)
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
