@@ -1,7 +1,8 @@
 /* worker/metrics: storage and rendering of the families of SQ_METRIC_FAMILIES. Everything an
  * observation touches is a C11 atomic (relaxed: a scrape may see a histogram's count a job ahead
  * of its buckets, which Prometheus tolerates); a device's busy span is a small mutex-protected
- * counter of running executors. Families and their help text come from one table, so --help,
+ * counter of running executors; what the loop thread sets (its own state, the depth) sits behind
+ * one mutex that render takes too. Families and their help text come from one table, so --help,
  * docs and dashboards cannot name a metric the worker does not serve (tests/deploy checks the
  * dashboards against a real scrape).
  * Threads: observe functions from any thread; set_* and render on the loop thread. */
@@ -62,7 +63,7 @@ typedef struct {
   atomic_uint_fast64_t codes[NCODES];
   atomic_uint_fast64_t infer_count, infer_exec;
   histo_t h[H_N];
-  uint64_t in_flight, batcher; /* loop thread */
+  uint64_t in_flight, batcher; /* under state_mu */
 } model_stats_t;
 
 typedef struct {
@@ -81,7 +82,9 @@ struct sq_metrics {
   device_stats_t *devices;
   size_t ndevices;
   double start_time_s;
-  sq_metrics_worker_t worker; /* loop thread */
+  pthread_mutex_t state_mu; /* guards what sq_metrics_set_* write: worker, depth, in_flight... */
+  int state_mu_ready;
+  sq_metrics_worker_t worker;
   int depth_known;
   uint64_t *queued, *delayed, dead;
 };
@@ -119,6 +122,8 @@ sq_metrics_t *sq_metrics_new(const char *const *models, const char *const *devic
     return NULL;
   }
   m->start_time_s = (double)sq_clock_wall_ms() / 1000.0;
+  pthread_mutex_init(&m->state_mu, NULL);
+  m->state_mu_ready = 1;
   for (size_t i = 0; i < nmodels; i++) {
     const char *dev = devices && devices[i] ? devices[i] : "cpu";
     size_t d = 0;
@@ -153,6 +158,7 @@ void sq_metrics_free(sq_metrics_t *m) {
   free(m->devices);
   free(m->queued);
   free(m->delayed);
+  if (m->state_mu_ready) pthread_mutex_destroy(&m->state_mu);
   free(m);
 }
 
@@ -212,23 +218,30 @@ void sq_metrics_device_memory(sq_metrics_t *m, size_t model, uint64_t used, uint
 /* ---- state (loop thread) ---- */
 
 void sq_metrics_set_worker(sq_metrics_t *m, const sq_metrics_worker_t *w) {
-  if (m && w) m->worker = *w;
+  if (!m || !w) return;
+  pthread_mutex_lock(&m->state_mu);
+  m->worker = *w;
+  pthread_mutex_unlock(&m->state_mu);
 }
 
 void sq_metrics_set_model(sq_metrics_t *m, size_t model, uint64_t in_flight, uint64_t batcher) {
   if (!m || model >= m->nmodels) return;
+  pthread_mutex_lock(&m->state_mu);
   m->models[model].in_flight = in_flight;
   m->models[model].batcher = batcher;
+  pthread_mutex_unlock(&m->state_mu);
 }
 
 void sq_metrics_set_depth(sq_metrics_t *m, const sq_queue_depth_t *d) {
   if (!m || !d || d->nmodels != m->nmodels) return;
+  pthread_mutex_lock(&m->state_mu);
   for (size_t i = 0; i < m->nmodels; i++) {
     m->queued[i] = d->queued[i];
     m->delayed[i] = d->delayed[i];
   }
   m->dead = d->dead;
   m->depth_known = 1;
+  pthread_mutex_unlock(&m->state_mu);
 }
 
 void sq_metrics_print_markdown(FILE *out) {
@@ -298,9 +311,11 @@ static void render_histo(out_t *o, const char *fname, const char *model, const h
   emit(o, "%s_count{model=\"%s\"} %" PRIu64 "\n", fname, e, count > cum ? count : cum);
 }
 
-size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap) {
+size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
+  sq_metrics_t *m = (sq_metrics_t *)m_const; /* only for the mutex */
   out_t o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
+  pthread_mutex_lock(&m->state_mu);
   static const char *const outcomes[SQ_OUTCOME_N] = {"ok", "failed", "retried", "canceled",
                                                      "dropped"};
   char e[200];
@@ -405,5 +420,6 @@ size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap) {
                      NTIME, 1e-6);
     }
   }
+  pthread_mutex_unlock(&m->state_mu);
   return o.len;
 }

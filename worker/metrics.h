@@ -3,7 +3,8 @@
  * histograms (fixed buckets) per model, per device and per Redis connection, defined once in
  * SQ_METRIC_FAMILIES, and one render function for the HTTP endpoint.
  * Threads: the observe functions are lock-free (C11 atomics) and may be called from any thread
- * (loop, work pool, executors); sq_metrics_set_* and sq_metrics_render run on the loop thread. */
+ * (loop, work pool, executors); the sq_metrics_set_* state and sq_metrics_render share a mutex,
+ * so the loop thread may set while an HTTP thread renders. */
 #ifndef SQ_WORKER_METRICS_H
 #define SQ_WORKER_METRICS_H
 
@@ -36,7 +37,8 @@
   X(SWEPT, "segq_sweeper_recovered_jobs_total", counter, "",                                      \
     "Jobs of dead workers this worker's sweeper requeued or dead-lettered")                       \
   X(IN_FLIGHT, "segq_jobs_in_flight", gauge, "model",                                             \
-    "Jobs claimed by this worker and not yet acked (batcher, decode, run, ack)")                  \
+    "Jobs claimed by this worker and not yet acked (batcher, decode, run, ack), ensemble member " \
+    "runs included")                                                                              \
   X(BATCHER, "segq_batcher_jobs", gauge, "model", "Jobs waiting in the model's batcher")          \
   X(QUEUE_DEPTH, "segq_queue_depth", gauge, "model",                                              \
     "Jobs waiting in Redis for the model, all tenants' queues (the same for every worker: "       \
@@ -97,7 +99,7 @@ void sq_metrics_run_end(sq_metrics_t *m, size_t model, uint32_t samples, uint64_
 /* The device memory of model's device (GPUs; any thread, e.g. an executor after a batch). */
 void sq_metrics_device_memory(sq_metrics_t *m, size_t model, uint64_t used, uint64_t total);
 
-/* ---- the worker's state, set before each render (loop thread) ---- */
+/* ---- the worker's state, as the loop thread last set it (any thread; under the mutex) ---- */
 typedef struct {
   int command_ready, blocking_ready, lease_ok, draining;
   uint64_t command_connects, blocking_connects, swept_jobs;
@@ -113,7 +115,7 @@ void sq_metrics_print_markdown(FILE *out);
 
 /* Prometheus text exposition format 0.0.4 into buf (NUL-terminated, cut at cap). Returns the
  * length the whole text needs (snprintf-style: call again with a larger buffer when >= cap).
- * Loop thread. */
+ * Any thread. */
 size_t sq_metrics_render(const sq_metrics_t *m, char *buf, size_t cap);
 #define SQ_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

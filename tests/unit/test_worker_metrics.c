@@ -1,7 +1,8 @@
 /* worker/metrics: observations from several threads at once add up exactly (atomics), the text
  * is the exposition format (HELP/TYPE per family, cumulative buckets ending in +Inf = count,
  * sums in seconds), GPU families appear only for a non-CPU device once its memory is known,
- * depth families only once read, and render reports the length it needs when cut short. */
+ * depth families only once read, render reports the length it needs when cut short, and a
+ * scraping thread can render (and set state) while the observers run. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -33,6 +34,23 @@ static void *hammer(void *arg) {
 }
 
 /* The value on the sample line starting with line_prefix (not a # HELP line naming it). */
+/* Scrapes (and sets the loop's state) while the observers run, as an HTTP thread would. */
+static volatile int observing = 1;
+static void *scraper(void *arg) {
+  (void)arg;
+  char *buf = malloc(1 << 16);
+  int renders = 0;
+  while (observing || renders == 0) {
+    sq_metrics_worker_t w = {1, 1, 1, 0, (uint64_t)renders, 1, 0};
+    sq_metrics_set_worker(m, &w);
+    sq_metrics_set_model(m, 0, (uint64_t)renders, 1);
+    sq_metrics_render(m, buf, 1 << 16);
+    renders++;
+  }
+  free(buf);
+  return NULL;
+}
+
 static uint64_t sample(const char *text, const char *line_prefix) {
   char want[200];
   snprintf(want, sizeof want, "\n%s ", line_prefix);
@@ -52,9 +70,12 @@ int main(void) {
   const char *devices[] = {"cpu", "cuda:0"};
   m = sq_metrics_new(models, devices, 2);
   CHECK(m != NULL);
-  pthread_t th[THREADS];
+  pthread_t th[THREADS], scr;
+  pthread_create(&scr, NULL, scraper, NULL);
   for (int i = 0; i < THREADS; i++) pthread_create(&th[i], NULL, hammer, NULL);
   for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+  observing = 0;
+  pthread_join(scr, NULL);
 
   size_t need = sq_metrics_render(m, NULL, 0);
   char *text = malloc(need + 1);
