@@ -104,6 +104,22 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
  * "unregister"); NULL if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
+/* ---- names for readers of events (segq-bridge) ---- */
+typedef enum {
+  SQ_QUEUE_JOB_CHANNEL = 0, /* PUBLISHed job events */
+  SQ_QUEUE_GROUP_CHANNEL,   /* PUBLISHed group events */
+  SQ_QUEUE_JOB_HISTORY,     /* a job's stored events */
+  SQ_QUEUE_GROUP_HISTORY,   /* a group's stored events */
+  SQ_QUEUE_JOB_SNAPSHOT,    /* a job's current state */
+  SQ_QUEUE_GROUP_SNAPSHOT,  /* a group's counters */
+  SQ_QUEUE_RESULT,          /* a job's result document */
+} sq_queue_name_t;
+
+/* Writes the key or channel `which` of job/group id under prefix into out. Returns 0, or
+ * SQ_EINVAL (unknown name, out too small). */
+int sq_queue_key_name(char *out, size_t len, const char *prefix, sq_queue_name_t which,
+                      const char *id);
+
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */
 typedef struct sq_batcher sq_batcher_t;
 
