@@ -5,8 +5,9 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
+      libwebsockets-dev libwebsockets-evlib-uv libssl-dev
       redis-server
-      python3 python3-redis python3-msgpack python3-numpy python3-pil)
+      python3 python3-redis python3-msgpack python3-numpy python3-pil python3-websockets)
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
