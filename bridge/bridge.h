@@ -41,6 +41,10 @@ extern "C" {
     10000000, "messages queued for one client before it is closed as slow (4001)")               \
   X(client_queue_bytes, "client-queue-bytes", "SEGQ_BRIDGE_CLIENT_QUEUE_BYTES", UINT, "4194304", \
     4096, 2147483647, "bytes queued for one client before it is closed as slow (4001)")          \
+  X(client_sndbuf_bytes, "client-sndbuf-bytes", "SEGQ_BRIDGE_CLIENT_SNDBUF_BYTES", UINT, "0", 0, \
+    67108864,                                                                                    \
+    "kernel send buffer of each client socket (SO_SNDBUF); 0 = the kernel's autotuned "          \
+    "default. Lower it to bound the kernel memory a slow client can hold")                       \
   X(max_clients, "max-clients", "SEGQ_BRIDGE_MAX_CLIENTS", UINT, "10000", 1, 1000000,            \
     "WebSocket connections at most; more are refused (1013 try again later)")                    \
   X(max_subscriptions, "max-subscriptions", "SEGQ_BRIDGE_MAX_SUBSCRIPTIONS", UINT, "64", 1,      \

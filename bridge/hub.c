@@ -66,8 +66,11 @@ struct sq_hub_sub {
   const char *resync_reason; /* static string */
   uint64_t want_offset;
   char want_epoch[EPOCH_MAX];
-  uint64_t need_gen; /* a read issued with this generation or later is fresh for it */
-  uint64_t pos;      /* last offset delivered (ACTIVE) */
+  /* Reads are numbered; need_gen is the first read made after the subscription came (needed
+   * to decide a resync), start_gen the first whose snapshot it may start from (also the read
+   * already in flight when it came: at most one round trip old). */
+  uint64_t need_gen, start_gen;
+  uint64_t pos; /* last offset delivered (ACTIVE) */
 };
 
 /* An event not yet in the log: its frame is built when it is appended (the epoch is known). */
@@ -315,20 +318,28 @@ static void try_start(sq_hub_t *h, channel_t *c, sq_hub_sub_t *s) {
   }
   uint64_t lo = log_lo(c);
   int fresh = c->has_snap && c->snap_gen >= s->need_gen;
+  if (!c->has_snap || c->snap_gen < s->start_gen) {
+    /* Every start carries a snapshot read after the subscription came (one read serves all
+     * the subscriptions waiting for it), so the state it shows is current; that read brings the
+     * history the log lacks too. */
+    c->need_snap = 1;
+    if (s->mode == START_RESUME && s->want_offset + 1 < lo &&
+        !(c->hist_first && s->want_offset + 1 < c->hist_first) &&
+        s->want_offset < c->need_hist_after)
+      c->need_hist_after = s->want_offset;
+    return;
+  }
   if (s->mode == START_RESUME) {
     uint64_t x = s->want_offset;
-    if (x > 0 && strcmp(s->want_epoch, c->epoch) != 0) {
-      /* Our epoch may be older than the client's: only a read made after it came decides. */
-      if (!fresh) {
-        c->need_snap = 1;
-        return;
-      }
+    int other_epoch = x > 0 && strcmp(s->want_epoch, c->epoch) != 0;
+    int ahead = x > (c->hi > c->snap_off ? c->hi : c->snap_off);
+    if ((other_epoch || ahead) && !fresh) {
+      c->need_snap = 1; /* our view may be older than the client's: a newer read decides */
+      return;
+    }
+    if (other_epoch) {
       become_resync(s, "epoch_changed");
-    } else if (x > (c->hi > c->snap_off ? c->hi : c->snap_off)) {
-      if (!fresh) {
-        c->need_snap = 1;
-        return;
-      }
+    } else if (ahead) {
       become_resync(s, "offset_ahead");
     } else if (x + 1 >= lo) {
       send_start(h, c, s, x, 1);
@@ -450,6 +461,7 @@ sq_hub_sub_t *sq_hub_subscribe(sq_hub_t *h, const char *channel, void *sink, int
   s->want_offset = offset;
   snprintf(s->want_epoch, sizeof s->want_epoch, "%s", epoch ? epoch : "");
   s->need_gen = c->read_seq + 1;
+  s->start_gen = c->reading ? c->read_seq : c->read_seq + 1;
   /* Append at the tail: waiting subscriptions start in the order they came. */
   sq_hub_sub_t **pp = &c->subs;
   sq_hub_sub_t *prev = NULL;

@@ -3,12 +3,14 @@
  * event/resync/error/ping out), their bounded send queues and keepalive, and the glue between the
  * hub and the Redis source. HTTP requests go to http.c.
  * Threads: loop thread only. */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "bridge/server_internal.h"
@@ -48,7 +50,7 @@ struct client {
   size_t qhead, qlen, qcap, qbytes;
   sub_slot_t *subs;
   size_t nsubs;
-  int closing, close_code;
+  int closing, close_code, close_sent;
   char close_reason[120];
   uint64_t next_ping_ms, ping_sent_ms;
   char *rx;
@@ -272,6 +274,11 @@ static void client_open(sq_bridge_t *b, struct lws *wsi, pss_t *pss) {
   b->stats.clients_total++;
   pss->client = c;
   c->next_ping_ms = now_ms() + (uint64_t)b->cfg->ping_interval_s * 1000;
+  if (b->cfg->client_sndbuf_bytes) {
+    int sz = (int)b->cfg->client_sndbuf_bytes;
+    if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) != 0)
+      sq_log_warn("bridge", "cannot set SO_SNDBUF", "bytes=%d err=\"%s\"", sz, strerror(errno));
+  }
   char origin[256], host[256], uri[256];
   header(wsi, WSI_TOKEN_ORIGIN, origin, sizeof origin);
   header(wsi, WSI_TOKEN_HOST, host, sizeof host);
@@ -308,12 +315,26 @@ static void client_gone(sq_bridge_t *b, pss_t *pss) {
   pss->client = NULL;
 }
 
+/* Writes the close frame (code + reason) and waits up to CLOSE_SEND_S for the client's answer.
+ * Returning -1 from a writeable callback after lws_close_reason() does not do it in lws 4.1: that
+ * path marks the socket unusable, so no close frame goes out and the browser sees 1006 instead of
+ * our code and reason. LWS_WRITE_CLOSE is private in lws 4.1; its value is 4 (after TEXT,
+ * BINARY, CONTINUATION, HTTP) and lws_write frames a close for it. */
+#define SQ_LWS_WRITE_CLOSE ((enum lws_write_protocol)4)
+static int send_close(client_t *c) {
+  unsigned char buf[LWS_PRE + 2 + sizeof c->close_reason];
+  size_t rlen = strnlen(c->close_reason, 123);
+  buf[LWS_PRE] = (unsigned char)(c->close_code >> 8);
+  buf[LWS_PRE + 1] = (unsigned char)(c->close_code & 0xff);
+  memcpy(buf + LWS_PRE + 2, c->close_reason, rlen);
+  c->close_sent = 1;
+  if (lws_write(c->wsi, buf + LWS_PRE, 2 + rlen, SQ_LWS_WRITE_CLOSE) < 0) return -1;
+  lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_SEND_S);
+  return 0;
+}
+
 static int client_writeable(client_t *c) {
-  if (c->closing) {
-    lws_close_reason(c->wsi, (enum lws_close_status)c->close_code, (unsigned char *)c->close_reason,
-                     strlen(c->close_reason));
-    return -1;
-  }
+  if (c->closing) return c->close_sent ? 0 : send_close(c);
   for (int k = 0; k < 64 && c->qlen > 0; k++) {
     sq_msg_t *m = c->q[c->qhead];
     c->qhead = (c->qhead + 1) % c->qcap;

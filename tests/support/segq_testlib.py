@@ -579,6 +579,115 @@ class Bridge:
         return False
 
 
+def group_top_offset(r, prefix, group):
+    """The offset of the last event of group's channel, read from its snapshot (0 if none): what a
+    reader that saw everything ends at."""
+    v = r.hget(key(prefix, "group", group), "gseq")
+    return int(v) if v is not None else 0
+
+
+class WsClient:
+    """An asyncio WebSocket client of segq-bridge (python3-websockets) that answers the bridge's
+    pings and reads with bounded waits.
+
+        async with WsClient(bridge) as c:
+            await c.subscribe("group:g", offset=0)
+            evs = await c.events("group:g", until=lambda e: ...)
+    """
+
+    def __init__(self, bridge, origin=None, path="/ws", **connect_kw):
+        self.bridge = bridge
+        self.origin = origin
+        self.path = path
+        self.connect_kw = connect_kw
+        self.ws = None
+        self.pings = 0
+
+    async def __aenter__(self):
+        import websockets
+        headers = {"Origin": self.origin} if self.origin else None
+        self.ws = await websockets.connect("ws://127.0.0.1:%d%s" % (self.bridge.port, self.path),
+                                           extra_headers=headers, open_timeout=20,
+                                           ping_interval=None, **self.connect_kw)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+        return False
+
+    async def close(self):
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def send(self, **msg):
+        import json
+        await self.ws.send(json.dumps(msg))
+
+    async def subscribe(self, channel, token=None, **kw):
+        """Sends a subscribe with a token minted by the bridge's secret (unless token is given;
+        token="" sends none) and offset/epoch if given."""
+        if token is None:
+            token = self.bridge.mint(channel)
+        msg = {"type": "subscribe", "channel": channel}
+        if token:
+            msg["token"] = token
+        msg.update(kw)
+        await self.send(**msg)
+
+    async def recv(self, timeout=20.0):
+        """The next message other than a ping (answered with a pong), as a dict. Raises
+        AssertionError on timeout; websockets' ConnectionClosed when the bridge closed."""
+        import asyncio
+        import json
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no message from the bridge within %.0fs" % timeout)
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), left)
+            except asyncio.TimeoutError:
+                raise AssertionError("no message from the bridge within %.0fs" % timeout)
+            msg = json.loads(raw)
+            if msg.get("type") == "ping":
+                self.pings += 1
+                await self.send(type="pong")
+                continue
+            return msg
+
+    async def expect(self, type_, timeout=20.0):
+        msg = await self.recv(timeout)
+        if msg.get("type") != type_:
+            raise AssertionError("expected a %s message, got %r" % (type_, msg))
+        return msg
+
+    async def events(self, channel, until, timeout=60.0):
+        """Event messages of channel until until(event_msg) is true (that one included)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await self.recv(max(0.1, deadline - time.monotonic()))
+            if msg.get("type") == "event" and msg.get("channel") == channel:
+                out.append(msg)
+                if until(msg):
+                    return out
+            elif msg.get("type") in ("resync", "error"):
+                raise AssertionError("unexpected %r" % msg)
+
+
+def group_finished(msg):
+    """True for a group event whose counters say every job of the group is finished."""
+    d = msg.get("data") or {}
+    total = d.get("total") or 0
+    return total > 0 and (d.get("done") or 0) + (d.get("failed") or 0) + (d.get("canceled") or 0) >= total
+
+
+def run_async(coro, timeout=240):
+    """Runs an asyncio coroutine to completion (bounded)."""
+    import asyncio
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
 # -- headless Chromium (tests/browser) --------------------------------------------------------
 
 BROWSER_DIR = os.path.join(SOURCE_DIR, "tests", "browser")

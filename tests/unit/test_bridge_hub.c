@@ -189,7 +189,9 @@ static void test_resume_from_log_without_read(void) {
   check_events(&a, 1, 1, 10);
   int reads = W.nreads;
   sq_hub_subscribe(h, "group:g", &b, 1, 3, "e1", 3);
-  CHECK_EQ_INT(W.nreads, reads); /* served from the channel's log */
+  CHECK_EQ_INT(W.nreads, reads + 1); /* a fresh snapshot, but no history: the log has it */
+  CHECK_EQ_INT(W.reads[W.nreads - 1].with_hist, 0);
+  answer(h, "e1", 10, 1, 3);
   CHECK_STR(ftype(&b, 0), "subscribed");
   CHECK_EQ_INT(foffset(&b, 0), 3);
   check_events(&b, 1, 4, 10);
@@ -428,7 +430,9 @@ static void test_many_subscribers_share_and_linger(void) {
   CHECK_EQ_INT(W.nunwatch, 0); /* lingering */
   sink_clear(&sinks[0]);
   sq_hub_sub_t *again = sq_hub_subscribe(h, "group:g", &sinks[0], 1, 28, "", 600);
-  CHECK_EQ_INT(W.nwatch, 1); /* still followed: no new subscription, served from the log */
+  CHECK_EQ_INT(W.nwatch, 1);                        /* still followed: no new Redis subscription */
+  CHECK_EQ_INT(W.reads[W.nreads - 1].with_hist, 0); /* the log has the events */
+  answer(h, "", 30, 1, 601);
   check_events(&sinks[0], 1, 29, 30);
   sq_hub_unsubscribe(h, again, 700);
   sq_hub_tick(h, 1600);
