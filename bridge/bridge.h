@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "queue/queue.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,7 +20,8 @@ extern "C" {
  * BOOL (a bare `--flag`, `--flag=0|1`, or the variable set to 0/1). */
 #define SQ_BRIDGE_OPTIONS(X)                                                                     \
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,               \
-    "Redis server: redis://[:password@]host:port[/db]")                                          \
+    "Redis server: redis://[[user][:password]@]host[:port][/db] or "                             \
+    "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")             \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis") \
   X(host, "host", "SEGQ_BRIDGE_HOST", STR, "127.0.0.1", 0, 0,                                    \
     "address to listen on (0.0.0.0 for every interface)")                                        \
@@ -79,11 +81,7 @@ typedef struct {
 #define SQ_X_FIELD(field, flag, env, kind, def, lo, hi, help) SQ_BRIDGE_KIND_##kind field;
   SQ_BRIDGE_OPTIONS(SQ_X_FIELD)
 #undef SQ_X_FIELD
-  /* Derived from redis_url. */
-  char *redis_host;
-  int redis_port;
-  char *redis_password; /* NULL = no AUTH */
-  uint32_t redis_db;
+  sq_redis_url_t redis; /* derived from redis_url (queue/'s one parser) */
   /* The token secret (from token_secret or the file), secret_len bytes; NULL when none is set
    * (allowed only with --demo, which then draws a random one). */
   uint8_t *secret;

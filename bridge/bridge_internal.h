@@ -14,11 +14,8 @@
 #include "bridge/bridge.h"
 #include "common/common.h"
 
-/* ---- Redis URL and Origin helpers (config.c, origin.c, redis_seam.c) ---- */
+/* ---- Origin helpers (origin.c) ---- */
 
-/* redis://[[user]:password@]host[:port][/db]; the strings are malloc'd for the caller. */
-int sq_bridge_redis_url_parse(const char *url, char **host, int *port, char **password,
-                              uint32_t *db, sq_error_t *err);
 /* Validates an --allowed-origins value ("", "*", or a comma-separated list of origins). */
 int sq_bridge_origins_check(const char *list, sq_error_t *err);
 /* 1 if a WebSocket from origin may be served. origin NULL/empty (not a browser) is allowed; list
@@ -130,8 +127,9 @@ void sq_hub_on_watching(sq_hub_t *h, const char *channel, uint64_t now_ms);
 void sq_hub_on_live(sq_hub_t *h, const char *channel, const sq_hub_event_t *ev, const char *epoch,
                     uint64_t now_ms);
 void sq_hub_on_read(sq_hub_t *h, const char *channel, const sq_hub_read_t *r, uint64_t now_ms);
-/* Every Redis subscription was lost (connection down); sq_hub_on_watching follows per channel
- * once they are back, and each channel then catches up from history. */
+/* The Redis subscription of channel (or of every channel) was lost with its connection;
+ * sq_hub_on_watching follows once it is back, and the channel then catches up from history. */
+void sq_hub_on_lost(sq_hub_t *h, const char *channel);
 void sq_hub_on_source_down(sq_hub_t *h);
 /* Timers: channel linger, read retries, stalled live events. Call every ~100-250 ms. */
 void sq_hub_tick(sq_hub_t *h, uint64_t now_ms);
@@ -155,16 +153,14 @@ struct uv_loop_s;
 
 typedef struct {
   struct uv_loop_s *loop;
-  const char *host;
-  int port;
-  const char *password; /* NULL = no AUTH */
-  uint32_t db;
+  const sq_redis_url_t *redis; /* borrowed */
   const char *prefix;
   uint64_t reply_limit_ms; /* watchdog: a reply slower than this drops the connection */
 } sq_source_config_t;
 
-/* Connects both connections (reconnecting by themselves). cfg's strings are borrowed. */
-sq_source_t *sq_source_new(const sq_source_config_t *cfg);
+/* Connects both connections through queue/'s session core (reconnecting by themselves,
+ * Sentinel, ACL users). cfg's pointers are borrowed. NULL with err on failure. */
+sq_source_t *sq_source_new(const sq_source_config_t *cfg, sq_error_t *err);
 /* Where live events, subscription confirmations and read results go (set before the first
  * watch). */
 void sq_source_set_hub(sq_source_t *src, sq_hub_t *hub);

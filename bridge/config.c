@@ -1,6 +1,6 @@
 /* bridge/config: defaults -> SEGQ_* environment -> flags, all driven by SQ_BRIDGE_OPTIONS (the
- * same shape as the worker's table), plus the derived values: Redis URL parts (through the
- * worker's URL parser until the shared Redis session lands in queue/) and the token secret.
+ * same shape as the worker's table), plus the derived values: the Redis URL (queue/'s parser, the
+ * same forms as the worker) and the token secret.
  * Threads: main thread, at start-up. */
 #include <errno.h>
 #include <stdlib.h>
@@ -84,8 +84,7 @@ void sq_bridge_config_free(sq_bridge_config_t *cfg) {
   if (!cfg) return;
   for (size_t i = 0; i < NOPTIONS; i++)
     if (options[i].kind == KIND_STR) free(*(char **)(void *)((char *)cfg + options[i].offset));
-  free(cfg->redis_host);
-  free(cfg->redis_password);
+  sq_redis_url_free(&cfg->redis);
   if (cfg->secret) {
     memset(cfg->secret, 0, cfg->secret_len);
     free(cfg->secret);
@@ -185,9 +184,11 @@ int sq_bridge_config_parse(sq_bridge_config_t *cfg, int argc, char **argv,
   }
   if (action != SQ_BRIDGE_RUN) return action;
 
-  if ((rc = sq_bridge_redis_url_parse(cfg->redis_url, &cfg->redis_host, &cfg->redis_port,
-                                      &cfg->redis_password, &cfg->redis_db, err)) != 0)
-    return rc;
+  if ((rc = sq_redis_url_parse(&cfg->redis, cfg->redis_url, err)) != 0) return rc;
+  if (cfg->demo && cfg->redis.sentinel)
+    return sq_error_set(err, SQ_EINVAL,
+                        "--demo enqueues through a plain connection: give it a redis:// URL "
+                        "(the bridge itself follows redis+sentinel:// URLs)");
   if (!sq_proto_valid_name(cfg->prefix, strlen(cfg->prefix), 64))
     return sq_error_set(err, SQ_EINVAL, "prefix: \"%s\" must be 1-64 of [A-Za-z0-9._:-]",
                         cfg->prefix);
@@ -237,12 +238,13 @@ void sq_bridge_config_print_markdown(FILE *out) {
 }
 
 void sq_bridge_config_summary(const sq_bridge_config_t *cfg, char *buf, size_t len) {
+  char redis[512];
+  sq_redis_url_describe(&cfg->redis, redis, sizeof redis);
   snprintf(buf, len,
-           "redis=%s:%d db=%u auth=%s prefix=%s listen=%s:%u origins=\"%s\" ping_s=%u "
+           "redis=%s auth=%s prefix=%s listen=%s:%u origins=\"%s\" ping_s=%u "
            "pong_timeout_s=%u queue_max=%u queue_bytes=%u max_clients=%u max_subs=%u "
            "channel_cache=%u linger_s=%u demo=%u demo_model=%s log_level=%s",
-           cfg->redis_host ? cfg->redis_host : "?", cfg->redis_port, cfg->redis_db,
-           cfg->redis_password ? "yes" : "no", cfg->prefix, cfg->host, cfg->port,
+           redis, cfg->redis.password ? "yes" : "no", cfg->prefix, cfg->host, cfg->port,
            cfg->allowed_origins, cfg->ping_interval_s, cfg->pong_timeout_s, cfg->client_queue_max,
            cfg->client_queue_bytes, cfg->max_clients, cfg->max_subscriptions, cfg->channel_cache,
            cfg->channel_linger_s, cfg->demo, cfg->demo_model, cfg->log_level);

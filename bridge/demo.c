@@ -161,7 +161,9 @@ static void enqueue_work(uv_work_t *w) {
   struct demo_upload *u = w->data;
   const sq_bridge_config_t *cfg = u->b->cfg;
   struct timeval tv = {5, 0};
-  redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+  /* A plain connection of its own (config.c refuses --demo with a Sentinel URL): this thread
+   * must not touch the loop's connections. */
+  redisContext *c = redisConnectWithTimeout(cfg->redis.nodes[0].host, cfg->redis.nodes[0].port, tv);
   if (!c || c->err) {
     snprintf(u->work_err, sizeof u->work_err, "cannot connect to Redis: %s",
              c ? c->errstr : "out of memory");
@@ -170,16 +172,19 @@ static void enqueue_work(uv_work_t *w) {
   }
   redisSetTimeout(c, tv);
   redisReply *r = NULL;
-  if (cfg->redis_password) r = redisCommand(c, "AUTH %s", cfg->redis_password);
-  if (cfg->redis_password && (!r || r->type == REDIS_REPLY_ERROR)) {
+  if (cfg->redis.password && cfg->redis.user)
+    r = redisCommand(c, "AUTH %s %s", cfg->redis.user, cfg->redis.password);
+  else if (cfg->redis.password)
+    r = redisCommand(c, "AUTH %s", cfg->redis.password);
+  if (cfg->redis.password && (!r || r->type == REDIS_REPLY_ERROR)) {
     snprintf(u->work_err, sizeof u->work_err, "Redis refused AUTH");
     if (r) freeReplyObject(r);
     redisFree(c);
     return;
   }
   if (r) freeReplyObject(r);
-  if (cfg->redis_db) {
-    r = redisCommand(c, "SELECT %u", (unsigned)cfg->redis_db);
+  if (cfg->redis.db) {
+    r = redisCommand(c, "SELECT %u", (unsigned)cfg->redis.db);
     if (r) freeReplyObject(r);
   }
   for (size_t i = 0; i < u->nfiles; i++) {

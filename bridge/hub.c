@@ -510,6 +510,11 @@ static void down_each(const char *key, void *value, void *data) {
   (void)data;
 }
 
+void sq_hub_on_lost(sq_hub_t *h, const char *channel) {
+  channel_t *c = find_channel(h, channel);
+  if (c) c->watching = 0;
+}
+
 void sq_hub_on_source_down(sq_hub_t *h) {
   sq_map_each(h->channels, down_each, NULL);
 }

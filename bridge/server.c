@@ -525,10 +525,13 @@ sq_bridge_t *sq_bridge_new(uv_loop_t *loop, const sq_bridge_config_t *cfg, sq_er
     sq_log_warn("bridge", "browser client not served", "js_dir=%s reason=\"no segq.js\"",
                 cfg->js_dir);
   b->ping_msg = sq_msg_new("{\"type\":\"ping\"}", 15);
-  sq_source_config_t scfg = {
-      loop, cfg->redis_host, cfg->redis_port, cfg->redis_password, cfg->redis_db, cfg->prefix,
-      10000};
-  b->src = sq_source_new(&scfg);
+  sq_source_config_t scfg = {loop, &cfg->redis, cfg->prefix, 10000};
+  b->src = sq_source_new(&scfg, err);
+  if (!b->src) {
+    sq_msg_unref(b->ping_msg);
+    free(b);
+    return NULL;
+  }
   sq_hub_config_t hcfg = {cfg->channel_cache, (uint64_t)cfg->channel_linger_s * 1000, 1000};
   b->hub = b->src ? sq_hub_new(&hcfg, &hub_iface, b->src) : NULL;
   if (!b->ping_msg || !b->src || !b->hub) {

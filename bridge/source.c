@@ -1,7 +1,7 @@
-/* bridge/source: the Redis side of the bridge's channels. A subscriber connection holds one Redis
- * subscription per followed channel (subscribe, unsubscribe and resubscribe after a reconnect are a
- * small state machine per channel, so a channel that is dropped and followed again never races
- * its own UNSUBSCRIBE); a command connection reads snapshots, history and results.
+/* bridge/source: the Redis side of the bridge's channels, on queue/'s session core (the same URL
+ * forms as the worker, Sentinel, ACL users, reconnects, per-command reply budgets): a subscriber
+ * connection holds one Redis subscription per followed channel, a command connection reads
+ * snapshots, history and results.
  * The event model it reads today (docs/protocol.md): a job is channel P:ev:<id>, snapshot
  * P:status:<id> (offset = seq), history P:events:<id>; a group is P:gev:<group>, P:group:<group>
  * (offset = gseq), P:gevents:<group>; events carry no epoch yet ("" throughout).
@@ -15,29 +15,28 @@
 
 #include "bridge/bridge_internal.h"
 #include "queue/queue.h"
-#include "worker/conn.h"
 
-#define HEARTBEAT_MS 5000
 #define KEY_MAX 256
 
-typedef enum { SUB_IDLE, SUB_SUBSCRIBING, SUB_SUBSCRIBED, SUB_UNSUBSCRIBING } sub_state_t;
-
+/* One followed Redis channel. queue/'s subscriber connection keeps the subscription across
+ * reconnects and tells us each time it is confirmed (SUBSCRIBED) or gone (LOST). */
 typedef struct {
+  struct sq_source *src;
   char bridge_name[SQ_CHANNEL_MAX];
+  char redis_name[KEY_MAX];
   sq_channel_kind_t kind;
-  sub_state_t state;
-  int wanted;
+  int confirmed;
 } sub_entry_t;
 
 struct sq_source {
   sq_source_config_t cfg;
   sq_hub_t *hub;
-  sq_conn_t cmd, sub;
-  sq_map_t *subs; /* Redis channel name -> sub_entry_t */
+  sq_redis_loop_t hooks;
+  sq_redis_t *redis;
+  sq_redis_conn_t *cmd, *sub;
+  sq_map_t *subs; /* bridge channel name -> sub_entry_t */
   size_t nsubscribed;
-  uv_timer_t heartbeat;
   int closing;
-  int open_parts; /* connections + the heartbeat timer not yet closed */
   void (*on_closed)(void *data);
   void *closed_data;
 };
@@ -79,166 +78,67 @@ static uint64_t now_ms(void) {
 
 /* ---- subscriptions ---- */
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata);
-
-static void send_subscribe(sq_source_t *src, const char *redis_channel, sub_entry_t *e) {
-  if (!src->sub.ready || !src->sub.ac) return; /* on_sub_ready subscribes it */
-  if (redisAsyncCommand(src->sub.ac, on_sub_reply, src, "SUBSCRIBE %s", redis_channel) != REDIS_OK)
-    return;
-  sq_conn_sent(&src->sub);
-  e->state = SUB_SUBSCRIBING;
-}
-
-static void send_unsubscribe(sq_source_t *src, const char *redis_channel, sub_entry_t *e) {
-  if (src->sub.ready && src->sub.ac &&
-      redisAsyncCommand(src->sub.ac, NULL, NULL, "UNSUBSCRIBE %s", redis_channel) == REDIS_OK) {
-    sq_conn_sent(&src->sub);
-    e->state = SUB_UNSUBSCRIBING;
-    return;
-  }
-  free(sq_map_del(src->subs, redis_channel)); /* not subscribed on a live connection */
-}
-
-static void on_message(sq_source_t *src, sub_entry_t *e, const redisReply *payload) {
-  if (payload->type != REDIS_REPLY_STRING) return;
+static void on_message(sq_source_t *src, sub_entry_t *e, const char *msg, size_t len) {
   uint64_t off = 0;
-  if (sq_bridge_msgpack_uint_field(payload->str, payload->len, offset_field(e->kind), &off) != 0 ||
-      off == 0) {
+  if (sq_bridge_msgpack_uint_field(msg, len, offset_field(e->kind), &off) != 0 || off == 0) {
     sq_log_warn("bridge", "event without an offset ignored", "channel=%s", e->bridge_name);
     return;
   }
-  size_t len = 0;
-  char *json = sq_bridge_msgpack_to_json(payload->str, payload->len, &len);
+  size_t jlen = 0;
+  char *json = sq_bridge_msgpack_to_json(msg, len, &jlen);
   if (!json) return;
-  sq_hub_event_t ev = {off, json, len};
+  sq_hub_event_t ev = {off, json, jlen};
   sq_hub_on_live(src->hub, e->bridge_name, &ev, NULL, now_ms());
   free(json);
 }
 
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  sq_source_t *src = privdata;
-  redisReply *r = reply;
-  (void)ac;
-  if (!r || src->closing) return;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
-    return;
-  const char *type = r->element[0]->str;
-  const char *name = r->element[1]->str;
-  sub_entry_t *e = sq_map_get(src->subs, name);
-  if (strcmp(type, "message") == 0) {
-    if (e && e->wanted && e->state == SUB_SUBSCRIBED) on_message(src, e, r->element[2]);
-    return;
-  }
-  if (strcmp(type, "subscribe") == 0) {
-    sq_conn_replied(&src->sub);
-    if (!e || e->state != SUB_SUBSCRIBING) return; /* a heartbeat's answer */
-    e->state = SUB_SUBSCRIBED;
-    src->nsubscribed++;
-    if (e->wanted)
-      sq_hub_on_watching(src->hub, e->bridge_name, now_ms());
-    else
-      send_unsubscribe(src, name, e);
-    return;
-  }
-  if (strcmp(type, "unsubscribe") == 0) {
-    sq_conn_replied(&src->sub);
-    if (!e) return;
-    if (e->state == SUB_SUBSCRIBED || e->state == SUB_UNSUBSCRIBING) src->nsubscribed--;
-    e->state = SUB_IDLE;
-    if (e->wanted)
-      send_subscribe(src, name, e); /* followed again while it was being dropped */
-    else
-      free(sq_map_del(src->subs, name));
+static void on_sub_event(sq_redis_conn_t *c, sq_redis_sub_event_t ev, const char *channel,
+                         size_t channel_len, const char *msg, size_t msg_len, void *data) {
+  sub_entry_t *e = data;
+  sq_source_t *src = e->src;
+  (void)c;
+  (void)channel;
+  (void)channel_len;
+  if (src->closing) return;
+  if (ev == SQ_REDIS_SUB_SUBSCRIBED) {
+    if (!e->confirmed) src->nsubscribed++;
+    e->confirmed = 1;
+    sq_hub_on_watching(src->hub, e->bridge_name, now_ms()); /* catches up from history */
+  } else if (ev == SQ_REDIS_SUB_LOST) {
+    if (e->confirmed) src->nsubscribed--;
+    e->confirmed = 0;
+    sq_hub_on_lost(src->hub, e->bridge_name);
+  } else if (e->confirmed) {
+    on_message(src, e, msg, msg_len);
   }
 }
 
 void sq_source_watch(void *srcp, const char *channel) {
   sq_source_t *src = srcp;
-  char name[KEY_MAX];
-  sq_channel_kind_t kind;
-  if (redis_name(src, channel, SQ_QUEUE_JOB_CHANNEL, SQ_QUEUE_GROUP_CHANNEL, name, sizeof name,
-                 &kind) != 0)
+  if (sq_map_get(src->subs, channel)) return;
+  sub_entry_t *e = calloc(1, sizeof(*e));
+  if (!e || redis_name(src, channel, SQ_QUEUE_JOB_CHANNEL, SQ_QUEUE_GROUP_CHANNEL, e->redis_name,
+                       sizeof e->redis_name, &e->kind) != 0) {
+    free(e);
     return;
-  sub_entry_t *e = sq_map_get(src->subs, name);
-  if (!e) {
-    e = calloc(1, sizeof(*e));
-    if (!e || sq_map_put(src->subs, name, e) != 0) {
-      free(e);
-      sq_log_error("bridge", "out of memory following a channel", "channel=%s", channel);
-      return;
-    }
-    snprintf(e->bridge_name, sizeof e->bridge_name, "%s", channel);
-    e->kind = kind;
   }
-  e->wanted = 1;
-  if (e->state == SUB_IDLE) send_subscribe(src, name, e);
-  /* SUBSCRIBING: its answer reports it; UNSUBSCRIBING: resubscribed when that is answered;
-   * SUBSCRIBED (a lingering channel followed again): the hub still has it. */
+  snprintf(e->bridge_name, sizeof e->bridge_name, "%s", channel);
+  e->src = src;
+  if (sq_map_put(src->subs, channel, e) != 0 ||
+      sq_redis_subscribe(src->sub, e->redis_name, 0, on_sub_event, e) != 0) {
+    sq_map_del(src->subs, channel);
+    free(e);
+    sq_log_error("bridge", "cannot follow a channel", "channel=%s", channel);
+  }
 }
 
 void sq_source_unwatch(void *srcp, const char *channel) {
   sq_source_t *src = srcp;
-  char name[KEY_MAX];
-  if (redis_name(src, channel, SQ_QUEUE_JOB_CHANNEL, SQ_QUEUE_GROUP_CHANNEL, name, sizeof name,
-                 NULL) != 0)
-    return;
-  sub_entry_t *e = sq_map_get(src->subs, name);
+  sub_entry_t *e = sq_map_del(src->subs, channel);
   if (!e) return;
-  e->wanted = 0;
-  if (e->state == SUB_SUBSCRIBED)
-    send_unsubscribe(src, name, e);
-  else if (e->state == SUB_IDLE)
-    free(sq_map_del(src->subs, name));
-}
-
-static void resubscribe_each(const char *key, void *value, void *data) {
-  sub_entry_t *e = value;
-  if (e->wanted && e->state == SUB_IDLE) send_subscribe(data, key, e);
-}
-
-static void on_sub_ready(sq_conn_t *c, void *data) {
-  sq_source_t *src = data;
-  (void)c;
-  if (!src->closing) sq_map_each(src->subs, resubscribe_each, src);
-}
-
-static void drop_each(const char *key, void *value, void *data) {
-  sq_source_t *src = data;
-  sub_entry_t *e = value;
-  e->state = SUB_IDLE;
-  if (!e->wanted) free(sq_map_del(src->subs, key));
-}
-
-static void on_sub_down(sq_conn_t *c, void *data) {
-  sq_source_t *src = data;
-  (void)c;
-  if (src->closing) return;
-  src->nsubscribed = 0;
-  sq_map_each(src->subs, drop_each, src);
-  sq_hub_on_source_down(src->hub);
-}
-
-typedef struct {
-  const char *name;
-} first_subscribed_t;
-
-static void find_subscribed(const char *key, void *value, void *data) {
-  first_subscribed_t *f = data;
-  if (!f->name && ((sub_entry_t *)value)->state == SUB_SUBSCRIBED) f->name = key;
-}
-
-/* hiredis 0.14 cannot route a PING's answer in subscribed mode, so the subscriber connection
- * proves it is alive by subscribing again to a channel it holds: Redis answers "subscribe", and
- * the watchdog drops the connection if that answer does not come. */
-static void on_heartbeat(uv_timer_t *t) {
-  sq_source_t *src = t->data;
-  if (src->closing || !src->sub.ready || !src->sub.ac) return;
-  first_subscribed_t f = {NULL};
-  sq_map_each(src->subs, find_subscribed, &f);
-  if (f.name &&
-      redisAsyncCommand(src->sub.ac, on_sub_reply, src, "SUBSCRIBE %s", f.name) == REDIS_OK)
-    sq_conn_sent(&src->sub);
+  sq_redis_unsubscribe(src->sub, e->redis_name, 0); /* its callback is not called again */
+  if (e->confirmed) src->nsubscribed--;
+  free(e);
 }
 
 /* ---- reads ---- */
@@ -266,16 +166,14 @@ static void fail_read(read_req_t *rq) {
   sq_hub_on_read(rq->src->hub, rq->channel, &r, now_ms());
 }
 
-static void on_read_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  read_req_t *rq = privdata;
+static void on_read_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
+  read_req_t *rq = data;
   sq_source_t *src = rq->src;
-  redisReply *r = reply;
-  (void)ac;
+  (void)c;
   if (src->closing) {
     free(rq);
     return;
   }
-  if (r) sq_conn_replied(&src->cmd);
   size_t want = rq->with_hist ? 2 : 1;
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != want ||
       r->element[0]->type != REDIS_REPLY_ARRAY) {
@@ -364,29 +262,28 @@ void sq_source_read(void *srcp, const char *channel, int with_history, uint64_t 
                       sizeof snap_key, &rq->kind) == 0 &&
            redis_name(src, channel, SQ_QUEUE_JOB_HISTORY, SQ_QUEUE_GROUP_HISTORY, hist_key,
                       sizeof hist_key, NULL) == 0;
-  redisAsyncContext *ac = src->cmd.ready ? src->cmd.ac : NULL;
-  /* Snapshot and history in one MULTI, so the history ends exactly at the snapshot's offset. */
-  ok =
-      ok && ac && redisAsyncCommand(ac, NULL, NULL, "MULTI") == REDIS_OK &&
-      redisAsyncCommand(ac, NULL, NULL, "HGETALL %s", snap_key) == REDIS_OK &&
-      (!with_history || redisAsyncCommand(ac, NULL, NULL, "XRANGE %s - +", hist_key) == REDIS_OK) &&
-      redisAsyncCommand(ac, on_read_reply, rq, "EXEC") == REDIS_OK;
+  /* Snapshot and history in one MULTI, so the history ends exactly at the snapshot's offset.
+   * The reply budget grows with the history a read may bring (a group keeps ~10 000 events). */
+  sq_redis_conn_t *c = sq_redis_conn_ready(src->cmd) ? src->cmd : NULL;
+  uint64_t budget = with_history ? sq_redis_budget_ms_for_bytes(8u << 20) : 0;
+  ok = ok && c && sq_redis_command(c, 0, NULL, NULL, "MULTI") == 0 &&
+       sq_redis_command(c, 0, NULL, NULL, "HGETALL %s", snap_key) == 0 &&
+       (!with_history || sq_redis_command(c, 0, NULL, NULL, "XRANGE %s - +", hist_key) == 0);
+  if (ok && sq_redis_command(c, budget, on_read_reply, rq, "EXEC") != 0) {
+    sq_redis_conn_drop(c, "a MULTI could not be finished"); /* never leave it open */
+    ok = 0;
+  }
   if (!ok) {
-    /* Nothing sent (or a partial MULTI the connection will drop): report the failure now. */
     fail_read(rq);
     free(rq);
-    return;
   }
-  sq_conn_sent(&src->cmd);
 }
 
 /* ---- results ---- */
 
-static void on_result_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  sq_source_result_t *req = privdata;
-  redisReply *r = reply;
-  (void)ac;
-  if (!req->src->closing && r) sq_conn_replied(&req->src->cmd);
+static void on_result_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
+  sq_source_result_t *req = data;
+  (void)c;
   if (req->canceled || req->src->closing) {
     free(req);
     return;
@@ -411,17 +308,17 @@ sq_source_result_t *sq_source_result(sq_source_t *src, const char *id, sq_source
                                      void *data) {
   char key[KEY_MAX];
   if (sq_queue_key_name(key, sizeof key, src->cfg.prefix, SQ_QUEUE_RESULT, id) != 0) return NULL;
-  if (!src->cmd.ready || !src->cmd.ac) return NULL;
+  if (!sq_redis_conn_ready(src->cmd)) return NULL;
   sq_source_result_t *req = calloc(1, sizeof(*req));
   if (!req) return NULL;
   req->src = src;
   req->cb = cb;
   req->data = data;
-  if (redisAsyncCommand(src->cmd.ac, on_result_reply, req, "GET %s", key) != REDIS_OK) {
+  if (sq_redis_command(src->cmd, sq_redis_budget_ms_for_bytes(64u << 20), on_result_reply, req,
+                       "GET %s", key) != 0) {
     free(req);
     return NULL;
   }
-  sq_conn_sent(&src->cmd);
   return req;
 }
 
@@ -431,27 +328,38 @@ void sq_source_result_cancel(sq_source_result_t *req) {
 
 /* ---- lifecycle ---- */
 
-sq_source_t *sq_source_new(const sq_source_config_t *cfg) {
+static void on_fatal(sq_redis_conn_t *c, int code, const char *msg, void *data) {
+  (void)data;
+  sq_log_error("bridge", "Redis refused the bridge's credentials; not retrying",
+               "conn=%s code=%s err=\"%s\"", sq_redis_conn_name(c), sq_error_name(code), msg);
+}
+
+static const sq_redis_conn_events_t conn_events = {NULL, NULL, on_fatal};
+
+sq_source_t *sq_source_new(const sq_source_config_t *cfg, sq_error_t *err) {
   sq_source_t *src = calloc(1, sizeof(*src));
-  if (!src) return NULL;
-  src->cfg = *cfg;
-  if (!(src->subs = sq_map_new())) {
+  if (!src || !(src->subs = sq_map_new())) {
     free(src);
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
     return NULL;
   }
-  uint64_t limit_us = (cfg->reply_limit_ms ? cfg->reply_limit_ms : 10000) * 1000;
-  src->sub.on_ready = on_sub_ready;
-  src->sub.on_down = on_sub_down;
-  src->sub.data = src;
-  src->cmd.data = src;
-  src->open_parts = 3;
-  uv_timer_init(cfg->loop, &src->heartbeat);
-  src->heartbeat.data = src;
-  uv_timer_start(&src->heartbeat, on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
-  sq_conn_init(&src->cmd, cfg->loop, "command", cfg->host, cfg->port, cfg->password, cfg->db,
-               limit_us);
-  sq_conn_init(&src->sub, cfg->loop, "subscriber", cfg->host, cfg->port, cfg->password, cfg->db,
-               limit_us);
+  src->cfg = *cfg;
+  sq_redis_loop_uv(&src->hooks, cfg->loop);
+  sq_redis_options_t opt = {0, "bridge"};
+  src->redis = sq_redis_new(cfg->redis, &src->hooks, &opt, err);
+  uint64_t budget = cfg->reply_limit_ms ? cfg->reply_limit_ms : 10000;
+  if (src->redis) {
+    src->cmd = sq_redis_conn_new(src->redis, "command", budget, 0, &conn_events, src);
+    src->sub = sq_redis_conn_new(src->redis, "subscriber", budget, SQ_REDIS_CONN_SUBSCRIBER,
+                                 &conn_events, src);
+  }
+  if (!src->redis || !src->cmd || !src->sub) {
+    if (src->redis) sq_redis_close(src->redis, NULL, NULL);
+    sq_map_free(src->subs);
+    free(src);
+    if (err && !err->code) sq_error_set(err, SQ_ENOMEM, "out of memory");
+    return NULL;
+  }
   return src;
 }
 
@@ -460,7 +368,7 @@ void sq_source_set_hub(sq_source_t *src, sq_hub_t *hub) {
 }
 
 int sq_source_ready(const sq_source_t *src) {
-  return src->cmd.ready && src->sub.ready;
+  return sq_redis_conn_ready(src->cmd) && sq_redis_conn_ready(src->sub);
 }
 
 size_t sq_source_subscriptions(const sq_source_t *src) {
@@ -473,8 +381,8 @@ static void free_entry(const char *key, void *value, void *data) {
   (void)data;
 }
 
-static void part_closed(sq_source_t *src) {
-  if (--src->open_parts > 0) return;
+static void redis_closed(void *arg) {
+  sq_source_t *src = arg;
   void (*cb)(void *) = src->on_closed;
   void *data = src->closed_data;
   sq_map_each(src->subs, free_entry, NULL);
@@ -483,20 +391,9 @@ static void part_closed(sq_source_t *src) {
   if (cb) cb(data);
 }
 
-static void conn_closed(sq_conn_t *c) {
-  part_closed(c->data);
-}
-
-static void timer_closed(uv_handle_t *h) {
-  part_closed(h->data);
-}
-
 void sq_source_close(sq_source_t *src, void (*on_closed)(void *data), void *data) {
   src->closing = 1;
   src->on_closed = on_closed;
   src->closed_data = data;
-  uv_timer_stop(&src->heartbeat);
-  uv_close((uv_handle_t *)&src->heartbeat, timer_closed);
-  sq_conn_close(&src->cmd, conn_closed);
-  sq_conn_close(&src->sub, conn_closed);
+  sq_redis_close(src->redis, redis_closed, src);
 }

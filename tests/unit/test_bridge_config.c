@@ -33,8 +33,8 @@ static void test_defaults_and_precedence(void) {
   sq_error_t err;
   const char *argv[] = {"segq-bridge"};
   CHECK_EQ_INT(parse(&cfg, SECRET_ENV, 1, argv, &err), SQ_BRIDGE_RUN);
-  CHECK_STR(cfg.redis_host, "127.0.0.1");
-  CHECK_EQ_INT(cfg.redis_port, 6379);
+  CHECK_STR(cfg.redis.nodes[0].host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 6379);
   CHECK_EQ_INT(cfg.port, 8700);
   CHECK_STR(cfg.host, "127.0.0.1");
   CHECK_EQ_INT(cfg.demo, 0);
@@ -58,10 +58,10 @@ static void test_defaults_and_precedence(void) {
   CHECK_EQ_INT(parse(&cfg, env, 4, argv2, &err), SQ_BRIDGE_RUN);
   CHECK_EQ_INT(cfg.port, 9001); /* the flag wins over the variable */
   CHECK_EQ_INT(cfg.ping_interval_s, 5);
-  CHECK_STR(cfg.redis_host, "redis");
-  CHECK_EQ_INT(cfg.redis_port, 7000);
-  CHECK_STR(cfg.redis_password, "pw");
-  CHECK_EQ_INT(cfg.redis_db, 3);
+  CHECK_STR(cfg.redis.nodes[0].host, "redis");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 7000);
+  CHECK_STR(cfg.redis.password, "pw");
+  CHECK_EQ_INT(cfg.redis.db, 3);
   CHECK_EQ_INT(cfg.demo, 1);
   sq_bridge_config_free(&cfg);
 
@@ -103,6 +103,19 @@ static void test_errors(void) {
   expect_error(SECRET_ENV, 3, a7, "redis://");
   const char *a8[] = {"segq-bridge", "--token-secret-file", "/etc/hostname"};
   expect_error(SECRET_ENV, 3, a8, "choose one");
+  const char *a9[] = {"segq-bridge", "--demo", "--redis-url", "redis+sentinel://s1:26379/mymaster"};
+  expect_error(NULL, 4, a9, "redis://");
+  /* the same URL forms as the worker: a Sentinel URL is accepted */
+  sq_bridge_config_t cfg;
+  sq_error_t err;
+  const char *a10[] = {"segq-bridge", "--redis-url", "redis+sentinel://u:p@s1,s2:26380/mymaster/2"};
+  CHECK_EQ_INT(parse(&cfg, SECRET_ENV, 3, a10, &err), SQ_BRIDGE_RUN);
+  CHECK_EQ_INT(cfg.redis.sentinel, 1);
+  CHECK_EQ_INT(cfg.redis.nnodes, 2);
+  CHECK_STR(cfg.redis.master, "mymaster");
+  CHECK_STR(cfg.redis.user, "u");
+  CHECK_EQ_INT(cfg.redis.db, 2);
+  sq_bridge_config_free(&cfg);
 }
 
 static void test_secret_file(void) {
