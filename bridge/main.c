@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "bridge/bridge.h"
@@ -56,6 +57,16 @@ int main(int argc, char **argv) {
   }
   sq_log_set_level((sq_log_level_t)sq_log_level_parse(cfg.log_level));
   signal(SIGPIPE, SIG_IGN);
+  /* One descriptor per client: take what the hard limit allows (often 1024 soft by default). */
+  struct rlimit rl;
+  rlim_t want = (rlim_t)cfg.max_clients + 64;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want) {
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || want < rl.rlim_max ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+    sq_log_warn("bridge", "fewer file descriptors than --max-clients needs",
+                "nofile=%llu max_clients=%u", (unsigned long long)rl.rlim_cur, cfg.max_clients);
   char summary[1024];
   sq_bridge_config_summary(&cfg, summary, sizeof summary);
   sq_log_info("bridge", "starting", "version=%s %s", sq_bridge_version(), summary);

@@ -579,6 +579,66 @@ class Bridge:
         return False
 
 
+class LoadClients:
+    """`n` WebSocket clients of one bridge channel in one node process
+    (tests/browser/load_clients.js, npm ws), each checking it gets offsets 1, 2, ... exactly once
+    until the group has finished `jobs` jobs. RLIMIT_NOFILE is raised for it (skips the test when
+    the hard limit is too low).
+
+        lc = LoadClients(bridge, "group:g", 1000, jobs=50); lc.wait("subscribed", 120)
+        ... enqueue ...; summary = lc.wait("done", 300)
+    """
+
+    def __init__(self, bridge, channel, n, jobs, timeout_s=300.0):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = n + 256
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise unittest.SkipTest("RLIMIT_NOFILE hard limit %d < %d for %d clients" % (hard, need, n))
+
+        def setup():
+            _child_setup()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(BROWSER_DIR, "load_clients.js"), bridge.ws_url, channel,
+             bridge.mint(channel), str(n), str(jobs), str(int(timeout_s * 1000))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=BROWSER_DIR, preexec_fn=setup)
+        _live.append(self.proc)
+
+    def wait(self, phase, timeout):
+        """The next JSON line, which must be `phase`, within timeout seconds."""
+        import json
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError("load clients: no %r within %.0fs" % (phase, timeout))
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError("load clients exited (rc %s) before %r" % (self.proc.poll(), phase))
+        msg = json.loads(line)
+        if msg.get("phase") != phase:
+            raise AssertionError("load clients: expected %r, got %r" % (phase, msg))
+        return msg
+
+    def close(self):
+        _kill(self.proc)
+
+
+def proc_stats(pid):
+    """(rss_kb, peak_rss_kb, cpu_seconds) of a process from /proc (Linux)."""
+    rss = hwm = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, hwm, (int(fields[11]) + int(fields[12])) / ticks
+
+
 def group_top_offset(r, prefix, group):
     """The offset of the last event of group's channel, read from its snapshot (0 if none): what a
     reader that saw everything ends at."""
