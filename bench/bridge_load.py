@@ -72,7 +72,10 @@ def one_run(args, rep):
         img = tl.make_jpeg(16, 16)
         t0 = time.monotonic()
         for k in range(0, args.jobs, args.chunk):
-            client.submit_many([img] * min(args.chunk, args.jobs - k), "null", group=g)
+            if args.chunk == 1:
+                client.submit(img, "null", group=g)  # one enqueue call, one group event
+            else:
+                client.submit_many([img] * min(args.chunk, args.jobs - k), "null", group=g)
         done = lc.wait("done", args.timeout)
         t1 = time.monotonic()
         sampler.stop_flag = True
@@ -112,7 +115,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=500)
-    ap.add_argument("--chunk", type=int, default=50, help="jobs per submit_many")
+    ap.add_argument("--chunk", type=int, default=1,
+                    help="jobs per enqueue call (1: one group event per job, and the claims' and "
+                         "acks' group events)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", help="write every run here")

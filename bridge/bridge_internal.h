@@ -190,6 +190,12 @@ void sq_source_close(sq_source_t *src, void (*on_closed)(void *data), void *data
  * Maps with string keys become objects, bin becomes base64 text, ext and non-string keys are
  * dropped; floats keep their value (float32 printed exactly). */
 char *sq_bridge_msgpack_to_json(const void *buf, size_t len, size_t *out_len);
+/* The same for the n-th (0-based) of several msgpack objects packed one after the other. */
+char *sq_bridge_msgpack_nth_to_json(const void *buf, size_t len, unsigned n, size_t *out_len);
+/* Copies the string field `key` of a msgpack map into out (cap bytes with the NUL; "" when
+ * absent). Returns -1 when buf is not a map or the value does not fit. */
+int sq_bridge_msgpack_str_field(const void *buf, size_t len, const char *key, char *out,
+                                size_t cap);
 /* A Redis hash (n field/value pairs) as a JSON object; values of decimal digits become numbers. */
 char *sq_bridge_hash_to_json(const char *const *keys, const char *const *values,
                              const size_t *value_lens, size_t n, size_t *out_len);

@@ -412,6 +412,12 @@ static void reset_channel(sq_hub_t *h, channel_t *c, const char *reason, int kee
   }
 }
 
+/* A channel that never had an event (its job or group did not exist yet: offset 0, no epoch)
+ * takes the epoch its first events bring: nothing was lost, its history just began. */
+static int adopts_epoch(const channel_t *c, const char *epoch) {
+  return c->epoch[0] == '\0' && c->hi == 0 && epoch[0] != '\0';
+}
+
 /* ---- public ---- */
 
 sq_hub_t *sq_hub_new(const sq_hub_config_t *cfg, const sq_hub_iface_t *iface, void *ctx) {
@@ -523,7 +529,12 @@ void sq_hub_on_live(sq_hub_t *h, const char *channel, const sq_hub_event_t *ev, 
                     uint64_t now_ms) {
   channel_t *c = find_channel(h, channel);
   if (!c || !c->watching) return;
-  if (c->anchored && epoch && strcmp(epoch, c->epoch) != 0) reset_channel(h, c, "epoch_changed", 0);
+  if (c->anchored && epoch && strcmp(epoch, c->epoch) != 0) {
+    if (adopts_epoch(c, epoch))
+      snprintf(c->epoch, sizeof c->epoch, "%s", epoch);
+    else
+      reset_channel(h, c, "epoch_changed", 0);
+  }
   if (!c->anchored) {
     pend_add(h, c, ev); /* sorted out against the anchoring read's snapshot */
   } else if (ev->offset == c->hi + 1) {
@@ -595,8 +606,12 @@ void sq_hub_on_read(sq_hub_t *h, const char *channel, const sq_hub_read_t *r, ui
       !(epoch[0] == '\0' || sq_proto_valid_name(epoch, strlen(epoch), EPOCH_MAX - 1)))
     epoch = "invalid";
   if (c->anchored && strcmp(epoch, c->epoch) != 0) {
-    reset_channel(h, c, "epoch_changed", 0);
-    was_catchup = 0;
+    if (adopts_epoch(c, epoch)) {
+      snprintf(c->epoch, sizeof c->epoch, "%s", epoch);
+    } else {
+      reset_channel(h, c, "epoch_changed", 0);
+      was_catchup = 0;
+    }
   }
   if (!c->anchored) anchor(c, epoch, r);
   char *snap = malloc(r->snapshot_len + 1);

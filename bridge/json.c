@@ -126,11 +126,18 @@ static json_t *to_json(const msgpack_object *o, int depth) {
 }
 
 char *sq_bridge_msgpack_to_json(const void *buf, size_t len, size_t *out_len) {
+  return sq_bridge_msgpack_nth_to_json(buf, len, 0, out_len);
+}
+
+char *sq_bridge_msgpack_nth_to_json(const void *buf, size_t len, unsigned n, size_t *out_len) {
   msgpack_unpacked u;
   msgpack_unpacked_init(&u);
   size_t off = 0;
   char *text = NULL;
-  if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS) {
+  int rc = msgpack_unpack_next(&u, buf, len, &off);
+  for (unsigned k = 0; k < n && rc == MSGPACK_UNPACK_SUCCESS; k++)
+    rc = msgpack_unpack_next(&u, buf, len, &off);
+  if (rc == MSGPACK_UNPACK_SUCCESS) {
     json_t *j = to_json(&u.data, 0);
     if (j) text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(j);
@@ -185,4 +192,33 @@ char *sq_bridge_hash_to_json(const char *const *keys, const char *const *values,
   json_decref(o);
   if (text && out_len) *out_len = strlen(text);
   return text;
+}
+
+int sq_bridge_msgpack_str_field(const void *buf, size_t len, const char *key, char *out,
+                                size_t cap) {
+  if (cap) out[0] = '\0';
+  msgpack_unpacked u;
+  msgpack_unpacked_init(&u);
+  size_t off = 0;
+  int rc = -1;
+  if (msgpack_unpack_next(&u, buf, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+      u.data.type == MSGPACK_OBJECT_MAP) {
+    rc = 0;
+    size_t klen = strlen(key);
+    for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+      const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
+      if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == klen &&
+          memcmp(kv->key.via.str.ptr, key, klen) == 0 && kv->val.type == MSGPACK_OBJECT_STR) {
+        if (kv->val.via.str.size >= cap) {
+          rc = -1; /* too long for out: not a value we accept */
+        } else {
+          memcpy(out, kv->val.via.str.ptr, kv->val.via.str.size);
+          out[kv->val.via.str.size] = '\0';
+        }
+        break;
+      }
+    }
+  }
+  msgpack_unpacked_destroy(&u);
+  return rc;
 }

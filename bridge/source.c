@@ -2,9 +2,9 @@
  * forms as the worker, Sentinel, ACL users, reconnects, per-command reply budgets): a subscriber
  * connection holds one Redis subscription per followed channel, a command connection reads
  * snapshots, history and results.
- * The event model it reads today (docs/protocol.md): a job is channel P:ev:<id>, snapshot
- * P:status:<id> (offset = seq), history P:events:<id>; a group is P:gev:<group>, P:group:<group>
- * (offset = gseq), P:gevents:<group>; events carry no epoch yet ("" throughout).
+ * The event model (docs/protocol.md "Events and channels"): every event carries its channel's
+ * `off` and `epoch`; a reader subscribes, then calls the recover script for the snapshot and what
+ * it missed; a finished job's record is its terminal event followed by its result.
  * Threads: loop thread only. */
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -41,14 +41,6 @@ struct sq_source {
   void *closed_data;
 };
 
-typedef struct {
-  sq_source_t *src;
-  char channel[SQ_CHANNEL_MAX];
-  sq_channel_kind_t kind;
-  int with_hist;
-  uint64_t after;
-} read_req_t;
-
 struct sq_source_result {
   sq_source_t *src;
   int canceled;
@@ -57,10 +49,6 @@ struct sq_source_result {
 };
 
 /* ---- names ---- */
-
-static const char *offset_field(sq_channel_kind_t kind) {
-  return kind == SQ_CHANNEL_JOB ? "seq" : "gseq";
-}
 
 static int redis_name(const sq_source_t *src, const char *bridge_channel, sq_queue_name_t job_name,
                       sq_queue_name_t group_name, char *out, size_t len, sq_channel_kind_t *kind) {
@@ -78,17 +66,24 @@ static uint64_t now_ms(void) {
 
 /* ---- subscriptions ---- */
 
+static void msgpack_str_field(const char *buf, size_t len, const char *key, char *out, size_t cap) {
+  out[0] = '\0';
+  sq_bridge_msgpack_str_field(buf, len, key, out, cap);
+}
+
 static void on_message(sq_source_t *src, sub_entry_t *e, const char *msg, size_t len) {
   uint64_t off = 0;
-  if (sq_bridge_msgpack_uint_field(msg, len, offset_field(e->kind), &off) != 0 || off == 0) {
+  char epoch[64];
+  if (sq_bridge_msgpack_uint_field(msg, len, "off", &off) != 0 || off == 0) {
     sq_log_warn("bridge", "event without an offset ignored", "channel=%s", e->bridge_name);
     return;
   }
+  msgpack_str_field(msg, len, "epoch", epoch, sizeof epoch);
   size_t jlen = 0;
   char *json = sq_bridge_msgpack_to_json(msg, len, &jlen);
   if (!json) return;
   sq_hub_event_t ev = {off, json, jlen};
-  sq_hub_on_live(src->hub, e->bridge_name, &ev, NULL, now_ms());
+  sq_hub_on_live(src->hub, e->bridge_name, &ev, epoch, now_ms());
   free(json);
 }
 
@@ -141,141 +136,239 @@ void sq_source_unwatch(void *srcp, const char *channel) {
   free(e);
 }
 
-/* ---- reads ---- */
+/* ---- reads: the recover script ----
+ * A hub read is one or more calls of `recover` (docs/protocol.md "Reading without gaps"): the
+ * snapshot and every event after `after` of `epoch`, or a resync. The hub keeps its own view of
+ * offsets and epochs, so each outcome is told to it as a fact: the snapshot's (off, epoch), the
+ * events, and, when history no longer reaches back to `after`, the lowest offset it still holds. */
 
-static const redisReply *hash_field(const redisReply *h, const char *field) {
-  if (!h || h->type != REDIS_REPLY_ARRAY) return NULL;
-  for (size_t i = 0; i + 1 < h->elements; i += 2)
-    if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, field) == 0)
-      return h->element[i + 1];
-  return NULL;
+#define RECOVER_LIMIT 1000
+#define FAR_OFFSET 9007199254740991ull /* 2^53 - 1: "past everything", a snapshot-only recover */
+
+typedef struct {
+  sq_hub_event_t *v;
+  size_t n, cap;
+} events_t;
+
+struct read_req {
+  sq_source_t *src;
+  char channel[SQ_CHANNEL_MAX];
+  char id[SQ_CHANNEL_MAX];
+  sq_channel_kind_t kind;
+  int with_hist;
+  uint64_t after, since;
+  char epoch[64];
+  events_t evs;
+};
+
+static void events_free(events_t *e) {
+  for (size_t i = 0; i < e->n; i++) free((char *)e->v[i].data);
+  free(e->v);
+  memset(e, 0, sizeof(*e));
 }
 
-static uint64_t reply_uint(const redisReply *r) {
-  if (!r || r->type != REDIS_REPLY_STRING) return 0;
-  uint64_t v = 0;
-  for (size_t i = 0; i < r->len; i++) {
-    if (r->str[i] < '0' || r->str[i] > '9' || v > UINT64_MAX / 10) return 0;
-    v = v * 10 + (uint64_t)(r->str[i] - '0');
-  }
-  return v;
+static void req_done(struct read_req *rq) {
+  events_free(&rq->evs);
+  free(rq);
 }
 
-static void fail_read(read_req_t *rq) {
+static void fail_read(struct read_req *rq) {
   sq_hub_read_t r = {.status = SQ_EREDIS};
   sq_hub_on_read(rq->src->hub, rq->channel, &r, now_ms());
 }
 
-static void on_read_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
-  read_req_t *rq = data;
+/* The string field key of a msgpack map into out ("" when absent). */
+static void msgpack_str_field(const char *buf, size_t len, const char *key, char *out, size_t cap);
+
+static int send_recover(struct read_req *rq);
+
+static void deliver_read(struct read_req *rq, const sq_recover_t *rec, uint64_t first_offset) {
   sq_source_t *src = rq->src;
-  (void)c;
-  if (src->closing) {
-    free(rq);
-    return;
-  }
-  size_t want = rq->with_hist ? 2 : 1;
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != want ||
-      r->element[0]->type != REDIS_REPLY_ARRAY) {
-    if (r)
-      sq_log_warn("bridge", "channel read failed", "channel=%s err=\"%.200s\"", rq->channel,
-                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    fail_read(rq);
-    free(rq);
-    return;
-  }
-  const redisReply *hash = r->element[0];
-  size_t nf = hash->elements / 2;
-  const char **keys = calloc(nf + 1, sizeof(*keys));
-  const char **vals = calloc(nf + 1, sizeof(*vals));
-  size_t *vlens = calloc(nf + 1, sizeof(*vlens));
-  sq_hub_event_t *evs = NULL;
-  size_t nev = 0;
+  char epoch[64] = "";
+  uint64_t off = 0;
   char *snap = NULL;
   size_t snap_len = 0;
-  uint64_t first = 0;
-  int ok = keys && vals && vlens;
-  for (size_t i = 0; ok && i < nf; i++) {
-    keys[i] = hash->element[2 * i]->str;
-    vals[i] = hash->element[2 * i + 1]->str;
-    vlens[i] = hash->element[2 * i + 1]->len;
+  if (rec->snapshot) {
+    sq_bridge_msgpack_uint_field(rec->snapshot, rec->snapshot_len, "off", &off);
+    msgpack_str_field(rec->snapshot, rec->snapshot_len, "epoch", epoch, sizeof epoch);
+    snap = sq_bridge_msgpack_to_json(rec->snapshot, rec->snapshot_len, &snap_len);
   }
-  if (ok) snap = nf ? sq_bridge_hash_to_json(keys, vals, vlens, nf, &snap_len) : NULL;
-  if (ok && rq->with_hist) {
-    const redisReply *entries = r->element[1];
-    if (entries->type == REDIS_REPLY_ARRAY && entries->elements) {
-      evs = calloc(entries->elements, sizeof(*evs));
-      ok = evs != NULL;
-      for (size_t i = 0; ok && i < entries->elements; i++) {
-        const redisReply *en = entries->element[i];
-        if (en->type != REDIS_REPLY_ARRAY || en->elements < 2) continue;
-        const redisReply *payload = hash_field(en->element[1], "e");
-        uint64_t off = 0;
-        if (!payload || payload->type != REDIS_REPLY_STRING ||
-            sq_bridge_msgpack_uint_field(payload->str, payload->len, offset_field(rq->kind),
-                                         &off) != 0 ||
-            off == 0)
-          continue;
-        if (!first || off < first) first = off;
-        if (off <= rq->after) continue;
-        size_t len = 0;
-        char *json = sq_bridge_msgpack_to_json(payload->str, payload->len, &len);
-        if (!json) continue;
-        evs[nev++] = (sq_hub_event_t){off, json, len};
-      }
-    }
-  }
-  if (ok) {
-    uint64_t snap_off = reply_uint(hash_field(hash, offset_field(rq->kind)));
-    sq_hub_read_t res = {
-        0, "", snap_off, snap ? snap : "null", snap ? snap_len : 4, rq->with_hist, evs, nev, first};
-    sq_hub_on_read(src->hub, rq->channel, &res, now_ms());
-  } else {
-    fail_read(rq);
-  }
-  for (size_t i = 0; i < nev; i++) free((char *)evs[i].data);
-  free(evs);
+  sq_hub_read_t res = {
+      0,         epoch,     off,         snap ? snap : "null", snap ? snap_len : 4, rq->with_hist,
+      rq->evs.v, rq->evs.n, first_offset};
+  sq_hub_on_read(src->hub, rq->channel, &res, now_ms());
   free(snap);
-  free(keys);
-  free(vals);
-  free(vlens);
-  free(rq);
+}
+
+static int add_events(struct read_req *rq, const sq_recover_t *rec) {
+  for (size_t i = 0; i < rec->nevents; i++) {
+    uint64_t off = 0;
+    if (sq_bridge_msgpack_uint_field(rec->events[i], rec->event_lens[i], "off", &off) != 0 ||
+        off <= rq->since)
+      continue;
+    if (rq->evs.n == rq->evs.cap) {
+      size_t n = rq->evs.cap ? rq->evs.cap * 2 : 64;
+      sq_hub_event_t *nv = realloc(rq->evs.v, n * sizeof(*nv));
+      if (!nv) return SQ_ENOMEM;
+      rq->evs.v = nv;
+      rq->evs.cap = n;
+    }
+    size_t len = 0;
+    char *json = sq_bridge_msgpack_to_json(rec->events[i], rec->event_lens[i], &len);
+    if (!json) return SQ_EMALFORMED;
+    rq->evs.v[rq->evs.n++] = (sq_hub_event_t){off, json, len};
+    rq->since = off;
+  }
+  return 0;
+}
+
+/* A group's history was trimmed past `after`: its first entry tells the hub which resuming
+ * clients can still be served (entry ids are <off>-0). The snapshot waits here for the answer. */
+typedef struct {
+  struct read_req *rq;
+  char *snapshot;
+  size_t len;
+} first_entry_t;
+
+static void on_first_entry(sq_redis_conn_t *c, redisReply *r, void *data);
+
+static void on_recover(int status, const sq_recover_t *rec, void *data) {
+  struct read_req *rq = data;
+  sq_source_t *src = rq->src;
+  if (src->closing) {
+    req_done(rq);
+    return;
+  }
+  if (status != 0 || !rec) {
+    fail_read(rq);
+    req_done(rq);
+    return;
+  }
+  if (strcmp(rec->status, "unknown") == 0) {
+    /* No such job or group (yet, or any more): offset 0, no epoch; events may follow. */
+    events_free(&rq->evs);
+    sq_hub_read_t res = {0, "", 0, "null", 4, rq->with_hist, NULL, 0, rq->with_hist ? 1 : 0};
+    sq_hub_on_read(src->hub, rq->channel, &res, now_ms());
+    req_done(rq);
+    return;
+  }
+  if (!rec->snapshot || add_events(rq, rec) != 0) {
+    sq_log_warn("bridge", "recover answered something unexpected", "channel=%s status=%s",
+                rq->channel, rec->status);
+    fail_read(rq);
+    req_done(rq);
+    return;
+  }
+  if (strcmp(rec->status, "more") == 0 && rq->evs.n > 0) {
+    if (send_recover(rq) == 0) return; /* the next page, from the last event */
+    fail_read(rq);
+    req_done(rq);
+    return;
+  }
+  if (strcmp(rec->status, "resync") != 0 || !rq->with_hist) {
+    deliver_read(rq, rec, 0);
+    req_done(rq);
+    return;
+  }
+  /* resync on a read that asked for history: another epoch or an offset ahead (the hub sees
+   * both in the snapshot), or history no longer reaching back to since. */
+  char epoch[64] = "";
+  uint64_t off = 0;
+  sq_bridge_msgpack_uint_field(rec->snapshot, rec->snapshot_len, "off", &off);
+  msgpack_str_field(rec->snapshot, rec->snapshot_len, "epoch", epoch, sizeof epoch);
+  int trimmed = strcmp(epoch, rq->epoch) == 0 && rq->since < off;
+  if (!trimmed) {
+    deliver_read(rq, rec, 0);
+    req_done(rq);
+    return;
+  }
+  if (rq->kind == SQ_CHANNEL_JOB) {
+    deliver_read(rq, rec, off + 1); /* a job keeps no history but its latest event */
+    req_done(rq);
+    return;
+  }
+  /* Keep the snapshot for the answer and look up the first entry still held. */
+  char key[KEY_MAX];
+  if (sq_queue_key_name(key, sizeof key, src->cfg.prefix, SQ_QUEUE_GROUP_HISTORY, rq->id) != 0) {
+    deliver_read(rq, rec, off + 1);
+    req_done(rq);
+    return;
+  }
+  first_entry_t *p = malloc(sizeof(*p));
+  char *copy = p ? malloc(rec->snapshot_len) : NULL;
+  if (!p || !copy) {
+    free(p);
+    free(copy);
+    deliver_read(rq, rec, off + 1);
+    req_done(rq);
+    return;
+  }
+  memcpy(copy, rec->snapshot, rec->snapshot_len);
+  p->rq = rq;
+  p->snapshot = copy;
+  p->len = rec->snapshot_len;
+  if (!sq_redis_conn_ready(src->cmd) ||
+      sq_redis_command(src->cmd, 0, on_first_entry, p, "XRANGE %s - + COUNT 1", key) != 0) {
+    free(copy);
+    free(p);
+    deliver_read(rq, rec, off + 1);
+    req_done(rq);
+  }
+}
+
+static void on_first_entry(sq_redis_conn_t *c, redisReply *r, void *data) {
+  first_entry_t *p = data;
+  struct read_req *rq = p->rq;
+  (void)c;
+  if (!rq->src->closing) {
+    sq_recover_t rec = {"resync", p->snapshot, p->len, NULL, NULL, 0};
+    uint64_t off = 0, first = 0;
+    sq_bridge_msgpack_uint_field(p->snapshot, p->len, "off", &off);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 1 &&
+        r->element[0]->element[0]->type == REDIS_REPLY_STRING)
+      first = strtoull(r->element[0]->element[0]->str, NULL, 10);
+    /* History holds first.. (if it is past since; else something else is wrong: say none). */
+    deliver_read(rq, &rec, first > rq->after + 1 ? first : off + 1);
+  }
+  free(p->snapshot);
+  free(p);
+  req_done(rq);
+}
+
+static int send_recover(struct read_req *rq) {
+  sq_source_t *src = rq->src;
+  if (!sq_redis_conn_ready(src->cmd)) return SQ_EREDIS;
+  /* Without history a read only wants the snapshot: an offset past everything gets exactly
+   * that (a resync with the snapshot) from recover. A job reader marks the job watched, so its
+   * claim publishes `started`. */
+  uint64_t since = rq->with_hist ? rq->since : FAR_OFFSET;
+  return sq_queue_recover(src->cmd, src->cfg.prefix, rq->kind == SQ_CHANNEL_JOB ? "job" : "group",
+                          rq->id, since, rq->epoch, RECOVER_LIMIT, rq->kind == SQ_CHANNEL_JOB,
+                          sq_redis_budget_ms_for_bytes(8u << 20), on_recover, rq);
 }
 
 void sq_source_read(void *srcp, const char *channel, int with_history, uint64_t after,
                     const char *epoch) {
   sq_source_t *src = srcp;
-  (void)epoch; /* today's events have no epoch */
-  read_req_t *rq = calloc(1, sizeof(*rq));
-  char snap_key[KEY_MAX], hist_key[KEY_MAX];
-  if (!rq) {
-    read_req_t tmp = {.src = src};
+  struct read_req *rq = calloc(1, sizeof(*rq));
+  const char *id = NULL;
+  if (!rq || sq_bridge_channel_parse(channel, &rq->kind, &id) != 0) {
+    struct read_req tmp = {.src = src};
     snprintf(tmp.channel, sizeof tmp.channel, "%s", channel);
     fail_read(&tmp);
+    free(rq);
     return;
   }
   rq->src = src;
   snprintf(rq->channel, sizeof rq->channel, "%s", channel);
+  snprintf(rq->id, sizeof rq->id, "%s", id);
+  snprintf(rq->epoch, sizeof rq->epoch, "%s", epoch ? epoch : "");
   rq->with_hist = with_history;
-  rq->after = after;
-  int ok = redis_name(src, channel, SQ_QUEUE_JOB_SNAPSHOT, SQ_QUEUE_GROUP_SNAPSHOT, snap_key,
-                      sizeof snap_key, &rq->kind) == 0 &&
-           redis_name(src, channel, SQ_QUEUE_JOB_HISTORY, SQ_QUEUE_GROUP_HISTORY, hist_key,
-                      sizeof hist_key, NULL) == 0;
-  /* Snapshot and history in one MULTI, so the history ends exactly at the snapshot's offset.
-   * The reply budget grows with the history a read may bring (a group keeps ~10 000 events). */
-  sq_redis_conn_t *c = sq_redis_conn_ready(src->cmd) ? src->cmd : NULL;
-  uint64_t budget = with_history ? sq_redis_budget_ms_for_bytes(8u << 20) : 0;
-  ok = ok && c && sq_redis_command(c, 0, NULL, NULL, "MULTI") == 0 &&
-       sq_redis_command(c, 0, NULL, NULL, "HGETALL %s", snap_key) == 0 &&
-       (!with_history || sq_redis_command(c, 0, NULL, NULL, "XRANGE %s - +", hist_key) == 0);
-  if (ok && sq_redis_command(c, budget, on_read_reply, rq, "EXEC") != 0) {
-    sq_redis_conn_drop(c, "a MULTI could not be finished"); /* never leave it open */
-    ok = 0;
-  }
-  if (!ok) {
+  rq->after = rq->since = after;
+  if (send_recover(rq) != 0) {
     fail_read(rq);
-    free(rq);
+    req_done(rq);
   }
 }
 
@@ -288,13 +381,15 @@ static void on_result_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
     free(req);
     return;
   }
-  if (!r || r->type == REDIS_REPLY_ERROR) {
+  if (!r || (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) != 0)) {
     req->cb(SQ_EREDIS, NULL, 0, req->data);
   } else if (r->type != REDIS_REPLY_STRING) {
-    req->cb(SQ_ENOT_FOUND, NULL, 0, req->data);
+    req->cb(SQ_ENOT_FOUND, NULL, 0, req->data); /* nil, or a live job (a hash: WRONGTYPE) */
   } else {
+    /* The finished record: the terminal event, then the result document (then, for a dead
+     * letter, the job document). */
     size_t len = 0;
-    char *json = sq_bridge_msgpack_to_json(r->str, r->len, &len);
+    char *json = sq_bridge_msgpack_nth_to_json(r->str, r->len, 1, &len);
     if (json)
       req->cb(0, json, len, req->data);
     else
@@ -307,7 +402,8 @@ static void on_result_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
 sq_source_result_t *sq_source_result(sq_source_t *src, const char *id, sq_source_result_cb cb,
                                      void *data) {
   char key[KEY_MAX];
-  if (sq_queue_key_name(key, sizeof key, src->cfg.prefix, SQ_QUEUE_RESULT, id) != 0) return NULL;
+  if (sq_queue_key_name(key, sizeof key, src->cfg.prefix, SQ_QUEUE_JOB_RECORD, id) != 0)
+    return NULL;
   if (!sq_redis_conn_ready(src->cmd)) return NULL;
   sq_source_result_t *req = calloc(1, sizeof(*req));
   if (!req) return NULL;

@@ -114,7 +114,7 @@ class DemoPage(unittest.TestCase):
     def check_pixels(self, shot, jobs):
         img = Image.open(shot).convert("RGB")
         for job in jobs:
-            res = tl.decode(self.r.get(tl.key(PREFIX, "result", job["id"])))
+            res = tl.record_result(self.r.get(tl.job_key(PREFIX, job["id"])))
             self.assertEqual(res["status"], "ok", res)
             polys = res["polygons"]
             self.assertTrue(polys, "%s: the model found nothing" % job["name"])

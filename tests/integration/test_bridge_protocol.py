@@ -48,8 +48,13 @@ class Base(unittest.TestCase):
         cls.rs.stop(signal.SIGKILL)
 
     def submit(self, n, group, model="null"):
+        """n jobs of group in one enqueue call (one group event for all of them)."""
         _, ids = self.client.submit_many([self.img] * n, model, group=group)
         return ids
+
+    def submit_each(self, n, group, model="null"):
+        """n jobs of group, one enqueue call each: at least n group events."""
+        return [self.client.submit(self.img, model, group=group) for _ in range(n)]
 
     def wait_group(self, group, n, timeout=60):
         tl.wait_until(lambda: (self.client.group_status(group) or {}).get("done", 0) >= n, timeout,
@@ -135,28 +140,33 @@ class Protocol(Base):
     def test_resync_when_history_trimmed_or_offset_ahead(self):
         g = "trim-%d" % time.monotonic_ns()
         ch = "group:" + g
-        self.submit(6, g)  # no bridge client follows it: nothing of it is cached
+        self.submit_each(6, g)  # no bridge client follows it: nothing of it is cached
         self.wait_group(g, 6)
-        top = tl.group_top_offset(self.r, PREFIX, g)
-        self.r.execute_command("XTRIM", tl.key(PREFIX, "gevents", g), "MAXLEN", 2)
+        top, epoch = tl.group_position(self.r, PREFIX, g)
+        self.r.execute_command("XTRIM", tl.key(PREFIX, "gh", g), "MAXLEN", 2)
 
         async def go():
             async with tl.WsClient(self.bridge) as c:
-                await c.subscribe(ch, offset=1, epoch="")
+                await c.subscribe(ch, offset=1, epoch=epoch)
                 m = await c.expect("resync")
                 self.assertEqual((m["reason"], m["offset"]), ("history_trimmed", top), m)
                 self.assertEqual(m["snapshot"]["state"]["done"], 6)
                 # the last two are still in history: resuming from top-2 recovers them
             async with tl.WsClient(self.bridge) as c:
-                await c.subscribe(ch, offset=top - 2, epoch="")
+                await c.subscribe(ch, offset=top - 2, epoch=epoch)
                 m = await c.expect("subscribed")
                 self.assertTrue(m["recovered"])
                 evs = await c.events(ch, lambda e: e["offset"] >= top)
                 self.assert_contiguous(evs, top - 1, top)
             async with tl.WsClient(self.bridge) as c:
-                await c.subscribe(ch, offset=top + 50, epoch="")
+                await c.subscribe(ch, offset=top + 50, epoch=epoch)
                 m = await c.expect("resync")
                 self.assertEqual((m["reason"], m["offset"]), ("offset_ahead", top), m)
+            async with tl.WsClient(self.bridge) as c:  # a position from another epoch
+                await c.subscribe(ch, offset=top - 1, epoch="0.1")
+                m = await c.expect("resync")
+                self.assertEqual((m["reason"], m["offset"], m["epoch"]),
+                                 ("epoch_changed", top, epoch), m)
         run(go())
 
     def test_one_redis_subscription_for_many_clients(self):
@@ -315,7 +325,7 @@ class Limits(Base):
                 # In steps the good client keeps up with, so only the slow one falls behind.
                 evs = []
                 for k in range(1, 13):
-                    self.submit(50, g)
+                    self.submit_each(50, g)
                     evs += await good.events(
                         ch, lambda e: tl.group_finished(e) and e["data"]["total"] == 50 * k,
                         timeout=60)
@@ -397,13 +407,13 @@ class RedisFaults(Base):
             async with tl.WsClient(self.bridge) as c:
                 await c.subscribe(ch, offset=0)
                 await c.expect("subscribed")
-                self.submit(10, g)
+                self.submit_each(10, g)
                 evs = []
                 evs += await c.events(ch, lambda e: e["offset"] >= 5)
                 # Drop the bridge's subscriber connection and keep working while it is away:
                 # what is published meanwhile must come back from history, once.
                 self.r.client_kill_filter(_type="pubsub")
-                self.submit(20, g)
+                self.submit_each(20, g)
                 evs += await c.events(ch, lambda e: tl.group_finished(e) and e["data"]["total"] == 30,
                                       timeout=90)
                 top = tl.group_top_offset(self.r, PREFIX, g)

@@ -284,6 +284,23 @@ static void test_epoch_change_while_live(void) {
   sq_hub_free(h);
 }
 
+static void test_unknown_channel_adopts_first_epoch(void) {
+  sq_hub_t *h = new_hub(64);
+  sink_t a = {0};
+  sq_hub_subscribe(h, "job:j", &a, 0, 0, NULL, 0);
+  sq_hub_on_watching(h, "job:j", 1);
+  answer(h, "", 0, 0, 2); /* no such job yet: offset 0, no epoch */
+  CHECK_STR(ftype(&a, 0), "subscribed");
+  sq_hub_event_t e1 = ev(1), e2 = ev(2);
+  sq_hub_on_live(h, "job:j", &e1, "e7", 3); /* its history begins: not a lost one */
+  sq_hub_on_live(h, "job:j", &e2, "e7", 3);
+  check_events(&a, 1, 1, 2);
+  CHECK_EQ_INT(a.n, 3);
+  CHECK(strstr(a.frames[2], "\"epoch\":\"e7\"") != NULL);
+  sink_clear(&a);
+  sq_hub_free(h);
+}
+
 static void test_gap_filled_from_history(void) {
   sq_hub_t *h = new_hub(64);
   sink_t a = {0};
@@ -470,6 +487,7 @@ int main(void) {
   test_trimmed_history_resyncs();
   test_epoch_mismatch_needs_fresh_read();
   test_epoch_change_while_live();
+  test_unknown_channel_adopts_first_epoch();
   test_gap_filled_from_history();
   test_gap_trimmed_resyncs();
   test_source_down_catch_up();
