@@ -7,12 +7,15 @@ PKGS=(build-essential cmake pkg-config git
       libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
       libwebsockets-dev libwebsockets-evlib-uv libssl-dev
       redis-server
-      python3 python3-redis python3-msgpack python3-numpy python3-pil python3-websockets
-      chromium fonts-dejavu-core)
-# Node for the browser tests (tests/browser: playwright-core drives the chromium above) and the
-# ONNX Runtime agreement test. The machine's own Node/npm is used when present (Debian's npm
-# conflicts with a newer one).
-command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+      python3 python3-redis python3-msgpack python3-numpy python3-pil)
+# The bridge's tests: WebSocket clients (python3-websockets), and for tests/browser Debian's
+# chromium (driven by playwright-core, no browser download) with a font, and Node (the machine's
+# own Node/npm is used when present: Debian's npm conflicts with a newer one).
+# SEGQ_BOOTSTRAP_BUILD_ONLY=1 (the images' build stages) leaves these out.
+if [ -z "${SEGQ_BOOTSTRAP_BUILD_ONLY:-}" ]; then
+  PKGS+=(python3-websockets chromium fonts-dejavu-core)
+  command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+fi
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
