@@ -49,12 +49,12 @@ struct client {
   sq_msg_t **q;
   size_t qhead, qlen, qcap, qbytes;
   sub_slot_t *subs;
-  size_t nsubs;
+  size_t nsubs, subs_cap;
   int closing, close_code, close_sent;
   char close_reason[120];
   uint64_t next_ping_ms, ping_sent_ms;
-  char *rx;
-  size_t rxlen;
+  char *rx; /* a message in fragments, put together (grown as needed up to the limit) */
+  size_t rxlen, rxcap;
 };
 
 typedef struct {
@@ -206,9 +206,17 @@ static void on_subscribe(client_t *c, json_t *cmd) {
     send_error(c, channel, SQ_EBAD_REQUEST, "epoch must be the string the bridge sent");
     return;
   }
-  if (!c->subs) {
-    c->subs = calloc(b->cfg->max_subscriptions, sizeof(*c->subs));
-    if (!c->subs) return;
+  if (c->nsubs == c->subs_cap) {
+    /* Grown as needed: most pages follow one or two channels of the --max-subscriptions. */
+    size_t n = c->subs_cap ? c->subs_cap * 2 : 2;
+    if (n > b->cfg->max_subscriptions) n = b->cfg->max_subscriptions;
+    sub_slot_t *ns = realloc(c->subs, n * sizeof(*ns));
+    if (!ns) {
+      send_error(c, channel, SQ_ENOMEM, "out of memory");
+      return;
+    }
+    c->subs = ns;
+    c->subs_cap = n;
   }
   sub_slot_t *slot = &c->subs[c->nsubs];
   snprintf(slot->channel, sizeof slot->channel, "%s", channel);
@@ -359,16 +367,29 @@ static int client_receive(client_t *c, const void *in, size_t len) {
     client_close(c, CLOSE_UNSUPPORTED, "bad_request: messages are JSON text frames");
     return 0;
   }
-  if (lws_is_first_fragment(wsi)) c->rxlen = 0;
+  int first = lws_is_first_fragment(wsi);
+  int last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+  c->ping_sent_ms = 0; /* any message shows the client is there */
+  if (first) c->rxlen = 0;
   if (c->rxlen + len > max) {
     client_close(c, CLOSE_TOO_BIG, "bad_request: a message is at most %u bytes", max);
     return 0;
   }
-  if (!c->rx && !(c->rx = malloc(max))) return -1;
+  if (first && last) {
+    on_message(c, in, len); /* whole: no copy, and no buffer kept per client */
+    return 0;
+  }
+  if (c->rxlen + len > c->rxcap) {
+    size_t n = c->rxcap ? c->rxcap * 2 : 1024;
+    while (n < c->rxlen + len) n *= 2;
+    char *nb = realloc(c->rx, n);
+    if (!nb) return -1;
+    c->rx = nb;
+    c->rxcap = n;
+  }
   memcpy(c->rx + c->rxlen, in, len);
   c->rxlen += len;
-  c->ping_sent_ms = 0; /* any message shows the client is there */
-  if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
+  if (last) {
     on_message(c, c->rx, c->rxlen);
     c->rxlen = 0;
   }
@@ -424,7 +445,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static struct lws_protocols protocols[] = {
-    {"segq.v1", callback, sizeof(pss_t), 4096, 0, NULL, 0},
+    /* 1 KiB of receive buffer per connection: commands are small; a longer one arrives in
+     * fragments and is put together (client_receive). */
+    {"segq.v1", callback, sizeof(pss_t), 1024, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

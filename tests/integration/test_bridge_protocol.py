@@ -252,6 +252,9 @@ class Protocol(Base):
                 self.assertEqual((await c.expect("unsubscribed"))["channel"], "group:bad-1")
                 await c.send(type="ping")
                 await c.expect("pong")
+                # longer than the 1 KiB receive buffer: arrives in pieces, put together
+                await c.subscribe("group:bad-2", pad="x" * 5000)
+                self.assertEqual((await c.expect("subscribed"))["channel"], "group:bad-2")
             async with tl.WsClient(b) as c:
                 await c.ws.send(b"\x00binary")
                 with self.assertRaises(websockets.ConnectionClosed) as cm:
