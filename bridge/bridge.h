@@ -139,7 +139,8 @@ typedef struct sq_bridge sq_bridge_t;
 sq_bridge_t *sq_bridge_new(struct uv_loop_s *loop, const sq_bridge_config_t *cfg, sq_error_t *err);
 /* Closes every client (1001 going away, given up to a second to leave), then the listener and
  * the Redis connections. Every handle of the bridge is closed once the loop has run out of work
- * (uv_run returns); then call sq_bridge_free. */
+ * (uv_run returns); then call sq_bridge_free (which finishes libwebsockets' destruction, running
+ * the loop once more for it). */
 void sq_bridge_stop(sq_bridge_t *b);
 void sq_bridge_free(sq_bridge_t *b);
 /* The port the bridge listens on (cfg->port). */

@@ -591,6 +591,7 @@ sq_bridge_t *sq_bridge_new(uv_loop_t *loop, const sq_bridge_config_t *cfg, sq_er
   info.foreign_loops = foreign_loops;
   info.user = b;
   info.vhost_name = "segq-bridge";
+  info.pcontext = &b->ctx; /* lws clears it once the context is wholly destroyed */
   info.server_string = "segq-bridge";
   b->ctx = lws_create_context(&info);
   if (!b->ctx || !lws_get_vhost_by_name(b->ctx, "segq-bridge")) {
@@ -618,8 +619,10 @@ int sq_bridge_port(const sq_bridge_t *b) {
 static void finish_stop(uv_timer_t *t) {
   sq_bridge_t *b = t->data;
   sq_bridge_http_cancel_all(b);
-  lws_context_destroy(b->ctx); /* closes the remaining connections; CLOSED runs for each */
-  b->ctx = NULL;
+  /* Closes the remaining connections (CLOSED runs for each) and lws' handles on our loop; with a
+   * foreign loop the destruction finishes in a second call once the loop has let go of them
+   * (sq_bridge_free). */
+  lws_context_destroy(b->ctx);
   sq_source_close(b->src, NULL, NULL);
   b->src = NULL;
   uv_timer_stop(&b->tick);
@@ -638,6 +641,12 @@ void sq_bridge_stop(sq_bridge_t *b) {
 
 void sq_bridge_free(sq_bridge_t *b) {
   if (!b) return;
+  if (b->ctx) {
+    /* The second lws_context_destroy of a foreign loop: frees what the first one left for
+     * after the loop's last callbacks; whatever it closes then is run out here. */
+    lws_context_destroy(b->ctx);
+    uv_run(b->loop, UV_RUN_DEFAULT);
+  }
   sq_hub_free(b->hub);
   sq_msg_unref(b->ping_msg);
   memset(b->demo_secret, 0, sizeof b->demo_secret);
