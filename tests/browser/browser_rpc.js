@@ -21,6 +21,7 @@ const FLAGS = [
   "--disable-background-networking",
   "--disable-component-update",
   "--disable-sync",
+  "--disable-dev-shm-usage", /* containers often give /dev/shm 64 MB: use /tmp instead */
 ];
 
 let context = null;
