@@ -1,7 +1,7 @@
 /* cpu_ops_matmul.c: Gemm (transA/transB, alpha, beta, C broadcast to [M, N]) and MatMul (numpy
- * semantics: 1-D operands promoted, batch dims broadcast) on OpenBLAS sgemm. float32.
- * Executor thread; OpenBLAS runs with the pool's thread count (backend_cpu.c sets it). */
-#include <cblas.h>
+ * semantics: 1-D operands promoted, batch dims broadcast) on oneDNN's sgemm. float32.
+ * Executor thread; sgemm runs on the calling thread's OpenMP team (the backend's threads). */
+#include <dnnl.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -67,9 +67,8 @@ KERNEL_FN(sq_kern_gemm) {
     if (!has_c) memset(y, 0, (size_t)(m * n) * sizeof(float));
     return 0;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
-              (int)n, (int)k, alpha, in[0].data, (int)in[0].dims[1], in[1].data, (int)in[1].dims[1],
-              has_c ? 1.0f : 0.0f, y, (int)n);
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, in[0].data, in[0].dims[1], in[1].data,
+             in[1].dims[1], has_c ? 1.0f : 0.0f, y, n);
   if (node->act) sq_act_apply(node->act, node->act_alpha, node->act_beta, y, m * n);
   return 0;
 }
@@ -149,8 +148,7 @@ KERNEL_FN(sq_kern_matmul) {
   for (int d = 0; d < p.brank; d++) b_shared = b_shared && p.sb[d] == 0;
   if (nb > 1 && b_shared && sq_view_numel(&in[0]) == nb * p.m * p.k &&
       fits_int(nb * p.m)) { /* [batch, M, K] x [K, N]: one sgemm over all rows */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * p.m), (int)p.n, (int)p.k,
-                1.0f, a, (int)p.k, b, (int)p.n, 0.0f, y, (int)p.n);
+    dnnl_sgemm('N', 'N', nb * p.m, p.n, p.k, 1.0f, a, p.k, b, p.n, 0.0f, y, p.n);
     return 0;
   }
   for (int64_t i = 0; i < nb; i++) {
@@ -161,8 +159,8 @@ KERNEL_FN(sq_kern_matmul) {
       oa += idx * p.sa[d];
       ob += idx * p.sb[d];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p.m, (int)p.n, (int)p.k, 1.0f,
-                a + oa, (int)p.k, b + ob, (int)p.n, 0.0f, y + i * p.m * p.n, (int)p.n);
+    dnnl_sgemm('N', 'N', p.m, p.n, p.k, 1.0f, a + oa, p.k, b + ob, p.n, 0.0f, y + i * p.m * p.n,
+               p.n);
   }
   return 0;
 }

@@ -238,6 +238,23 @@ int sq_shape_pool(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t
 /* x rounded to the nearest float16 value (ties to even; overflow to inf; NaN kept), as a
  * float: what Cast(to=FLOAT16) computes on the engine's float32 tensors (kern_shape.c). */
 float sq_round_fp16(float x);
+/* Convolution geometry (kern_conv.c), shared by the reference kernels and every backend:
+ * 1-D runs as 2-D with h = kh = 1; auto_pad, output_shape/output_padding (ConvTranspose)
+ * resolved into explicit begin/end pads. transpose selects ConvTranspose's rules. */
+typedef struct {
+  int64_t n, c, h, w; /* input */
+  int64_t m, kh, kw;  /* output channels, kernel */
+  int64_t oh, ow;     /* output */
+  int64_t sh, sw, dh, dw, ph, pw, ph_end, pw_end;
+  int64_t group;
+} sq_conv_params_t;
+int sq_conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w, bool transpose,
+                   sq_conv_params_t *p, sq_error_t *err);
+/* Lays out blocks of the given sizes and [birth, death] lifetimes (inclusive positions) in one
+ * arena: greedy by decreasing size, each at the lowest 64-byte aligned offset overlapping no
+ * placed block alive at the same time. Fills offsets; returns the arena size (plan.c). */
+size_t sq_arena_place(const size_t *sizes, const int *birth, const int *death, int n,
+                      size_t *offsets);
 /* Applies a fused activation in place to n floats. */
 void sq_act_apply(int act, float alpha, float beta, float *x, int64_t n);
 
@@ -269,6 +286,9 @@ struct sq_engine_plan {
   size_t arena_bytes;
   pthread_mutex_t lock;  /* guards backend_state */
   sq_backend_t *backend; /* the backend backend_state belongs to (one per plan for now) */
+  /* its iface: a backend whose plan state does not need it alive (cpu) is unloaded through
+   * this after the backend itself was freed */
+  const struct sq_backend_iface *backend_iface;
   void *backend_state;
 };
 
@@ -311,11 +331,13 @@ void sq_onnx_builder_free(sq_onnx_builder_t *b);
 /* ---- backend interface (ggml style) ----
  * Every backend fills one iface; sq_engine_run and the sq_backend_* functions only call through
  * it. CUDA adds its own file with the same hooks; the only #ifdef for it sits in the registry. */
-typedef struct {
+typedef struct sq_backend_iface {
   const char *(*get_name)(sq_backend_t *b);
   /* Prepares a plan on this backend (upload weights/folded constants...). *state is kept in
    * the plan and passed back to run; called once per (plan, backend), under plan->lock. */
   int (*load)(sq_backend_t *b, const sq_engine_plan_t *p, void **state, sq_error_t *err);
+  /* Frees a plan's state. b is the backend that loaded it; a backend whose state keeps what it
+   * needs alive (cpu: reference counted) must not touch b, so its plans may outlive it. */
   void (*unload)(sq_backend_t *b, void *state);
   sq_backend_ctx_t *(*ctx_new)(sq_backend_t *b, size_t arena_bytes, sq_error_t *err);
   void (*ctx_free)(sq_backend_ctx_t *c);
