@@ -738,29 +738,32 @@ static int build_concat(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   return rc ? rc : 1;
 }
 
+/* ops.def's cpu column: which builder takes the op (REF: none, its reference kernel runs) */
+typedef int (*builder_fn)(sq_cpu_program_t *pr, int ni, sq_error_t *err);
+#define build_REF NULL
+#define build_CONV build_conv
+#define build_DECONV build_convtranspose
+#define build_POOL build_pool
+#define build_UNARY build_unary
+#define build_BINARY build_binary
+#define build_BNORM build_batchnorm
+#define build_CONCAT build_concat
+static const builder_fn builders[SQ_OP_COUNT] = {
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
+  [SQ_OP_##name] = build_##cpu,
+#define SQ_OP_TODO(name, owner)
+#include "ops.def"
+#undef SQ_OP
+#undef SQ_OP_TODO
+};
+
+bool sq_dnnl_runs(int op) {
+  return op >= 0 && op < SQ_OP_COUNT && builders[op] != NULL;
+}
+
 int sq_dnnl_build_node(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   const sq_node_t *n = node_at(pr, ni);
   if (pr->skip[ni]) return 1; /* fused into an earlier step */
-  switch (n->op) {
-    case SQ_OP_Conv:
-      return build_conv(pr, ni, err);
-    case SQ_OP_ConvTranspose:
-      return build_convtranspose(pr, ni, err);
-    case SQ_OP_MaxPool:
-    case SQ_OP_AveragePool:
-    case SQ_OP_GlobalAveragePool:
-    case SQ_OP_GlobalMaxPool:
-      return build_pool(pr, ni, err);
-    case SQ_OP_Add:
-    case SQ_OP_Sub:
-    case SQ_OP_Mul:
-    case SQ_OP_Div:
-      return build_binary(pr, ni, err);
-    case SQ_OP_BatchNormalization:
-      return build_batchnorm(pr, ni, err);
-    case SQ_OP_Concat:
-      return build_concat(pr, ni, err);
-    default:
-      return build_unary(pr, ni, err);
-  }
+  builder_fn b = sq_dnnl_runs(n->op) ? builders[n->op] : NULL;
+  return b ? b(pr, ni, err) : 0;
 }

@@ -6,20 +6,13 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 /* sgemm takes int sizes */
 static bool fits_int(int64_t v) {
   return v >= 0 && v <= 0x7fffffff;
 }
 
 /* ---- Gemm ---- */
-SHAPE_FN(sq_shape_gemm) {
+SQ_SHAPE_FN(sq_shape_gemm) {
   (void)nout;
   if (nin < 2 || in[0].rank != 2 || in[1].rank != 2)
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "A and B must be 2-D");
@@ -47,7 +40,7 @@ SHAPE_FN(sq_shape_gemm) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_gemm) {
+SQ_KERNEL_FN(sq_kern_gemm) {
   (void)cpu, (void)nout, (void)err;
   bool ta = sq_attr_int(node, "transA", 0) != 0, tb = sq_attr_int(node, "transB", 0) != 0;
   float alpha = sq_attr_float(node, "alpha", 1.0f), beta = sq_attr_float(node, "beta", 1.0f);
@@ -120,7 +113,7 @@ static int matmul_params(const sq_node_t *node, const sq_view_t *a, const sq_vie
   return 0;
 }
 
-SHAPE_FN(sq_shape_matmul) {
+SQ_SHAPE_FN(sq_shape_matmul) {
   (void)nout;
   if (nin < 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "two inputs");
   if (in[0].dtype != SQ_DT_FLOAT || in[1].dtype != SQ_DT_FLOAT)
@@ -130,7 +123,7 @@ SHAPE_FN(sq_shape_matmul) {
   return matmul_params(node, &in[0], &in[1], &p, &out[0], err);
 }
 
-KERNEL_FN(sq_kern_matmul) {
+SQ_KERNEL_FN(sq_kern_matmul) {
   (void)cpu, (void)nin, (void)nout;
   matmul_t p;
   int rc = matmul_params(node, &in[0], &in[1], &p, NULL, err);

@@ -6,13 +6,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 /* mean and 1/sqrt(var + eps) of n floats (two passes: stable for large offsets) */
 static void moments(const float *x, int64_t n, float eps, float *mean, float *inv) {
   double s = 0, v = 0;
@@ -27,7 +20,7 @@ static void moments(const float *x, int64_t n, float eps, float *mean, float *in
 }
 
 /* ---- InstanceNormalization ---- */
-SHAPE_FN(sq_shape_instancenormalization) {
+SQ_SHAPE_FN(sq_shape_instancenormalization) {
   if (nin < 3 || in[0].rank < 3)
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs X (rank >= 3), scale, B");
   for (int k = 0; k < 3; k++)
@@ -57,7 +50,7 @@ static void inorm_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_instancenormalization) {
+SQ_KERNEL_FN(sq_kern_instancenormalization) {
   (void)nin, (void)nout, (void)err;
   inorm_t a = {in[0].data,
                in[1].data,
@@ -72,7 +65,7 @@ KERNEL_FN(sq_kern_instancenormalization) {
 }
 
 /* ---- LayerNormalization ---- */
-SHAPE_FN(sq_shape_layernormalization) {
+SQ_SHAPE_FN(sq_shape_layernormalization) {
   if (nin < 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs X and scale");
   int axis = sq_axis(sq_attr_int(node, "axis", -1), in[0].rank);
   if (axis < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "axis out of range");
@@ -132,7 +125,7 @@ static void expand_to(const sq_view_t *v, const sq_view_t *norm, float *dst) {
   }
 }
 
-KERNEL_FN(sq_kern_layernormalization) {
+SQ_KERNEL_FN(sq_kern_layernormalization) {
   int axis = sq_axis(sq_attr_int(node, "axis", -1), in[0].rank);
   sq_view_t norm = {.rank = in[0].rank - axis};
   memcpy(norm.dims, in[0].dims + axis, sizeof(int64_t) * (size_t)norm.rank);

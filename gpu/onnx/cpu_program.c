@@ -470,8 +470,7 @@ static void release_weights(sq_cpu_program_t *pr) {
 static int add_ref_node(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   const sq_graph_t *g = &pr->plan->graph;
   const sq_node_t *n = &g->nodes[ni];
-  bool view = n->op == SQ_OP_Reshape || n->op == SQ_OP_Flatten || n->op == SQ_OP_Squeeze ||
-              n->op == SQ_OP_Unsqueeze || n->op == SQ_OP_Identity;
+  bool view = sq_op_has(n->op, SQ_P_VIEW);
   if (view && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 && n->out[0] >= 0) {
     int src = sq_prog_get_plain(pr, n->in[0], 0, err);
     if (src < 0) return src;

@@ -139,5 +139,8 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
 /* ---- cpu_dnnl_ops.c: one builder per op family; 1 = built, 0 = not for oneDNN (the node
  * runs on its reference kernel), < 0 = error ---- */
 int sq_dnnl_build_node(sq_cpu_program_t *pr, int ni, sq_error_t *err);
+/* ops.def's cpu column: true when the op has a oneDNN builder (the builder may still decline
+ * a node whose attributes/types it does not take) */
+bool sq_dnnl_runs(int op);
 
 #endif

@@ -16,7 +16,7 @@
 
 /* ---- ops: the enum from ops.def (SQ_OP_Conv, ...) ---- */
 typedef enum {
-#define SQ_OP(name, kernel, shape, static_inputs) SQ_OP_##name,
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) SQ_OP_##name,
 #define SQ_OP_TODO(name, owner) SQ_OP_##name,
 #include "ops.def"
 #undef SQ_OP
@@ -172,15 +172,27 @@ typedef int (*sq_kernel_fn)(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_
 typedef int (*sq_shape_fn)(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                            int nout, sq_error_t *err);
 
-#define SQ_OP(name, kernel, shape, static_inputs)                                          \
-  int kernel(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,           \
-             const sq_view_t *out, int nout, sq_error_t *err);                             \
-  int shape(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-            sq_error_t *err);
+/* Kernels and shape functions are defined with these, so their signatures are written once. */
+#define SQ_KERNEL_FN(name)                                                     \
+  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
+           const sq_view_t *out, int nout, sq_error_t *err)
+#define SQ_SHAPE_FN(name)                                                                 \
+  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
+           sq_error_t *err)
+
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
+  SQ_KERNEL_FN(kernel);                                                  \
+  SQ_SHAPE_FN(shape);
 #define SQ_OP_TODO(name, owner)
 #include "ops.def"
 #undef SQ_OP
 #undef SQ_OP_TODO
+
+/* ops.def's props column */
+#define SQ_P_VIEW 0x1u    /* output = input 0's bytes */
+#define SQ_P_INPLACE 0x2u /* elementwise: output may overwrite input 0 when it dies here */
+#define SQ_P_HOST 0x4u    /* applies node->act to its output */
+#define SQ_P_BINARY 0x8u  /* elementwise binary arithmetic, numpy broadcasting */
 
 /* ops.c: the table built from ops.def */
 typedef struct {
@@ -188,10 +200,17 @@ typedef struct {
   sq_kernel_fn cpu;       /* NULL: listed but not implemented (unsupported) */
   sq_shape_fn shape;      /* NULL with cpu */
   unsigned static_inputs; /* bit i: input i must be a constant at plan time */
+  unsigned props;         /* SQ_P_* */
+  int act;                /* sq_act_t this op computes (fusable into a SQ_P_HOST producer) */
+  bool cuda;              /* the CUDA backend has an implementation (gpu/cuda/cuda_ops.c) */
 } sq_op_info_t;
 
 const sq_op_info_t *sq_op_info(int op);
 int sq_op_lookup(const char *op_type); /* sq_op_t or -1 when not listed */
+static inline bool sq_op_has(int op, unsigned prop) {
+  const sq_op_info_t *i = sq_op_info(op);
+  return i && (i->props & prop) != 0;
+}
 
 /* ---- helpers for kernels and shape functions (shape.c / kern_util.c) ---- */
 /* Error naming the node: "node 'conv1' (Conv): <fmt>". Returns code. */
@@ -347,6 +366,9 @@ typedef struct sq_backend_iface {
              const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err);
   int (*sync)(sq_backend_ctx_t *c, sq_error_t *err);
   int (*memory_info)(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
+  /* Plan-time check that the backend runs every node of p (sq_backend_supports); NULL: it runs
+   * whatever the engine loads (cpu, whose reference kernels cover every op in ops.def). */
+  int (*supports)(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err);
   void (*free)(sq_backend_t *b);
 } sq_backend_iface_t;
 

@@ -128,19 +128,6 @@ int sq_graph_fold_constants(sq_graph_t *g, sq_error_t *err) {
   return rc;
 }
 
-/* View ops produce their input's bytes unchanged: their output shares the input's memory. */
-static bool is_view_op(int op) {
-  return op == SQ_OP_Reshape || op == SQ_OP_Flatten || op == SQ_OP_Squeeze ||
-         op == SQ_OP_Unsqueeze || op == SQ_OP_Identity;
-}
-
-/* Ops whose kernels read element i of input 0 before writing element i of the output, so the
- * output may overwrite input 0 when that has the output's shape and dies at this node. */
-static bool is_in_place_op(int op) {
-  return op == SQ_OP_Add || op == SQ_OP_Sub || op == SQ_OP_Mul || op == SQ_OP_Div ||
-         op == SQ_OP_Relu || op == SQ_OP_Sigmoid || op == SQ_OP_BatchNormalization;
-}
-
 /* Marks in-place outputs as aliases of their input 0. Conservative: the input is not a view,
  * has no views, is no graph output and nobody reads it later. */
 static void plan_in_place(sq_engine_plan_t *p, bool *viewed) {
@@ -149,7 +136,8 @@ static void plan_in_place(sq_engine_plan_t *p, bool *viewed) {
     if (g->tensors[t].alias >= 0) viewed[g->tensors[t].alias] = true;
   for (int i = 0; i < p->norder; i++) {
     const sq_node_t *n = &g->nodes[p->order[i]];
-    if (!is_in_place_op(n->op) || n->nin < 1 || n->in[0] < 0 || n->nout != 1 || n->out[0] < 0)
+    if (!sq_op_has(n->op, SQ_P_INPLACE) || n->nin < 1 || n->in[0] < 0 || n->nout != 1 ||
+        n->out[0] < 0)
       continue;
     int xi = n->in[0], yi = n->out[0];
     sq_tensor_t *x = &g->tensors[xi], *y = &g->tensors[yi];
@@ -238,8 +226,9 @@ int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
     const sq_node_t *n = &g->nodes[p->order[i]];
     for (int k = 0; k < n->nin; k++)
       if (n->in[k] >= 0) g->tensors[n->in[k]].last_use = i;
-    if (is_view_op(n->op) && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 && n->out[0] >= 0 &&
-        g->tensors[n->in[0]].kind == SQ_TENSOR_ACT && g->tensors[n->out[0]].kind == SQ_TENSOR_ACT) {
+    if (sq_op_has(n->op, SQ_P_VIEW) && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 &&
+        n->out[0] >= 0 && g->tensors[n->in[0]].kind == SQ_TENSOR_ACT &&
+        g->tensors[n->out[0]].kind == SQ_TENSOR_ACT) {
       int root = g->tensors[n->in[0]].alias >= 0 ? g->tensors[n->in[0]].alias : n->in[0];
       g->tensors[n->out[0]].alias = root;
     }
