@@ -63,6 +63,12 @@ static int new_out(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq
 
 /* ---- post-ops from the engine's fused activations ---- */
 
+/* True when append_act can express act (checked before committing to a fusion). */
+static bool append_act_ok(int act, float alpha, float beta) {
+  return act == SQ_ACT_NONE || act == SQ_ACT_RELU || act == SQ_ACT_LEAKY_RELU ||
+         act == SQ_ACT_SIGMOID || (act == SQ_ACT_CLIP && alpha <= beta);
+}
+
 /* Appends the eltwise post-op(s) for act; false when oneDNN has no match. */
 static bool append_act(dnnl_post_ops_t po, int act, float alpha, float beta) {
   switch (act) {
@@ -99,6 +105,48 @@ static dnnl_primitive_attr_t make_attr(dnnl_post_ops_t po) {
 
 static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t what) {
   return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+static bool unary_alg(const sq_cpu_program_t *pr, const sq_node_t *n, dnnl_alg_kind_t *alg,
+                      float *alpha, float *beta);
+
+/* The only node reading tensor y (a graph output has none), or -1. */
+static int sole_reader(const sq_cpu_program_t *pr, int y) {
+  const sq_engine_plan_t *p = pr->plan;
+  const sq_graph_t *g = &p->graph;
+  if (g->tensors[y].is_output || sq_graph_use_count(g, y) != 1) return -1;
+  for (int i = pr->pos + 1; i < p->norder; i++) {
+    const sq_node_t *n = &g->nodes[p->order[i]];
+    for (int k = 0; k < n->nin; k++)
+      if (n->in[k] == y) return p->order[i];
+  }
+  return -1;
+}
+
+/* Unary ops that alone read a conv's output y (and then each other's) become post-ops of the
+ * conv: HardSwish, HardSigmoid and the rest that fuse.c leaves alone because not every backend
+ * has them. Marks them skipped; returns the tensor the chain ends in. */
+static int absorb_unary(sq_cpu_program_t *pr, int y, dnnl_post_ops_t po) {
+  for (;;) {
+    int ni = sole_reader(pr, y);
+    if (ni < 0) return y;
+    const sq_node_t *n = node_at(pr, ni);
+    if (n->nout != 1 || n->out[0] < 0 || n->in[0] != y) return y;
+    dnnl_alg_kind_t alg;
+    float a, b;
+    if (n->op == SQ_OP_HardSigmoid) { /* max(0, min(1, alpha x + beta)) */
+      if (dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear,
+                                       sq_attr_float(n, "alpha", 0.2f),
+                                       sq_attr_float(n, "beta", 0.5f)) != dnnl_success ||
+          dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 1.0f) != dnnl_success)
+        return y;
+    } else if (!unary_alg(pr, n, &alg, &a, &b) ||
+               dnnl_post_ops_append_eltwise(po, 1.0f, alg, a, b) != dnnl_success) {
+      return y;
+    }
+    pr->skip[ni] = true;
+    y = n->out[0];
+  }
 }
 
 /* ---- Conv ---- */
@@ -163,36 +211,37 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   dnnl_dims_t bd = {c.m};
   dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_x);
   dnnl_memory_desc_init_by_tag(&wplain, wnd, wd, dnnl_f32, g > 1 ? dnnl_goihw : dnnl_oihw);
+  dnnl_post_ops_t po = NULL;
+  if (dnnl_post_ops_create(&po) != dnnl_success) return sq_error_set(err, SQ_ENOMEM, "oom");
+  if (!append_act(po, n->act, n->act_alpha, n->act_beta)) {
+    dnnl_post_ops_destroy(po);
+    return 0;
+  }
+  int y = absorb_unary(pr, n->out[0], po);
   /* a residual Add after this conv becomes its sum post-op, in the other operand's buffer */
-  int r = -1, apos = residual_add(pr, n->out[0], &r);
+  int r = -1, apos = residual_add(pr, y, &r);
   int rbuf = -1;
   if (apos >= 0) {
     rbuf = sq_prog_get_any(pr, r, err);
     if (rbuf < 0) return rbuf;
     const sq_buf_t *rb = &pr->bufs[rbuf];
-    if (rb->md.ndims != 4 || rb->md.format_desc.blocking.inner_nblks == 0 || rb->alias >= 0 ||
-        rb->where != SQ_BUF_ARENA || rb->keep || rb->last_reader > apos)
+    if (rb->md.ndims != 4 || rb->md.format_kind != dnnl_blocked || sq_prog_md_is_plain(&rb->md) ||
+        rb->alias >= 0 || rb->where != SQ_BUF_ARENA || rb->keep || rb->last_reader > apos)
       apos = -1; /* plain or shared: the Add runs as its own step */
     else
       dst_md = rb->md;
   }
   const sq_node_t *add = apos >= 0 ? node_at(pr, pr->plan->order[apos]) : NULL;
-  dnnl_post_ops_t po = NULL;
-  if (dnnl_post_ops_create(&po) != dnnl_success) return sq_error_set(err, SQ_ENOMEM, "oom");
-  bool ok = append_act(po, n->act, n->act_alpha, n->act_beta);
-  if (ok && add)
-    ok = dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
-         append_act(po, add->act, add->act_alpha, add->act_beta);
-  if (!ok && add) { /* the Add's activation has no post-op: keep the Add separate */
+  if (add && (!(add->act == SQ_ACT_NONE || append_act_ok(add->act, add->act_alpha, add->act_beta)) ||
+              dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
+              !append_act(po, add->act, add->act_alpha, add->act_beta))) {
+    /* cannot express the Add's activation: rebuild without the Add (it runs as a step) */
     dnnl_post_ops_destroy(po);
     dnnl_post_ops_create(&po);
-    ok = append_act(po, n->act, n->act_alpha, n->act_beta);
+    append_act(po, n->act, n->act_alpha, n->act_beta);
+    y = absorb_unary(pr, n->out[0], po);
     add = NULL;
     md_any(&dst_md, 4, dd);
-  }
-  if (!ok) {
-    dnnl_post_ops_destroy(po);
-    return 0;
   }
   dnnl_primitive_attr_t attr = make_attr(po);
   dnnl_convolution_desc_t cd;
@@ -223,7 +272,7 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
     sq_prog_set_rep(pr, add->out[0], by);
     pr->skip[pr->plan->order[apos]] = true;
   } else {
-    by = new_out(pr, n->out[0], query(pd, dnnl_query_dst_md), err);
+    by = new_out(pr, y, query(pd, dnnl_query_dst_md), err);
     if (by < 0) {
       dnnl_primitive_desc_destroy(pd);
       return by;
@@ -738,6 +787,67 @@ static int build_concat(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   return rc ? rc : 1;
 }
 
+/* ---- Resize: oneDNN resampling where its coordinate rule is ONNX's ---- */
+
+static int build_resize(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
+  const sq_node_t *n = node_at(pr, ni);
+  if (n->nout != 1 || !is_f32(pr, n->in[0], 4) || !is_f32(pr, n->out[0], 4)) return 0;
+  sq_view_t in[4];
+  memset(in, 0, sizeof in);
+  for (int k = 0; k < n->nin && k < 4; k++)
+    if (n->in[k] >= 0) sq_view_of(tensor(pr, n->in[k]), NULL, &in[k]);
+  sq_resize_params_t r;
+  if (sq_resize_params(n, in, n->nin < 4 ? n->nin : 4, &r, err)) return -1;
+  for (int d = 0; d < 4; d++)
+    if (r.roi0[d] != 0.0 || r.roi1[d] != 1.0) return 0;
+  if (r.scale[0] != 1.0 || r.scale[1] != 1.0 || sq_attr_int(n, "antialias", 0)) return 0;
+  /* upsampling with scale == out / in exactly: oneDNN derives its factors from the sizes */
+  for (int d = 2; d < 4; d++)
+    if (r.scale[d] < 1.0 || (double)r.out[d] != (double)r.in[d] * r.scale[d]) return 0;
+  const char *mode = sq_attr_string(n, "mode", "nearest");
+  const char *coord = sq_attr_string(n, "coordinate_transformation_mode", "half_pixel");
+  dnnl_alg_kind_t alg;
+  if (strcmp(mode, "linear") == 0) {
+    /* oneDNN's linear resampling: src = (dst + 0.5) / scale - 0.5, clamped: ONNX's half_pixel
+     * (and pytorch_half_pixel, which differs only for an output size of 1) */
+    bool ph = strcmp(coord, "pytorch_half_pixel") == 0 && r.out[2] > 1 && r.out[3] > 1;
+    if (strcmp(coord, "half_pixel") != 0 && !ph) return 0;
+    alg = dnnl_resampling_linear;
+  } else if (strcmp(mode, "nearest") == 0) {
+    /* integer upscaling with ONNX's asymmetric + floor: every rule gives src = dst / k */
+    const char *nm = sq_attr_string(n, "nearest_mode", "round_prefer_floor");
+    if (strcmp(coord, "asymmetric") != 0 || strcmp(nm, "floor") != 0) return 0;
+    for (int d = 2; d < 4; d++)
+      if (r.out[d] != r.in[d] * (int64_t)r.scale[d] || r.scale[d] != (double)(int64_t)r.scale[d])
+        return 0;
+    alg = dnnl_resampling_nearest;
+  } else {
+    return 0;
+  }
+  int bx = sq_prog_get_any(pr, n->in[0], err);
+  if (bx < 0) return bx;
+  float factors[2] = {(float)r.scale[2], (float)r.scale[3]};
+  dnnl_dims_t dd = {r.out[0], r.out[1], r.out[2], r.out[3]};
+  dnnl_memory_desc_t dst_md;
+  md_any(&dst_md, 4, dd);
+  dnnl_resampling_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = make_attr(NULL);
+  dnnl_status_t st = dnnl_resampling_forward_desc_init(&desc, dnnl_forward_inference, alg, factors,
+                                                       &pr->bufs[bx].md, &dst_md);
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, pr->engine, NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return 0;
+  int by = new_out(pr, n->out[0], query(pd, dnnl_query_dst_md), err);
+  if (by < 0) {
+    dnnl_primitive_desc_destroy(pd);
+    return by;
+  }
+  int args[2] = {DNNL_ARG_SRC, DNNL_ARG_DST}, bufs[2] = {bx, by};
+  int rc = sq_prog_add_prim(pr, pd, 2, args, bufs, err);
+  return rc ? rc : 1;
+}
+
 /* ops.def's cpu column: which builder takes the op (REF: none, its reference kernel runs) */
 typedef int (*builder_fn)(sq_cpu_program_t *pr, int ni, sq_error_t *err);
 #define build_REF NULL
@@ -748,6 +858,7 @@ typedef int (*builder_fn)(sq_cpu_program_t *pr, int ni, sq_error_t *err);
 #define build_BINARY build_binary
 #define build_BNORM build_batchnorm
 #define build_CONCAT build_concat
+#define build_RESIZE build_resize
 static const builder_fn builders[SQ_OP_COUNT] = {
 #define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
   [SQ_OP_##name] = build_##cpu,

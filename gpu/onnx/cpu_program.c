@@ -219,7 +219,7 @@ static bool md_equal(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) {
   return dnnl_memory_desc_equal(a, b) != 0;
 }
 
-static bool md_is_plain(const dnnl_memory_desc_t *md) {
+bool sq_prog_md_is_plain(const dnnl_memory_desc_t *md) {
   if (md->format_kind != dnnl_blocked || md->format_desc.blocking.inner_nblks != 0) return false;
   dnnl_dim_t stride = 1;
   for (int i = md->ndims - 1; i >= 0; i--) {
@@ -260,13 +260,13 @@ int sq_prog_get_as(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq
     if (b->md.ndims == md->ndims) {
       bool same = true;
       for (int d = 0; d < md->ndims; d++) same = same && b->md.dims[d] == md->dims[d];
-      if (same && (src < 0 || !md_is_plain(&b->md))) src = pr->reps[t][k];
+      if (same && (src < 0 || !sq_prog_md_is_plain(&b->md))) src = pr->reps[t][k];
     }
   }
   if (src < 0) { /* a plain buffer with other dims (rank alignment): view it */
     for (int k = 0; k < 4 && pr->reps[t][k] >= 0 && src < 0; k++) {
       const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
-      if (b->has_md && md_is_plain(&b->md)) {
+      if (b->has_md && sq_prog_md_is_plain(&b->md)) {
         dnnl_memory_desc_t v;
         if (sq_prog_plain_md(&pr->plan->graph.tensors[t], md->ndims, &v) &&
             dnnl_memory_desc_get_size(&v) == b->bytes) {
@@ -299,7 +299,7 @@ int sq_prog_get_plain(sq_cpu_program_t *pr, int t, int rank, sq_error_t *err) {
     for (int k = 0; b < 0 && k < 4; k++)
       if (pr->reps[t][k] >= 0 && !pr->bufs[pr->reps[t][k]].has_md) b = pr->reps[t][k];
     if (b < 0) b = pr->reps[t][0];
-    if (b < 0 || (pr->bufs[b].has_md && !md_is_plain(&pr->bufs[b].md)))
+    if (b < 0 || (pr->bufs[b].has_md && !sq_prog_md_is_plain(&pr->bufs[b].md)))
       return sq_error_set(err, SQ_EINTERNAL, "tensor '%s' has no plain buffer", tt->name);
     return b;
   }
@@ -312,7 +312,7 @@ int sq_prog_get_any(sq_cpu_program_t *pr, int t, sq_error_t *err) {
   for (int k = 0; k < 4 && pr->reps[t][k] >= 0; k++) {
     const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
     if (!b->has_md) continue;
-    if (best < 0 || (md_is_plain(&pr->bufs[best].md) && !md_is_plain(&b->md)))
+    if (best < 0 || (sq_prog_md_is_plain(&pr->bufs[best].md) && !sq_prog_md_is_plain(&b->md)))
       best = pr->reps[t][k];
   }
   if (best >= 0) return best;
@@ -534,7 +534,7 @@ static int add_outputs(sq_cpu_program_t *pr, sq_error_t *err) {
     seed_rep(pr, t);
     for (int k = 0; k < 4 && pr->reps[t][k] >= 0 && src < 0; k++) {
       const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
-      if (!b->has_md || md_is_plain(&b->md)) src = pr->reps[t][k];
+      if (!b->has_md || sq_prog_md_is_plain(&b->md)) src = pr->reps[t][k];
     }
     sq_step_t s;
     memset(&s, 0, sizeof s);

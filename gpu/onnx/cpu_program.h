@@ -100,6 +100,8 @@ int sq_prog_get_plain(sq_cpu_program_t *pr, int t, int rank, sq_error_t *err);
 /* A buffer holding t in some layout oneDNN understands, preferring a blocked one (the input
  * of layout-agnostic ops: eltwise, pooling, binary...). -1 with err on failure. */
 int sq_prog_get_any(sq_cpu_program_t *pr, int t, sq_error_t *err);
+/* True for a row-major md (abcd...: the layout reference kernels read). */
+bool sq_prog_md_is_plain(const dnnl_memory_desc_t *md);
 /* Records that buffer b now holds tensor t (a producer's output). */
 void sq_prog_set_rep(sq_cpu_program_t *pr, int t, int b);
 /* True when an op at the current position may overwrite buffer b (its tensors all die here). */

@@ -274,6 +274,16 @@ int sq_conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w
  * placed block alive at the same time. Fills offsets; returns the arena size (plan.c). */
 size_t sq_arena_place(const size_t *sizes, const int *birth, const int *death, int n,
                       size_t *offsets);
+/* Resize geometry (kern_resize.c): output dims and the scale per axis (given scales, or
+ * out/in from sizes, after keep_aspect_ratio_policy), roi per axis (default 0..1). */
+typedef struct {
+  int rank;
+  int64_t in[SQ_MAX_DIMS], out[SQ_MAX_DIMS];
+  double scale[SQ_MAX_DIMS];
+  double roi0[SQ_MAX_DIMS], roi1[SQ_MAX_DIMS];
+} sq_resize_params_t;
+int sq_resize_params(const sq_node_t *node, const sq_view_t *in, int nin, sq_resize_params_t *r,
+                     sq_error_t *err);
 /* Applies a fused activation in place to n floats. */
 void sq_act_apply(int act, float alpha, float beta, float *x, int64_t n);
 
