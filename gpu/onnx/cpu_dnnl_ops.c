@@ -49,8 +49,7 @@ static int new_out(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq
   int b = sq_prog_buf_new(pr, md, SQ_BUF_ARENA);
   if (b < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
   sq_prog_set_rep(pr, t, b);
-  if (tensor(pr, t)->rank == 3 && md->format_kind == dnnl_blocked &&
-      md->format_desc.blocking.inner_nblks == 0) {
+  if (tensor(pr, t)->rank == 3 && sq_prog_md_is_plain(md)) {
     dnnl_memory_desc_t v;
     if (sq_prog_plain_md(tensor(pr, t), 0, &v)) {
       int a = sq_prog_buf_alias(pr, b, &v);
@@ -232,9 +231,10 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
       dst_md = rb->md;
   }
   const sq_node_t *add = apos >= 0 ? node_at(pr, pr->plan->order[apos]) : NULL;
-  if (add && (!(add->act == SQ_ACT_NONE || append_act_ok(add->act, add->act_alpha, add->act_beta)) ||
-              dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
-              !append_act(po, add->act, add->act_alpha, add->act_beta))) {
+  if (add &&
+      (!(add->act == SQ_ACT_NONE || append_act_ok(add->act, add->act_alpha, add->act_beta)) ||
+       dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
+       !append_act(po, add->act, add->act_alpha, add->act_beta))) {
     /* cannot express the Add's activation: rebuild without the Add (it runs as a step) */
     dnnl_post_ops_destroy(po);
     dnnl_post_ops_create(&po);

@@ -268,8 +268,10 @@ int sq_prog_get_as(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq
       const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
       if (b->has_md && sq_prog_md_is_plain(&b->md)) {
         dnnl_memory_desc_t v;
-        if (sq_prog_plain_md(&pr->plan->graph.tensors[t], md->ndims, &v) &&
-            dnnl_memory_desc_get_size(&v) == b->bytes) {
+        bool fits = sq_prog_plain_md(&pr->plan->graph.tensors[t], md->ndims, &v) &&
+                    dnnl_memory_desc_get_size(&v) == b->bytes;
+        for (int d = 0; fits && d < md->ndims; d++) fits = v.dims[d] == md->dims[d];
+        if (fits) {
           src = sq_prog_buf_alias(pr, pr->reps[t][k], &v);
           if (src < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
           if (md_equal(&v, md)) return src;
@@ -277,10 +279,45 @@ int sq_prog_get_as(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq
       }
     }
   }
+  const sq_tensor_t *tt = &pr->plan->graph.tensors[t];
+  /* 1-D convs and pools run as 2-D: a [N, C, W] tensor is also seen as [N, C, 1, W] */
+  dnnl_dims_t d4 = {tt->rank == 3 ? tt->dims[0] : 0, tt->rank == 3 ? tt->dims[1] : 0, 1,
+                    tt->rank == 3 ? tt->dims[2] : 0};
+  if (src < 0 && tt->rank == 3 && md->ndims == 4 && md->dims[0] == d4[0] && md->dims[1] == d4[1] &&
+      md->dims[2] == 1 && md->dims[3] == d4[3]) {
+    for (int k = 0; k < 4 && pr->reps[t][k] >= 0 && src < 0; k++) {
+      const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
+      if (b->has_md && b->md.ndims == 3 && sq_prog_md_is_plain(&b->md)) {
+        dnnl_memory_desc_t v;
+        dnnl_memory_desc_init_by_tag(&v, 4, d4, md->data_type, dnnl_nchw);
+        src = sq_prog_buf_alias(pr, pr->reps[t][k], &v);
+        if (src < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+        sq_prog_set_rep(pr, t, src);
+        if (md_equal(&v, md)) return src;
+      }
+    }
+  }
+  if (src < 0 && tt->rank == 3 && md->ndims == 3) { /* back from a 4-D layout: via nchw */
+    for (int k = 0; k < 4 && pr->reps[t][k] >= 0 && src < 0; k++) {
+      const sq_buf_t *b = &pr->bufs[pr->reps[t][k]];
+      if (b->has_md && b->md.ndims == 4 && b->md.dims[2] == 1) src = pr->reps[t][k];
+    }
+    if (src >= 0) {
+      dnnl_memory_desc_t v;
+      dnnl_memory_desc_init_by_tag(&v, 4, d4, md->data_type, dnnl_nchw);
+      int p4 = add_reorder(pr, src, &v, SQ_BUF_ARENA, err);
+      if (p4 < 0) return p4;
+      sq_prog_set_rep(pr, t, p4);
+      int a = sq_prog_buf_alias(pr, p4, md);
+      if (a < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+      sq_prog_set_rep(pr, t, a);
+      if (md_equal(md, &pr->bufs[a].md)) return a;
+      src = a;
+    }
+  }
   if (src < 0)
     return sq_error_set(err, SQ_EINTERNAL, "tensor '%s' has no layout to reorder from",
                         pr->plan->graph.tensors[t].name);
-  const sq_tensor_t *tt = &pr->plan->graph.tensors[t];
   int b;
   if (tt->kind == SQ_TENSOR_CONST) { /* reordered once, at compile time */
     b = sq_prog_weights(pr, pr->bufs[src].ptr, &pr->bufs[src].md, md, err);
@@ -551,6 +588,16 @@ static int add_outputs(sq_cpu_program_t *pr, sq_error_t *err) {
     }
     src = sq_prog_get_any(pr, t, err);
     if (src < 0) return src;
+    if (pr->bufs[src].md.ndims != md.ndims) { /* a 1-D op's [N,C,1,W] layout: via get_as */
+      src = sq_prog_get_as(pr, t, &md, err);
+      if (src < 0) return src;
+      s.kind = SQ_STEP_COPY;
+      s.nargs = 2;
+      s.buf[0] = src;
+      s.buf[1] = out;
+      if (sq_prog_add_step(pr, &s) < 0) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+      continue;
+    }
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = dnnl_reorder_primitive_desc_create(&pd, &pr->bufs[src].md, pr->engine, &md,
                                                           pr->engine, NULL);

@@ -9,13 +9,12 @@
 
 #include "engine_internal.h"
 
-
 static double view_get_f(const sq_view_t *v, int64_t i) {
   return v->dtype == SQ_DT_FLOAT ? ((const float *)v->data)[i] : (double)sq_view_get_int(v, i);
 }
 
 int sq_resize_params(const sq_node_t *node, const sq_view_t *in, int nin, sq_resize_params_t *r,
-                         sq_error_t *err) {
+                     sq_error_t *err) {
   const sq_view_t *x = &in[0], *roi = NULL, *scales = NULL, *sizes = NULL;
   if (node->opset < 11) {
     scales = nin > 1 && sq_view_present(&in[1]) ? &in[1] : NULL;
