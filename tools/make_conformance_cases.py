@@ -64,6 +64,28 @@ def main(argv=None):
     f = np.round(x * 2) / 2
     g = np.round(x[:1] * 2) / 2
     case(a.out, "test_segq_equal_float_bcast", "Equal", [("a", f), ("b", g)], [("y", f == g)])
+    # LRN, odd and even sizes (the even window leans right: floor/ceil of (size-1)/2)
+    lx = rng.standard_normal((2, 7, 5, 4)).astype(np.float32) * 2
+    for size, name in ((3, "test_segq_lrn_size3"), (4, "test_segq_lrn_size4_even")):
+        alpha, beta, bias = 0.0002, 0.75, 1.5
+        sq = np.zeros_like(lx)
+        c = lx.shape[1]
+        for ch in range(c):
+            lo, hi = max(0, ch - (size - 1) // 2), min(c - 1, ch + (size - 1) - (size - 1) // 2)
+            sq[:, ch] = (lx[:, lo:hi + 1] ** 2).sum(1)
+        y = (lx / (bias + alpha / size * sq) ** beta).astype(np.float32)
+        case(a.out, name, "LRN", [("x", lx)], [("y", y)],
+             {"size": size, "alpha": alpha, "beta": beta, "bias": bias})
+    # DynamicQuantizeLinear: scale from the range including 0, zero point and values rounded
+    # half to even, saturated to uint8
+    q = np.array([[-3.0, -1.5, 0.0, 0.7], [1.25, 2.5, 4.0, 10.0]], np.float32)
+    lo, hi = min(0.0, float(q.min())), max(0.0, float(q.max()))
+    scale = np.float32((hi - lo) / 255.0)
+    zp = np.clip(np.round(-lo / scale), 0, 255).astype(np.uint8)
+    yq = np.clip(np.round(q / scale) + zp, 0, 255).astype(np.uint8)
+    case(a.out, "test_segq_dynamicquantizelinear", "DynamicQuantizeLinear", [("x", q)],
+         [("y", yq), ("y_scale", np.array(scale, np.float32)),
+          ("y_zero_point", np.array(zp, np.uint8))], opset=11)
     return 0
 
 

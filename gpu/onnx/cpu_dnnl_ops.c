@@ -848,6 +848,34 @@ static int build_resize(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   return rc ? rc : 1;
 }
 
+/* ---- LRN across channels (odd sizes: oneDNN's window is centred, ONNX's leans right for
+ * even ones) ---- */
+static int build_lrn(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
+  const sq_node_t *n = node_at(pr, ni);
+  int64_t size = sq_attr_int(n, "size", 0);
+  if (n->nout != 1 || !is_f32(pr, n->in[0], 4) || size < 1 || size % 2 == 0) return 0;
+  int bx = sq_prog_get_any(pr, n->in[0], err);
+  if (bx < 0) return bx;
+  dnnl_lrn_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = make_attr(NULL);
+  dnnl_status_t st =
+      dnnl_lrn_forward_desc_init(&desc, dnnl_forward_inference, dnnl_lrn_across_channels,
+                                 &pr->bufs[bx].md, size, sq_attr_float(n, "alpha", 1e-4f),
+                                 sq_attr_float(n, "beta", 0.75f), sq_attr_float(n, "bias", 1.0f));
+  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &desc, attr, pr->engine, NULL);
+  dnnl_primitive_attr_destroy(attr);
+  if (st != dnnl_success) return 0;
+  int by = new_out(pr, n->out[0], query(pd, dnnl_query_dst_md), err);
+  if (by < 0) {
+    dnnl_primitive_desc_destroy(pd);
+    return by;
+  }
+  int args[2] = {DNNL_ARG_SRC, DNNL_ARG_DST}, bufs[2] = {bx, by};
+  int rc = sq_prog_add_prim(pr, pd, 2, args, bufs, err);
+  return rc ? rc : 1;
+}
+
 /* ops.def's cpu column: which builder takes the op (REF: none, its reference kernel runs) */
 typedef int (*builder_fn)(sq_cpu_program_t *pr, int ni, sq_error_t *err);
 #define build_REF NULL
@@ -859,6 +887,7 @@ typedef int (*builder_fn)(sq_cpu_program_t *pr, int ni, sq_error_t *err);
 #define build_BNORM build_batchnorm
 #define build_CONCAT build_concat
 #define build_RESIZE build_resize
+#define build_LRN build_lrn
 static const builder_fn builders[SQ_OP_COUNT] = {
 #define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
   [SQ_OP_##name] = build_##cpu,

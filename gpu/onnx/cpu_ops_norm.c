@@ -147,3 +147,57 @@ SQ_KERNEL_FN(sq_kern_layernormalization) {
   sq_cpu_parallel_for(cpu, rows, 1 + (1 << 12) / (d + 1), lnorm_range, &a);
   return 0;
 }
+
+/* ---- LRN: y = x / (bias + alpha / size * sum of x^2 over a window of channels)^beta; the
+ * window of channel c is [c - floor((size-1)/2), c + ceil((size-1)/2)], clipped ---- */
+SQ_SHAPE_FN(sq_shape_lrn) {
+  if (nin < 1 || in[0].dtype != SQ_DT_FLOAT || in[0].rank < 3)
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "float32 input of rank >= 3 only");
+  if (sq_attr_int(node, "size", 0) < 1)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "size must be >= 1");
+  return sq_shape_same(node, in, nin, out, nout, err);
+}
+
+typedef struct {
+  const float *x;
+  float *y;
+  int64_t c, plane, lo, hi; /* window offsets: [c - lo, c + hi] */
+  float alpha, beta, bias;
+  int64_t size;
+} lrn_t;
+
+static void lrn_range(void *arg, int64_t b, int64_t e) {
+  const lrn_t *a = arg;
+  for (int64_t p = b; p < e; p++) { /* p = (n, c) plane */
+    int64_t n = p / a->c, ch = p % a->c;
+    int64_t c0 = ch - a->lo < 0 ? 0 : ch - a->lo, c1 = ch + a->hi >= a->c ? a->c - 1 : ch + a->hi;
+    const float *x = a->x + p * a->plane;
+    float *y = a->y + p * a->plane;
+    for (int64_t i = 0; i < a->plane; i++) {
+      double s = 0;
+      for (int64_t k = c0; k <= c1; k++) {
+        double v = a->x[(n * a->c + k) * a->plane + i];
+        s += v * v;
+      }
+      y[i] = (float)((double)x[i] /
+                     pow((double)a->bias + (double)a->alpha / (double)a->size * s, a->beta));
+    }
+  }
+}
+
+SQ_KERNEL_FN(sq_kern_lrn) {
+  int64_t size = sq_attr_int(node, "size", 1), plane = 1;
+  for (int d = 2; d < in[0].rank; d++) plane *= in[0].dims[d];
+  lrn_t a = {in[0].data,
+             out[0].data,
+             in[0].dims[1],
+             plane,
+             (size - 1) / 2,
+             size - 1 - (size - 1) / 2,
+             sq_attr_float(node, "alpha", 1e-4f),
+             sq_attr_float(node, "beta", 0.75f),
+             sq_attr_float(node, "bias", 1.0f),
+             size};
+  sq_cpu_parallel_for(cpu, in[0].dims[0] * in[0].dims[1], 1, lrn_range, &a);
+  return 0;
+}
