@@ -86,6 +86,21 @@ def main(argv=None):
     case(a.out, "test_segq_dynamicquantizelinear", "DynamicQuantizeLinear", [("x", q)],
          [("y", yq), ("y_scale", np.array(scale, np.float32)),
           ("y_zero_point", np.array(zp, np.uint8))], opset=11)
+    # a model with symbolic H and W (tests/conformance/test_onnx_run.py plans it with --shape)
+    wt = (rng.standard_normal((4, 1, 3, 3)) * 0.3).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    relu = helper.make_node("Relu", ["c"], ["y"])
+    g = helper.make_graph([node, relu], "symbolic_hw",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         ["N", 1, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                         ["N", 4, "H", "W"])],
+                          [numpy_helper.from_array(wt, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)],
+                          producer_name="segq tools/make_conformance_cases.py")
+    onnx.checker.check_model(m)
+    onnx.save(m, os.path.join(a.out, "..", "symbolic_hw.onnx"))
+    print("symbolic_hw.onnx")
     return 0
 
 
