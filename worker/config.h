@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "queue/queue.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,7 +19,8 @@ extern "C" {
  * A default of "" means "computed at start-up" (see the help text). */
 #define SQ_WORKER_OPTIONS(X)                                                                       \
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
-    "Redis server: redis://[:password@]host:port[/db]")                                            \
+    "Redis server: redis://[[user][:password]@]host[:port][/db] or "                               \
+    "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")               \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
   X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
     "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
@@ -33,9 +35,19 @@ extern "C" {
   X(lease_ttl_ms, "lease-ttl-ms", "SEGQ_LEASE_TTL_MS", UINT, "10000", 300, 3600000,                \
     "worker lease TTL; heartbeat every ttl/3, sweeper every ttl/2")                                \
   X(max_attempts, "max-attempts", "SEGQ_MAX_ATTEMPTS", UINT, "3", 1, 1000,                         \
-    "a job whose workers died this many times is dead-lettered")                                   \
+    "executions of a job (transient retries, or its workers dying) before it is dead-lettered")    \
   X(result_ttl_s, "result-ttl-s", "SEGQ_RESULT_TTL_S", UINT, "86400", 1, 31536000,                 \
-    "TTL of results, status hashes and event streams")                                             \
+    "TTL of a finished job's record (its result) and of group keys")                               \
+  X(dead_ttl_s, "dead-ttl-s", "SEGQ_DEAD_TTL_S", UINT, "604800", 1, 31536000,                      \
+    "TTL of a dead letter's record (error result + job document)")                                 \
+  X(retry_base_ms, "retry-base-ms", "SEGQ_RETRY_BASE_MS", UINT, "1000", 1, 3600000,                \
+    "first retry delay after a transient error; doubles per attempt, +-50% jitter")                \
+  X(retry_max_ms, "retry-max-ms", "SEGQ_RETRY_MAX_MS", UINT, "60000", 1, 86400000,                 \
+    "longest retry delay")                                                                         \
+  X(max_claim_bytes, "max-claim-bytes", "SEGQ_MAX_CLAIM_BYTES", UINT, "67108864", 1, 4294967295u,  \
+    "job documents per claim, in bytes (one larger job is still claimed alone)")                   \
+  X(progress_interval_ms, "progress-interval-ms", "SEGQ_PROGRESS_INTERVAL_MS", UINT, "500", 50,    \
+    3600000, "at most one progress event per running job per this interval")                       \
   X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,              \
     "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                      \
   X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                   \
@@ -45,7 +57,8 @@ extern "C" {
   X(max_delay_us, "max-delay-us", "SEGQ_MAX_DELAY_US", UINT, "0", 0, 60000000,                     \
     "override every model's max batching delay; 0 = the model's own")                              \
   X(device, "device", "SEGQ_DEVICE", STR, "auto", 0, 0,                                            \
-    "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, cuda:N") \
+    "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, "     \
+    "cuda:N")                                                                                      \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
     "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
@@ -60,10 +73,7 @@ typedef struct {
   SQ_WORKER_OPTIONS(SQ_X_FIELD)
 #undef SQ_X_FIELD
   /* Derived from redis_url. */
-  char *redis_host;
-  int redis_port;
-  char *redis_password; /* NULL = no AUTH */
-  uint32_t redis_db;
+  sq_redis_url_t redis;
   /* Derived from models. */
   char **model_names;
   size_t nmodels;
@@ -87,9 +97,6 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                            sq_config_getenv_fn getenv_fn, sq_error_t *err);
 void sq_worker_config_free(sq_worker_config_t *cfg);
 
-/* Parses redis://[[user]:password@]host[:port][/db] into cfg's derived fields. */
-int sq_worker_config_parse_redis_url(sq_worker_config_t *cfg, const char *url, sq_error_t *err);
-
 void sq_worker_config_print_help(FILE *out, const char *argv0);
 void sq_worker_config_print_markdown(FILE *out);
 /* One logfmt-ish line of the effective configuration (password masked), for the start log. */
@@ -99,7 +106,8 @@ const char *sq_worker_version(void);
 #ifdef __cplusplus
 }
 #endif
-/* "auto", "cpu", "cuda" or "cuda:N" (cuda:all is not offered: repository models run one backend). */
+/* "auto", "cpu", "cuda" or "cuda:N" (cuda:all is not offered: repository models run one backend).
+ */
 int sq_worker_device_valid(const char *device);
 
 #endif

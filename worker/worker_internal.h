@@ -14,7 +14,6 @@
 #include "proto/proto.h"
 #include "queue/queue.h"
 #include "worker/config.h"
-#include "worker/conn.h"
 #include "worker/http.h"
 
 typedef struct sq_worker sq_worker_t;
@@ -51,6 +50,11 @@ typedef struct wjob {
   uint32_t width, height;
   int err; /* 0 or the job's error code; then msg says why */
   char msg[256];
+  int retryable; /* the failure is worth a retry even if err is not a transient code */
+  /* Progress inside the run (tiles done / total): written by the executor thread's progress
+   * hook, read by the loop thread's progress timer; reported = what was last sent. */
+  _Atomic uint32_t steps_done, steps_total;
+  uint32_t steps_reported;
   uint8_t *result; /* encoded result document */
   size_t result_len;
   uint32_t batch_size;
@@ -86,6 +90,7 @@ struct wbatch {
   uint64_t formed_us;
   uint32_t ack_attempts;
   wbatch_t *next;
+  wbatch_t *run_prev, *run_next; /* sq_worker.running: handed to an executor, not back yet */
 };
 
 /* Work pool: payload decode, id/model/deadline checks, image decode, model prepare.
@@ -102,33 +107,27 @@ int sq_wjob_member_done(wjob_t *m);
 
 /* ---- the worker (worker.c: Redis, lifecycle; pipeline.c: batches and executors) ---- */
 
-/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
- * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
- * claim the worker stops claiming, finishes what it holds and, if the in-flight list is not
- * empty, removes its lease, lets the sweeper requeue the orphans, and registers again. */
-enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
-
 struct sq_worker {
   const sq_worker_config_t *cfg;
   uv_loop_t loop;
-  sq_queue_t *q;
-  sq_conn_t cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
-  sq_conn_t blk; /* BRPOP on the wake-up keys only */
+  sq_redis_loop_t hooks; /* the session's libuv glue */
+  sq_session_t *session; /* Redis: connections, lease, heartbeat, sweeper, recovery */
   model_slot_t *models;
   size_t nmodels;
   uint32_t held; /* jobs claimed and not yet acked or dropped */
-  int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
-  int draining;      /* signal seen: stop claiming, finish what we hold */
-  int stopping;      /* handles are closing */
-  int aborted;       /* uv_stop'ed with work still running (drain timeout, second signal) */
+  int claim_inflight, unregister_inflight;
+  int draining; /* signal seen: stop claiming, finish what we hold */
+  int stopping; /* handles are closing */
+  int aborted;  /* uv_stop'ed with work still running (drain timeout, second signal) */
   int exit_code;
-  int resync;     /* RESYNC_*: recovering jobs whose claim reply was lost */
-  int resync_cmd; /* a resync command is outstanding */
-  uv_timer_t resync_timer;
-  uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
+  int fatal_code; /* the session's start-up refusal (credentials), with its message */
+  char fatal_msg[400];
+  uv_timer_t retry_timer, drain_timer;
+  /* Open-loop claiming: after a claim that brought fewer jobs than asked (the queues ran dry),
+   * the next claim waits the shortest batching delay of our models, so a trickle of jobs costs
+   * one claim per batch rather than one per job. */
+  uv_timer_t claim_pause_timer;
+  uint32_t claim_asked; /* jobs asked by the outstanding claim */
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
   sq_http_t http;
@@ -136,8 +135,12 @@ struct sq_worker {
   wbatch_t *done_head, *done_tail; /* executor -> loop */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
   uint32_t acks_inflight;
-  uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
   uint64_t started_us;
+  uint32_t rng; /* retry jitter (rng_next in worker.c) */
+  wbatch_t *running;          /* batches on an executor (progress reports; loop thread) */
+  uv_timer_t progress_timer;  /* every --progress-interval-ms while a batch runs */
+  int progress_inflight;      /* a progress call is outstanding */
 };
 
 /* pipeline.c, loop thread unless noted. */
@@ -163,5 +166,10 @@ void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b);
 void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b);
 /* Jobs were released: claim more if there is room, finish the drain if it is over. */
 void sq_worker_released(sq_worker_t *w);
+/* Sends the progress of running jobs (one script call; dropped when Redis is not ready or a
+ * progress call is outstanding: the next tick reports the newer state anyway). Returns 1 sent. */
+int sq_worker_progress(sq_worker_t *w, const sq_progress_item_t *items, size_t n);
+/* A claimed job is given up without an ack (out of memory): the session hands it back. */
+void sq_worker_forget(sq_worker_t *w, const char *id);
 
 #endif

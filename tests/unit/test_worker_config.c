@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "queue/queue.h"
 #include "worker/config.h"
 
 /* A fake environment: NULL-terminated name/value pairs set per test. */
@@ -27,10 +28,10 @@ static void test_defaults(void) {
   const char *argv[] = {"segq-worker"};
   CHECK_EQ_INT(parse(&cfg, NULL, 1, argv, &err), SQ_CONFIG_RUN);
   CHECK_STR(cfg.redis_url, "redis://127.0.0.1:6379");
-  CHECK_STR(cfg.redis_host, "127.0.0.1");
-  CHECK_EQ_INT(cfg.redis_port, 6379);
-  CHECK(cfg.redis_password == NULL);
-  CHECK_EQ_INT(cfg.redis_db, 0);
+  CHECK_STR(cfg.redis.nodes[0].host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 6379);
+  CHECK(cfg.redis.password == NULL);
+  CHECK_EQ_INT(cfg.redis.db, 0);
   CHECK_STR(cfg.prefix, "segq");
   CHECK_STR(cfg.models, "null,otsu");
   CHECK_EQ_INT(cfg.nmodels, 2);
@@ -47,6 +48,15 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.max_batch, 0);
   CHECK_EQ_INT(cfg.max_delay_us, 0);
   CHECK_STR(cfg.log_level, "info");
+  /* Defaults the worker shares with the scripts and the clients come from one source,
+   * queue/scripts/schema.def: the option table must agree with it. */
+  CHECK_EQ_INT(cfg.lease_ttl_ms, SQ_DEFAULT_LEASE_TTL_MS);
+  CHECK_EQ_INT(cfg.max_attempts, SQ_DEFAULT_MAX_ATTEMPTS);
+  CHECK_EQ_INT(cfg.result_ttl_s, SQ_DEFAULT_RESULT_TTL_S);
+  CHECK_EQ_INT(cfg.dead_ttl_s, SQ_DEFAULT_DEAD_TTL_S);
+  CHECK_EQ_INT(cfg.retry_base_ms, SQ_DEFAULT_RETRY_BASE_MS);
+  CHECK_EQ_INT(cfg.retry_max_ms, SQ_DEFAULT_RETRY_MAX_MS);
+  CHECK_EQ_INT(cfg.max_claim_bytes, SQ_DEFAULT_MAX_CLAIM_BYTES);
   CHECK_STR(cfg.device, "auto");
   /* <hostname>-<pid>-<random4>, in the id alphabet */
   CHECK(cfg.worker_id && strlen(cfg.worker_id) > 6);
@@ -86,22 +96,22 @@ static void test_redis_url(void) {
   sq_error_t err;
   const char *argv[] = {"w", "--redis-url", "redis://:s3cret@redis.local:7000/5"};
   CHECK_EQ_INT(parse(&cfg, NULL, 3, argv, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_host, "redis.local");
-  CHECK_EQ_INT(cfg.redis_port, 7000);
-  CHECK_STR(cfg.redis_password, "s3cret");
-  CHECK_EQ_INT(cfg.redis_db, 5);
+  CHECK_STR(cfg.redis.nodes[0].host, "redis.local");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 7000);
+  CHECK_STR(cfg.redis.password, "s3cret");
+  CHECK_EQ_INT(cfg.redis.db, 5);
   sq_worker_config_free(&cfg);
 
   const char *argv2[] = {"w", "--redis-url=redis://localhost"};
   CHECK_EQ_INT(parse(&cfg, NULL, 2, argv2, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_host, "localhost");
-  CHECK_EQ_INT(cfg.redis_port, 6379);
+  CHECK_STR(cfg.redis.nodes[0].host, "localhost");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 6379);
   sq_worker_config_free(&cfg);
 
   const char *argv3[] = {"w", "--redis-url", "redis://user:pw@h:1/"};
   CHECK_EQ_INT(parse(&cfg, NULL, 3, argv3, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_password, "pw");
-  CHECK_EQ_INT(cfg.redis_port, 1);
+  CHECK_STR(cfg.redis.password, "pw");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 1);
   sq_worker_config_free(&cfg);
 }
 
@@ -178,6 +188,23 @@ static void test_actions(void) {
   fclose(f);
   CHECK(strstr(buf, "| `--redis-url` | `SEGQ_REDIS_URL` |") != NULL);
   CHECK(strstr(buf, "`--drain-timeout-s`") != NULL);
+  /* docs/operations.md carries exactly this table (regenerate it with --help-markdown). */
+  const char *dir = getenv("SEGQ_SOURCE_DIR");
+  if (dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/docs/operations.md", dir);
+    FILE *doc = fopen(path, "rb");
+    CHECK(doc != NULL);
+    if (doc) {
+      static char text[1 << 17];
+      size_t n = fread(text, 1, sizeof text - 1, doc);
+      text[n] = '\0';
+      fclose(doc);
+      if (!strstr(text, buf))
+        fprintf(stderr, "docs/operations.md: the options table differs from --help-markdown\n");
+      CHECK(strstr(text, buf) != NULL);
+    }
+  }
   free(buf);
 }
 
