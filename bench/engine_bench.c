@@ -1,7 +1,7 @@
 /* engine_bench: throughput of the segq ONNX engine on the CPU backend. Loads a model, plans it
  * for batch B, runs warm-up iterations, then R repeats of N timed runs each; prints images/s and
  * ms/batch (median over repeats, each repeat's mean) as a human line and one JSON line, the
- * counterpart of tests/ort/bench_ort.js for bench/engine_vs_ort.sh. */
+ * counterpart of bench/ort_bench.c (ONNX Runtime's C API) for bench/engine_vs_ort.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
