@@ -124,9 +124,12 @@ static int sole_reader(const sq_cpu_program_t *pr, int y) {
 
 /* Unary ops that alone read a conv's output y (and then each other's) become post-ops of the
  * conv: HardSwish, HardSigmoid and the rest that fuse.c leaves alone because not every backend
- * has them. Marks them skipped; returns the tensor the chain ends in. */
-static int absorb_unary(sq_cpu_program_t *pr, int y, dnnl_post_ops_t po) {
-  for (;;) {
+ * has them. Their nodes go to chain[] (the caller skips them once the conv is built); returns
+ * the tensor the chain ends in. */
+#define SQ_CHAIN_MAX 8
+static int absorb_unary(sq_cpu_program_t *pr, int y, dnnl_post_ops_t po, int *chain, int *nchain) {
+  *nchain = 0;
+  while (*nchain < SQ_CHAIN_MAX) {
     int ni = sole_reader(pr, y);
     if (ni < 0) return y;
     const sq_node_t *n = node_at(pr, ni);
@@ -143,9 +146,10 @@ static int absorb_unary(sq_cpu_program_t *pr, int y, dnnl_post_ops_t po) {
                dnnl_post_ops_append_eltwise(po, 1.0f, alg, a, b) != dnnl_success) {
       return y;
     }
-    pr->skip[ni] = true;
+    chain[(*nchain)++] = ni;
     y = n->out[0];
   }
+  return y;
 }
 
 /* ---- Conv ---- */
@@ -210,50 +214,51 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   dnnl_dims_t bd = {c.m};
   dnnl_memory_desc_init_by_tag(&bias_md, 1, bd, dnnl_f32, dnnl_x);
   dnnl_memory_desc_init_by_tag(&wplain, wnd, wd, dnnl_f32, g > 1 ? dnnl_goihw : dnnl_oihw);
-  dnnl_post_ops_t po = NULL;
-  if (dnnl_post_ops_create(&po) != dnnl_success) return sq_error_set(err, SQ_ENOMEM, "oom");
-  if (!append_act(po, n->act, n->act_alpha, n->act_beta)) {
-    dnnl_post_ops_destroy(po);
-    return 0;
-  }
-  int y = absorb_unary(pr, n->out[0], po);
-  /* a residual Add after this conv becomes its sum post-op, in the other operand's buffer */
-  int r = -1, apos = residual_add(pr, y, &r);
-  int rbuf = -1;
-  if (apos >= 0) {
-    rbuf = sq_prog_get_any(pr, r, err);
-    if (rbuf < 0) return rbuf;
-    const sq_buf_t *rb = &pr->bufs[rbuf];
-    if (rb->md.ndims != 4 || rb->md.format_kind != dnnl_blocked || sq_prog_md_is_plain(&rb->md) ||
-        rb->alias >= 0 || rb->where != SQ_BUF_ARENA || rb->keep || rb->last_reader > apos)
-      apos = -1; /* plain or shared: the Add runs as its own step */
-    else
-      dst_md = rb->md;
-  }
-  const sq_node_t *add = apos >= 0 ? node_at(pr, pr->plan->order[apos]) : NULL;
-  if (add &&
-      (!(add->act == SQ_ACT_NONE || append_act_ok(add->act, add->act_alpha, add->act_beta)) ||
-       dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success ||
-       !append_act(po, add->act, add->act_alpha, add->act_beta))) {
-    /* cannot express the Add's activation: rebuild without the Add (it runs as a step) */
-    dnnl_post_ops_destroy(po);
-    dnnl_post_ops_create(&po);
-    append_act(po, n->act, n->act_alpha, n->act_beta);
-    y = absorb_unary(pr, n->out[0], po);
-    add = NULL;
-    md_any(&dst_md, 4, dd);
-  }
-  dnnl_primitive_attr_t attr = make_attr(po);
-  dnnl_convolution_desc_t cd;
+  if (!append_act_ok(n->act, n->act_alpha, n->act_beta)) return 0;
   dnnl_dims_t strides = {c.sh, c.sw}, dil = {c.dh - 1, c.dw - 1};
   dnnl_dims_t pl = {c.ph, c.pw}, pr_ = {c.ph_end, c.pw_end};
+  /* attempt 0: with the residual Add as a sum post-op (if there is one); attempt 1: without */
+  int chain[SQ_CHAIN_MAX], nchain = 0, y = n->out[0], apos = -1, rbuf = -1;
+  const sq_node_t *add = NULL;
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_status_t st = dnnl_dilated_convolution_forward_desc_init(
-      &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
-      has_bias ? &bias_md : NULL, &dst_md, strides, dil, pl, pr_);
-  if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, pr->engine, NULL);
-  dnnl_primitive_attr_destroy(attr);
-  if (st != dnnl_success) return add ? sq_dnnl_error(err, st, n, "conv + sum") : 0;
+  for (int attempt = 0; attempt < 2 && !pd; attempt++) {
+    dnnl_post_ops_t po = NULL;
+    if (dnnl_post_ops_create(&po) != dnnl_success) return sq_error_set(err, SQ_ENOMEM, "oom");
+    append_act(po, n->act, n->act_alpha, n->act_beta);
+    y = absorb_unary(pr, n->out[0], po, chain, &nchain);
+    md_any(&dst_md, 4, dd);
+    add = NULL;
+    int r = -1;
+    apos = attempt == 0 ? residual_add(pr, y, &r) : -1;
+    if (apos >= 0) { /* y + r computed in r's buffer, when nobody else needs that buffer */
+      rbuf = sq_prog_get_any(pr, r, err);
+      if (rbuf < 0) {
+        dnnl_post_ops_destroy(po);
+        return rbuf;
+      }
+      const sq_buf_t *rb = &pr->bufs[rbuf];
+      const sq_node_t *an = node_at(pr, pr->plan->order[apos]);
+      if (rb->md.ndims == 4 && rb->md.format_kind == dnnl_blocked &&
+          !sq_prog_md_is_plain(&rb->md) && rb->alias < 0 && rb->where == SQ_BUF_ARENA &&
+          !rb->keep && rb->last_reader <= apos &&
+          append_act_ok(an->act, an->act_alpha, an->act_beta) &&
+          dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+          append_act(po, an->act, an->act_alpha, an->act_beta)) {
+        add = an;
+        dst_md = rb->md;
+      }
+    }
+    if (attempt == 0 && !add) attempt = 1; /* nothing to fuse: one attempt is enough */
+    dnnl_primitive_attr_t attr = make_attr(po);
+    dnnl_convolution_desc_t cd;
+    dnnl_status_t st = dnnl_dilated_convolution_forward_desc_init(
+        &cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
+        has_bias ? &bias_md : NULL, &dst_md, strides, dil, pl, pr_);
+    if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &cd, attr, pr->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success) pd = NULL;
+  }
+  if (!pd) return 0; /* the reference kernel runs it (and the unary chain runs as steps) */
   int bx = sq_prog_get_as(pr, n->in[0], query(pd, dnnl_query_src_md), err);
   int bw =
       bx < 0 ? -1 : sq_prog_weights(pr, w->data, &wplain, query(pd, dnnl_query_weights_md), err);
@@ -266,6 +271,7 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
     dnnl_primitive_desc_destroy(pd);
     return -1;
   }
+  for (int k = 0; k < nchain; k++) pr->skip[chain[k]] = true;
   int by;
   if (add) {
     by = rbuf;
