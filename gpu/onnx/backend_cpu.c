@@ -139,6 +139,12 @@ static const sq_backend_iface_t cpu_iface = {
     .free = cpu_free,
 };
 
+void sq_engine_process_init(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv); /* returns only on failure */
+}
+
 sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err) {
   sq_backend_t *b = calloc(1, sizeof *b);
   sq_cpu_backend_t *cb = calloc(1, sizeof *cb);

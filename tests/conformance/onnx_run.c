@@ -34,6 +34,7 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
   const char *model = NULL, *in_path = NULL, *out_path = NULL;
   int batch = 1, threads = 0, iters = 3, dump = 0;
   long shape_h = 0, shape_w = 0;
