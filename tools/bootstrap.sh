@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
-      libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
+      libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libdnnl-dev libjansson-dev
       libwebsockets-dev libwebsockets-evlib-uv libssl-dev
       redis-server
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
