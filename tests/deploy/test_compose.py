@@ -74,7 +74,8 @@ def container_ports(service):
 def is_worker(service):
     build = service.get("build") or {}
     dockerfile = build.get("dockerfile", "") if isinstance(build, dict) else ""
-    return "SEGQ_MODELS" in env_of(service) or dockerfile.startswith("deploy/Dockerfile")
+    return "SEGQ_MODELS" in env_of(service) or dockerfile in ("deploy/Dockerfile",
+                                                             "deploy/Dockerfile.cuda")
 
 
 class Compose(unittest.TestCase):
@@ -186,14 +187,20 @@ class Compose(unittest.TestCase):
         binary = os.path.join(BUILD_DIR, "bridge", "segq-bridge")
         if not os.path.isfile(binary):
             self.skipTest("compose.yml has a bridge service but %s is not built" % binary)
-        envs = dl.option_envs(binary)
+        opts = dl.worker_options(binary)
+        envs = {o["env"] for o in opts.values()}
         for name, s in bridges.items():
             env = env_of(s)
             unknown = sorted(k for k in env if k.startswith("SEGQ_") and k not in envs)
             self.assertEqual(unknown, [], "%s sets variables segq-bridge does not read" % name)
-            for k, v in env.items():
-                if k.endswith("_PORT") and v not in ("", "0"):
-                    self.assertIn(v, container_ports(s), "%s: %s=%s is not exposed" % (name, k, v))
+            # Every port the bridge listens on (its value here, else the binary's default) is
+            # published or exposed.
+            for o in opts.values():
+                if o["env"].endswith("_PORT"):
+                    v = env.get(o["env"], o["default"])
+                    if v not in ("", "0"):
+                        self.assertIn(v, container_ports(s), "%s: %s=%s is not exposed"
+                                      % (name, o["env"], v))
             url = env.get("SEGQ_REDIS_URL") or env.get("SEGQ_BRIDGE_REDIS_URL")
             if url:
                 host = re.match(r"redis(?:\+sentinel)?://(?:[^@]*@)?([^:/,]+)", url).group(1)

@@ -30,6 +30,21 @@ import runtime_packages  # noqa: E402
 BUILD_DIR = os.environ.get("SEGQ_BUILD_DIR") or os.path.join(tl.SOURCE_DIR, "build")
 CPU = os.path.join(dl.DEPLOY_DIR, "Dockerfile")
 CUDA = os.path.join(dl.DEPLOY_DIR, "Dockerfile.cuda")
+# Packages an image installs on purpose although no NEEDED entry names them.
+DELIBERATE = {"ca-certificates",        # TLS roots, for whatever the image talks to
+              "libwebsockets-evlib-uv",  # libwebsockets loads its libuv event lib at start
+              "libmicrohttpd12"}         # the worker's HTTP endpoint on libmicrohttpd (session)
+
+
+def debian_dockerfiles():
+    """Every deploy/Dockerfile* whose runtime stage is Debian 12 (the CUDA one is Ubuntu)."""
+    out = []
+    for name in sorted(os.listdir(dl.DEPLOY_DIR)):
+        if name.startswith("Dockerfile"):
+            stages = dl.parse_dockerfile(os.path.join(dl.DEPLOY_DIR, name))
+            if stages[-1].base.startswith("debian:12"):
+                out.append((name, stages))
+    return out
 
 
 def build_stage_binaries(stages, build_dir=BUILD_DIR):
@@ -85,36 +100,49 @@ class Images(unittest.TestCase):
                             % (what, img, host))
         return bins
 
-    def test_cpu_runtime_installs_every_needed_library(self):
+    def test_runtime_installs_every_needed_library(self):
+        """For every Debian image (the CPU worker, the bridge): each NEEDED library of each
+        binary its runtime stage copies is in a package that stage installs."""
         rel = os_release()
-        runtime = self.cpu[-1]
-        if not runtime.base.startswith("debian:12") or (rel.get("ID"), rel.get("VERSION_ID")) != (
-                "debian", "12"):
-            self.skipTest("package names are checked on the image's own distribution (image %s, "
-                          "this machine %s %s)" % (runtime.base, rel.get("ID"), rel.get("VERSION_ID")))
-        installed, _ = dl.apt_installs(runtime)
-        bins = self.check_binaries_exist(self.cpu, "deploy/Dockerfile")
-        report = runtime_packages.resolve(list(bins.values()))
-        problems, checked = [], 0
-        for host, libs in report.items():
-            for e in libs:
-                checked += 1
-                if e["source"] == "cuda":
-                    continue  # this build has CUDA; the image's (-DSEGQ_CUDA=OFF) does not
-                if sanitized_build() and e["soname"].startswith(("libasan.", "libubsan.")):
-                    continue
-                if e["source"] in ("missing", "unowned"):
-                    problems.append("%s: %s cannot be resolved here (%s)" % (host, e["soname"],
-                                                                            e["source"]))
-                elif e["source"] == "package" and e["package"] not in installed:
-                    problems.append("%s needs %s (%s), which is in package %s; the runtime "
-                                    "stage does not install it" % (os.path.basename(host),
-                                                                   e["soname"], e["path"],
-                                                                   e["package"]))
-        print("checked %d NEEDED libraries of %s against %d installed packages"
-              % (checked, ", ".join(sorted(bins)), len(installed)))
+        if (rel.get("ID"), rel.get("VERSION_ID")) != ("debian", "12"):
+            self.skipTest("package names are checked on the images' own distribution, Debian 12 "
+                          "(this machine: %s %s)" % (rel.get("ID"), rel.get("VERSION_ID")))
+        images = debian_dockerfiles()
+        self.assertIn("Dockerfile", [n for n, _ in images])
+        problems = []
+        for name, stages in images:
+            runtime = stages[-1]
+            installed, _ = dl.apt_installs(runtime)
+            bins = self.check_binaries_exist(stages, "deploy/" + name)
+            report = runtime_packages.resolve(list(bins.values()))
+            needed, checked = set(), 0
+            for host, libs in report.items():
+                for e in libs:
+                    checked += 1
+                    if e["source"] == "cuda":
+                        continue  # this build has CUDA; the image's (-DSEGQ_CUDA=OFF) does not
+                    if sanitized_build() and e["soname"].startswith(("libasan.", "libubsan.")):
+                        continue
+                    if e["source"] in ("missing", "unowned"):
+                        problems.append("%s: %s: %s cannot be resolved here (%s)"
+                                        % (name, host, e["soname"], e["source"]))
+                    elif e["source"] == "package":
+                        needed.add(e["package"])
+                        if e["package"] not in installed:
+                            problems.append(
+                                "deploy/%s: %s needs %s (%s), which is in package %s; the runtime "
+                                "stage does not install it" % (name, os.path.basename(host),
+                                                               e["soname"], e["path"], e["package"]))
+            unused = sorted(set(installed) - needed - DELIBERATE)
+            print("deploy/%s: %d NEEDED libraries of %s, %d packages installed%s"
+                  % (name, checked, ", ".join(sorted(bins)), len(installed),
+                     "; not needed by any: " + " ".join(unused) if unused else ""))
+            if unused:
+                problems.append("deploy/%s installs %s, which no binary of the image needs (add "
+                                "it to DELIBERATE here if it is loaded at run time)"
+                                % (name, " ".join(unused)))
         if problems:
-            self.fail("deploy/Dockerfile:\n  " + "\n  ".join(problems))
+            self.fail("\n  " + "\n  ".join(problems))
         build = dl.stage_by_name(self.cpu, "build")
         self.assertIn("-DSEGQ_CUDA=OFF", " ".join(i.args for i in build.all("RUN")),
                       "the CPU image must build without the CUDA backend")
@@ -164,7 +192,10 @@ class Images(unittest.TestCase):
             "%s<-%s" % (e["soname"], e["package"] or e["source"]) for e in libs)))
 
     def test_non_root_healthcheck_port(self):
-        for name, stages in (("Dockerfile", self.cpu), ("Dockerfile.cuda", self.cuda)):
+        every = [(n, dl.parse_dockerfile(os.path.join(dl.DEPLOY_DIR, n)))
+                 for n in sorted(os.listdir(dl.DEPLOY_DIR)) if n.startswith("Dockerfile")]
+        self.assertGreaterEqual(len(every), 2)
+        for name, stages in every:
             runtime = stages[-1]
             user = runtime.last("USER")
             self.assertIsNotNone(user, "%s: the runtime stage has no USER" % name)
@@ -174,6 +205,10 @@ class Images(unittest.TestCase):
                             % (name, user.args))
             hc = runtime.last("HEALTHCHECK")
             self.assertIsNotNone(hc, "%s: no HEALTHCHECK" % name)
+        # The worker images: the endpoint on, the shared probe script, models checked.
+        for name, stages in (("Dockerfile", self.cpu), ("Dockerfile.cuda", self.cuda)):
+            runtime = stages[-1]
+            hc = runtime.last("HEALTHCHECK")
             self.assertIn("/usr/local/bin/segq-healthcheck", hc.args)
             sources = {dest: srcs for _, srcs, dest, _ in dl.copies(runtime)}
             self.assertEqual(sources.get("/usr/local/bin/segq-healthcheck"),
