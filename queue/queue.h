@@ -58,6 +58,8 @@ int sq_redis_url_copy(sq_redis_url_t *dst, const sq_redis_url_t *src);
 int sq_redis_url_set_password(sq_redis_url_t *u, const char *password, sq_error_t *err);
 /* url with its password replaced by "***", for logs and messages. */
 void sq_redis_url_mask(const char *url, char *out, size_t cap);
+/* Overwrites the password in url in place with '*' (same length: argv memory). 1 if it did. */
+int sq_redis_url_scrub(char *url);
 /* The parsed URL without the password ("redis://user@host:6379/0"), for logs. */
 void sq_redis_url_describe(const sq_redis_url_t *u, char *out, size_t cap);
 /* Reads a password file: one line (a trailing newline is dropped), at most 4 KiB. *out is
@@ -241,14 +243,28 @@ int sq_queue_wait(sq_queue_t *q, sq_redis_conn_t *blocking, double timeout_s, sq
                   void *data);
 /* Removes this worker's lease (clean shutdown, after its in-flight list is empty). */
 int sq_queue_unregister(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
-/* value = the length of this worker's in-flight list. */
-int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
+/* Hands back the ids in this worker's in-flight list that are not in held (the ids it holds):
+ * requeued (attempt given back), or only removed when they already have a result. counts:
+ * {requeued, finished, missing (held but not in the list)}; NULL when status != 0 (SQ_EREDIS,
+ * SQ_ELEASE_LOST). See queue/scripts/reconcile.lua. */
+typedef void (*sq_queue_reconcile_cb)(sq_queue_t *q, int status, const long long *counts,
+                                      void *data);
+int sq_queue_reconcile(sq_queue_t *q, sq_redis_conn_t *c, const char *const *held, size_t n,
+                       sq_queue_reconcile_cb cb, void *data);
+/* Runs the permcheck script (probes every command, key kind and channel segq's scripts use, plus
+ * the role's own commands: role "worker" or "client"). missing: "" when all is allowed, else one
+ * sentence naming what is refused; NULL when status != 0. Borrowed. */
+typedef void (*sq_queue_permcheck_cb)(sq_queue_t *q, int status, const char *missing, void *data);
+int sq_queue_permcheck(sq_queue_t *q, sq_redis_conn_t *c, const char *role,
+                       sq_queue_permcheck_cb cb, void *data);
 
 /* ---- the worker's session ----
  * One object for everything a worker keeps in Redis: an endpoint with two connections (command:
- * scripts; blocking: BRPOP on the wake-up keys, so heartbeats never wait behind it), the lease
- * (heartbeat every lease_ttl/3), the sweeper (every lease_ttl/2), the set of ids the worker
- * holds (claimed, not yet acked or given up), and the recovery of jobs whose claim reply was lost.
+ * scripts; blocking: BRPOP on the wake-up keys, so heartbeats never wait behind it), the
+ * permission check at start, the lease (heartbeat every lease_ttl/3), the sweeper (every
+ * lease_ttl/2), the set of ids the worker holds (claimed, not yet acked or given up), and the
+ * reconciliation of its in-flight list with that set after every (re)connect and failed claim
+ * (ids it does not hold are handed back: a lost claim reply, an ack Redis lost).
  * The worker keeps its own story (claim policy, acks, drain) and asks the session whether a claim,
  * an ack or a wait may go now. */
 typedef struct sq_session sq_session_t;
@@ -309,7 +325,7 @@ typedef struct {
   int command_ready, blocking_ready;
   int lease_ok;             /* the last heartbeat holds the lease with our token */
   int lease_ever;           /* registered at least once */
-  int recovering;           /* recovering jobs of a lost claim reply: not claiming */
+  int recovering;           /* reconciling the in-flight list: not claiming yet */
   uint64_t last_reply_us;   /* last reply on the command connection (monotonic) */
   uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
   uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
@@ -326,7 +342,7 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
                           int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
- * "unregister"); NULL if no such script. Static storage, never freed. */
+ * "unregister", "permcheck", ...); NULL if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */

@@ -385,13 +385,13 @@ static void handshake_refused(sq_redis_conn_t *c, const char *step, const char *
              r->url.password ? "" : " (no password given)", err);
   if (config_error && c->kind == KIND_DATA && !r->authenticated && c->ev.fatal) {
     /* Before any good login this is a configuration error: stop, let the owner say so. */
-    sq_log_error("conn", "redis refused the credentials", "conn=%s msg=\"%s\"", c->name, msg);
+    sq_log_error("conn", "redis refused the credentials", "conn=%s detail=\"%s\"", c->name, msg);
     c->stopped = 1;
     sq_redis_conn_drop(c, "credentials refused");
     c->ev.fatal(c, SQ_EAUTH, msg, c->data);
     return;
   }
-  sq_log_error("conn", "redis refused the connection handshake; retrying", "conn=%s msg=\"%s\"",
+  sq_log_error("conn", "redis refused the connection handshake; retrying", "conn=%s detail=\"%s\"",
                c->name, msg);
   sq_redis_conn_drop(c, "handshake refused");
 }

@@ -1,22 +1,15 @@
 /* queue/session: the worker's Redis session (see queue.h): one endpoint with a command and a
- * blocking connection, the lease and its heartbeat, the sweeper timer, the set of ids the
- * worker holds, and the recovery of jobs whose claim reply was lost. The worker (worker/) asks it
- * whether a claim, an ack or a wait may go, and hears `resume` when one may go again.
+ * blocking connection, the permission check at start, the lease and its heartbeat, the sweeper
+ * timer, the set of ids the worker holds, and the reconciliation of the in-flight list with that
+ * set after every (re)connect and failed claim. The worker (worker/) asks it whether a claim, an
+ * ack or a wait may go, and hears `resume` when one may go again.
  * Threads: the loop thread that runs the hooks' loop, only. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
-
-#define RESYNC_TICK_MS 250
-
-/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
- * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
- * claim the session stops claiming, lets the worker finish what it holds and, if the in-flight
- * list is not empty, removes its lease, lets the sweeper requeue the orphans, and registers
- * again. */
-enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
 
 struct sq_session {
   sq_redis_loop_t loop;
@@ -28,21 +21,25 @@ struct sq_session {
   sq_redis_conn_t *cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
   sq_redis_conn_t *blk; /* BRPOP on the wake-up keys only */
   sq_idset_t *held;
-  sq_redis_timer_t *heartbeat_timer, *sweep_timer, *resync_timer;
+  sq_redis_timer_t *heartbeat_timer, *sweep_timer;
   uint64_t cmd_budget_ms;
   int handles_open, closing, fatal_seen;
   void (*closed)(void *arg);
   void *closed_arg;
   int claim_inflight, heartbeat_inflight, sweep_inflight, wait_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
+  int lease_ok;   /* the last heartbeat holds the lease with our token */
+  int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
   uint64_t hb_sent_us, lease_until_us;
-  int resync;     /* RESYNC_* */
-  int resync_cmd; /* a resync command is outstanding */
+  /* Our in-flight list may hold ids we do not (a claim reply lost, an ack Redis lost): after
+   * every (re)connect and failed claim, no claim goes until reconcile has handed them back. */
+  int reconcile_needed, reconcile_inflight;
+  int perm_ok, perm_inflight; /* the account's permissions were checked (once, at start) */
+  char *user, *prefix;        /* for messages */
 };
 
 static void heartbeat_now(sq_session_t *s);
+static void reconcile_maybe(sq_session_t *s);
+static void fatal(sq_session_t *s, int code, const char *msg);
 
 static void resume(sq_session_t *s) {
   if (!s->closing && s->ev.resume) s->ev.resume(s, s->data);
@@ -72,7 +69,7 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     s->lease_ok = 0;
     return;
   }
-  if (value == 2 && s->lease_ever && !s->lease_dropped)
+  if (value == 2 && s->lease_ever)
     sq_log_warn("worker",
                 "lease had expired and was re-acquired; jobs swept meanwhile will be refused "
                 "at ack",
@@ -81,15 +78,40 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     sq_log_info("worker", "registered", "lease_ttl_ms=%u", s->cfg.lease_ttl_ms);
   s->lease_ok = 1;
   s->lease_ever = 1;
-  s->lease_dropped = 0;
   s->lease_until_us = s->hb_sent_us + (uint64_t)s->cfg.lease_ttl_ms * 1000;
+  reconcile_maybe(s);
   resume(s);
 }
 
-static void heartbeat_now(sq_session_t *s) {
-  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd) ||
-      s->resync == RESYNC_SWEEPING)
+/* At start, before registering: may this account run everything the worker needs? Without it
+ * an ack could fail half-way (Redis does not roll a script back) and leave a job stuck. */
+static void on_permcheck(sq_queue_t *q, int status, const char *missing, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  s->perm_inflight = 0;
+  if (s->closing) return;
+  if (status != 0) return; /* connection lost or a transient error: the next heartbeat asks again */
+  if (missing && missing[0]) {
+    char msg[1400];
+    snprintf(msg, sizeof msg,
+             "the Redis user '%s' may not do what segq needs: %s; grant it (e.g. ACL SETUSER %s "
+             "~%s:* &%s:* +@all) or see docs/operations.md \"Redis users\"",
+             s->user ? s->user : "default", missing, s->user ? s->user : "default", s->prefix,
+             s->prefix);
+    fatal(s, SQ_ENOPERM, msg);
     return;
+  }
+  s->perm_ok = 1;
+  heartbeat_now(s);
+}
+
+static void heartbeat_now(sq_session_t *s) {
+  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd) || s->fatal_seen) return;
+  if (!s->perm_ok) {
+    if (!s->perm_inflight && sq_queue_permcheck(s->q, s->cmd, "worker", on_permcheck, s) == 0)
+      s->perm_inflight = 1;
+    return;
+  }
   uint64_t now = sq_clock_mono_us();
   if (sq_queue_heartbeat(s->q, s->cmd, on_heartbeat, s) != 0) return;
   s->heartbeat_inflight = 1;
@@ -119,58 +141,41 @@ static void on_sweep_timer(void *arg) {
   if (s->lease_ok) sweep_now(s);
 }
 
-/* ---- recovery after a lost claim reply ---- */
+/* ---- reconciliation ---- */
 
-static void resync_done(sq_session_t *s) {
-  s->resync = RESYNC_NONE;
-  s->loop.timer_stop(s->resync_timer);
-  heartbeat_now(s); /* re-registers (after a self-sweep) and resumes claiming */
+static void on_reconcile(sq_queue_t *q, int status, const long long *counts, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  s->reconcile_inflight = 0;
+  if (s->closing) return;
+  if (status == SQ_ELEASE_LOST) {
+    s->lease_ok = 0;
+    heartbeat_now(s); /* reconciles again once the lease is back */
+    return;
+  }
+  if (status != 0) return; /* lost: the next heartbeat (or reconnect) tries again */
+  if (counts[0] > 0 || counts[1] > 0)
+    sq_log_warn("worker", "in-flight ids we did not hold were handed back",
+                "requeued=%lld finished=%lld", counts[0], counts[1]);
+  if (counts[2] > 0)
+    sq_log_warn("worker", "held jobs no longer in our in-flight list (swept?); their acks will say",
+                "missing=%lld", counts[2]);
+  s->reconcile_needed = 0;
   resume(s);
 }
 
-static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data) {
-  sq_session_t *s = data;
-  (void)q;
-  (void)value;
-  s->resync_cmd = 0;
-  if (status == 0 && s->resync == RESYNC_NEEDED && !s->closing) {
-    s->resync = RESYNC_SWEEPING;
-    s->lease_ok = 0;
-    s->lease_dropped = 1; /* we removed it ourselves: registering again is no expiry */
-  }
-}
-
-static void on_resync_len(sq_queue_t *q, int status, long long orphans, void *data) {
-  sq_session_t *s = data;
-  (void)q;
-  s->resync_cmd = 0;
-  if (status != 0 || s->closing) return; /* the next tick asks again */
-  if (orphans == 0) {
-    if (s->resync == RESYNC_SWEEPING)
-      sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
-    resync_done(s);
+/* Sends the reconcile once nothing can race it: the lease is ours and no claim is in flight
+ * (a claim's ids join the held set only when its reply arrives). */
+static void reconcile_maybe(sq_session_t *s) {
+  if (!s->reconcile_needed || s->reconcile_inflight || s->claim_inflight || !s->lease_ok ||
+      s->closing || !sq_redis_conn_ready(s->cmd))
     return;
-  }
-  if (s->resync == RESYNC_NEEDED) {
-    /* We hold nothing, so every id in the list is an orphan. */
-    sq_log_warn("worker",
-                "jobs in our in-flight list that we never received; handing them to the sweeper",
-                "jobs=%lld", orphans);
-    if (sq_queue_unregister(s->q, s->cmd, on_resync_unregister, s) == 0) s->resync_cmd = 1;
-  }
-}
-
-static void on_resync_tick(void *arg) {
-  sq_session_t *s = arg;
-  if (s->closing || s->resync_cmd || !sq_redis_conn_ready(s->cmd)) return;
-  if (s->resync == RESYNC_NEEDED) {
-    /* Wait until we hold nothing: then the in-flight list holds only orphans. */
-    if (sq_idset_len(s->held) > 0 || s->claim_inflight || !s->lease_ok) return;
-  } else if (s->resync == RESYNC_SWEEPING) {
-    /* The sweep lock may be held by another worker's sweeper; it sweeps us too. */
-    sweep_now(s);
-  }
-  if (sq_queue_inflight_len(s->q, s->cmd, on_resync_len, s) == 0) s->resync_cmd = 1;
+  size_t n = sq_idset_len(s->held);
+  const char **ids = malloc((n ? n : 1) * sizeof(*ids));
+  if (!ids) return; /* the next heartbeat tries again */
+  sq_idset_list(s->held, ids, n);
+  if (sq_queue_reconcile(s->q, s->cmd, ids, n, on_reconcile, s) == 0) s->reconcile_inflight = 1;
+  free(ids);
 }
 
 /* ---- claim, ack, wait, unregister ---- */
@@ -203,8 +208,8 @@ static void op_free(op_t *o) {
 }
 
 int sq_session_can_claim(const sq_session_t *s) {
-  return s && !s->closing && !s->claim_inflight && s->lease_ok && s->resync == RESYNC_NONE &&
-         sq_redis_conn_ready(s->cmd);
+  return s && !s->closing && !s->claim_inflight && s->lease_ok && !s->reconcile_needed &&
+         !s->reconcile_inflight && sq_redis_conn_ready(s->cmd);
 }
 
 int sq_session_can_ack(const sq_session_t *s) {
@@ -224,10 +229,13 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
     sq_log_warn("worker", "claim refused: lease lost; re-registering", NULL);
     s->lease_ok = 0;
     heartbeat_now(s);
-  } else if (status == SQ_EREDIS && s->resync == RESYNC_NONE && !s->closing) {
-    sq_log_warn("worker", "claim reply lost; will check the in-flight list for orphans", NULL);
-    s->resync = RESYNC_NEEDED;
-    s->loop.timer_start(s->resync_timer, RESYNC_TICK_MS, RESYNC_TICK_MS);
+  } else if (status != 0 && !s->closing) {
+    /* The script may have moved jobs into our list before its reply was lost (or it failed
+     * half-way): hand back whatever we do not hold before claiming again. */
+    sq_log_warn("worker", "claim reply lost; reconciling the in-flight list", "code=%s",
+                sq_error_name(status));
+    s->reconcile_needed = 1;
+    reconcile_maybe(s);
   } else if (status == 0) {
     for (size_t i = 0; i < n; i++)
       if (sq_idset_add(s->held, jobs[i].id) < 0)
@@ -329,7 +337,7 @@ static void on_unregister(sq_queue_t *q, int status, long long value, void *data
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data) {
   if (!s || !cb) return SQ_EINVAL;
   /* Already unregistered (or never registered): nothing of ours is left to remove. */
-  if (s->resync == RESYNC_SWEEPING || !s->lease_ever) return 1;
+  if (!s->lease_ever) return 1;
   if (s->closing || !s->lease_ok || !sq_redis_conn_ready(s->cmd)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
   if (!o) return SQ_ENOMEM;
@@ -345,7 +353,7 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
   out->blocking_ready = sq_redis_conn_ready(s->blk);
   out->lease_ok = s->lease_ok;
   out->lease_ever = s->lease_ever;
-  out->recovering = s->resync != RESYNC_NONE;
+  out->recovering = s->reconcile_needed || s->reconcile_inflight;
   out->last_reply_us = sq_redis_conn_last_reply_us(s->cmd);
   out->lease_until_us = s->lease_until_us;
   out->reply_budget_ms = s->cmd_budget_ms;
@@ -355,8 +363,10 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
 /* ---- connection events ---- */
 
 static void on_cmd_ready(sq_redis_conn_t *c, void *data) {
+  sq_session_t *s = data;
   (void)c;
-  heartbeat_now(data); /* claims and acks resume once the lease is confirmed */
+  s->reconcile_needed = 1; /* anything may have happened while we were away */
+  heartbeat_now(s);        /* claims and acks resume once the lease is confirmed */
 }
 
 static void on_blk_ready(sq_redis_conn_t *c, void *data) {
@@ -364,17 +374,22 @@ static void on_blk_ready(sq_redis_conn_t *c, void *data) {
   resume(data);
 }
 
-static void on_conn_fatal(sq_redis_conn_t *c, int code, const char *msg, void *data) {
-  sq_session_t *s = data;
-  (void)c;
+static void fatal(sq_session_t *s, int code, const char *msg) {
   if (s->fatal_seen || s->closing) return;
   s->fatal_seen = 1;
   if (s->ev.fatal) s->ev.fatal(s, code, msg, s->data);
 }
 
+static void on_conn_fatal(sq_redis_conn_t *c, int code, const char *msg, void *data) {
+  (void)c;
+  fatal(data, code, msg);
+}
+
 /* ---- lifecycle ---- */
 
 static void session_free(sq_session_t *s) {
+  free(s->user);
+  free(s->prefix);
   sq_idset_free(s->held);
   sq_queue_free(s->q);
   free(s);
@@ -411,7 +426,12 @@ sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *l
   qc.result_ttl_s = cfg->result_ttl_s;
   s->q = sq_queue_new(&qc);
   s->held = sq_idset_new();
-  if (!s->q || !s->held) {
+  if (url->user) s->user = sq_strdup(url->user);
+  s->prefix = sq_strdup(cfg->prefix ? cfg->prefix : "segq");
+  /* cfg's strings are the caller's: only q's copies are used from here on. */
+  s->cfg.prefix = s->cfg.worker_id = NULL;
+  s->cfg.models = NULL;
+  if (!s->q || !s->held || !s->prefix || (url->user && !s->user)) {
     sq_error_set(err, SQ_ENOMEM, "out of memory");
     session_free(s);
     return NULL;
@@ -432,9 +452,8 @@ sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *l
   }
   s->heartbeat_timer = s->loop.timer_new(s->loop.data, on_heartbeat_timer, s);
   s->sweep_timer = s->loop.timer_new(s->loop.data, on_sweep_timer, s);
-  s->resync_timer = s->loop.timer_new(s->loop.data, on_resync_tick, s);
-  s->handles_open = 1 + !!s->heartbeat_timer + !!s->sweep_timer + !!s->resync_timer;
-  if (!s->heartbeat_timer || !s->sweep_timer || !s->resync_timer) {
+  s->handles_open = 1 + !!s->heartbeat_timer + !!s->sweep_timer;
+  if (!s->heartbeat_timer || !s->sweep_timer) {
     sq_error_set(err, SQ_ENOMEM, "out of memory");
     sq_session_close(s, NULL, NULL);
     return NULL;
@@ -469,8 +488,8 @@ void sq_session_close(sq_session_t *s, void (*closed)(void *arg), void *arg) {
   s->closing = 1;
   s->closed = closed;
   s->closed_arg = arg;
-  sq_redis_timer_t *timers[] = {s->heartbeat_timer, s->sweep_timer, s->resync_timer};
-  for (size_t i = 0; i < 3; i++)
+  sq_redis_timer_t *timers[] = {s->heartbeat_timer, s->sweep_timer};
+  for (size_t i = 0; i < 2; i++)
     if (timers[i]) {
       s->loop.timer_stop(timers[i]);
       s->loop.timer_close(timers[i], on_handle_closed, s);

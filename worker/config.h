@@ -15,12 +15,17 @@
 extern "C" {
 #endif
 
-/* X(field, flag, env, kind, default, min, max, help). kind: STR or UINT (min..max inclusive).
- * A default of "" means "computed at start-up" (see the help text). */
+/* X(field, flag, env, kind, default, min, max, help). kind: STR, UINT (min..max inclusive) or
+ * SECRET (a string taken from the environment only: a flag would show in the process list).
+ * A default of "" means unset (the help text says what is computed instead, if anything). */
 #define SQ_WORKER_OPTIONS(X)                                                                       \
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
     "Redis server: redis://[[user][:password]@]host[:port][/db] or "                               \
     "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")               \
+  X(redis_password, "redis-password", "SEGQ_REDIS_PASSWORD", SECRET, "", 0, 0,                     \
+    "Redis password (environment only); overrides the URL's")                                      \
+  X(redis_password_file, "redis-password-file", "SEGQ_REDIS_PASSWORD_FILE", STR, "", 0, 0,         \
+    "file holding the Redis password (one line); overrides SEGQ_REDIS_PASSWORD and the URL's")     \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
   X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
     "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
@@ -57,13 +62,15 @@ extern "C" {
 
 #define SQ_CONFIG_KIND_STR char *
 #define SQ_CONFIG_KIND_UINT uint32_t
+#define SQ_CONFIG_KIND_SECRET char *
 
 typedef struct {
 #define SQ_X_FIELD(field, flag, env, kind, def, lo, hi, help) SQ_CONFIG_KIND_##kind field;
   SQ_WORKER_OPTIONS(SQ_X_FIELD)
 #undef SQ_X_FIELD
-  /* Derived from redis_url. */
+  /* Derived from redis_url, with the password from the file, SEGQ_REDIS_PASSWORD or the URL. */
   sq_redis_url_t redis;
+  const char *redis_password_source; /* "file", "env", "url" or "none" (static) */
   /* Derived from models. */
   char **model_names;
   size_t nmodels;
@@ -86,6 +93,10 @@ typedef const char *(*sq_config_getenv_fn)(const char *name);
 int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                            sq_config_getenv_fn getenv_fn, sq_error_t *err);
 void sq_worker_config_free(sq_worker_config_t *cfg);
+
+/* Overwrites (in place, same length) the password of every Redis URL in argv (`--redis-url X`,
+ * `--redis-url=X`) with '*', so the process list stops showing it. Returns how many it masked. */
+int sq_worker_config_scrub_argv(int argc, char **argv);
 
 void sq_worker_config_print_help(FILE *out, const char *argv0);
 void sq_worker_config_print_markdown(FILE *out);

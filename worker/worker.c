@@ -214,7 +214,7 @@ static void on_session_resume(sq_session_t *s, void *data) {
 static void on_session_fatal(sq_session_t *s, int code, const char *msg, void *data) {
   sq_worker_t *w = data;
   (void)s;
-  sq_log_error("worker", "cannot start: redis refused us", "code=%s msg=\"%s\"",
+  sq_log_error("worker", "cannot start: redis refused us", "code=%s detail=\"%s\"",
                sq_error_name(code), msg);
   w->fatal_code = code;
   snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", msg);

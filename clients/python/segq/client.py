@@ -7,9 +7,9 @@ import uuid
 
 import redis
 
-from . import proto
+from . import connection, proto
 
-DEFAULT_URL = "redis://127.0.0.1:6379"
+DEFAULT_URL = connection.DEFAULT_URL
 DEFAULT_PREFIX = "segq"
 DEFAULT_RESULT_TTL_S = 24 * 3600
 
@@ -101,16 +101,39 @@ class Client:
     """A connection to one segq deployment (a Redis URL and a key prefix). Thread-compatible like
     redis-py: share one Client per thread, or one per process for the blocking calls."""
 
-    def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None):
+    def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None,
+                 *, password=None, password_file=None, check_access=True):
+        """url: redis://, rediss:// or redis+sentinel:// (segq.connection; default
+        $SEGQ_REDIS_URL). The password may come from password/password_file,
+        $SEGQ_REDIS_PASSWORD_FILE or $SEGQ_REDIS_PASSWORD instead of the URL. check_access: before
+        the first submit, check once that the Redis user may run what segq needs (raises
+        PermissionError naming what is missing)."""
         self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
         # How long events() keeps trying to re-subscribe after losing its connection.
         self.reconnect_s = 30.0
-        self.r = redis_client or redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self.r = redis_client or connection.connect(self.url, password=password,
+                                                    password_file=password_file)
+        self._access_checked = not check_access
         self._enqueue = self.r.register_script(load_script("enqueue"))
         # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
         self.last_enqueue = {}
+
+    @property
+    def display_url(self):
+        """The URL with its password masked, for messages."""
+        return connection.mask_url(self.url)
+
+    def check_access(self):
+        """Raises PermissionError naming what the Redis user may not do that segq needs
+        (commands, keys under the prefix, the event channels); see connection.check_access."""
+        connection.check_access(self.r, self.prefix, load_script, role="client")
+        self._access_checked = True
+
+    def _check_once(self):
+        if not self._access_checked:
+            self.check_access()
 
     def key(self, *parts):
         return ":".join((self.prefix,) + tuple(str(p) for p in parts))
@@ -146,6 +169,7 @@ class Client:
         last_enqueue for the script's answer)."""
         id, args = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
                              outputs, priority, deadline_ms, group, tenant, meta, models, weights)
+        self._check_once()
         code = int(self._enqueue(keys=[], args=args))
         self.last_enqueue = {id: code}
         return id
@@ -169,6 +193,7 @@ class Client:
                                   kw.get("min_area"), kw.get("outputs"), kw.get("priority"),
                                   kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta"),
                                   kw.get("models"), kw.get("weights")))
+        self._check_once()
         pipe = self.r.pipeline(transaction=True)
         for _, args in jobs:
             self._enqueue(keys=[], args=args, client=pipe)
