@@ -329,7 +329,8 @@ typedef struct {
   uint64_t last_reply_us;   /* last reply on the command connection (monotonic) */
   uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
   uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
-  size_t held;              /* ids claimed and not yet acked or forgotten */
+  uint64_t lease_ttl_ms;
+  size_t held; /* ids claimed and not yet acked or forgotten */
 } sq_session_health_t;
 void sq_session_health(const sq_session_t *s, sq_session_health_t *out);
 

@@ -357,6 +357,7 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
   out->last_reply_us = sq_redis_conn_last_reply_us(s->cmd);
   out->lease_until_us = s->lease_until_us;
   out->reply_budget_ms = s->cmd_budget_ms;
+  out->lease_ttl_ms = s->cfg.lease_ttl_ms;
   out->held = sq_idset_len(s->held);
 }
 

@@ -56,9 +56,13 @@ extern "C" {
     "cuda:N")                                                                                      \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
-    "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
+    "serve GET /livez, /readyz, /healthz and /metrics (Prometheus text) on this port; 0 = off")    \
   X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
-    "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")
+    "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")               \
+  X(http_max_connections, "http-max-connections", "SEGQ_HTTP_MAX_CONNECTIONS", UINT, "64", 1,     \
+    10000, "HTTP endpoint: concurrent connections (half per client address); more are closed")    \
+  X(http_timeout_s, "http-timeout-s", "SEGQ_HTTP_TIMEOUT_S", UINT, "10", 1, 3600,                  \
+    "HTTP endpoint: close a connection idle (or a request incomplete) this long")
 
 #define SQ_CONFIG_KIND_STR char *
 #define SQ_CONFIG_KIND_UINT uint32_t
