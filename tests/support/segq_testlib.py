@@ -151,15 +151,17 @@ class RedisServer:
             r = rs.client(); ...; rs.restart()
     """
 
-    def __init__(self, persist=False, extra_args=(), start=True):
+    def __init__(self, persist=False, extra_args=(), start=True, tls=None, port=None):
+        """tls: a TlsCerts; the server then listens on TLS only (self.port is its TLS port)."""
         if not have_redis_server():
             raise unittest.SkipTest("redis-server is not installed")
         self.persist = persist
         self.extra_args = list(extra_args)
+        self.tls = tls
         self.dir = tempdir("segq-redis-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
-        self.url = "redis://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("rediss" if tls else "redis", self.port)
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = None
         self.restarts = 0
@@ -174,6 +176,11 @@ class RedisServer:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--appendonly", "no"]
+        if self.tls:
+            argv[argv.index("--port") + 1] = "0"
+            argv += ["--tls-port", str(self.port), "--tls-cert-file", self.tls.server_cert,
+                     "--tls-key-file", self.tls.server_key, "--tls-ca-cert-file", self.tls.ca,
+                     "--tls-auth-clients", "no"]
         return argv + self.extra_args
 
     def start(self, timeout=15.0):
@@ -192,7 +199,7 @@ class RedisServer:
             time.sleep(0.2)
 
     def _wait_ping(self, deadline):
-        r = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        r = self.client(socket_connect_timeout=1, socket_timeout=2)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -211,6 +218,8 @@ class RedisServer:
         """A new redis-py client (bytes replies) for this server."""
         kw.setdefault("socket_connect_timeout", 5)
         kw.setdefault("socket_timeout", 30)
+        if self.tls:
+            kw.update(ssl=True, ssl_ca_certs=self.tls.ca, ssl_cert_reqs="required")
         return redis.Redis(host=self.host, port=self.port, **kw)
 
     def stop(self, sig=signal.SIGTERM):
@@ -239,6 +248,74 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop(signal.SIGKILL)
+        return False
+
+
+# -- TLS: certificates and a stunnel client --------------------------------------------------
+
+class TlsCerts:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, made with the openssl
+    command line (raises unittest.SkipTest without it). Paths: ca, server_cert, server_key."""
+
+    def __init__(self):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("openssl is not installed")
+        d = tempdir("segq-tls-")
+        self.ca, self.ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+        self.server_cert, self.server_key = os.path.join(d, "server.pem"), os.path.join(d, "server.key")
+        csr, ext = os.path.join(d, "server.csr"), os.path.join(d, "san.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run = lambda *a: subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=60)
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.ca_key, "-out", self.ca,
+            "-days", "2", "-subj", "/CN=segq test CA")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.server_key, "-out", csr,
+            "-subj", "/CN=127.0.0.1")
+        run("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+            "-out", self.server_cert, "-days", "2", "-extfile", ext)
+
+
+def have_stunnel():
+    return shutil.which("stunnel4") is not None or shutil.which("stunnel") is not None
+
+
+class Stunnel:
+    """A stunnel client: plain TCP on 127.0.0.1:<port> -> TLS to target_port, verifying the
+    server against ca (the setup docs/operations.md "TLS" describes). url is redis://...:<port>."""
+
+    def __init__(self, target_port, ca):
+        binary = shutil.which("stunnel4") or shutil.which("stunnel")
+        if binary is None:
+            raise unittest.SkipTest("stunnel4 is not installed")
+        self.dir = tempdir("segq-stunnel-")
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d" % self.port
+        conf = os.path.join(self.dir, "stunnel.conf")
+        with open(conf, "w") as f:
+            f.write("foreground = yes\npid =\noutput = %s\n\n[redis]\nclient = yes\n"
+                    "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\nCAfile = %s\n"
+                    "verifyChain = yes\ncheckIP = 127.0.0.1\n"
+                    % (os.path.join(self.dir, "stunnel.log"), self.port, target_port, ca))
+        self.proc = _spawn([binary, conf], log_path=os.path.join(self.dir, "stdout.log"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("stunnel exited with %s" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("stunnel did not listen on %d" % self.port)
+
+    def stop(self):
+        _kill(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
         return False
 
 
