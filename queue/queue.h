@@ -278,6 +278,9 @@ typedef struct {
   uint32_t max_attempts;
   uint32_t result_ttl_s;
   uint32_t wait_timeout_s; /* BRPOP timeout on the wake-up keys */
+  /* After each ack, WAIT for this many replicas (0 = no WAIT) for up to the timeout; an ack
+   * that does not reach them fails with SQ_EREPLICAS (its ids stay held: resend it). */
+  uint32_t wait_replicas, wait_replicas_timeout_ms;
 } sq_session_config_t;
 
 typedef struct {

@@ -4,6 +4,7 @@
  * set after every (re)connect and failed claim. The worker (worker/) asks it whether a claim, an
  * ack or a wait may go, and hears `resume` when one may go again.
  * Threads: the loop thread that runs the hooks' loop, only. */
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,10 @@ typedef struct {
   void *data;
   size_t nids;
   char **ids; /* ack: the ids sent */
+  /* ack with WAIT: the ack's answer, kept until the WAIT's reply decides */
+  int ack_status, ack_answered, wait_sent;
+  int *per_job;
+  size_t nper;
 } op_t;
 
 static op_t *op_new(sq_session_t *s, void *data) {
@@ -202,6 +207,7 @@ static op_t *op_new(sq_session_t *s, void *data) {
 }
 
 static void op_free(op_t *o) {
+  free(o->per_job);
   for (size_t i = 0; i < o->nids; i++) free(o->ids[i]);
   free(o->ids);
   free(o);
@@ -232,8 +238,8 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
   } else if (status != 0 && !s->closing) {
     /* The script may have moved jobs into our list before its reply was lost (or it failed
      * half-way): hand back whatever we do not hold before claiming again. */
-    sq_log_warn("worker", "claim reply lost; reconciling the in-flight list", "code=%s",
-                sq_error_name(status));
+    sq_log_warn("worker", "claim failed or its reply was lost; reconciling the in-flight list",
+                "code=%s", sq_error_name(status));
     s->reconcile_needed = 1;
     reconcile_maybe(s);
   } else if (status == 0) {
@@ -261,10 +267,9 @@ int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session
   return 0;
 }
 
-static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
-  op_t *o = data;
+/* The ack's final answer (after its WAIT, if any). */
+static void ack_finish(op_t *o, int status, const int *per_job, size_t n) {
   sq_session_t *s = o->s;
-  (void)q;
   if (status == 0) {
     /* Written, duplicate, or swept: in every case the id is no longer ours. */
     for (size_t i = 0; i < o->nids; i++) sq_idset_remove(s->held, o->ids[i]);
@@ -275,6 +280,57 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
   }
   o->cb.ack(s, status, per_job, n, o->data);
   op_free(o);
+}
+
+static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+  op_t *o = data;
+  (void)q;
+  if (!o->s->cfg.wait_replicas) {
+    ack_finish(o, status, per_job, n);
+    return;
+  }
+  if (!o->wait_sent) { /* the WAIT could not be sent: not known to be replicated, resend */
+    ack_finish(o, status ? status : SQ_EREPLICAS, NULL, 0);
+    return;
+  }
+  /* The WAIT sent right behind the ack answers next; keep this answer until then. */
+  o->ack_answered = 1;
+  o->ack_status = status;
+  if (status == 0 && n) {
+    o->per_job = malloc(n * sizeof(int));
+    if (!o->per_job) {
+      o->ack_status = SQ_ENOMEM;
+      return;
+    }
+    memcpy(o->per_job, per_job, n * sizeof(int));
+    o->nper = n;
+  }
+}
+
+static int send_ack_wait(sq_session_t *s, op_t *o);
+
+static void on_ack_wait(sq_redis_conn_t *c, struct redisReply *reply, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)c;
+  if (!o->ack_answered) {
+    /* The ack went out again behind this WAIT (EVALSHA -> NOSCRIPT -> EVAL): this WAIT counted
+     * nothing of it. Wait again behind it (or, if that cannot go, let the ack's reply decide). */
+    o->wait_sent = send_ack_wait(s, o);
+    return;
+  }
+  int status = o->ack_status;
+  long long acked = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+  if (status == 0 && acked < (long long)s->cfg.wait_replicas) {
+    /* Written on the primary only: a failover now could lose it. Keep the ids held; the worker
+     * resends the ack (idempotent: it answers "duplicate") and waits again. */
+    status = reply ? SQ_EREPLICAS : SQ_EREDIS;
+    if (reply && !s->closing)
+      sq_log_warn("worker", "ack not replicated in time; resending",
+                  "replicas=%lld wanted=%u timeout_ms=%u", acked < 0 ? 0 : acked,
+                  s->cfg.wait_replicas, s->cfg.wait_replicas_timeout_ms);
+  }
+  ack_finish(o, status, status == 0 ? o->per_job : NULL, status == 0 ? o->nper : 0);
 }
 
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
@@ -295,8 +351,22 @@ int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_ses
     o->nids = i + 1;
   }
   int rc = sq_queue_ack(s->q, s->cmd, items, n, on_ack, o);
-  if (rc) op_free(o);
-  return rc;
+  if (rc) {
+    op_free(o);
+    return rc;
+  }
+  /* Right behind the ack on the same connection: WAIT counts this connection's writes. */
+  if (s->cfg.wait_replicas) o->wait_sent = send_ack_wait(s, o);
+  return 0;
+}
+
+static int send_ack_wait(sq_session_t *s, op_t *o) {
+  char nrep[16], tmo[16];
+  snprintf(nrep, sizeof nrep, "%u", s->cfg.wait_replicas);
+  snprintf(tmo, sizeof tmo, "%u", s->cfg.wait_replicas_timeout_ms);
+  const char *argv[] = {"WAIT", nrep, tmo};
+  return sq_redis_command_argv(s->cmd, s->cfg.wait_replicas_timeout_ms + s->cmd_budget_ms,
+                               on_ack_wait, o, 3, argv, NULL) == 0;
 }
 
 static void on_wait(sq_queue_t *q, int status, long long value, void *data) {

@@ -43,6 +43,10 @@ extern "C" {
     "a job whose workers died this many times is dead-lettered")                                   \
   X(result_ttl_s, "result-ttl-s", "SEGQ_RESULT_TTL_S", UINT, "86400", 1, 31536000,                 \
     "TTL of results, status hashes and event streams")                                             \
+  X(wait_replicas, "wait-replicas", "SEGQ_WAIT_REPLICAS", UINT, "0", 0, 64,                        \
+    "after each ack, WAIT until this many replicas have it; 0 = off (docs/RELIABILITY.md)")        \
+  X(wait_replicas_timeout_ms, "wait-replicas-timeout-ms", "SEGQ_WAIT_REPLICAS_TIMEOUT_MS", UINT,   \
+    "1000", 1, 600000, "how long an ack waits for --wait-replicas; then it is resent")             \
   X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,              \
     "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                      \
   X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                   \
@@ -59,8 +63,8 @@ extern "C" {
     "serve GET /livez, /readyz, /healthz and /metrics (Prometheus text) on this port; 0 = off")    \
   X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
     "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")               \
-  X(http_max_connections, "http-max-connections", "SEGQ_HTTP_MAX_CONNECTIONS", UINT, "64", 1,     \
-    10000, "HTTP endpoint: concurrent connections (half per client address); more are closed")    \
+  X(http_max_connections, "http-max-connections", "SEGQ_HTTP_MAX_CONNECTIONS", UINT, "64", 1,      \
+    10000, "HTTP endpoint: concurrent connections (half per client address); more are closed")     \
   X(http_timeout_s, "http-timeout-s", "SEGQ_HTTP_TIMEOUT_S", UINT, "10", 1, 3600,                  \
     "HTTP endpoint: close a connection idle (or a request incomplete) this long")
 

@@ -476,6 +476,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sc.max_attempts = cfg->max_attempts;
   sc.result_ttl_s = cfg->result_ttl_s;
   sc.wait_timeout_s = cfg->wait_timeout_s;
+  sc.wait_replicas = cfg->wait_replicas;
+  sc.wait_replicas_timeout_ms = cfg->wait_replicas_timeout_ms;
   sq_session_events_t se = {.resume = on_session_resume, .fatal = on_session_fatal};
   sq_redis_loop_uv(&w->hooks, &w->loop);
   w->session = sq_session_new(&cfg->redis, &w->hooks, &sc, &se, w, err);

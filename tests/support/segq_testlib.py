@@ -251,6 +251,131 @@ class RedisServer:
         return False
 
 
+# -- Sentinel: a primary, replicas and sentinels -----------------------------------------------
+
+def have_redis_sentinel():
+    return shutil.which("redis-sentinel") is not None or have_redis_server()
+
+
+class SentinelGroup:
+    """A Sentinel-managed primary on loopback: one primary, `replicas` replicas and `sentinels`
+    sentinels (quorum: a majority), all real processes on free ports. `url` is the
+    redis+sentinel:// URL of the group; `failover()` runs SENTINEL FAILOVER; `primary_port()`
+    asks a sentinel. Extra redis-server args (e.g. min-replicas-to-write) go to every data node.
+
+        with SentinelGroup() as g:
+            g.wait_ready(); r = g.client(); ...; g.failover(); g.wait_primary_changed(old)
+    """
+
+    def __init__(self, replicas=1, sentinels=3, master="mymaster", data_args=(),
+                 down_after_ms=1500, failover_timeout_ms=6000):
+        self.master = master
+        self.data_args = list(data_args)
+        self.primary = RedisServer(extra_args=self.data_args)
+        self.nodes = [self.primary]
+        for _ in range(replicas):
+            self.nodes.append(RedisServer(extra_args=self.data_args + [
+                "--replicaof", "127.0.0.1", str(self.primary.port)]))
+        self.sentinel_ports = []
+        self.sentinel_procs = []
+        binary = shutil.which("redis-sentinel")
+        for i in range(sentinels):
+            d = tempdir("segq-sentinel-")
+            port = free_port()
+            conf = os.path.join(d, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s\n"
+                        "sentinel monitor %s 127.0.0.1 %d %d\n"
+                        "sentinel down-after-milliseconds %s %d\n"
+                        "sentinel failover-timeout %s %d\n"
+                        "sentinel parallel-syncs %s 1\n"
+                        % (port, d, os.path.join(d, "sentinel.log"), master, self.primary.port,
+                           sentinels // 2 + 1, master, down_after_ms, master, failover_timeout_ms,
+                           master))
+            argv = [binary, conf] if binary else ["redis-server", conf, "--sentinel"]
+            self.sentinel_procs.append(_spawn(argv, cwd=d))
+            self.sentinel_ports.append(port)
+        self.url = "redis+sentinel://%s/%s" % (
+            ",".join("127.0.0.1:%d" % p for p in self.sentinel_ports), master)
+
+    def sentinel(self, i=0):
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[i], socket_timeout=5,
+                           socket_connect_timeout=2, decode_responses=True)
+
+    def primary_port(self, i=0):
+        addr = self.sentinel(i).execute_command("SENTINEL", "get-master-addr-by-name", self.master)
+        return int(addr[1]) if addr else None
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def client(self, **kw):
+        """A client of the current primary (as the sentinels see it)."""
+        return self.node(self.primary_port()).client(**kw)
+
+    def wait_ready(self, timeout=60.0):
+        """Until every sentinel knows the other sentinels and the replicas, and the replicas are
+        in sync."""
+        n_s, n_r = len(self.sentinel_ports), len(self.nodes) - 1
+
+        def ready():
+            for i in range(n_s):
+                try:
+                    s = self.sentinel(i)
+                    if len(s.execute_command("SENTINEL", "sentinels", self.master)) < n_s - 1:
+                        return False
+                    reps = s.execute_command("SENTINEL", "replicas", self.master)
+                    if len(reps) < n_r:
+                        return False
+                except redis.RedisError:
+                    return False
+            info = self.primary.client().info("replication")
+            return info.get("connected_slaves", 0) >= n_r and all(
+                info.get("slave%d" % k, {}).get("state") == "online" for k in range(n_r))
+        wait_until(ready, timeout, poll_s=0.2, what="sentinels and replicas ready")
+
+    def failover(self, i=0, timeout=60.0):
+        """SENTINEL FAILOVER: promote a replica without asking the others to agree first. Right
+        after a failover the sentinel may not yet count the old primary as a good replica
+        (NOGOODSLAVE) or still be busy (INPROG): retried until timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sentinel(i).execute_command("SENTINEL", "FAILOVER", self.master)
+                return
+            except redis.ResponseError as e:
+                if time.monotonic() >= deadline or not str(e).startswith(("NOGOODSLAVE", "INPROG")):
+                    raise
+                time.sleep(0.5)
+
+    def wait_primary_changed(self, old_port, timeout=60.0):
+        """Until every sentinel names a new primary and it answers as one; returns its port."""
+        def changed():
+            try:
+                ports = {self.primary_port(i) for i in range(len(self.sentinel_ports))}
+                if len(ports) != 1 or old_port in ports:
+                    return None
+                port = ports.pop()
+                role = self.node(port).client().execute_command("ROLE")[0]
+                return port if role in (b"master", "master") else None
+            except (redis.RedisError, StopIteration):
+                return None
+        return wait_until(changed, timeout, poll_s=0.1, what="a new primary")
+
+    def stop(self):
+        for p in self.sentinel_procs:
+            _kill(p)
+        for n in self.nodes:
+            n.stop(signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
 # -- TLS: certificates and a stunnel client --------------------------------------------------
 
 class TlsCerts:
@@ -586,12 +711,12 @@ def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, p
         time.sleep(poll_s)
 
 
-def prefill_otsu(url, prefix, id_prefix, n, chunk=250):
+def prefill_otsu(url, prefix, id_prefix, n, chunk=250, **client_kw):
     """Queues n `otsu` jobs of one small two-disk JPEG, ids "<id_prefix>-00000"..., in groups of
     `chunk`, and returns the ids. Fault tests queue everything before starting their workers
     (queuing is slower than this work), so the run is long enough to interrupt."""
     import segq
-    c = segq.Client(url, prefix=prefix)
+    c = segq.Client(url, prefix=prefix, **client_kw)
     img = make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
     ids = ["%s-%05d" % (id_prefix, i) for i in range(n)]
     for k in range(0, n, chunk):

@@ -229,7 +229,8 @@ def draw_overlay(path, polygons, opath):
 
 def connect(args):
     try:
-        c = Client(args.url, prefix=args.prefix, password_file=args.redis_password_file)
+        c = Client(args.url, prefix=args.prefix, password_file=args.redis_password_file,
+                   wait_replicas=args.wait_replicas)
         c.ping()
         c.check_access()
     except connection.URLError as e:
@@ -423,6 +424,9 @@ def build_parser():
                     "SEGQ_REDIS_PASSWORD or --redis-password-file")
     ap.add_argument("--redis-password-file", default=None,
                     help="file holding the Redis password (env SEGQ_REDIS_PASSWORD_FILE)")
+    ap.add_argument("--wait-replicas", type=int, default=int(os.environ.get("SEGQ_WAIT_REPLICAS", 0)),
+                    help="submit: WAIT until this many replicas have each job, else fail (env "
+                    "SEGQ_WAIT_REPLICAS; default %(default)s)")
     ap.add_argument("--prefix", default=os.environ.get("SEGQ_PREFIX", DEFAULT_PREFIX),
                     help="key prefix (env SEGQ_PREFIX; default %(default)s)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")

@@ -26,6 +26,17 @@ class SegqError(Exception):
     """Base of the client's own errors (Redis errors come through as redis.RedisError)."""
 
 
+class NotReplicated(SegqError):
+    """The enqueue reached the primary but not wait_replicas replicas within wait_timeout_ms:
+    an asynchronous failover now could lose it. .ids: the jobs concerned (resubmitting them later
+    is safe: ids are idempotent); .acked: how many replicas confirmed."""
+
+    def __init__(self, message, ids=(), acked=0):
+        super().__init__(message)
+        self.ids = list(ids)
+        self.acked = acked
+
+
 class Timeout(SegqError, TimeoutError):
     """wait/wait_many/events ran past their timeout. wait_many's carries the partial results."""
 
@@ -102,12 +113,15 @@ class Client:
     redis-py: share one Client per thread, or one per process for the blocking calls."""
 
     def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None,
-                 *, password=None, password_file=None, check_access=True):
+                 *, password=None, password_file=None, check_access=True, wait_replicas=0,
+                 wait_timeout_ms=2000):
         """url: redis://, rediss:// or redis+sentinel:// (segq.connection; default
         $SEGQ_REDIS_URL). The password may come from password/password_file,
         $SEGQ_REDIS_PASSWORD_FILE or $SEGQ_REDIS_PASSWORD instead of the URL. check_access: before
         the first submit, check once that the Redis user may run what segq needs (raises
-        PermissionError naming what is missing)."""
+        PermissionError naming what is missing). wait_replicas: after each enqueue, WAIT for that
+        many replicas to have it (within wait_timeout_ms) or raise NotReplicated: what makes a
+        submit survive an asynchronous failover (docs/RELIABILITY.md)."""
         self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
@@ -116,6 +130,8 @@ class Client:
         self.r = redis_client or connection.connect(self.url, password=password,
                                                     password_file=password_file)
         self._access_checked = not check_access
+        self.wait_replicas = int(wait_replicas)
+        self.wait_timeout_ms = int(wait_timeout_ms)
         self._enqueue = self.r.register_script(load_script("enqueue"))
         # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
         self.last_enqueue = {}
@@ -170,9 +186,28 @@ class Client:
         id, args = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
                              outputs, priority, deadline_ms, group, tenant, meta, models, weights)
         self._check_once()
-        code = int(self._enqueue(keys=[], args=args))
-        self.last_enqueue = {id: code}
+        if self.wait_replicas:
+            # WAIT counts the writes of its own connection: one pipeline, one connection.
+            pipe = self.r.pipeline(transaction=False)
+            self._enqueue(keys=[], args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            code, acked = pipe.execute()
+            code = int(code)
+            self.last_enqueue = {id: code}
+            self._replicated(acked, [id])
+        else:
+            code = int(self._enqueue(keys=[], args=args))
+            self.last_enqueue = {id: code}
         return id
+
+    def _replicated(self, acked, ids):
+        if int(acked) < self.wait_replicas:
+            raise NotReplicated("%d job(s) are queued on the primary but only %d of %d replicas had "
+                                "them within %d ms: a failover now could lose them (resubmit the "
+                                "same ids later to be sure)" % (len(ids), int(acked),
+                                                                self.wait_replicas,
+                                                                self.wait_timeout_ms),
+                                ids=ids, acked=int(acked))
 
     def submit_many(self, images, model, group=None, *, ids=None, **kw):
         """Queues many images as one group in one pipeline (a MULTI/EXEC transaction, so the
@@ -194,11 +229,24 @@ class Client:
                                   kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta"),
                                   kw.get("models"), kw.get("weights")))
         self._check_once()
-        pipe = self.r.pipeline(transaction=True)
-        for _, args in jobs:
-            self._enqueue(keys=[], args=args, client=pipe)
-        codes = pipe.execute()
+        if self.wait_replicas:
+            # MULTI/EXEC then WAIT on the same connection (WAIT counts that connection's writes).
+            pipe = self.r.pipeline(transaction=False)
+            pipe.execute_command("MULTI")
+            for _, args in jobs:
+                self._enqueue(keys=[], args=args, client=pipe)
+            pipe.execute_command("EXEC")
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            out = pipe.execute()
+            codes, acked = out[-2], out[-1]
+        else:
+            pipe = self.r.pipeline(transaction=True)
+            for _, args in jobs:
+                self._enqueue(keys=[], args=args, client=pipe)
+            codes, acked = pipe.execute(), None
         self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
+        if acked is not None:
+            self._replicated(acked, [id for id, _ in jobs])
         return group, [id for id, _ in jobs]
 
     # -- results ----------------------------------------------------------------------------
