@@ -99,6 +99,16 @@ int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint
 void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
 
+/* Progress inside a run (tiled models): the executor thread sets a hook before sq_model_run and
+ * clears it (fn NULL) after; during the run the model calls fn(data, sample, done, total) on the
+ * same thread each time sample `sample` (an index into that run's samples) has `done` of its
+ * `total` steps (tiles) finished. The hook is per thread, so contexts do not share it. Models
+ * that do not report leave it uncalled. */
+typedef void (*sq_model_progress_fn)(void *data, size_t sample, uint32_t done, uint32_t total);
+void sq_model_progress_set(sq_model_progress_fn fn, void *data);
+/* Called by models: reports to the calling thread's hook, if any. */
+void sq_model_progress_report(size_t sample, uint32_t done, uint32_t total);
+
 /* Ensembles (docs/protocol.md, "Ensembles (proposed)"): several models' probability maps of one
  * image, averaged with weights, then thresholded.
  * sq_model_finish_prob: like sq_model_finish, but *prob is the foreground probability map of the

@@ -290,6 +290,7 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
       memcpy(outs[so]->planes + to * plane,
              sc->out + k * out_per_tile + (size_t)om->cfg.output_channel * plane,
              plane * sizeof(float));
+      sq_model_progress_report(so, (uint32_t)to + 1, outs[so]->ntiles); /* tiles done / total */
       if (++to == outs[so]->ntiles) {
         so++;
         to = 0;

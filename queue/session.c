@@ -144,7 +144,7 @@ static void on_sweep_timer(void *arg) {
 
 /* ---- reconciliation ---- */
 
-static void on_reconcile(sq_queue_t *q, int status, const long long *counts, void *data) {
+static void on_reconcile(sq_queue_t *q, int status, long long released, void *data) {
   sq_session_t *s = data;
   (void)q;
   s->reconcile_inflight = 0;
@@ -155,12 +155,9 @@ static void on_reconcile(sq_queue_t *q, int status, const long long *counts, voi
     return;
   }
   if (status != 0) return; /* lost: the next heartbeat (or reconnect) tries again */
-  if (counts[0] > 0 || counts[1] > 0)
-    sq_log_warn("worker", "in-flight ids we did not hold were handed back",
-                "requeued=%lld finished=%lld", counts[0], counts[1]);
-  if (counts[2] > 0)
-    sq_log_warn("worker", "held jobs no longer in our in-flight list (swept?); their acks will say",
-                "missing=%lld", counts[2]);
+  if (released > 0)
+    sq_log_warn("worker", "in-flight ids we did not hold were handed back", "requeued=%lld",
+                released);
   s->reconcile_needed = 0;
   resume(s);
 }
@@ -251,14 +248,18 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
   op_free(o);
 }
 
-int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session_claim_cb cb,
+int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session_claim_cb cb,
                      void *data) {
   if (!s || !cb) return SQ_EINVAL;
   if (!sq_session_can_claim(s)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
   if (!o) return SQ_ENOMEM;
   o->cb.claim = cb;
-  int rc = sq_queue_claim(s->q, s->cmd, n, budget_ms, on_claim, o);
+  /* The watchdog allows the reply the time its payload bytes may take. */
+  if (!max_bytes) max_bytes = SQ_DEFAULT_MAX_CLAIM_BYTES;
+  uint64_t budget_ms = sq_redis_budget_ms_for_bytes(max_bytes);
+  if (budget_ms < s->cmd_budget_ms) budget_ms = 0; /* the connection's default is longer */
+  int rc = sq_queue_claim(s->q, s->cmd, n, max_bytes, budget_ms, on_claim, o);
   if (rc) {
     op_free(o);
     return rc;
@@ -393,6 +394,25 @@ int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
   return 0;
 }
 
+static void on_progress(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  (void)q;
+  o->cb.status(o->s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
+                        sq_session_status_cb cb, void *data) {
+  if (!s || !cb || (n && !items)) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.status = cb;
+  int rc = sq_queue_progress(s->q, s->cmd, items, n, on_progress, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
 void sq_session_forget(sq_session_t *s, const char *id) {
   if (s && id) sq_idset_remove(s->held, id);
 }
@@ -495,6 +515,7 @@ sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *l
   qc.lease_ttl_ms = cfg->lease_ttl_ms;
   qc.max_attempts = cfg->max_attempts;
   qc.result_ttl_s = cfg->result_ttl_s;
+  qc.dead_ttl_s = cfg->dead_ttl_s;
   s->q = sq_queue_new(&qc);
   s->held = sq_idset_new();
   if (url->user) s->user = sq_strdup(url->user);

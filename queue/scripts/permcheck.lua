@@ -15,6 +15,7 @@
 local P, tok, role = ARGV[1], ARGV[2], ARGV[3]
 local k = P .. ':permcheck:' .. tok
 local s, h, l, l2, set, x = k .. ':s', k .. ':h', k .. ':l', k .. ':l2', k .. ':z', k .. ':x'
+local zs = k .. ':zs'
 local out = {}
 
 local function probe(cmd, ...)
@@ -59,6 +60,17 @@ probe('SMEMBERS', set)
 probe('SCARD', set)
 probe('SISMEMBER', set, 'a')
 probe('XADD', x, 'MAXLEN', '~', 64, '*', 'e', '1')
+probe('GETRANGE', s, 0, 0)
+probe('TYPE', s)
+probe('TIME')
+probe('INFO', 'server')
+probe('ZADD', zs, 1, 'a')
+probe('ZSCORE', zs, 'a')
+probe('ZRANGE', zs, 0, -1)
+probe('ZREVRANGE', zs, 0, -1)
+probe('ZRANGEBYSCORE', zs, '-inf', '+inf', 'LIMIT', 0, 1)
+probe('ZREMRANGEBYRANK', zs, 0, -2)
+probe('ZREM', zs, 'a')
 probe('PUBLISH', P .. ':ev:#permcheck', '')
 probe('PUBLISH', P .. ':gev:#permcheck', '')
 if role == 'worker' then
@@ -67,9 +79,9 @@ elseif role == 'client' then
   probe('MGET', s, s)
   probe('HGETALL', h)
   probe('XRANGE', x, '-', '+', 'COUNT', 1)
-  probe('BLMOVE', l2, l2, 'RIGHT', 'LEFT', 1) -- non-blocking inside a script: wait()
   probe('PTTL', s)
+  probe('ZCARD', zs)
 end
-for _, key in ipairs({s, h, l, l2, set, x}) do redis.pcall('PEXPIRE', key, 60000) end
-probe('DEL', s, h, l, l2, set, x)
+for _, key in ipairs({s, h, l, l2, set, x, zs}) do redis.pcall('PEXPIRE', key, 60000) end
+probe('DEL', s, h, l, l2, set, x, zs)
 return out

@@ -129,7 +129,7 @@ class WaitReplicas(unittest.TestCase):
                 w.wait_ready(r)
                 tl.wait_until(lambda: "ack not replicated in time" in w.log(), 30, poll_s=0.1,
                               what="the worker's WAIT failing")
-                self.assertTrue(r.exists(tl.key(P, "result", "wr-1")))
+                self.assertEqual(tl.job_status(r, P, "wr-1").get("finished"), "1")
                 self.assertEqual(r.llen(w.inflight_key()), 0)  # written on the primary
                 with tl.RedisServer(extra_args=["--replicaof", "127.0.0.1", str(rs.port)]):
                     # The resends (one a second) stop once the replica confirms the ack.

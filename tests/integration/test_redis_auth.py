@@ -75,7 +75,8 @@ class RedisUsers(unittest.TestCase):
     def test_narrow_acl_from_the_docs_works(self):
         # docs/operations.md "Redis users": the narrower category list instead of +@all.
         cats = ["+@read", "+@write", "+@scripting", "+@connection", "+@pubsub", "+@keyspace",
-                "+@list", "+@hash", "+@set", "+@stream", "+@string"]
+                "+@list", "+@hash", "+@set", "+@sortedset", "+@stream", "+@string", "+info",
+                "+time"]
         self.admin.execute_command("ACL", "SETUSER", "narrow", "on", ">" + ALICE_PW, "~%s:*" % P,
                                    "&%s:*" % P, *cats)
         with tl.Worker(self.url("narrow", ALICE_PW), prefix=P, worker_id="ta-narrow") as w:
@@ -134,7 +135,7 @@ class RedisUsers(unittest.TestCase):
         with self.assertRaises(PermissionError) as cm:
             c.submit(tl.make_jpeg(32, 32), "otsu", id="op-job")
         self.assertIn("PUBLISH", str(cm.exception))
-        self.assertFalse(self.admin.exists("%s:status:op-job" % P), "nothing half-written")
+        self.assertFalse(self.admin.exists(tl.job_key(P, "op-job")), "nothing half-written")
         # So does the command line (exit 3, the reason on stderr).
         cli = subprocess.run([sys.executable, "-m", "segq.cli", "--url", self.url("op", OP_PW),
                               "--prefix", P, "stats"], capture_output=True, text=True,

@@ -1,6 +1,7 @@
 /* queue/scripts/permcheck.lua probes every command the queue scripts call: for each embedded
- * script, every `redis.call('X'` / `redis.pcall('X'` has a `probe('X'` in permcheck, so the
- * start-up permission check cannot fall behind a script that starts using a new command. */
+ * script, every `redis.call('X'` / `redis.pcall('X'` (and the prelude's deferred writes
+ * `w(c, 'X'` / `w_list(c, 'X'`) has a `probe('X'` in permcheck, so the start-up permission check
+ * cannot fall behind a script that starts using a new command. */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,8 +16,9 @@ static int probed(const char *permcheck, const char *cmd, size_t len) {
 }
 
 static void check_script(const char *name, const char *src, const char *permcheck) {
-  static const char *const calls[] = {"redis.call('", "redis.pcall('"};
-  for (size_t k = 0; k < 2; k++)
+  /* Direct calls, and the prelude's deferred writes (w / w_list queue a command for commit). */
+  static const char *const calls[] = {"redis.call('", "redis.pcall('", "w(c, '", "w_list(c, '"};
+  for (size_t k = 0; k < sizeof calls / sizeof calls[0]; k++)
     for (const char *p = strstr(src, calls[k]); p; p = strstr(p + 1, calls[k])) {
       const char *cmd = p + strlen(calls[k]);
       size_t len = strcspn(cmd, "'");
