@@ -80,9 +80,8 @@ class SentinelFailover(unittest.TestCase):
                                   120, poll_s=0.1, what="progress before failover %d" % (round_ + 1))
                     old = g.primary_port()
                     t_f = time.monotonic()
-                    g.failover()
-                    new = g.wait_primary_changed(old)
-                    switches.append((old, new, time.monotonic() - t_f))
+                    new, tries = g.failover_and_wait(old)
+                    switches.append((old, new, time.monotonic() - t_f, tries))
                 stop.set()
                 th.join(90)
                 all_ids = ids + late_ids
@@ -104,7 +103,7 @@ class SentinelFailover(unittest.TestCase):
                 reruns = sum(1 for x in res.values() if x.get("attempt", 1) > 1)
                 print("failovers %s; jobs=%d (+%d submitted during) lost=0 duplicated=0 stuck=0 "
                       "reruns=%d requeued=%d submit_retries=%d (%s) total_s=%.1f"
-                      % (["%d->%d in %.1fs" % s for s in switches], N, len(late_ids), reruns,
+                      % (["%d->%d in %.1fs (%d tries)" % s for s in switches], N, len(late_ids), reruns,
                          st.get("requeued", 0), len(late_errors), sorted(set(late_errors)),
                          t_total))
                 for w in (w1, w2):

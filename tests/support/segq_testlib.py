@@ -348,6 +348,17 @@ class SentinelGroup:
                     raise
                 time.sleep(0.5)
 
+    def failover_and_wait(self, old_port, attempts=3, each_s=30.0):
+        """failover() until a new primary is in place (a loaded machine can make the promotion
+        outlast failover-timeout, and the sentinel then aborts). Returns (new port, attempts)."""
+        for k in range(1, attempts + 1):
+            self.failover()
+            try:
+                return self.wait_primary_changed(old_port, timeout=each_s), k
+            except AssertionError:
+                if k == attempts:
+                    raise
+
     def wait_primary_changed(self, old_port, timeout=60.0):
         """Until every sentinel names a new primary and it answers as one; returns its port."""
         def changed():
