@@ -15,6 +15,7 @@ import re
 from urllib.parse import unquote
 
 import redis
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
