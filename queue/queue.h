@@ -142,8 +142,9 @@ uint64_t sq_redis_conn_last_reply_us(const sq_redis_conn_t *c);
  * error it is, and the connection then rediscovers and reconnects. */
 typedef void (*sq_redis_reply_cb)(sq_redis_conn_t *c, struct redisReply *reply, void *data);
 /* Sends a command on a ready connection. budget_ms: how long its reply may take once Redis can
- * start on it (replies come in order: the clock starts at the later of the send and the reply
- * before it); 0 = the connection's default. Returns 0 (cb will run exactly once) or a negative
+ * start on it (replies come in order: the clock starts at the later of the send, the reply
+ * before it and the last byte received: a large reply still arriving is not late); 0 = the
+ * connection's default. Returns 0 (cb will run exactly once) or a negative
  * code (not ready, not sendable; cb never runs). Arguments are copied. */
 int sq_redis_command_argv(sq_redis_conn_t *c, uint64_t budget_ms, sq_redis_reply_cb cb, void *data,
                           int argc, const char **argv, const size_t *lens);

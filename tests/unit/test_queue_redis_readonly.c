@@ -1,11 +1,11 @@
-/* queue/redis: a demoted primary is never worked against. A fake server thread
- * plays the part: connection 1 logs in as a primary, then answers the first
- * command with READONLY (what a primary demoted by a failover says); the client
- * must hand that reply to the caller, drop the connection and reconnect
- * (before: workers kept sending to the demoted primary and failed with READONLY
- * forever). Connection 2 says in its HELLO that it is a replica: the client
- * must not count it as ready. Connection 3 is a primary again: ready, and
- * commands work. */
+/* queue/redis against a fake server thread. A demoted primary is never worked against:
+ * connection 1 logs in as a primary, then answers the first command with READONLY (what a
+ * primary demoted by a failover says); the client must hand that reply to the caller, drop the
+ * connection and reconnect (before: workers kept sending to the demoted primary and failed with
+ * READONLY forever). Connection 2 says in its HELLO that it is a replica: the client must not
+ * count it as ready. Connection 3 is a primary again: ready, and commands work. Then a large
+ * reply that streams in for 1 s is not dropped by a 300 ms budget: bytes arriving are progress
+ * (before: the watchdog dropped a claim of big payloads while it was still being received). */
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -21,7 +22,11 @@
 #include "queue/queue.h"
 
 static int g_listen_fd = -1;
-static int g_ready, g_down, g_down_at_pong, g_readonly_seen, g_pong_seen, g_accepted;
+static int g_ready, g_down, g_down_at_pong, g_readonly_seen, g_pong_seen, g_accepted, g_big_ok;
+static uint64_t g_big_ms;
+
+#define BIG_LEN 1000000
+#define BIG_CHUNKS 20 /* sent 50 ms apart: 1 s in all */
 static sq_redis_loop_t g_hooks;
 static sq_redis_t *g_redis;
 static sq_redis_conn_t *g_conn;
@@ -53,12 +58,25 @@ static void *server_main(void *arg) {
   int fd2 = accept(g_listen_fd, NULL, NULL);
   g_accepted++;
   if (fd2 >= 0 && read_request(fd2)) reply(fd2, hello_replica);
-  /* 3: a primary again; answers one PING. */
+  /* 3: a primary again; answers one PING, then a big reply slowly. */
   int fd3 = accept(g_listen_fd, NULL, NULL);
   g_accepted++;
   if (fd3 >= 0 && read_request(fd3)) {
     reply(fd3, hello_master);
     if (read_request(fd3)) reply(fd3, "+PONG\r\n");
+    if (read_request(fd3)) {
+      char head[32];
+      snprintf(head, sizeof head, "$%d\r\n", BIG_LEN);
+      reply(fd3, head);
+      char *chunk = calloc(1, BIG_LEN / BIG_CHUNKS);
+      for (int i = 0; chunk && i < BIG_CHUNKS; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        if (write(fd3, chunk, BIG_LEN / BIG_CHUNKS) < 0) perror("write");
+      }
+      free(chunk);
+      reply(fd3, "\r\n");
+    }
   }
   /* Hold the sockets until the client is done with them. */
   char buf[64];
@@ -89,6 +107,16 @@ static void on_deadline(uv_timer_t *t) {
   finish();
 }
 
+static void on_big(sq_redis_conn_t *c, redisReply *r, void *data) {
+  (void)c;
+  (void)data;
+  g_big_ms = (sq_clock_mono_us() - g_big_ms) / 1000;
+  fprintf(stderr, "a %d-byte reply over %llu ms with a 300 ms budget: %s\n", BIG_LEN,
+          (unsigned long long)g_big_ms, r ? "received" : "dropped");
+  g_big_ok = r && r->type == REDIS_REPLY_STRING && r->len == BIG_LEN;
+  finish();
+}
+
 static void on_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
   (void)c;
   (void)data;
@@ -99,7 +127,8 @@ static void on_reply(sq_redis_conn_t *c, redisReply *r, void *data) {
   } else if (r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0) {
     g_pong_seen++;
     g_down_at_pong = g_down; /* closing the endpoint reports its own down */
-    finish();
+    g_big_ms = sq_clock_mono_us();
+    CHECK_EQ_INT(sq_redis_command(g_conn, 300, on_big, NULL, "GET big"), 0);
   }
 }
 
@@ -149,6 +178,8 @@ int main(void) {
   CHECK_EQ_INT(g_accepted, 3);      /* reconnected twice: the replica was not taken for ready */
   CHECK_EQ_INT(g_ready, 2);         /* primary, (replica refused), primary */
   CHECK_EQ_INT(g_pong_seen, 1);
+  CHECK(g_big_ok);
+  CHECK(g_big_ms >= 600); /* it did take longer than its budget */
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   CHECK_DONE();
 }
