@@ -294,8 +294,9 @@ int sq_queue_permcheck(sq_queue_t *q, sq_redis_conn_t *c, const char *role,
                        sq_queue_permcheck_cb cb, void *data);
 
 /* ---- the worker's session ----
- * One object for everything a worker keeps in Redis: an endpoint with two connections (command:
- * scripts; blocking: BRPOP on the wake-up keys, so heartbeats never wait behind it), the
+ * One object for everything a worker keeps in Redis: an endpoint with three connections
+ * (command: scripts; blocking: BRPOP on the wake-up keys; lease: the heartbeat, so it never waits
+ * behind a BRPOP or a claim moving large payloads), the
  * permission check at start, the lease (heartbeat every lease_ttl/3), the sweeper (every
  * lease_ttl/2), the set of ids the worker holds (claimed, not yet acked or given up), and the
  * reconciliation of its in-flight list with that set after every (re)connect and failed claim
@@ -369,7 +370,7 @@ typedef struct {
   int lease_ok;             /* the last heartbeat holds the lease with our token */
   int lease_ever;           /* registered at least once */
   int recovering;           /* reconciling the in-flight list: not claiming yet */
-  uint64_t last_reply_us;   /* last reply on the command connection (monotonic) */
+  uint64_t last_reply_us;   /* last reply (or byte) on the lease connection (monotonic) */
   uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
   uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
   uint64_t lease_ttl_ms;

@@ -1,9 +1,9 @@
-/* queue/session: the worker's Redis session (see queue.h): one endpoint with a command and a
- * blocking connection, the permission check at start, the lease and its heartbeat, the sweeper
- * timer, the set of ids the worker holds, and the reconciliation of the in-flight list with that
- * set after every (re)connect and failed claim. The worker (worker/) asks it whether a claim, an
- * ack or a wait may go, and hears `resume` when one may go again.
- * Threads: the loop thread that runs the hooks' loop, only. */
+/* queue/session: the worker's Redis session (see queue.h): one endpoint with a command, a
+ * blocking and a lease connection, the permission check at start, the lease and its heartbeat, the
+ * sweeper timer, the set of ids the worker holds, and the reconciliation of the in-flight list with
+ * that set after every (re)connect and failed claim. The worker (worker/) asks it whether a claim,
+ * an ack or a wait may go, and hears `resume` when one may go again. Threads: the loop thread that
+ * runs the hooks' loop, only. */
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +19,9 @@ struct sq_session {
   void *data;
   sq_queue_t *q;
   sq_redis_t *r;
-  sq_redis_conn_t *cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
-  sq_redis_conn_t *blk; /* BRPOP on the wake-up keys only */
+  sq_redis_conn_t *cmd;   /* scripts: claim, ack, sweep, reconcile, unregister */
+  sq_redis_conn_t *blk;   /* BRPOP on the wake-up keys only */
+  sq_redis_conn_t *lease; /* permcheck + heartbeat only: never behind a big claim's reply */
   sq_idset_t *held;
   sq_redis_timer_t *heartbeat_timer, *sweep_timer;
   uint64_t cmd_budget_ms;
@@ -59,7 +60,7 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     sq_log_warn("worker", "heartbeat failed", "code=%s", sq_error_name(status));
     /* A Redis that is still loading its dataset answers LOADING: try again soon rather than a
      * whole tick later, the lease may be running out. (Down connections retry on reconnect.) */
-    if (sq_redis_conn_ready(s->cmd)) {
+    if (sq_redis_conn_ready(s->lease)) {
       uint64_t hb = s->cfg.lease_ttl_ms / 3 ? s->cfg.lease_ttl_ms / 3 : 1;
       s->loop.timer_start(s->heartbeat_timer, hb < 200 ? hb : 200, hb);
     }
@@ -107,14 +108,15 @@ static void on_permcheck(sq_queue_t *q, int status, const char *missing, void *d
 }
 
 static void heartbeat_now(sq_session_t *s) {
-  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd) || s->fatal_seen) return;
+  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->lease) || s->fatal_seen)
+    return;
   if (!s->perm_ok) {
-    if (!s->perm_inflight && sq_queue_permcheck(s->q, s->cmd, "worker", on_permcheck, s) == 0)
+    if (!s->perm_inflight && sq_queue_permcheck(s->q, s->lease, "worker", on_permcheck, s) == 0)
       s->perm_inflight = 1;
     return;
   }
   uint64_t now = sq_clock_mono_us();
-  if (sq_queue_heartbeat(s->q, s->cmd, on_heartbeat, s) != 0) return;
+  if (sq_queue_heartbeat(s->q, s->lease, on_heartbeat, s) != 0) return;
   s->heartbeat_inflight = 1;
   s->hb_sent_us = now;
 }
@@ -444,7 +446,8 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
   out->lease_ok = s->lease_ok;
   out->lease_ever = s->lease_ever;
   out->recovering = s->reconcile_needed || s->reconcile_inflight;
-  out->last_reply_us = sq_redis_conn_last_reply_us(s->cmd);
+  /* The lease connection answers a heartbeat every lease_ttl/3, busy or idle. */
+  out->last_reply_us = sq_redis_conn_last_reply_us(s->lease);
   out->lease_until_us = s->lease_until_us;
   out->reply_budget_ms = s->cmd_budget_ms;
   out->lease_ttl_ms = s->cfg.lease_ttl_ms;
@@ -457,7 +460,15 @@ static void on_cmd_ready(sq_redis_conn_t *c, void *data) {
   sq_session_t *s = data;
   (void)c;
   s->reconcile_needed = 1; /* anything may have happened while we were away */
-  heartbeat_now(s);        /* claims and acks resume once the lease is confirmed */
+  if (s->lease_ok)
+    reconcile_maybe(s);
+  else
+    heartbeat_now(s); /* claims and acks resume once the lease is confirmed */
+}
+
+static void on_lease_ready(sq_redis_conn_t *c, void *data) {
+  (void)c;
+  heartbeat_now(data);
 }
 
 static void on_blk_ready(sq_redis_conn_t *c, void *data) {
@@ -560,10 +571,12 @@ sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *l
   s->cmd_budget_ms = s->cfg.lease_ttl_ms > 5000 ? s->cfg.lease_ttl_ms : 5000;
   sq_redis_conn_events_t ce = {.ready = on_cmd_ready, .fatal = on_conn_fatal};
   sq_redis_conn_events_t be = {.ready = on_blk_ready, .fatal = on_conn_fatal};
+  sq_redis_conn_events_t le = {.ready = on_lease_ready, .fatal = on_conn_fatal};
   s->cmd = sq_redis_conn_new(s->r, "command", s->cmd_budget_ms, 0, &ce, s);
   s->blk =
       sq_redis_conn_new(s->r, "blocking", ((uint64_t)s->cfg.wait_timeout_s + 3) * 1000, 0, &be, s);
-  if (!s->cmd || !s->blk) {
+  s->lease = sq_redis_conn_new(s->r, "lease", s->cmd_budget_ms, 0, &le, s);
+  if (!s->cmd || !s->blk || !s->lease) {
     sq_error_set(err, SQ_ENOMEM, "out of memory");
     sq_session_close(s, NULL, NULL);
     return NULL;
