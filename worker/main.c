@@ -45,6 +45,13 @@ int main(int argc, char **argv) {
   char ctx[160];
   snprintf(ctx, sizeof ctx, "worker=%s", cfg.worker_id);
   sq_log_set_context(ctx);
+  /* A password in --redis-url is in /proc/<pid>/cmdline for every user of the machine: mask it
+   * there now, and say how to keep it out of the arguments altogether. */
+  if (sq_worker_config_scrub_argv(argc, argv) > 0)
+    sq_log_warn("worker",
+                "the Redis password was given in --redis-url (visible in the process list until "
+                "now, masked from here on); use SEGQ_REDIS_PASSWORD or --redis-password-file",
+                NULL);
 
   /* libuv sizes its work pool from UV_THREADPOOL_SIZE at the first uv_queue_work. */
   unsigned threads = cfg.threads ? cfg.threads : uv_available_parallelism();
@@ -61,7 +68,7 @@ int main(int argc, char **argv) {
 
   int code = sq_worker_run(&cfg, &err);
   if (err.code)
-    sq_log_error("worker", "start-up failed", "code=%s msg=\"%s\"", sq_error_name(err.code),
+    sq_log_error("worker", "start-up failed", "code=%s detail=\"%s\"", sq_error_name(err.code),
                  err.msg);
   sq_worker_config_free(&cfg);
   sq_log_set_context(NULL);

@@ -262,7 +262,7 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
   wbatch_t *b = calloc(1, sizeof(*b));
   wjob_t **copy = malloc(n * sizeof(*copy));
   if (!b || !copy) {
-    /* Out of memory: drop these jobs; they stay in our in-flight list for the sweeper. */
+    /* Out of memory: drop these jobs; the session hands them back (reconcile). */
     sq_log_error("worker", "out of memory forming a batch; jobs handed back", "n=%zu", n);
     free(b);
     free(copy);

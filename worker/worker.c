@@ -274,7 +274,7 @@ static void on_session_resume(sq_session_t *s, void *data) {
 static void on_session_fatal(sq_session_t *s, int code, const char *msg, void *data) {
   sq_worker_t *w = data;
   (void)s;
-  sq_log_error("worker", "cannot start: redis refused us", "code=%s msg=\"%s\"",
+  sq_log_error("worker", "cannot start: redis refused us", "code=%s detail=\"%s\"",
                sq_error_name(code), msg);
   w->fatal_code = code;
   snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", msg);
@@ -302,7 +302,9 @@ static void worker_stop(sq_worker_t *w, int code) {
   signal(SIGINT, SIG_IGN);
   sq_pipeline_loop_close(w, on_handle_closed);
   sq_session_close(w->session, NULL, NULL); /* freed once the loop has released it */
-  sq_http_close(&w->http);
+  uv_close((uv_handle_t *)&w->snapshot_timer, on_handle_closed);
+  sq_http_stop(w->http); /* joins MHD's thread: no handler runs after this */
+  w->http = NULL;
 }
 
 static void on_unregister(sq_session_t *s, int status, long long value, void *data) {
@@ -365,54 +367,133 @@ static void on_signal(uv_signal_t *s, int signum) {
   check_drained(w);
 }
 
-/* ---- health and metrics ---- */
+/* ---- health and metrics ----
+ * The endpoint runs on libmicrohttpd's thread; it reads the snapshot the loop thread publishes
+ * every SNAPSHOT_MS (and whenever it changes something the probes report), never loop state. */
 
+#define SNAPSHOT_MS 200
+#define LOOP_STUCK_US 5000000 /* /livez: the loop has not published a snapshot for this long */
+
+/* Loop thread: copies what the probes and /metrics report. */
+static void snapshot_take(sq_worker_t *w) {
+  sq_worker_snapshot_t *s = &w->snap;
+  pthread_mutex_lock(&w->snap_mu);
+  s->taken_us = sq_clock_mono_us();
+  sq_session_health(w->session, &s->redis);
+  s->draining = w->draining;
+  s->warm = sq_pipeline_warm(w);
+  s->jobs_ok = w->jobs_ok;
+  s->jobs_failed = w->jobs_failed;
+  s->jobs_dropped = w->jobs_dropped;
+  s->batches = w->batches;
+  s->held = w->held;
+  s->started_us = w->started_us;
+  for (size_t m = 0; m < s->nmodels; m++) s->batcher_len[m] = sq_batcher_len(w->models[m].batcher);
+  pthread_mutex_unlock(&w->snap_mu);
+}
+
+static void on_snapshot_timer(uv_timer_t *t) {
+  snapshot_take(t->data);
+}
+
+/* Why the worker is not alive / healthy / ready, or NULL. s is read under snap_mu. */
+static const char *livez_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  if (now - s->taken_us > LOOP_STUCK_US) {
+    snprintf(buf, cap, "event loop stuck for %.1f s", (double)(now - s->taken_us) / 1e6);
+    return buf;
+  }
+  return NULL;
+}
+
+static const char *healthz_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  const char *why = livez_why(s, now, buf, cap);
+  if (why) return why;
+  const sq_session_health_t *h = &s->redis;
+  if (h->lease_ever && now > h->lease_until_us) {
+    snprintf(buf, cap, "lease lost (last renewed %.1f s ago)",
+             (double)(now - (h->lease_until_us - h->lease_ttl_ms * 1000)) / 1e6);
+    return buf;
+  }
+  if (now - h->last_reply_us > h->reply_budget_ms * 1000) {
+    snprintf(buf, cap, "redis unreachable for %.1f s (watchdog %.1f s)",
+             (double)(now - h->last_reply_us) / 1e6, (double)h->reply_budget_ms / 1e3);
+    return buf;
+  }
+  return NULL;
+}
+
+static const char *readyz_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  const char *why = healthz_why(s, now, buf, cap); /* not healthy: not ready either */
+  if (why) return why;
+  const sq_session_health_t *h = &s->redis;
+  return !h->command_ready    ? "redis command connection down"
+         : !h->blocking_ready ? "redis blocking connection down"
+         : !h->lease_ok       ? "no lease"
+         : h->recovering      ? "reconciling the in-flight list"
+         : s->draining        ? "draining"
+         : !s->warm           ? "warming up"
+                              : NULL;
+}
+
+/* The Prometheus text of /metrics (the one function to replace with worker/metrics.c). */
+static int metrics_render(const sq_worker_snapshot_t *s, const char *const *model_names, char *body,
+                          size_t cap, uint64_t now) {
+  const sq_session_health_t *h = &s->redis;
+  int n =
+      snprintf(body, cap,
+               "# TYPE segq_jobs_total counter\n"
+               "segq_jobs_total{result=\"ok\"} %" PRIu64
+               "\n"
+               "segq_jobs_total{result=\"failed\"} %" PRIu64
+               "\n"
+               "segq_jobs_total{result=\"dropped\"} %" PRIu64
+               "\n"
+               "# TYPE segq_batches_total counter\nsegq_batches_total %" PRIu64
+               "\n"
+               "# TYPE segq_jobs_held gauge\nsegq_jobs_held %u\n"
+               "# TYPE segq_redis_connected gauge\n"
+               "segq_redis_connected{conn=\"command\"} %d\n"
+               "segq_redis_connected{conn=\"blocking\"} %d\n"
+               "# TYPE segq_lease_ok gauge\nsegq_lease_ok %d\n"
+               "# TYPE segq_draining gauge\nsegq_draining %d\n"
+               "# TYPE segq_uptime_seconds gauge\nsegq_uptime_seconds %.1f\n"
+               "# TYPE segq_batcher_jobs gauge\n",
+               s->jobs_ok, s->jobs_failed, s->jobs_dropped, s->batches, s->held, h->command_ready,
+               h->blocking_ready, h->lease_ok, s->draining, (double)(now - s->started_us) / 1e6);
+  for (size_t m = 0; m < s->nmodels && n > 0 && (size_t)n < cap; m++)
+    n += snprintf(body + n, cap - (size_t)n, "segq_batcher_jobs{model=\"%s\"} %zu\n",
+                  model_names[m], s->batcher_len[m]);
+  return 200;
+}
+
+/* MHD's thread. */
 static int http_handler(const char *path, char *body, size_t cap, const char **ctype, void *data) {
   sq_worker_t *w = data;
-  if (strcmp(path, "/healthz") == 0) {
-    /* Healthy = able to take work: connected, holding the lease, not draining. */
-    sq_session_health_t h;
-    sq_session_health(w->session, &h);
-    const char *why = !h.command_ready    ? "redis command connection down"
-                      : !h.blocking_ready ? "redis blocking connection down"
-                      : !h.lease_ok       ? "no lease"
-                      : w->draining       ? "draining"
-                                          : NULL;
-    snprintf(body, cap, "%s\n", why ? why : "ok");
-    return why ? 503 : 200;
-  }
-  if (strcmp(path, "/metrics") == 0) {
-    sq_session_health_t h;
-    sq_session_health(w->session, &h);
+  char buf[160];
+  uint64_t now = sq_clock_mono_us();
+  int code = 404;
+  pthread_mutex_lock(&w->snap_mu);
+  const sq_worker_snapshot_t *s = &w->snap;
+  const char *why = NULL;
+  if (strcmp(path, "/livez") == 0) {
+    why = livez_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  } else if (strcmp(path, "/healthz") == 0) {
+    why = healthz_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  } else if (strcmp(path, "/readyz") == 0) {
+    why = readyz_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  } else if (strcmp(path, "/metrics") == 0) {
     *ctype = "text/plain; version=0.0.4";
-    int n = snprintf(body, cap,
-                     "# TYPE segq_jobs_total counter\n"
-                     "segq_jobs_total{result=\"ok\"} %" PRIu64
-                     "\n"
-                     "segq_jobs_total{result=\"failed\"} %" PRIu64
-                     "\n"
-                     "segq_jobs_total{result=\"dropped\"} %" PRIu64
-                     "\n"
-                     "# TYPE segq_batches_total counter\nsegq_batches_total %" PRIu64
-                     "\n"
-                     "# TYPE segq_jobs_held gauge\nsegq_jobs_held %u\n"
-                     "# TYPE segq_redis_connected gauge\n"
-                     "segq_redis_connected{conn=\"command\"} %d\n"
-                     "segq_redis_connected{conn=\"blocking\"} %d\n"
-                     "# TYPE segq_lease_ok gauge\nsegq_lease_ok %d\n"
-                     "# TYPE segq_draining gauge\nsegq_draining %d\n"
-                     "# TYPE segq_uptime_seconds gauge\nsegq_uptime_seconds %.1f\n"
-                     "# TYPE segq_batcher_jobs gauge\n",
-                     w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches, w->held,
-                     h.command_ready, h.blocking_ready, h.lease_ok, w->draining,
-                     (double)(sq_clock_mono_us() - w->started_us) / 1e6);
-    for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++)
-      n += snprintf(body + n, cap - (size_t)n, "segq_batcher_jobs{model=\"%s\"} %zu\n",
-                    w->models[m].name, sq_batcher_len(w->models[m].batcher));
-    return 200;
+    code = metrics_render(s, (const char *const *)w->cfg->model_names, body, cap, now);
   }
-  snprintf(body, cap, "not found (try /healthz or /metrics)\n");
-  return 404;
+  pthread_mutex_unlock(&w->snap_mu);
+  if (code == 404)
+    snprintf(body, cap, "not found (try /livez, /readyz, /healthz or /metrics)\n");
+  else if (code != 200 || strcmp(path, "/metrics") != 0)
+    snprintf(body, cap, "%s\n", why ? why : "ok");
+  return code;
 }
 
 int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
@@ -438,7 +519,11 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   uv_timer_init(&w->loop, &w->claim_pause_timer);
   w->claim_pause_timer.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
-  w->retry_timer.data = w->drain_timer.data = w;
+  uv_timer_init(&w->loop, &w->snapshot_timer);
+  w->retry_timer.data = w->drain_timer.data = w->snapshot_timer.data = w;
+  pthread_mutex_init(&w->snap_mu, NULL);
+  w->snap.nmodels = w->nmodels;
+  w->snap.batcher_len = calloc(w->nmodels ? w->nmodels : 1, sizeof(size_t));
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
   w->sigterm.data = w->sigint.data = w;
@@ -456,6 +541,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sc.result_ttl_s = cfg->result_ttl_s;
   sc.dead_ttl_s = cfg->dead_ttl_s;
   sc.wait_timeout_s = cfg->wait_timeout_s;
+  sc.wait_replicas = cfg->wait_replicas;
+  sc.wait_replicas_timeout_ms = cfg->wait_replicas_timeout_ms;
   sq_session_events_t se = {.resume = on_session_resume, .fatal = on_session_fatal};
   sq_redis_loop_uv(&w->hooks, &w->loop);
   w->session = sq_session_new(&cfg->redis, &w->hooks, &sc, &se, w, err);
@@ -466,14 +553,18 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
 
   if (cfg->http_port && w->session) {
-    int hrc =
-        sq_http_start(&w->http, &w->loop, cfg->http_host, (int)cfg->http_port, http_handler, w);
-    if (hrc != 0)
-      sq_log_error("worker", "cannot serve HTTP; continuing without it", "addr=%s:%u err=%s",
-                   cfg->http_host, cfg->http_port, uv_strerror(hrc));
+    snapshot_take(w);
+    uv_timer_start(&w->snapshot_timer, on_snapshot_timer, SNAPSHOT_MS, SNAPSHOT_MS);
+    sq_http_limits_t lim = {cfg->http_max_connections, cfg->http_timeout_s};
+    sq_error_t herr = {0};
+    w->http = sq_http_start(cfg->http_host, (int)cfg->http_port, &lim, http_handler, w, &herr);
+    if (!w->http)
+      sq_log_error("worker", "cannot serve HTTP; continuing without it", "addr=%s:%u detail=\"%s\"",
+                   cfg->http_host, cfg->http_port, herr.msg);
     else
-      sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
-                  cfg->http_port);
+      sq_log_info("worker", "serving /livez, /readyz, /healthz and /metrics",
+                  "addr=%s:%u max_connections=%u timeout_s=%u", cfg->http_host, cfg->http_port,
+                  cfg->http_max_connections, cfg->http_timeout_s);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;
@@ -490,6 +581,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   if (w->fatal_code && err && !err->code) sq_error_set(err, w->fatal_code, "%s", w->fatal_msg);
   sq_pipeline_close(w);
   pthread_mutex_destroy(&w->done_mu);
+  pthread_mutex_destroy(&w->snap_mu);
+  free(w->snap.batcher_len);
   free(w);
   sq_log_info("worker", "exit", "code=%d", code);
   return code;

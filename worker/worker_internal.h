@@ -107,6 +107,18 @@ int sq_wjob_member_done(wjob_t *m);
 
 /* ---- the worker (worker.c: Redis, lifecycle; pipeline.c: batches and executors) ---- */
 
+/* What the HTTP endpoint may read (its own thread): a copy the loop thread refreshes. */
+typedef struct {
+  uint64_t taken_us; /* monotonic; a stale snapshot means a stuck loop */
+  sq_session_health_t redis;
+  int draining, warm;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, batches;
+  uint32_t held;
+  uint64_t started_us;
+  size_t nmodels;
+  size_t *batcher_len; /* per model */
+} sq_worker_snapshot_t;
+
 struct sq_worker {
   const sq_worker_config_t *cfg;
   uv_loop_t loop;
@@ -122,7 +134,7 @@ struct sq_worker {
   int exit_code;
   int fatal_code; /* the session's start-up refusal (credentials), with its message */
   char fatal_msg[400];
-  uv_timer_t retry_timer, drain_timer;
+  uv_timer_t retry_timer, drain_timer, snapshot_timer;
   /* Open-loop claiming: after a claim that brought fewer jobs than asked (the queues ran dry),
    * the next claim waits the shortest batching delay of our models, so a trickle of jobs costs
    * one claim per batch rather than one per job. */
@@ -130,7 +142,9 @@ struct sq_worker {
   uint32_t claim_asked; /* jobs asked by the outstanding claim */
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
-  sq_http_t http;
+  sq_http_t *http;         /* NULL: no endpoint */
+  pthread_mutex_t snap_mu; /* guards snap: loop thread writes, the HTTP thread reads */
+  sq_worker_snapshot_t snap;
   pthread_mutex_t done_mu;
   wbatch_t *done_head, *done_tail; /* executor -> loop */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */

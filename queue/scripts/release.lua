@@ -7,7 +7,9 @@
 -- ARGV[3] token         fencing token; must equal P:worker:<worker>
 -- ARGV[4] now_ms        unix epoch milliseconds
 -- ARGV[5] result_ttl_s  TTL of the group keys touched
--- ARGV[6..] ids         the jobs handed back ("*" alone: every job of the in-flight list)
+-- ARGV[6..] ids         the jobs handed back ("*" alone: every job of the in-flight list; "!"
+--                       then ids: every job of the list except those, the ones the worker holds:
+--                       the reconciliation after a reconnect)
 -- Returns the number of jobs released (ids not in the in-flight list are skipped), or an error
 -- reply starting with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
@@ -24,6 +26,12 @@ for _, id in ipairs(list) do held[id] = true end
 local ids = {}
 if ARGV[6] == '*' and #ARGV == 6 then
   ids = list
+elseif ARGV[6] == '!' then
+  local keep = {}
+  for i = 7, #ARGV do keep[ARGV[i]] = true end
+  for _, id in ipairs(list) do
+    if not keep[id] then ids[#ids + 1] = id end
+  end
 else
   for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
