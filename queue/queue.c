@@ -424,7 +424,7 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
       break;
     case REQ_RECOVER:
       recover_done(r, rep);
-        break;
+      break;
     case REQ_PERMCHECK:
       permcheck_done(r, rep);
       break;
