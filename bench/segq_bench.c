@@ -437,8 +437,10 @@ static void run_lat(const opts_t *o) {
     char id[32], now_ms[24];
     snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
     uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
+    /* watch = 1: the job channel publishes its events only for watched jobs, and the
+     * latency is timed to the `done` event on it. */
     const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
-                          "0",       id,  o->model, "",   "0",        (char *)job};
+                          "1",       id,  o->model, "",   "0",        (char *)job};
     size_t argl[13];
     for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
     argl[12] = job_len;

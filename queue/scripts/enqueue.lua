@@ -42,7 +42,8 @@ for i = 6, #ARGV - 4, 5 do
       served = not any_served or redis.call('SISMEMBER', served_key, model) == 1
       serves[model] = served
     end
-    local f = {off = 0, epoch = new_epoch(c), attempts = 0, group = group, model = model}
+    local f = {off = 0, epoch = new_epoch(c), attempts = 0, group = group, model = model,
+               watch = watch and '1' or '0'}
     stat(c, 'enqueued', 1)
     if g then g.total = g.total + 1 end
     if not served then

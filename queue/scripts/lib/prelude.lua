@@ -15,6 +15,7 @@ local function context(P, now, ttl)
   c.kring = P .. ':' .. KEY.RING .. ':'
   c.kdelayed = P .. ':' .. KEY.DELAYED .. ':'
   c.writes, c.pch, c.pmsg = {}, {}, {}
+  c.rkey, c.rval, c.rttl = {}, {}, {} -- the records finish() writes (SET ... EX), in order
   c.stats, c.groups, c.gorder, c.wakes, c.qlen = {}, {}, {}, {}, {}
   return c
 end
@@ -182,6 +183,9 @@ local function commit(c)
   if e and e.dirty then w(c, 'HSET', P .. ':' .. KEY.EPOCH, 'gen', e.gen, 'n', e.n) end
   for i = 1, #c.pch do redis.call('PUBLISH', c.pch[i], c.pmsg[i]) end
   for _, cmd in ipairs(c.writes) do redis.call(unpack(cmd)) end
+  -- Records last: a record replaces its job's hash, which no write above touches after it.
+  local rkey, rval, rttl = c.rkey, c.rval, c.rttl
+  for i = 1, #rkey do redis.call('SET', rkey[i], rval[i], 'EX', rttl[i]) end
 end
 
 -- Pushes id onto its tenant queue of model (front if `front`), keeping the ring invariant (a
@@ -197,11 +201,13 @@ local function queue_push(c, model, tenant, id, front)
 end
 
 -- The one terminal write (docs/protocol.md "One terminal write"). f: what is known of the job:
--- off (its last event's offset), epoch, attempts, group, model, tenant. how: state ('done', 'failed'
+-- off (its last event's offset), epoch, attempts, group, model, tenant, watch ('1': publish on
+-- the job channel; a job's channel publishes only while it is watched). how: state ('done', 'failed'
 -- or 'canceled'), code (error code, nil for done), result (the result document; nil: an error
 -- result is made from code and message), worker, from (the group counter the job leaves, nil
 -- when it was never counted), dead (true: a dead letter; doc = the job document it keeps).
 -- Writes the record (terminal event .. result [.. doc]), publishes the terminal event, counts it.
+-- Keeps neither f nor how, so callers may reuse them from job to job.
 local function finish(c, id, f, how)
   local state = how.state
   local attempt = tonumber(f.attempts) or 0
@@ -232,8 +238,9 @@ local function finish(c, id, f, how)
     c.dead_added = true
     stat(c, 'dead', 1)
   end
-  w(c, 'SET', c.kjob .. id, record, 'EX', ttl)
-  pub(c, c.kev .. id, packed)
+  local n = #c.rkey + 1
+  c.rkey[n], c.rval[n], c.rttl[n] = c.kjob .. id, record, ttl
+  if f.watch == '1' then pub(c, c.kev .. id, packed) end
   stat(c, state, 1)
   if group then
     group_job(c, group, how.from, state, {id = id, type = state, state = state, attempt = attempt,
@@ -241,8 +248,9 @@ local function finish(c, id, f, how)
   end
 end
 
--- A live job's next non-terminal event: writes nothing itself; returns (packed event, off,
--- epoch) for the caller to publish and store. f as for finish; extra: fields to add.
+-- A live job's next non-terminal event: publishes it if the job is watched (f.watch), writes
+-- nothing; returns (packed event, off, epoch) for the caller to store. f as for finish; extra:
+-- fields to add.
 local function job_event(c, id, f, typ, state, extra)
   local off = (tonumber(f.off) or 0) + 1
   local ep = channel_epoch(c, nonempty(f.epoch))
@@ -252,7 +260,7 @@ local function job_event(c, id, f, typ, state, extra)
     for k, v in pairs(extra) do ev[k] = v end
   end
   local packed = cmsgpack.pack(ev)
-  pub(c, c.kev .. id, packed)
+  if f.watch == '1' then pub(c, c.kev .. id, packed) end
   return packed, off, ep
 end
 
