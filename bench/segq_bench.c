@@ -258,8 +258,8 @@ static void run_tput(const opts_t *o) {
       job_len = len;
       /* enqueue.lua: prefix, now_ms, result_ttl_s, group, watch, then id, model, tenant,
        * priority, payload. */
-      const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
-                            "0",       id,  o->model, "",   "0",        (char *)job};
+      const char *argv[] = {"EVALSHA", sha, "0",      o->prefix, now_ms, "86400",    "",
+                            "0",       id,  o->model, "",        "0",    (char *)job};
       size_t argl[13];
       for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
       argl[12] = len;
@@ -439,8 +439,8 @@ static void run_lat(const opts_t *o) {
     uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
     /* watch = 1: the job channel publishes its events only for watched jobs, and the
      * latency is timed to the `done` event on it. */
-    const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
-                          "1",       id,  o->model, "",   "0",        (char *)job};
+    const char *argv[] = {"EVALSHA", sha, "0",      o->prefix, now_ms, "86400",    "",
+                          "1",       id,  o->model, "",        "0",    (char *)job};
     size_t argl[13];
     for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
     argl[12] = job_len;

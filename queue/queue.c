@@ -1,9 +1,9 @@
 /* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
  * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
- * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
- * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
- * owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the
- * redisContext. */
+ * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT
+ * (after a restart or SCRIPT FLUSH). Threads: the async functions and their callbacks run on the
+ * loop thread that owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread
+ * owns the redisContext. */
 #include "queue/queue.h"
 
 #include <errno.h>
@@ -484,8 +484,8 @@ uint32_t sq_queue_retry_delay_ms(uint32_t attempt, uint32_t base_ms, uint32_t ma
   return d ? (uint32_t)d : 1;
 }
 
-int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items,
-                      size_t n, sq_queue_status_cb cb, void *data) {
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items, size_t n,
+                      sq_queue_status_cb cb, void *data) {
   if (!q || !c || !cb || (n && !items)) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "progress", data);
   if (!r) return SQ_ENOMEM;

@@ -230,8 +230,7 @@ typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs,
  * default) from it with sq_redis_budget_ms_for_bytes. The callback receives ownership of the jobs
  * array and every job in it (free each with sq_claimed_free, then free(jobs)). */
 int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_bytes,
-                   uint64_t budget_ms,
-                   sq_queue_claim_cb cb, void *data);
+                   uint64_t budget_ms, sq_queue_claim_cb cb, void *data);
 
 typedef struct {
   const char *id;
@@ -261,8 +260,8 @@ typedef struct {
 
 /* value = jobs updated. Reports progress inside running jobs (fenced; SQ_ELEASE_LOST). */
 typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
-int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items,
-                      size_t n, sq_queue_status_cb cb, void *data);
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items, size_t n,
+                      sq_queue_status_cb cb, void *data);
 /* Hands jobs of our in-flight list back unrun (attempt refunded, `requeued` event); ids == NULL
  * hands back every job of the list. value = jobs released. Fenced (SQ_ELEASE_LOST). */
 int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
@@ -331,8 +330,8 @@ int sq_session_can_ack(const sq_session_t *s);
 int sq_session_can_wait(const sq_session_t *s);
 /* As sq_queue_claim / sq_queue_ack / sq_queue_wait, on the session's connections, fenced on its
  * lease; a claim's reply budget (the watchdog) is sized from max_bytes (0 = the default
- * SQ_DEFAULT_MAX_CLAIM_BYTES). Claimed ids join the held set; acked ids (written, duplicate or not ours) leave it.
- * Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
+ * SQ_DEFAULT_MAX_CLAIM_BYTES). Claimed ids join the held set; acked ids (written, duplicate or not
+ * ours) leave it. Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
 int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session_claim_cb cb,
                      void *data);
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,

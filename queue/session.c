@@ -34,8 +34,8 @@ struct sq_session {
   void (*closed)(void *arg);
   void *closed_arg;
   int claim_inflight, heartbeat_inflight, sweep_inflight, wait_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
+  int lease_ok;   /* the last heartbeat holds the lease with our token */
+  int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
   uint64_t hb_sent_us, lease_until_us;
   int resync;     /* RESYNC_* */
   int resync_cmd; /* a resync command is outstanding */

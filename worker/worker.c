@@ -70,12 +70,11 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
       switch (per_job[k]) {
         case SQ_CODE_ACK_NOT_OURS:
           w->jobs_dropped++;
-          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped",
-                      "id=%s", b->jobs[i]->c.id);
+          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                      b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_DUPLICATE:
-          sq_log_debug("worker", "duplicate: job already had a result", "id=%s",
-                       b->jobs[i]->c.id);
+          sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_CANCELED:
           w->jobs_canceled++;

@@ -137,10 +137,10 @@ struct sq_worker {
   uint32_t acks_inflight;
   uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
   uint64_t started_us;
-  uint32_t rng; /* retry jitter (rng_next in worker.c) */
-  wbatch_t *running;          /* batches on an executor (progress reports; loop thread) */
-  uv_timer_t progress_timer;  /* every --progress-interval-ms while a batch runs */
-  int progress_inflight;      /* a progress call is outstanding */
+  uint32_t rng;              /* retry jitter (rng_next in worker.c) */
+  wbatch_t *running;         /* batches on an executor (progress reports; loop thread) */
+  uv_timer_t progress_timer; /* every --progress-interval-ms while a batch runs */
+  int progress_inflight;     /* a progress call is outstanding */
 };
 
 /* pipeline.c, loop thread unless noted. */
