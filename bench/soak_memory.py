@@ -100,6 +100,15 @@ def run(a, workload):
             w.stop(10)
 
 
+def soak(n, group_size, workloads, timeout):
+    """[result per workload] (see run); for bench/run.py."""
+    class A:
+        pass
+    a = A()
+    a.n, a.group_size, a.timeout = n, group_size, timeout
+    return [run(a, wl) for wl in workloads]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100000)
@@ -110,7 +119,7 @@ def main():
     a = ap.parse_args()
     if tl.worker_binary() is None:
         raise SystemExit("segq-worker is not built (set SEGQ_BUILD_DIR or build ./build)")
-    results = [run(a, wl) for wl in a.workloads.split(",")]
+    results = soak(a.n, a.group_size, a.workloads.split(","), a.timeout)
     for x in results:
         print("%-7s n=%d: %.0f bytes of Redis per finished job (used_memory %d -> %d); MEMORY USAGE of a "
               "record %s; record %d bytes; %d job keys; other keys %s; without TTL: %s; enqueue %.1fs, "
