@@ -1,7 +1,7 @@
 /* engine_bench: throughput of the segq ONNX engine on the CPU backend. Loads a model, plans it
  * for batch B, runs warm-up iterations, then R repeats of N timed runs each; prints images/s and
  * ms/batch (median over repeats, each repeat's mean) as a human line and one JSON line, the
- * counterpart of tests/ort/bench_ort.js for bench/engine_vs_ort.sh. */
+ * counterpart of bench/ort_bench.c (ONNX Runtime's C API) for bench/engine_vs_ort.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +32,7 @@ static void fill_input(float *x, size_t n) {
 }
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
   const char *model = NULL;
   int batch = 8, threads = 0, warmup = 3, iters = 10, repeats = 3;
   for (int i = 1; i < argc; i++) {
@@ -114,16 +115,18 @@ int main(int argc, char **argv) {
   /* median of the repeats (the lower middle one for an even count: no averaging of outliers) */
   double med = rep_ms[(repeats - 1) / 2];
   double ips = batch * 1000.0 / med;
-  printf("%s: batch %d threads %d: %.2f images/s (%.3f ms/batch median of %d repeats x %d iters, "
-         "min %.3f, max %.3f; %d nodes, arena %zu bytes)\n",
-         model, batch, threads, ips, med, repeats, iters, rep_ms[0], rep_ms[repeats - 1],
-         sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
-  printf("{\"model\": \"%s\", \"runtime\": \"segq-engine cpu\", \"batch\": %d, \"threads\": %d, "
-         "\"repeats\": %d, \"iters\": %d, \"ms_median\": %.3f, \"ms_min\": %.3f, \"ms_max\": %.3f, "
-         "\"images_per_s\": %.2f, \"load_ms\": %.2f, \"plan_ms\": %.2f, \"nodes\": %d, "
-         "\"arena_bytes\": %zu}\n",
-         model, batch, threads, repeats, iters, med, rep_ms[0], rep_ms[repeats - 1], ips, load_ms,
-         plan_ms, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
+  printf(
+      "%s: batch %d threads %d: %.2f images/s (%.3f ms/batch median of %d repeats x %d iters, "
+      "min %.3f, max %.3f; %d nodes, arena %zu bytes)\n",
+      model, batch, threads, ips, med, repeats, iters, rep_ms[0], rep_ms[repeats - 1],
+      sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
+  printf(
+      "{\"model\": \"%s\", \"runtime\": \"segq-engine cpu\", \"batch\": %d, \"threads\": %d, "
+      "\"repeats\": %d, \"iters\": %d, \"ms_median\": %.3f, \"ms_min\": %.3f, \"ms_max\": %.3f, "
+      "\"images_per_s\": %.2f, \"load_ms\": %.2f, \"plan_ms\": %.2f, \"nodes\": %d, "
+      "\"arena_bytes\": %zu}\n",
+      model, batch, threads, repeats, iters, med, rep_ms[0], rep_ms[repeats - 1], ips, load_ms,
+      plan_ms, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
   rc = 0;
   goto done;
 run_failed:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # device_deps.sh: run HERE (a Debian machine with apt) before a GPU session. Downloads the .debs
 # of what the device machine lacks (hiredis, libuv, msgpack-c, turbojpeg, jansson, protobuf-c,
-# OpenBLAS, redis, and cmake in case it has none) into .debs/ (git-ignored), and builds the GPU
+# OpenBLAS, oneDNN + libgomp (the cpu backend), redis, and cmake in case it has none) into .debs/ (git-ignored), and builds the GPU
 # tests with SEGQ_CUDA=ON into build-gpu-prebuilt/ (used when the device has no nvcc). Then run,
 # on the device:  run(command="tools/gpu_check.sh", carry=[".debs", "build-gpu-prebuilt"])
 # Nothing is installed here; apt-get download needs no root.
@@ -14,6 +14,7 @@ pkgs=(libhiredis-dev libhiredis0.14 libuv1-dev libuv1 libmsgpack-dev libmsgpackc
       libturbojpeg0-dev libturbojpeg0 libjpeg62-turbo libjansson-dev libjansson4
       libprotobuf-c-dev libprotobuf-c1 protobuf-c-compiler libprotoc32 libprotobuf32
       libopenblas-dev libopenblas0 libopenblas0-pthread libopenblas-pthread-dev libgfortran5
+      libdnnl-dev libdnnl2 libgomp1
       redis-server redis-tools liblzf1 libjemalloc2
       cmake cmake-data libjsoncpp25 librhash0 libarchive13 libcurl4 libnghttp2-14 librtmp1
       libssh2-1 libpsl5 libldap-2.5-0 libsasl2-2 libbrotli1 libxml2 libicu72 pkg-config pkgconf pkgconf-bin

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "gpu/onnx/engine.h"
 #include "worker/config.h"
 #include "worker/worker.h"
 
@@ -15,6 +16,7 @@ static const char *env_lookup(const char *name) {
 }
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* the cpu backend's OpenMP waits passively (engine.h) */
   sq_worker_config_t cfg;
   sq_error_t err = {0};
   int action = sq_worker_config_parse(&cfg, argc, argv, env_lookup, &err);

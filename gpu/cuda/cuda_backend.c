@@ -414,8 +414,13 @@ static void cuda_free(sq_backend_t *b) {
   free(b);
 }
 
+static int cuda_supports(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err) {
+  return sq_cuda_plan_check(p, err);
+}
+
 static const sq_backend_iface_t cuda_iface = {
     .get_name = cuda_name,
+    .supports = cuda_supports,
     .load = cuda_load,
     .unload = cuda_unload,
     .ctx_new = cuda_ctx_new,

@@ -38,9 +38,6 @@ static sq_backend_t *sq_cuda_backend_new(int device, sq_error_t *err) {
   sq_error_set(err, SQ_EDEVICE, "cuda:%d: this build has no CUDA backend", device);
   return NULL;
 }
-static int sq_cuda_plan_check(const sq_engine_plan_t *p, sq_error_t *err) {
-  return sq_error_set(err, SQ_EUNSUPPORTED, "this build has no CUDA backend");
-}
 #endif
 
 int sq_backend_cuda_count(void) {
@@ -52,8 +49,7 @@ sq_backend_t *sq_backend_cuda_new(int device, sq_error_t *err) {
 }
 
 int sq_backend_supports(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err) {
-  if (strncmp(sq_backend_name(b), "cuda", 4) == 0) return sq_cuda_plan_check(p, err);
-  return 0;
+  return b->iface->supports ? b->iface->supports(b, p, err) : 0;
 }
 
 int sq_backend_open(const char *device, int cpu_threads, sq_backend_t **out, int max,

@@ -111,7 +111,10 @@ int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_te
     p->backend = NULL;
     p->backend_state = NULL;
     rc = b->iface->load ? b->iface->load(b, p, &p->backend_state, err) : 0;
-    if (!rc) p->backend = b;
+    if (!rc) {
+      p->backend = b;
+      p->backend_iface = b->iface;
+    }
   }
   void *state = p->backend_state;
   pthread_mutex_unlock(&p->lock);
