@@ -412,6 +412,19 @@ class Scripts(unittest.TestCase):
         self.assertTrue(e3["epoch"].startswith(gen2 + "."), e3)
         self.assertEqual(e3["off"], 2)
 
+    def test_subscribed_before_enqueue_is_watched(self):
+        q, r = self.q, self.r
+        ps = r.pubsub()
+        ps.subscribe(P + ":ev:early")
+        self.assertEqual(ps.get_message(timeout=5)["type"], "subscribe")
+        q.enqueue("early")
+        q.enqueue("nobody")
+        self.assertEqual(r.hget(P + ":job:early", "watch"), b"1", "a reader waits on its channel")
+        self.assertEqual(r.hget(P + ":job:nobody", "watch"), b"0")
+        msg = ps.get_message(timeout=5)
+        self.assertEqual(proto.decode_event(msg["data"])["type"], "queued")
+        ps.close()
+
     def test_recover(self):
         q, r = self.q, self.r
         self.assertEqual(q.recover("job", "nope")[0], "unknown")
