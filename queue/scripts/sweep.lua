@@ -35,7 +35,9 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
       local model = r and nonempty(r[5])
       if model then
         local attempt = tonumber(r[1]) or 0
-        local deaths = (tonumber(r[7]) or 0) + 1
+        -- Our own lease ran out (a reply that outlived it, a stalled host): we are alive, so
+        -- this is no death to count against the job.
+        local deaths = (tonumber(r[7]) or 0) + (worker == me and 0 or 1)
         local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = model,
                    tenant = r[6], watch = r[8]}
         if attempt >= max_attempts then

@@ -30,7 +30,9 @@ class BigPayloads(unittest.TestCase):
             flags = {}
             if os.environ.get("SEGQ_BIG_MAX_CLAIM_BYTES"):
                 flags["max_claim_bytes"] = os.environ["SEGQ_BIG_MAX_CLAIM_BYTES"]
-            with tl.Worker(rs.url, prefix=P, worker_id="big-w1", models="null", lease_ttl_ms=10000,
+            # A lease long enough for a starved machine: with ~15 runnable processes on 2 cores one
+            # 48 MB claim took ~8 s here, and the heartbeat waits behind it on the same connection.
+            with tl.Worker(rs.url, prefix=P, worker_id="big-w1", models="null", lease_ttl_ms=30000,
                            start=False, **flags) as w:
                 c = segq.Client(rs.url, prefix=P)
                 img = bytes(range(256)) * (SIDE * SIDE // 256) + bytes(SIDE * SIDE % 256)

@@ -316,6 +316,18 @@ class Scripts(unittest.TestCase):
         self.assertEqual(q.ev("sweep", P, "b", 10000, 3, now(), TTL, 86400), 0)
         self.assertTrue(r.sismember(P + ":workers", "ghost"))
 
+    def test_self_sweep_counts_no_death(self):
+        # A live worker whose lease ran out (its heartbeat waited behind a long reply) and whose
+        # own sweeper then recovers its jobs: requeued, but no death counted against them.
+        q, r = self.q, self.r
+        q.enqueue("ss")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        r.delete(P + ":worker:w1")
+        r.delete(P + ":sweeper")
+        self.assertEqual(q.ev("sweep", P, "w1", 1000, 3, now(), TTL, 86400), 1)
+        self.assertEqual((state(r, "ss"), r.hget(P + ":job:ss", "deaths")), ("queued", b"0"))
+
     def test_sweep_max_attempts(self):
         q, r = self.q, self.r
         q.enqueue("ma")
