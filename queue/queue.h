@@ -355,6 +355,8 @@ int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
                    void *data);
 int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
+/* A wait of timeout_ms instead of wait_timeout_s (0 = wait_timeout_s). */
+int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_cb cb, void *data);
 /* As sq_queue_progress, on the command connection (sent when an ack could be). */
 int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
                         sq_session_status_cb cb, void *data);

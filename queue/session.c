@@ -382,12 +382,18 @@ static void on_wait(sq_queue_t *q, int status, long long value, void *data) {
 }
 
 int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
+  return sq_session_wait_ms(s, 0, cb, data);
+}
+
+int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_cb cb,
+                       void *data) {
   if (!s || !cb) return SQ_EINVAL;
   if (!sq_session_can_wait(s)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
   if (!o) return SQ_ENOMEM;
   o->cb.status = cb;
-  int rc = sq_queue_wait(s->q, s->blk, (double)s->cfg.wait_timeout_s, on_wait, o);
+  double timeout_s = timeout_ms ? timeout_ms / 1000.0 : (double)s->cfg.wait_timeout_s;
+  int rc = sq_queue_wait(s->q, s->blk, timeout_s, on_wait, o);
   if (rc) {
     op_free(o);
     return rc;

@@ -70,12 +70,11 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
       switch (per_job[k]) {
         case SQ_CODE_ACK_NOT_OURS:
           w->jobs_dropped++;
-          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped",
-                      "id=%s", b->jobs[i]->c.id);
+          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                      b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_DUPLICATE:
-          sq_log_debug("worker", "duplicate: job already had a result", "id=%s",
-                       b->jobs[i]->c.id);
+          sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_CANCELED:
           w->jobs_canceled++;
@@ -180,24 +179,6 @@ static void flush_acks(sq_worker_t *w) {
 
 /* ---- claiming ---- */
 
-static void on_wait(sq_session_t *s, int status, long long value, void *data) {
-  sq_worker_t *w = data;
-  (void)s;
-  (void)value;
-  if (w->draining || w->stopping) return;
-  if (status == 0)
-    maybe_claim(w);
-  else if (sq_session_can_wait(w->session))
-    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-  /* else: the session's resume (blocking connection back) restarts the cycle */
-}
-
-static void start_wait(sq_worker_t *w) {
-  if (w->draining || w->stopping || !sq_session_can_wait(w->session)) return;
-  if (sq_session_wait(w->session, on_wait, w) != 0)
-    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-}
-
 /* The pause after a short claim: the shortest max_delay of our models (at least 1 ms). */
 static uint64_t claim_pause_ms(const sq_worker_t *w) {
   uint64_t us = UINT64_MAX;
@@ -209,6 +190,49 @@ static uint64_t claim_pause_ms(const sq_worker_t *w) {
 
 static void on_claim_pause(uv_timer_t *t) {
   maybe_claim(t->data);
+}
+
+static void start_wait(sq_worker_t *w);
+
+static void on_wait(sq_session_t *s, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)s;
+  int after_short = w->short_wait;
+  w->short_wait = 0;
+  if (w->draining || w->stopping) return;
+  if (status != 0) {
+    if (sq_session_can_wait(w->session)) uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+    return; /* else: the session's resume (blocking connection back) restarts the cycle */
+  }
+  if (after_short && value == 0) {
+    start_wait(w); /* no new work within the pause: idle, without an empty claim */
+    return;
+  }
+  uint64_t now = sq_clock_mono_us();
+  if (now < w->claim_not_before)
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, (w->claim_not_before - now + 999) / 1000, 0);
+  else
+    maybe_claim(w);
+}
+
+static void start_wait(sq_worker_t *w) {
+  if (w->draining || w->stopping || !sq_session_can_wait(w->session)) return;
+  if (sq_session_wait(w->session, on_wait, w) != 0)
+    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+}
+
+/* After a short claim: wait for new work (a wake-up token) at most the pause. */
+static void start_short_wait(sq_worker_t *w) {
+  uint64_t pause_ms = claim_pause_ms(w);
+  w->claim_not_before = sq_clock_mono_us() + pause_ms * 1000;
+  if (w->draining || w->stopping) return;
+  if (!sq_session_can_wait(w->session) ||
+      sq_session_wait_ms(w->session, (uint32_t)pause_ms, on_wait, w) != 0) {
+    /* The blocking connection is busy or down: pause, then claim. */
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, pause_ms, 0);
+    return;
+  }
+  w->short_wait = 1;
 }
 
 static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, void *data) {
@@ -229,7 +253,7 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
     start_wait(w);
     check_drained(w);
   } else if (n < w->claim_asked && !w->stopping) {
-    uv_timer_start(&w->claim_pause_timer, on_claim_pause, claim_pause_ms(w), 0);
+    start_short_wait(w);
   } else {
     maybe_claim(w);
   }
@@ -237,7 +261,8 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
 
 static void maybe_claim(sq_worker_t *w) {
   if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
-      uv_is_active((uv_handle_t *)&w->claim_pause_timer))
+      uv_is_active((uv_handle_t *)&w->claim_pause_timer) || w->short_wait ||
+      sq_clock_mono_us() < w->claim_not_before)
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */

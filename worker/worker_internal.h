@@ -136,10 +136,14 @@ struct sq_worker {
   char fatal_msg[400];
   uv_timer_t retry_timer, drain_timer, snapshot_timer;
   /* Open-loop claiming: after a claim that brought fewer jobs than asked (the queues ran dry),
-   * the next claim waits the shortest batching delay of our models, so a trickle of jobs costs
-   * one claim per batch rather than one per job. */
+   * the worker waits for a wake-up token (new work) at most the shortest batching delay of its
+   * models, and claims no sooner than that delay after the short claim; with no token it goes
+   * back to the idle wait without an empty claim. A trickle of jobs then costs one claim per
+   * batch (fast arrivals) or one claim per job and no empty claims (slow ones). */
   uv_timer_t claim_pause_timer;
-  uint32_t claim_asked; /* jobs asked by the outstanding claim */
+  uint32_t claim_asked;     /* jobs asked by the outstanding claim */
+  int short_wait;           /* the outstanding wait follows a short claim */
+  uint64_t claim_not_before; /* monotonic us: no claim before this (after a short claim) */
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
   sq_http_t *http;         /* NULL: no endpoint */
@@ -151,10 +155,10 @@ struct sq_worker {
   uint32_t acks_inflight;
   uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
   uint64_t started_us;
-  uint32_t rng; /* retry jitter (rng_next in worker.c) */
-  wbatch_t *running;          /* batches on an executor (progress reports; loop thread) */
-  uv_timer_t progress_timer;  /* every --progress-interval-ms while a batch runs */
-  int progress_inflight;      /* a progress call is outstanding */
+  uint32_t rng;              /* retry jitter (rng_next in worker.c) */
+  wbatch_t *running;         /* batches on an executor (progress reports; loop thread) */
+  uv_timer_t progress_timer; /* every --progress-interval-ms while a batch runs */
+  int progress_inflight;     /* a progress call is outstanding */
 };
 
 /* pipeline.c, loop thread unless noted. */

@@ -43,12 +43,12 @@ for i = #ids, 1, -1 do
   if held[id] then
     held[id] = nil
     w(c, 'LREM', inflight, 1, id)
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'watch')
     local model = r and nonempty(r[5])
     if model then
       local attempt = tonumber(r[1]) or 0
       if attempt > 0 then attempt = attempt - 1 end
-      local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4]}
+      local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4], watch = r[7]}
       local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
       w(c, 'HSET', kjob .. id, 'state', 'queued', 'attempts', attempt, 'off', off, 'epoch', ep,
         'updated_ms', c.now)

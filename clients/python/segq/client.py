@@ -278,12 +278,14 @@ class Client:
                     out[i] = proto.decode_record(raw)[1]
         return out
 
-    def _lost(self, ids):
-        """The ids of `ids` that do not exist in Redis at all."""
-        pipe = self.r.pipeline(transaction=False)
-        for i in ids:
-            pipe.exists(self.job_key(i))
-        return [i for i, n in zip(ids, pipe.execute()) if not n]
+    def _watch(self, ids):
+        """Marks live jobs watched (their channel publishes from now on) and says where each
+        stands: {id: 1 live, 2 finished, 0 unknown}."""
+        out = {}
+        for k in range(0, len(ids), 1000):
+            chunk = ids[k:k + 1000]
+            out.update(zip(chunk, (int(c) for c in self.script("watch")(keys=[], args=[self.prefix] + chunk))))
+        return out
 
     def _subscribe(self, channels):
         ps = self.r.pubsub(ignore_subscribe_messages=False)
@@ -312,7 +314,8 @@ class Client:
 
     def wait_many(self, ids, timeout=None):
         """{id: result} for all ids, blocking up to timeout seconds overall. Listens on the jobs'
-        channels for their terminal events and re-reads the records every recheck_s. Raises
+        channels for their terminal events (watch.lua marks them watched) and looks again every
+        recheck_s. Raises
         Timeout with .results (those that arrived) and .missing, or JobLost (.ids) for jobs that
         do not exist."""
         ids = list(ids)
@@ -321,21 +324,20 @@ class Client:
         if not pending:
             return {i: out[i] for i in ids}
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Subscribe, then mark the jobs watched (a job's channel publishes only while someone
+        # watches it), then read: a terminal event after the read is a message we receive.
         ps = self._subscribe([self.key(KEY["JOB_CHANNEL"], i) for i in pending])
         try:
             while True:
-                out.update(self._results(pending))
+                where = self._watch(pending)
+                out.update(self._results([i for i in pending if where[i] == 2]))
                 pending = [i for i in pending if i not in out]
                 if not pending:
                     return {i: out[i] for i in ids}
-                lost = self._lost(pending)
+                lost = [i for i in pending if where[i] == 0]
                 if lost:
-                    # A job that was live a moment ago may have finished in between: look again.
-                    out.update(self._results(lost))
-                    lost = [i for i in lost if i not in out]
-                    if lost:
-                        raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
-                                      "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
+                    raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
+                                  "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout("%d of %d jobs have no result within %gs" % (len(pending), len(ids), timeout),
