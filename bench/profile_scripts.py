@@ -91,6 +91,35 @@ def run_once(r, variant, a, payload, result_doc):
     return {"enqueue": enq_us / a.n, "claim": claim_us / a.n, "ack": ack_us / a.n}
 
 
+def payload(i):
+    img = bytes((k * 7) & 255 for k in range(256))
+    return tl.pack(tl.job_doc("j%d" % i, "null", img, fmt="gray8", width=16, height=16))
+
+
+def result_doc(i):  # about the size of the worker's result for a null job
+    return tl.pack({"v": 1, "id": i.decode() if isinstance(i, bytes) else i, "status": "ok",
+                    "error": None, "width": 16, "height": 16, "polygons": [],
+                    "timings": {"queue_wait_us": 1000, "decode_us": 3, "inference_us": 1,
+                                "postprocess_us": 2, "total_us": 1200},
+                    "worker": "w", "batch_size": 64, "attempt": 1})
+
+
+def measure(reps, n, batch, ahead, variants=None):
+    """{variant: {enqueue, claim, ack}} in us of Redis CPU per job, the minimum over reps runs,
+    the variants interleaved (run 1 of each, then run 2, ...)."""
+    class A:
+        pass
+    a = A()
+    a.n, a.batch, a.ahead = n, batch, ahead
+    rows = {}
+    with tl.RedisServer() as rs:
+        r = rs.client()
+        for _ in range(reps):  # interleaved, like run.py, against this machine's noise
+            for v in variants or VARIANTS:
+                rows.setdefault(v, []).append(run_once(r, v, a, payload, result_doc))
+    return {v: {k: min(x[k] for x in rs_) for k in rs_[0]} for v, rs_ in rows.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=6400)
@@ -98,29 +127,11 @@ def main():
     ap.add_argument("--ahead", type=int, default=4, help="batches claimed before the oldest is acked")
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    img = bytes((k * 7) & 255 for k in range(256))
-
-    def payload(i):
-        return tl.pack(tl.job_doc("j%d" % i, "null", img, fmt="gray8", width=16, height=16))
-
-    def result_doc(i):  # about the size of the worker's result for a null job
-        return tl.pack({"v": 1, "id": i.decode() if isinstance(i, bytes) else i, "status": "ok",
-                        "error": None, "width": 16, "height": 16, "polygons": [],
-                        "timings": {"queue_wait_us": 1000, "decode_us": 3, "inference_us": 1,
-                                    "postprocess_us": 2, "total_us": 1200},
-                        "worker": "w", "batch_size": 64, "attempt": 1})
-
-    with tl.RedisServer() as rs:
-        r = rs.client()
-        rows = {}
-        for _ in range(a.reps):  # interleaved, like run.py, against this machine's noise
-            for v in VARIANTS:
-                rows.setdefault(v, []).append(run_once(r, v, a, payload, result_doc))
+    rows = measure(a.reps, a.n, a.batch, a.ahead)
     print("Redis CPU us per job (min of %d runs; n=%d, claims of %d, %d batches ahead; enqueue "
           "pipelined 500 per round trip)" % (a.reps, a.n, a.batch, a.ahead))
     print("%-22s %9s %9s %9s %14s" % ("variant", "enqueue", "claim", "ack", "claim+ack"))
-    for v, rs_ in rows.items():
-        m = {k: min(x[k] for x in rs_) for k in rs_[0]}
+    for v, m in rows.items():
         print("%-22s %9.1f %9.1f %9.1f %14.1f" % (v, m["enqueue"], m["claim"], m["ack"],
                                                    m["claim"] + m["ack"]))
     print()

@@ -1,10 +1,14 @@
 #!/usr/bin/python3
-"""bench/run.py: segq's queue-path benchmark (issue 2 item 10) in one go: end-to-end jobs/s and
-latency p50/p99 of segq (null and otsu models, one and two workers) and of BullMQ (no-op jobs of
-the same byte size, several concurrencies) through one private redis-server, then a table with
-the ratio segq null jobs/s / BullMQ best jobs/s. What is measured, exactly: docs/BENCHMARKS.md.
+"""bench/run.py: segq's queue-path benchmark in one go (issues 2 and 9): end-to-end jobs/s, Redis
+CPU per job, worker CPU per job and Redis memory per finished job of segq (null and otsu models,
+one and two workers) and of BullMQ (no-op jobs of the same byte size, several concurrencies)
+through one private redis-server; open-loop latency p50/p99 (and Redis CPU per job) at a light
+rate and at 25 % and 50 % of each system's own max; Redis's own CPU per claim+ack
+(bench/profile_scripts.py) and the 100 000-job memory soak (bench/soak_memory.py); then the
+tables and the ratio segq null jobs/s / BullMQ best jobs/s. What is measured, exactly:
+docs/BENCHMARKS.md.
 
-    /usr/bin/python3 bench/run.py            # full run (3 repetitions, median), a few minutes
+    /usr/bin/python3 bench/run.py            # full run (3 repetitions, median), ~10 minutes
     /usr/bin/python3 bench/run.py --quick    # 1 repetition, fewer jobs: a smoke test
 """
 import argparse
@@ -20,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 import segq_testlib as tl  # noqa: E402  (RedisServer, process cleanup)
+import profile_scripts  # noqa: E402
+import soak_memory  # noqa: E402
 
 BULLMQ_DIR = os.path.join(HERE, "bullmq")
 # Worker flags tuned for throughput on a 2-core machine (see docs/BENCHMARKS.md): one pool
@@ -38,8 +44,10 @@ def log(msg):
 
 def build(build_dir):
     if not os.path.isfile(os.path.join(build_dir, "CMakeCache.txt")):
-        subprocess.check_call(["cmake", "-S", ROOT, "-B", build_dir,
-                               "-DCMAKE_BUILD_TYPE=RelWithDebInfo"], stdout=subprocess.DEVNULL)
+        # CPU only: a CUDA-linked worker spends ~0.5 s loading cuBLAS/cuDNN at start, which a
+        # benchmark that times from worker start would count (docs/BENCHMARKS.md "Build note").
+        subprocess.check_call(["cmake", "-S", ROOT, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                               "-DSEGQ_CUDA=OFF"], stdout=subprocess.DEVNULL)
     subprocess.check_call(["cmake", "--build", build_dir, "-j2", "--target", "segq-worker",
                            "segq_bench"], stdout=subprocess.DEVNULL)
 
@@ -71,7 +79,14 @@ class Bench:
         """A clean Redis (FLUSHALL) and a new key prefix / queue name for the next run."""
         self.r.flushall()
         self.seq += 1
+        self.mem0 = self.r.info("memory")["used_memory"]
         return "b%d" % self.seq
+
+    def with_memory(self, res, n):
+        """res + bytes_per_job: Redis used_memory after the run minus after FLUSHALL, over n (what
+        each system keeps per finished job: segq its records, BullMQ its completed jobs)."""
+        res["bytes_per_job"] = (self.r.info("memory")["used_memory"] - self.mem0) / n
+        return res
 
     def segq(self, mode, model, workers, n, rate=None):
         prefix = self.fresh()
@@ -82,13 +97,13 @@ class Bench:
             cmd += ["--rate", "%.1f" % rate]
         cmd += ["--", self.worker, "--redis-url", self.rs.url, "--prefix", prefix, "--models",
                 model, "--log-level", "warn"] + WORKER_FLAGS[model]
-        return one_json(cmd, 300)
+        return self.with_memory(one_json(cmd, 300), n)
 
     def bullmq_tput(self, conc, n, nbytes):
         q = self.fresh()
-        return one_json(["node", os.path.join(BULLMQ_DIR, "bench.js"), "tput", "--port",
-                         str(self.rs.port), "--queue", q, "--n", str(n), "--concurrency", str(conc),
-                         "--bytes", str(nbytes)], 300)
+        return self.with_memory(one_json(["node", os.path.join(BULLMQ_DIR, "bench.js"), "tput", "--port",
+                                          str(self.rs.port), "--queue", q, "--n", str(n),
+                                          "--concurrency", str(conc), "--bytes", str(nbytes)], 300), n)
 
     def bullmq_lat(self, conc, n, rate, nbytes):
         q = self.fresh()
@@ -99,8 +114,11 @@ class Bench:
         try:
             if w.stdout.readline().strip() != "ready":
                 raise RuntimeError("BullMQ worker did not start")
-            return one_json(["node", js, "lat", "--port", str(self.rs.port), "--queue", q, "--n",
-                             str(n), "--rate", "%.1f" % rate, "--bytes", str(nbytes)], 300)
+            c0 = redis_cpu_us(self.r)
+            res = one_json(["node", js, "lat", "--port", str(self.rs.port), "--queue", q, "--n",
+                            str(n), "--rate", "%.1f" % rate, "--bytes", str(nbytes)], 300)
+            res["redis_cpu_us_per_job"] = (redis_cpu_us(self.r) - c0) / n
+            return res
         finally:
             w.terminate()
             try:
@@ -108,6 +126,11 @@ class Bench:
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.wait()
+
+
+def redis_cpu_us(r):
+    i = r.info("cpu")
+    return (float(i["used_cpu_user"]) + float(i["used_cpu_sys"])) * 1e6
 
 
 def run_interleaved(reps, plan, key):
@@ -121,7 +144,7 @@ def run_interleaved(reps, plan, key):
             runs[label].append(res)
             log("  %-30s run %d: %s" % (label, i + 1, ", ".join(
                 "%s=%s" % (k, round(res[k], 2) if isinstance(res[k], float) else res[k])
-                for k in key)))
+                for k in key if k in res)))
     out = {}
     for label, rs in runs.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]
@@ -167,11 +190,14 @@ def main():
     ap.add_argument("--image", default=os.path.join(ROOT, "samples", "cells_01.jpg"),
                     help="otsu jobs' JPEG (default: the 256x256 samples/cells_01.jpg)")
     ap.add_argument("--concurrency", default="1,10,50,100,200", help="BullMQ worker concurrencies")
+    ap.add_argument("--soak-n", type=int, default=100000, help="jobs of the memory soak (0: skip it)")
+    ap.add_argument("--profile-reps", type=int, default=5, help="runs of profile_scripts (0: skip)")
     ap.add_argument("--quick", action="store_true", help="1 run each, 5000 jobs, short latency runs")
     ap.add_argument("--json", help="also write every result here")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.n, a.otsu_n, a.lat_s = 1, 3000, 600, 1.5
+        a.soak_n, a.profile_reps = min(a.soak_n, 10000), min(a.profile_reps, 1)
     t_start = time.monotonic()
     if not a.no_build:
         build(a.build_dir)
@@ -200,6 +226,7 @@ def main():
     best = res["tput"]["bullmq c=%d" % best_conc]
 
     lk = ["achieved_rate", "p50_ms", "p99_ms", "max_send_lag_ms"]
+    lks = lk + ["redis_cpu_us_per_job", "jobs_per_worker_script_call"]
     null1 = res["tput"]["segq null x1"]["jobs_per_s"]
     otsu1 = res["tput"]["segq otsu x1"]["jobs_per_s"]
     f = a.lat_fraction
@@ -209,6 +236,8 @@ def main():
              "bullmq c=%d @%d/s" % (best_conc, a.lat_rate): a.lat_rate,
              "segq null x1 @%s own max" % pc: null1 * f,
              "bullmq c=%d @%s own max" % (best_conc, pc): bull_rate,
+             "segq null x1 @50% own max": null1 * 0.5,
+             "bullmq c=%d @50%% own max" % best_conc: best["jobs_per_s"] * 0.5,
              "segq otsu x1 @%s own max" % pc: otsu1 * f}
     def n_for(label):
         return max(200, int(rates[label] * a.lat_s))
@@ -219,10 +248,18 @@ def main():
         else:
             model = "otsu" if "otsu" in label else "null"
             plan.append((label, lambda l=label, m=model: b.segq("lat", m, 1, n_for(l), rates[l])))
-    res["lat"] = run_interleaved(a.reps, plan, lk)
+    res["lat"] = run_interleaved(a.reps, plan, lks)
     for label in rates:
         res["lat"][label]["rate"] = rates[label]
     res["lat_fraction"], res["lat_rate"] = f, a.lat_rate
+
+    if a.profile_reps:
+        log("profile_scripts: Redis CPU per job of enqueue / claim / ack (%d runs)" % a.profile_reps)
+        res["profile_scripts"] = profile_scripts.measure(a.profile_reps, 6400, 64, 4)
+    if a.soak_n:
+        log("memory soak: %d null jobs through one worker" % a.soak_n)
+        os.environ.setdefault("SEGQ_BUILD_DIR", a.build_dir)
+        res["memory"] = soak_memory.soak(a.soak_n, 12, ["single", "groups"], 900)
 
     res["ratio_null_x1_vs_bullmq_best"] = null1 / best["jobs_per_s"]
     res["ratio_null_x2_vs_bullmq_best"] = res["tput"]["segq null x2"]["jobs_per_s"] / best["jobs_per_s"]
@@ -238,17 +275,29 @@ def main():
                                  m["node"], m["bullmq"], a.reps))
     print("job size: %d bytes (segq null job document = BullMQ job data JSON); null n=%d, otsu n=%d"
           % (job_bytes, a.n, a.otsu_n))
-    print("\n%-30s %8s %9s %12s %13s %11s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
-                                               "redis us/job", "worker us/job", "jobs/script"))
+    print("\n%-30s %8s %9s %12s %13s %11s %10s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
+                                                    "redis us/job", "worker us/job", "jobs/script",
+                                                    "bytes/job"))
     for label, t in res["tput"].items():
-        print("%-30s %8.0f %8.2fx %12.1f %13.1f %11.1f" % (
+        print("%-30s %8.0f %8.2fx %12.1f %13.1f %11.1f %10.0f" % (
             label, t["jobs_per_s"], t["jobs_per_s"] / best["jobs_per_s"], t["redis_cpu_us_per_job"],
-            t["worker_cpu_us_per_job"], t["jobs_per_script_call"]))
-    print("\n%-30s %9s %9s %9s %9s %9s" % ("latency (open loop)", "offered", "achieved", "p50 ms",
-                                          "p99 ms", "max ms"))
+            t["worker_cpu_us_per_job"], t["jobs_per_script_call"], t["bytes_per_job"]))
+    print("\n%-30s %9s %9s %9s %9s %9s %12s %11s" % ("latency (open loop)", "offered", "achieved",
+                                                    "p50 ms", "p99 ms", "max ms", "redis us/job",
+                                                    "jobs/call"))
     for label, t in res["lat"].items():
-        print("%-30s %9.0f %9.0f %9.2f %9.2f %9.2f" % (label, t["rate"], t["achieved_rate"], t["p50_ms"],
-                                                        t["p99_ms"], t["max_ms"]))
+        print("%-30s %9.0f %9.0f %9.2f %9.2f %9.2f %12s %11s" % (
+            label, t["rate"], t["achieved_rate"], t["p50_ms"], t["p99_ms"], t["max_ms"],
+            "%.1f" % t["redis_cpu_us_per_job"] if "redis_cpu_us_per_job" in t else "-",
+            "%.1f" % t["jobs_per_worker_script_call"] if "jobs_per_worker_script_call" in t else "-"))
+    if "profile_scripts" in res:
+        print("\nRedis CPU us per job, scripts alone (profile_scripts, min of %d runs):" % a.profile_reps)
+        for v, m in res["profile_scripts"].items():
+            print("  %-12s enqueue %6.1f  claim %6.1f  ack %6.1f  claim+ack %6.1f" % (
+                v, m["enqueue"], m["claim"], m["ack"], m["claim"] + m["ack"]))
+    for x in res.get("memory", []):
+        print("memory soak %-7s n=%d: %.0f bytes of Redis per finished job; keys without TTL: %s" % (
+            x["workload"], x["n"], x["bytes_per_finished_job"], ", ".join(x["keys_without_ttl"])))
     print("\nratio segq null jobs/s / BullMQ best (c=%d): 1 worker %.2fx, 2 workers %.2fx"
           % (best_conc, res["ratio_null_x1_vs_bullmq_best"], res["ratio_null_x2_vs_bullmq_best"]))
     print("total %.0f s" % res["elapsed_s"])

@@ -258,8 +258,8 @@ static void run_tput(const opts_t *o) {
       job_len = len;
       /* enqueue.lua: prefix, now_ms, result_ttl_s, group, watch, then id, model, tenant,
        * priority, payload. */
-      const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
-                            "0",       id,  o->model, "",   "0",        (char *)job};
+      const char *argv[] = {"EVALSHA", sha, "0",      o->prefix, now_ms, "86400",    "",
+                            "0",       id,  o->model, "",        "0",    (char *)job};
       size_t argl[13];
       for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
       argl[12] = len;
@@ -426,6 +426,8 @@ static void run_lat(const opts_t *o) {
   if (!r || r->type != REDIS_REPLY_STRING) die("SCRIPT LOAD failed", c->errstr);
   snprintf(sha, sizeof sha, "%s", r->str);
   freeReplyObject(r);
+  reset_stats(c);
+  redis_acct_t a0 = redis_acct(c);
   double start = now_s() + 0.01, max_lag = 0;
   size_t job_len = 0;
   long replies = 0;
@@ -437,8 +439,10 @@ static void run_lat(const opts_t *o) {
     char id[32], now_ms[24];
     snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
     uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
-    const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
-                          "0",       id,  o->model, "",   "0",        (char *)job};
+    /* watch = 1: the job channel publishes its events only for watched jobs, and the
+     * latency is timed to the `done` event on it. */
+    const char *argv[] = {"EVALSHA", sha, "0",      o->prefix, now_ms, "86400",    "",
+                          "1",       id,  o->model, "",        "0",    (char *)job};
     size_t argl[13];
     for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
     argl[12] = job_len;
@@ -451,7 +455,12 @@ static void run_lat(const opts_t *o) {
   double sent_s = now_s() - start;
   deadline = now_s() + o->timeout_s;
   while ((nseen < o->n || replies < o->n) && now_s() < deadline) drain(o, c, sub, 0.05, &replies);
+  redis_acct_t a1 = redis_acct(c);
   stop_workers(o);
+  /* Redis CPU over the whole run (enqueue included: in an open loop it shares the server), and
+   * the workers' script calls (claims, acks, heartbeats, sweeps: all but the n enqueues). */
+  double nj = (double)o->n;
+  long long worker_calls = a1.script_calls - a0.script_calls - o->n;
   long n = 0;
   double *lat = malloc((size_t)o->n * sizeof(double));
   if (!lat) die("out of memory", NULL);
@@ -463,10 +472,12 @@ static void run_lat(const opts_t *o) {
   printf(
       "{\"mode\":\"lat\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"seen\":%ld,"
       "\"job_bytes\":%zu,\"rate\":%.1f,\"achieved_rate\":%.1f,\"max_send_lag_ms\":%.3f,"
-      "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f}\n",
+      "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f,"
+      "\"redis_cpu_us_per_job\":%.2f,\"worker_script_calls\":%lld,\"jobs_per_worker_script_call\":%.2f}\n",
       o->model, o->workers, o->n, n, job_len, o->rate, (double)o->n / sent_s, max_lag * 1e3,
       n ? pct(lat, n, 0.5) : 0, n ? pct(lat, n, 0.9) : 0, n ? pct(lat, n, 0.99) : 0,
-      n ? lat[n - 1] : 0, n ? sum / (double)n : 0);
+      n ? lat[n - 1] : 0, n ? sum / (double)n : 0, (a1.cpu_s - a0.cpu_s) * 1e6 / nj, worker_calls,
+      worker_calls > 0 ? nj / (double)worker_calls : 0.0);
   free(lat);
   redisFree(sub);
   redisFree(c);

@@ -1,9 +1,9 @@
 /* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
  * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
- * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
- * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
- * owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the
- * redisContext. */
+ * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT
+ * (after a restart or SCRIPT FLUSH). Threads: the async functions and their callbacks run on the
+ * loop thread that owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread
+ * owns the redisContext. */
 #include "queue/queue.h"
 
 #include <errno.h>
@@ -166,7 +166,7 @@ static int argv_to_eval(argv_t *a, const char *name) {
 
 /* ---- async requests ---- */
 
-typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS, REQ_DEPTH, REQ_RECOVER } req_kind_t;
+typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS, REQ_DEPTH, REQ_RECOVER, REQ_PERMCHECK } req_kind_t;
 
 typedef struct {
   sq_queue_t *q;
@@ -182,6 +182,7 @@ typedef struct {
     sq_queue_status_cb status;
     sq_queue_depth_cb depth;
     sq_queue_recover_cb recover;
+    sq_queue_permcheck_cb permcheck;
   } cb;
   void *data;
 } queue_req_t;
@@ -207,6 +208,9 @@ static void req_fail(queue_req_t *r, int status) {
       break;
     case REQ_RECOVER:
       r->cb.recover(status, NULL, r->data);
+      break;
+    case REQ_PERMCHECK:
+      r->cb.permcheck(r->q, status, NULL, r->data);
       break;
   }
 }
@@ -320,6 +324,52 @@ static void depth_done(queue_req_t *r, redisReply *rep) {
   free(d.delayed);
 }
 
+/* permcheck's reply: (command, kind, error) triples -> one sentence per kind. */
+static void permcheck_done(queue_req_t *r, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 3 != 0) {
+    req_fail(r, SQ_EREDIS);
+    return;
+  }
+  static const char *const kinds[] = {"command", "keys", "channels"};
+  char msg[1024] = "";
+  size_t len = 0;
+  for (size_t k = 0; k < 3; k++) {
+    char cmds[256] = "";
+    const char *example = NULL;
+    size_t cl = 0;
+    for (size_t i = 0; i + 2 < rep->elements; i += 3) {
+      redisReply **e = rep->element + i;
+      if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
+          strcmp(e[1]->str, kinds[k]) != 0)
+        continue;
+      int seen = 0; /* a command probed twice (two channels) is named once */
+      for (size_t j = 0; j < i && !seen; j += 3)
+        seen = rep->element[j]->type == REDIS_REPLY_STRING &&
+               rep->element[j + 1]->type == REDIS_REPLY_STRING &&
+               !strcmp(rep->element[j]->str, e[0]->str) &&
+               !strcmp(rep->element[j + 1]->str, kinds[k]);
+      if (seen) continue;
+      int n = snprintf(cmds + cl, sizeof cmds - cl, "%s%s", cl ? ", " : "", e[0]->str);
+      if (n > 0) cl = cl + (size_t)n < sizeof cmds ? cl + (size_t)n : sizeof cmds - 1;
+      if (!example && e[2]->type == REDIS_REPLY_STRING) example = e[2]->str;
+    }
+    if (!cl) continue;
+    int n;
+    if (k == 0)
+      n = snprintf(msg + len, sizeof msg - len, "%scommands refused: %s (\"%.120s\")",
+                   len ? "; " : "", cmds, example ? example : "");
+    else if (k == 1)
+      n = snprintf(msg + len, sizeof msg - len, "%skeys %s:* refused to %s (\"%.120s\")",
+                   len ? "; " : "", r->q->prefix, cmds, example ? example : "");
+    else
+      n = snprintf(msg + len, sizeof msg - len,
+                   "%schannels %s:ev:* and %s:gev:* refused to %s (\"%.120s\")", len ? "; " : "",
+                   r->q->prefix, r->q->prefix, cmds, example ? example : "");
+    if (n > 0) len = len + (size_t)n < sizeof msg ? len + (size_t)n : sizeof msg - 1;
+  }
+  r->cb.permcheck(r->q, 0, msg, r->data);
+}
+
 static int req_send(sq_redis_conn_t *c, queue_req_t *r);
 
 /* [status, snapshot or nil, event...], all strings (the packed documents). */
@@ -371,6 +421,15 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
     req_free(r);
     return;
   }
+  if (rep->type == REDIS_REPLY_ERROR && r->kind == REQ_PERMCHECK && rep->str &&
+      strncmp(rep->str, "NOPERM", 6) == 0) {
+    /* The script call itself is refused: that is the answer. */
+    char msg[300];
+    snprintf(msg, sizeof msg, "scripts refused (EVALSHA/EVAL: \"%.200s\")", rep->str);
+    r->cb.permcheck(r->q, 0, msg, r->data);
+    req_free(r);
+    return;
+  }
   if (rep->type == REDIS_REPLY_ERROR) {
     if (!reply_is_lease(rep))
       sq_log_warn("queue", "redis error reply", "script=%s err=\"%.200s\"",
@@ -394,6 +453,9 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
       break;
     case REQ_RECOVER:
       recover_done(r, rep);
+      break;
+    case REQ_PERMCHECK:
+      permcheck_done(r, rep);
       break;
   }
   req_free(r);
@@ -555,8 +617,8 @@ uint32_t sq_queue_retry_delay_ms(uint32_t attempt, uint32_t base_ms, uint32_t ma
   return d ? (uint32_t)d : 1;
 }
 
-int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items,
-                      size_t n, sq_queue_status_cb cb, void *data) {
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items, size_t n,
+                      sq_queue_status_cb cb, void *data) {
   if (!q || !c || !cb || (n && !items)) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "progress", data);
   if (!r) return SQ_ENOMEM;
@@ -671,21 +733,31 @@ int sq_queue_depth(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_depth_cb cb, void
   return req_start(c, r);
 }
 
-int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data) {
-  if (!q || !c || !cb) return SQ_EINVAL;
-  queue_req_t *r = req_new(q, REQ_STATUS, NULL, data);
+int sq_queue_reconcile(sq_queue_t *q, sq_redis_conn_t *c, const char *const *held, size_t n,
+                       sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb || (n && !held)) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "release", data);
   if (!r) return SQ_ENOMEM;
   r->cb.status = cb;
-  argv_str(&r->argv, "LLEN");
-  size_t len = strlen(q->prefix) + strlen(q->worker_id) + 16;
-  char *key = malloc(len);
-  if (key) {
-    snprintf(key, len, "%s:inflight:%s", q->prefix, q->worker_id);
-    argv_str(&r->argv, key);
-  } else {
-    r->argv.failed = 1;
-  }
-  free(key);
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  argv_str(&r->argv, "!"); /* every id of the list but the held ones */
+  for (size_t i = 0; i < n; i++) argv_str(&r->argv, held[i]);
+  return req_start(c, r);
+}
+
+int sq_queue_permcheck(sq_queue_t *q, sq_redis_conn_t *c, const char *role,
+                       sq_queue_permcheck_cb cb, void *data) {
+  if (!q || !c || !cb || !role) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_PERMCHECK, "permcheck", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.permcheck = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->token);
+  argv_str(&r->argv, role);
   return req_start(c, r);
 }
 

@@ -58,6 +58,8 @@ int sq_redis_url_copy(sq_redis_url_t *dst, const sq_redis_url_t *src);
 int sq_redis_url_set_password(sq_redis_url_t *u, const char *password, sq_error_t *err);
 /* url with its password replaced by "***", for logs and messages. */
 void sq_redis_url_mask(const char *url, char *out, size_t cap);
+/* Overwrites the password in url in place with '*' (same length: argv memory). 1 if it did. */
+int sq_redis_url_scrub(char *url);
 /* The parsed URL without the password ("redis://user@host:6379/0"), for logs. */
 void sq_redis_url_describe(const sq_redis_url_t *u, char *out, size_t cap);
 /* Reads a password file: one line (a trailing newline is dropped), at most 4 KiB. *out is
@@ -140,8 +142,9 @@ uint64_t sq_redis_conn_last_reply_us(const sq_redis_conn_t *c);
  * error it is, and the connection then rediscovers and reconnects. */
 typedef void (*sq_redis_reply_cb)(sq_redis_conn_t *c, struct redisReply *reply, void *data);
 /* Sends a command on a ready connection. budget_ms: how long its reply may take once Redis can
- * start on it (replies come in order: the clock starts at the later of the send and the reply
- * before it); 0 = the connection's default. Returns 0 (cb will run exactly once) or a negative
+ * start on it (replies come in order: the clock starts at the later of the send, the reply
+ * before it and the last byte received: a large reply still arriving is not late); 0 = the
+ * connection's default. Returns 0 (cb will run exactly once) or a negative
  * code (not ready, not sendable; cb never runs). Arguments are copied. */
 int sq_redis_command_argv(sq_redis_conn_t *c, uint64_t budget_ms, sq_redis_reply_cb cb, void *data,
                           int argc, const char **argv, const size_t *lens);
@@ -230,8 +233,7 @@ typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs,
  * default) from it with sq_redis_budget_ms_for_bytes. The callback receives ownership of the jobs
  * array and every job in it (free each with sq_claimed_free, then free(jobs)). */
 int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_bytes,
-                   uint64_t budget_ms,
-                   sq_queue_claim_cb cb, void *data);
+                   uint64_t budget_ms, sq_queue_claim_cb cb, void *data);
 
 typedef struct {
   const char *id;
@@ -261,8 +263,8 @@ typedef struct {
 
 /* value = jobs updated. Reports progress inside running jobs (fenced; SQ_ELEASE_LOST). */
 typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
-int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items,
-                      size_t n, sq_queue_status_cb cb, void *data);
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items, size_t n,
+                      sq_queue_status_cb cb, void *data);
 /* Hands jobs of our in-flight list back unrun (attempt refunded, `requeued` event); ids == NULL
  * hands back every job of the list. value = jobs released. Fenced (SQ_ELEASE_LOST). */
 int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
@@ -290,14 +292,26 @@ typedef struct {
 typedef void (*sq_queue_depth_cb)(sq_queue_t *q, int status, const sq_queue_depth_t *depth,
                                   void *data);
 int sq_queue_depth(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_depth_cb cb, void *data);
-/* value = the length of this worker's in-flight list. */
-int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
+/* Reconciliation: hands back (release, "!" mode) every id of this worker's in-flight list that
+ * is not in held (the ids it holds): a claim whose reply was lost, an ack Redis lost. value = ids
+ * handed back. Fenced (SQ_ELEASE_LOST). */
+int sq_queue_reconcile(sq_queue_t *q, sq_redis_conn_t *c, const char *const *held, size_t n,
+                       sq_queue_status_cb cb, void *data);
+/* Runs the permcheck script (probes every command, key kind and channel segq's scripts use, plus
+ * the role's own commands: role "worker" or "client"). missing: "" when all is allowed, else one
+ * sentence naming what is refused; NULL when status != 0. Borrowed. */
+typedef void (*sq_queue_permcheck_cb)(sq_queue_t *q, int status, const char *missing, void *data);
+int sq_queue_permcheck(sq_queue_t *q, sq_redis_conn_t *c, const char *role,
+                       sq_queue_permcheck_cb cb, void *data);
 
 /* ---- the worker's session ----
- * One object for everything a worker keeps in Redis: an endpoint with two connections (command:
- * scripts; blocking: BRPOP on the wake-up keys, so heartbeats never wait behind it), the lease
- * (heartbeat every lease_ttl/3), the sweeper (every lease_ttl/2), the set of ids the worker
- * holds (claimed, not yet acked or given up), and the recovery of jobs whose claim reply was lost.
+ * One object for everything a worker keeps in Redis: an endpoint with three connections
+ * (command: scripts; blocking: BRPOP on the wake-up keys; lease: the heartbeat, so it never waits
+ * behind a BRPOP or a claim moving large payloads), the
+ * permission check at start, the lease (heartbeat every lease_ttl/3), the sweeper (every
+ * lease_ttl/2), the set of ids the worker holds (claimed, not yet acked or given up), and the
+ * reconciliation of its in-flight list with that set after every (re)connect and failed claim
+ * (ids it does not hold are handed back: a lost claim reply, an ack Redis lost).
  * The worker keeps its own story (claim policy, acks, drain) and asks the session whether a claim,
  * an ack or a wait may go now. */
 typedef struct sq_session sq_session_t;
@@ -312,6 +326,9 @@ typedef struct {
   uint32_t result_ttl_s;
   uint32_t dead_ttl_s;
   uint32_t wait_timeout_s; /* BRPOP timeout on the wake-up keys */
+  /* After each ack, WAIT for this many replicas (0 = no WAIT) for up to the timeout; an ack
+   * that does not reach them fails with SQ_EREPLICAS (its ids stay held: resend it). */
+  uint32_t wait_replicas, wait_replicas_timeout_ms;
 } sq_session_config_t;
 
 typedef struct {
@@ -342,13 +359,15 @@ int sq_session_can_ack(const sq_session_t *s);
 int sq_session_can_wait(const sq_session_t *s);
 /* As sq_queue_claim / sq_queue_ack / sq_queue_wait, on the session's connections, fenced on its
  * lease; a claim's reply budget (the watchdog) is sized from max_bytes (0 = the default
- * SQ_DEFAULT_MAX_CLAIM_BYTES). Claimed ids join the held set; acked ids (written, duplicate or not ours) leave it.
- * Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
+ * SQ_DEFAULT_MAX_CLAIM_BYTES). Claimed ids join the held set; acked ids (written, duplicate or not
+ * ours) leave it. Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
 int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session_claim_cb cb,
                      void *data);
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
                    void *data);
 int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
+/* A wait of timeout_ms instead of wait_timeout_s (0 = wait_timeout_s). */
+int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_cb cb, void *data);
 /* As sq_queue_progress, on the command connection (sent when an ack could be). */
 int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
                         sq_session_status_cb cb, void *data);
@@ -365,15 +384,17 @@ int sq_session_depth(sq_session_t *s, sq_session_depth_cb cb, void *data);
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data);
 
 typedef struct {
-  int command_ready, blocking_ready;
+  int command_ready, blocking_ready, lease_ready;
   int lease_ok;             /* the last heartbeat holds the lease with our token */
   int lease_ever;           /* registered at least once */
-  int recovering;           /* recovering jobs of a lost claim reply: not claiming */
-  uint64_t last_reply_us;   /* last reply on the command connection (monotonic) */
+  int recovering;           /* reconciling the in-flight list: not claiming yet */
+  uint64_t last_reply_us;   /* last reply (or byte) on the lease connection (monotonic) */
   uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
   uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
-  size_t held;              /* ids claimed and not yet acked or forgotten */
-  uint64_t command_connects, blocking_connects; /* times each connection became ready */
+  uint64_t lease_ttl_ms;
+  size_t held; /* ids claimed and not yet acked or forgotten */
+  /* times each connection became ready (for metrics: reconnects = connects - 1) */
+  uint64_t command_connects, blocking_connects, lease_connects;
   uint64_t swept_jobs; /* jobs of dead workers this worker's sweeper requeued or dead-lettered */
 } sq_session_health_t;
 void sq_session_health(const sq_session_t *s, sq_session_health_t *out);
@@ -387,8 +408,8 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
                           int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
- * "unregister", "progress", "release", "cancel", "recover", "dead", "depth"); NULL if no such
- * script. Static storage, never freed. */
+ * "unregister", "progress", "release", "cancel", "recover", "dead", "permcheck", "depth"); NULL
+ * if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- readers of events (segq-bridge) ----

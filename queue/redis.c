@@ -9,6 +9,7 @@
  * Threads: the loop thread that runs the hooks' loop, only. */
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,7 @@ struct sq_redis_conn {
   uint64_t backoff_ms;
   uint32_t attempts;
   uint64_t start_us, last_reply_us, default_budget_us;
+  size_t reader_len; /* hiredis's read buffer at the last watchdog tick: bytes arriving = alive */
   pending_t *head, *tail;
   int hs_left, hs_failed;
   sub_t *subs;
@@ -396,13 +398,13 @@ static void handshake_refused(sq_redis_conn_t *c, const char *step, const char *
              r->url.password ? "" : " (no password given)", err);
   if (config_error && c->kind == KIND_DATA && !r->authenticated && c->ev.fatal) {
     /* Before any good login this is a configuration error: stop, let the owner say so. */
-    sq_log_error("conn", "redis refused the credentials", "conn=%s msg=\"%s\"", c->name, msg);
+    sq_log_error("conn", "redis refused the credentials", "conn=%s detail=\"%s\"", c->name, msg);
     c->stopped = 1;
     sq_redis_conn_drop(c, "credentials refused");
     c->ev.fatal(c, SQ_EAUTH, msg, c->data);
     return;
   }
-  sq_log_error("conn", "redis refused the connection handshake; retrying", "conn=%s msg=\"%s\"",
+  sq_log_error("conn", "redis refused the connection handshake; retrying", "conn=%s detail=\"%s\"",
                c->name, msg);
   sq_redis_conn_drop(c, "handshake refused");
 }
@@ -658,6 +660,13 @@ static void on_watchdog(void *arg) {
         sq_redis_conn_drop(c, "connect timed out");
       }
       continue;
+    }
+    /* A reply still streaming in (a claim moving large payloads) is progress, not a hang: the
+     * budget counts from the last byte received as well as from the last complete reply. */
+    size_t rlen = c->ac->c.reader ? c->ac->c.reader->len : 0;
+    if (rlen != c->reader_len) {
+      c->reader_len = rlen;
+      c->last_reply_us = now;
     }
     pending_t *p = c->head;
     if (!p && c->state == ST_HANDSHAKE && now - c->start_us > (uint64_t)CONNECT_TIMEOUT_MS * 1000)

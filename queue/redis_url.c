@@ -62,6 +62,16 @@ void sq_redis_url_mask(const char *url, char *out, size_t cap) {
   snprintf(out, cap, "%.*s***%s", (int)(colon + 1 - url), url, at);
 }
 
+int sq_redis_url_scrub(char *url) {
+  char *scheme_end = url ? strstr(url, "://") : NULL;
+  char *at = url ? strrchr(url, '@') : NULL;
+  if (!scheme_end || !at || at < scheme_end) return 0;
+  char *colon = memchr(scheme_end + 3, ':', (size_t)(at - scheme_end - 3));
+  if (!colon || colon + 1 == at) return 0;
+  memset(colon + 1, '*', (size_t)(at - colon - 1));
+  return 1;
+}
+
 /* %XX decoding of the userinfo (a password may need to encode '@', ':' or '/'). */
 static int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';

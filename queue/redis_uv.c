@@ -9,11 +9,14 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <uv.h>
 
 #include "queue/queue.h"
 
 /* ---- hiredis events ---- */
+
+#define READ_BURST 256
 
 typedef struct conn_events {
   redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
@@ -33,7 +36,16 @@ static void ev_poll(uv_poll_t *handle, int status, int events) {
       redisAsyncHandleWrite(p->ac); /* the connect check sees the error: connect callback */
     return;
   }
-  if (p->ac && (events & UV_READABLE)) redisAsyncHandleRead(p->ac);
+  if (p->ac && (events & UV_READABLE)) {
+    /* hiredis reads 16 KiB per call: a 48 MB reply would take 3,000 loop iterations. Read on
+     * while the socket has data (up to 4 MiB per event, so other handles still get their turn). */
+    for (int i = 0; i < READ_BURST && p->ac; i++) {
+      int fd = p->ac->c.fd;
+      redisAsyncHandleRead(p->ac);
+      int avail = 0;
+      if (!p->ac || ioctl(fd, FIONREAD, &avail) != 0 || avail <= 0) break;
+    }
+  }
   if (p->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
 }
 

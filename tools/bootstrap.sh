@@ -5,8 +5,9 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
       libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libdnnl-dev libjansson-dev
+      libmicrohttpd-dev
       libwebsockets-dev libwebsockets-evlib-uv libssl-dev
-      redis-server
+      redis-server redis-sentinel stunnel4 openssl
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
 # Deployment checks (tests/deploy/, tests/integration/test_metrics.py): compose/Kubernetes/alert
 # YAML, Prometheus's text parser, objdump for the image's library check, and Prometheus itself
@@ -66,11 +67,10 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts a system redis-server on install; segq's tests and demo run their own.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
-$SUDO service redis-server stop >/dev/null 2>&1 || true
-# Likewise Prometheus: the tests start their own on a free port.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
-$SUDO service prometheus stop >/dev/null 2>&1 || true
-ort_install
+# Debian starts a system redis-server (and redis-sentinel, and prometheus) on install; segq's
+# tests and demo run their own, on free ports.
+for svc in redis-server redis-sentinel prometheus; do
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
 npm_install

@@ -16,7 +16,7 @@
 #define SEGQ_VERSION "0.1.0"
 #endif
 
-enum { KIND_STR, KIND_UINT };
+enum { KIND_STR, KIND_UINT, KIND_SECRET };
 
 typedef struct {
   const char *field;
@@ -38,7 +38,7 @@ static const option_t options[] = {SQ_WORKER_OPTIONS(SQ_X_OPT)};
 static int set_value(sq_worker_config_t *cfg, const option_t *o, const char *value,
                      const char *source, sq_error_t *err) {
   char *base = (char *)cfg + o->offset;
-  if (o->kind == KIND_STR) {
+  if (o->kind == KIND_STR || o->kind == KIND_SECRET) {
     char *copy = sq_strdup(value);
     if (!copy) return sq_error_set(err, SQ_ENOMEM, "out of memory");
     char **slot = (char **)(void *)base;
@@ -72,7 +72,11 @@ static const option_t *find_flag(const char *name, size_t len) {
 void sq_worker_config_free(sq_worker_config_t *cfg) {
   if (!cfg) return;
   for (size_t i = 0; i < NOPTIONS; i++)
-    if (options[i].kind == KIND_STR) free(*(char **)(void *)((char *)cfg + options[i].offset));
+    if (options[i].kind == KIND_STR || options[i].kind == KIND_SECRET) {
+      char **slot = (char **)(void *)((char *)cfg + options[i].offset);
+      if (*slot && options[i].kind == KIND_SECRET) memset(*slot, 0, strlen(*slot));
+      free(*slot);
+    }
   sq_redis_url_free(&cfg->redis);
   for (size_t i = 0; i < cfg->nmodels; i++) free(cfg->model_names[i]);
   free(cfg->model_names);
@@ -175,6 +179,11 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
     const option_t *o = find_flag(name, nlen);
     if (!o)
       return sq_error_set(err, SQ_EINVAL, "unknown option --%.*s (see --help)", (int)nlen, name);
+    if (o->kind == KIND_SECRET)
+      return sq_error_set(err, SQ_EINVAL,
+                          "--%s is not accepted: the process list would show it; set %s or use "
+                          "--redis-password-file",
+                          o->flag, o->env);
     const char *value;
     if (eq) {
       value = eq + 1;
@@ -191,6 +200,19 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
   if (action != SQ_CONFIG_RUN && action != SQ_CONFIG_CHECK_MODELS) return action;
 
   if ((rc = sq_redis_url_parse(&cfg->redis, cfg->redis_url, err)) != 0) return rc;
+  cfg->redis_password_source = cfg->redis.password ? "url" : "none";
+  if (cfg->redis_password_file[0]) {
+    char *pw = NULL;
+    if ((rc = sq_redis_password_file_read(cfg->redis_password_file, &pw, err)) != 0) return rc;
+    rc = sq_redis_url_set_password(&cfg->redis, pw, err);
+    memset(pw, 0, strlen(pw));
+    free(pw);
+    if (rc) return rc;
+    cfg->redis_password_source = "file";
+  } else if (cfg->redis_password[0]) {
+    if ((rc = sq_redis_url_set_password(&cfg->redis, cfg->redis_password, err)) != 0) return rc;
+    cfg->redis_password_source = "env";
+  }
   if (!sq_proto_valid_name(cfg->prefix, strlen(cfg->prefix), 64))
     return sq_error_set(err, SQ_EINVAL, "prefix: \"%s\" must be 1-64 of [A-Za-z0-9._:-]",
                         cfg->prefix);
@@ -215,6 +237,19 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
   return action;
 }
 
+int sq_worker_config_scrub_argv(int argc, char **argv) {
+  int n = 0;
+  for (int i = 1; i < argc; i++) {
+    char *url = NULL;
+    if (strcmp(argv[i], "--redis-url") == 0 && i + 1 < argc)
+      url = argv[++i];
+    else if (strncmp(argv[i], "--redis-url=", 12) == 0)
+      url = argv[i] + 12;
+    if (url) n += sq_redis_url_scrub(url);
+  }
+  return n;
+}
+
 void sq_worker_config_print_help(FILE *out, const char *argv0) {
   fprintf(out,
           "Usage: %s [options]\n"
@@ -223,6 +258,10 @@ void sq_worker_config_print_help(FILE *out, const char *argv0) {
           argv0 ? argv0 : "segq-worker");
   for (size_t i = 0; i < NOPTIONS; i++) {
     char left[64];
+    if (options[i].kind == KIND_SECRET) {
+      fprintf(out, "  %-28s %s\n", options[i].env, options[i].help);
+      continue;
+    }
     snprintf(left, sizeof left, "--%s %s", options[i].flag,
              options[i].kind == KIND_UINT ? "N" : "S");
     fprintf(out, "  %-28s %s\n  %-28s [env %s, default \"%s\"]\n", left, options[i].help, "",
@@ -241,9 +280,12 @@ void sq_worker_config_print_help(FILE *out, const char *argv0) {
 void sq_worker_config_print_markdown(FILE *out) {
   fprintf(out, "| flag | environment | default | meaning |\n|---|---|---|---|\n");
   for (size_t i = 0; i < NOPTIONS; i++)
-    fprintf(out, "| `--%s` | `%s` | %s%s%s | %s |\n", options[i].flag, options[i].env,
-            options[i].def[0] ? "`" : "", options[i].def[0] ? options[i].def : "(computed)",
-            options[i].def[0] ? "`" : "", options[i].help);
+    if (options[i].kind == KIND_SECRET)
+      fprintf(out, "| (none) | `%s` | | %s |\n", options[i].env, options[i].help);
+    else
+      fprintf(out, "| `--%s` | `%s` | %s%s%s | %s |\n", options[i].flag, options[i].env,
+              options[i].def[0] ? "`" : "", options[i].def[0] ? options[i].def : "(none)",
+              options[i].def[0] ? "`" : "", options[i].help);
 }
 
 void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t len) {
@@ -253,10 +295,11 @@ void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t l
            "redis=%s auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
            "threads=%u lease_ttl_ms=%u max_attempts=%u result_ttl_s=%u drain_timeout_s=%u "
            "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s log_format=%s http=%s:%u",
-           redis, cfg->redis.password ? "yes" : "no", cfg->prefix, cfg->models, cfg->model_dir,
-           cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms, cfg->max_attempts,
-           cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s, cfg->max_batch,
-           cfg->max_delay_us, cfg->log_level, cfg->log_format, cfg->http_host, cfg->http_port);
+           redis, cfg->redis.password ? cfg->redis_password_source : "no", cfg->prefix, cfg->models,
+           cfg->model_dir, cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms,
+           cfg->max_attempts, cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s,
+           cfg->max_batch, cfg->max_delay_us, cfg->log_level, cfg->log_format, cfg->http_host,
+           cfg->http_port);
 }
 
 const char *sq_worker_version(void) {

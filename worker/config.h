@@ -15,12 +15,17 @@
 extern "C" {
 #endif
 
-/* X(field, flag, env, kind, default, min, max, help). kind: STR or UINT (min..max inclusive).
- * A default of "" means "computed at start-up" (see the help text). */
+/* X(field, flag, env, kind, default, min, max, help). kind: STR, UINT (min..max inclusive) or
+ * SECRET (a string taken from the environment only: a flag would show in the process list).
+ * A default of "" means unset (the help text says what is computed instead, if anything). */
 #define SQ_WORKER_OPTIONS(X)                                                                       \
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
     "Redis server: redis://[[user][:password]@]host[:port][/db] or "                               \
     "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")               \
+  X(redis_password, "redis-password", "SEGQ_REDIS_PASSWORD", SECRET, "", 0, 0,                     \
+    "Redis password (environment only); overrides the URL's")                                      \
+  X(redis_password_file, "redis-password-file", "SEGQ_REDIS_PASSWORD_FILE", STR, "", 0, 0,         \
+    "file holding the Redis password (one line); overrides SEGQ_REDIS_PASSWORD and the URL's")     \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
   X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
     "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
@@ -48,6 +53,10 @@ extern "C" {
     "job documents per claim, in bytes (one larger job is still claimed alone)")                   \
   X(progress_interval_ms, "progress-interval-ms", "SEGQ_PROGRESS_INTERVAL_MS", UINT, "500", 50,    \
     3600000, "at most one progress event per running job per this interval")                       \
+  X(wait_replicas, "wait-replicas", "SEGQ_WAIT_REPLICAS", UINT, "0", 0, 64,                        \
+    "after each ack, WAIT until this many replicas have it; 0 = off (docs/RELIABILITY.md)")        \
+  X(wait_replicas_timeout_ms, "wait-replicas-timeout-ms", "SEGQ_WAIT_REPLICAS_TIMEOUT_MS", UINT,   \
+    "1000", 1, 600000, "how long an ack waits for --wait-replicas; then it is resent")             \
   X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,              \
     "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                      \
   X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                   \
@@ -63,22 +72,28 @@ extern "C" {
   X(log_format, "log-format", "SEGQ_LOG_FORMAT", STR, "logfmt", 0, 0,                              \
     "log records on stderr: logfmt (k=v) or json (one object per line, every field a string)")     \
   X(http_port, "http-port", "SEGQ_HTTP_PORT", UINT, "0", 0, 65535,                                 \
-    "serve GET /healthz and /metrics (Prometheus text) on this port; 0 = off")                     \
+    "serve GET /livez, /readyz, /healthz and /metrics (Prometheus text) on this port; 0 = off")    \
   X(http_host, "http-host", "SEGQ_HTTP_HOST", STR, "127.0.0.1", 0, 0,                              \
     "address the HTTP endpoint binds to (0.0.0.0 for probes from outside the host)")               \
+  X(http_max_connections, "http-max-connections", "SEGQ_HTTP_MAX_CONNECTIONS", UINT, "64", 1,      \
+    10000, "HTTP endpoint: concurrent connections (half per client address); more are closed")     \
+  X(http_timeout_s, "http-timeout-s", "SEGQ_HTTP_TIMEOUT_S", UINT, "10", 1, 3600,                  \
+    "HTTP endpoint: close a connection idle (or a request incomplete) this long")                  \
   X(queue_depth_interval_ms, "queue-depth-interval-ms", "SEGQ_QUEUE_DEPTH_INTERVAL_MS", UINT,      \
     "5000", 100, 3600000,                                                                          \
     "with --http-port: how often /metrics re-reads the models' queue depth from Redis")
 
 #define SQ_CONFIG_KIND_STR char *
 #define SQ_CONFIG_KIND_UINT uint32_t
+#define SQ_CONFIG_KIND_SECRET char *
 
 typedef struct {
 #define SQ_X_FIELD(field, flag, env, kind, def, lo, hi, help) SQ_CONFIG_KIND_##kind field;
   SQ_WORKER_OPTIONS(SQ_X_FIELD)
 #undef SQ_X_FIELD
-  /* Derived from redis_url. */
+  /* Derived from redis_url, with the password from the file, SEGQ_REDIS_PASSWORD or the URL. */
   sq_redis_url_t redis;
+  const char *redis_password_source; /* "file", "env", "url" or "none" (static) */
   /* Derived from models. */
   char **model_names;
   size_t nmodels;
@@ -103,6 +118,10 @@ typedef const char *(*sq_config_getenv_fn)(const char *name);
 int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                            sq_config_getenv_fn getenv_fn, sq_error_t *err);
 void sq_worker_config_free(sq_worker_config_t *cfg);
+
+/* Overwrites (in place, same length) the password of every Redis URL in argv (`--redis-url X`,
+ * `--redis-url=X`) with '*', so the process list stops showing it. Returns how many it masked. */
+int sq_worker_config_scrub_argv(int argc, char **argv);
 
 void sq_worker_config_print_help(FILE *out, const char *argv0);
 void sq_worker_config_print_markdown(FILE *out);

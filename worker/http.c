@@ -1,161 +1,139 @@
-/* worker/http: health and metrics over HTTP/1.0 on the loop thread. A connection sends one
- * GET request (at most 4 KiB of headers), gets one response and is closed. Anything else gets
- * 400/404/405; a client that sends nothing is closed when the endpoint closes.
- * Threads: loop thread only. */
+/* worker/http: health and metrics over HTTP on libmicrohttpd (see http.h). MHD does the HTTP:
+ * parsing, timeouts, the connection cap, keep-alive, 400 for malformed requests. One thing it does
+ * not: a NUL byte in the request line only truncates the URL (0.9.75), so "GET /healthz\0x" would
+ * be answered as /healthz. We catch it from where MHD points: in the URI log callback the URI is
+ * intact up to the first NUL, and the version string MHD later passes to the handler starts right
+ * after the URI's terminating NUL only if the URI had no NUL of its own.
+ * Threads: start/stop on the loop thread; callbacks on MHD's internal thread. */
 #include "worker/http.h"
 
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
-#define REQ_MAX 4096
 #define BODY_MAX (1u << 20) /* /metrics of many models; malloc'd per request */
 
-struct sq_http_client {
-  uv_tcp_t tcp;
-  sq_http_t *h;
-  char req[REQ_MAX + 1];
-  size_t len;
-  int responded;
-  uv_write_t wr;
-  char *out;
-  sq_http_client_t *prev, *next;
+struct sq_http {
+  struct MHD_Daemon *d;
+  sq_http_handler_fn handler;
+  void *data;
 };
 
-static void client_closed(uv_handle_t *handle) {
-  sq_http_client_t *c = handle->data;
-  free(c->out);
-  free(c);
+/* Per request: where the version string must start if the request line had no NUL byte. */
+typedef struct {
+  const char *after_uri;
+} req_ctx_t;
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+  (void)cls;
+  (void)c;
+  req_ctx_t *r = calloc(1, sizeof(*r));
+  if (r) r->after_uri = uri + strlen(uri) + 1;
+  return r;
 }
 
-static void client_close(sq_http_client_t *c) {
-  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
-  sq_http_t *h = c->h;
-  if (c->prev)
-    c->prev->next = c->next;
-  else if (h->clients == c)
-    h->clients = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->prev = c->next = NULL;
-  uv_close((uv_handle_t *)&c->tcp, client_closed);
+static void on_completed(void *cls, struct MHD_Connection *c, void **ctx,
+                         enum MHD_RequestTerminationCode why) {
+  (void)cls;
+  (void)c;
+  (void)why;
+  free(*ctx);
+  *ctx = NULL;
 }
 
-static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  client_close(req->data);
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned code, const char *ctype,
+                               const char *body) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (!r) return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  enum MHD_Result ret = MHD_queue_response(c, code, r);
+  MHD_destroy_response(r);
+  return ret;
 }
 
-static void respond(sq_http_client_t *c, int code, const char *ctype, const char *body) {
-  const char *reason = code == 200   ? "OK"
-                       : code == 400 ? "Bad Request"
-                       : code == 404 ? "Not Found"
-                       : code == 405 ? "Method Not Allowed"
-                       : code == 503 ? "Service Unavailable"
-                                     : "Error";
-  size_t blen = strlen(body);
-  size_t cap = blen + 256;
-  c->out = malloc(cap);
-  if (!c->out) {
-    client_close(c);
-    return;
-  }
-  int n = snprintf(c->out, cap,
-                   "HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Connection: close\r\n\r\n%s",
-                   code, reason, ctype, blen, body);
-  c->responded = 1;
-  uv_read_stop((uv_stream_t *)&c->tcp);
-  uv_buf_t buf = uv_buf_init(c->out, (unsigned)n);
-  c->wr.data = c;
-  if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) client_close(c);
-}
-
-static void handle_request(sq_http_client_t *c) {
-  char method[8], path[256];
-  if (sscanf(c->req, "%7s %255s", method, path) != 2) {
-    respond(c, 400, "text/plain", "bad request\n");
-    return;
-  }
-  if (strcmp(method, "GET") != 0) {
-    respond(c, 405, "text/plain", "only GET\n");
-    return;
-  }
-  char *q = strchr(path, '?');
-  if (q) *q = '\0';
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **ctx) {
+  sq_http_t *h = cls;
+  req_ctx_t *r = *ctx;
+  (void)upload_data;
+  if (r && version && version[0] && version != r->after_uri)
+    return respond(c, MHD_HTTP_BAD_REQUEST, "text/plain", "bad request: NUL byte in the URL\n");
+  if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    return respond(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+  if (*upload_size) return respond(c, MHD_HTTP_BAD_REQUEST, "text/plain", "no body expected\n");
   char *body = malloc(BODY_MAX);
-  if (!body) {
-    client_close(c);
-    return;
-  }
+  if (!body) return MHD_NO; /* MHD closes the connection */
   body[0] = '\0';
   const char *ctype = "text/plain";
-  int code = c->h->handler(path, body, BODY_MAX, &ctype, c->h->data);
-  respond(c, code, ctype, body);
+  int code = h->handler(url, body, BODY_MAX, &ctype, h->data);
+  enum MHD_Result ret = respond(c, (unsigned)code, ctype, body);
   free(body);
+  return ret;
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  sq_http_client_t *c = handle->data;
-  (void)suggested;
-  buf->base = c->req + c->len;
-  buf->len = REQ_MAX - c->len;
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char msg[256];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  msg[strcspn(msg, "\n")] = '\0';
+  /* Refused connections over the cap and bad requests are the clients' problem: debug. */
+  sq_log_debug("http", "libmicrohttpd", "detail=\"%s\"", msg);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  sq_http_client_t *c = stream->data;
-  (void)buf;
-  if (nread < 0) {
-    client_close(c);
-    return;
+sq_http_t *sq_http_start(const char *host, int port, const sq_http_limits_t *limits,
+                         sq_http_handler_fn handler, void *data, sq_error_t *err) {
+  char service[16];
+  snprintf(service, sizeof service, "%d", port);
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  int gai = getaddrinfo(host, service, &hints, &ai);
+  if (gai != 0 || !ai) {
+    sq_error_set(err, SQ_EINVAL, "http-host: cannot resolve \"%s\": %s", host, gai_strerror(gai));
+    return NULL;
   }
-  if (c->responded) return;
-  c->len += (size_t)nread;
-  c->req[c->len] = '\0';
-  if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n")) {
-    handle_request(c);
-  } else if (c->len >= REQ_MAX) {
-    respond(c, 400, "text/plain", "request too large\n");
+  sq_http_t *h = calloc(1, sizeof(*h));
+  if (!h) {
+    freeaddrinfo(ai);
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    return NULL;
   }
-}
-
-static void on_connection(uv_stream_t *server, int status) {
-  sq_http_t *h = server->data;
-  if (status < 0) return;
-  sq_http_client_t *c = calloc(1, sizeof(*c));
-  if (!c) return;
-  c->h = h;
-  uv_tcp_init(h->loop, &c->tcp);
-  c->tcp.data = c;
-  c->next = h->clients;
-  if (h->clients) h->clients->prev = c;
-  h->clients = c;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-    client_close(c);
-}
-
-int sq_http_start(sq_http_t *h, uv_loop_t *loop, const char *host, int port,
-                  sq_http_handler_fn handler, void *data) {
-  memset(h, 0, sizeof(*h));
-  h->loop = loop;
   h->handler = handler;
   h->data = data;
-  struct sockaddr_storage addr;
-  int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-  if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
-  if (rc != 0) return rc;
-  uv_tcp_init(loop, &h->server);
-  h->server.data = h;
-  h->open = 1;
-  rc = uv_tcp_bind(&h->server, (const struct sockaddr *)&addr, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&h->server, 64, on_connection);
-  if (rc != 0) sq_http_close(h);
-  return rc;
+  /* At the global cap MHD stops accepting, so idle sockets would queue in the backlog ahead of
+   * every probe (1,100 of them: minutes). Over the per-address cap it accepts and closes at once:
+   * one flooding address cannot fill the global cap, and its backlog drains. */
+  unsigned max_conn = limits->max_connections ? limits->max_connections : 64;
+  unsigned per_ip = max_conn / 2 ? max_conn / 2 : 1;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+  if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES) flags |= MHD_USE_EPOLL;
+  h->d = MHD_start_daemon(
+      flags, (uint16_t)port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+      MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(limits->timeout_s ? limits->timeout_s : 10),
+      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+      NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+      NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+  freeaddrinfo(ai);
+  if (!h->d) {
+    free(h);
+    sq_error_set(err, SQ_EIO, "cannot listen on %s:%d (in use, or not an address of this host)",
+                 host, port);
+    return NULL;
+  }
+  return h;
 }
 
-void sq_http_close(sq_http_t *h) {
-  if (!h->open) return;
-  h->open = 0;
-  while (h->clients) client_close(h->clients);
-  uv_close((uv_handle_t *)&h->server, NULL);
+void sq_http_stop(sq_http_t *h) {
+  if (!h) return;
+  MHD_stop_daemon(h->d);
+  free(h);
 }

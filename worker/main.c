@@ -57,6 +57,13 @@ int main(int argc, char **argv) {
   char ctx[160];
   snprintf(ctx, sizeof ctx, "worker=%s", cfg.worker_id);
   sq_log_set_context(ctx);
+  /* A password in --redis-url is in /proc/<pid>/cmdline for every user of the machine: mask it
+   * there now, and say how to keep it out of the arguments altogether. */
+  if (sq_worker_config_scrub_argv(argc, argv) > 0)
+    sq_log_warn("worker",
+                "the Redis password was given in --redis-url (visible in the process list until "
+                "now, masked from here on); use SEGQ_REDIS_PASSWORD or --redis-password-file",
+                NULL);
 
   /* libuv sizes its work pool from UV_THREADPOOL_SIZE at the first uv_queue_work. */
   unsigned threads = cfg.threads ? cfg.threads : uv_available_parallelism();

@@ -5,7 +5,8 @@
  * one mutex that render takes too. Families and their help text come from one table, so --help,
  * docs and dashboards cannot name a metric the worker does not serve (tests/deploy checks the
  * dashboards against a real scrape).
- * Threads: observe functions from any thread; set_* and render on the loop thread. */
+ * Threads: observe functions from any thread; set_* on the loop thread; render on any (the
+ * HTTP endpoint renders on libmicrohttpd's thread). */
 #include "worker/metrics.h"
 
 #include <inttypes.h>
@@ -82,6 +83,7 @@ struct sq_metrics {
   device_stats_t *devices;
   size_t ndevices;
   double start_time_s;
+  uint64_t start_mono_us;
   pthread_mutex_t state_mu; /* guards what sq_metrics_set_* write: worker, depth, in_flight... */
   int state_mu_ready;
   sq_metrics_worker_t worker;
@@ -122,6 +124,7 @@ sq_metrics_t *sq_metrics_new(const char *const *models, const char *const *devic
     return NULL;
   }
   m->start_time_s = (double)sq_clock_wall_ms() / 1000.0;
+  m->start_mono_us = sq_clock_mono_us();
   pthread_mutex_init(&m->state_mu, NULL);
   m->state_mu_ready = 1;
   for (size_t i = 0; i < nmodels; i++) {
@@ -357,13 +360,19 @@ size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
        w->command_connects > 1 ? w->command_connects - 1 : 0);
   emit(&o, "segq_redis_reconnects_total{conn=\"blocking\"} %" PRIu64 "\n",
        w->blocking_connects > 1 ? w->blocking_connects - 1 : 0);
+  emit(&o, "segq_redis_reconnects_total{conn=\"lease\"} %" PRIu64 "\n",
+       w->lease_connects > 1 ? w->lease_connects - 1 : 0);
   header(&o, FAM_SWEPT);
   emit(&o, "segq_sweeper_recovered_jobs_total %" PRIu64 "\n", w->swept_jobs);
+  header(&o, FAM_BATCHES);
+  emit(&o, "segq_batches_total %" PRIu64 "\n", w->batches);
 
   header(&o, FAM_IN_FLIGHT);
   for (size_t i = 0; i < m->nmodels; i++)
     emit(&o, "segq_jobs_in_flight{model=\"%s\"} %" PRIu64 "\n", esc(m->models[i].name, e, sizeof e),
          m->models[i].in_flight);
+  header(&o, FAM_HELD);
+  emit(&o, "segq_jobs_held %" PRIu64 "\n", w->held);
   header(&o, FAM_BATCHER);
   for (size_t i = 0; i < m->nmodels; i++)
     emit(&o, "segq_batcher_jobs{model=\"%s\"} %" PRIu64 "\n", esc(m->models[i].name, e, sizeof e),
@@ -384,6 +393,7 @@ size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
   header(&o, FAM_REDIS_UP);
   emit(&o, "segq_redis_connected{conn=\"command\"} %d\n", w->command_ready ? 1 : 0);
   emit(&o, "segq_redis_connected{conn=\"blocking\"} %d\n", w->blocking_ready ? 1 : 0);
+  emit(&o, "segq_redis_connected{conn=\"lease\"} %d\n", w->lease_ready ? 1 : 0);
   header(&o, FAM_LEASE);
   emit(&o, "segq_lease_ok %d\n", w->lease_ok ? 1 : 0);
   header(&o, FAM_DRAINING);
@@ -407,6 +417,8 @@ size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
   emit(&o, "segq_build_info{version=\"%s\"} 1\n", esc(sq_worker_version(), e, sizeof e));
   header(&o, FAM_START_TIME);
   emit(&o, "process_start_time_seconds %.3f\n", m->start_time_s);
+  header(&o, FAM_UPTIME);
+  emit(&o, "segq_uptime_seconds %.1f\n", (double)(now - m->start_mono_us) / 1e6);
 
   for (int k = 0; k < H_N; k++) {
     int f = histo_family[k];

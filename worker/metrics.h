@@ -36,9 +36,13 @@
     "Times a Redis connection came back after the first connect")                                 \
   X(SWEPT, "segq_sweeper_recovered_jobs_total", counter, "",                                      \
     "Jobs of dead workers this worker's sweeper requeued or dead-lettered")                       \
+  X(BATCHES, "segq_batches_total", counter, "", "Batches this worker ran, all models")            \
   X(IN_FLIGHT, "segq_jobs_in_flight", gauge, "model",                                             \
     "Jobs claimed by this worker and not yet acked (batcher, decode, run, ack), ensemble member " \
     "runs included")                                                                              \
+  X(HELD, "segq_jobs_held", gauge, "",                                                            \
+    "Jobs claimed by this worker and not yet acked or dropped, all models (the sum of "           \
+    "segq_jobs_in_flight)")                                                                       \
   X(BATCHER, "segq_batcher_jobs", gauge, "model", "Jobs waiting in the model's batcher")          \
   X(QUEUE_DEPTH, "segq_queue_depth", gauge, "model",                                              \
     "Jobs waiting in Redis for the model, all tenants' queues (the same for every worker: "       \
@@ -56,6 +60,7 @@
   X(BUILD, "segq_build_info", gauge, "version", "Always 1; the version label says which build")   \
   X(START_TIME, "process_start_time_seconds", gauge, "",                                          \
     "Start time of the process since unix epoch in seconds")                                      \
+  X(UPTIME, "segq_uptime_seconds", gauge, "", "Seconds since the worker started (monotonic)")     \
   X(QUEUE_WAIT, "segq_queue_wait_seconds", histogram, "model", "Time from enqueue to claim")      \
   X(DECODE, "segq_decode_seconds", histogram, "model",                                            \
     "Payload and image decode plus preprocessing of one job")                                     \
@@ -101,8 +106,10 @@ void sq_metrics_device_memory(sq_metrics_t *m, size_t model, uint64_t used, uint
 
 /* ---- the worker's state, as the loop thread last set it (any thread; under the mutex) ---- */
 typedef struct {
-  int command_ready, blocking_ready, lease_ok, draining;
-  uint64_t command_connects, blocking_connects, swept_jobs;
+  int command_ready, blocking_ready, lease_ready, lease_ok, draining;
+  uint64_t command_connects, blocking_connects, lease_connects, swept_jobs;
+  uint64_t batches; /* batches run (all models) */
+  uint64_t held;    /* jobs claimed and not yet acked or dropped (all models) */
 } sq_metrics_worker_t;
 void sq_metrics_set_worker(sq_metrics_t *m, const sq_metrics_worker_t *w);
 void sq_metrics_set_model(sq_metrics_t *m, size_t model, uint64_t in_flight, uint64_t batcher);

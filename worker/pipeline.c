@@ -6,8 +6,8 @@
  * Threads: the loop thread, except executor_main (executor threads) and the uv_queue_work
  * callbacks (work pool), which only touch the job/batch they were handed. */
 #include <inttypes.h>
-#include <stdatomic.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -110,7 +110,8 @@ static void on_progress_timer(uv_timer_t *t) {
     }
   if (n && sq_worker_progress(w, items, n)) {
     for (wbatch_t *b = w->running; b; b = b->run_next)
-      for (size_t i = 0; i < b->n; i++) b->jobs[i]->steps_reported = atomic_load(&b->jobs[i]->steps_done);
+      for (size_t i = 0; i < b->n; i++)
+        b->jobs[i]->steps_reported = atomic_load(&b->jobs[i]->steps_done);
   }
   free(items);
 }
@@ -127,6 +128,67 @@ static void executor_push(model_slot_t *ms, wbatch_t *b) {
   pthread_mutex_unlock(&ms->mu);
 }
 
+/* ---- the work pool, in slices ----
+ * A stage's per-job work (prepare, finish) goes to the pool in at most `pool threads` requests
+ * per batch, each doing a slice of the jobs, rather than one request per job: for cheap jobs the
+ * hand-off to a pool thread and back (a futex wake each way, a uv_async) costs more than the
+ * job's own work (a null job), and with as many slices as threads the pool is as busy as before. */
+typedef struct {
+  uv_work_t work;
+  void (*fn)(wjob_t *j);    /* work pool: the per-job work */
+  void (*after)(wjob_t *j); /* loop thread: the per-job completion */
+  size_t n;
+  wjob_t *jobs[];
+} slice_t;
+
+static void slice_work(uv_work_t *req) {
+  slice_t *sl = req->data;
+  for (size_t i = 0; i < sl->n; i++) sl->fn(sl->jobs[i]);
+}
+
+static void slice_after(uv_work_t *req, int status) {
+  slice_t *sl = req->data;
+  (void)status; /* never canceled */
+  for (size_t i = 0; i < sl->n; i++) sl->after(sl->jobs[i]);
+  free(sl);
+}
+
+static size_t pool_threads(void) {
+  static size_t n;
+  if (!n) {
+    const char *env = getenv("UV_THREADPOOL_SIZE"); /* set by main from --threads */
+    long v = env ? strtol(env, NULL, 10) : 0;
+    n = v > 0 ? (size_t)v : 4; /* libuv's default */
+  }
+  return n;
+}
+
+/* Runs fn then after for each of jobs[0..n) on the pool, in up to pool_threads() slices. */
+static void pool_run(sq_worker_t *w, wjob_t **jobs, size_t n, void (*fn)(wjob_t *),
+                     void (*after)(wjob_t *)) {
+  size_t k = pool_threads() < n ? pool_threads() : n;
+  for (size_t s = 0, lo = 0; s < k; s++) {
+    size_t hi = n * (s + 1) / k, cnt = hi - lo;
+    slice_t *sl = malloc(sizeof(*sl) + cnt * sizeof(wjob_t *));
+    if (sl) {
+      sl->work.data = sl;
+      sl->fn = fn;
+      sl->after = after;
+      sl->n = cnt;
+      memcpy(sl->jobs, jobs + lo, cnt * sizeof(wjob_t *));
+    }
+    if (!sl || uv_queue_work(&w->loop, &sl->work, slice_work, slice_after) != 0) {
+      /* No memory for the request (or no loop): do the work inline rather than lose the jobs. */
+      free(sl);
+      for (size_t i = lo; i < hi; i++) {
+        fn(jobs[i]);
+        after(jobs[i]);
+      }
+    }
+    lo = hi;
+  }
+}
+
 /* ---- batches ---- */
 
 void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b) {
@@ -136,10 +198,6 @@ void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b) {
   free(b->jobs);
   free(b);
   sq_worker_released(w);
-}
-
-static void finish_work(uv_work_t *req) {
-  sq_wjob_finish(req->data);
 }
 
 /* One of b's jobs is done (finished, or a member record handed to its parent); the last one
@@ -159,12 +217,11 @@ static void batch_step(wbatch_t *b) {
   sq_worker_ack_batch(w, b);
 }
 
-static void finish_after(uv_work_t *req, int status) {
-  wjob_t *j = req->data;
+static void finish_after(wjob_t *j) {
   wbatch_t *b = j->batch;
   sq_worker_t *w = b->w;
-  if (status == UV_ECANCELED || !j->result) {
-    /* Never happens (we never cancel; encode has a fallback); the sweeper would recover it. */
+  if (!j->result) {
+    /* Never happens (encode has a fallback); the sweeper would recover it. */
     sq_log_error("worker", "job has no result", "id=%s", j->c.id);
   }
   if (j->err) {
@@ -180,12 +237,7 @@ static void finish_after(uv_work_t *req, int status) {
 }
 
 static void job_finish_start(sq_worker_t *w, wjob_t *j) {
-  j->work.data = j;
-  if (uv_queue_work(&w->loop, &j->work, finish_work, finish_after) != 0) {
-    /* Cannot happen with a valid loop; finish inline rather than lose the job. */
-    sq_wjob_finish(j);
-    finish_after(&j->work, 0);
-  }
+  pool_run(w, &j, 1, sq_wjob_finish, finish_after);
 }
 
 /* The batch's runs are over (or it had nothing to run). An ensemble member record goes back to
@@ -193,6 +245,9 @@ static void job_finish_start(sq_worker_t *w, wjob_t *j) {
 static void batch_finish(wbatch_t *b) {
   sq_worker_t *w = b->w;
   b->pending = b->n + 1; /* + 1: the batch cannot complete while this loop walks it */
+  /* The jobs whose finish can start now go to the pool together, in slices. */
+  wjob_t **ready = malloc(b->n * sizeof(*ready));
+  size_t nready = 0;
   for (size_t i = 0; i < b->n; i++) {
     wjob_t *j = b->jobs[i];
     if (j->parent) {
@@ -201,8 +256,13 @@ static void batch_finish(wbatch_t *b) {
       continue;
     }
     if (j->members_left > 0 && --j->members_left > 0) continue;
-    job_finish_start(w, j);
+    if (ready)
+      ready[nready++] = j;
+    else
+      job_finish_start(w, j);
   }
+  if (nready) pool_run(w, ready, nready, sq_wjob_finish, finish_after);
+  free(ready);
   batch_step(b);
 }
 
@@ -249,14 +309,8 @@ static void ensemble_spawn(sq_worker_t *w, wbatch_t *b) {
     for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
 }
 
-static void prepare_work(uv_work_t *req) {
-  sq_wjob_prepare(req->data);
-}
-
-static void prepare_after(uv_work_t *req, int status) {
-  wjob_t *j = req->data;
+static void prepare_after(wjob_t *j) {
   wbatch_t *b = j->batch;
-  (void)status;
   if (--b->pending > 0) return;
   ensemble_spawn(b->w, b);
   size_t valid = 0;
@@ -264,8 +318,7 @@ static void prepare_after(uv_work_t *req, int status) {
   if (valid > 0 && b->ms) {
     running_add(b->w, b);
     executor_push(b->ms, b);
-  }
-  else
+  } else
     batch_finish(b);
 }
 
@@ -273,7 +326,7 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
   wbatch_t *b = calloc(1, sizeof(*b));
   wjob_t **copy = malloc(n * sizeof(*copy));
   if (!b || !copy) {
-    /* Out of memory: drop these jobs; they stay in our in-flight list for the sweeper. */
+    /* Out of memory: drop these jobs; the session hands them back (reconcile). */
     sq_log_error("worker", "out of memory forming a batch; jobs handed back", "n=%zu", n);
     free(b);
     free(copy);
@@ -303,13 +356,8 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
   for (size_t i = 0; i < n; i++) {
     copy[i]->batch = b;
     copy[i]->batch_size = (uint32_t)n;
-    copy[i]->work.data = copy[i];
   }
-  for (size_t i = 0; i < n; i++)
-    if (uv_queue_work(&w->loop, &copy[i]->work, prepare_work, prepare_after) != 0) {
-      sq_wjob_prepare(copy[i]);
-      prepare_after(&copy[i]->work, 0);
-    }
+  pool_run(w, copy, n, sq_wjob_prepare, prepare_after);
 }
 
 /* Pops every due batch of ms (all of them when draining) and re-arms its timer. */

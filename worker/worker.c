@@ -73,13 +73,12 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
         case SQ_CODE_ACK_NOT_OURS:
           w->jobs_dropped++;
           outcome = SQ_OUTCOME_DROPPED;
-          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped",
-                      "id=%s", b->jobs[i]->c.id);
+          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                      b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_DUPLICATE:
           outcome = SQ_OUTCOME_DROPPED; /* our result was not the one recorded */
-          sq_log_debug("worker", "duplicate: job already had a result", "id=%s",
-                       b->jobs[i]->c.id);
+          sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
           break;
         case SQ_CODE_ACK_CANCELED:
           w->jobs_canceled++;
@@ -190,24 +189,6 @@ static void flush_acks(sq_worker_t *w) {
 
 /* ---- claiming ---- */
 
-static void on_wait(sq_session_t *s, int status, long long value, void *data) {
-  sq_worker_t *w = data;
-  (void)s;
-  (void)value;
-  if (w->draining || w->stopping) return;
-  if (status == 0)
-    maybe_claim(w);
-  else if (sq_session_can_wait(w->session))
-    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-  /* else: the session's resume (blocking connection back) restarts the cycle */
-}
-
-static void start_wait(sq_worker_t *w) {
-  if (w->draining || w->stopping || !sq_session_can_wait(w->session)) return;
-  if (sq_session_wait(w->session, on_wait, w) != 0)
-    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-}
-
 /* The pause after a short claim: the shortest max_delay of our models (at least 1 ms). */
 static uint64_t claim_pause_ms(const sq_worker_t *w) {
   uint64_t us = UINT64_MAX;
@@ -219,6 +200,50 @@ static uint64_t claim_pause_ms(const sq_worker_t *w) {
 
 static void on_claim_pause(uv_timer_t *t) {
   maybe_claim(t->data);
+}
+
+static void start_wait(sq_worker_t *w);
+
+static void on_wait(sq_session_t *s, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)s;
+  int after_short = w->short_wait;
+  w->short_wait = 0;
+  if (w->draining || w->stopping) return;
+  if (status != 0) {
+    if (sq_session_can_wait(w->session)) uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+    return; /* else: the session's resume (blocking connection back) restarts the cycle */
+  }
+  if (after_short && value == 0) {
+    start_wait(w); /* no new work within the pause: idle, without an empty claim */
+    return;
+  }
+  uint64_t now = sq_clock_mono_us();
+  if (now < w->claim_not_before)
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, (w->claim_not_before - now + 999) / 1000,
+                   0);
+  else
+    maybe_claim(w);
+}
+
+static void start_wait(sq_worker_t *w) {
+  if (w->draining || w->stopping || !sq_session_can_wait(w->session)) return;
+  if (sq_session_wait(w->session, on_wait, w) != 0)
+    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+}
+
+/* After a short claim: wait for new work (a wake-up token) at most the pause. */
+static void start_short_wait(sq_worker_t *w) {
+  uint64_t pause_ms = claim_pause_ms(w);
+  w->claim_not_before = sq_clock_mono_us() + pause_ms * 1000;
+  if (w->draining || w->stopping) return;
+  if (!sq_session_can_wait(w->session) ||
+      sq_session_wait_ms(w->session, (uint32_t)pause_ms, on_wait, w) != 0) {
+    /* The blocking connection is busy or down: pause, then claim. */
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, pause_ms, 0);
+    return;
+  }
+  w->short_wait = 1;
 }
 
 static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, void *data) {
@@ -239,7 +264,7 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
     start_wait(w);
     check_drained(w);
   } else if (n < w->claim_asked && !w->stopping) {
-    uv_timer_start(&w->claim_pause_timer, on_claim_pause, claim_pause_ms(w), 0);
+    start_short_wait(w);
   } else {
     maybe_claim(w);
   }
@@ -247,7 +272,8 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
 
 static void maybe_claim(sq_worker_t *w) {
   if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
-      uv_is_active((uv_handle_t *)&w->claim_pause_timer))
+      uv_is_active((uv_handle_t *)&w->claim_pause_timer) || w->short_wait ||
+      sq_clock_mono_us() < w->claim_not_before)
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
@@ -284,7 +310,7 @@ static void on_session_resume(sq_session_t *s, void *data) {
 static void on_session_fatal(sq_session_t *s, int code, const char *msg, void *data) {
   sq_worker_t *w = data;
   (void)s;
-  sq_log_error("worker", "cannot start: redis refused us", "code=%s msg=\"%s\"",
+  sq_log_error("worker", "cannot start: redis refused us", "code=%s detail=\"%s\"",
                sq_error_name(code), msg);
   w->fatal_code = code;
   snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", msg);
@@ -313,7 +339,9 @@ static void worker_stop(sq_worker_t *w, int code) {
   signal(SIGINT, SIG_IGN);
   sq_pipeline_loop_close(w, on_handle_closed);
   sq_session_close(w->session, NULL, NULL); /* freed once the loop has released it */
-  sq_http_close(&w->http);
+  uv_close((uv_handle_t *)&w->snapshot_timer, on_handle_closed);
+  sq_http_stop(w->http); /* joins MHD's thread: no handler runs after this */
+  w->http = NULL;
 }
 
 static void on_unregister(sq_session_t *s, int status, long long value, void *data) {
@@ -376,7 +404,12 @@ static void on_signal(uv_signal_t *s, int signum) {
   check_drained(w);
 }
 
-/* ---- health and metrics ---- */
+/* ---- health and metrics ----
+ * The endpoint runs on libmicrohttpd's thread; it reads the snapshot the loop thread publishes
+ * every SNAPSHOT_MS (and whenever it changes something the probes report), never loop state. */
+
+#define SNAPSHOT_MS 200
+#define LOOP_STUCK_US 5000000 /* /livez: the loop has not published a snapshot for this long */
 
 static void on_depth(sq_session_t *s, int status, const sq_queue_depth_t *depth, void *data) {
   sq_worker_t *w = data;
@@ -393,30 +426,84 @@ static void on_depth_timer(uv_timer_t *t) {
   if (sq_session_depth(w->session, on_depth, w) == 0) w->depth_inflight = 1;
 }
 
+/* Loop thread: copies what the probes report, and hands the loop's own state to the metrics
+ * registry (which has its own mutex: /metrics never takes snap_mu). */
+static void snapshot_take(sq_worker_t *w) {
+  sq_worker_snapshot_t *s = &w->snap;
+  pthread_mutex_lock(&w->snap_mu);
+  s->taken_us = sq_clock_mono_us();
+  sq_session_health(w->session, &s->redis);
+  s->draining = w->draining;
+  s->warm = sq_pipeline_warm(w);
+  pthread_mutex_unlock(&w->snap_mu);
+  const sq_session_health_t *h = &s->redis; /* only the loop thread writes it */
+  sq_metrics_worker_t mw = {
+      .command_ready = h->command_ready,
+      .blocking_ready = h->blocking_ready,
+      .lease_ready = h->lease_ready,
+      .lease_ok = h->lease_ok,
+      .draining = w->draining,
+      .command_connects = h->command_connects,
+      .blocking_connects = h->blocking_connects,
+      .lease_connects = h->lease_connects,
+      .swept_jobs = h->swept_jobs,
+      .batches = w->batches,
+      .held = w->held,
+  };
+  sq_metrics_set_worker(w->metrics, &mw);
+  for (size_t m = 0; m < w->nmodels; m++)
+    sq_metrics_set_model(w->metrics, m, w->models[m].held, sq_batcher_len(w->models[m].batcher));
+}
+
+static void on_snapshot_timer(uv_timer_t *t) {
+  snapshot_take(t->data);
+}
+
+/* Why the worker is not alive / healthy / ready, or NULL. s is read under snap_mu. */
+static const char *livez_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  if (now - s->taken_us > LOOP_STUCK_US) {
+    snprintf(buf, cap, "event loop stuck for %.1f s", (double)(now - s->taken_us) / 1e6);
+    return buf;
+  }
+  return NULL;
+}
+
+static const char *healthz_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  const char *why = livez_why(s, now, buf, cap);
+  if (why) return why;
+  const sq_session_health_t *h = &s->redis;
+  if (h->lease_ever && now > h->lease_until_us) {
+    snprintf(buf, cap, "lease lost (last renewed %.1f s ago)",
+             (double)(now - (h->lease_until_us - h->lease_ttl_ms * 1000)) / 1e6);
+    return buf;
+  }
+  if (now - h->last_reply_us > h->reply_budget_ms * 1000) {
+    snprintf(buf, cap, "redis unreachable for %.1f s (watchdog %.1f s)",
+             (double)(now - h->last_reply_us) / 1e6, (double)h->reply_budget_ms / 1e3);
+    return buf;
+  }
+  return NULL;
+}
+
+static const char *readyz_why(const sq_worker_snapshot_t *s, uint64_t now, char *buf, size_t cap) {
+  const char *why = healthz_why(s, now, buf, cap); /* not healthy: not ready either */
+  if (why) return why;
+  const sq_session_health_t *h = &s->redis;
+  return !h->command_ready    ? "redis command connection down"
+         : !h->blocking_ready ? "redis blocking connection down"
+         : !h->lease_ok       ? "no lease"
+         : h->recovering      ? "reconciling the in-flight list"
+         : s->draining        ? "draining"
+         : !s->warm           ? "warming up"
+                              : NULL;
+}
+
+/* MHD's thread. */
 static int http_handler(const char *path, char *body, size_t cap, const char **ctype, void *data) {
   sq_worker_t *w = data;
-  if (strcmp(path, "/healthz") == 0) {
-    /* Healthy = able to take work: connected, holding the lease, not draining. */
-    sq_session_health_t h;
-    sq_session_health(w->session, &h);
-    const char *why = !h.command_ready    ? "redis command connection down"
-                      : !h.blocking_ready ? "redis blocking connection down"
-                      : !h.lease_ok       ? "no lease"
-                      : w->draining       ? "draining"
-                                          : NULL;
-    snprintf(body, cap, "%s\n", why ? why : "ok");
-    return why ? 503 : 200;
-  }
   if (strcmp(path, "/metrics") == 0) {
-    /* The registry (worker/metrics.c) holds what the threads observed; the loop's own state is
-     * set here, at scrape time. */
-    sq_session_health_t h;
-    sq_session_health(w->session, &h);
-    sq_metrics_worker_t mw = {h.command_ready,    h.blocking_ready,    h.lease_ok,  w->draining,
-                              h.command_connects, h.blocking_connects, h.swept_jobs};
-    sq_metrics_set_worker(w->metrics, &mw);
-    for (size_t m = 0; m < w->nmodels; m++)
-      sq_metrics_set_model(w->metrics, m, w->models[m].held, sq_batcher_len(w->models[m].batcher));
+    /* The registry (worker/metrics.c) holds what the threads observed and what the loop last
+     * handed it (snapshot_take); it renders under its own mutex. */
     *ctype = SQ_METRICS_CONTENT_TYPE;
     if (sq_metrics_render(w->metrics, body, cap) >= cap) {
       snprintf(body, cap, "metrics exceed the response buffer (%zu bytes)\n", cap);
@@ -424,8 +511,29 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
     }
     return 200;
   }
-  snprintf(body, cap, "not found (try /healthz or /metrics)\n");
-  return 404;
+  char buf[160];
+  uint64_t now = sq_clock_mono_us();
+  int code = 404;
+  pthread_mutex_lock(&w->snap_mu);
+  const sq_worker_snapshot_t *s = &w->snap;
+  const char *why = NULL;
+  if (strcmp(path, "/livez") == 0) {
+    why = livez_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  } else if (strcmp(path, "/healthz") == 0) {
+    why = healthz_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  } else if (strcmp(path, "/readyz") == 0) {
+    why = readyz_why(s, now, buf, sizeof buf);
+    code = why ? 503 : 200;
+  }
+  /* why points into buf (or a literal), so the text is made before anything changes. */
+  if (code == 404)
+    snprintf(body, cap, "not found (try /livez, /readyz, /healthz or /metrics)\n");
+  else
+    snprintf(body, cap, "%s\n", why ? why : "ok");
+  pthread_mutex_unlock(&w->snap_mu);
+  return code;
 }
 
 int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
@@ -451,8 +559,10 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   uv_timer_init(&w->loop, &w->claim_pause_timer);
   w->claim_pause_timer.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
+  uv_timer_init(&w->loop, &w->snapshot_timer);
   uv_timer_init(&w->loop, &w->depth_timer);
-  w->retry_timer.data = w->drain_timer.data = w->depth_timer.data = w;
+  w->retry_timer.data = w->drain_timer.data = w->snapshot_timer.data = w->depth_timer.data = w;
+  pthread_mutex_init(&w->snap_mu, NULL);
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
   w->sigterm.data = w->sigint.data = w;
@@ -470,6 +580,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sc.result_ttl_s = cfg->result_ttl_s;
   sc.dead_ttl_s = cfg->dead_ttl_s;
   sc.wait_timeout_s = cfg->wait_timeout_s;
+  sc.wait_replicas = cfg->wait_replicas;
+  sc.wait_replicas_timeout_ms = cfg->wait_replicas_timeout_ms;
   sq_session_events_t se = {.resume = on_session_resume, .fatal = on_session_fatal};
   sq_redis_loop_uv(&w->hooks, &w->loop);
   w->session = sq_session_new(&cfg->redis, &w->hooks, &sc, &se, w, err);
@@ -480,14 +592,18 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
 
   if (cfg->http_port && w->session) {
-    int hrc =
-        sq_http_start(&w->http, &w->loop, cfg->http_host, (int)cfg->http_port, http_handler, w);
-    if (hrc != 0)
-      sq_log_error("worker", "cannot serve HTTP; continuing without it", "addr=%s:%u err=%s",
-                   cfg->http_host, cfg->http_port, uv_strerror(hrc));
+    snapshot_take(w);
+    uv_timer_start(&w->snapshot_timer, on_snapshot_timer, SNAPSHOT_MS, SNAPSHOT_MS);
+    sq_http_limits_t lim = {cfg->http_max_connections, cfg->http_timeout_s};
+    sq_error_t herr = {0};
+    w->http = sq_http_start(cfg->http_host, (int)cfg->http_port, &lim, http_handler, w, &herr);
+    if (!w->http)
+      sq_log_error("worker", "cannot serve HTTP; continuing without it", "addr=%s:%u detail=\"%s\"",
+                   cfg->http_host, cfg->http_port, herr.msg);
     else
-      sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
-                  cfg->http_port);
+      sq_log_info("worker", "serving /livez, /readyz, /healthz and /metrics",
+                  "addr=%s:%u max_connections=%u timeout_s=%u", cfg->http_host, cfg->http_port,
+                  cfg->http_max_connections, cfg->http_timeout_s);
     uv_timer_start(&w->depth_timer, on_depth_timer, 100, cfg->queue_depth_interval_ms);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -505,6 +621,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   if (w->fatal_code && err && !err->code) sq_error_set(err, w->fatal_code, "%s", w->fatal_msg);
   sq_pipeline_close(w);
   pthread_mutex_destroy(&w->done_mu);
+  pthread_mutex_destroy(&w->snap_mu);
   free(w);
   sq_log_info("worker", "exit", "code=%d", code);
   return code;

@@ -108,6 +108,14 @@ int sq_wjob_member_done(wjob_t *m);
 
 /* ---- the worker (worker.c: Redis, lifecycle; pipeline.c: batches and executors) ---- */
 
+/* What the probes may read (the HTTP thread): a copy the loop thread refreshes. /metrics reads
+ * the metrics registry instead, which snapshot_take feeds at the same time. */
+typedef struct {
+  uint64_t taken_us; /* monotonic; a stale snapshot means a stuck loop */
+  sq_session_health_t redis;
+  int draining, warm;
+} sq_worker_snapshot_t;
+
 struct sq_worker {
   const sq_worker_config_t *cfg;
   uv_loop_t loop;
@@ -123,27 +131,33 @@ struct sq_worker {
   int exit_code;
   int fatal_code; /* the session's start-up refusal (credentials), with its message */
   char fatal_msg[400];
-  uv_timer_t retry_timer, drain_timer;
+  uv_timer_t retry_timer, drain_timer, snapshot_timer;
   /* Open-loop claiming: after a claim that brought fewer jobs than asked (the queues ran dry),
-   * the next claim waits the shortest batching delay of our models, so a trickle of jobs costs
-   * one claim per batch rather than one per job. */
+   * the worker waits for a wake-up token (new work) at most the shortest batching delay of its
+   * models, and claims no sooner than that delay after the short claim; with no token it goes
+   * back to the idle wait without an empty claim. A trickle of jobs then costs one claim per
+   * batch (fast arrivals) or one claim per job and no empty claims (slow ones). */
   uv_timer_t claim_pause_timer;
-  uint32_t claim_asked; /* jobs asked by the outstanding claim */
+  uint32_t claim_asked;      /* jobs asked by the outstanding claim */
+  int short_wait;            /* the outstanding wait follows a short claim */
+  uint64_t claim_not_before; /* monotonic us: no claim before this (after a short claim) */
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
-  sq_http_t http;
+  sq_http_t *http;         /* NULL: no endpoint */
+  pthread_mutex_t snap_mu; /* guards snap: loop thread writes, the HTTP thread reads */
+  sq_worker_snapshot_t snap;
   pthread_mutex_t done_mu;
   wbatch_t *done_head, *done_tail; /* executor -> loop */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
   uint32_t acks_inflight;
   uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
   uint64_t started_us;
-  uint32_t rng; /* retry jitter (rng_next in worker.c) */
-  wbatch_t *running;          /* batches on an executor (progress reports; loop thread) */
-  uv_timer_t progress_timer;  /* every --progress-interval-ms while a batch runs */
-  int progress_inflight;      /* a progress call is outstanding */
-  sq_metrics_t *metrics;  /* made by sq_pipeline_open (it knows the models and devices) */
-  uv_timer_t depth_timer; /* reads the queue depth for the metrics (HTTP endpoint on) */
+  uint32_t rng;              /* retry jitter (rng_next in worker.c) */
+  wbatch_t *running;         /* batches on an executor (progress reports; loop thread) */
+  uv_timer_t progress_timer; /* every --progress-interval-ms while a batch runs */
+  int progress_inflight;     /* a progress call is outstanding */
+  sq_metrics_t *metrics;     /* made by sq_pipeline_open (it knows the models and devices) */
+  uv_timer_t depth_timer;    /* reads the queue depth for the metrics (HTTP endpoint on) */
   int depth_inflight;
 };
 

@@ -32,6 +32,9 @@ for i, id in ipairs(list) do
 end
 
 local out, removed = {}, {}
+-- Reused from job to job (finish keeps neither): most acks are plain `done`s.
+local f = {}
+local done_how = {state = 'done', worker = worker, from = 'running'}
 for i = 8, #ARGV - 3, 4 do
   local id, result, code, retry = ARGV[i], ARGV[i + 1], nonempty(ARGV[i + 2]),
                                   tonumber(ARGV[i + 3]) or 0
@@ -41,12 +44,13 @@ for i = 8, #ARGV - 3, 4 do
   else
     where[id] = nil
     removed[#removed + 1] = at
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'cancel', 'tenant')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'cancel', 'tenant',
+                         'watch')
     if not r then
       out[#out + 1] = CODE.ACK_DUPLICATE
     else
-      local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = r[5],
-                 tenant = r[7]}
+      f.attempts, f.off, f.epoch, f.group, f.model, f.tenant, f.watch =
+        r[1], r[2], r[3], r[4], r[5], r[7], r[8]
       local group = nonempty(r[4])
       if r[6] == '1' or (group and group_get(c, group).cancel) then
         finish(c, id, f, {state = 'canceled', code = ERR.canceled, worker = worker,
@@ -72,9 +76,13 @@ for i = 8, #ARGV - 3, 4 do
                           from = 'running', dead = true,
                           doc = redis.call('HGET', kjob .. id, 'doc') or nil})
         out[#out + 1] = CODE.ACK_EXHAUSTED
+      elseif not code then
+        done_how.result = result
+        finish(c, id, f, done_how)
+        out[#out + 1] = CODE.ACK_FINISHED
       else
-        finish(c, id, f, {state = code and 'failed' or 'done', code = code, result = result,
-                          worker = worker, from = 'running'})
+        finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
+                          from = 'running'})
         out[#out + 1] = CODE.ACK_FINISHED
       end
     end

@@ -29,10 +29,12 @@ elseif kind == 'job' then
   for i = 5, #ARGV do
     local id = ARGV[i]
     local r = not done[id] and
-              job_fields(c, id, 'state', 'attempts', 'off', 'epoch', 'group', 'model', 'cancel')
+              job_fields(c, id, 'state', 'attempts', 'off', 'epoch', 'group', 'model', 'cancel',
+                         'watch')
     done[id] = true
     local state = r and nonempty(r[1])
-    local f = r and {attempts = r[2], off = r[3], epoch = r[4], group = r[5], model = r[6]}
+    local f = r and {attempts = r[2], off = r[3], epoch = r[4], group = r[5], model = r[6],
+                     watch = r[8]}
     if state == 'queued' or state == 'retrying' then
       if state == 'retrying' then w(c, 'ZREM', c.kdelayed .. (nonempty(r[6]) or ''), id) end
       finish(c, id, f, {state = 'canceled', code = ERR.canceled, from = 'queued',

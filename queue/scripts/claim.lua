@@ -34,7 +34,10 @@ local function take(model, id)
   if not r then return 'dropped' end
   local doc = r[1]
   local group = nonempty(r[5])
-  local f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model}
+  local f = nil
+  if not doc or group or r[7] == '1' then
+    f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model, watch = r[7]}
+  end
   if not doc then
     -- A queued id without a job can never run: an error record, and a dead letter.
     finish(c, id, f, {state = 'failed', code = ERR.job_not_found, worker = worker,
@@ -54,8 +57,8 @@ local function take(model, id)
     w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
       'off', off, 'epoch', ep, 'updated_ms', c.now)
   else
-    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
-      'updated_ms', c.now)
+    -- Not an event (unwatched): the snapshot's state changes, its time stays the last event's.
+    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt)
   end
   if group then
     group_job(c, group, 'queued', 'running',

@@ -50,6 +50,7 @@ elseif op == 'requeue' then
         local tenant = nonempty(ev.tenant) or DEFAULT.TENANT
         local group = nonempty(ev.group)
         local f = {attempts = 0, off = ev.off, epoch = ev.epoch, group = group}
+        -- Watched again only when a reader follows it (recover marks it).
         local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
         w(c, 'DEL', key)
         w(c, 'HSET', key, 'doc', doc, 'state', 'queued', 'off', off, 'epoch', ep, 'attempts', 0,

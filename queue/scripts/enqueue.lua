@@ -5,7 +5,8 @@
 -- ARGV[2] now_ms        unix epoch milliseconds
 -- ARGV[3] result_ttl_s  TTL of the records of jobs rejected here, and of the group keys
 -- ARGV[4] group         group id of every job of the call, "" for none
--- ARGV[5] watch         1: write `started` events for these jobs (docs/protocol.md "Watched jobs")
+-- ARGV[5] watch         1: publish these jobs' events (docs/protocol.md "Watched jobs"); a job
+--                       whose channel has a subscriber already is watched anyway
 -- ARGV[6..] per job: id, model, tenant ("" = default), priority (> 0: front of its tenant queue),
 --                    payload (the job document, msgpack)
 -- Returns one code per job (CODE.ENQUEUE_*): 1 queued; 0 already queued or running (nothing
@@ -42,7 +43,8 @@ for i = 6, #ARGV - 4, 5 do
       served = not any_served or redis.call('SISMEMBER', served_key, model) == 1
       serves[model] = served
     end
-    local f = {off = 0, epoch = new_epoch(c), attempts = 0, group = group, model = model}
+    local f = {off = 0, epoch = new_epoch(c), attempts = 0, group = group, model = model,
+               watch = watch and '1' or '0'}
     stat(c, 'enqueued', 1)
     if g then g.total = g.total + 1 end
     if not served then
@@ -56,10 +58,14 @@ for i = 6, #ARGV - 4, 5 do
       seen[id] = 'string'
       out[#out + 1] = CODE.ENQUEUE_CANCELED
     else
+      -- A reader that subscribed before the job existed could not mark it watched: it is.
+      if f.watch ~= '1' and redis.call('PUBSUB', 'NUMSUB', c.kev .. id)[2] > 0 then
+        f.watch = '1'
+      end
       local packed, off, ep = job_event(c, id, f, 'queued', 'queued')
       w(c, 'HSET', c.kjob .. id, 'doc', payload, 'state', 'queued', 'off', off, 'epoch', ep,
         'attempts', 0, 'model', model, 'tenant', tenant, 'group', group or '',
-        'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', watch and 1 or 0)
+        'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', f.watch)
       queue_push(c, model, tenant, id, priority > 0)
       if g then group_job(c, group, nil, 'queued', {id = id, type = 'queued', state = 'queued'}) end
       out[#out + 1] = CODE.ENQUEUE_QUEUED

@@ -18,9 +18,9 @@ if refused then return refused end
 local count = 0
 for i = 6, #ARGV - 2, 3 do
   local id, done, total = ARGV[i], tonumber(ARGV[i + 1]) or 0, tonumber(ARGV[i + 2]) or 0
-  local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'state', 'worker')
+  local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'state', 'worker', 'watch')
   if r and r[5] == 'running' and r[6] == worker then
-    local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4]}
+    local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], watch = r[7]}
     local _, off, ep = job_event(c, id, f, 'progress', 'running',
                                  {worker = worker, steps_done = done, steps_total = total})
     w(c, 'HSET', c.kjob .. id, 'off', off, 'epoch', ep, 'steps_done', done, 'steps_total', total,

@@ -7,7 +7,9 @@
 -- ARGV[3] token         fencing token; must equal P:worker:<worker>
 -- ARGV[4] now_ms        unix epoch milliseconds
 -- ARGV[5] result_ttl_s  TTL of the group keys touched
--- ARGV[6..] ids         the jobs handed back ("*" alone: every job of the in-flight list)
+-- ARGV[6..] ids         the jobs handed back ("*" alone: every job of the in-flight list; "!"
+--                       then ids: every job of the list except those, the ones the worker holds:
+--                       the reconciliation after a reconnect)
 -- Returns the number of jobs released (ids not in the in-flight list are skipped), or an error
 -- reply starting with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
@@ -24,6 +26,12 @@ for _, id in ipairs(list) do held[id] = true end
 local ids = {}
 if ARGV[6] == '*' and #ARGV == 6 then
   ids = list
+elseif ARGV[6] == '!' then
+  local keep = {}
+  for i = 7, #ARGV do keep[ARGV[i]] = true end
+  for _, id in ipairs(list) do
+    if not keep[id] then ids[#ids + 1] = id end
+  end
 else
   for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
@@ -35,12 +43,12 @@ for i = #ids, 1, -1 do
   if held[id] then
     held[id] = nil
     w(c, 'LREM', inflight, 1, id)
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'watch')
     local model = r and nonempty(r[5])
     if model then
       local attempt = tonumber(r[1]) or 0
       if attempt > 0 then attempt = attempt - 1 end
-      local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4]}
+      local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4], watch = r[7]}
       local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
       w(c, 'HSET', kjob .. id, 'state', 'queued', 'attempts', attempt, 'off', off, 'epoch', ep,
         'updated_ms', c.now)

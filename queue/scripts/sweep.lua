@@ -30,13 +30,16 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
     -- Walk backwards so the pushes to the front leave the jobs in their claim order.
     for i = #ids, 1, -1 do
       local id = ids[i]
-      local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'deaths')
+      local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'deaths',
+                           'watch')
       local model = r and nonempty(r[5])
       if model then
         local attempt = tonumber(r[1]) or 0
-        local deaths = (tonumber(r[7]) or 0) + 1
+        -- Our own lease ran out (a reply that outlived it, a stalled host): we are alive, so
+        -- this is no death to count against the job.
+        local deaths = (tonumber(r[7]) or 0) + (worker == me and 0 or 1)
         local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = model,
-                   tenant = r[6]}
+                   tenant = r[6], watch = r[8]}
         if attempt >= max_attempts then
           finish(c, id, f, {state = 'failed', code = ERR.max_attempts_exceeded, worker = worker,
                             from = 'running', dead = true,
@@ -74,9 +77,9 @@ end
 for _, model in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.SERVED)) do
   local dkey = c.kdelayed .. model
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', c.now, 'LIMIT', 0, 1000)) do
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'tenant')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'tenant', 'watch')
     if r and r[2] then
-      local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4]}
+      local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], watch = r[6]}
       local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
       w(c, 'HSET', kjob .. id, 'state', 'queued', 'off', off, 'epoch', ep, 'updated_ms', c.now)
       queue_push(c, model, nonempty(r[5]) or DEFAULT.TENANT, id, true)

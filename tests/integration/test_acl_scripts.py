@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Scripts that fail half-way (issue 8 item 3), against a real redis-server with the ACL an
 operator would write: `+@all ~segq:*` and no channel rights (Redis 7 gives a new user none). Redis
-does not roll back a script that errors, and PUBLISH is the call that fails here: every script
-must fail before its first write. Checked: a failed enqueue leaves nothing behind and the same id
-can be submitted again once the user may publish; a failed sweep re-pushes nothing (no duplicate
-ids in the queue) and a later sweep requeues each job once; a failed ack leaves the job running,
-so the worker's retry writes its one result."""
+does not roll back a script that errors, and PUBLISH is the call that fails here (for watched jobs
+and for groups, whose channels publish): every script must fail before its first write. Checked:
+a failed enqueue leaves nothing behind and the same id can be submitted again once the user may
+publish; a failed sweep re-pushes nothing (no duplicate ids in the queue) and a later sweep
+requeues each job once; a failed ack leaves the job running, so the worker's retry writes its one
+result. (Unwatched jobs outside groups publish nothing and need no channel rights at all.)"""
 import os
 import sys
 import unittest
@@ -35,16 +36,21 @@ class AclScripts(unittest.TestCase):
         self.admin.execute_command("ACL", "SETUSER", "op", "&*")
 
     def test_enqueue_fails_before_writing_and_can_be_retried(self):
-        c = segq.Client(self.url, prefix=P)
+        # check_access=False: the client's start-up check would refuse first (PermissionError,
+        # tests/integration/test_redis_auth.py); here the scripts themselves are under test.
+        c = segq.Client(self.url, prefix=P, check_access=False)
         with self.assertRaises(redis.ResponseError) as e:
-            c.submit(JPEG, "otsu", id="acl-1")
+            c.submit(JPEG, "otsu", id="acl-1", watch=True)
         self.assertIn("can't publish to the channel", str(e.exception))
         self.assertEqual(self.keys(), [], "a failed enqueue writes nothing")
         with self.assertRaises(redis.ResponseError):
             c.submit_many([JPEG] * 3, "otsu", group="acl-g", ids=["acl-2", "acl-3", "acl-4"])
         self.assertEqual(self.keys(), [])
+        # Nothing to publish: an unwatched job outside a group is queued without channel rights.
+        c.submit(JPEG, "otsu", id="acl-0")
+        self.assertEqual(c.last_enqueue, {"acl-0": segq.ENQUEUE_QUEUED})
         self.grant_channels()
-        c.submit(JPEG, "otsu", id="acl-1")
+        c.submit(JPEG, "otsu", id="acl-1", watch=True)
         self.assertEqual(c.last_enqueue, {"acl-1": segq.ENQUEUE_QUEUED}, "the same id, not 'already pending'")
         self.assertEqual(c.status("acl-1")["state"], "queued")
 
@@ -54,7 +60,7 @@ class AclScripts(unittest.TestCase):
         c = segq.Client(self.url, prefix=P)
         ids = ["sw-%d" % i for i in range(5)]
         for i in ids:
-            c.submit(JPEG, "otsu", id=i)
+            c.submit(JPEG, "otsu", id=i, watch=True)
         ghost = fakeworker.FakeWorker(self.url, prefix=P, name="ghost", models=("otsu",))
         self.assertEqual(len(ghost.claim(10)), 5)
         self.admin.delete("segq:worker:ghost")  # its lease runs out
@@ -78,7 +84,7 @@ class AclScripts(unittest.TestCase):
     def test_ack_fails_before_writing(self):
         self.grant_channels()
         c = segq.Client(self.url, prefix=P)
-        c.submit(JPEG, "otsu", id="ack-1")
+        c.submit(JPEG, "otsu", id="ack-1", watch=True)
         w = fakeworker.FakeWorker(self.url, prefix=P, name="w1", models=("otsu",))
         jobs = w.claim(1)
         self.admin.execute_command("ACL", "SETUSER", "op", "resetchannels")

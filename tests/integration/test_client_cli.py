@@ -160,6 +160,9 @@ def main():
         # dead: a job whose transient failure used its last attempt is a dead letter.
         rc, so, se = segq(srv.url, "submit", files[0], "--model", "null")
         did = so.strip().splitlines()[-1].split()[0]
+        # The serving thread (and its heartbeat) stopped above; renew the lease by hand: on a
+        # loaded machine the CLI calls since then can take longer than it.
+        w.heartbeat()
         jobs = [j for j in w.claim(20) if j[1] == did]
         check(w.ack(jobs, fail=(did,), retry_ms=1, max_attempts=1) == [5], "dead letter made")
         rc, so, se = segq(srv.url, "dead", "list")
@@ -172,6 +175,7 @@ def main():
         check(rc == 0 and "requeued 1" in so, "dead requeue: %s %s" % (so, se))
         rc, so, se = segq(srv.url, "dead", "show", did)
         check(rc == 1 and "not a dead letter" in se, "requeued is not dead: %s" % se)
+        w.heartbeat()
         jobs = [j for j in w.claim(20) if j[1] == did]
         w.ack(jobs, fail=(did,), retry_ms=1, max_attempts=1)
         rc, so, se = segq(srv.url, "dead", "purge", "--all")

@@ -99,6 +99,12 @@ class Metrics(unittest.TestCase):
         self.assertEqual(v("segq_lease_ok"), 1)
         self.assertEqual(v("segq_redis_connected", conn="command"), 1)
         self.assertGreater(v("segq_device_busy_seconds", device="cpu"), 0)
+        self.assertEqual(v("segq_draining"), 0)
+        self.assertGreater(v("segq_uptime_seconds"), 0)
+        # The loop's own counts reach the registry with its 200 ms snapshot.
+        tl.wait_until(lambda: sm.value(self.scrape(), "segq_batches") >= execs, 30, poll_s=0.1,
+                      what="segq_batches_total >= %d" % execs)
+        self.wait_value("segq_jobs_held", 0)
         # No GPU on this worker: no GPU families at all, rather than zeros.
         self.assertNotIn("segq_gpu_memory_used_bytes", fams)
         self.assertNotIn("segq_gpu_memory_total_bytes", fams)
@@ -150,7 +156,9 @@ class Metrics(unittest.TestCase):
         self.rs.restart()
         self.wait_value("segq_redis_reconnects", 1, conn="command", timeout=60)
         self.wait_value("segq_redis_reconnects", 1, conn="blocking", timeout=60)
+        self.wait_value("segq_redis_reconnects", 1, conn="lease", timeout=60)
         self.wait_value("segq_redis_connected", 1, conn="blocking", timeout=60)
+        self.wait_value("segq_redis_connected", 1, conn="lease", timeout=60)
 
 
 if __name__ == "__main__":

@@ -316,6 +316,18 @@ class Scripts(unittest.TestCase):
         self.assertEqual(q.ev("sweep", P, "b", 10000, 3, now(), TTL, 86400), 0)
         self.assertTrue(r.sismember(P + ":workers", "ghost"))
 
+    def test_self_sweep_counts_no_death(self):
+        # A live worker whose lease ran out (its heartbeat waited behind a long reply) and whose
+        # own sweeper then recovers its jobs: requeued, but no death counted against them.
+        q, r = self.q, self.r
+        q.enqueue("ss")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        r.delete(P + ":worker:w1")
+        r.delete(P + ":sweeper")
+        self.assertEqual(q.ev("sweep", P, "w1", 1000, 3, now(), TTL, 86400), 1)
+        self.assertEqual((state(r, "ss"), r.hget(P + ":job:ss", "deaths")), ("queued", b"0"))
+
     def test_sweep_max_attempts(self):
         q, r = self.q, self.r
         q.enqueue("ma")
@@ -411,6 +423,19 @@ class Scripts(unittest.TestCase):
         e3 = record(r, "e3")[0]
         self.assertTrue(e3["epoch"].startswith(gen2 + "."), e3)
         self.assertEqual(e3["off"], 2)
+
+    def test_subscribed_before_enqueue_is_watched(self):
+        q, r = self.q, self.r
+        ps = r.pubsub()
+        ps.subscribe(P + ":ev:early")
+        self.assertEqual(ps.get_message(timeout=5)["type"], "subscribe")
+        q.enqueue("early")
+        q.enqueue("nobody")
+        self.assertEqual(r.hget(P + ":job:early", "watch"), b"1", "a reader waits on its channel")
+        self.assertEqual(r.hget(P + ":job:nobody", "watch"), b"0")
+        msg = ps.get_message(timeout=5)
+        self.assertEqual(proto.decode_event(msg["data"])["type"], "queued")
+        ps.close()
 
     def test_recover(self):
         q, r = self.q, self.r

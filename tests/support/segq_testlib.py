@@ -161,15 +161,17 @@ class RedisServer:
             r = rs.client(); ...; rs.restart()
     """
 
-    def __init__(self, persist=False, extra_args=(), start=True):
+    def __init__(self, persist=False, extra_args=(), start=True, tls=None, port=None):
+        """tls: a TlsCerts; the server then listens on TLS only (self.port is its TLS port)."""
         if not have_redis_server():
             raise unittest.SkipTest("redis-server is not installed")
         self.persist = persist
         self.extra_args = list(extra_args)
+        self.tls = tls
         self.dir = tempdir("segq-redis-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
-        self.url = "redis://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("rediss" if tls else "redis", self.port)
         self.log_path = os.path.join(self.dir, "redis.log")
         self.proc = None
         self.restarts = 0
@@ -184,6 +186,11 @@ class RedisServer:
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             argv += ["--appendonly", "no"]
+        if self.tls:
+            argv[argv.index("--port") + 1] = "0"
+            argv += ["--tls-port", str(self.port), "--tls-cert-file", self.tls.server_cert,
+                     "--tls-key-file", self.tls.server_key, "--tls-ca-cert-file", self.tls.ca,
+                     "--tls-auth-clients", "no"]
         return argv + self.extra_args
 
     def start(self, timeout=15.0):
@@ -202,7 +209,7 @@ class RedisServer:
             time.sleep(0.2)
 
     def _wait_ping(self, deadline):
-        r = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=1, socket_timeout=2)
+        r = self.client(socket_connect_timeout=1, socket_timeout=2)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -221,6 +228,8 @@ class RedisServer:
         """A new redis-py client (bytes replies) for this server."""
         kw.setdefault("socket_connect_timeout", 5)
         kw.setdefault("socket_timeout", 30)
+        if self.tls:
+            kw.update(ssl=True, ssl_ca_certs=self.tls.ca, ssl_cert_reqs="required")
         return redis.Redis(host=self.host, port=self.port, **kw)
 
     def stop(self, sig=signal.SIGTERM):
@@ -249,6 +258,210 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop(signal.SIGKILL)
+        return False
+
+
+# -- Sentinel: a primary, replicas and sentinels -----------------------------------------------
+
+def have_redis_sentinel():
+    return shutil.which("redis-sentinel") is not None or have_redis_server()
+
+
+class SentinelGroup:
+    """A Sentinel-managed primary on loopback: one primary, `replicas` replicas and `sentinels`
+    sentinels (quorum: a majority), all real processes on free ports. `url` is the
+    redis+sentinel:// URL of the group; `failover()` runs SENTINEL FAILOVER; `primary_port()`
+    asks a sentinel. Extra redis-server args (e.g. min-replicas-to-write) go to every data node.
+
+        with SentinelGroup() as g:
+            g.wait_ready(); r = g.client(); ...; g.failover(); g.wait_primary_changed(old)
+    """
+
+    def __init__(self, replicas=1, sentinels=3, master="mymaster", data_args=(),
+                 down_after_ms=1500, failover_timeout_ms=6000):
+        self.master = master
+        self.data_args = list(data_args)
+        self.primary = RedisServer(extra_args=self.data_args)
+        self.nodes = [self.primary]
+        for _ in range(replicas):
+            self.nodes.append(RedisServer(extra_args=self.data_args + [
+                "--replicaof", "127.0.0.1", str(self.primary.port)]))
+        self.sentinel_ports = []
+        self.sentinel_procs = []
+        binary = shutil.which("redis-sentinel")
+        for i in range(sentinels):
+            d = tempdir("segq-sentinel-")
+            port = free_port()
+            conf = os.path.join(d, "sentinel.conf")
+            with open(conf, "w") as f:
+                f.write("port %d\nbind 127.0.0.1\ndaemonize no\ndir %s\nlogfile %s\n"
+                        "sentinel monitor %s 127.0.0.1 %d %d\n"
+                        "sentinel down-after-milliseconds %s %d\n"
+                        "sentinel failover-timeout %s %d\n"
+                        "sentinel parallel-syncs %s 1\n"
+                        % (port, d, os.path.join(d, "sentinel.log"), master, self.primary.port,
+                           sentinels // 2 + 1, master, down_after_ms, master, failover_timeout_ms,
+                           master))
+            argv = [binary, conf] if binary else ["redis-server", conf, "--sentinel"]
+            self.sentinel_procs.append(_spawn(argv, cwd=d))
+            self.sentinel_ports.append(port)
+        self.url = "redis+sentinel://%s/%s" % (
+            ",".join("127.0.0.1:%d" % p for p in self.sentinel_ports), master)
+
+    def sentinel(self, i=0):
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[i], socket_timeout=5,
+                           socket_connect_timeout=2, decode_responses=True)
+
+    def primary_port(self, i=0):
+        addr = self.sentinel(i).execute_command("SENTINEL", "get-master-addr-by-name", self.master)
+        return int(addr[1]) if addr else None
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def client(self, **kw):
+        """A client of the current primary (as the sentinels see it)."""
+        return self.node(self.primary_port()).client(**kw)
+
+    def wait_ready(self, timeout=60.0):
+        """Until every sentinel knows the other sentinels and the replicas, and the replicas are
+        in sync."""
+        n_s, n_r = len(self.sentinel_ports), len(self.nodes) - 1
+
+        def ready():
+            for i in range(n_s):
+                try:
+                    s = self.sentinel(i)
+                    if len(s.execute_command("SENTINEL", "sentinels", self.master)) < n_s - 1:
+                        return False
+                    reps = s.execute_command("SENTINEL", "replicas", self.master)
+                    if len(reps) < n_r:
+                        return False
+                except redis.RedisError:
+                    return False
+            info = self.primary.client().info("replication")
+            return info.get("connected_slaves", 0) >= n_r and all(
+                info.get("slave%d" % k, {}).get("state") == "online" for k in range(n_r))
+        wait_until(ready, timeout, poll_s=0.2, what="sentinels and replicas ready")
+
+    def failover(self, i=0, timeout=60.0):
+        """SENTINEL FAILOVER: promote a replica without asking the others to agree first. Right
+        after a failover the sentinel may not yet count the old primary as a good replica
+        (NOGOODSLAVE) or still be busy (INPROG): retried until timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sentinel(i).execute_command("SENTINEL", "FAILOVER", self.master)
+                return
+            except redis.ResponseError as e:
+                if time.monotonic() >= deadline or not str(e).startswith(("NOGOODSLAVE", "INPROG")):
+                    raise
+                time.sleep(0.5)
+
+    def failover_and_wait(self, old_port, attempts=3, each_s=30.0):
+        """failover() until a new primary is in place (a loaded machine can make the promotion
+        outlast failover-timeout, and the sentinel then aborts). Returns (new port, attempts)."""
+        for k in range(1, attempts + 1):
+            self.failover()
+            try:
+                return self.wait_primary_changed(old_port, timeout=each_s), k
+            except AssertionError:
+                if k == attempts:
+                    raise
+
+    def wait_primary_changed(self, old_port, timeout=60.0):
+        """Until every sentinel names a new primary and it answers as one; returns its port."""
+        def changed():
+            try:
+                ports = {self.primary_port(i) for i in range(len(self.sentinel_ports))}
+                if len(ports) != 1 or old_port in ports:
+                    return None
+                port = ports.pop()
+                role = self.node(port).client().execute_command("ROLE")[0]
+                return port if role in (b"master", "master") else None
+            except (redis.RedisError, StopIteration):
+                return None
+        return wait_until(changed, timeout, poll_s=0.1, what="a new primary")
+
+    def stop(self):
+        for p in self.sentinel_procs:
+            _kill(p)
+        for n in self.nodes:
+            n.stop(signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+# -- TLS: certificates and a stunnel client --------------------------------------------------
+
+class TlsCerts:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, made with the openssl
+    command line (raises unittest.SkipTest without it). Paths: ca, server_cert, server_key."""
+
+    def __init__(self):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("openssl is not installed")
+        d = tempdir("segq-tls-")
+        self.ca, self.ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+        self.server_cert, self.server_key = os.path.join(d, "server.pem"), os.path.join(d, "server.key")
+        csr, ext = os.path.join(d, "server.csr"), os.path.join(d, "san.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run = lambda *a: subprocess.run(["openssl"] + list(a), check=True, capture_output=True, timeout=60)
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.ca_key, "-out", self.ca,
+            "-days", "2", "-subj", "/CN=segq test CA")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.server_key, "-out", csr,
+            "-subj", "/CN=127.0.0.1")
+        run("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+            "-out", self.server_cert, "-days", "2", "-extfile", ext)
+
+
+def have_stunnel():
+    return shutil.which("stunnel4") is not None or shutil.which("stunnel") is not None
+
+
+class Stunnel:
+    """A stunnel client: plain TCP on 127.0.0.1:<port> -> TLS to target_port, verifying the
+    server against ca (the setup docs/operations.md "TLS" describes). url is redis://...:<port>."""
+
+    def __init__(self, target_port, ca):
+        binary = shutil.which("stunnel4") or shutil.which("stunnel")
+        if binary is None:
+            raise unittest.SkipTest("stunnel4 is not installed")
+        self.dir = tempdir("segq-stunnel-")
+        self.port = free_port()
+        self.url = "redis://127.0.0.1:%d" % self.port
+        conf = os.path.join(self.dir, "stunnel.conf")
+        with open(conf, "w") as f:
+            f.write("foreground = yes\npid =\noutput = %s\n\n[redis]\nclient = yes\n"
+                    "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\nCAfile = %s\n"
+                    "verifyChain = yes\ncheckIP = 127.0.0.1\n"
+                    % (os.path.join(self.dir, "stunnel.log"), self.port, target_port, ca))
+        self.proc = _spawn([binary, conf], log_path=os.path.join(self.dir, "stdout.log"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("stunnel exited with %s" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("stunnel did not listen on %d" % self.port)
+
+    def stop(self):
+        _kill(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
         return False
 
 
@@ -1014,12 +1227,12 @@ def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, p
         time.sleep(poll_s)
 
 
-def prefill_otsu(url, prefix, id_prefix, n, chunk=250):
+def prefill_otsu(url, prefix, id_prefix, n, chunk=250, **client_kw):
     """Queues n `otsu` jobs of one small two-disk JPEG, ids "<id_prefix>-00000"..., in groups of
     `chunk`, and returns the ids. Fault tests queue everything before starting their workers
     (queuing is slower than this work), so the run is long enough to interrupt."""
     import segq
-    c = segq.Client(url, prefix=prefix)
+    c = segq.Client(url, prefix=prefix, **client_kw)
     img = make_jpeg(320, 320, disks=[(80, 80, 30), (220, 200, 50)], noise=3)
     ids = ["%s-%05d" % (id_prefix, i) for i in range(n)]
     for k in range(0, n, chunk):

@@ -224,8 +224,7 @@ int main(void) {
         memcmp(r->str + r->len - 2, "R0", 2) == 0 && memmem(r->str, r->len, "done", 4) != NULL);
   freeReplyObject(r);
   r = redisCommand(c, "GET tq:job:j1");
-  CHECK(r && r->type == REDIS_REPLY_STRING &&
-        memmem(r->str, r->len, "model_error", 11) != NULL);
+  CHECK(r && r->type == REDIS_REPLY_STRING && memmem(r->str, r->len, "model_error", 11) != NULL);
   freeReplyObject(r);
   r = redisCommand(c, "HGET tq:job:j2 steps_done");
   CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "3") == 0);

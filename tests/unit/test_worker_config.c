@@ -2,6 +2,7 @@
  * rejection of bad flags and values with a message naming them. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "queue/queue.h"
@@ -115,6 +116,51 @@ static void test_redis_url(void) {
   sq_worker_config_free(&cfg);
 }
 
+/* The password: SEGQ_REDIS_PASSWORD (environment only) over the URL's, a password file over
+ * both; never a flag; argv scrubbing masks it in place. */
+static void test_password_sources(void) {
+  sq_worker_config_t cfg;
+  sq_error_t err;
+  const char *argv[] = {"w", "--redis-url", "redis://alice:fromurl@h:1"};
+  CHECK_EQ_INT(parse(&cfg, NULL, 3, argv, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis.password, "fromurl");
+  CHECK_STR(cfg.redis_password_source, "url");
+  sq_worker_config_free(&cfg);
+  const char *env[] = {"SEGQ_REDIS_PASSWORD", "fromenv", NULL};
+  CHECK_EQ_INT(parse(&cfg, env, 3, argv, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis.password, "fromenv");
+  CHECK_STR(cfg.redis.user, "alice");
+  CHECK_STR(cfg.redis_password_source, "env");
+  char summary[1024];
+  sq_worker_config_summary(&cfg, summary, sizeof summary);
+  CHECK(strstr(summary, "auth=env") && !strstr(summary, "fromenv") && !strstr(summary, "fromurl"));
+  sq_worker_config_free(&cfg);
+  char path[] = "/tmp/segq-cfg-pw-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0 && write(fd, "fromfile\n", 9) == 9);
+  close(fd);
+  const char *argv2[] = {"w", "--redis-url", "redis://alice:fromurl@h:1", "--redis-password-file",
+                         path};
+  CHECK_EQ_INT(parse(&cfg, env, 5, argv2, &err), SQ_CONFIG_RUN);
+  CHECK_STR(cfg.redis.password, "fromfile");
+  CHECK_STR(cfg.redis_password_source, "file");
+  sq_worker_config_free(&cfg);
+  unlink(path);
+  CHECK(parse(&cfg, env, 5, argv2, &err) == SQ_EINVAL);
+  CHECK(strstr(err.msg, path) != NULL);
+  sq_worker_config_free(&cfg);
+  const char *argv3[] = {"w", "--redis-password", "x"};
+  CHECK(parse(&cfg, NULL, 3, argv3, &err) == SQ_EINVAL);
+  CHECK(strstr(err.msg, "SEGQ_REDIS_PASSWORD") != NULL);
+  sq_worker_config_free(&cfg);
+  char a1[] = "w", a2[] = "--redis-url", a3[] = "redis://u:abc@h",
+       a4[] = "--redis-url=redis://:de@h";
+  char *sv[] = {a1, a2, a3, a4};
+  CHECK_EQ_INT(sq_worker_config_scrub_argv(4, sv), 2);
+  CHECK_STR(a3, "redis://u:***@h");
+  CHECK_STR(a4, "--redis-url=redis://:**@h");
+}
+
 static void expect_bad(const char *const *env, int argc, const char **argv, const char *needle) {
   sq_worker_config_t cfg;
   sq_error_t err = {0};
@@ -223,6 +269,7 @@ int main(void) {
   test_defaults();
   test_precedence();
   test_redis_url();
+  test_password_sources();
   test_bad_values();
   test_actions();
   CHECK_DONE();

@@ -12,7 +12,7 @@ import uuid
 
 import redis
 
-from . import proto
+from . import connection, proto
 from .client import DEFAULT_PREFIX, DEFAULT_URL, Client, SegqError, Timeout
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_TIMEOUT = 1, 2, 3, 4
@@ -228,11 +228,21 @@ def draw_overlay(path, polygons, opath):
 # -- commands -------------------------------------------------------------------------------
 
 def connect(args):
-    c = Client(args.url, prefix=args.prefix)
     try:
+        c = Client(args.url, prefix=args.prefix, password_file=args.redis_password_file,
+                   wait_replicas=args.wait_replicas)
         c.ping()
+        c.check_access()
+    except connection.URLError as e:
+        raise CliError(str(e), EXIT_USAGE)
+    except PermissionError as e:
+        raise CliError(str(e), EXIT_REDIS)
+    except redis.AuthenticationError as e:
+        raise CliError("Redis at %s refused the credentials: %s" % (connection.mask_url(args.url), e),
+                       EXIT_REDIS)
     except redis.RedisError as e:
-        raise CliError("cannot reach Redis at %s: %s" % (c.url, e), EXIT_REDIS)
+        raise CliError("cannot reach Redis at %s: %s" % (connection.mask_url(args.url), e),
+                       EXIT_REDIS)
     return c
 
 
@@ -479,7 +489,14 @@ def build_parser():
     ap = argparse.ArgumentParser(prog="segq", description="segq command line: submit images, "
                                  "watch events, show queue statistics.")
     ap.add_argument("--url", default=os.environ.get("SEGQ_REDIS_URL", DEFAULT_URL),
-                    help="Redis URL (env SEGQ_REDIS_URL; default %(default)s)")
+                    help="Redis URL: redis://, rediss:// or redis+sentinel://host:port,.../MASTER "
+                    "(env SEGQ_REDIS_URL; default %(default)s). Keep the password out of it: "
+                    "SEGQ_REDIS_PASSWORD or --redis-password-file")
+    ap.add_argument("--redis-password-file", default=None,
+                    help="file holding the Redis password (env SEGQ_REDIS_PASSWORD_FILE)")
+    ap.add_argument("--wait-replicas", type=int, default=int(os.environ.get("SEGQ_WAIT_REPLICAS", 0)),
+                    help="submit: WAIT until this many replicas have each job, else fail (env "
+                    "SEGQ_WAIT_REPLICAS; default %(default)s)")
     ap.add_argument("--prefix", default=os.environ.get("SEGQ_PREFIX", DEFAULT_PREFIX),
                     help="key prefix (env SEGQ_PREFIX; default %(default)s)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -545,7 +562,7 @@ def main(argv=None):
         _err(str(e))
         return e.code
     except redis.ConnectionError as e:
-        _err("lost the connection to Redis at %s: %s" % (args.url, e))
+        _err("lost the connection to Redis at %s: %s" % (connection.mask_url(args.url), e))
         return EXIT_REDIS
     except (SegqError, redis.RedisError) as e:
         _err(str(e))

@@ -8,9 +8,9 @@ import uuid
 
 import redis
 
-from . import proto, schema
+from . import connection, proto, schema
 
-DEFAULT_URL = "redis://127.0.0.1:6379"
+DEFAULT_URL = connection.DEFAULT_URL
 DEFAULT_PREFIX = schema.DEFAULT["PREFIX"]
 DEFAULT_RESULT_TTL_S = schema.DEFAULT["RESULT_TTL_S"]
 KEY = schema.KEY
@@ -29,6 +29,17 @@ _SCRIPTS = schema.SCRIPTS_DIR
 
 class SegqError(Exception):
     """Base of the client's own errors (Redis errors come through as redis.RedisError)."""
+
+
+class NotReplicated(SegqError):
+    """The enqueue reached the primary but not wait_replicas replicas within wait_timeout_ms:
+    an asynchronous failover now could lose it. .ids: the jobs concerned (resubmitting them later
+    is safe: ids are idempotent); .acked: how many replicas confirmed."""
+
+    def __init__(self, message, ids=(), acked=0):
+        super().__init__(message)
+        self.ids = list(ids)
+        self.acked = acked
 
 
 class Timeout(SegqError, TimeoutError):
@@ -113,13 +124,26 @@ class Client:
     # message, or a job that Redis lost, is noticed within this time).
     recheck_s = 2.0
 
-    def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None):
+    def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None,
+                 *, password=None, password_file=None, check_access=True, wait_replicas=0,
+                 wait_timeout_ms=2000):
+        """url: redis://, rediss:// or redis+sentinel:// (segq.connection; default
+        $SEGQ_REDIS_URL). The password may come from password/password_file,
+        $SEGQ_REDIS_PASSWORD_FILE or $SEGQ_REDIS_PASSWORD instead of the URL. check_access: before
+        the first submit, check once that the Redis user may run what segq needs (raises
+        PermissionError naming what is missing). wait_replicas: after each enqueue, WAIT for that
+        many replicas to have it (within wait_timeout_ms) or raise NotReplicated: what makes a
+        submit survive an asynchronous failover (docs/RELIABILITY.md)."""
         self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
         self.prefix = prefix
         self.result_ttl_s = int(result_ttl_s)
         # How long events() keeps trying to re-subscribe after losing its connection.
         self.reconnect_s = 30.0
-        self.r = redis_client or redis.Redis.from_url(self.url, socket_connect_timeout=5)
+        self.r = redis_client or connection.connect(self.url, password=password,
+                                                    password_file=password_file)
+        self._access_checked = not check_access
+        self.wait_replicas = int(wait_replicas)
+        self.wait_timeout_ms = int(wait_timeout_ms)
         self._scripts = {}
         # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
         self.last_enqueue = {}
@@ -159,8 +183,40 @@ class Client:
         args = [self.prefix, _now_ms(), self.result_ttl_s, group or "", 1 if watch else 0]
         for _, a in jobs:
             args += a
-        codes = self.script("enqueue")(keys=[], args=args)
+        self._check_once()
+        if not self.wait_replicas:
+            codes = self.script("enqueue")(keys=[], args=args)
+            self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
+            return
+        # WAIT counts the writes of its own connection: the script and the WAIT in one pipeline.
+        pipe = self.r.pipeline(transaction=False)
+        self.script("enqueue")(keys=[], args=args, client=pipe)
+        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        codes, acked = pipe.execute()
         self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
+        if int(acked) < self.wait_replicas:
+            ids = [id for id, _ in jobs]
+            raise NotReplicated("%d job(s) are queued on the primary but only %d of %d replicas had "
+                                "them within %d ms: a failover now could lose them (resubmit the "
+                                "same ids later to be sure)" % (len(ids), int(acked),
+                                                                self.wait_replicas,
+                                                                self.wait_timeout_ms),
+                                ids=ids, acked=int(acked))
+
+    @property
+    def display_url(self):
+        """The URL with its password masked, for messages."""
+        return connection.mask_url(self.url)
+
+    def check_access(self):
+        """Raises PermissionError naming what the Redis user may not do that segq needs
+        (commands, keys under the prefix, the event channels); see connection.check_access."""
+        connection.check_access(self.r, self.prefix, load_script, role="client")
+        self._access_checked = True
+
+    def _check_once(self):
+        if not self._access_checked:
+            self.check_access()
 
     def submit(self, image, model, *, id=None, fmt=None, width=None, height=None, params=None,
                threshold=None, min_area=None, outputs=None, priority=None, deadline_ms=None,
@@ -222,12 +278,14 @@ class Client:
                     out[i] = proto.decode_record(raw)[1]
         return out
 
-    def _lost(self, ids):
-        """The ids of `ids` that do not exist in Redis at all."""
-        pipe = self.r.pipeline(transaction=False)
-        for i in ids:
-            pipe.exists(self.job_key(i))
-        return [i for i, n in zip(ids, pipe.execute()) if not n]
+    def _watch(self, ids):
+        """Marks live jobs watched (their channel publishes from now on) and says where each
+        stands: {id: 1 live, 2 finished, 0 unknown}."""
+        out = {}
+        for k in range(0, len(ids), 1000):
+            chunk = ids[k:k + 1000]
+            out.update(zip(chunk, (int(c) for c in self.script("watch")(keys=[], args=[self.prefix] + chunk))))
+        return out
 
     def _subscribe(self, channels):
         ps = self.r.pubsub(ignore_subscribe_messages=False)
@@ -256,7 +314,8 @@ class Client:
 
     def wait_many(self, ids, timeout=None):
         """{id: result} for all ids, blocking up to timeout seconds overall. Listens on the jobs'
-        channels for their terminal events and re-reads the records every recheck_s. Raises
+        channels for their terminal events (watch.lua marks them watched) and looks again every
+        recheck_s. Raises
         Timeout with .results (those that arrived) and .missing, or JobLost (.ids) for jobs that
         do not exist."""
         ids = list(ids)
@@ -265,21 +324,20 @@ class Client:
         if not pending:
             return {i: out[i] for i in ids}
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Subscribe, then mark the jobs watched (a job's channel publishes only while someone
+        # watches it), then read: a terminal event after the read is a message we receive.
         ps = self._subscribe([self.key(KEY["JOB_CHANNEL"], i) for i in pending])
         try:
             while True:
-                out.update(self._results(pending))
+                where = self._watch(pending)
+                out.update(self._results([i for i in pending if where[i] == 2]))
                 pending = [i for i in pending if i not in out]
                 if not pending:
                     return {i: out[i] for i in ids}
-                lost = self._lost(pending)
+                lost = [i for i in pending if where[i] == 0]
                 if lost:
-                    # A job that was live a moment ago may have finished in between: look again.
-                    out.update(self._results(lost))
-                    lost = [i for i in lost if i not in out]
-                    if lost:
-                        raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
-                                      "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
+                    raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
+                                  "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout("%d of %d jobs have no result within %gs" % (len(pending), len(ids), timeout),

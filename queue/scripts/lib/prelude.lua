@@ -15,6 +15,7 @@ local function context(P, now, ttl)
   c.kring = P .. ':' .. KEY.RING .. ':'
   c.kdelayed = P .. ':' .. KEY.DELAYED .. ':'
   c.writes, c.pch, c.pmsg = {}, {}, {}
+  c.rkey, c.rval, c.rttl = {}, {}, {} -- the records finish() writes (SET ... EX), in order
   c.stats, c.groups, c.gorder, c.wakes, c.qlen = {}, {}, {}, {}, {}
   return c
 end
@@ -182,6 +183,9 @@ local function commit(c)
   if e and e.dirty then w(c, 'HSET', P .. ':' .. KEY.EPOCH, 'gen', e.gen, 'n', e.n) end
   for i = 1, #c.pch do redis.call('PUBLISH', c.pch[i], c.pmsg[i]) end
   for _, cmd in ipairs(c.writes) do redis.call(unpack(cmd)) end
+  -- Records last: a record replaces its job's hash, which no write above touches after it.
+  local rkey, rval, rttl = c.rkey, c.rval, c.rttl
+  for i = 1, #rkey do redis.call('SET', rkey[i], rval[i], 'EX', rttl[i]) end
 end
 
 -- Pushes id onto its tenant queue of model (front if `front`), keeping the ring invariant (a
@@ -196,26 +200,65 @@ local function queue_push(c, model, tenant, id, front)
   wake(c, model)
 end
 
+-- ---- msgpack by hand, for the one event written per job in bulk ----
+-- A table and cmsgpack.pack cost about twice what concatenating the encoded pieces does (2.2
+-- vs 1.0 us per event measured inside Redis), and the terminal event is written for every job.
+
+local char, spack = string.char, struct.pack
+
+local function mp_str(s)
+  local n = #s
+  if n < 32 then return char(0xa0 + n) .. s end
+  if n < 256 then return '\217' .. char(n) .. s end
+  return '\218' .. spack('>I2', n) .. s
+end
+
+-- x: an integer >= 0 (offsets, attempts, milliseconds).
+local function mp_uint(x)
+  if x < 128 then return char(x) end
+  if x < 256 then return '\204' .. char(x) end
+  if x < 65536 then return '\205' .. spack('>I2', x) end
+  if x < 4294967296 then return '\206' .. spack('>I4', x) end
+  return '\207' .. spack('>I8', x)
+end
+
+-- The terminal event {v, id, type, state, off, epoch, ts_ms, attempt[, group][, worker][, error]}
+-- (type == state), as cmsgpack.pack of that table would encode it (key order aside).
+local function pack_terminal(id, state, off, epoch, ts, attempt, group, worker, code)
+  local n, extra = 8, ''
+  if group then n, extra = n + 1, extra .. '\165group' .. mp_str(group) end
+  if worker then n, extra = n + 1, extra .. '\166worker' .. mp_str(worker) end
+  if code then n, extra = n + 1, extra .. '\165error' .. mp_str(code) end
+  local st = mp_str(state)
+  return char(0x80 + n) .. '\161v\1\162id' .. mp_str(id) .. '\164type' .. st .. '\165state' .. st ..
+         '\163off' .. mp_uint(off) .. '\165epoch' .. mp_str(epoch) .. '\165ts_ms' .. mp_uint(ts) ..
+         '\167attempt' .. mp_uint(attempt) .. extra
+end
+
 -- The one terminal write (docs/protocol.md "One terminal write"). f: what is known of the job:
--- off (its last event's offset), epoch, attempts, group, model, tenant. how: state ('done', 'failed'
+-- off (its last event's offset), epoch, attempts, group, model, tenant, watch ('1': publish on
+-- the job channel; a job's channel publishes only while it is watched). how: state ('done', 'failed'
 -- or 'canceled'), code (error code, nil for done), result (the result document; nil: an error
 -- result is made from code and message), worker, from (the group counter the job leaves, nil
 -- when it was never counted), dead (true: a dead letter; doc = the job document it keeps).
 -- Writes the record (terminal event .. result [.. doc]), publishes the terminal event, counts it.
+-- Keeps neither f nor how, so callers may reuse them from job to job.
 local function finish(c, id, f, how)
   local state = how.state
   local attempt = tonumber(f.attempts) or 0
   local group = nonempty(f.group)
-  local ev = {v = 1, id = id, type = state, state = state, off = (tonumber(f.off) or 0) + 1,
-              epoch = channel_epoch(c, nonempty(f.epoch)), ts_ms = c.now, attempt = attempt,
-              group = group, worker = how.worker, error = how.code, dead = how.dead}
+  local off, epoch = (tonumber(f.off) or 0) + 1, channel_epoch(c, nonempty(f.epoch))
+  local packed
   if how.dead then
     -- What `dead requeue` needs to queue it again: the job document is the record's last
     -- doc_bytes (Lua's cmsgpack cannot skip the result's bin fields to find it).
-    ev.model, ev.tenant = nonempty(f.model), nonempty(f.tenant)
-    if how.doc then ev.doc_bytes = #how.doc end
+    packed = cmsgpack.pack({v = 1, id = id, type = state, state = state, off = off, epoch = epoch,
+                            ts_ms = c.now, attempt = attempt, group = group, worker = how.worker,
+                            error = how.code, dead = true, model = nonempty(f.model),
+                            tenant = nonempty(f.tenant), doc_bytes = how.doc and #how.doc or nil})
+  else
+    packed = pack_terminal(id, state, off, epoch, c.now, attempt, group, how.worker, how.code)
   end
-  local packed = cmsgpack.pack(ev)
   local result = how.result
   if not result then
     result = cmsgpack.pack({v = 1, id = id, status = 'error',
@@ -232,8 +275,9 @@ local function finish(c, id, f, how)
     c.dead_added = true
     stat(c, 'dead', 1)
   end
-  w(c, 'SET', c.kjob .. id, record, 'EX', ttl)
-  pub(c, c.kev .. id, packed)
+  local n = #c.rkey + 1
+  c.rkey[n], c.rval[n], c.rttl[n] = c.kjob .. id, record, ttl
+  if f.watch == '1' then pub(c, c.kev .. id, packed) end
   stat(c, state, 1)
   if group then
     group_job(c, group, how.from, state, {id = id, type = state, state = state, attempt = attempt,
@@ -241,8 +285,9 @@ local function finish(c, id, f, how)
   end
 end
 
--- A live job's next non-terminal event: writes nothing itself; returns (packed event, off,
--- epoch) for the caller to publish and store. f as for finish; extra: fields to add.
+-- A live job's next non-terminal event: publishes it if the job is watched (f.watch), writes
+-- nothing; returns (packed event, off, epoch) for the caller to store. f as for finish; extra:
+-- fields to add.
 local function job_event(c, id, f, typ, state, extra)
   local off = (tonumber(f.off) or 0) + 1
   local ep = channel_epoch(c, nonempty(f.epoch))
@@ -252,7 +297,7 @@ local function job_event(c, id, f, typ, state, extra)
     for k, v in pairs(extra) do ev[k] = v end
   end
   local packed = cmsgpack.pack(ev)
-  pub(c, c.kev .. id, packed)
+  if f.watch == '1' then pub(c, c.kev .. id, packed) end
   return packed, off, ep
 end
 

@@ -1,0 +1,24 @@
+-- watch: mark jobs watched (their channel publishes every event from now on) and say where
+-- each stands, for clients that wait on many jobs (Client.wait_many); one reader of one job
+-- uses recover, which marks it too.
+-- KEYS: none (numkeys 0); every key is derived from the prefix (standalone Redis, not Cluster).
+-- ARGV[1] prefix
+-- ARGV[2..] ids
+-- Returns one code per id: 1 live (now watched), 2 finished (its record holds the result),
+-- 0 unknown (never enqueued, expired, or lost).
+local P = ARGV[1]
+local kjob = P .. ':' .. KEY.JOB .. ':'
+local out = {}
+for i = 2, #ARGV do
+  local key = kjob .. ARGV[i]
+  local t = redis.call('TYPE', key).ok
+  if t == 'hash' then
+    if redis.call('HGET', key, 'watch') ~= '1' then redis.call('HSET', key, 'watch', 1) end
+    out[#out + 1] = 1
+  elseif t == 'string' then
+    out[#out + 1] = 2
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
