@@ -38,6 +38,11 @@ int sq_image_decode_jpeg(const uint8_t *data, size_t len, uint32_t max_side, uin
  * bytes_per_sample SQ_EIMAGE_FORMAT, len != w*h*bytes_per_sample SQ_EVALUE. Any thread. */
 int sq_image_from_raw(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
                       uint32_t bytes_per_sample, sq_image_t *out, sq_error_t *err);
+/* The same for 1 (gray) or 3 (RGB, samples interleaved R G B) channels: rgb8 and rgb16 jobs.
+ * Another channel count is SQ_EIMAGE_FORMAT; len != w*h*channels*bytes_per_sample SQ_EVALUE. */
+int sq_image_from_raw_channels(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
+                               uint32_t channels, uint32_t bytes_per_sample, sq_image_t *out,
+                               sq_error_t *err);
 
 /* Input range policy (docs/models.md "Input range"): how an image's sample values become model
  * input before mean/std, as x = v * scale + offset with scale and offset resolved per image. A

@@ -109,15 +109,25 @@ done:
 
 int sq_image_from_raw(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
                       uint32_t bytes_per_sample, sq_image_t *out, sq_error_t *err) {
+  return sq_image_from_raw_channels(data, len, w, h, 1, bytes_per_sample, out, err);
+}
+
+int sq_image_from_raw_channels(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
+                               uint32_t channels, uint32_t bytes_per_sample, sq_image_t *out,
+                               sq_error_t *err) {
   memset(out, 0, sizeof(*out));
   if (w == 0 || h == 0) return sq_error_set(err, SQ_EIMAGE_EMPTY, "raw image is %ux%u", w, h);
   if (bytes_per_sample != 1 && bytes_per_sample != 2)
     return sq_error_set(err, SQ_EIMAGE_FORMAT, "raw image: %u bytes per sample", bytes_per_sample);
+  if (channels != 1 && channels != 3)
+    return sq_error_set(err, SQ_EIMAGE_FORMAT, "raw image: %u channels (1 or 3)", channels);
   uint64_t npix = (uint64_t)w * h; /* cannot overflow: both factors are below 2^32 */
-  uint64_t want = npix * bytes_per_sample;
-  if (npix > UINT64_MAX / bytes_per_sample || want != len)
-    return sq_error_set(err, SQ_EVALUE, "raw gray%u image %ux%u needs %llu bytes, got %zu",
-                        8 * bytes_per_sample, w, h, (unsigned long long)want, len);
+  uint64_t per_pixel = (uint64_t)channels * bytes_per_sample;
+  uint64_t want = npix * per_pixel;
+  if (npix > UINT64_MAX / per_pixel || want != len)
+    return sq_error_set(err, SQ_EVALUE, "raw %s%u image %ux%u needs %llu bytes, got %zu",
+                        channels == 3 ? "rgb" : "gray", 8 * bytes_per_sample, w, h,
+                        (unsigned long long)want, len);
   uint8_t *pixels = malloc(len);
   if (!pixels) return sq_error_set(err, SQ_ENOMEM, "raw image: out of memory for %zu bytes", len);
   if (bytes_per_sample == 1) {
@@ -125,12 +135,12 @@ int sq_image_from_raw(const uint8_t *data, size_t len, uint32_t w, uint32_t h,
   } else {
     /* Wire order is little-endian; sq_image_t holds native uint16. */
     uint16_t *dst = (uint16_t *)pixels;
-    for (size_t i = 0; i < (size_t)w * h; i++)
+    for (size_t i = 0; i < len / 2; i++)
       dst[i] = (uint16_t)(data[2 * i] | ((uint16_t)data[2 * i + 1] << 8));
   }
   out->width = w;
   out->height = h;
-  out->channels = 1;
+  out->channels = channels;
   out->bytes_per_sample = bytes_per_sample;
   out->data = pixels;
   return 0;

@@ -111,18 +111,19 @@ static int decode_image(const msgpack_object *img, sq_job_t *job, sq_error_t *er
   if (!f[F_FORMAT]) return sq_error_set(err, SQ_EMISSING, "image.format: missing");
   const msgpack_object *fmt = f[F_FORMAT];
   if (fmt->type != MSGPACK_OBJECT_STR) return type_error("image.format", "str", fmt, err);
-  unsigned bpp = 0;
-  if (sq_proto_str_is(fmt, "jpeg")) {
-    job->image_format = SQ_IMAGE_JPEG;
-  } else if (sq_proto_str_is(fmt, "gray8")) {
-    job->image_format = SQ_IMAGE_GRAY8, bpp = 1;
-  } else if (sq_proto_str_is(fmt, "gray16")) {
-    job->image_format = SQ_IMAGE_GRAY16, bpp = 2;
-  } else {
+  unsigned bpp = 0; /* bytes per pixel of a raw format; 0 = jpeg */
+  int known = 0;
+#define SQ_X_IMAGE_MATCH(id, value, name, channels, bytes) \
+  if (!known && sq_proto_str_is(fmt, name))                \
+    known = 1, job->image_format = id, bpp = (unsigned)(channels) * (bytes);
+  SQ_IMAGE_FORMATS(SQ_X_IMAGE_MATCH)
+#undef SQ_X_IMAGE_MATCH
+  if (!known) {
     char shown[48];
     sq_proto_printable(fmt->via.str.ptr, fmt->via.str.size, shown, sizeof shown);
     return sq_error_set(err, SQ_EVALUE,
-                        "image.format: unknown format \"%s\" (expected jpeg, gray8 or gray16)",
+                        "image.format: unknown format \"%s\" (expected jpeg, gray8, gray16, rgb8 "
+                        "or rgb16)",
                         shown);
   }
 
@@ -337,8 +338,8 @@ static int decode_models(const msgpack_object *o, sq_job_t *job, sq_error_t *err
       if (!sq_proto_str_is(key, "name") && !sq_proto_str_is(key, "weight")) {
         char shown[48];
         sq_proto_printable(key->via.str.ptr, key->via.str.size, shown, sizeof shown);
-        return sq_error_set(err, SQ_EVALUE, "%s: unknown key \"%s\" (expected name, weight)",
-                            field, shown);
+        return sq_error_set(err, SQ_EVALUE, "%s: unknown key \"%s\" (expected name, weight)", field,
+                            shown);
       }
     }
     char nfield[48];
@@ -398,9 +399,9 @@ static int decode_root(const msgpack_object *root, sq_job_t *job, sq_error_t *er
     F_MODELS,
     F_N
   };
-  static const char *const names[F_N] = {"v",        "id",          "model", "image",  "params",
-                                         "priority", "deadline_ms", "group", "tenant", "meta",
-                                         "models"};
+  static const char *const names[F_N] = {"v",      "id",       "model",       "image",
+                                         "params", "priority", "deadline_ms", "group",
+                                         "tenant", "meta",     "models"};
   const msgpack_object *f[F_N];
   if (root->type != MSGPACK_OBJECT_MAP)
     return sq_error_set(err, SQ_EMALFORMED, "document: expected map, got %s",
@@ -520,10 +521,35 @@ static int pack_kv_cstr(msgpack_packer *pk, const char *key, const char *val) {
   return sq_proto_pack_cstr(pk, key) || sq_proto_pack_cstr(pk, val);
 }
 
+const char *sq_proto_image_format_name(sq_image_format_t format) {
+  switch (format) {
+#define SQ_X_IMAGE_NAME(id, value, name, channels, bytes) \
+  case id:                                                \
+    return name;
+    SQ_IMAGE_FORMATS(SQ_X_IMAGE_NAME)
+#undef SQ_X_IMAGE_NAME
+  }
+  return NULL;
+}
+
+void sq_proto_image_format_layout(sq_image_format_t format, uint32_t *channels,
+                                  uint32_t *bytes_per_sample) {
+  *channels = *bytes_per_sample = 0;
+  switch (format) {
+#define SQ_X_IMAGE_LAYOUT(id, value, name, ch, bytes) \
+  case id:                                            \
+    *channels = ch;                                   \
+    *bytes_per_sample = bytes;                        \
+    break;
+    SQ_IMAGE_FORMATS(SQ_X_IMAGE_LAYOUT)
+#undef SQ_X_IMAGE_LAYOUT
+  }
+}
+
 uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
   if (!job || !job->id || !job->model) return NULL;
-  static const char *const formats[] = {NULL, "jpeg", "gray8", "gray16"};
-  if (job->image_format < SQ_IMAGE_JPEG || job->image_format > SQ_IMAGE_GRAY16) return NULL;
+  const char *format_name = sq_proto_image_format_name(job->image_format);
+  if (!format_name) return NULL;
   int raw = job->image_format != SQ_IMAGE_JPEG;
   int want_outputs = job->outputs != 0 && job->outputs != SQ_OUTPUT_POLYGONS;
   int has_range = job->input_range_mode > SQ_PROTO_RANGE_NONE &&
@@ -544,7 +570,7 @@ uint8_t *sq_proto_job_encode(const sq_job_t *job, size_t *out_len) {
   bad |= pack_kv_cstr(&pk, "model", job->model);
 
   bad |= sq_proto_pack_cstr(&pk, "image") || msgpack_pack_map(&pk, raw ? 4 : 2);
-  bad |= pack_kv_cstr(&pk, "format", formats[job->image_format]);
+  bad |= pack_kv_cstr(&pk, "format", format_name);
   bad |= sq_proto_pack_cstr(&pk, "data") || msgpack_pack_bin(&pk, job->image_size) ||
          msgpack_pack_bin_body(&pk, job->image_data, job->image_size);
   if (raw) {

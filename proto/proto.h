@@ -23,7 +23,27 @@ extern "C" {
 #define SQ_PROTO_MAX_META (64u << 10)
 #define SQ_PROTO_MAX_MEMBERS 8 /* ensemble members ("models") */
 
-typedef enum { SQ_IMAGE_JPEG = 1, SQ_IMAGE_GRAY8 = 2, SQ_IMAGE_GRAY16 = 3 } sq_image_format_t;
+/* X(id, value, wire name, channels, bytes per sample) of every image.format (docs/protocol.md).
+ * Raw formats are row-major, samples interleaved (RGB), 16-bit little-endian; jpeg's layout comes
+ * from the JPEG (0, 0 here). Append only, never renumber. */
+#define SQ_IMAGE_FORMATS(X)             \
+  X(SQ_IMAGE_JPEG, 1, "jpeg", 0, 0)     \
+  X(SQ_IMAGE_GRAY8, 2, "gray8", 1, 1)   \
+  X(SQ_IMAGE_GRAY16, 3, "gray16", 1, 2) \
+  X(SQ_IMAGE_RGB8, 4, "rgb8", 3, 1)     \
+  X(SQ_IMAGE_RGB16, 5, "rgb16", 3, 2)
+
+typedef enum {
+#define SQ_X_IMAGE_ENUM(id, value, name, channels, bytes) id = value,
+  SQ_IMAGE_FORMATS(SQ_X_IMAGE_ENUM)
+#undef SQ_X_IMAGE_ENUM
+} sq_image_format_t;
+
+/* The wire name of format, or NULL for a value outside the table. */
+const char *sq_proto_image_format_name(sq_image_format_t format);
+/* Channels and bytes per sample of a raw format (0 and 0 for jpeg and unknown values). */
+void sq_proto_image_format_layout(sq_image_format_t format, uint32_t *channels,
+                                  uint32_t *bytes_per_sample);
 
 enum { SQ_OUTPUT_POLYGONS = 1, SQ_OUTPUT_MASK = 2 };
 
@@ -40,8 +60,8 @@ typedef enum {
 typedef struct {
   char *id;
   char *model;
-  char *tenant;  /* never NULL after decode: "default" when absent */
-  char *group;   /* NULL when absent */
+  char *tenant; /* never NULL after decode: "default" when absent */
+  char *group;  /* NULL when absent */
   int64_t priority;
   uint64_t deadline_ms; /* 0 = none */
   sq_image_format_t image_format;
@@ -59,7 +79,7 @@ typedef struct {
   sq_proto_range_mode_t input_range_mode;
   float input_range_low, input_range_high;
   uint32_t input_range_bits;
-  uint8_t *meta;    /* the meta object re-encoded as msgpack; NULL when absent */
+  uint8_t *meta; /* the meta object re-encoded as msgpack; NULL when absent */
   size_t meta_size;
   /* Ensemble ("models", docs/protocol.md "Ensembles"): 0 = a single-model job; otherwise
    * 2..SQ_PROTO_MAX_MEMBERS distinct names, `model` among them, weights finite, >= 0 (default 1)

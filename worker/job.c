@@ -19,18 +19,15 @@ static void job_fail(wjob_t *j, int code, const char *msg) {
 
 static int image_from_job(const sq_job_t *job, uint32_t channels, sq_image_t *img,
                           sq_error_t *err) {
-  switch (job->image_format) {
-    case SQ_IMAGE_JPEG:
-      return sq_image_decode_jpeg(job->image_data, job->image_size, SQ_PROTO_MAX_SIDE,
-                                  SQ_PROTO_MAX_PIXELS, channels == 3 ? 3 : 1, img, err);
-    case SQ_IMAGE_GRAY8:
-      return sq_image_from_raw(job->image_data, job->image_size, job->width, job->height, 1, img,
-                               err);
-    case SQ_IMAGE_GRAY16:
-      return sq_image_from_raw(job->image_data, job->image_size, job->width, job->height, 2, img,
-                               err);
-  }
-  return sq_error_set(err, SQ_EIMAGE_FORMAT, "image.format: unsupported");
+  if (job->image_format == SQ_IMAGE_JPEG)
+    return sq_image_decode_jpeg(job->image_data, job->image_size, SQ_PROTO_MAX_SIDE,
+                                SQ_PROTO_MAX_PIXELS, channels == 3 ? 3 : 1, img, err);
+  /* Raw formats keep their own channels: the model's prepare converts gray <-> RGB. */
+  uint32_t raw_channels, bytes;
+  sq_proto_image_format_layout(job->image_format, &raw_channels, &bytes);
+  if (!raw_channels) return sq_error_set(err, SQ_EIMAGE_FORMAT, "image.format: unsupported");
+  return sq_image_from_raw_channels(job->image_data, job->image_size, job->width, job->height,
+                                    raw_channels, bytes, img, err);
 }
 
 /* The job's params.input_range as the gpu module's policy; NULL when the job has none. */

@@ -182,6 +182,26 @@ static void test_raw(void) {
   /* Overflowing sizes are a mismatch, not a wrap-around. */
   CHECK_EQ_INT(sq_image_from_raw(g16, 8, 0xFFFFFFFFu, 0xFFFFFFFFu, 2, &img, &err), SQ_EVALUE);
   sq_image_free(NULL);
+
+  /* rgb8 and rgb16 (issue 12 item 7): interleaved samples kept as they are, 16-bit from
+   * little-endian; sizes count all three channels; only 1 or 3 channels. */
+  uint8_t rgb8[6] = {10, 20, 30, 40, 50, 60};
+  CHECK_EQ_INT(sq_image_from_raw_channels(rgb8, 6, 2, 1, 3, 1, &img, &err), 0);
+  CHECK(img.width == 2 && img.height == 1 && img.channels == 3 && img.bytes_per_sample == 1);
+  CHECK(img.data && memcmp(img.data, rgb8, 6) == 0);
+  sq_image_free(&img);
+  CHECK_EQ_INT(sq_image_from_raw_channels(rgb8, 6, 3, 1, 3, 1, &img, &err), SQ_EVALUE);
+  CHECK_EQ_INT(sq_image_from_raw_channels(rgb8, 6, 3, 1, 2, 1, &img, &err), SQ_EIMAGE_FORMAT);
+  uint8_t rgb16[12] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0xFF, 0xFF, 0x00, 0x80, 0x34, 0x12};
+  CHECK_EQ_INT(sq_image_from_raw_channels(rgb16, 12, 1, 2, 3, 2, &img, &err), 0);
+  CHECK(img.channels == 3 && img.bytes_per_sample == 2 && img.width == 1 && img.height == 2);
+  if (img.data) {
+    const uint16_t *v = (const uint16_t *)img.data;
+    CHECK(v[0] == 0x0201 && v[1] == 0x0403 && v[2] == 0x0605 && v[3] == 0xFFFF && v[4] == 0x8000 &&
+          v[5] == 0x1234);
+  }
+  sq_image_free(&img);
+  CHECK_EQ_INT(sq_image_from_raw_channels(rgb16, 8, 1, 2, 3, 2, &img, &err), SQ_EVALUE);
 }
 
 int main(void) {

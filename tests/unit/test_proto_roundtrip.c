@@ -140,6 +140,41 @@ static void test_job_minimal(void) {
   free(buf);
   sq_proto_job_free(&out);
 
+  /* rgb8 and rgb16: 3 and 6 bytes per pixel; a size that counts one channel is refused. */
+  uint8_t rgb[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  const sq_image_format_t rgb_formats[2] = {SQ_IMAGE_RGB8, SQ_IMAGE_RGB16};
+  for (int k = 0; k < 2; k++) {
+    in.image_format = rgb_formats[k];
+    in.image_data = rgb;
+    in.image_size = k == 0 ? 6 : 12;
+    in.width = 2;
+    in.height = 1;
+    buf = sq_proto_job_encode(&in, &len);
+    CHECK(buf != NULL);
+    CHECK_EQ_INT(sq_proto_job_decode(buf, len, &out, &err), 0);
+    CHECK_EQ_INT(out.image_format, rgb_formats[k]);
+    CHECK(out.image_size == in.image_size && memcmp(out.image_data, rgb, in.image_size) == 0);
+    free(buf);
+    sq_proto_job_free(&out);
+    in.image_size = 2; /* width*height bytes: one channel only */
+    buf = sq_proto_job_encode(&in, &len);
+    CHECK_EQ_INT(sq_proto_job_decode(buf, len, &out, &err), SQ_EVALUE);
+    free(buf);
+    sq_proto_job_free(&out);
+  }
+  CHECK_STR(sq_proto_image_format_name(SQ_IMAGE_RGB16), "rgb16");
+  CHECK(sq_proto_image_format_name((sq_image_format_t)99) == NULL);
+  uint32_t ch, bytes;
+  sq_proto_image_format_layout(SQ_IMAGE_RGB16, &ch, &bytes);
+  CHECK(ch == 3 && bytes == 2);
+  sq_proto_image_format_layout(SQ_IMAGE_JPEG, &ch, &bytes);
+  CHECK(ch == 0 && bytes == 0);
+  in.image_format = SQ_IMAGE_GRAY8;
+  in.image_data = g;
+  in.image_size = 2;
+  in.width = 1;
+  in.height = 2;
+
   /* The encoder refuses what it cannot write. */
   in.id = NULL;
   CHECK(sq_proto_job_encode(&in, &len) == NULL);
