@@ -977,6 +977,67 @@ def run_async(coro, timeout=240):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+class SyncOverAsync:
+    """An AsyncClient (segq.aio) driven from sync code: its coroutines run on a private event
+    loop thread, events() becomes a plain generator. The sync client tests run unchanged against
+    it (tests/integration/test_client_async.py), so both clients answer the same assertions.
+    `r` is a sync redis.Redis on the same server for the tests' own reads and writes."""
+
+    _FORWARD = ("recheck_s", "reconnect_s", "last_enqueue")
+
+    def __init__(self, url, prefix, timeout_s=120, **kw):
+        import asyncio
+        import threading
+        import segq
+        object.__setattr__(self, "_timeout", timeout_s)
+        loop = asyncio.new_event_loop()
+        t = threading.Thread(target=loop.run_forever, name="async-client", daemon=True)
+        t.start()
+        object.__setattr__(self, "_loop", loop)
+        object.__setattr__(self, "_thread", t)
+
+        async def make():
+            return segq.AsyncClient(url, prefix=prefix, **kw)
+        object.__setattr__(self, "a", self._call(make()))
+        object.__setattr__(self, "r", redis.Redis.from_url(url))
+
+    def _call(self, coro):
+        import asyncio
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._timeout)
+
+    def __getattr__(self, name):
+        import inspect
+        attr = getattr(self.a, name)
+        if inspect.isasyncgenfunction(attr):
+            def agen(*args, **kw):
+                it = attr(*args, **kw)
+                try:
+                    while True:
+                        try:
+                            item = self._call(it.__anext__())
+                        except StopAsyncIteration:
+                            return
+                        yield item
+                finally:
+                    self._call(it.aclose())
+            return agen
+        if inspect.iscoroutinefunction(attr):
+            return lambda *args, **kw: self._call(attr(*args, **kw))
+        return attr
+
+    def __setattr__(self, name, value):
+        if name in self._FORWARD:
+            setattr(self.a, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def close(self):
+        self._call(self.a.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self.r.close()
+
+
 # -- headless Chromium (tests/browser) --------------------------------------------------------
 
 BROWSER_DIR = os.path.join(SOURCE_DIR, "tests", "browser")

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Unit tests of the Python client's codec (clients/python/segq/proto.py and the image handling of
-client.py): job documents decode with plain msgpack to exactly the fields of docs/protocol.md,
-numpy arrays become gray8/gray16, RLE masks expand correctly, events and results decode. No Redis."""
+segq/images.py): job documents decode with plain msgpack to exactly the fields of
+docs/protocol.md; numpy arrays, PIL images, PNG and TIFF bytes become gray8/gray16/rgb8/rgb16
+sample for sample (issue 12 item 7: lossless, RGB kept); what cannot be sent losslessly is refused
+with a code and a message; RLE masks expand correctly, events and results decode. No Redis."""
 import os
 import sys
 import unittest
@@ -126,8 +128,12 @@ class ImageArgs(unittest.TestCase):
         self.assertEqual(image_args(JPEG), (JPEG, "jpeg", None, None))
 
     def test_unknown_bytes_need_a_format(self):
-        with self.assertRaises(proto.ProtocolError):
-            image_args(b"\x89PNG\r\n\x1a\n....")
+        with self.assertRaises(proto.ProtocolError) as cm:
+            image_args(b"\x89PNG\r\n\x1a\n....")  # a PNG signature, then garbage
+        self.assertEqual(cm.exception.code, "image_decode_failed")
+        with self.assertRaises(proto.ProtocolError) as cm:
+            image_args(b"BM\0\0 not a format segq knows")
+        self.assertEqual(cm.exception.code, "unsupported_image_format")
         data, fmt, w, h = image_args(b"\1\2\3\4", fmt="gray8", width=2, height=2)
         self.assertEqual((fmt, w, h), ("gray8", 2, 2))
 
@@ -160,11 +166,114 @@ class ImageArgs(unittest.TestCase):
         self.assertEqual(np.frombuffer(data, dtype="<u2").tolist(), [0, 2, 4, 6, 8, 10, 12, 14])
 
     @unittest.skipIf(np is None, "numpy not installed")
+    def test_numpy_rgb_arrays(self):
+        a = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+        data, fmt, w, h = image_args(a)
+        self.assertEqual((fmt, w, h, data), ("rgb8", 3, 2, bytes(range(18))))
+        doc = unpack(proto.encode_job("x", "otsu", data, fmt, width=w, height=h))
+        self.assertEqual(doc["image"]["format"], "rgb8")
+        # RGBA: alpha dropped, colour kept; 16-bit RGB stays 16-bit, little-endian.
+        rgba = np.dstack([a, np.full((2, 3), 7, np.uint8)])
+        self.assertEqual(image_args(rgba)[:2], (bytes(range(18)), "rgb8"))
+        a16 = (np.arange(6, dtype=">u2").reshape(1, 2, 3) + 0x0100)
+        data, fmt, w, h = image_args(a16)
+        self.assertEqual((fmt, w, h), ("rgb16", 2, 1))
+        self.assertEqual(np.frombuffer(data, "<u2").tolist(), [0x100 + i for i in range(6)])
+        # Other integer types whose values fit are converted without loss.
+        data, fmt, _, _ = image_args(np.array([[0, 4095], [65535, 12]], dtype=np.int32))
+        self.assertEqual((fmt, np.frombuffer(data, "<u2").tolist()), ("gray16", [0, 4095, 65535, 12]))
+        self.assertEqual(image_args(np.array([[True, False]]))[:2], (b"\1\0", "gray8"))
+
+    @unittest.skipIf(np is None, "numpy not installed")
     def test_numpy_bad_arrays(self):
+        for bad, code in ((np.zeros((2, 2, 2), dtype=np.uint8), "invalid_field_value"),  # 2 samples?
+                          (np.zeros((3, 2, 2, 3), dtype=np.uint8), "invalid_field_value"),  # a stack
+                          (np.zeros((2, 2), dtype=np.float32), "invalid_field_value"),
+                          (np.array([[-1, 3]], dtype=np.int16), "invalid_field_value"),
+                          (np.array([[70000]], dtype=np.int32), "invalid_field_value")):
+            with self.assertRaises(proto.ProtocolError) as cm:
+                image_args(bad)
+            self.assertEqual(cm.exception.code, code, bad)
+
+
+try:
+    from PIL import Image
+except ImportError:  # pragma: no cover
+    Image = None
+try:
+    import tifffile
+except ImportError:  # pragma: no cover
+    tifffile = None
+
+
+@unittest.skipIf(np is None or Image is None, "needs numpy and PIL")
+class LosslessImages(unittest.TestCase):
+    """PNG and TIFF bytes and paths, PIL images: decoded sample for sample (issue 12 item 7)."""
+
+    def encoded(self, im, fmt, **kw):
+        import io
+        b = io.BytesIO()
+        im.save(b, fmt, **kw)
+        return b.getvalue()
+
+    def test_png_gray8_gray16_rgb(self):
+        g8 = np.random.RandomState(1).randint(0, 256, (5, 7)).astype(np.uint8)
+        data, fmt, w, h = image_args(self.encoded(Image.fromarray(g8), "PNG"))
+        self.assertEqual((fmt, w, h), ("gray8", 7, 5))
+        self.assertEqual(data, g8.tobytes())
+        g16 = np.random.RandomState(2).randint(0, 4096, (4, 3)).astype(np.uint16)  # 12-bit data
+        data, fmt, w, h = image_args(self.encoded(Image.fromarray(g16), "PNG"))
+        self.assertEqual((fmt, w, h), ("gray16", 3, 4))
+        self.assertEqual(np.frombuffer(data, "<u2").reshape(4, 3).tolist(), g16.tolist())
+        rgb = np.random.RandomState(3).randint(0, 256, (3, 4, 3)).astype(np.uint8)
+        data, fmt, w, h = image_args(self.encoded(Image.fromarray(rgb), "PNG"))
+        self.assertEqual((fmt, data), ("rgb8", rgb.tobytes()))
+        # A palette PNG with a gray palette goes as gray8; a coloured one as rgb8.
+        pal = Image.fromarray(g8).convert("P")
+        self.assertEqual(image_args(self.encoded(pal, "PNG"))[1], "gray8")
+
+    def test_pil_images(self):
+        rgb = np.random.RandomState(4).randint(0, 256, (3, 4, 3)).astype(np.uint8)
+        self.assertEqual(image_args(Image.fromarray(rgb))[:2], (rgb.tobytes(), "rgb8"))
+        self.assertEqual(image_args(Image.fromarray(rgb).convert("RGBA"))[:2], (rgb.tobytes(), "rgb8"))
+        g16 = np.array([[1, 65535]], dtype=np.uint16)
+        data, fmt, _, _ = image_args(Image.fromarray(g16))
+        self.assertEqual((fmt, np.frombuffer(data, "<u2").tolist()), ("gray16", [1, 65535]))
         with self.assertRaises(proto.ProtocolError):
-            image_args(np.zeros((2, 2, 3), dtype=np.uint8))
-        with self.assertRaises(proto.ProtocolError):
-            image_args(np.zeros((2, 2), dtype=np.float32))
+            image_args(Image.fromarray(np.zeros((2, 2), np.float32)))  # mode F
+
+    def test_paths(self):
+        import tempfile
+        g16 = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "x.png")
+            Image.fromarray(g16).save(p)
+            data, fmt, w, h = image_args(p)
+            self.assertEqual((fmt, np.frombuffer(data, "<u2").tolist()), ("gray16", g16.ravel().tolist()))
+            with self.assertRaises(proto.ProtocolError):
+                image_args(os.path.join(d, "missing.png"))
+
+    @unittest.skipIf(tifffile is None, "needs python3-tifffile")
+    def test_tiff(self):
+        import io
+        g16 = np.random.RandomState(5).randint(0, 65536, (6, 5)).astype(np.uint16)
+        b = io.BytesIO()
+        tifffile.imwrite(b, g16)
+        data, fmt, w, h = image_args(b.getvalue())
+        self.assertEqual((fmt, w, h), ("gray16", 5, 6))
+        self.assertEqual(np.frombuffer(data, "<u2").reshape(6, 5).tolist(), g16.tolist())
+        rgb16 = np.random.RandomState(6).randint(0, 65536, (2, 3, 3)).astype(np.uint16)
+        b = io.BytesIO()
+        tifffile.imwrite(b, rgb16, photometric="rgb")
+        data, fmt, w, h = image_args(b.getvalue())
+        self.assertEqual((fmt, w, h), ("rgb16", 3, 2))
+        self.assertEqual(np.frombuffer(data, "<u2").tolist(), rgb16.ravel().tolist())
+        b = io.BytesIO()
+        tifffile.imwrite(b, np.zeros((4, 3, 3), np.uint16), photometric="minisblack")  # a z-stack
+        with self.assertRaises(proto.ProtocolError) as cm:
+            image_args(b.getvalue())
+        self.assertEqual(cm.exception.code, "invalid_field_value")
+        self.assertIn("one plane", str(cm.exception))
 
 
 class Rle(unittest.TestCase):

@@ -1,132 +1,49 @@
-"""The segq Python client: submit jobs through queue/scripts/enqueue.lua (the same script the C
-tools use), wait for results (the job channel's terminal event, docs/protocol.md), follow events
-with the recovery algorithm of docs/protocol.md "Reading without gaps", cancel jobs, act on dead
-letters, and read queue statistics. Depends only on python3-redis and python3-msgpack."""
-import os
+"""The segq Python client (sync, on redis.Redis): submit jobs through queue/scripts/enqueue.lua
+(the same script the C tools use), wait for results (the job channel's terminal event,
+docs/protocol.md), follow events with the recovery algorithm of docs/protocol.md "Reading without
+gaps", cancel jobs, act on dead letters, and read queue statistics. The logic lives in segq._ops,
+shared with the asyncio AsyncClient (segq.aio); this file is its driver for blocking redis-py.
+Depends on python3-redis and python3-msgpack (numpy/Pillow/tifffile for non-JPEG images).
+Threads: a Client is used from one thread at a time (like a redis-py pubsub)."""
+from __future__ import annotations
+
 import time
-import uuid
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import redis
 
-from . import connection, proto, schema
+from . import connection, images, proto
+from ._ops import (DEFAULT_PREFIX, DEFAULT_RESULT_TTL_S, ENQUEUE_CANCELED,  # noqa: F401
+                   ENQUEUE_FINISHED, ENQUEUE_HAS_RESULT, ENQUEUE_PENDING, ENQUEUE_QUEUED,
+                   ENQUEUE_REJECTED, CHUNK, JobLost, NotReplicated, Op, Ops, Result, SegqError,
+                   Steps, Timeout, load_script)
 
 DEFAULT_URL = connection.DEFAULT_URL
-DEFAULT_PREFIX = schema.DEFAULT["PREFIX"]
-DEFAULT_RESULT_TTL_S = schema.DEFAULT["RESULT_TTL_S"]
-KEY = schema.KEY
-CODE = schema.CODE
-
-# enqueue.lua return values.
-ENQUEUE_PENDING = CODE["ENQUEUE_PENDING"]    # already queued or running: nothing done
-ENQUEUE_QUEUED = CODE["ENQUEUE_QUEUED"]
-ENQUEUE_FINISHED = CODE["ENQUEUE_FINISHED"]  # the id already has a record (result): nothing done
-ENQUEUE_HAS_RESULT = ENQUEUE_FINISHED
-ENQUEUE_REJECTED = CODE["ENQUEUE_REJECTED"]  # no worker serves the model: unknown_model record
-ENQUEUE_CANCELED = CODE["ENQUEUE_CANCELED"]  # the group was canceled: canceled record
-
-_SCRIPTS = schema.SCRIPTS_DIR
 
 
-class SegqError(Exception):
-    """Base of the client's own errors (Redis errors come through as redis.RedisError)."""
+def image_args(image: Any, fmt: Optional[str] = None, width: Optional[int] = None,
+               height: Optional[int] = None) -> images.WireImage:
+    """(data, fmt, width, height) for a job's image (segq.images.to_wire)."""
+    return images.to_wire(image, fmt, width, height)
 
 
-class NotReplicated(SegqError):
-    """The enqueue reached the primary but not wait_replicas replicas within wait_timeout_ms:
-    an asynchronous failover now could lose it. .ids: the jobs concerned (resubmitting them later
-    is safe: ids are idempotent); .acked: how many replicas confirmed."""
-
-    def __init__(self, message, ids=(), acked=0):
-        super().__init__(message)
-        self.ids = list(ids)
-        self.acked = acked
+def _close_quietly(ps: Any) -> None:
+    try:
+        ps.close()
+    except redis.RedisError:
+        pass
 
 
-class Timeout(SegqError, TimeoutError):
-    """wait/wait_many/events ran past their timeout. wait_many's carries the partial results."""
-
-    def __init__(self, message, results=None, missing=None):
-        super().__init__(message)
-        self.results = results or {}
-        self.missing = missing or []
-
-
-class JobLost(SegqError):
-    """The job does not exist in Redis: never submitted, its record expired, or Redis lost it
-    (e.g. the last second of writes with appendfsync everysec, or an asynchronous failover).
-    Submitting the same id again is safe (ids are idempotent). `ids` lists the jobs."""
-
-    def __init__(self, message, ids=()):
-        super().__init__(message)
-        self.ids = list(ids)
-
-
-def _now_ms():
-    return int(time.time() * 1000)
-
-
-def _str(x):
-    return x.decode("utf-8", "replace") if isinstance(x, bytes) else x
-
-
-def load_script(name):
-    """The effective source (bytes) of script <name>: the schema constants (segq.schema, from
-    queue/scripts/schema.def), queue/scripts/lib/prelude.lua (the shared helpers), then
-    queue/scripts/<name>.lua, read through the package's scripts link. The single Python
-    definition of a script's text (the C side embeds the same bytes, see
-    queue/embed_scripts.cmake): tests and benches load scripts through this function."""
-    text = schema.lua_constants().encode()
-    for path in (os.path.join(_SCRIPTS, "lib", "prelude.lua"), os.path.join(_SCRIPTS, name + ".lua")):
-        try:
-            with open(path, "rb") as f:
-                text += f.read()
-        except OSError as e:
-            raise SegqError("cannot read the %s script at %s: %s" % (name, path, e))
-    return text
-
-
-def image_args(image, fmt=None, width=None, height=None):
-    """(data, fmt, width, height) for a job's image given bytes, a file path, or a 2-D numpy
-    uint8/uint16 array (sent raw as gray8/gray16; numpy is never imported here)."""
-    if isinstance(image, (str, os.PathLike)):
-        with open(image, "rb") as f:
-            image = f.read()
-    if hasattr(image, "dtype") and hasattr(image, "shape") and hasattr(image, "tobytes"):
-        if len(image.shape) != 2:
-            raise proto.ProtocolError("invalid_field_value",
-                                      "arrays must be 2-D grayscale (height, width), got shape %r" % (image.shape,))
-        h, w = int(image.shape[0]), int(image.shape[1])
-        kind = str(image.dtype)
-        if kind == "uint8":
-            return image.tobytes(), "gray8", w, h
-        if kind in ("uint16", ">u2", "<u2"):
-            # gray16 is little-endian on the wire whatever the host or array byte order.
-            return image.astype("<u2", copy=False).tobytes(), "gray16", w, h
-        raise proto.ProtocolError("invalid_field_value", "arrays must be uint8 or uint16, got %s" % kind)
-    if isinstance(image, (bytearray, memoryview)):
-        image = bytes(image)
-    if not isinstance(image, bytes):
-        raise proto.ProtocolError("wrong_field_type",
-                                  "image must be bytes, a path or a numpy array, got %s" % type(image).__name__)
-    if fmt is None:
-        fmt = proto.sniff_format(image)
-        if fmt is None:
-            raise proto.ProtocolError("invalid_field_value",
-                                      "image bytes are not JPEG; pass fmt='gray8'/'gray16' with width and height")
-    return image, fmt, width, height
-
-
-class Client:
+class Client(Ops):
     """A connection to one segq deployment (a Redis URL and a key prefix). Thread-compatible like
-    redis-py: share one Client per thread, or one per process for the blocking calls."""
+    redis-py: share one Client per thread, or one per process for the blocking calls.
+    AsyncClient (segq.aio) has the same methods as coroutines."""
 
-    # How often wait()/wait_many() re-check the keys while no message arrives (a missed
-    # message, or a job that Redis lost, is noticed within this time).
-    recheck_s = 2.0
-
-    def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None,
-                 *, password=None, password_file=None, check_access=True, wait_replicas=0,
-                 wait_timeout_ms=2000):
+    def __init__(self, url: Optional[str] = None, prefix: str = DEFAULT_PREFIX,
+                 result_ttl_s: int = DEFAULT_RESULT_TTL_S,
+                 redis_client: Optional[redis.Redis] = None, *, password: Optional[str] = None,
+                 password_file: Optional[str] = None, check_access: bool = True,
+                 wait_replicas: int = 0, wait_timeout_ms: int = 2000):
         """url: redis://, rediss:// or redis+sentinel:// (segq.connection; default
         $SEGQ_REDIS_URL). The password may come from password/password_file,
         $SEGQ_REDIS_PASSWORD_FILE or $SEGQ_REDIS_PASSWORD instead of the URL. check_access: before
@@ -134,250 +51,198 @@ class Client:
         PermissionError naming what is missing). wait_replicas: after each enqueue, WAIT for that
         many replicas to have it (within wait_timeout_ms) or raise NotReplicated: what makes a
         submit survive an asynchronous failover (docs/RELIABILITY.md)."""
-        self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
-        self.prefix = prefix
-        self.result_ttl_s = int(result_ttl_s)
-        # How long events() keeps trying to re-subscribe after losing its connection.
-        self.reconnect_s = 30.0
-        self.r = redis_client or connection.connect(self.url, password=password,
-                                                    password_file=password_file)
-        self._access_checked = not check_access
-        self.wait_replicas = int(wait_replicas)
-        self.wait_timeout_ms = int(wait_timeout_ms)
-        self._scripts = {}
-        # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
-        self.last_enqueue = {}
+        self._setup(url, prefix, result_ttl_s, check_access, wait_replicas, wait_timeout_ms)
+        self.r: redis.Redis = redis_client or connection.connect(self.url, password=password,
+                                                                 password_file=password_file)
+        self._scripts: Dict[str, Any] = {}
 
-    def key(self, *parts):
-        return ":".join((self.prefix,) + tuple(str(p) for p in parts))
+    def __enter__(self) -> "Client":
+        return self
 
-    def job_key(self, id):
-        return self.key(KEY["JOB"], id)
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
-    def script(self, name):
+    def close(self) -> None:
+        """Closes the connection pool (the Client may not be used afterwards)."""
+        self.r.close()
+
+    def script(self, name: str) -> Any:
         """The redis-py Script object of queue/scripts/<name>.lua (EVALSHA, EVAL on NOSCRIPT)."""
         s = self._scripts.get(name)
         if s is None:
             s = self._scripts[name] = self.r.register_script(load_script(name))
         return s
 
-    def ping(self):
+    def ping(self) -> bool:
         return self.r.ping()
 
-    # -- submitting -------------------------------------------------------------------------
+    # -- the driver -------------------------------------------------------------------------
 
-    def _job(self, image, model, id, fmt, width, height, params, threshold, min_area, outputs,
-             priority, deadline_ms, group, tenant, meta, models=None, weights=None):
-        data, fmt, width, height = image_args(image, fmt, width, height)
-        p = dict(params or {})
-        for k, v in (("threshold", threshold), ("min_area", min_area), ("outputs", outputs)):
-            if v is not None:
-                p[k] = v
-        id = id or uuid.uuid4().hex
-        payload = proto.encode_job(id, model, data, fmt, width=width, height=height, params=p or None,
-                                   priority=priority, deadline_ms=deadline_ms, group=group,
-                                   tenant=tenant, meta=meta, models=models, weights=weights)
-        return id, [id, model, tenant or "", int(priority or 0), payload]
+    def _subscribe(self, channels: List[str]) -> Any:
+        ps = self.r.pubsub(ignore_subscribe_messages=False)
+        try:
+            for k in range(0, len(channels), CHUNK):
+                ps.subscribe(*channels[k:k + CHUNK])
+            # The subscriptions must be active before the keys are read, or a message published
+            # in between would be neither in what we read nor in what we receive.
+            want = len(channels)
+            deadline = time.monotonic() + 30
+            while want > 0:
+                msg = ps.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if msg is not None and msg["type"] == "subscribe":
+                    want -= 1
+                elif msg is None and time.monotonic() >= deadline:
+                    raise Timeout("subscribing to %d channels timed out" % len(channels))
+        except BaseException:
+            _close_quietly(ps)
+            raise
+        return ps
 
-    def _enqueue(self, group, jobs, watch):
-        args = [self.prefix, _now_ms(), self.result_ttl_s, group or "", 1 if watch else 0]
-        for _, a in jobs:
-            args += a
-        self._check_once()
-        if not self.wait_replicas:
-            codes = self.script("enqueue")(keys=[], args=args)
-            self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
-            return
-        # WAIT counts the writes of its own connection: the script and the WAIT in one pipeline.
-        pipe = self.r.pipeline(transaction=False)
-        self.script("enqueue")(keys=[], args=args, client=pipe)
-        pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        codes, acked = pipe.execute()
-        self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
-        if int(acked) < self.wait_replicas:
-            ids = [id for id, _ in jobs]
-            raise NotReplicated("%d job(s) are queued on the primary but only %d of %d replicas had "
-                                "them within %d ms: a failover now could lose them (resubmit the "
-                                "same ids later to be sure)" % (len(ids), int(acked),
-                                                                self.wait_replicas,
-                                                                self.wait_timeout_ms),
-                                ids=ids, acked=int(acked))
+    def _io(self, op: Op, owned: List[Any]) -> Any:
+        kind = op[0]
+        if kind == "script":
+            return self.script(op[1])(keys=[], args=op[2])
+        if kind == "call":
+            return self.r.execute_command(*op[1:])
+        if kind == "mget":
+            return self.r.mget(op[1])
+        if kind == "pipeline":
+            pipe = self.r.pipeline(transaction=False)
+            for sub in op[1]:
+                if sub[0] == "script":
+                    self.script(sub[1])(keys=[], args=sub[2], client=pipe)
+                else:
+                    pipe.execute_command(*sub[1:])
+            return pipe.execute()
+        if kind == "scan":
+            return list(self.r.scan_iter(match=op[1], count=1000))
+        if kind == "subscribe":
+            ps = self._subscribe(op[1])
+            owned.append(ps)
+            return ps
+        if kind == "message":
+            return op[1].get_message(timeout=op[2])
+        if kind == "close":
+            if op[1] in owned:
+                owned.remove(op[1])
+            _close_quietly(op[1])
+            return None
+        if kind == "sleep":
+            time.sleep(op[1])
+            return None
+        raise AssertionError("unknown request %r" % (kind,))
 
-    @property
-    def display_url(self):
-        """The URL with its password masked, for messages."""
-        return connection.mask_url(self.url)
+    def _steps(self, gen: Steps) -> Iterator[Any]:
+        """Runs an operation; yields what it emits (events) and returns its value."""
+        owned: List[Any] = []
+        send: Any = None
+        exc: Optional[BaseException] = None
+        try:
+            while True:
+                try:
+                    op = gen.throw(exc) if exc is not None else gen.send(send)
+                except StopIteration as stop:
+                    return stop.value
+                send, exc = None, None
+                if op[0] == "emit":
+                    yield op[1]
+                    continue
+                try:
+                    send = self._io(op, owned)
+                except Exception as e:  # the operation decides (e.g. events() reconnects)
+                    exc = e
+        finally:
+            gen.close()
+            for ps in owned:
+                _close_quietly(ps)
 
-    def check_access(self):
+    def _run(self, gen: Steps) -> Any:
+        it = self._steps(gen)
+        while True:
+            try:
+                next(it)
+            except StopIteration as stop:
+                return stop.value
+            raise AssertionError("only events() emits")
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def check_access(self) -> None:
         """Raises PermissionError naming what the Redis user may not do that segq needs
-        (commands, keys under the prefix, the event channels); see connection.check_access."""
-        connection.check_access(self.r, self.prefix, load_script, role="client")
-        self._access_checked = True
+        (commands, keys under the prefix, the event channels), by running
+        queue/scripts/permcheck.lua."""
+        self._run(self._g_check_access())
 
-    def _check_once(self):
-        if not self._access_checked:
-            self.check_access()
-
-    def submit(self, image, model, *, id=None, fmt=None, width=None, height=None, params=None,
-               threshold=None, min_area=None, outputs=None, priority=None, deadline_ms=None,
-               group=None, tenant=None, meta=None, models=None, weights=None, watch=False):
-        """Queues one job and returns its id (uuid4 hex unless given). `image` is JPEG bytes, a
-        path to a JPEG, raw bytes with fmt/width/height, or a 2-D numpy uint8/uint16 array.
+    def submit(self, image: Any, model: str, *, id: Optional[str] = None,
+               fmt: Optional[str] = None, width: Optional[int] = None,
+               height: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
+               threshold: Optional[float] = None, min_area: Optional[int] = None,
+               outputs: Any = None, priority: Optional[int] = None,
+               deadline_ms: Optional[int] = None, group: Optional[str] = None,
+               tenant: Optional[str] = None, meta: Any = None, models: Any = None,
+               weights: Optional[Sequence[float]] = None, watch: bool = False) -> str:
+        """Queues one job and returns its id (uuid4 hex unless given). `image`: JPEG, PNG or TIFF
+        bytes or a path to such a file, a numpy array ((H, W) gray or (H, W, 3) RGB, uint8 or
+        uint16), a PIL image, or raw samples with fmt ('gray8', 'gray16', 'rgb8', 'rgb16') and
+        width/height; everything but JPEG is sent as raw samples, losslessly (segq.images).
         An ensemble: `models` lists the member names (or (name, weight) pairs), `model` among
         them (it routes the job), `weights` optionally the weights in the same order.
         `watch=True` asks for a `started` event when a worker takes the job.
         Idempotent on id: an id that is pending or has a result is not queued again (see
         last_enqueue for the script's answer)."""
-        job = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
-                        outputs, priority, deadline_ms, group, tenant, meta, models, weights)
-        self._enqueue(group, [job], watch)
-        return job[0]
+        kw = dict(fmt=fmt, width=width, height=height, params=params, threshold=threshold,
+                  min_area=min_area, outputs=outputs, priority=priority, deadline_ms=deadline_ms,
+                  tenant=tenant, meta=meta, models=models, weights=weights)
+        return self._run(self._g_submit(image, model, kw, id, group, watch))
 
-    def submit_many(self, images, model, group=None, *, ids=None, watch=False, **kw):
+    def submit_many(self, images: Iterable[Any], model: str, group: Optional[str] = None, *,
+                    ids: Optional[Sequence[str]] = None, watch: bool = False,
+                    **kw: Any) -> Tuple[str, List[str]]:
         """Queues many images as one group in one script call (atomic, so the group's total is
         final before any worker can finish one of them and group watchers never see a premature
         "all done"). Returns (group, ids). kw as in submit."""
-        unknown = set(kw) - {"fmt", "width", "height", "params", "threshold", "min_area", "outputs",
-                             "priority", "deadline_ms", "tenant", "meta", "models", "weights"}
-        if unknown:
-            raise TypeError("submit_many() got unexpected arguments: %s" % ", ".join(sorted(unknown)))
-        group = group or uuid.uuid4().hex
-        images = list(images)
-        if ids is not None and len(ids) != len(images):
-            raise ValueError("ids and images differ in length")
-        jobs = []
-        for i, image in enumerate(images):
-            jobs.append(self._job(image, model, ids[i] if ids else None, kw.get("fmt"), kw.get("width"),
-                                  kw.get("height"), kw.get("params"), kw.get("threshold"),
-                                  kw.get("min_area"), kw.get("outputs"), kw.get("priority"),
-                                  kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta"),
-                                  kw.get("models"), kw.get("weights")))
-        self._enqueue(group, jobs, watch)
-        return group, [id for id, _ in jobs]
+        return self._run(self._g_submit_many(images, model, group, ids, watch, kw))
 
-    # -- results ----------------------------------------------------------------------------
-
-    def record(self, id):
+    def record(self, id: str) -> Optional[Tuple[Dict[str, Any], Result, Optional[bytes]]]:
         """The finished job's record as (event, result, job document bytes or None), or None
         while the job is live or unknown."""
-        raw = self.r.mget([self.job_key(id)])[0]
-        return proto.decode_record(raw) if raw is not None else None
+        return self._run(self._g_record(id))
 
-    def result(self, id):
+    def result(self, id: str) -> Optional[Result]:
         """The decoded result of job id, or None if it has none (yet, or expired)."""
-        rec = self.record(id)
-        return rec[1] if rec else None
+        return self._run(self._g_result(id))
 
-    def _results(self, ids):
-        """{id: result} of the finished ones of ids (MGET returns nil for live jobs)."""
-        out = {}
-        for k in range(0, len(ids), 1000):
-            chunk = ids[k:k + 1000]
-            for i, raw in zip(chunk, self.r.mget([self.job_key(i) for i in chunk])):
-                if raw is not None:
-                    out[i] = proto.decode_record(raw)[1]
-        return out
-
-    def _watch(self, ids):
-        """Marks live jobs watched (their channel publishes from now on) and says where each
-        stands: {id: 1 live, 2 finished, 0 unknown}."""
-        out = {}
-        for k in range(0, len(ids), 1000):
-            chunk = ids[k:k + 1000]
-            out.update(zip(chunk, (int(c) for c in self.script("watch")(keys=[], args=[self.prefix] + chunk))))
-        return out
-
-    def _subscribe(self, channels):
-        ps = self.r.pubsub(ignore_subscribe_messages=False)
-        for k in range(0, len(channels), 1000):
-            ps.subscribe(*channels[k:k + 1000])
-        # The subscriptions must be active before the keys are read, or a message published in
-        # between would be neither in what we read nor in what we receive.
-        want = len(channels)
-        deadline = time.monotonic() + 30
-        while want > 0:
-            msg = ps.get_message(timeout=max(0.0, deadline - time.monotonic()))
-            if msg is not None and msg["type"] == "subscribe":
-                want -= 1
-            elif msg is None and time.monotonic() >= deadline:
-                ps.close()
-                raise Timeout("subscribing to %d channels timed out" % len(channels))
-        return ps
-
-    def wait(self, id, timeout=None):
+    def wait(self, id: str, timeout: Optional[float] = None) -> Result:
         """The result of job id, blocking up to timeout seconds (None: forever). Raises Timeout,
         or JobLost when the job does not exist (never submitted, expired, or lost by Redis)."""
-        try:
-            return self.wait_many([id], timeout)[id]
-        except Timeout as e:
-            raise Timeout("no result for job %s within %gs" % (id, timeout), missing=[id]) from e
+        return self._run(self._g_wait(id, timeout))
 
-    def wait_many(self, ids, timeout=None):
+    def wait_many(self, ids: Iterable[str], timeout: Optional[float] = None) -> Dict[str, Result]:
         """{id: result} for all ids, blocking up to timeout seconds overall. Listens on the jobs'
         channels for their terminal events (watch.lua marks them watched) and looks again every
-        recheck_s. Raises
-        Timeout with .results (those that arrived) and .missing, or JobLost (.ids) for jobs that
-        do not exist."""
-        ids = list(ids)
-        out = self._results(ids)
-        pending = [i for i in ids if i not in out]
-        if not pending:
-            return {i: out[i] for i in ids}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # Subscribe, then mark the jobs watched (a job's channel publishes only while someone
-        # watches it), then read: a terminal event after the read is a message we receive.
-        ps = self._subscribe([self.key(KEY["JOB_CHANNEL"], i) for i in pending])
-        try:
-            while True:
-                where = self._watch(pending)
-                out.update(self._results([i for i in pending if where[i] == 2]))
-                pending = [i for i in pending if i not in out]
-                if not pending:
-                    return {i: out[i] for i in ids}
-                lost = [i for i in pending if where[i] == 0]
-                if lost:
-                    raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
-                                  "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Timeout("%d of %d jobs have no result within %gs" % (len(pending), len(ids), timeout),
-                                  results=dict(out), missing=pending)
-                # Wait for any terminal event, then drain what else has arrived.
-                until = time.monotonic() + (self.recheck_s if left is None else min(self.recheck_s, left))
-                while True:
-                    msg = ps.get_message(timeout=max(0.0, until - time.monotonic()))
-                    if msg is None:
-                        break
-                    if msg["type"] == "message":
-                        try:
-                            ev = proto.decode_event(msg["data"])
-                        except proto.ProtocolError:
-                            continue
-                        if ev.get("type") in proto.TERMINAL_TYPES:
-                            until = time.monotonic()  # re-read now, after draining
-        finally:
-            ps.close()
+        recheck_s. Raises Timeout with .results (those that arrived) and .missing, or JobLost
+        (.ids) for jobs that do not exist."""
+        return self._run(self._g_wait_many(ids, timeout))
 
-    def snapshot(self, id=None, group=None):
+    def snapshot(self, id: Optional[str] = None,
+                 group: Optional[str] = None) -> Optional[Dict[str, Any]]:
         """The current snapshot of a job or a group (docs/protocol.md "Snapshots") as a dict,
         or None if unknown."""
-        kind, name = ("job", id) if id is not None else ("group", group)
-        r = self.script("recover")(keys=[], args=[self.prefix, kind, name, 0, "", 1, 0])
-        return proto.decode_event(r[1]) if _str(r[0]) != "unknown" else None
+        return self._run(self._g_snapshot(id, group))
 
-    def status(self, id):
+    def status(self, id: str) -> Optional[Dict[str, Any]]:
         """The job's snapshot (state, off, epoch, attempt, group, worker, ...), or None if
         unknown."""
         return self.snapshot(id=id)
 
-    def group_status(self, group):
+    def group_status(self, group: str) -> Optional[Dict[str, Any]]:
         """The group's counters {total, queued, running, done, failed, canceled, off, epoch, ...},
         or None if unknown."""
         return self.snapshot(group=group)
 
-    # -- events -----------------------------------------------------------------------------
-
-    def events(self, id=None, group=None, timeout=None, total=None, since=None):
+    def events(self, id: Optional[str] = None, group: Optional[str] = None,
+               timeout: Optional[float] = None, total: Optional[int] = None,
+               since: Optional[Tuple[int, str]] = None) -> Iterator[Dict[str, Any]]:
         """Yields the events (dicts) of job `id` or of `group` with the recovery algorithm of
         docs/protocol.md: subscribe, then `recover` from the position (`since` = (off, epoch),
         default: a new reader), then live messages, each event exactly once and in order. The
@@ -389,225 +254,40 @@ class Client:
         job's terminal event, or when the group's done + failed + canceled reaches its total
         (`total` overrides the group's own). Re-subscribes after a lost connection (for up to
         reconnect_s). Raises Timeout after `timeout` seconds, JobLost for an unknown job."""
-        if (id is None) == (group is None):
-            raise ValueError("events() needs exactly one of id or group")
-        if id is not None:
-            kind, name, channel = "job", id, self.key(KEY["JOB_CHANNEL"], id)
-        else:
-            kind, name, channel = "group", group, self.key(KEY["GROUP_CHANNEL"], group)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pos = {"off": int(since[0]), "epoch": str(since[1])} if since else {"off": 0, "epoch": ""}
-        want = {"total": total}
+        return self._steps(self._g_events(id, group, timeout, total, since))
 
-        def finished(ev):
-            if kind == "job":
-                if ev.get("type") == "snapshot":
-                    return ev.get("state") in proto.TERMINAL_STATES
-                return ev.get("type") in proto.TERMINAL_TYPES
-            t = max(ev.get("total") or 0, want["total"] or 0)
-            return t > 0 and (ev.get("done") or 0) + (ev.get("failed") or 0) + (ev.get("canceled") or 0) >= t
-
-        def recover():
-            got = []
-            while True:
-                r = self.script("recover")(keys=[], args=[self.prefix, kind, name, pos["off"], pos["epoch"],
-                                                          schema.DEFAULT["RECOVER_LIMIT"],
-                                                          1 if kind == "job" else 0])
-                status = _str(r[0])
-                if status == "unknown":
-                    return status, None, []
-                snap = proto.decode_event(r[1])
-                if status == "resync":
-                    pos["off"], pos["epoch"] = snap.get("off") or 0, snap.get("epoch") or ""
-                    return status, snap, []
-                evs = [proto.decode_event(x) for x in r[2:]]
-                got += evs
-                pos["off"] = evs[-1]["off"] if evs else (snap.get("off") or 0)
-                pos["epoch"] = snap.get("epoch") or ""
-                if status != "more":
-                    return "recovered", snap, got
-
-        def close(p):
-            try:
-                p.close()
-            except redis.RedisError:
-                pass
-
-        ps = None
-        need = True
-        synced_once = False
-        give_up = None
-        try:
-            while True:
-                batch = []
-                try:
-                    if ps is None:
-                        ps = self._subscribe([channel])
-                        need = True
-                    if need:
-                        need = False
-                        status, snap, evs = recover()
-                        synced_once, give_up = True, None
-                        if status == "unknown":
-                            if kind == "job":
-                                raise JobLost("job %s does not exist (never submitted, expired, or lost "
-                                              "by Redis)" % name, [name])
-                            pos["off"], pos["epoch"] = 0, ""
-                        elif status == "resync":
-                            batch = [{"type": "resync", "off": pos["off"], "epoch": pos["epoch"],
-                                      "snapshot": snap}]
-                            if kind == "group" and want["total"] is None:
-                                want["total"] = snap.get("total")
-                            if finished(snap):
-                                batch.append(None)  # stop after the control item
-                        else:
-                            if kind == "group" and want["total"] is None:
-                                want["total"] = snap.get("total")
-                            batch = [{"type": "recovered", "off": pos["off"], "epoch": pos["epoch"],
-                                      "missed": len(evs)}] + evs
-                            if not evs and finished(snap):
-                                batch.append(None)
-                    else:
-                        left = self._left(deadline, 1.0)
-                        if deadline is not None and left <= 0:
-                            raise Timeout("no terminal event on %s within %gs" % (channel, timeout))
-                        msg = ps.get_message(timeout=left)
-                        if msg is None or msg["type"] != "message":
-                            continue
-                        try:
-                            ev = proto.decode_event(msg["data"])
-                        except proto.ProtocolError:
-                            continue
-                        off = ev.get("off") or 0
-                        if ev.get("epoch") != pos["epoch"] or off > pos["off"] + 1:
-                            need = True  # another epoch, or a gap: recover from our position
-                            continue
-                        if off <= pos["off"]:
-                            continue  # already delivered
-                        pos["off"] = off
-                        batch = [ev]
-                except (redis.ConnectionError, redis.TimeoutError):
-                    # Lost the connection (Redis restart, failover, killed client): subscribe
-                    # again and recover from our position, for up to reconnect_s.
-                    now = time.monotonic()
-                    if give_up is None:
-                        give_up = now + self.reconnect_s
-                    if not synced_once or now >= give_up or (deadline is not None and now >= deadline):
-                        raise
-                    if ps is not None:
-                        close(ps)
-                        ps = None
-                    time.sleep(min(0.2, self._left(deadline, 0.2)))
-                    continue
-                for e in batch:
-                    if e is None:
-                        return
-                    yield e
-                    if e.get("type") not in ("recovered", "resync") and finished(e):
-                        return
-        finally:
-            if ps is not None:
-                close(ps)
-
-    @staticmethod
-    def _left(deadline, cap):
-        if deadline is None:
-            return cap
-        return max(0.0, min(cap, deadline - time.monotonic()))
-
-    # -- job controls -----------------------------------------------------------------------
-
-    def cancel(self, ids=None, group=None):
+    def cancel(self, ids: Any = None, group: Optional[str] = None) -> Dict[str, int]:
         """Cancels jobs (an id or a list of ids) or a group (docs/protocol.md "Job controls").
         Returns {id: code}: 1 canceled now, 2 cancel pending (running: canceled at its ack), 0
         nothing to cancel (finished or unknown; a group: unknown or already canceled)."""
-        if (ids is None) == (group is None):
-            raise ValueError("cancel() needs ids or group (one of them)")
-        if group is not None:
-            names, kind = [group], "group"
-        else:
-            names, kind = ([ids] if isinstance(ids, str) else list(ids)), "job"
-        codes = self.script("cancel")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, kind] + names)
-        return {n: int(c) for n, c in zip(names, codes)}
+        return self._run(self._g_cancel(ids, group))
 
-    def dead_list(self, start=0, count=100):
+    def dead_list(self, start: int = 0, count: int = 100) -> List[Tuple[str, int]]:
         """[(id, dead_ms)] of the dead letters, newest first."""
-        r = self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "list", start, count])
-        return [(_str(r[i]), int(r[i + 1])) for i in range(0, len(r) - 1, 2)]
+        return self._run(self._g_dead_list(start, count))
 
-    def dead_show(self, id):
+    def dead_show(self, id: str) -> Optional[Dict[str, Any]]:
         """A dead letter as {"event", "result", "job"} (the job document decoded), or None."""
-        rec = self.record(id)
-        if rec is None or not rec[0].get("dead"):
-            return None
-        event, result, job = rec
-        return {"event": event, "result": result, "job": proto.decode_job(job) if job else None}
+        return self._run(self._g_dead_show(id))
 
-    def dead_requeue(self, ids="*"):
+    def dead_requeue(self, ids: Any = "*") -> int:
         """Queues dead letters again (ids, or "*" for all). Returns how many were queued."""
-        names = ["*"] if ids == "*" else ([ids] if isinstance(ids, str) else list(ids))
-        return int(self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "requeue"] + names))
+        return self._run(self._g_dead_requeue(ids))
 
-    def dead_purge(self, ids="*"):
+    def dead_purge(self, ids: Any = "*") -> int:
         """Removes dead letters (ids, or "*" for all) and their records. Returns how many."""
-        names = ["*"] if ids == "*" else ([ids] if isinstance(ids, str) else list(ids))
-        return int(self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "purge"] + names))
+        return self._run(self._g_dead_purge(ids))
 
-    # -- statistics -------------------------------------------------------------------------
-
-    def _scan_suffixes(self, part):
-        pre = self.key(part, "")
-        return sorted({_str(k)[len(pre):] for k in self.r.scan_iter(match=pre + "*", count=1000)})
-
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """A snapshot of the deployment: {"models": {model: {"queued": n, "delayed": n,
         "tenants": {t: n}}}, "workers": {w: {"live": bool, "lease_ms": ms or None, "inflight": n}},
         "live_workers": n, "dead": n, "counters": {enqueued, done, failed, canceled, dead,
         requeued, retried}, "served": [models]}. Models are the served ones and those with
         queued or delayed jobs."""
-        r = self.r
-        served = sorted(_str(m) for m in r.smembers(self.key(KEY["SERVED"])))
-        models = sorted(set(served) | set(self._scan_suffixes(KEY["RING"]))
-                        | set(self._scan_suffixes(KEY["DELAYED"])))
-        out_models = {}
-        for m in models:
-            tenants = []
-            for t in r.lrange(self.key(KEY["RING"], m), 0, -1):
-                t = _str(t)
-                if t not in tenants:
-                    tenants.append(t)
-            # Tenants drop off the ring when their queue empties; "default" is listed anyway.
-            if schema.DEFAULT["TENANT"] not in tenants:
-                tenants.append(schema.DEFAULT["TENANT"])
-            pipe = r.pipeline(transaction=False)
-            for t in tenants:
-                pipe.llen(self.key(KEY["QUEUE"], m, t))
-            pipe.zcard(self.key(KEY["DELAYED"], m))
-            vals = pipe.execute()
-            lens, delayed = vals[:-1], vals[-1]
-            per = {t: n for t, n in zip(tenants, lens) if n or t == schema.DEFAULT["TENANT"]}
-            out_models[m] = {"queued": sum(lens), "delayed": delayed, "tenants": per}
-        workers = set(_str(w) for w in r.smembers(self.key(KEY["WORKERS"])))
-        workers |= set(self._scan_suffixes(KEY["LEASE"]))
-        out_workers = {}
-        pipe = r.pipeline(transaction=False)
-        order = sorted(workers)
-        for w in order:
-            pipe.pttl(self.key(KEY["LEASE"], w))
-            pipe.llen(self.key(KEY["INFLIGHT"], w))
-        vals = pipe.execute()
-        for i, w in enumerate(order):
-            pttl, inflight = vals[2 * i], vals[2 * i + 1]
-            live = pttl is not None and pttl != -2
-            out_workers[w] = {"live": live, "lease_ms": pttl if pttl and pttl > 0 else None, "inflight": inflight}
-        counters = {_str(k): int(v) for k, v in r.hgetall(self.key(KEY["STATS"])).items()}
-        for c in ("enqueued", "done", "failed", "canceled", "dead", "requeued", "retried"):
-            counters.setdefault(c, 0)
-        return {
-            "models": out_models,
-            "served": served,
-            "workers": out_workers,
-            "live_workers": sum(1 for w in out_workers.values() if w["live"]),
-            "dead": r.zcard(self.key(KEY["DEAD"])),
-            "counters": counters,
-        }
+        return self._run(self._g_stats())
+
+
+__all__ = ["Client", "SegqError", "Timeout", "JobLost", "NotReplicated", "load_script",
+           "image_args", "DEFAULT_URL", "DEFAULT_PREFIX", "ENQUEUE_QUEUED", "ENQUEUE_PENDING",
+           "ENQUEUE_FINISHED", "ENQUEUE_HAS_RESULT", "ENQUEUE_REJECTED", "ENQUEUE_CANCELED",
+           "proto"]

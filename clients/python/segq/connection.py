@@ -192,33 +192,53 @@ def connect(url=None, *, password=None, password_file=None, socket_connect_timeo
     return redis.Redis(host=host, port=port, **common)
 
 
+def connect_async(url=None, *, password=None, password_file=None, socket_connect_timeout=5,
+                  socket_timeout=None, retries=None, ssl_ca_certs=None, **kw):
+    """connect() for asyncio: a redis.asyncio.Redis for the same URL forms, password sources,
+    retries and TLS options (Sentinel URLs through redis.asyncio.sentinel)."""
+    import redis.asyncio
+    import redis.asyncio.sentinel
+    from redis.asyncio.retry import Retry as AsyncRetry
+    url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
+    p = parse_url(url)
+    pw, _ = resolve_password(p, password, password_file)
+    common = dict(username=p["user"], password=pw, db=p["db"],
+                  socket_connect_timeout=socket_connect_timeout, socket_timeout=socket_timeout)
+    common.update(kw)
+    n = (40 if p["scheme"] == "sentinel" else 0) if retries is None else retries
+    if n:
+        common.setdefault("retry", AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), n))
+        common.setdefault("retry_on_error", [redis.ConnectionError, redis.TimeoutError])
+    if p["scheme"] == "sentinel":
+        s = redis.asyncio.sentinel.Sentinel(p["nodes"],
+                                            socket_connect_timeout=socket_connect_timeout,
+                                            sentinel_kwargs={"socket_connect_timeout": 2,
+                                                             "socket_timeout": 2})
+        return s.master_for(p["master"], **common)
+    host, port = p["nodes"][0]
+    if p["scheme"] == "rediss":
+        common["ssl"] = True
+        ca = ssl_ca_certs or os.environ.get("SEGQ_REDIS_CA_FILE")
+        if ca:
+            common["ssl_ca_certs"] = ca
+        common.setdefault("ssl_cert_reqs", "required")
+    return redis.asyncio.Redis(host=host, port=port, **common)
+
+
 # permcheck.lua reports refusals as (command, kind, error) triples.
 def check_access(r, prefix, load_script, role="client"):
     """Raises PermissionError naming what this account may not do (commands, keys, channels),
     by running queue/scripts/permcheck.lua (works without the ACL command). None if all is
     allowed."""
     import secrets
+    from ._ops import permcheck_problems
     script = r.register_script(load_script("permcheck"))
     try:
         out = script(keys=[], args=[prefix, secrets.token_hex(8), role])
     except redis.exceptions.NoPermissionError as e:
         raise PermissionError("the Redis user may not run scripts (EVALSHA/EVAL/SCRIPT LOAD): %s"
                               % e)
-    items = [x.decode() if isinstance(x, bytes) else x for x in out]
-    problems = {}
-    for i in range(0, len(items) - 2, 3):
-        problems.setdefault(items[i + 1], []).append((items[i], items[i + 2]))
-    if not problems:
-        return None
-    parts = []
-    for kind, what in sorted(problems.items()):
-        cmds = ", ".join(sorted(set(c for c, _ in what)))
-        if kind == "channels":
-            parts.append("channels %s:ev:* and %s:gev:* refused to %s (%r)"
-                         % (prefix, prefix, cmds, what[0][1]))
-        elif kind == "keys":
-            parts.append("keys %s:* refused to %s (%r)" % (prefix, cmds, what[0][1]))
-        else:
-            parts.append("commands refused: %s (%r)" % (cmds, what[0][1]))
-    raise PermissionError("the Redis user may not do what segq needs: %s; see docs/operations.md "
-                          "\"Redis users\"" % "; ".join(parts))
+    problem = permcheck_problems(prefix, out)
+    if problem:
+        raise PermissionError(problem)
+    return None

@@ -15,8 +15,9 @@ MAX_PIXELS = 64 << 20
 MAX_UINT32 = (1 << 32) - 1
 MAX_META = 64 << 10
 
-FORMATS = ("jpeg", "gray8", "gray16")
-RAW_BPP = {"gray8": 1, "gray16": 2}
+FORMATS = ("jpeg", "gray8", "gray16", "rgb8", "rgb16")
+# Bytes per pixel of the raw formats (row-major; RGB interleaved; 16-bit little-endian).
+RAW_BPP = {"gray8": 1, "gray16": 2, "rgb8": 3, "rgb16": 6}
 OUTPUTS = ("polygons", "mask")
 TERMINAL_STATES = ("done", "failed", "canceled")
 # Job event types after which a job's channel has nothing more (docs/protocol.md "Job events").
