@@ -1,7 +1,9 @@
-"""The `segq` command line for people: submit images (with a live progress bar fed by group
-events, a per-image summary, JSON + overlay PNGs), watch a job's or a group's events, cancel jobs
-or groups, act on dead letters, and show queue statistics. numpy and PIL are imported only where a command needs them (non-JPEG inputs,
-overlays). Exit codes: 0 ok, 1 some jobs failed, 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
+"""The `segq` command line for people: submit images (JPEG, PNG, TIFF; with a live progress bar
+fed by group events, a per-image summary, JSON + overlay PNGs that never overwrite another
+input's), watch a job's or a group's events, cancel jobs or groups, act on dead letters, and show
+queue statistics. Images are read by the library (segq.images: lossless, 16-bit and RGB kept);
+numpy and PIL are imported only where a command needs them (non-JPEG inputs, overlays).
+Exit codes: 0 ok, 1 some jobs failed, 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
 import argparse
 import json
 import os
@@ -12,7 +14,7 @@ import uuid
 
 import redis
 
-from . import connection, proto
+from . import connection, images, proto
 from .client import DEFAULT_PREFIX, DEFAULT_URL, Client, SegqError, Timeout
 
 EXIT_FAILED, EXIT_USAGE, EXIT_REDIS, EXIT_TIMEOUT = 1, 2, 3, 4
@@ -53,31 +55,13 @@ def collect_files(paths):
 
 
 def load_image(path):
-    """What Client.submit takes for this file: JPEG bytes as they are, other formats decoded
-    with PIL into a 2-D uint8/uint16 array (16-bit microscopy PNG/TIFF stay 16-bit)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if proto.sniff_format(data) == "jpeg":
-        return data
+    """The file as a job carries it (segq.images.WireImage), decoded once: JPEG bytes as they
+    are, PNG/TIFF samples as they are (16-bit stays 16-bit, RGB stays RGB). CliError (exit 2)
+    for what cannot be sent, naming the file."""
     try:
-        import numpy as np
-        from PIL import Image
-    except ImportError as e:
-        raise CliError("%s is not a JPEG and reading it needs numpy and PIL: %s" % (path, e))
-    try:
-        im = Image.open(path)
-        im.load()
-    except Exception as e:
-        raise CliError("cannot read image %s: %s" % (path, e))
-    if im.mode.startswith("I;16"):
-        return np.array(im, dtype=np.uint16)
-    if im.mode == "I":
-        a = np.array(im)
-        if a.min() >= 0 and a.max() <= 65535:
-            return a.astype(np.uint16)
-    if im.mode != "L":
-        im = im.convert("L")
-    return np.array(im, dtype=np.uint8)
+        return images.to_wire(path)
+    except proto.ProtocolError as e:
+        raise CliError("%s: %s" % (path, e))
 
 
 # -- progress -------------------------------------------------------------------------------
@@ -180,41 +164,104 @@ def print_summary(rows, wall_s, out=sys.stdout):
               (len(rows), ok, len(rows) - ok, objs, wall_s, len(rows) / wall_s if wall_s > 0 else 0))
 
 
-def write_outputs(out_dir, path, res, group):
-    """<stem>.json (the result without binary fields, polygons included) and <stem>.overlay.png
-    (the image with polygon outlines). Returns the written paths."""
-    stem = os.path.splitext(os.path.basename(path))[0]
+def output_names(files):
+    """{file: base name} for the outputs of files, unique within the run: the stem (a.png ->
+    a) when no other input has it; else the file name (a.png, a.tif); else the name with as many
+    parent folders as tell the inputs apart (dirA/x.jpg -> dirA_x.jpg); a numeric suffix if
+    still equal. Never two inputs on one name."""
+    def parts(f):
+        return [p for p in os.path.normpath(os.path.abspath(f)).split(os.sep) if p]
+
+    names = {}
+    taken = set()
+    stems = {}
+    for f in files:
+        stems.setdefault(os.path.splitext(os.path.basename(f))[0], []).append(f)
+    for f in files:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        if len(stems[stem]) == 1:
+            cand = stem
+        else:
+            same = stems[stem]
+            base = os.path.basename(f)
+            if sum(1 for g in same if os.path.basename(g) == base) == 1:
+                cand = base
+            else:
+                p = parts(f)
+                others = [parts(g) for g in same if g != f and os.path.basename(g) == base]
+                k = 2
+                while k < len(p) and any(o[-k:] == p[-k:] for o in others):
+                    k += 1
+                cand = "_".join(p[-k:])
+        name, n = cand, 2
+        while name in taken:
+            name = "%s-%d" % (cand, n)
+            n += 1
+        taken.add(name)
+        names[f] = name
+    return names
+
+
+def _claimed_by(jpath):
+    """The input file a result JSON in the output folder belongs to (None: unreadable)."""
+    try:
+        with open(jpath) as f:
+            return json.load(f).get("file")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def place_outputs(out_dir, names):
+    """{file: base} with names moved off bases whose JSON in out_dir holds another input's
+    result (an earlier run): a result is only ever replaced by one of the same input file."""
+    placed, taken = {}, set()
+    for f, base in names.items():
+        name, n = base, 2
+        while True:
+            owner = _claimed_by(os.path.join(out_dir, name + ".json"))
+            if name not in taken and owner in (None, os.path.abspath(f)):
+                break
+            name = "%s-%d" % (base, n)
+            n += 1
+        taken.add(name)
+        placed[f] = name
+    return placed
+
+
+def write_outputs(out_dir, base, path, image, res, group):
+    """<base>.json (the result without binary fields, polygons included; "file" says which input
+    it is) and <base>.overlay.png (the image with polygon outlines). Returns the written paths."""
     doc = {"file": os.path.abspath(path), "group": group}
     for k, v in res.items():
         doc[k] = v
-    jpath = os.path.join(out_dir, stem + ".json")
+    jpath = os.path.join(out_dir, base + ".json")
     with open(jpath, "w") as f:
         json.dump(doc, f, default=lambda o: o.hex() if isinstance(o, bytes) else str(o))
         f.write("\n")
     written = [jpath]
     if res.get("status") == "ok":
-        opath = os.path.join(out_dir, stem + ".overlay.png")
-        draw_overlay(path, res.get("polygons") or [], opath)
+        opath = os.path.join(out_dir, base + ".overlay.png")
+        draw_overlay(image, res.get("polygons") or [], opath)
         written.append(opath)
         if isinstance(res.get("mask"), dict):
             from PIL import Image
-            mpath = os.path.join(out_dir, stem + ".mask.png")
+            mpath = os.path.join(out_dir, base + ".mask.png")
             Image.fromarray(proto.rle_to_numpy(res["mask"]) * 255, "L").save(mpath)
             written.append(mpath)
     return written
 
 
-def draw_overlay(path, polygons, opath):
+def draw_overlay(image, polygons, opath):
+    """The image as it was sent (a WireImage), 16-bit stretched to 8 for viewing, with the
+    polygons' outlines."""
     import numpy as np
     from PIL import Image, ImageDraw
-    im = Image.open(path)
-    if im.mode.startswith("I"):
-        # 16/32-bit: stretch to 8 bits for viewing.
-        a = np.array(im).astype(np.float64)
+    a = image.to_array()
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
         lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
-        im = Image.fromarray(a.astype(np.uint8), "L")
-    im = im.convert("RGB")
+        a = ((a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0).astype(np.uint8)
+    im = Image.fromarray(a).convert("RGB")
     d = ImageDraw.Draw(im)
     lw = max(1, round(max(im.size) / 512))
     for p in polygons:
@@ -246,8 +293,30 @@ def connect(args):
     return c
 
 
+def ensemble(args):
+    """(model, models, weights) from --model/--models/--weights; CliError for a bad combination."""
+    members = [m.strip() for m in args.models.split(",")] if args.models else None
+    weights = None
+    if args.weights is not None:
+        if not members:
+            raise CliError("--weights needs --models")
+        try:
+            weights = [float(x) for x in args.weights.split(",")]
+        except ValueError:
+            raise CliError("--weights: %r is not a comma-separated list of numbers" % args.weights)
+        if len(weights) != len(members):
+            raise CliError("--weights has %d numbers for %d --models" % (len(weights), len(members)))
+    model = args.model or (members[0] if members else None)
+    if not model:
+        raise CliError("submit needs --model, or --models for an ensemble")
+    if members and model not in members:
+        raise CliError("--model %s is not one of --models %s" % (model, args.models))
+    return model, members, weights
+
+
 def cmd_submit(args):
     files = collect_files(args.paths)
+    model, members, weights = ensemble(args)
     if args.out:
         try:
             os.makedirs(args.out, exist_ok=True)
@@ -269,19 +338,21 @@ def cmd_submit(args):
     try:
         for k, im in enumerate(images):
             chunk.append(im)
-            size += len(im) if isinstance(im, bytes) else im.nbytes
+            size += len(im.data)
             if size >= (32 << 20) or k == len(images) - 1:
-                group, more = c.submit_many(chunk, args.model, group, params=params or None,
-                                            tenant=args.tenant, priority=args.priority)
+                group, more = c.submit_many(chunk, model, group, params=params or None,
+                                            tenant=args.tenant, priority=args.priority,
+                                            models=members, weights=weights)
                 ids.extend(more)
                 codes.update(c.last_enqueue)
                 chunk, size = [], 0
     except proto.ProtocolError as e:
         raise CliError(str(e))
     rejected = [i for i in ids if codes.get(i) == 3]
-    print("submitted %d images to model %s as group %s" % (len(ids), args.model, group), flush=True)
+    what = "model %s" % model if not members else "ensemble %s (routed to %s)" % (",".join(members), model)
+    print("submitted %d images to %s as group %s" % (len(ids), what, group), flush=True)
     if rejected:
-        _err("no worker serves model %s: %d jobs failed with unknown_model" % (args.model, len(rejected)))
+        _err("no worker serves model %s: %d jobs failed with unknown_model" % (model, len(rejected)))
     if not (args.wait or args.out):
         for f, i in zip(files, ids):
             print("%s  %s" % (i, f))
@@ -311,17 +382,22 @@ def cmd_submit(args):
     print_summary(rows, wall)
     if args.out:
         n = 0
-        for f, i in zip(files, ids):
-            n += len(write_outputs(args.out, f, results[i], group))
+        bases = place_outputs(args.out, output_names(files))
+        for f, im, i in zip(files, images, ids):
+            n += len(write_outputs(args.out, bases[f], f, im, results[i], group))
         with open(os.path.join(args.out, "summary.json"), "w") as fh:
-            json.dump({"group": group, "model": args.model, "wall_s": round(wall, 3),
-                       "images": [{"file": f, "id": i, "status": results[i].get("status"),
+            json.dump({"group": group, "model": model, "models": members, "wall_s": round(wall, 3),
+                       "images": [{"file": f, "id": i, "output": bases[f],
+                                   "status": results[i].get("status"),
                                    "objects": len(results[i].get("polygons") or []),
                                    "error": results[i].get("error")} for f, i in zip(files, ids)]},
                       fh, indent=1)
             fh.write("\n")
         print("results: %d files in %s (<image>.json polygons, <image>.overlay.png outlines, summary.json)"
               % (n + 1, os.path.abspath(args.out)))
+        renamed = [(f, b) for f, b in bases.items() if b != os.path.splitext(os.path.basename(f))[0]]
+        for f, b in renamed:
+            print("  %s -> %s.json (its name is shared with another input)" % (f, b))
     return 0 if all(r.get("status") == "ok" for r in results.values()) else EXIT_FAILED
 
 
@@ -504,7 +580,12 @@ def build_parser():
 
     s = sub.add_parser("submit", help="submit image files or folders")
     s.add_argument("paths", nargs="+", metavar="FILE|FOLDER")
-    s.add_argument("--model", required=True, help="model name, e.g. otsu, null")
+    s.add_argument("--model", help="model name, e.g. otsu, cellseg-unet (with --models: the member "
+                   "that routes the jobs; default its first)")
+    s.add_argument("--models", help="an ensemble: comma-separated member models whose "
+                   "probabilities are averaged, e.g. cellseg-unet,otsu (one worker must serve all)")
+    s.add_argument("--weights", help="with --models: comma-separated weights in the same order "
+                   "(default 1 each)")
     s.add_argument("--group", help="group id (default: generated)")
     s.add_argument("--tenant", help="tenant (default: default)")
     s.add_argument("--priority", type=int, help="> 0 puts the jobs at the front of the queue")
@@ -514,7 +595,9 @@ def build_parser():
                    help="also ask for the RLE mask (written as <image>.mask.png with --out)")
     s.add_argument("--wait", action="store_true", help="show progress and wait for the results")
     s.add_argument("--timeout", type=float, help="seconds to wait (default: forever)")
-    s.add_argument("--out", help="write <image>.json and <image>.overlay.png here (implies --wait)")
+    s.add_argument("--out", help="write <image>.json and <image>.overlay.png here (implies --wait); "
+                   "inputs with the same name get distinct outputs, and a result of another "
+                   "input already there is never replaced")
     s.set_defaults(fn=cmd_submit)
 
     w = sub.add_parser("watch", help="print the events of a job or a group live")
