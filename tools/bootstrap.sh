@@ -8,7 +8,7 @@ PKGS=(build-essential cmake pkg-config git
       libmicrohttpd-dev
       libwebsockets-dev libwebsockets-evlib-uv libssl-dev
       redis-server redis-sentinel stunnel4 openssl
-      python3 python3-redis python3-msgpack python3-numpy python3-pil)
+      python3 python3-redis python3-msgpack python3-numpy python3-pil python3-tifffile)
 # Deployment checks (tests/deploy/, tests/integration/test_metrics.py): compose/Kubernetes/alert
 # YAML, Prometheus's text parser, objdump for the image's library check, and Prometheus itself
 # (promtool for the alert rules' unit tests; the server evaluates the dashboard's queries).
@@ -18,7 +18,11 @@ PKGS=(build-essential cmake pkg-config git
 # chromium (driven by playwright-core, no browser download) with a font, and Node (the machine's
 # own Node/npm is used when present: Debian's npm conflicts with a newer one).
 # SEGQ_BOOTSTRAP_BUILD_ONLY=1 (the images' build stages) leaves these out.
+# The Python client as a package (tests/integration/test_client_package.py: a venv with
+# Debian's site packages, pip install --no-deps --no-build-isolation, which needs setuptools and
+# wheel from Debian) and its FastAPI example (docs/clients.md, tested with httpx's ASGI client).
 if [ -z "${SEGQ_BOOTSTRAP_BUILD_ONLY:-}" ]; then
+  PKGS+=(python3-venv python3-setuptools python3-wheel python3-fastapi python3-httpx)
   PKGS+=(python3-websockets chromium fonts-dejavu-core)
   command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 fi

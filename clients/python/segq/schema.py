@@ -1,6 +1,7 @@
 """segq's Redis names, defaults and script codes, read from their one source,
 queue/scripts/schema.def (through the package's `scripts` link), plus the error names of
-common/common.h's SQ_ERRORS. Also builds the schema constants every Lua script starts with,
+common/common.h's SQ_ERRORS (through the package's `common.h` link; an installed package holds
+copies of both, made by the build from the links). Also builds the schema constants every Lua script starts with,
 byte for byte as queue/embed_scripts.cmake does for the C side (a test compares the two)."""
 import os
 import re
@@ -8,9 +9,7 @@ import re
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS_DIR = os.path.join(_HERE, "scripts")
 SCHEMA_DEF = os.path.join(SCRIPTS_DIR, "schema.def")
-# common/common.h, found from the real location of queue/scripts (the link's target).
-COMMON_H = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(SCRIPTS_DIR))),
-                        "common", "common.h")
+COMMON_H = os.path.join(_HERE, "common.h")
 
 _ENTRY = re.compile(r'^SQ_SCHEMA_([A-Z]+)\(([A-Z0-9_]+), *("[^"]*"|-?[0-9]+)\)')
 _ERROR = re.compile(r'^ *X\(SQ_[A-Z0-9_]+, *[0-9]+, *"([a-z_]+)"')
