@@ -414,6 +414,14 @@ static void cuda_free(sq_backend_t *b) {
   free(b);
 }
 
+static int cuda_supports(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err) {
+  return sq_cuda_plan_check(p, err);
+}
+
+static void cuda_props(sq_backend_t *b, sq_backend_props_t *out) {
+  out->device_memory = 1;
+}
+
 static const sq_backend_iface_t cuda_iface = {
     .get_name = cuda_name,
     .load = cuda_load,
@@ -424,6 +432,8 @@ static const sq_backend_iface_t cuda_iface = {
     .sync = cuda_sync,
     .memory_info = cuda_memory_info,
     .free = cuda_free,
+    .supports = cuda_supports,
+    .props = cuda_props,
 };
 
 sq_backend_t *sq_cuda_backend_new(int device, sq_error_t *err) {
