@@ -457,6 +457,22 @@ int sq_queue_ack(sq_queue_t *q, redisAsyncContext *ac, const sq_ack_item_t *item
   return req_start(ac, r);
 }
 
+int sq_queue_release(sq_queue_t *q, redisAsyncContext *ac, const char *const *ids, size_t n,
+                     sq_queue_ack_cb cb, void *data) {
+  if (!q || !ac || !cb || (n && !ids)) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_ACK, "release", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.ack = cb;
+  r->nack = n;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  for (size_t i = 0; i < n; i++) argv_str(&r->argv, ids[i]);
+  return req_start(ac, r);
+}
+
 int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb, void *data) {
   if (!q || !ac || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "heartbeat", data);

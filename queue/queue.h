@@ -77,6 +77,13 @@ typedef void (*sq_queue_ack_cb)(sq_queue_t *q, int status, const int *per_job, s
 int sq_queue_ack(sq_queue_t *q, struct redisAsyncContext *ac, const sq_ack_item_t *items, size_t n,
                  sq_queue_ack_cb cb, void *data);
 
+/* Hands claimed jobs back to the front of their queues without charging an attempt (a worker
+ * whose device failed: the job did not). per_job[i]: 1 back in its queue, 2 it had a result
+ * (only removed from in-flight), 3 its payload was gone (dead-lettered, job_not_found), 0 not
+ * in our in-flight list. Fenced like ack (SQ_ELEASE_LOST). Copies ids before returning. */
+int sq_queue_release(sq_queue_t *q, struct redisAsyncContext *ac, const char *const *ids, size_t n,
+                     sq_queue_ack_cb cb, void *data);
+
 /* status 0 and lease_state: 1 renewed, 2 re-acquired after expiry (we may have been swept). */
 typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
 int sq_queue_heartbeat(sq_queue_t *q, struct redisAsyncContext *ac, sq_queue_status_cb cb,
@@ -101,7 +108,7 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
                           int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
- * "unregister"); NULL if no such script. Static storage, never freed. */
+ * "unregister", "release"); NULL if no such script. Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */

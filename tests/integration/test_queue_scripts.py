@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Script-level tests of queue/scripts/*.lua: EVALs them directly against a private redis-server
 (enqueue idempotency, claim atomicity and fairness, priority, fenced/duplicate ack, sweep,
-dead-letters, unknown models, event sequence numbers, TTLs on terminal keys)."""
+release of jobs a failed device could not run, dead-letters, unknown models, event sequence
+numbers, TTLs on terminal keys)."""
 import os
 import sys
 import time
@@ -42,7 +43,7 @@ class Q:
     def __init__(self, r):
         self.r = r
         self.src = {n: load(n) for n in
-                    ("enqueue", "claim", "ack", "heartbeat", "sweep", "unregister")}
+                    ("enqueue", "claim", "ack", "heartbeat", "sweep", "unregister", "release")}
 
     def ev(self, name, *argv):
         return self.r.eval(self.src[name], 0, *argv)
@@ -64,6 +65,9 @@ class Q:
         for id, res, code in items:
             argv += [id, res, code]
         return self.ev("ack", P, worker, token, now(), TTL, *argv)
+
+    def release(self, worker, token, ids):
+        return self.ev("release", P, worker, token, now(), TTL, *ids)
 
     def sweep(self, max_attempts=3):
         self.r.delete(P + ":sweeper")
@@ -326,6 +330,47 @@ def test_seq(q, r):
     gevs = events(r, None, P + ":gevents:ge")
     check([e["gseq"] for e in gevs] == [1, 2, 3, 4, 5], "gseq 1..5")
     check(r.ttl(P + ":events:e1") > 0, "events TTL once terminal")
+
+
+def test_release(q, r):
+    for i in range(4):
+        q.enqueue("r%d" % i, group="gr")
+    q.enqueue("rx", tenant="t2")
+    q.heartbeat("w1", "t1")
+    jobs = q.claim("w1", "t1", 10)
+    check(sorted(ids_of(jobs)) == ["r0", "r1", "r2", "r3", "rx"], "claimed all")
+    check(all(j[3] == 1 for j in jobs), "attempt 1 at claim")
+    # r3 finished before the device failed; r2's payload vanished; "nope" was never ours.
+    q.ack("w1", "t1", [("r3", b"R", "")])
+    r.delete(P + ":job:r2")
+    try:
+        q.release("w1", "bad", ["r0"])
+        check(False, "release with a wrong token must fail")
+    except redis.ResponseError as e:
+        check(str(e).startswith("LEASE"), "wrong token: LEASE error")
+    out = q.release("w1", "t1", ["r0", "r1", "r2", "r3", "rx", "nope"])
+    check(out == [1, 1, 3, 0, 1, 0], "per-id replies: %s" % out)
+    check(r.llen(P + ":inflight:w1") == 0, "in-flight emptied")
+    check(r.lrange(P + ":q:m:default", 0, -1) == [b"r0", b"r1"], "front of the queue, claim order")
+    check(r.lrange(P + ":q:m:t2", 0, -1) == [b"rx"], "own tenant's queue")
+    check(ring_invariant(r), "ring invariant")
+    st = r.hgetall(P + ":status:r0")
+    check(st[b"state"] == b"requeued" and st[b"attempts"] == b"0" and b"worker" not in st,
+          "requeued, attempt taken back, no worker: %s" % st)
+    ev = events(r, "r0")[-1]
+    check(ev["state"] == "requeued" and ev.get("released") is True and ev["attempt"] == 0,
+          "requeued event: %s" % ev)
+    res = r.get(P + ":result:r2")
+    check(res is not None and msgpack.unpackb(res)["error"]["code"] == "job_not_found",
+          "a job without payload is dead-lettered")
+    check(r.hget(P + ":stats", "released") == b"3", "released counter")
+    check(r.llen(P + ":wake:m") >= 1, "wake token")
+    # Another worker claims them again: attempt 1, as if the failed run never happened.
+    q.heartbeat("w2", "t2")
+    again = q.claim("w2", "t2", 10, models=("m",))
+    check(sorted(ids_of(again)) == ["r0", "r1", "rx"], "claimed again: %s" % ids_of(again))
+    check(all(j[3] == 1 for j in again), "attempt 1 again, no attempt charged")
+    check(int(r.hget(P + ":group:gr", "queued") or 0) >= 0, "group counters untouched")
 
 
 def test_unregister(q, r):

@@ -47,7 +47,8 @@ int main(void) {
   check_sha(a64, 55, "c1c8bbdc22796e28c0e15163d20899b65621d65a");
   check_sha(a64, 64, "0098ba824b5c16427bd7a1122a5a442a25ec644d");
 
-  static const char *names[] = {"enqueue", "claim", "ack", "heartbeat", "sweep", "unregister"};
+  static const char *names[] = {"enqueue", "claim",      "ack",    "heartbeat",
+                                "sweep",   "unregister", "release"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     const char *src = sq_queue_script_source(names[i]);
     CHECK(src != NULL);
