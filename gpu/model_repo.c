@@ -266,13 +266,9 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg, const char *na
   if (!field(out, "kind")) fail(p, "output.kind", "required field missing");
   static const char *const kinds[] = {"sigmoid", "logits_sigmoid", "softmax", NULL};
   int kind = get_enum(p, out, "kind", "output.kind", kinds, 0);
-  if (!p->failed && kind == 2) {
-    sq_error_set(p->err, SQ_EUNSUPPORTED,
-                 "%s: output.kind: \"softmax\" is reserved and not implemented", p->file);
-    p->failed = 1;
-    return;
-  }
-  cfg->output_kind = kind == 1 ? SQ_REPO_OUT_LOGITS_SIGMOID : SQ_REPO_OUT_SIGMOID;
+  cfg->output_kind = kind == 2   ? SQ_REPO_OUT_SOFTMAX
+                     : kind == 1 ? SQ_REPO_OUT_LOGITS_SIGMOID
+                                 : SQ_REPO_OUT_SIGMOID;
   get_u32(p, out, "channel", "output.channel", 0, 4095, &cfg->output_channel);
 
   /* top-level scalars */

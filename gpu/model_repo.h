@@ -9,7 +9,13 @@
 
 #define SQ_REPO_PATH_MAX 1024
 
-typedef enum { SQ_REPO_OUT_SIGMOID = 0, SQ_REPO_OUT_LOGITS_SIGMOID } sq_repo_output_kind_t;
+/* output.kind: "sigmoid" (a probability), "logits_sigmoid", "softmax" (class scores; the
+ * foreground probability is 1 - softmax at output.channel, the background class) */
+typedef enum {
+  SQ_REPO_OUT_SIGMOID = 0,
+  SQ_REPO_OUT_LOGITS_SIGMOID,
+  SQ_REPO_OUT_SOFTMAX
+} sq_repo_output_kind_t;
 
 typedef struct {
   char dir[SQ_REPO_PATH_MAX];       /* <repo_dir>/<name> */

@@ -33,6 +33,8 @@ static void on_heartbeat_timer(uv_timer_t *t);
 /* ---- Redis operations (loop thread) ---- */
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
+  if (b->queued) return;
+  b->queued = 1;
   b->next = NULL;
   if (!w->ack_head) {
     w->ack_head = w->ack_tail = b;
@@ -45,41 +47,33 @@ static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
   }
 }
 
-static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
-  wbatch_t *b = data;
-  sq_worker_t *w = b->w;
-  (void)q;
-  sq_conn_replied(&w->cmd);
-  w->acks_inflight--;
-  if (status == 0) {
-    size_t k = 0;
-    for (size_t i = 0; i < b->n && k < n; i++) {
-      if (!b->jobs[i]->result) continue;
-      if (per_job[k] == 0) {
-        w->jobs_dropped++;
-        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
-                    b->jobs[i]->c.id);
-      } else if (per_job[k] == 2) {
-        sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
-      }
-      k++;
-    }
-    sq_pipeline_batch_release(w, b);
-    return;
-  }
+/* Both Redis parts of b are done (or were never needed): it is freed. */
+static void batch_parts_done(sq_worker_t *w, wbatch_t *b) {
+  if (b->ack_part == PART_DONE || b->ack_part == PART_NONE)
+    if (b->release_part == PART_DONE || b->release_part == PART_NONE)
+      sq_pipeline_batch_release(w, b);
+}
+
+/* A part of b failed to reach Redis: keep the batch and resend the part later. */
+static void part_failed(sq_worker_t *w, wbatch_t *b, int *part, int status, const char *what) {
+  *part = PART_TODO;
   b->ack_attempts++;
   if (b->ack_attempts >= MAX_ACK_ATTEMPTS) {
+    if (b->ack_part == PART_SENT || b->release_part == PART_SENT) {
+      ack_push(w, b, 1); /* the other part still answers; give up then */
+      return;
+    }
     sq_log_error("worker", "ack failed too often; jobs left to the sweeper",
-                 "model=%s size=%zu code=%s", b->ms ? b->ms->name : "-", b->n,
+                 "model=%s size=%zu part=%s code=%s", b->ms ? b->ms->name : "-", b->n, what,
                  sq_error_name(status));
     w->jobs_dropped += b->n;
     sq_pipeline_batch_release(w, b);
     return;
   }
-  /* Keep the batch and resend once the connection/lease is back. */
   ack_push(w, b, 1);
   if (status == SQ_ELEASE_LOST) {
-    sq_log_warn("worker", "ack refused: lease lost; re-registering", "size=%zu", b->n);
+    sq_log_warn("worker", "ack refused: lease lost; re-registering", "size=%zu part=%s", b->n,
+                what);
     w->lease_ok = 0;
     heartbeat_now(w);
   } else if (w->cmd.ready && !w->stopping) {
@@ -87,7 +81,60 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
   }
 }
 
+static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+  wbatch_t *b = data;
+  sq_worker_t *w = b->w;
+  (void)q;
+  sq_conn_replied(&w->cmd);
+  w->acks_inflight--;
+  if (status != 0) {
+    part_failed(w, b, &b->ack_part, status, "ack");
+    return;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < b->n && k < n; i++) {
+    if (!b->jobs[i]->result) continue;
+    if (per_job[k] == 0) {
+      w->jobs_dropped++;
+      sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                  b->jobs[i]->c.id);
+    } else if (per_job[k] == 2) {
+      sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
+    }
+    k++;
+  }
+  b->ack_part = PART_DONE;
+  batch_parts_done(w, b);
+}
+
+static void on_release(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+  wbatch_t *b = data;
+  sq_worker_t *w = b->w;
+  (void)q;
+  sq_conn_replied(&w->cmd);
+  w->acks_inflight--;
+  if (status != 0) {
+    part_failed(w, b, &b->release_part, status, "release");
+    return;
+  }
+  size_t back = 0, other = 0;
+  for (size_t i = 0; i < n; i++) per_job[i] == 1 ? back++ : other++;
+  sq_log_info("worker", "jobs handed back to their queues", "model=%s released=%zu not_ours=%zu",
+              b->ms ? b->ms->name : "-", back, other);
+  b->release_part = PART_DONE;
+  batch_parts_done(w, b);
+}
+
 void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->jobs[i]->result) b->ack_part = PART_TODO;
+    if (b->jobs[i]->release) b->release_part = PART_TODO;
+  }
+  if (b->ack_part == PART_NONE && b->release_part == PART_NONE) {
+    w->jobs_dropped += b->n; /* no result and nothing to hand back: the sweeper's */
+    sq_pipeline_batch_release(w, b);
+    return;
+  }
   ack_push(w, b, 0);
   flush_acks(w);
 }
@@ -97,42 +144,55 @@ void sq_worker_released(sq_worker_t *w) {
   check_drained(w);
 }
 
+/* Sends b's ack; 0 when sent (or nothing to send), else leave it queued. */
+static int send_ack(sq_worker_t *w, wbatch_t *b) {
+  sq_ack_item_t *items = calloc(b->n, sizeof(*items));
+  if (!items) return SQ_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (!j->result) continue;
+    items[k].id = j->c.id;
+    items[k].result = j->result;
+    items[k].result_len = j->result_len;
+    items[k].error_code = j->err;
+    k++;
+  }
+  int rc = sq_queue_ack(w->q, w->cmd.ac, items, k, on_ack, b);
+  free(items);
+  return rc;
+}
+
+static int send_release(sq_worker_t *w, wbatch_t *b) {
+  const char **ids = calloc(b->n, sizeof(*ids));
+  if (!ids) return SQ_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->jobs[i]->release) ids[k++] = b->jobs[i]->c.id;
+  int rc = sq_queue_release(w->q, w->cmd.ac, ids, k, on_release, b);
+  free(ids);
+  return rc;
+}
+
 static void flush_acks(sq_worker_t *w) {
   while (w->ack_head && w->cmd.ready && w->lease_ok && !w->stopping) {
     wbatch_t *b = w->ack_head;
     w->ack_head = b->next;
     if (!w->ack_head) w->ack_tail = NULL;
     b->next = NULL;
-    sq_ack_item_t *items = calloc(b->n, sizeof(*items));
-    size_t k = 0;
-    if (items)
-      for (size_t i = 0; i < b->n; i++) {
-        wjob_t *j = b->jobs[i];
-        if (!j->result) continue;
-        items[k].id = j->c.id;
-        items[k].result = j->result;
-        items[k].result_len = j->result_len;
-        items[k].error_code = j->err;
-        k++;
-      }
-    if (!items || k == 0) {
-      free(items);
-      if (!items) {
+    b->queued = 0;
+    int *parts[2] = {&b->ack_part, &b->release_part};
+    for (int p = 0; p < 2; p++) {
+      if (*parts[p] != PART_TODO) continue;
+      int rc = p == 0 ? send_ack(w, b) : send_release(w, b);
+      if (rc != 0) {
         ack_push(w, b, 1);
         return;
       }
-      w->jobs_dropped += b->n;
-      sq_pipeline_batch_release(w, b);
-      continue;
+      *parts[p] = PART_SENT;
+      w->acks_inflight++;
+      sq_conn_sent(&w->cmd);
     }
-    int rc = sq_queue_ack(w->q, w->cmd.ac, items, k, on_ack, b);
-    free(items);
-    if (rc != 0) {
-      ack_push(w, b, 1);
-      return;
-    }
-    w->acks_inflight++;
-    sq_conn_sent(&w->cmd);
   }
 }
 
@@ -275,8 +335,9 @@ static void on_resync_tick(uv_timer_t *t) {
 }
 
 static void maybe_claim(sq_worker_t *w) {
+  /* Not before every context is warm: a job must never meet a cold shape. */
   if (w->draining || w->stopping || w->claim_inflight || !w->cmd.ready || !w->lease_ok ||
-      w->resync != RESYNC_NONE)
+      w->resync != RESYNC_NONE || !sq_pipeline_warm(w))
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
@@ -426,10 +487,10 @@ static void on_unregister(sq_queue_t *q, int status, long long value, void *data
   sq_log_info("worker", "unregistered", "lease_removed=%lld", value);
   sq_log_info("worker", "drained",
               "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " jobs_dropped=%" PRIu64
-              " batches=%" PRIu64 " uptime_s=%.1f",
-              w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches,
-              (double)(sq_clock_mono_us() - w->started_us) / 1e6);
-  worker_stop(w, 0);
+              " jobs_released=%" PRIu64 " batches=%" PRIu64 " uptime_s=%.1f exit_code=%d",
+              w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->jobs_released, w->batches,
+              (double)(sq_clock_mono_us() - w->started_us) / 1e6, w->drain_code);
+  worker_stop(w, w->drain_code);
 }
 
 static void check_drained(sq_worker_t *w) {
@@ -437,9 +498,11 @@ static void check_drained(sq_worker_t *w) {
     return;
   if (w->resync == RESYNC_SWEEPING || !w->lease_ever) {
     /* Already unregistered (or never registered): nothing of ours is left to ack. */
-    sq_log_info("worker", "drained", "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64, w->jobs_ok,
-                w->jobs_failed);
-    worker_stop(w, 0);
+    sq_log_info("worker", "drained",
+                "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " jobs_released=%" PRIu64
+                " exit_code=%d",
+                w->jobs_ok, w->jobs_failed, w->jobs_released, w->drain_code);
+    worker_stop(w, w->drain_code);
     return;
   }
   if (!w->cmd.ready || !w->lease_ok) return; /* resumes after reconnect + heartbeat */
@@ -453,9 +516,20 @@ static void on_drain_timeout(uv_timer_t *t) {
   sq_log_error("worker", "drain timed out; leaving the remaining jobs to the sweeper",
                "held=%u acks_pending=%s timeout_s=%u", w->held, w->ack_head ? "yes" : "no",
                w->cfg->drain_timeout_s);
-  w->exit_code = 1;
+  w->exit_code = w->drain_code ? w->drain_code : 1;
   w->aborted = 1;
   uv_stop(&w->loop);
+}
+
+void sq_worker_drain(sq_worker_t *w, int code, const char *why) {
+  if (code > w->drain_code) w->drain_code = code;
+  if (w->draining || w->stopping) return;
+  w->draining = 1;
+  sq_log_info("worker", "draining", "reason=\"%s\" held=%u timeout_s=%u", why, w->held,
+              w->cfg->drain_timeout_s);
+  uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
+  sq_pipeline_flush(w);
+  check_drained(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -467,12 +541,9 @@ static void on_signal(uv_signal_t *s, int signum) {
     uv_stop(&w->loop);
     return;
   }
-  w->draining = 1;
-  sq_log_info("worker", "draining", "signal=%d held=%u timeout_s=%u", signum, w->held,
-              w->cfg->drain_timeout_s);
-  uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
-  sq_pipeline_flush(w);
-  check_drained(w);
+  char why[32];
+  snprintf(why, sizeof why, "signal %d", signum);
+  sq_worker_drain(w, 0, why);
 }
 
 /* ---- health and metrics ---- */
@@ -481,11 +552,12 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
   sq_worker_t *w = data;
   if (strcmp(path, "/healthz") == 0) {
     /* Healthy = able to take work: connected, holding the lease, not draining. */
-    const char *why = !w->cmd.ready   ? "redis command connection down"
-                      : !w->blk.ready ? "redis blocking connection down"
-                      : !w->lease_ok  ? "no lease"
-                      : w->draining   ? "draining"
-                                      : NULL;
+    const char *why = w->device_failed ? "device failed"
+                      : !w->cmd.ready  ? "redis command connection down"
+                      : !w->blk.ready  ? "redis blocking connection down"
+                      : !w->lease_ok   ? "no lease"
+                      : w->draining    ? "draining"
+                                       : NULL;
     snprintf(body, cap, "%s\n", why ? why : "ok");
     return why ? 503 : 200;
   }
@@ -499,6 +571,8 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
                      "\n"
                      "segq_jobs_total{result=\"dropped\"} %" PRIu64
                      "\n"
+                     "segq_jobs_total{result=\"released\"} %" PRIu64
+                     "\n"
                      "# TYPE segq_batches_total counter\nsegq_batches_total %" PRIu64
                      "\n"
                      "# TYPE segq_jobs_held gauge\nsegq_jobs_held %u\n"
@@ -508,13 +582,36 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
                      "# TYPE segq_lease_ok gauge\nsegq_lease_ok %d\n"
                      "# TYPE segq_draining gauge\nsegq_draining %d\n"
                      "# TYPE segq_uptime_seconds gauge\nsegq_uptime_seconds %.1f\n"
+                     "# TYPE segq_ready gauge\nsegq_ready %d\n"
+                     "# TYPE segq_device_failed gauge\nsegq_device_failed %d\n"
                      "# TYPE segq_batcher_jobs gauge\n",
-                     w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches, w->held, w->cmd.ready,
-                     w->blk.ready, w->lease_ok, w->draining,
-                     (double)(sq_clock_mono_us() - w->started_us) / 1e6);
+                     w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->jobs_released, w->batches,
+                     w->held, w->cmd.ready, w->blk.ready, w->lease_ok, w->draining,
+                     (double)(sq_clock_mono_us() - w->started_us) / 1e6, sq_pipeline_warm(w),
+                     w->device_failed);
     for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++)
       n += snprintf(body + n, cap - (size_t)n, "segq_batcher_jobs{model=\"%s\"} %zu\n",
                     w->models[m].name, sq_batcher_len(w->models[m].batcher));
+    /* Device memory and the memory policy, per model (its most loaded device). */
+    if (n > 0 && (size_t)n < cap)
+      n += snprintf(body + n, cap - (size_t)n,
+                    "# TYPE segq_model_effective_max_batch gauge\n"
+                    "# TYPE segq_model_oom_splits_total counter\n"
+                    "# TYPE segq_device_memory_bytes gauge\n");
+    for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++) {
+      sq_model_stats_t st;
+      sq_model_stats(w->models[m].model, &st);
+      n += snprintf(body + n, cap - (size_t)n,
+                    "segq_model_effective_max_batch{model=\"%s\"} %u\n"
+                    "segq_model_oom_splits_total{model=\"%s\"} %" PRIu64 "\n",
+                    w->models[m].name, st.effective_max_batch, w->models[m].name, st.oom_splits);
+      if (st.device_total && n > 0 && (size_t)n < cap)
+        n += snprintf(body + n, cap - (size_t)n,
+                      "segq_device_memory_bytes{model=\"%s\",kind=\"free\"} %" PRIu64
+                      "\n"
+                      "segq_device_memory_bytes{model=\"%s\",kind=\"total\"} %" PRIu64 "\n",
+                      w->models[m].name, st.device_free, w->models[m].name, st.device_total);
+    }
     return 200;
   }
   snprintf(body, cap, "not found (try /healthz or /metrics)\n");
@@ -568,7 +665,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->sigterm.data = w->sigint.data = w;
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
-  sq_pipeline_loop_init(w);
+  int prc = sq_pipeline_loop_init(w, err);
   uint32_t hb = cfg->lease_ttl_ms / 3 ? cfg->lease_ttl_ms / 3 : 1;
   uint32_t sw = cfg->lease_ttl_ms / 2 ? cfg->lease_ttl_ms / 2 : 1;
   uv_timer_start(&w->heartbeat_timer, on_heartbeat_timer, hb, hb);
@@ -604,6 +701,10 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     else
       sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
                   cfg->http_port);
+  }
+  if (prc) {
+    sq_log_error("worker", "cannot start the executors", "msg=\"%s\"", err ? err->msg : "");
+    worker_stop(w, 1);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;
