@@ -523,13 +523,29 @@ static int onnx_warmup(sq_model_t *m, int ctx, sq_error_t *err) {
   onnx_ctx_t *c = &om->ctxs[ctx];
   uint64_t t0 = sq_clock_mono_us();
   int rc = 0;
-  if (om->nsizes) {
-    /* Ascending, once to bind and grow the context's buffers, then again: the captures. */
-    for (int pass = 0; pass < 2 && !rc; pass++)
-      for (size_t i = 0; i < om->nsizes && !rc; i++) rc = warm_run(m, om, c, om->sizes[i], err);
-  } else {
-    rc = warm_run(m, om, c, 1, err);
-  }
+  /* Ascending, once to bind and grow the context's buffers, then again on a graph backend: the
+   * captures. A size that does not fit (out of memory) caps the device's effective max batch
+   * below it and the larger sizes are not warmed; not even batch 1 fitting is an error. */
+  uint32_t one = 1, limit = UINT32_MAX;
+  const uint32_t *sizes = om->nsizes ? om->sizes : &one;
+  size_t nsizes = om->nsizes ? om->nsizes : 1;
+  for (int pass = 0; pass < (om->nsizes ? 2 : 1) && !rc; pass++)
+    for (size_t i = 0; i < nsizes && !rc && sizes[i] < limit; i++) {
+      sq_error_t werr = {0};
+      rc = warm_run(m, om, c, sizes[i], &werr);
+      if (rc == SQ_EOOM_DEVICE && sizes[i] > 1) {
+        sq_log_warn("gpu", "warm-up: batch does not fit; effective max batch capped below it",
+                    "model=%s ctx=%d device=%s batch=%u msg=\"%.160s\"", m->info.name, ctx,
+                    c->dev->name, sizes[i], werr.msg);
+        pthread_mutex_lock(&c->dev->mu);
+        sq_mempolicy_oom(&c->dev->mem, sizes[i], sq_clock_mono_us());
+        pthread_mutex_unlock(&c->dev->mu);
+        limit = sizes[i];
+        rc = 0;
+      } else if (rc && err) {
+        *err = werr;
+      }
+    }
   if (rc == SQ_EDEVICE) poison(m, c->dev, err);
   if (!rc)
     sq_log_info("gpu", "context warm", "model=%s ctx=%d device=%s sizes=%zu ms=%.1f", m->info.name,

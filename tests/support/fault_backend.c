@@ -7,6 +7,7 @@
  *   fault[:key=value,...]
  *     devices=N        open N backends "fault:0".."fault:N-1" (like cuda:all)
  *     oom_above=B      a run of more than B batch items fails with SQ_EOOM_DEVICE
+ *     oom_file=PATH    every run fails with SQ_EOOM_DEVICE while PATH exists (transient)
  *     poison_after=K   after K successful runs (all devices together, warm-up runs included)
  *                      every run fails with SQ_EDEVICE, as a poisoned CUDA context does
  *     poison_file=PATH the same from the moment PATH exists (a test decides when)
@@ -38,6 +39,7 @@ typedef struct {
   int graphs;
   char log[256];
   char poison_file[256];
+  char oom_file[256];
 } fault_cfg_t;
 
 /* Shared by every device of one open: the run counter behind poison_after. */
@@ -88,6 +90,8 @@ static int parse_cfg(const char *args, fault_cfg_t *c, sq_error_t *err) {
       snprintf(c->log, sizeof c->log, "%s", v);
     else if (!strcmp(k, "poison_file"))
       snprintf(c->poison_file, sizeof c->poison_file, "%s", v);
+    else if (!strcmp(k, "oom_file"))
+      snprintf(c->oom_file, sizeof c->oom_file, "%s", v);
     else
       return sq_error_set(err, SQ_EINVAL, "fault device: unknown key '%s'", k);
   }
@@ -160,6 +164,9 @@ static int fault_run(sq_backend_ctx_t *c, const sq_engine_plan_t *p, void *state
                         "%s: injected device error (an illegal address, as a "
                         "poisoned CUDA context reports it)",
                         fb->name);
+  if (cfg->oom_file[0] && access(cfg->oom_file, F_OK) == 0)
+    return sq_error_set(err, SQ_EOOM_DEVICE, "%s: injected out of memory (%s exists)", fb->name,
+                        cfg->oom_file);
   if (cfg->oom_above >= 0 && batch > cfg->oom_above)
     return sq_error_set(err, SQ_EOOM_DEVICE, "%s: injected out of memory at batch %lld (> %ld)",
                         fb->name, (long long)batch, cfg->oom_above);
