@@ -42,6 +42,9 @@ extern "C" {
   X(SQ_EREDIS, 50, "redis_error", "redis error")                                              \
   X(SQ_ELEASE_LOST, 51, "lease_lost", "the worker lost its lease")                            \
   X(SQ_ETIMEOUT, 52, "timeout", "operation timed out")                                        \
+  X(SQ_EAUTH, 53, "redis_auth_failed", "redis refused the credentials")                       \
+  X(SQ_ENOPERM, 54, "redis_permission_denied", "the redis user lacks a needed permission")    \
+  X(SQ_EREPLICAS, 55, "not_replicated", "the write did not reach enough replicas in time")    \
   X(SQ_EOOM_DEVICE, 60, "device_out_of_memory", "the device ran out of memory")               \
   X(SQ_EDEVICE, 61, "device_error", "device error")
 

@@ -2,7 +2,8 @@
  * unregister) and the synchronous enqueue. Each operation is one script call: EVALSHA with the
  * SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
  * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
- * owns the redisAsyncContext; sq_queue_enqueue_sync on whichever thread owns the redisContext. */
+ * owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the
+ * redisContext. */
 #include "queue/queue.h"
 
 #include <errno.h>
@@ -160,6 +161,7 @@ typedef struct {
   req_kind_t kind;
   const char *script; /* NULL for plain commands (BRPOP) */
   argv_t argv;
+  uint64_t budget_ms; /* how long the reply may take (0 = the connection's default) */
   int retried;
   size_t nack; /* REQ_ACK: items sent */
   union {
@@ -276,11 +278,10 @@ static void status_done(queue_req_t *r, redisReply *rep) {
   }
 }
 
-static int req_send(redisAsyncContext *ac, queue_req_t *r);
+static int req_send(sq_redis_conn_t *c, queue_req_t *r);
 
-static void req_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
   queue_req_t *r = privdata;
-  redisReply *rep = reply;
   if (!rep) { /* disconnected or freed: every pending callback ends here */
     req_fail(r, SQ_EREDIS);
     req_free(r);
@@ -288,7 +289,7 @@ static void req_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   }
   if (reply_is_noscript(rep) && r->script && !r->retried) {
     r->retried = 1;
-    if (argv_to_eval(&r->argv, r->script) == 0 && req_send(ac, r) == 0) return;
+    if (argv_to_eval(&r->argv, r->script) == 0 && req_send(c, r) == 0) return;
     req_fail(r, SQ_EREDIS);
     req_free(r);
     return;
@@ -315,11 +316,9 @@ static void req_reply(redisAsyncContext *ac, void *reply, void *privdata) {
   req_free(r);
 }
 
-static int req_send(redisAsyncContext *ac, queue_req_t *r) {
-  if (redisAsyncCommandArgv(ac, req_reply, r, r->argv.argc, (const char **)r->argv.argv,
-                            r->argv.len) != REDIS_OK)
-    return SQ_EREDIS;
-  return 0;
+static int req_send(sq_redis_conn_t *c, queue_req_t *r) {
+  return sq_redis_command_argv(c, r->budget_ms, req_reply, r, r->argv.argc,
+                               (const char **)r->argv.argv, r->argv.len);
 }
 
 static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, void *data) {
@@ -334,8 +333,8 @@ static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, 
 }
 
 /* Sends r; on failure frees it (the callback is not called) and returns the error. */
-static int req_start(redisAsyncContext *ac, queue_req_t *r) {
-  int rc = r->argv.failed ? SQ_ENOMEM : req_send(ac, r);
+static int req_start(sq_redis_conn_t *c, queue_req_t *r) {
+  int rc = r->argv.failed ? SQ_ENOMEM : req_send(c, r);
   if (rc) req_free(r);
   return rc;
 }
@@ -417,12 +416,13 @@ void sq_claimed_free(sq_claimed_t *c) {
 
 /* ---- operations ---- */
 
-int sq_queue_claim(sq_queue_t *q, redisAsyncContext *ac, uint32_t n, sq_queue_claim_cb cb,
-                   void *data) {
-  if (!q || !ac || !cb) return SQ_EINVAL;
+int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t budget_ms,
+                   sq_queue_claim_cb cb, void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_CLAIM, "claim", data);
   if (!r) return SQ_ENOMEM;
   r->cb.claim = cb;
+  r->budget_ms = budget_ms;
   argv_str(&r->argv, q->prefix);
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
@@ -434,12 +434,12 @@ int sq_queue_claim(sq_queue_t *q, redisAsyncContext *ac, uint32_t n, sq_queue_cl
   for (size_t i = 0; i < q->nmodels; i++)
     argv_str(&r->argv, q->models[(q->claim_rotation + i) % q->nmodels]);
   if (q->nmodels) q->claim_rotation = (q->claim_rotation + 1) % q->nmodels;
-  return req_start(ac, r);
+  return req_start(c, r);
 }
 
-int sq_queue_ack(sq_queue_t *q, redisAsyncContext *ac, const sq_ack_item_t *items, size_t n,
+int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, size_t n,
                  sq_queue_ack_cb cb, void *data) {
-  if (!q || !ac || !cb || (n && !items)) return SQ_EINVAL;
+  if (!q || !c || !cb || (n && !items)) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_ACK, "ack", data);
   if (!r) return SQ_ENOMEM;
   r->cb.ack = cb;
@@ -454,12 +454,12 @@ int sq_queue_ack(sq_queue_t *q, redisAsyncContext *ac, const sq_ack_item_t *item
     argv_push(&r->argv, items[i].result, items[i].result_len);
     argv_str(&r->argv, items[i].error_code ? sq_error_name(items[i].error_code) : "");
   }
-  return req_start(ac, r);
+  return req_start(c, r);
 }
 
-int sq_queue_release(sq_queue_t *q, redisAsyncContext *ac, const char *const *ids, size_t n,
+int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
                      sq_queue_ack_cb cb, void *data) {
-  if (!q || !ac || !cb || (n && !ids)) return SQ_EINVAL;
+  if (!q || !c || !cb || (n && !ids)) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_ACK, "release", data);
   if (!r) return SQ_ENOMEM;
   r->cb.ack = cb;
@@ -470,11 +470,11 @@ int sq_queue_release(sq_queue_t *q, redisAsyncContext *ac, const char *const *id
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
   for (size_t i = 0; i < n; i++) argv_str(&r->argv, ids[i]);
-  return req_start(ac, r);
+  return req_start(c, r);
 }
 
-int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb, void *data) {
-  if (!q || !ac || !cb) return SQ_EINVAL;
+int sq_queue_heartbeat(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "heartbeat", data);
   if (!r) return SQ_ENOMEM;
   r->cb.status = cb;
@@ -483,12 +483,12 @@ int sq_queue_heartbeat(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb 
   argv_str(&r->argv, q->token);
   argv_u64(&r->argv, q->lease_ttl_ms);
   for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
-  return req_start(ac, r);
+  return req_start(c, r);
 }
 
-int sq_queue_sweep(sq_queue_t *q, redisAsyncContext *ac, uint32_t interval_ms,
-                   sq_queue_status_cb cb, void *data) {
-  if (!q || !ac || !cb) return SQ_EINVAL;
+int sq_queue_sweep(sq_queue_t *q, sq_redis_conn_t *c, uint32_t interval_ms, sq_queue_status_cb cb,
+                   void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "sweep", data);
   if (!r) return SQ_ENOMEM;
   r->cb.status = cb;
@@ -498,15 +498,17 @@ int sq_queue_sweep(sq_queue_t *q, redisAsyncContext *ac, uint32_t interval_ms,
   argv_u64(&r->argv, q->max_attempts);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
-  return req_start(ac, r);
+  return req_start(c, r);
 }
 
-int sq_queue_wait(sq_queue_t *q, redisAsyncContext *blocking_ac, double timeout_s,
-                  sq_queue_status_cb cb, void *data) {
-  if (!q || !blocking_ac || !cb || q->nmodels == 0) return SQ_EINVAL;
+int sq_queue_wait(sq_queue_t *q, sq_redis_conn_t *blocking, double timeout_s, sq_queue_status_cb cb,
+                  void *data) {
+  if (!q || !blocking || !cb || q->nmodels == 0) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, NULL, data);
   if (!r) return SQ_ENOMEM;
   r->cb.status = cb;
+  /* The reply takes the timeout by design; 3 s of slack for a loaded server. */
+  r->budget_ms = (uint64_t)(timeout_s * 1000) + 3000;
   argv_str(&r->argv, "BRPOP");
   for (size_t i = 0; i < q->nmodels; i++) {
     size_t len = strlen(q->prefix) + strlen(q->models[i]) + 8;
@@ -523,18 +525,36 @@ int sq_queue_wait(sq_queue_t *q, redisAsyncContext *blocking_ac, double timeout_
   /* BRPOP 0 blocks forever; never ask for that by accident. */
   snprintf(t, sizeof t, "%.3f", timeout_s > 0.001 ? timeout_s : 0.001);
   argv_str(&r->argv, t);
-  return req_start(blocking_ac, r);
+  return req_start(blocking, r);
 }
 
-int sq_queue_unregister(sq_queue_t *q, redisAsyncContext *ac, sq_queue_status_cb cb, void *data) {
-  if (!q || !ac || !cb) return SQ_EINVAL;
+int sq_queue_unregister(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_STATUS, "unregister", data);
   if (!r) return SQ_ENOMEM;
   r->cb.status = cb;
   argv_str(&r->argv, q->prefix);
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
-  return req_start(ac, r);
+  return req_start(c, r);
+}
+
+int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, NULL, data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, "LLEN");
+  size_t len = strlen(q->prefix) + strlen(q->worker_id) + 16;
+  char *key = malloc(len);
+  if (key) {
+    snprintf(key, len, "%s:inflight:%s", q->prefix, q->worker_id);
+    argv_str(&r->argv, key);
+  } else {
+    r->argv.failed = 1;
+  }
+  free(key);
+  return req_start(c, r);
 }
 
 int sq_queue_enqueue_sync(redisContext *c, const char *prefix, const char *id, const char *model,

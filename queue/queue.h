@@ -1,9 +1,14 @@
-/* queue: segq's Redis key layout, its Lua scripts (the .lua files in queue/scripts/, embedded at
- * build time), the async operations on them (claim, ack, heartbeat, sweep, wait), and the batching
- * stage.
- * See docs/protocol.md for keys and scripts. Never includes CUDA.
- * Threads: everything taking a redisAsyncContext runs on the loop thread that owns that
- * connection; the batching stage is plain data and runs wherever its owner runs it. */
+/* queue: segq's Redis session and key layout. From the bottom up: Redis URLs (one parser for
+ * every program), the connection core (self-healing hiredis async connections: reconnect with
+ * backoff, AUTH, watchdog with per-command budgets, Sentinel discovery and role checks,
+ * subscriptions; loop-agnostic behind a struct of hooks, with a small libuv glue), the Lua scripts
+ * (queue/scripts/, embedded at build time) and the async operations on them (claim, ack,
+ * heartbeat, sweep, wait), the worker's session on top (lease, heartbeat, sweeper, recovery after
+ * lost replies), and the batching stage. See docs/protocol.md for keys and scripts. Never
+ * includes CUDA or libuv (the libuv glue takes a forward-declared loop).
+ * Threads: the connection core, the operations and the session run on the one loop thread that
+ * owns them (callbacks too); the URL helpers and the batching stage are plain data and run
+ * wherever their owner runs them. */
 #ifndef SQ_QUEUE_H
 #define SQ_QUEUE_H
 
@@ -18,6 +23,151 @@ extern "C" {
 
 struct redisAsyncContext;
 struct redisContext;
+struct redisReply;
+struct uv_loop_s;
+
+/* ---- Redis URLs ----
+ *   redis://[[user][:password]@]host[:port][/db]                      (port 6379)
+ *   redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]   (port 26379)
+ * user:password is percent-decoded; the user is a Redis ACL user (none: AUTH as `default`). In
+ * sentinel URLs the credentials are those of the data nodes; sentinels are asked without AUTH.
+ * rediss:// is refused with a message pointing to the stunnel setup (hiredis 0.14 has no TLS). */
+enum { SQ_REDIS_MAX_NODES = 16 };
+
+typedef struct {
+  char *host;
+  int port;
+} sq_redis_node_t;
+
+typedef struct {
+  int sentinel;                              /* redis+sentinel://: nodes are the sentinels */
+  sq_redis_node_t nodes[SQ_REDIS_MAX_NODES]; /* redis://: nodes[0] is the server */
+  size_t nnodes;
+  char *master;   /* sentinel: the master name */
+  char *user;     /* NULL = default user */
+  char *password; /* NULL = no AUTH */
+  uint32_t db;
+} sq_redis_url_t;
+
+/* Fills u (owned strings; free with sq_redis_url_free, also after an error). Errors name the
+ * problem and show the URL with its password masked. */
+int sq_redis_url_parse(sq_redis_url_t *u, const char *url, sq_error_t *err);
+void sq_redis_url_free(sq_redis_url_t *u);
+int sq_redis_url_copy(sq_redis_url_t *dst, const sq_redis_url_t *src);
+/* Replaces the password (NULL removes it); the string is copied. */
+int sq_redis_url_set_password(sq_redis_url_t *u, const char *password, sq_error_t *err);
+/* url with its password replaced by "***", for logs and messages. */
+void sq_redis_url_mask(const char *url, char *out, size_t cap);
+/* The parsed URL without the password ("redis://user@host:6379/0"), for logs. */
+void sq_redis_url_describe(const sq_redis_url_t *u, char *out, size_t cap);
+/* Reads a password file: one line (a trailing newline is dropped), at most 4 KiB. *out is
+ * malloc'ed. Errors name the file, never its content. */
+int sq_redis_password_file_read(const char *path, char **out, sq_error_t *err);
+
+/* ---- the connection core ----
+ * Loop hooks, hiredis-adapter style: the core knows connections, not event loops. attach plugs
+ * hiredis's event callbacks of a new context into the loop; timers are one-shot or repeating and
+ * are closed asynchronously (closed(arg) runs once the loop has let go of them). */
+typedef struct sq_redis_timer sq_redis_timer_t;
+typedef struct {
+  void *data;
+  int (*attach)(void *data, struct redisAsyncContext *ac); /* 0 or negative */
+  sq_redis_timer_t *(*timer_new)(void *data, void (*fire)(void *arg), void *arg);
+  void (*timer_start)(sq_redis_timer_t *t, uint64_t after_ms, uint64_t repeat_ms);
+  void (*timer_stop)(sq_redis_timer_t *t);
+  void (*timer_close)(sq_redis_timer_t *t, void (*closed)(void *arg), void *arg);
+} sq_redis_loop_t;
+
+/* The libuv glue (queue/redis_uv.c): fills hooks for loop (borrowed; it must outlive every
+ * endpoint and session using the hooks). */
+void sq_redis_loop_uv(sq_redis_loop_t *hooks, struct uv_loop_s *loop);
+
+/* An endpoint: one URL (a server, or a Sentinel-managed primary) shared by its connections. In
+ * Sentinel mode it asks the sentinels for the primary (SENTINEL get-master-addr-by-name), checks
+ * the role of what it connects to, rediscovers on READONLY, a role mismatch or a failed connect,
+ * and follows +switch-master on a subscribed sentinel. */
+typedef struct sq_redis sq_redis_t;
+typedef struct sq_redis_conn sq_redis_conn_t;
+
+typedef struct {
+  uint64_t backoff_max_ms; /* reconnect backoff: 100 ms doubling up to this (0 = 5000) */
+  const char *log_name;    /* prefix of connection names in logs (NULL = none) */
+} sq_redis_options_t;
+
+/* Copies url and opt. NULL on allocation failure (err says so). */
+sq_redis_t *sq_redis_new(const sq_redis_url_t *url, const sq_redis_loop_t *loop,
+                         const sq_redis_options_t *opt, sq_error_t *err);
+/* Closes every connection of r (pending reply callbacks run with reply NULL, subscriptions end
+ * with SQ_REDIS_SUB_LOST) and frees r once the loop has released everything; then closed(arg). */
+void sq_redis_close(sq_redis_t *r, void (*closed)(void *arg), void *arg);
+/* 1 once any connection of r has authenticated (credentials are known good). */
+int sq_redis_authenticated(const sq_redis_t *r);
+
+typedef struct {
+  /* Connected, authenticated, database selected, role checked (the primary): commands may go. */
+  void (*ready)(sq_redis_conn_t *c, void *data);
+  /* Lost (or dropped); every pending reply callback has already run with reply NULL. */
+  void (*down)(sq_redis_conn_t *c, void *data);
+  /* Redis refused the credentials (or the database) before any connection of the endpoint had
+   * ever authenticated: a configuration error. The connection stops retrying. code is
+   * SQ_EAUTH; msg names the cause, never the password. Later refusals (after a good start) are
+   * logged and retried with backoff instead. */
+  void (*fatal)(sq_redis_conn_t *c, int code, const char *msg, void *data);
+} sq_redis_conn_events_t;
+
+enum {
+  SQ_REDIS_CONN_SUBSCRIBER = 1, /* subscriptions only (hiredis's subscribed mode): no commands */
+};
+
+/* A connection of r that starts connecting now and reconnects by itself until closed.
+ * reply_budget_ms: how long a reply may take by default (the watchdog drops the connection past
+ * it; a command can ask for more). name is copied ("command", "blocking", ...). */
+sq_redis_conn_t *sq_redis_conn_new(sq_redis_t *r, const char *name, uint64_t reply_budget_ms,
+                                   int flags, const sq_redis_conn_events_t *ev, void *data);
+int sq_redis_conn_ready(const sq_redis_conn_t *c);
+const char *sq_redis_conn_name(const sq_redis_conn_t *c);
+/* Drops the connection now (a protocol error); it reconnects after the backoff. */
+void sq_redis_conn_drop(sq_redis_conn_t *c, const char *why);
+/* Closes one connection (as sq_redis_close does for all). */
+void sq_redis_conn_close(sq_redis_conn_t *c);
+/* Failed connect/handshake attempts since c was last ready (for logs, metrics and tests). */
+uint32_t sq_redis_conn_attempts(const sq_redis_conn_t *c);
+/* Monotonic time (sq_clock_mono_us) of the last reply on c, or of its last connect. */
+uint64_t sq_redis_conn_last_reply_us(const sq_redis_conn_t *c);
+
+/* reply: borrowed for the callback; NULL when the connection went away before the reply (or
+ * the watchdog dropped it). A READONLY error (a demoted primary) reaches the callback as the
+ * error it is, and the connection then rediscovers and reconnects. */
+typedef void (*sq_redis_reply_cb)(sq_redis_conn_t *c, struct redisReply *reply, void *data);
+/* Sends a command on a ready connection. budget_ms: how long its reply may take once Redis can
+ * start on it (replies come in order: the clock starts at the later of the send and the reply
+ * before it); 0 = the connection's default. Returns 0 (cb will run exactly once) or a negative
+ * code (not ready, not sendable; cb never runs). Arguments are copied. */
+int sq_redis_command_argv(sq_redis_conn_t *c, uint64_t budget_ms, sq_redis_reply_cb cb, void *data,
+                          int argc, const char **argv, const size_t *lens);
+int sq_redis_command(sq_redis_conn_t *c, uint64_t budget_ms, sq_redis_reply_cb cb, void *data,
+                     const char *fmt, ...);
+/* A budget for a command that moves `bytes` of payload through Redis (a claim): a base plus a
+ * transfer allowance generous enough for a loaded server. */
+uint64_t sq_redis_budget_ms_for_bytes(uint64_t bytes);
+
+/* Subscriptions (SQ_REDIS_CONN_SUBSCRIBER connections): kept across reconnects and re-sent on
+ * every connect. cb gets SUBSCRIBED when Redis confirms (after each connect: read any history
+ * from then on), MESSAGE per message (channel = the message's channel; for a pattern
+ * subscription, the channel it matched), and LOST when the connection goes (messages may be
+ * missed until the next SUBSCRIBED). Strings are borrowed for the callback. */
+typedef enum {
+  SQ_REDIS_SUB_SUBSCRIBED = 0,
+  SQ_REDIS_SUB_MESSAGE,
+  SQ_REDIS_SUB_LOST,
+} sq_redis_sub_event_t;
+typedef void (*sq_redis_sub_cb)(sq_redis_conn_t *c, sq_redis_sub_event_t ev, const char *channel,
+                                size_t channel_len, const char *msg, size_t msg_len, void *data);
+/* One channel (or glob pattern when pattern != 0) per call; subscribing twice is SQ_EINVAL. */
+int sq_redis_subscribe(sq_redis_conn_t *c, const char *channel, int pattern, sq_redis_sub_cb cb,
+                       void *data);
+/* Ends a subscription; cb is not called again. */
+int sq_redis_unsubscribe(sq_redis_conn_t *c, const char *channel, int pattern);
 
 typedef struct {
   const char *prefix;        /* key prefix, "segq" by default */
@@ -50,7 +200,8 @@ typedef struct {
 
 void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
 
-/* Claim and ack are fenced on the lease that sq_queue_heartbeat creates: heartbeat first (and
+/* ---- script operations (on a connection of the connection core) ----
+ * Claim and ack are fenced on the lease that sq_queue_heartbeat creates: heartbeat first (and
  * every lease_ttl_ms/3), or they fail with SQ_ELEASE_LOST.
  * status: 0, or a negative code (SQ_EREDIS: connection gone / error reply; SQ_ELEASE_LOST).
  * Every async function below returns 0 when the command was sent (its callback will be called
@@ -59,9 +210,10 @@ void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
 typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n,
                                   void *data);
 /* Claims up to n jobs in one round trip. The callback receives ownership of the jobs array and
- * every job in it (free each with sq_claimed_free, then free(jobs)). */
-int sq_queue_claim(sq_queue_t *q, struct redisAsyncContext *ac, uint32_t n, sq_queue_claim_cb cb,
-                   void *data);
+ * every job in it (free each with sq_claimed_free, then free(jobs)). budget_ms: how long the
+ * reply may take (0 = the connection's default; see sq_redis_budget_ms_for_bytes). */
+int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t budget_ms,
+                   sq_queue_claim_cb cb, void *data);
 
 typedef struct {
   const char *id;
@@ -74,30 +226,108 @@ typedef struct {
 typedef void (*sq_queue_ack_cb)(sq_queue_t *q, int status, const int *per_job, size_t n,
                                 void *data);
 /* Acks a batch in one script call. Copies what it needs from items before returning. */
-int sq_queue_ack(sq_queue_t *q, struct redisAsyncContext *ac, const sq_ack_item_t *items, size_t n,
+int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, size_t n,
                  sq_queue_ack_cb cb, void *data);
 
 /* Hands claimed jobs back to the front of their queues without charging an attempt (a worker
  * whose device failed: the job did not). per_job[i]: 1 back in its queue, 2 it had a result
  * (only removed from in-flight), 3 its payload was gone (dead-lettered, job_not_found), 0 not
  * in our in-flight list. Fenced like ack (SQ_ELEASE_LOST). Copies ids before returning. */
-int sq_queue_release(sq_queue_t *q, struct redisAsyncContext *ac, const char *const *ids, size_t n,
+int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
                      sq_queue_ack_cb cb, void *data);
 
 /* status 0 and lease_state: 1 renewed, 2 re-acquired after expiry (we may have been swept). */
 typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
-int sq_queue_heartbeat(sq_queue_t *q, struct redisAsyncContext *ac, sq_queue_status_cb cb,
-                       void *data);
+int sq_queue_heartbeat(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
 /* Runs the sweeper if the sweeper lock is free; value = jobs requeued + dead-lettered. */
-int sq_queue_sweep(sq_queue_t *q, struct redisAsyncContext *ac, uint32_t interval_ms,
-                   sq_queue_status_cb cb, void *data);
+int sq_queue_sweep(sq_queue_t *q, sq_redis_conn_t *c, uint32_t interval_ms, sq_queue_status_cb cb,
+                   void *data);
 /* Blocks (on its own connection!) up to timeout_s for a wake-up token of any served model.
  * value = 1 woken, 0 timed out. */
-int sq_queue_wait(sq_queue_t *q, struct redisAsyncContext *blocking_ac, double timeout_s,
-                  sq_queue_status_cb cb, void *data);
+int sq_queue_wait(sq_queue_t *q, sq_redis_conn_t *blocking, double timeout_s, sq_queue_status_cb cb,
+                  void *data);
 /* Removes this worker's lease (clean shutdown, after its in-flight list is empty). */
-int sq_queue_unregister(sq_queue_t *q, struct redisAsyncContext *ac, sq_queue_status_cb cb,
-                        void *data);
+int sq_queue_unregister(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
+/* value = the length of this worker's in-flight list. */
+int sq_queue_inflight_len(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
+
+/* ---- the worker's session ----
+ * One object for everything a worker keeps in Redis: an endpoint with two connections (command:
+ * scripts; blocking: BRPOP on the wake-up keys, so heartbeats never wait behind it), the lease
+ * (heartbeat every lease_ttl/3), the sweeper (every lease_ttl/2), the set of ids the worker
+ * holds (claimed, not yet acked or given up), and the recovery of jobs whose claim reply was lost.
+ * The worker keeps its own story (claim policy, acks, drain) and asks the session whether a claim,
+ * an ack or a wait may go now. */
+typedef struct sq_session sq_session_t;
+
+typedef struct {
+  const char *prefix;        /* key prefix ("segq") */
+  const char *worker_id;     /* this worker's id */
+  const char *const *models; /* the models it serves */
+  size_t nmodels;
+  uint32_t lease_ttl_ms;
+  uint32_t max_attempts;
+  uint32_t result_ttl_s;
+  uint32_t wait_timeout_s; /* BRPOP timeout on the wake-up keys */
+} sq_session_config_t;
+
+typedef struct {
+  /* Claims, acks or waits that could not go may go now (connection back, lease confirmed,
+   * recovery over). */
+  void (*resume)(sq_session_t *s, void *data);
+  /* A configuration error found at start (credentials refused): the worker should stop. */
+  void (*fatal)(sq_session_t *s, int code, const char *msg, void *data);
+} sq_session_events_t;
+
+typedef void (*sq_session_claim_cb)(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n,
+                                    void *data);
+typedef void (*sq_session_ack_cb)(sq_session_t *s, int status, const int *per_job, size_t n,
+                                  void *data);
+typedef void (*sq_session_status_cb)(sq_session_t *s, int status, long long value, void *data);
+
+/* Starts connecting now. url and cfg are copied. NULL on failure (err says why). */
+sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *loop,
+                             const sq_session_config_t *cfg, const sq_session_events_t *ev,
+                             void *data, sq_error_t *err);
+/* Closes the connections (pending callbacks run with SQ_EREDIS) and timers; closed(arg) runs
+ * once the loop has released everything. */
+void sq_session_close(sq_session_t *s, void (*closed)(void *arg), void *arg);
+
+/* Whether a claim / an ack / a wait would be sent now. */
+int sq_session_can_claim(const sq_session_t *s);
+int sq_session_can_ack(const sq_session_t *s);
+int sq_session_can_wait(const sq_session_t *s);
+/* As sq_queue_claim / sq_queue_ack / sq_queue_wait, on the session's connections, fenced on its
+ * lease. Claimed ids join the held set; acked ids (written, duplicate or not ours) leave it.
+ * Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
+int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session_claim_cb cb,
+                     void *data);
+int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
+                   void *data);
+int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
+/* As sq_queue_release (a device failed under these jobs: back to their queues, no attempt
+ * charged), on the session's command connection, fenced on its lease; the ids leave the held
+ * set once the script answered. Returns 0 (cb runs exactly once) or a negative code. */
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_ack_cb cb,
+                       void *data);
+/* The worker gives up a claimed job without acking it (it could not keep it): the id leaves the
+ * held set, so the session hands it back to its queue. */
+void sq_session_forget(sq_session_t *s, const char *id);
+/* Removes the lease (clean shutdown, once nothing is held). Returns 0 sent, 1 nothing to remove
+ * (never registered, or already given up: cb is not called), or a negative code. */
+int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data);
+
+typedef struct {
+  int command_ready, blocking_ready;
+  int lease_ok;             /* the last heartbeat holds the lease with our token */
+  int lease_ever;           /* registered at least once */
+  int recovering;           /* recovering jobs of a lost claim reply: not claiming */
+  uint64_t last_reply_us;   /* last reply on the command connection (monotonic) */
+  uint64_t lease_until_us;  /* our lease surely expired after this (monotonic; 0 = never had) */
+  uint64_t reply_budget_ms; /* the command connection's reply budget (the watchdog) */
+  size_t held;              /* ids claimed and not yet acked or forgotten */
+} sq_session_health_t;
+void sq_session_health(const sq_session_t *s, sq_session_health_t *out);
 
 /* Synchronous enqueue through the enqueue script (tools, tests, benchmarks).
  * Returns 1 queued, 0 already pending, 2 already has a result, 3 rejected at once with an

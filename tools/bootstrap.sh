@@ -7,10 +7,16 @@ PKGS=(build-essential cmake pkg-config git
       libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
       redis-server
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
-# Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench"
+# Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
   *" bench "*) command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm) ;;
+esac
+# "export": torch/torchvision/onnx for regenerating test and benchmark models
+# (tools/export_test_models.py, tools/make_fp16_models.py); no test needs them (the files
+# are committed).
+case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
+  *" export "*) PKGS+=(python3-torch python3-torchvision python3-onnx) ;;
 esac
 
 # ONNX Runtime for tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library

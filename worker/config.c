@@ -74,61 +74,10 @@ void sq_worker_config_free(sq_worker_config_t *cfg) {
   if (!cfg) return;
   for (size_t i = 0; i < NOPTIONS; i++)
     if (options[i].kind == KIND_STR) free(*(char **)(void *)((char *)cfg + options[i].offset));
-  free(cfg->redis_host);
-  free(cfg->redis_password);
+  sq_redis_url_free(&cfg->redis);
   for (size_t i = 0; i < cfg->nmodels; i++) free(cfg->model_names[i]);
   free(cfg->model_names);
   memset(cfg, 0, sizeof(*cfg));
-}
-
-int sq_worker_config_parse_redis_url(sq_worker_config_t *cfg, const char *url, sq_error_t *err) {
-  static const char scheme[] = "redis://";
-  free(cfg->redis_host);
-  free(cfg->redis_password);
-  cfg->redis_host = NULL;
-  cfg->redis_password = NULL;
-  cfg->redis_port = 6379;
-  cfg->redis_db = 0;
-  if (strncmp(url, scheme, sizeof scheme - 1) != 0)
-    return sq_error_set(err, SQ_EINVAL, "redis-url: \"%s\" must start with redis://", url);
-  const char *p = url + sizeof scheme - 1;
-  const char *at = strrchr(p, '@');
-  if (at) {
-    /* [user]:password@ — the user part (Redis 6 ACL) is accepted but AUTH uses the password. */
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    const char *pw = colon ? colon + 1 : p;
-    if (at > pw) {
-      cfg->redis_password = sq_strndup(pw, (size_t)(at - pw));
-      if (!cfg->redis_password) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    }
-    p = at + 1;
-  }
-  const char *slash = strchr(p, '/');
-  const char *hostend = slash ? slash : p + strlen(p);
-  const char *colon = NULL;
-  for (const char *c = p; c < hostend; c++)
-    if (*c == ':') colon = c;
-  const char *hend = colon ? colon : hostend;
-  if (hend == p) return sq_error_set(err, SQ_EINVAL, "redis-url: \"%s\" has no host", url);
-  cfg->redis_host = sq_strndup(p, (size_t)(hend - p));
-  if (!cfg->redis_host) return sq_error_set(err, SQ_EINVAL, "out of memory");
-  if (colon) {
-    char *end;
-    errno = 0;
-    long port = strtol(colon + 1, &end, 10);
-    if (errno || end != hostend || colon + 1 == hostend || port < 1 || port > 65535)
-      return sq_error_set(err, SQ_EINVAL, "redis-url: bad port in \"%s\"", url);
-    cfg->redis_port = (int)port;
-  }
-  if (slash && slash[1]) {
-    char *end;
-    errno = 0;
-    long db = strtol(slash + 1, &end, 10);
-    if (errno || *end || db < 0 || db > 65535)
-      return sq_error_set(err, SQ_EINVAL, "redis-url: bad database number in \"%s\"", url);
-    cfg->redis_db = (uint32_t)db;
-  }
-  return 0;
 }
 
 static int split_models(sq_worker_config_t *cfg, sq_error_t *err) {
@@ -224,7 +173,7 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
   }
   if (action != SQ_CONFIG_RUN) return action;
 
-  if ((rc = sq_worker_config_parse_redis_url(cfg, cfg->redis_url, err)) != 0) return rc;
+  if ((rc = sq_redis_url_parse(&cfg->redis, cfg->redis_url, err)) != 0) return rc;
   if (!sq_proto_valid_name(cfg->prefix, strlen(cfg->prefix), 64))
     return sq_error_set(err, SQ_EINVAL, "prefix: \"%s\" must be 1-64 of [A-Za-z0-9._:-]",
                         cfg->prefix);
@@ -281,13 +230,14 @@ void sq_worker_config_print_markdown(FILE *out) {
 }
 
 void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t len) {
+  char redis[512];
+  sq_redis_url_describe(&cfg->redis, redis, sizeof redis);
   snprintf(buf, len,
-           "redis=%s:%d db=%u auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
+           "redis=%s auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
            "threads=%u lease_ttl_ms=%u max_attempts=%u result_ttl_s=%u drain_timeout_s=%u "
            "wait_timeout_s=%u max_batch=%u max_delay_us=%u device=%s streams=%u precision=%s "
            "log_level=%s http=%s:%u",
-           cfg->redis_host ? cfg->redis_host : "?", cfg->redis_port, cfg->redis_db,
-           cfg->redis_password ? "yes" : "no", cfg->prefix, cfg->models, cfg->model_dir,
+           redis, cfg->redis.password ? "yes" : "no", cfg->prefix, cfg->models, cfg->model_dir,
            cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms, cfg->max_attempts,
            cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s, cfg->max_batch,
            cfg->max_delay_us, cfg->device, cfg->streams, cfg->precision, cfg->log_level,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "queue/queue.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,7 +19,8 @@ extern "C" {
  * A default of "" means "computed at start-up" (see the help text). */
 #define SQ_WORKER_OPTIONS(X)                                                                       \
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
-    "Redis server: redis://[:password@]host:port[/db]")                                            \
+    "Redis server: redis://[[user][:password]@]host[:port][/db] or "                               \
+    "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")               \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
   X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
     "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
@@ -67,10 +69,7 @@ typedef struct {
   SQ_WORKER_OPTIONS(SQ_X_FIELD)
 #undef SQ_X_FIELD
   /* Derived from redis_url. */
-  char *redis_host;
-  int redis_port;
-  char *redis_password; /* NULL = no AUTH */
-  uint32_t redis_db;
+  sq_redis_url_t redis;
   /* Derived from models. */
   char **model_names;
   size_t nmodels;
@@ -93,9 +92,6 @@ typedef const char *(*sq_config_getenv_fn)(const char *name);
 int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                            sq_config_getenv_fn getenv_fn, sq_error_t *err);
 void sq_worker_config_free(sq_worker_config_t *cfg);
-
-/* Parses redis://[[user]:password@]host[:port][/db] into cfg's derived fields. */
-int sq_worker_config_parse_redis_url(sq_worker_config_t *cfg, const char *url, sq_error_t *err);
 
 void sq_worker_config_print_help(FILE *out, const char *argv0);
 void sq_worker_config_print_markdown(FILE *out);

@@ -170,7 +170,7 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
   wjob_t **copy = malloc(n * sizeof(*copy));
   if (!b || !copy) {
     /* Out of memory: drop these jobs; they stay in our in-flight list for the sweeper. */
-    sq_log_error("worker", "out of memory forming a batch; jobs left to the sweeper", "n=%zu", n);
+    sq_log_error("worker", "out of memory forming a batch; jobs handed back", "n=%zu", n);
     free(b);
     free(copy);
     for (size_t i = 0; i < n; i++) {
@@ -179,6 +179,8 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
         jobs[i]->err = SQ_ENOMEM;
         snprintf(jobs[i]->msg, sizeof jobs[i]->msg, "out of memory forming a batch");
         if (sq_wjob_member_done(jobs[i])) job_finish_start(w, jobs[i]->parent);
+      } else {
+        sq_worker_forget(w, jobs[i]->c.id);
       }
       sq_wjob_free(jobs[i]);
     }
@@ -292,7 +294,8 @@ void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
   for (size_t i = 0; i < n; i++) {
     wjob_t *j = calloc(1, sizeof(*j));
     if (!j) {
-      sq_log_error("worker", "out of memory; job left to the sweeper", "id=%s", jobs[i].id);
+      sq_log_error("worker", "out of memory; job handed back", "id=%s", jobs[i].id);
+      sq_worker_forget(w, jobs[i].id);
       sq_claimed_free(&jobs[i]);
       w->jobs_dropped++;
       continue;

@@ -5,32 +5,27 @@
  * Threads: loop thread only. */
 #include "worker/worker.h"
 
-#include <hiredis/async.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
-#include "worker/conn.h"
 #include "worker/http.h"
 #include "worker/worker_internal.h"
 
 #define RETRY_MS 1000
 #define MAX_ACK_ATTEMPTS 50
-#define RESYNC_TICK_MS 250
 
 static void maybe_claim(sq_worker_t *w);
 static void flush_acks(sq_worker_t *w);
 static void check_drained(sq_worker_t *w);
-static void heartbeat_now(sq_worker_t *w);
 static void on_retry(uv_timer_t *t);
-static void on_resync_tick(uv_timer_t *t);
-static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data);
-static void on_heartbeat_timer(uv_timer_t *t);
+static void worker_stop(sq_worker_t *w, int code);
 
-/* ---- Redis operations (loop thread) ---- */
+/* ---- acks ---- */
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
   if (b->queued) return;
@@ -45,6 +40,14 @@ static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
     w->ack_tail->next = b;
     w->ack_tail = b;
   }
+}
+
+/* The batch's jobs leave this worker without an ack: the session hands them back. */
+static void batch_abandon(sq_worker_t *w, wbatch_t *b) {
+  for (size_t i = 0; i < b->n; i++)
+    if (!b->jobs[i]->parent) sq_worker_forget(w, b->jobs[i]->c.id); /* members share the id */
+  w->jobs_dropped += b->n;
+  sq_pipeline_batch_release(w, b);
 }
 
 /* Both Redis parts of b are done (or were never needed): it is freed. */
@@ -63,29 +66,22 @@ static void part_failed(sq_worker_t *w, wbatch_t *b, int *part, int status, cons
       ack_push(w, b, 1); /* the other part still answers; give up then */
       return;
     }
-    sq_log_error("worker", "ack failed too often; jobs left to the sweeper",
+    sq_log_error("worker", "ack failed too often; handing the jobs back",
                  "model=%s size=%zu part=%s code=%s", b->ms ? b->ms->name : "-", b->n, what,
                  sq_error_name(status));
-    w->jobs_dropped += b->n;
-    sq_pipeline_batch_release(w, b);
+    batch_abandon(w, b);
     return;
   }
+  /* Keep the batch and resend once the connection/lease is back (the session says resume). */
   ack_push(w, b, 1);
-  if (status == SQ_ELEASE_LOST) {
-    sq_log_warn("worker", "ack refused: lease lost; re-registering", "size=%zu part=%s", b->n,
-                what);
-    w->lease_ok = 0;
-    heartbeat_now(w);
-  } else if (w->cmd.ready && !w->stopping) {
+  if (status != SQ_ELEASE_LOST && !w->stopping && sq_session_can_ack(w->session))
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-  }
 }
 
-static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, void *data) {
   wbatch_t *b = data;
   sq_worker_t *w = b->w;
-  (void)q;
-  sq_conn_replied(&w->cmd);
+  (void)s;
   w->acks_inflight--;
   if (status != 0) {
     part_failed(w, b, &b->ack_part, status, "ack");
@@ -107,11 +103,10 @@ static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void
   batch_parts_done(w, b);
 }
 
-static void on_release(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+static void on_release(sq_session_t *s, int status, const int *per_job, size_t n, void *data) {
   wbatch_t *b = data;
   sq_worker_t *w = b->w;
-  (void)q;
-  sq_conn_replied(&w->cmd);
+  (void)s;
   w->acks_inflight--;
   if (status != 0) {
     part_failed(w, b, &b->release_part, status, "release");
@@ -127,12 +122,16 @@ static void on_release(sq_queue_t *q, int status, const int *per_job, size_t n, 
 
 void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
   for (size_t i = 0; i < b->n; i++) {
-    if (b->jobs[i]->result) b->ack_part = PART_TODO;
-    if (b->jobs[i]->release) b->release_part = PART_TODO;
+    wjob_t *j = b->jobs[i];
+    if (j->result)
+      b->ack_part = PART_TODO;
+    else if (j->release)
+      b->release_part = PART_TODO;
+    else if (!j->parent)
+      sq_worker_forget(w, j->c.id); /* no result to ack (out of memory): hand it back */
   }
   if (b->ack_part == PART_NONE && b->release_part == PART_NONE) {
-    w->jobs_dropped += b->n; /* no result and nothing to hand back: the sweeper's */
-    sq_pipeline_batch_release(w, b);
+    batch_abandon(w, b); /* no result could be encoded (out of memory) */
     return;
   }
   ack_push(w, b, 0);
@@ -144,7 +143,11 @@ void sq_worker_released(sq_worker_t *w) {
   check_drained(w);
 }
 
-/* Sends b's ack; 0 when sent (or nothing to send), else leave it queued. */
+void sq_worker_forget(sq_worker_t *w, const char *id) {
+  sq_session_forget(w->session, id);
+}
+
+/* Sends b's ack; 0 when sent, else the batch stays queued. */
 static int send_ack(sq_worker_t *w, wbatch_t *b) {
   sq_ack_item_t *items = calloc(b->n, sizeof(*items));
   if (!items) return SQ_ENOMEM;
@@ -158,24 +161,25 @@ static int send_ack(sq_worker_t *w, wbatch_t *b) {
     items[k].error_code = j->err;
     k++;
   }
-  int rc = sq_queue_ack(w->q, w->cmd.ac, items, k, on_ack, b);
+  int rc = sq_session_ack(w->session, items, k, on_ack, b);
   free(items);
   return rc;
 }
 
+/* Sends the release of b's jobs a failed device could not run. */
 static int send_release(sq_worker_t *w, wbatch_t *b) {
   const char **ids = calloc(b->n, sizeof(*ids));
   if (!ids) return SQ_ENOMEM;
   size_t k = 0;
   for (size_t i = 0; i < b->n; i++)
     if (b->jobs[i]->release) ids[k++] = b->jobs[i]->c.id;
-  int rc = sq_queue_release(w->q, w->cmd.ac, ids, k, on_release, b);
+  int rc = sq_session_release(w->session, ids, k, on_release, b);
   free(ids);
   return rc;
 }
 
 static void flush_acks(sq_worker_t *w) {
-  while (w->ack_head && w->cmd.ready && w->lease_ok && !w->stopping) {
+  while (w->ack_head && !w->stopping && sq_session_can_ack(w->session)) {
     wbatch_t *b = w->ack_head;
     w->ack_head = b->next;
     if (!w->ack_head) w->ack_tail = NULL;
@@ -191,56 +195,38 @@ static void flush_acks(sq_worker_t *w) {
       }
       *parts[p] = PART_SENT;
       w->acks_inflight++;
-      sq_conn_sent(&w->cmd);
     }
   }
 }
 
-static void on_wait(sq_queue_t *q, int status, long long value, void *data);
+/* ---- claiming ---- */
 
-static void start_wait(sq_worker_t *w) {
-  if (w->draining || w->stopping || w->wait_inflight || !w->blk.ready) return;
-  if (sq_queue_wait(w->q, w->blk.ac, (double)w->cfg->wait_timeout_s, on_wait, w) != 0) {
-    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-    return;
-  }
-  w->wait_inflight = 1;
-  sq_conn_sent(&w->blk);
-}
-
-static void on_wait(sq_queue_t *q, int status, long long value, void *data) {
+static void on_wait(sq_session_t *s, int status, long long value, void *data) {
   sq_worker_t *w = data;
-  (void)q;
+  (void)s;
   (void)value;
-  w->wait_inflight = 0;
-  sq_conn_replied(&w->blk);
   if (w->draining || w->stopping) return;
   if (status == 0)
     maybe_claim(w);
-  else if (w->blk.ready)
+  else if (sq_session_can_wait(w->session))
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-  /* else: the blocking connection's on_ready resumes the cycle */
+  /* else: the session's resume (blocking connection back) restarts the cycle */
 }
 
-static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, void *data) {
+static void start_wait(sq_worker_t *w) {
+  if (w->draining || w->stopping || !sq_session_can_wait(w->session)) return;
+  if (sq_session_wait(w->session, on_wait, w) != 0)
+    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+}
+
+static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, void *data) {
   sq_worker_t *w = data;
-  (void)q;
+  (void)s;
   w->claim_inflight = 0;
-  sq_conn_replied(&w->cmd);
-  if (status == SQ_ELEASE_LOST) {
-    sq_log_warn("worker", "claim refused: lease lost; re-registering", NULL);
-    w->lease_ok = 0;
-    heartbeat_now(w);
-    return;
-  }
   if (status != 0) {
-    if (status == SQ_EREDIS && w->resync == RESYNC_NONE && !w->stopping) {
-      sq_log_warn("worker", "claim reply lost; will check the in-flight list for orphans", NULL);
-      w->resync = RESYNC_NEEDED;
-      uv_timer_start(&w->resync_timer, on_resync_tick, RESYNC_TICK_MS, RESYNC_TICK_MS);
-    } else if (w->cmd.ready && !w->stopping) {
+    /* A lost lease or a lost reply: the session recovers and says resume. */
+    if (status != SQ_ELEASE_LOST && status != SQ_EREDIS && !w->stopping)
       uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
-    }
     check_drained(w);
     return;
   }
@@ -255,89 +241,10 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
   }
 }
 
-static void resync_done(sq_worker_t *w) {
-  w->resync = RESYNC_NONE;
-  uv_timer_stop(&w->resync_timer);
-  heartbeat_now(w); /* re-registers (after a self-sweep) and resumes claiming */
-  maybe_claim(w);
-}
-
-static void on_resync_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  sq_worker_t *w = privdata;
-  redisReply *r = reply;
-  (void)ac;
-  w->resync_cmd = 0;
-  if (!r) return; /* connection gone: the next tick retries */
-  sq_conn_replied(&w->cmd);
-  if (w->stopping || r->type != REDIS_REPLY_INTEGER) return;
-  long long orphans = r->integer;
-  if (orphans == 0) {
-    if (w->resync == RESYNC_SWEEPING)
-      sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
-    resync_done(w);
-    return;
-  }
-  if (w->resync == RESYNC_NEEDED) {
-    /* We hold nothing, so every id in the list is an orphan. */
-    sq_log_warn("worker",
-                "jobs in our in-flight list that we never received; handing them to the sweeper",
-                "jobs=%lld", orphans);
-    w->resync_cmd = 1;
-    if (sq_queue_unregister(w->q, w->cmd.ac, on_resync_unregister, w) != 0) {
-      w->resync_cmd = 0;
-      return;
-    }
-    sq_conn_sent(&w->cmd);
-  }
-}
-
-static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data) {
-  sq_worker_t *w = data;
-  (void)q;
-  (void)value;
-  w->resync_cmd = 0;
-  sq_conn_replied(&w->cmd);
-  if (status == 0 && w->resync == RESYNC_NEEDED) {
-    w->resync = RESYNC_SWEEPING;
-    w->lease_ok = 0;
-    w->lease_dropped = 1; /* we removed it ourselves: registering again is no expiry */
-  }
-}
-
-static void on_resync_sweep(sq_queue_t *q, int status, long long value, void *data) {
-  sq_worker_t *w = data;
-  (void)q;
-  (void)status;
-  (void)value;
-  w->sweep_inflight = 0;
-  sq_conn_replied(&w->cmd);
-}
-
-static void on_resync_tick(uv_timer_t *t) {
-  sq_worker_t *w = t->data;
-  if (w->stopping || w->resync_cmd || !w->cmd.ready) return;
-  if (w->resync == RESYNC_NEEDED) {
-    /* Wait until we hold nothing: then the in-flight list holds only orphans. */
-    if (w->held > 0 || w->claim_inflight || !w->lease_ok) return;
-  } else if (w->resync == RESYNC_SWEEPING && !w->sweep_inflight) {
-    /* The sweep lock may be held by another worker's sweeper; it sweeps us too. */
-    if (sq_queue_sweep(w->q, w->cmd.ac, w->cfg->lease_ttl_ms / 2, on_resync_sweep, w) == 0) {
-      w->sweep_inflight = 1;
-      sq_conn_sent(&w->cmd);
-    }
-  }
-  /* The in-flight key's name follows docs/protocol.md (P:inflight:<worker>). */
-  if (redisAsyncCommand(w->cmd.ac, on_resync_reply, w, "LLEN %s:inflight:%s", w->cfg->prefix,
-                        w->cfg->worker_id) == REDIS_OK) {
-    w->resync_cmd = 1;
-    sq_conn_sent(&w->cmd);
-  }
-}
-
 static void maybe_claim(sq_worker_t *w) {
   /* Not before every context is warm: a job must never meet a cold shape. */
-  if (w->draining || w->stopping || w->claim_inflight || !w->cmd.ready || !w->lease_ok ||
-      w->resync != RESYNC_NONE || !sq_pipeline_warm(w))
+  if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
+      !sq_pipeline_warm(w))
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
@@ -348,12 +255,11 @@ static void maybe_claim(sq_worker_t *w) {
     if (b < budget) budget = b;
   }
   if (budget == 0 || budget == UINT32_MAX) return;
-  if (sq_queue_claim(w->q, w->cmd.ac, budget, on_claim, w) != 0) {
+  if (sq_session_claim(w->session, budget, 0, on_claim, w) != 0) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
     return;
   }
   w->claim_inflight = 1;
-  sq_conn_sent(&w->cmd);
 }
 
 static void on_retry(uv_timer_t *t) {
@@ -363,83 +269,22 @@ static void on_retry(uv_timer_t *t) {
   check_drained(w);
 }
 
-static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data) {
+static void on_session_resume(sq_session_t *s, void *data) {
   sq_worker_t *w = data;
-  (void)q;
-  w->heartbeat_inflight = 0;
-  sq_conn_replied(&w->cmd);
-  if (status != 0) {
-    sq_log_warn("worker", "heartbeat failed", "code=%s", sq_error_name(status));
-    /* A Redis that is still loading its dataset answers LOADING: try again soon rather than a
-     * whole tick later, the lease may be running out. (Down connections retry on reconnect.) */
-    if (w->cmd.ready && !w->stopping) {
-      uint64_t hb = w->cfg->lease_ttl_ms / 3 ? w->cfg->lease_ttl_ms / 3 : 1;
-      uv_timer_start(&w->heartbeat_timer, on_heartbeat_timer, hb < 200 ? hb : 200, hb);
-    }
-    return;
-  }
-  if (value == 0) {
-    sq_log_error("worker", "lease held by another token: is another worker using this id?", NULL);
-    w->lease_ok = 0;
-    return;
-  }
-  if (value == 2 && w->lease_ever && !w->lease_dropped)
-    sq_log_warn("worker",
-                "lease had expired and was re-acquired; jobs swept meanwhile will be refused "
-                "at ack",
-                NULL);
-  else if (value == 2 || !w->lease_ever)
-    sq_log_info("worker", "registered", "lease_ttl_ms=%u", w->cfg->lease_ttl_ms);
-  w->lease_ok = 1;
-  w->lease_ever = 1;
-  w->lease_dropped = 0;
+  (void)s;
   flush_acks(w);
   maybe_claim(w);
   check_drained(w);
 }
 
-static void heartbeat_now(sq_worker_t *w) {
-  if (w->heartbeat_inflight || !w->cmd.ready || w->stopping || w->resync == RESYNC_SWEEPING) return;
-  if (sq_queue_heartbeat(w->q, w->cmd.ac, on_heartbeat, w) != 0) return;
-  w->heartbeat_inflight = 1;
-  sq_conn_sent(&w->cmd);
-}
-
-static void on_heartbeat_timer(uv_timer_t *t) {
-  heartbeat_now(t->data);
-}
-
-static void on_sweep(sq_queue_t *q, int status, long long value, void *data) {
+static void on_session_fatal(sq_session_t *s, int code, const char *msg, void *data) {
   sq_worker_t *w = data;
-  (void)q;
-  w->sweep_inflight = 0;
-  sq_conn_replied(&w->cmd);
-  if (status == 0 && value > 0)
-    sq_log_info("worker", "sweeper recovered jobs of dead workers", "jobs=%lld", value);
-}
-
-static void on_sweep_timer(uv_timer_t *t) {
-  sq_worker_t *w = t->data;
-  if (w->sweep_inflight || !w->cmd.ready || !w->lease_ok || w->stopping) return;
-  if (sq_queue_sweep(w->q, w->cmd.ac, w->cfg->lease_ttl_ms / 2, on_sweep, w) != 0) return;
-  w->sweep_inflight = 1;
-  sq_conn_sent(&w->cmd);
-}
-
-static void on_cmd_ready(sq_conn_t *c, void *data) {
-  sq_worker_t *w = data;
-  (void)c;
-  heartbeat_now(w); /* claims and acks resume once the lease is confirmed */
-}
-
-static void on_blk_ready(sq_conn_t *c, void *data) {
-  (void)c;
-  maybe_claim(data);
-}
-
-static void on_conn_down(sq_conn_t *c, void *data) {
-  (void)c;
-  (void)data; /* pending callbacks already failed; state resumes in on_ready */
+  (void)s;
+  sq_log_error("worker", "cannot start: redis refused us", "code=%s msg=\"%s\"",
+               sq_error_name(code), msg);
+  w->fatal_code = code;
+  snprintf(w->fatal_msg, sizeof w->fatal_msg, "%s", msg);
+  worker_stop(w, 1);
 }
 
 /* ---- lifecycle ---- */
@@ -448,19 +293,12 @@ static void on_handle_closed(uv_handle_t *h) {
   (void)h;
 }
 
-static void on_conn_closed(sq_conn_t *c) {
-  (void)c;
-}
-
 static void worker_stop(sq_worker_t *w, int code) {
   if (w->stopping) return;
   w->stopping = 1;
   w->exit_code = code;
-  uv_close((uv_handle_t *)&w->heartbeat_timer, on_handle_closed);
-  uv_close((uv_handle_t *)&w->sweep_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->retry_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
-  uv_close((uv_handle_t *)&w->resync_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
   /* Closing the watchers restored the default action; a signal during the last milliseconds
@@ -468,20 +306,18 @@ static void worker_stop(sq_worker_t *w, int code) {
   signal(SIGTERM, SIG_IGN);
   signal(SIGINT, SIG_IGN);
   sq_pipeline_loop_close(w, on_handle_closed);
-  sq_conn_close(&w->cmd, on_conn_closed);
-  sq_conn_close(&w->blk, on_conn_closed);
+  sq_session_close(w->session, NULL, NULL); /* freed once the loop has released it */
   sq_http_close(&w->http);
 }
 
-static void on_unregister(sq_queue_t *q, int status, long long value, void *data) {
+static void on_unregister(sq_session_t *s, int status, long long value, void *data) {
   sq_worker_t *w = data;
-  (void)q;
+  (void)s;
   w->unregister_inflight = 0;
-  sq_conn_replied(&w->cmd);
   if (w->stopping) return;
   if (status != 0) {
     sq_log_warn("worker", "unregister failed; retrying", "code=%s", sq_error_name(status));
-    if (w->cmd.ready) uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
+    uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
     return;
   }
   sq_log_info("worker", "unregistered", "lease_removed=%lld", value);
@@ -496,7 +332,8 @@ static void on_unregister(sq_queue_t *q, int status, long long value, void *data
 static void check_drained(sq_worker_t *w) {
   if (!w->draining || w->stopping || w->held > 0 || w->claim_inflight || w->unregister_inflight)
     return;
-  if (w->resync == RESYNC_SWEEPING || !w->lease_ever) {
+  int rc = sq_session_unregister(w->session, on_unregister, w);
+  if (rc == 1) {
     /* Already unregistered (or never registered): nothing of ours is left to ack. */
     sq_log_info("worker", "drained",
                 "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " jobs_released=%" PRIu64
@@ -505,10 +342,7 @@ static void check_drained(sq_worker_t *w) {
     worker_stop(w, w->drain_code);
     return;
   }
-  if (!w->cmd.ready || !w->lease_ok) return; /* resumes after reconnect + heartbeat */
-  if (sq_queue_unregister(w->q, w->cmd.ac, on_unregister, w) != 0) return;
-  w->unregister_inflight = 1;
-  sq_conn_sent(&w->cmd);
+  if (rc == 0) w->unregister_inflight = 1; /* else: resumes after reconnect + heartbeat */
 }
 
 static void on_drain_timeout(uv_timer_t *t) {
@@ -552,16 +386,20 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
   sq_worker_t *w = data;
   if (strcmp(path, "/healthz") == 0) {
     /* Healthy = able to take work: connected, holding the lease, not draining. */
-    const char *why = w->device_failed ? "device failed"
-                      : !w->cmd.ready  ? "redis command connection down"
-                      : !w->blk.ready  ? "redis blocking connection down"
-                      : !w->lease_ok   ? "no lease"
-                      : w->draining    ? "draining"
-                                       : NULL;
+    sq_session_health_t h;
+    sq_session_health(w->session, &h);
+    const char *why = w->device_failed    ? "device failed"
+                      : !h.command_ready  ? "redis command connection down"
+                      : !h.blocking_ready ? "redis blocking connection down"
+                      : !h.lease_ok       ? "no lease"
+                      : w->draining       ? "draining"
+                                          : NULL;
     snprintf(body, cap, "%s\n", why ? why : "ok");
     return why ? 503 : 200;
   }
   if (strcmp(path, "/metrics") == 0) {
+    sq_session_health_t h;
+    sq_session_health(w->session, &h);
     *ctype = "text/plain; version=0.0.4";
     int n = snprintf(body, cap,
                      "# TYPE segq_jobs_total counter\n"
@@ -586,7 +424,7 @@ static int http_handler(const char *path, char *body, size_t cap, const char **c
                      "# TYPE segq_device_failed gauge\nsegq_device_failed %d\n"
                      "# TYPE segq_batcher_jobs gauge\n",
                      w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->jobs_released, w->batches,
-                     w->held, w->cmd.ready, w->blk.ready, w->lease_ok, w->draining,
+                     w->held, h.command_ready, h.blocking_ready, h.lease_ok, w->draining,
                      (double)(sq_clock_mono_us() - w->started_us) / 1e6, sq_pipeline_warm(w),
                      w->device_failed);
     for (size_t m = 0; m < w->nmodels && n > 0 && (size_t)n < cap; m++)
@@ -635,64 +473,39 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     free(w);
     return 1;
   }
-  sq_queue_config_t qc = {0};
-  qc.prefix = cfg->prefix;
-  qc.worker_id = cfg->worker_id;
-  qc.models = (const char *const *)cfg->model_names;
-  qc.nmodels = cfg->nmodels;
-  qc.lease_ttl_ms = cfg->lease_ttl_ms;
-  qc.max_attempts = cfg->max_attempts;
-  qc.result_ttl_s = cfg->result_ttl_s;
-  w->q = sq_queue_new(&qc);
-  if (!w->q) {
-    sq_error_set(err, SQ_ENOMEM, "out of memory");
-    sq_pipeline_close(w);
-    pthread_mutex_destroy(&w->done_mu);
-    free(w);
-    return 1;
-  }
-
   uv_loop_init(&w->loop);
-  uv_timer_init(&w->loop, &w->heartbeat_timer);
-  uv_timer_init(&w->loop, &w->sweep_timer);
   uv_timer_init(&w->loop, &w->retry_timer);
   uv_timer_init(&w->loop, &w->drain_timer);
-  uv_timer_init(&w->loop, &w->resync_timer);
-  w->resync_timer.data = w;
-  w->heartbeat_timer.data = w->sweep_timer.data = w->retry_timer.data = w->drain_timer.data = w;
+  w->retry_timer.data = w->drain_timer.data = w;
   uv_signal_init(&w->loop, &w->sigterm);
   uv_signal_init(&w->loop, &w->sigint);
   w->sigterm.data = w->sigint.data = w;
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   int prc = sq_pipeline_loop_init(w, err);
-  uint32_t hb = cfg->lease_ttl_ms / 3 ? cfg->lease_ttl_ms / 3 : 1;
-  uint32_t sw = cfg->lease_ttl_ms / 2 ? cfg->lease_ttl_ms / 2 : 1;
-  uv_timer_start(&w->heartbeat_timer, on_heartbeat_timer, hb, hb);
-  uv_timer_start(&w->sweep_timer, on_sweep_timer, sw, sw);
 
-  /* A command reply may legitimately take a while (a claim moving large payloads); past the
-   * lease TTL the lease is gone anyway. The BRPOP may take its timeout, plus 3 s of slack. */
-  uint64_t cmd_limit_us = (uint64_t)(cfg->lease_ttl_ms > 5000 ? cfg->lease_ttl_ms : 5000) * 1000;
-  uint64_t blk_limit_us = ((uint64_t)cfg->wait_timeout_s + 3) * 1000000;
-  /* Reconnect attempts at most lease_ttl/6 apart (100 ms..5 s): after a short Redis outage the
-   * command connection is back, and the lease renewed, before the lease can run out. */
-  uint64_t backoff_max_ms = cfg->lease_ttl_ms / 6;
-  if (backoff_max_ms < 100) backoff_max_ms = 100;
-  if (backoff_max_ms > 5000) backoff_max_ms = 5000;
-  w->cmd.backoff_max_ms = w->blk.backoff_max_ms = backoff_max_ms;
-  w->cmd.on_ready = on_cmd_ready;
-  w->cmd.on_down = on_conn_down;
-  w->cmd.data = w;
-  w->blk.on_ready = on_blk_ready;
-  w->blk.on_down = on_conn_down;
-  w->blk.data = w;
-  sq_conn_init(&w->cmd, &w->loop, "command", cfg->redis_host, cfg->redis_port, cfg->redis_password,
-               cfg->redis_db, cmd_limit_us);
-  sq_conn_init(&w->blk, &w->loop, "blocking", cfg->redis_host, cfg->redis_port, cfg->redis_password,
-               cfg->redis_db, blk_limit_us);
+  sq_session_config_t sc = {0};
+  sc.prefix = cfg->prefix;
+  sc.worker_id = cfg->worker_id;
+  sc.models = (const char *const *)cfg->model_names;
+  sc.nmodels = cfg->nmodels;
+  sc.lease_ttl_ms = cfg->lease_ttl_ms;
+  sc.max_attempts = cfg->max_attempts;
+  sc.result_ttl_s = cfg->result_ttl_s;
+  sc.wait_timeout_s = cfg->wait_timeout_s;
+  sq_session_events_t se = {.resume = on_session_resume, .fatal = on_session_fatal};
+  sq_redis_loop_uv(&w->hooks, &w->loop);
+  w->session = sq_session_new(&cfg->redis, &w->hooks, &sc, &se, w, err);
+  if (!w->session) {
+    /* Nothing was sent yet: close what the loop holds and leave. */
+    worker_stop(w, 1);
+    w->stopping = 1;
+  } else if (prc) {
+    sq_log_error("worker", "cannot start the executors", "msg=\"%s\"", err ? err->msg : "");
+    worker_stop(w, 1);
+  }
 
-  if (cfg->http_port) {
+  if (cfg->http_port && w->session) {
     int hrc =
         sq_http_start(&w->http, &w->loop, cfg->http_host, (int)cfg->http_port, http_handler, w);
     if (hrc != 0)
@@ -701,10 +514,6 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     else
       sq_log_info("worker", "serving /healthz and /metrics", "addr=%s:%u", cfg->http_host,
                   cfg->http_port);
-  }
-  if (prc) {
-    sq_log_error("worker", "cannot start the executors", "msg=\"%s\"", err ? err->msg : "");
-    worker_stop(w, 1);
   }
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int code = w->exit_code;
@@ -718,8 +527,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     sq_log_error("worker", "loop did not close cleanly", "err=%s", uv_strerror(lc));
     code = 1;
   }
+  if (w->fatal_code && err && !err->code) sq_error_set(err, w->fatal_code, "%s", w->fatal_msg);
   sq_pipeline_close(w);
-  sq_queue_free(w->q);
   pthread_mutex_destroy(&w->done_mu);
   free(w);
   sq_log_info("worker", "exit", "code=%d", code);

@@ -16,7 +16,6 @@
 #include "proto/proto.h"
 #include "queue/queue.h"
 #include "worker/config.h"
-#include "worker/conn.h"
 #include "worker/http.h"
 
 typedef struct sq_worker sq_worker_t;
@@ -111,33 +110,22 @@ int sq_wjob_member_done(wjob_t *m);
 
 /* ---- the worker (worker.c: Redis, lifecycle; pipeline.c: batches and executors) ---- */
 
-/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
- * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
- * claim the worker stops claiming, finishes what it holds and, if the in-flight list is not
- * empty, removes its lease, lets the sweeper requeue the orphans, and registers again. */
-enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
-
 struct sq_worker {
   const sq_worker_config_t *cfg;
   uv_loop_t loop;
-  sq_queue_t *q;
-  sq_conn_t cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
-  sq_conn_t blk; /* BRPOP on the wake-up keys only */
+  sq_redis_loop_t hooks; /* the session's libuv glue */
+  sq_session_t *session; /* Redis: connections, lease, heartbeat, sweeper, recovery */
   model_slot_t *models;
   size_t nmodels;
   uint32_t held; /* jobs claimed and not yet acked or dropped */
-  int claim_inflight, wait_inflight, heartbeat_inflight, sweep_inflight, unregister_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
-  int draining;      /* signal seen: stop claiming, finish what we hold */
-  int stopping;      /* handles are closing */
-  int aborted;       /* uv_stop'ed with work still running (drain timeout, second signal) */
+  int claim_inflight, unregister_inflight;
+  int draining; /* signal seen: stop claiming, finish what we hold */
+  int stopping; /* handles are closing */
+  int aborted;  /* uv_stop'ed with work still running (drain timeout, second signal) */
   int exit_code;
-  int resync;     /* RESYNC_*: recovering jobs whose claim reply was lost */
-  int resync_cmd; /* a resync command is outstanding */
-  uv_timer_t resync_timer;
-  uv_timer_t heartbeat_timer, sweep_timer, retry_timer, drain_timer;
+  int fatal_code; /* the session's start-up refusal (credentials), with its message */
+  char fatal_msg[400];
+  uv_timer_t retry_timer, drain_timer;
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
   sq_http_t http;
@@ -200,5 +188,7 @@ void sq_worker_released(sq_worker_t *w);
 /* Stops claiming and drains: what is held is finished (or handed back), then the worker
  * unregisters and exits with `code` (0 for a signal, SQ_EXIT_DEVICE after a device error). */
 void sq_worker_drain(sq_worker_t *w, int code, const char *why);
+/* A claimed job is given up without an ack (out of memory): the session hands it back. */
+void sq_worker_forget(sq_worker_t *w, const char *id);
 
 #endif

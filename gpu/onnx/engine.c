@@ -137,6 +137,10 @@ int sq_engine_plan_node_count(const sq_engine_plan_t *p) {
   return p->norder;
 }
 
+int sq_engine_stores_fp16(const sq_engine_t *e) {
+  return e->graph.stored_fp16;
+}
+
 int sq_engine_input_is_static(const sq_engine_t *e, int i) {
   if (i < 0 || i >= e->graph.ninputs) return 0;
   int t = e->graph.inputs[i];

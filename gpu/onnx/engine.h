@@ -36,7 +36,7 @@ typedef enum {
   SQ_DT_INT32 = 6,
   SQ_DT_INT64 = 7,
   SQ_DT_BOOL = 9,
-  SQ_DT_FLOAT16 = 10, /* initializers are converted to float at load */
+  SQ_DT_FLOAT16 = 10, /* converted to float at load (weights, I/O, Cast targets) */
   SQ_DT_DOUBLE = 11   /* initializers/constants only; converted to float at load */
 } sq_dtype_t;
 
@@ -78,11 +78,20 @@ sq_engine_t *sq_engine_load_buffer(const void *data, size_t len, const sq_engine
 void sq_engine_free(sq_engine_t *e);
 
 /* Graph inputs (those without an initializer, in graph order) and outputs as declared in the
- * file: unknown dims are -1 (dim 0 is usually the symbolic batch). name/dims borrowed. */
+ * file: unknown dims are -1 (dim 0 is usually the symbolic batch). name/dims borrowed. An
+ * input or output the file declares float16 is reported (and fed/returned) as float32: the
+ * engine rounds such an input to float16 values on entry and such an output before returning
+ * it, and computes in float32 in between. */
 int sq_engine_input_count(const sq_engine_t *e);
 int sq_engine_output_count(const sq_engine_t *e);
 int sq_engine_input_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info);
 int sq_engine_output_info(const sq_engine_t *e, int i, sq_engine_tensor_t *info);
+
+/* 1 when the file is an fp16 export (float16 weights, or float16 inputs/outputs: what torch's
+ * model.half() or onnxconverter-common's float16 converter write). The engine loads those as
+ * float32 and computes in float32; a backend may take this as the hint that running the model
+ * in fp16 loses nothing the file had not already lost. */
+int sq_engine_stores_fp16(const sq_engine_t *e);
 
 /* 1 when graph input i feeds a shape-like parameter (Reshape's shape, Resize's scales...): its
  * value must then be bound with sq_engine_plan_new_shapes(). 0 otherwise. */

@@ -108,6 +108,7 @@ typedef struct {
   int *outputs;
   int noutputs;
   int opset;
+  bool stored_fp16; /* the file held float16 weights or I/O (now float32; load.c) */
 } sq_graph_t;
 
 /* ir.c */
@@ -234,6 +235,9 @@ typedef struct {
 int sq_pool_params(const sq_node_t *node, const sq_view_t *x, sq_pool_t *p, sq_error_t *err);
 int sq_shape_pool(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout,
                   sq_error_t *err);
+/* x rounded to the nearest float16 value (ties to even; overflow to inf; NaN kept), as a
+ * float: what Cast(to=FLOAT16) computes on the engine's float32 tensors (kern_shape.c). */
+float sq_round_fp16(float x);
 /* Applies a fused activation in place to n floats. */
 void sq_act_apply(int act, float alpha, float beta, float *x, int64_t n);
 

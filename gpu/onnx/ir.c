@@ -97,6 +97,7 @@ int sq_graph_clone(const sq_graph_t *src, sq_graph_t *dst) {
   dst->ninputs = src->ninputs;
   dst->noutputs = src->noutputs;
   dst->opset = src->opset;
+  dst->stored_fp16 = src->stored_fp16;
   for (int i = 0; i < src->ntensors; i++) {
     sq_tensor_t *t = &dst->tensors[i];
     *t = src->tensors[i];

@@ -2,6 +2,7 @@
  * Reshape, ConstantOfShape, Cast, CastLike, Constant, Identity, Size): their shape functions and
  * kernels. They handle integer types too, because plan-time constant folding runs them on int64
  * shapes. */
+#include <math.h>
 #include <string.h>
 
 #include "engine_internal.h"
@@ -267,7 +268,10 @@ KERNEL_FN(sq_kern_constantofshape) {
   return 0;
 }
 
-/* ---- Cast ---- */
+/* ---- Cast ----
+ * float16 never reaches a kernel: the loader converts float16 weights and I/O to float32, so
+ * Cast(to=FLOAT16) produces float32 holding float16 values (rounded here) and Cast from a
+ * float16 tensor reads float32. That is how fp16 exports run in fp32 on the CPU. */
 static bool cast_type_ok(int dt) {
   return dt == SQ_DT_FLOAT || dt == SQ_DT_INT64 || dt == SQ_DT_INT32 || dt == SQ_DT_BOOL ||
          dt == SQ_DT_UINT8 || dt == SQ_DT_INT8;
@@ -275,6 +279,7 @@ static bool cast_type_ok(int dt) {
 
 SHAPE_FN(sq_shape_cast) {
   int to = (int)sq_attr_int(node, "to", 0);
+  if (to == SQ_DT_FLOAT16) to = SQ_DT_FLOAT;
   if (!cast_type_ok(to) || !cast_type_ok(in[0].dtype))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "cast %s -> %s", sq_dtype_name(in[0].dtype),
                          sq_dtype_name(to));
@@ -282,6 +287,32 @@ SHAPE_FN(sq_shape_cast) {
   out[0].data = NULL;
   out[0].dtype = to;
   return 0;
+}
+
+float sq_round_fp16(float x) {
+  uint32_t b;
+  memcpy(&b, &x, sizeof b);
+  uint32_t a = b & 0x7fffffffu, sign = b & 0x80000000u;
+  if (a >= 0x7f800000u) return x; /* inf, NaN */
+  if (a >= 0x477ff000u) {         /* >= 65520: rounds past the largest half (65504) */
+    b = sign | 0x7f800000u;
+  } else if (a < 0x38800000u) {       /* below 2^-14: half subnormals are multiples of 2^-24 */
+    float q = fabsf(x) * 16777216.0f; /* exact scaling by 2^24 */
+    q = nearbyintf(q);                /* ties to even in the default rounding mode */
+    float r = q / 16777216.0f;
+    return sign ? -r : r;
+  } else { /* normal: keep 10 of the 23 mantissa bits, ties to even */
+    uint32_t rem = a & 0x1fffu, keep = a & ~0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (keep & 0x2000u))) keep += 0x2000u;
+    b = sign | keep;
+  }
+  memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+static void round_fp16_range(void *arg, int64_t b, int64_t e) {
+  float *y = arg;
+  for (int64_t i = b; i < e; i++) y[i] = sq_round_fp16(y[i]);
 }
 
 static double load_num(const sq_view_t *v, int64_t i) {
@@ -303,6 +334,12 @@ KERNEL_FN(sq_kern_cast) {
   int64_t n = sq_view_numel(&out[0]);
   const sq_view_t *x = &in[0];
   void *y = out[0].data;
+  if (x->dtype == SQ_DT_FLOAT && out[0].dtype == SQ_DT_FLOAT) {
+    if (y != x->data) memmove(y, x->data, (size_t)n * sizeof(float));
+    if (node->op == SQ_OP_Cast && sq_attr_int(node, "to", 0) == SQ_DT_FLOAT16)
+      sq_cpu_parallel_for(cpu, n, 16384, round_fp16_range, y);
+    return 0;
+  }
   for (int64_t i = 0; i < n; i++) {
     /* int64 -> int64 and friends go through double only when the types differ */
     if (x->dtype == SQ_DT_INT64 && out[0].dtype == SQ_DT_INT64) {

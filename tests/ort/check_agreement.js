@@ -24,17 +24,19 @@ async function main() {
       c.sessionOptions(Number(opts.threads || 0)));
     const feeds = {};
     for (const i of meta.inputs) {
-      feeds[i.name] = new ort.Tensor('float32', c.readF32(c.path.join(dir, i.file), c.numel(i.shape)), i.shape);
+      feeds[i.name] = c.inputTensor(ort, c.declaredType(session, i.name, false),
+        c.readF32(c.path.join(dir, i.file), c.numel(i.shape)), i.shape);
     }
     const res = await session.run(feeds);
     for (const o of meta.outputs) {
       const want = c.readF32(c.path.join(dir, o.file), c.numel(o.shape));
       const got = res[o.name];
+      const gotData = got ? c.outputFloats(got) : null;
       let maxd = 0;
       let shapeOk = got && got.dims.length === o.shape.length && got.dims.every((d, k) => d === o.shape[k]);
       if (shapeOk) {
         for (let k = 0; k < want.length; k++) {
-          const d = Math.abs(want[k] - got.data[k]);
+          const d = Math.abs(want[k] - gotData[k]);
           if (!(d <= maxd)) maxd = d; // NaN propagates as a failure
         }
       }

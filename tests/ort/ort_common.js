@@ -46,6 +46,67 @@ function writeF32(file, data) {
   fs.writeFileSync(file, buf);
 }
 
+// float32 <-> IEEE half bits (node has no Float16Array): float16 models are fed and read as
+// float32 files, converted at the edge with round-to-nearest-even.
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+function toHalfBits(v) {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0); // inf / nan
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00; // overflow -> inf
+  if (e <= 0) { // subnormal half (or zero)
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++; // may carry into the exponent: correct
+  return sign | h;
+}
+function fromHalfBits(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * Math.pow(2, -24);
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * Math.pow(2, exp - 15);
+}
+
+// A Tensor of the model input's declared element type from float32 values.
+function inputTensor(ort, type, data, dims) {
+  if (type === 'float16') return new ort.Tensor('float16', Uint16Array.from(data, toHalfBits), dims);
+  if (type !== undefined && type !== 'float32') throw new Error('input type ' + type + ' is not float32/float16');
+  return new ort.Tensor('float32', data, dims);
+}
+
+// Output values as a Float32Array (float16 outputs converted).
+function outputFloats(t) {
+  if (t.type === 'float16') return Float32Array.from(t.data, fromHalfBits);
+  if (t.type !== 'float32') throw new Error('output is ' + t.type + ', not float32/float16');
+  return t.data;
+}
+
+// Declared element type of input/output `name` ('float32' when this binding cannot tell).
+function declaredType(session, name, output) {
+  try {
+    const md = output ? session.outputMetadata : session.inputMetadata;
+    const m = md && md.find((x) => x.name === name);
+    if (m && m.type) return m.type;
+  } catch (e) { /* older onnxruntime-node: no metadata */ }
+  return 'float32';
+}
+
 function sessionOptions(threads) {
   const o = { graphOptimizationLevel: 'all', executionProviders: ['cpu'] };
   if (threads > 0) {
@@ -74,4 +135,7 @@ function parseArgs(argv, flags) {
   return { opts, positional };
 }
 
-module.exports = { loadOrt, parseShape, numel, readF32, writeF32, sessionOptions, parseArgs, path };
+module.exports = {
+  loadOrt, parseShape, numel, readF32, writeF32, sessionOptions, parseArgs, path, inputTensor,
+  outputFloats, declaredType, toHalfBits, fromHalfBits,
+};

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // run_ort: runs an ONNX model with ONNX Runtime (CPU) on one raw float32 input and writes the
 // first (or --output NAME) output as raw little-endian float32 -- the reference the segq C
-// engine is compared against.
+// engine is compared against. A float16 model input/output is converted at the edge.
 //
 //   node tests/ort/run_ort.js MODEL.onnx INPUT.bin SHAPE OUTPUT.bin [--threads N]
 //        [--input NAME] [--output NAME]
@@ -27,11 +27,11 @@ async function main() {
   const outName = opts.output || session.outputNames[0];
   if (!session.outputNames.includes(outName)) throw new Error('model has no output ' + outName);
   const t0 = process.hrtime.bigint();
-  const res = await session.run({ [inName]: new ort.Tensor('float32', data, dims) }, [outName]);
+  const feed = c.inputTensor(ort, c.declaredType(session, inName, false), data, dims);
+  const res = await session.run({ [inName]: feed }, [outName]);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   const out = res[outName];
-  if (out.type !== 'float32') throw new Error('output ' + outName + ' is ' + out.type + ', not float32');
-  c.writeF32(outFile, out.data);
+  c.writeF32(outFile, c.outputFloats(out));
   console.log(JSON.stringify({ model, input: inName, output: outName, shape: out.dims, ms: +ms.toFixed(3) }));
 }
 

@@ -2,78 +2,26 @@
  * installed): EVALSHA falls back to EVAL after SCRIPT FLUSH, our SHA-1 equals Redis's, and
  * heartbeat -> claim -> ack -> duplicate ack -> wait -> fenced claim -> sweep -> unregister
  * behave as the protocol says; pending callbacks get SQ_EREDIS when the connection is freed. */
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "check.h"
 #include "queue/queue.h"
 #include "queue/queue_internal.h"
+#include "redis_proc.h"
 
-static pid_t redis_pid;
-static int redis_port;
-
-static int free_port(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 ||
-      getsockname(s, (struct sockaddr *)&a, &len) != 0) {
-    if (s >= 0) close(s);
-    return -1;
-  }
-  close(s);
-  return ntohs(a.sin_port);
-}
-
-static redisContext *start_redis(void) {
-  if (system("command -v redis-server >/dev/null 2>&1") != 0) return NULL;
-  redis_port = free_port();
-  if (redis_port <= 0) return NULL;
-  char port[16];
-  snprintf(port, sizeof port, "%d", redis_port);
-  redis_pid = fork();
-  if (redis_pid == 0) {
-    int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) {
-      dup2(devnull, 1);
-      dup2(devnull, 2);
-    }
-    execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", "/tmp", "--loglevel", "warning", (char *)NULL);
-    _exit(127);
-  }
-  for (int i = 0; i < 200; i++) {
-    redisContext *c = redisConnect("127.0.0.1", redis_port);
-    if (c && !c->err) return c;
-    redisFree(c);
-    usleep(25000);
-  }
-  return NULL;
-}
-
-static void stop_redis(void) {
-  if (redis_pid > 0) {
-    kill(redis_pid, SIGTERM);
-    waitpid(redis_pid, NULL, 0);
-  }
-}
+static test_redis_t srv;
 
 /* ---- the async chain: each callback checks its step and starts the next ---- */
 
 static uv_loop_t loop;
-static redisAsyncContext *ac, *bac;
+static sq_redis_loop_t hooks;
+static sq_redis_t *endpoint;
+static sq_redis_conn_t *ac, *bac;
+static int nready;
 static sq_queue_t *q;
 static int step;
 static char *claimed_ids[4];
@@ -157,7 +105,7 @@ static void next(void) {
       rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat2");
       break;
     case 3:
-      rc = sq_queue_claim(q, ac, 2, on_claim, "claim");
+      rc = sq_queue_claim(q, ac, 2, 0, on_claim, "claim");
       break;
     case 4: {
       sq_ack_item_t items[2] = {
@@ -179,17 +127,17 @@ static void next(void) {
       rc = sq_queue_wait(q, bac, 1.0, on_status, "wait");
       break;
     case 7:
-      rc = sq_queue_claim(q, ac, 1, on_claim, "claim1");
+      rc = sq_queue_claim(q, ac, 1, 0, on_claim, "claim1");
       break; /* j2 in flight */
     case 8:
       sq_queue_new_token(q); /* as if our lease was lost: the old token's lease still exists */
-      rc = sq_queue_claim(q, ac, 1, on_claim, "fenced");
+      rc = sq_queue_claim(q, ac, 1, 0, on_claim, "fenced");
       break;
     case 9: {
       /* Expire the old lease by hand so the sweeper recovers j2. */
       char key[64];
       snprintf(key, sizeof key, "tq:worker:w1");
-      redisAsyncCommand(ac, NULL, NULL, "DEL %s", key);
+      sq_redis_command(ac, 0, NULL, NULL, "DEL %s", key);
       rc = sq_queue_sweep(q, ac, 1000, on_status, "sweep");
       break;
     }
@@ -201,20 +149,24 @@ static void next(void) {
       break;
     case 12:
       rc = sq_queue_heartbeat(q, ac, on_status, "pending");
-      redisAsyncFree(ac); /* calls the pending callback with a NULL reply */
-      ac = NULL;
-      redisAsyncDisconnect(bac);
-      bac = NULL;
+      sq_redis_close(endpoint, NULL, NULL); /* calls the pending callback with a NULL reply */
+      ac = bac = NULL;
       break;
   }
   CHECK_EQ_INT(rc, 0);
 }
 
+static void on_ready(sq_redis_conn_t *c, void *data) {
+  (void)c;
+  (void)data;
+  if (++nready == 2) next(); /* both connections up: run the chain */
+}
+
 int main(void) {
-  redisContext *c = start_redis();
+  redisContext *c = test_redis_start(&srv, NULL);
   if (!c) {
     printf("skip: no redis-server\n");
-    stop_redis();
+    test_redis_stop(&srv);
     return 77;
   }
   /* Our SHA-1 is the id Redis gives the script. */
@@ -242,12 +194,18 @@ int main(void) {
   CHECK(strlen(sq_queue_token(q)) == 32);
 
   uv_loop_init(&loop);
-  ac = redisAsyncConnect("127.0.0.1", redis_port);
-  bac = redisAsyncConnect("127.0.0.1", redis_port);
-  CHECK(ac && !ac->err && bac && !bac->err);
-  redisLibuvAttach(ac, &loop);
-  redisLibuvAttach(bac, &loop);
-  next();
+  sq_redis_loop_uv(&hooks, &loop);
+  char url[64];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+  sq_redis_url_t u;
+  CHECK_EQ_INT(sq_redis_url_parse(&u, url, &err), 0);
+  endpoint = sq_redis_new(&u, &hooks, NULL, &err);
+  sq_redis_url_free(&u);
+  CHECK(endpoint != NULL);
+  sq_redis_conn_events_t ev = {.ready = on_ready};
+  ac = sq_redis_conn_new(endpoint, "command", 5000, 0, &ev, NULL);
+  bac = sq_redis_conn_new(endpoint, "blocking", 5000, 0, &ev, NULL);
+  CHECK(ac && bac);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(step, 100);
 
@@ -266,6 +224,6 @@ int main(void) {
   sq_queue_free(q);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   redisFree(c);
-  stop_redis();
+  test_redis_stop(&srv);
   CHECK_DONE();
 }

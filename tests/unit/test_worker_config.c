@@ -28,10 +28,10 @@ static void test_defaults(void) {
   const char *argv[] = {"segq-worker"};
   CHECK_EQ_INT(parse(&cfg, NULL, 1, argv, &err), SQ_CONFIG_RUN);
   CHECK_STR(cfg.redis_url, "redis://127.0.0.1:6379");
-  CHECK_STR(cfg.redis_host, "127.0.0.1");
-  CHECK_EQ_INT(cfg.redis_port, 6379);
-  CHECK(cfg.redis_password == NULL);
-  CHECK_EQ_INT(cfg.redis_db, 0);
+  CHECK_STR(cfg.redis.nodes[0].host, "127.0.0.1");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 6379);
+  CHECK(cfg.redis.password == NULL);
+  CHECK_EQ_INT(cfg.redis.db, 0);
   CHECK_STR(cfg.prefix, "segq");
   CHECK_STR(cfg.models, "null,otsu");
   CHECK_EQ_INT(cfg.nmodels, 2);
@@ -87,22 +87,22 @@ static void test_redis_url(void) {
   sq_error_t err;
   const char *argv[] = {"w", "--redis-url", "redis://:s3cret@redis.local:7000/5"};
   CHECK_EQ_INT(parse(&cfg, NULL, 3, argv, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_host, "redis.local");
-  CHECK_EQ_INT(cfg.redis_port, 7000);
-  CHECK_STR(cfg.redis_password, "s3cret");
-  CHECK_EQ_INT(cfg.redis_db, 5);
+  CHECK_STR(cfg.redis.nodes[0].host, "redis.local");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 7000);
+  CHECK_STR(cfg.redis.password, "s3cret");
+  CHECK_EQ_INT(cfg.redis.db, 5);
   sq_worker_config_free(&cfg);
 
   const char *argv2[] = {"w", "--redis-url=redis://localhost"};
   CHECK_EQ_INT(parse(&cfg, NULL, 2, argv2, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_host, "localhost");
-  CHECK_EQ_INT(cfg.redis_port, 6379);
+  CHECK_STR(cfg.redis.nodes[0].host, "localhost");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 6379);
   sq_worker_config_free(&cfg);
 
   const char *argv3[] = {"w", "--redis-url", "redis://user:pw@h:1/"};
   CHECK_EQ_INT(parse(&cfg, NULL, 3, argv3, &err), SQ_CONFIG_RUN);
-  CHECK_STR(cfg.redis_password, "pw");
-  CHECK_EQ_INT(cfg.redis_port, 1);
+  CHECK_STR(cfg.redis.password, "pw");
+  CHECK_EQ_INT(cfg.redis.nodes[0].port, 1);
   sq_worker_config_free(&cfg);
 }
 

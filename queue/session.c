@@ -1,0 +1,502 @@
+/* queue/session: the worker's Redis session (see queue.h): one endpoint with a command and a
+ * blocking connection, the lease and its heartbeat, the sweeper timer, the set of ids the
+ * worker holds, and the recovery of jobs whose claim reply was lost. The worker (worker/) asks it
+ * whether a claim, an ack or a wait may go, and hears `resume` when one may go again.
+ * Threads: the loop thread that runs the hooks' loop, only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue/queue.h"
+#include "queue/queue_internal.h"
+
+#define RESYNC_TICK_MS 250
+
+/* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
+ * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
+ * claim the session stops claiming, lets the worker finish what it holds and, if the in-flight
+ * list is not empty, removes its lease, lets the sweeper requeue the orphans, and registers
+ * again. */
+enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
+
+struct sq_session {
+  sq_redis_loop_t loop;
+  sq_session_config_t cfg; /* strings are q's */
+  sq_session_events_t ev;
+  void *data;
+  sq_queue_t *q;
+  sq_redis_t *r;
+  sq_redis_conn_t *cmd; /* scripts: heartbeat, claim, ack, sweep, unregister */
+  sq_redis_conn_t *blk; /* BRPOP on the wake-up keys only */
+  sq_idset_t *held;
+  sq_redis_timer_t *heartbeat_timer, *sweep_timer, *resync_timer;
+  uint64_t cmd_budget_ms;
+  int handles_open, closing, fatal_seen;
+  void (*closed)(void *arg);
+  void *closed_arg;
+  int claim_inflight, heartbeat_inflight, sweep_inflight, wait_inflight;
+  int lease_ok;      /* the last heartbeat holds the lease with our token */
+  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
+  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
+  uint64_t hb_sent_us, lease_until_us;
+  int resync;     /* RESYNC_* */
+  int resync_cmd; /* a resync command is outstanding */
+};
+
+static void heartbeat_now(sq_session_t *s);
+
+static void resume(sq_session_t *s) {
+  if (!s->closing && s->ev.resume) s->ev.resume(s, s->data);
+}
+
+/* ---- heartbeat and sweeper ---- */
+
+static void on_heartbeat_timer(void *arg);
+
+static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  s->heartbeat_inflight = 0;
+  if (s->closing) return;
+  if (status != 0) {
+    sq_log_warn("worker", "heartbeat failed", "code=%s", sq_error_name(status));
+    /* A Redis that is still loading its dataset answers LOADING: try again soon rather than a
+     * whole tick later, the lease may be running out. (Down connections retry on reconnect.) */
+    if (sq_redis_conn_ready(s->cmd)) {
+      uint64_t hb = s->cfg.lease_ttl_ms / 3 ? s->cfg.lease_ttl_ms / 3 : 1;
+      s->loop.timer_start(s->heartbeat_timer, hb < 200 ? hb : 200, hb);
+    }
+    return;
+  }
+  if (value == 0) {
+    sq_log_error("worker", "lease held by another token: is another worker using this id?", NULL);
+    s->lease_ok = 0;
+    return;
+  }
+  if (value == 2 && s->lease_ever && !s->lease_dropped)
+    sq_log_warn("worker",
+                "lease had expired and was re-acquired; jobs swept meanwhile will be refused "
+                "at ack",
+                NULL);
+  else if (value == 2 || !s->lease_ever)
+    sq_log_info("worker", "registered", "lease_ttl_ms=%u", s->cfg.lease_ttl_ms);
+  s->lease_ok = 1;
+  s->lease_ever = 1;
+  s->lease_dropped = 0;
+  s->lease_until_us = s->hb_sent_us + (uint64_t)s->cfg.lease_ttl_ms * 1000;
+  resume(s);
+}
+
+static void heartbeat_now(sq_session_t *s) {
+  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd) ||
+      s->resync == RESYNC_SWEEPING)
+    return;
+  uint64_t now = sq_clock_mono_us();
+  if (sq_queue_heartbeat(s->q, s->cmd, on_heartbeat, s) != 0) return;
+  s->heartbeat_inflight = 1;
+  s->hb_sent_us = now;
+}
+
+static void on_heartbeat_timer(void *arg) {
+  heartbeat_now(arg);
+}
+
+static void on_sweep(sq_queue_t *q, int status, long long value, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  s->sweep_inflight = 0;
+  if (status == 0 && value > 0 && !s->closing)
+    sq_log_info("worker", "sweeper recovered jobs of dead workers", "jobs=%lld", value);
+}
+
+static void sweep_now(sq_session_t *s) {
+  if (s->sweep_inflight || s->closing || !sq_redis_conn_ready(s->cmd)) return;
+  if (sq_queue_sweep(s->q, s->cmd, s->cfg.lease_ttl_ms / 2, on_sweep, s) == 0)
+    s->sweep_inflight = 1;
+}
+
+static void on_sweep_timer(void *arg) {
+  sq_session_t *s = arg;
+  if (s->lease_ok) sweep_now(s);
+}
+
+/* ---- recovery after a lost claim reply ---- */
+
+static void resync_done(sq_session_t *s) {
+  s->resync = RESYNC_NONE;
+  s->loop.timer_stop(s->resync_timer);
+  heartbeat_now(s); /* re-registers (after a self-sweep) and resumes claiming */
+  resume(s);
+}
+
+static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  (void)value;
+  s->resync_cmd = 0;
+  if (status == 0 && s->resync == RESYNC_NEEDED && !s->closing) {
+    s->resync = RESYNC_SWEEPING;
+    s->lease_ok = 0;
+    s->lease_dropped = 1; /* we removed it ourselves: registering again is no expiry */
+  }
+}
+
+static void on_resync_len(sq_queue_t *q, int status, long long orphans, void *data) {
+  sq_session_t *s = data;
+  (void)q;
+  s->resync_cmd = 0;
+  if (status != 0 || s->closing) return; /* the next tick asks again */
+  if (orphans == 0) {
+    if (s->resync == RESYNC_SWEEPING)
+      sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
+    resync_done(s);
+    return;
+  }
+  if (s->resync == RESYNC_NEEDED) {
+    /* We hold nothing, so every id in the list is an orphan. */
+    sq_log_warn("worker",
+                "jobs in our in-flight list that we never received; handing them to the sweeper",
+                "jobs=%lld", orphans);
+    if (sq_queue_unregister(s->q, s->cmd, on_resync_unregister, s) == 0) s->resync_cmd = 1;
+  }
+}
+
+static void on_resync_tick(void *arg) {
+  sq_session_t *s = arg;
+  if (s->closing || s->resync_cmd || !sq_redis_conn_ready(s->cmd)) return;
+  if (s->resync == RESYNC_NEEDED) {
+    /* Wait until we hold nothing: then the in-flight list holds only orphans. */
+    if (sq_idset_len(s->held) > 0 || s->claim_inflight || !s->lease_ok) return;
+  } else if (s->resync == RESYNC_SWEEPING) {
+    /* The sweep lock may be held by another worker's sweeper; it sweeps us too. */
+    sweep_now(s);
+  }
+  if (sq_queue_inflight_len(s->q, s->cmd, on_resync_len, s) == 0) s->resync_cmd = 1;
+}
+
+/* ---- claim, ack, wait, unregister ---- */
+
+typedef struct {
+  sq_session_t *s;
+  union {
+    sq_session_claim_cb claim;
+    sq_session_ack_cb ack;
+    sq_session_status_cb status;
+  } cb;
+  void *data;
+  size_t nids;
+  char **ids; /* ack: the ids sent */
+} op_t;
+
+static op_t *op_new(sq_session_t *s, void *data) {
+  op_t *o = calloc(1, sizeof(*o));
+  if (o) {
+    o->s = s;
+    o->data = data;
+  }
+  return o;
+}
+
+static void op_free(op_t *o) {
+  for (size_t i = 0; i < o->nids; i++) free(o->ids[i]);
+  free(o->ids);
+  free(o);
+}
+
+int sq_session_can_claim(const sq_session_t *s) {
+  return s && !s->closing && !s->claim_inflight && s->lease_ok && s->resync == RESYNC_NONE &&
+         sq_redis_conn_ready(s->cmd);
+}
+
+int sq_session_can_ack(const sq_session_t *s) {
+  return s && !s->closing && s->lease_ok && sq_redis_conn_ready(s->cmd);
+}
+
+int sq_session_can_wait(const sq_session_t *s) {
+  return s && !s->closing && !s->wait_inflight && sq_redis_conn_ready(s->blk);
+}
+
+static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)q;
+  s->claim_inflight = 0;
+  if (status == SQ_ELEASE_LOST && !s->closing) {
+    sq_log_warn("worker", "claim refused: lease lost; re-registering", NULL);
+    s->lease_ok = 0;
+    heartbeat_now(s);
+  } else if (status == SQ_EREDIS && s->resync == RESYNC_NONE && !s->closing) {
+    sq_log_warn("worker", "claim reply lost; will check the in-flight list for orphans", NULL);
+    s->resync = RESYNC_NEEDED;
+    s->loop.timer_start(s->resync_timer, RESYNC_TICK_MS, RESYNC_TICK_MS);
+  } else if (status == 0) {
+    for (size_t i = 0; i < n; i++)
+      if (sq_idset_add(s->held, jobs[i].id) < 0)
+        sq_log_error("worker", "out of memory recording a claimed job", "id=%s", jobs[i].id);
+  }
+  o->cb.claim(s, status, jobs, n, o->data);
+  op_free(o);
+}
+
+int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session_claim_cb cb,
+                     void *data) {
+  if (!s || !cb) return SQ_EINVAL;
+  if (!sq_session_can_claim(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.claim = cb;
+  int rc = sq_queue_claim(s->q, s->cmd, n, budget_ms, on_claim, o);
+  if (rc) {
+    op_free(o);
+    return rc;
+  }
+  s->claim_inflight = 1;
+  return 0;
+}
+
+static void on_ack(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)q;
+  if (status == 0) {
+    /* Written, duplicate, or swept: in every case the id is no longer ours. */
+    for (size_t i = 0; i < o->nids; i++) sq_idset_remove(s->held, o->ids[i]);
+  } else if (status == SQ_ELEASE_LOST && !s->closing) {
+    sq_log_warn("worker", "ack refused: lease lost; re-registering", "size=%zu", o->nids);
+    s->lease_ok = 0;
+    heartbeat_now(s);
+  }
+  o->cb.ack(s, status, per_job, n, o->data);
+  op_free(o);
+}
+
+int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
+                   void *data) {
+  if (!s || !cb || (n && !items)) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o || !(o->ids = calloc(n ? n : 1, sizeof(char *)))) {
+    free(o);
+    return SQ_ENOMEM;
+  }
+  o->cb.ack = cb;
+  for (size_t i = 0; i < n; i++) {
+    if (!(o->ids[i] = sq_strdup(items[i].id))) {
+      op_free(o);
+      return SQ_ENOMEM;
+    }
+    o->nids = i + 1;
+  }
+  int rc = sq_queue_ack(s->q, s->cmd, items, n, on_ack, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_ack_cb cb,
+                       void *data) {
+  if (!s || !cb || (n && !ids)) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o || !(o->ids = calloc(n ? n : 1, sizeof(char *)))) {
+    free(o);
+    return SQ_ENOMEM;
+  }
+  o->cb.ack = cb;
+  for (size_t i = 0; i < n; i++) {
+    if (!(o->ids[i] = sq_strdup(ids[i]))) {
+      op_free(o);
+      return SQ_ENOMEM;
+    }
+    o->nids = i + 1;
+  }
+  /* Same bookkeeping as an ack: on success the ids are no longer ours. */
+  int rc = sq_queue_release(s->q, s->cmd, ids, n, on_ack, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
+static void on_wait(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)q;
+  s->wait_inflight = 0;
+  o->cb.status(s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
+  if (!s || !cb) return SQ_EINVAL;
+  if (!sq_session_can_wait(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.status = cb;
+  int rc = sq_queue_wait(s->q, s->blk, (double)s->cfg.wait_timeout_s, on_wait, o);
+  if (rc) {
+    op_free(o);
+    return rc;
+  }
+  s->wait_inflight = 1;
+  return 0;
+}
+
+void sq_session_forget(sq_session_t *s, const char *id) {
+  if (s && id) sq_idset_remove(s->held, id);
+}
+
+static void on_unregister(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  (void)q;
+  o->cb.status(o->s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data) {
+  if (!s || !cb) return SQ_EINVAL;
+  /* Already unregistered (or never registered): nothing of ours is left to remove. */
+  if (s->resync == RESYNC_SWEEPING || !s->lease_ever) return 1;
+  if (s->closing || !s->lease_ok || !sq_redis_conn_ready(s->cmd)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.status = cb;
+  int rc = sq_queue_unregister(s->q, s->cmd, on_unregister, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
+void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->command_ready = sq_redis_conn_ready(s->cmd);
+  out->blocking_ready = sq_redis_conn_ready(s->blk);
+  out->lease_ok = s->lease_ok;
+  out->lease_ever = s->lease_ever;
+  out->recovering = s->resync != RESYNC_NONE;
+  out->last_reply_us = sq_redis_conn_last_reply_us(s->cmd);
+  out->lease_until_us = s->lease_until_us;
+  out->reply_budget_ms = s->cmd_budget_ms;
+  out->held = sq_idset_len(s->held);
+}
+
+/* ---- connection events ---- */
+
+static void on_cmd_ready(sq_redis_conn_t *c, void *data) {
+  (void)c;
+  heartbeat_now(data); /* claims and acks resume once the lease is confirmed */
+}
+
+static void on_blk_ready(sq_redis_conn_t *c, void *data) {
+  (void)c;
+  resume(data);
+}
+
+static void on_conn_fatal(sq_redis_conn_t *c, int code, const char *msg, void *data) {
+  sq_session_t *s = data;
+  (void)c;
+  if (s->fatal_seen || s->closing) return;
+  s->fatal_seen = 1;
+  if (s->ev.fatal) s->ev.fatal(s, code, msg, s->data);
+}
+
+/* ---- lifecycle ---- */
+
+static void session_free(sq_session_t *s) {
+  sq_idset_free(s->held);
+  sq_queue_free(s->q);
+  free(s);
+}
+
+static void on_handle_closed(void *arg) {
+  sq_session_t *s = arg;
+  if (--s->handles_open > 0) return;
+  void (*closed)(void *) = s->closed;
+  void *carg = s->closed_arg;
+  session_free(s);
+  if (closed) closed(carg);
+}
+
+sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *loop,
+                             const sq_session_config_t *cfg, const sq_session_events_t *ev,
+                             void *data, sq_error_t *err) {
+  sq_session_t *s = calloc(1, sizeof(*s));
+  if (!s) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->loop = *loop;
+  s->cfg = *cfg;
+  if (ev) s->ev = *ev;
+  s->data = data;
+  sq_queue_config_t qc = {0};
+  qc.prefix = cfg->prefix;
+  qc.worker_id = cfg->worker_id;
+  qc.models = cfg->models;
+  qc.nmodels = cfg->nmodels;
+  qc.lease_ttl_ms = cfg->lease_ttl_ms;
+  qc.max_attempts = cfg->max_attempts;
+  qc.result_ttl_s = cfg->result_ttl_s;
+  s->q = sq_queue_new(&qc);
+  s->held = sq_idset_new();
+  if (!s->q || !s->held) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    session_free(s);
+    return NULL;
+  }
+  if (!s->cfg.lease_ttl_ms) s->cfg.lease_ttl_ms = 10000;
+  if (!s->cfg.wait_timeout_s) s->cfg.wait_timeout_s = 2;
+
+  /* Reconnect attempts at most lease_ttl/6 apart (100 ms..5 s): after a short Redis outage the
+   * command connection is back, and the lease renewed, before the lease can run out. */
+  sq_redis_options_t ro = {0};
+  ro.backoff_max_ms = s->cfg.lease_ttl_ms / 6;
+  if (ro.backoff_max_ms < 100) ro.backoff_max_ms = 100;
+  if (ro.backoff_max_ms > 5000) ro.backoff_max_ms = 5000;
+  s->r = sq_redis_new(url, loop, &ro, err);
+  if (!s->r) {
+    session_free(s);
+    return NULL;
+  }
+  s->heartbeat_timer = s->loop.timer_new(s->loop.data, on_heartbeat_timer, s);
+  s->sweep_timer = s->loop.timer_new(s->loop.data, on_sweep_timer, s);
+  s->resync_timer = s->loop.timer_new(s->loop.data, on_resync_tick, s);
+  s->handles_open = 1 + !!s->heartbeat_timer + !!s->sweep_timer + !!s->resync_timer;
+  if (!s->heartbeat_timer || !s->sweep_timer || !s->resync_timer) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    sq_session_close(s, NULL, NULL);
+    return NULL;
+  }
+  uint32_t hb = s->cfg.lease_ttl_ms / 3 ? s->cfg.lease_ttl_ms / 3 : 1;
+  uint32_t sw = s->cfg.lease_ttl_ms / 2 ? s->cfg.lease_ttl_ms / 2 : 1;
+  s->loop.timer_start(s->heartbeat_timer, hb, hb);
+  s->loop.timer_start(s->sweep_timer, sw, sw);
+
+  /* A command reply may legitimately take a while; past the lease TTL the lease is gone anyway.
+   * The blocking connection's BRPOP asks for its own budget (timeout + slack). */
+  s->cmd_budget_ms = s->cfg.lease_ttl_ms > 5000 ? s->cfg.lease_ttl_ms : 5000;
+  sq_redis_conn_events_t ce = {.ready = on_cmd_ready, .fatal = on_conn_fatal};
+  sq_redis_conn_events_t be = {.ready = on_blk_ready, .fatal = on_conn_fatal};
+  s->cmd = sq_redis_conn_new(s->r, "command", s->cmd_budget_ms, 0, &ce, s);
+  s->blk =
+      sq_redis_conn_new(s->r, "blocking", ((uint64_t)s->cfg.wait_timeout_s + 3) * 1000, 0, &be, s);
+  if (!s->cmd || !s->blk) {
+    sq_error_set(err, SQ_ENOMEM, "out of memory");
+    sq_session_close(s, NULL, NULL);
+    return NULL;
+  }
+  return s;
+}
+
+static void on_redis_closed(void *arg) {
+  on_handle_closed(arg);
+}
+
+void sq_session_close(sq_session_t *s, void (*closed)(void *arg), void *arg) {
+  if (!s || s->closing) return;
+  s->closing = 1;
+  s->closed = closed;
+  s->closed_arg = arg;
+  sq_redis_timer_t *timers[] = {s->heartbeat_timer, s->sweep_timer, s->resync_timer};
+  for (size_t i = 0; i < 3; i++)
+    if (timers[i]) {
+      s->loop.timer_stop(timers[i]);
+      s->loop.timer_close(timers[i], on_handle_closed, s);
+    }
+  sq_redis_close(s->r, on_redis_closed, s); /* pending callbacks run now with SQ_EREDIS */
+}
