@@ -197,6 +197,10 @@ static void plan_fusions(builder_t *b) {
         break;
       int zb = l->buf_of[z * 2 + cs->mode], yb = l->buf_of[a->out[0] * 2 + cs->mode];
       if (zb < 0 || yb < 0 || b->made_at[zb] >= s) break; /* z must exist before the Conv */
+      /* The Add may write over z in place (the engine's choice): then the Conv would read z
+       * while writing it; keep them apart by not fusing. */
+      int yr = g->tensors[a->out[0]].alias, zr = g->tensors[z].alias;
+      if ((yr >= 0 ? yr : a->out[0]) == (zr >= 0 ? zr : z)) break;
       cs->fuse_add = s2;
       cs->zbuf = zb;
       cs->ybuf = yb;

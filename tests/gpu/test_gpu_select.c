@@ -177,8 +177,10 @@ static void test_fp16_host(void) {
         "arena %.2f MiB, %d fused\n",
         gpu_test_models[m], l32.steps, (double)l32.arena_bytes / 1048576.0, l32.fusions,
         l16.fp16_nodes, l16.conversions, (double)l16.arena_bytes / 1048576.0, l16.fusions);
-    if (strstr(gpu_test_models[m], "resunet_cbam.onnx") || strstr(gpu_test_models[m], "hrnet"))
-      CHECK(l32.fusions >= 1 && l16.fusions >= 1); /* residual Adds after a Conv */
+    /* hrnet_block's fusion Add takes a Conv output whose other input it does not overwrite;
+     * resunet's residual Adds write over their skip input in place (the engine's plan), which
+     * the planner does not fuse (cuDNN would read z while writing it) */
+    if (strstr(gpu_test_models[m], "hrnet")) CHECK(l32.fusions >= 1 && l16.fusions >= 1);
     sq_engine_plan_free(p);
     sq_engine_free(e);
   }
