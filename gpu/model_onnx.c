@@ -888,7 +888,11 @@ static int onnx_setup(onnx_model_t *om, const char *name, const sq_model_options
                  : cfg->output_kind == SQ_REPO_OUT_SOFTMAX      ? SQ_IMAGE_OUT_SOFTMAX
                                                                 : SQ_IMAGE_OUT_PROB;
   om->streams = opt->streams ? opt->streams : cfg->contexts;
-  om->precision = opt->precision && *opt->precision ? (!strcmp(opt->precision, "fp16")) : cfg->fp16;
+  /* The worker's flag, else model.json, else the file: an fp16 export runs in fp16 (nothing
+   * the file had not already lost). */
+  om->precision = opt->precision && *opt->precision ? !strcmp(opt->precision, "fp16")
+                  : cfg->fp16 >= 0                  ? cfg->fp16
+                                                    : sq_engine_stores_fp16(om->engine);
   sq_engine_plan_t *pmax = NULL, *p1 = NULL;
   int rc = check_graph(om, name, &pmax, err);
   if (!rc) rc = open_devices(om, name, opt, err);

@@ -286,7 +286,7 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg, const char *na
   cfg->max_delay_us = 5000;
   get_uint(p, root, "max_delay_us", "max_delay_us", 0, 60000000, &cfg->max_delay_us);
   static const char *const precisions[] = {"fp32", "fp16", NULL};
-  cfg->fp16 = get_enum(p, root, "precision", "precision", precisions, 0);
+  cfg->fp16 = get_enum(p, root, "precision", "precision", precisions, -1); /* -1: not given */
   cfg->contexts = 1;
   get_u32(p, root, "contexts", "contexts", 1, 64, &cfg->contexts);
   if (p->failed) return;

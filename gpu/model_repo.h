@@ -37,7 +37,8 @@ typedef struct {
   uint32_t optimal_batch, max_batch;
   uint64_t max_delay_us;
   uint32_t contexts;
-  int fp16; /* precision "fp16" (the CPU backend computes in fp32 anyway) */
+  int fp16; /* precision: 1 "fp16", 0 "fp32", -1 not given (the model's file decides: fp16 for
+             * an fp16 export); the CPU backend computes in fp32 anyway */
 } sq_repo_config_t;
 
 /* Reads <repo_dir>/<name>/model.json into cfg with the documented defaults. Returns

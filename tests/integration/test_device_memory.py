@@ -5,7 +5,8 @@ an out-of-memory batch is split in halves until it fits and every job succeeds; 
 not fit even alone fails with device_out_of_memory and the worker carries on; a model that does
 not fit at batch 1 stops the worker at start with the reason; device memory above 95% shows as a
 smaller effective max batch on /metrics; two devices with two streams each are four executor
-contexts and batches run on both devices."""
+contexts and batches run on both devices; a worker claims nothing before every context has
+warmed up (item 3: sq_pipeline_warm, segq_ready on /metrics)."""
 import os
 import re
 import sys
@@ -134,6 +135,27 @@ class DeviceMemory(unittest.TestCase):
         self.assertIsNotNone(free)
         self.assertEqual(int(free.group(1)), 1000 << 20)
         self.assertIn("device memory above 95% used", w.log())
+        w.sigterm()
+        self.assertEqual(w.wait(60), 0)
+
+    def test_claims_wait_for_warm_up(self):
+        port = tl.free_port()
+        # every run takes 2 s, the warm-up run too: the worker is registered but not warm
+        w = self.start("ow2", "fault:delay_ms=2000", http_port=port, log_level="debug")
+        r = self.rs.client()
+        w.wait_ready(r, timeout=60)
+        ids = self.submit("ow2", 2, 96, 80)
+        tl.wait_until(lambda: "segq_ready" in metrics(port), 30, what="metrics")
+        m = metrics(port)
+        if "segq_ready 0" in m:  # still warming: nothing may have been claimed
+            self.assertEqual(r.llen(w.inflight_key()), 0, "claimed before warm-up finished")
+            self.assertEqual(tl.queued_count(r, "ow2"), 2)
+        res = tl.wait_for_results(r, "ow2", ids, timeout=120)
+        self.assertTrue(all(res[i]["status"] == "ok" for i in ids))
+        log = w.log()
+        self.assertLess(log.index('msg="warm"'), log.index('msg="claimed"'),
+                        "the first claim came before the warm-up ended")
+        self.assertIn("segq_ready 1", metrics(port))
         w.sigterm()
         self.assertEqual(w.wait(60), 0)
 

@@ -17,6 +17,8 @@
  *                      the pressure while the worker runs)
  *     delay_ms=D       every run sleeps D ms first (keeps batches in flight)
  *     graphs=1         report props.graphs (callers plan fixed sizes and pad up to them)
+ *     fp16=1           report props.fp16 (it still computes in fp32: tests see the precision
+ *                      a model resolved to)
  *     log=PATH         append "run <device> <batch>" per run (what sizes really ran)
  * Threads: as the cpu backend (a context is used by one thread at a time). */
 #include "fault_backend.h"
@@ -36,7 +38,7 @@ typedef struct {
   long total_mb, free_mb;
   char mem_file[256];
   long delay_ms;
-  int graphs;
+  int graphs, fp16;
   char log[256];
   char poison_file[256];
   char oom_file[256];
@@ -86,6 +88,8 @@ static int parse_cfg(const char *args, fault_cfg_t *c, sq_error_t *err) {
       c->delay_ms = n;
     else if (!strcmp(k, "graphs"))
       c->graphs = n != 0;
+    else if (!strcmp(k, "fp16"))
+      c->fp16 = n != 0;
     else if (!strcmp(k, "log"))
       snprintf(c->log, sizeof c->log, "%s", v);
     else if (!strcmp(k, "poison_file"))
@@ -202,6 +206,7 @@ static void fault_props(sq_backend_t *b, sq_backend_props_t *out) {
   fault_backend_t *fb = b->context;
   out->device_memory = fb->shared->cfg.total_mb > 0 || fb->shared->cfg.mem_file[0];
   out->graphs = fb->shared->cfg.graphs;
+  out->fp16 = fb->shared->cfg.fp16;
 }
 
 static void fault_free(sq_backend_t *b) {

@@ -14,8 +14,8 @@
 
 static inline void tiny_write_file(const char *dir, const char *name, const void *data,
                                    size_t len) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
+  char path[2048];
+  snprintf(path, sizeof path, "%.1000s/%.1000s", dir, name);
   FILE *f = fopen(path, "wb");
   CHECK(f != NULL);
   if (!f) return;

@@ -7,11 +7,13 @@
  * that cannot fit at batch 1 is refused at open; a max batch that does not fit is lowered;
  * pressure read from the device shrinks the effective max batch and it grows back; graph
  * backends pad chunks up to the planned sizes and warm every size up; cuda:all-like devices
- * with several streams each get their own contexts. */
+ * with several streams each get their own contexts; the precision a model resolves to (flag,
+ * model.json, or the fp16 export itself). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 #include "fault_backend.h"
 #include "gpu/devpolicy.h"
 #include "gpu/gpu.h"
+#include "test_files.h"
 #include "tiny_model.h"
 
 static char repo[256], logpath[300], memfile[300];
@@ -337,6 +340,64 @@ static void test_graph_sizes_and_devices(void) {
   sq_model_close(m);
 }
 
+/* Which precision a model runs in: the worker's flag, else model.json's "precision", else the
+ * file (an fp16 export runs in fp16); a backend without fp16 computes in fp32 whatever it was
+ * asked. */
+static void test_precision(void) {
+  const char *src = getenv("SEGQ_SOURCE_DIR");
+  char onnx[1024], dir[600];
+  snprintf(onnx, sizeof onnx, "%s/tests/data/onnx/unet_fp16io.onnx", src && *src ? src : ".");
+  static const struct {
+    const char *name, *precision_json, *flag, *device;
+    int want;
+  } cases[] = {{"h16", NULL, NULL, "fault:fp16=1", 1},      {"h16", "fp32", NULL, "fault:fp16=1", 0},
+               {"h16", NULL, "fp32", "fault:fp16=1", 0},    {"h16", NULL, "fp16", "fault:fp16=1", 1},
+               {"h16", NULL, NULL, "fault", 0},             {"h16", "fp16", NULL, "cpu", 0},
+               {"h32", NULL, NULL, "fault:fp16=1", 0},      {"h32", NULL, "fp16", "fault:fp16=1", 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char json[1400];
+    const char *file = !strcmp(cases[i].name, "h16") ? onnx : NULL;
+    snprintf(dir, sizeof dir, "%s/prec%zu", repo, i);
+    mkdir(dir, 0755);
+    if (file) {
+      size_t len = 0;
+      uint8_t *buf = test_read_file(file, &len);
+      CHECK(buf != NULL);
+      tiny_write_file(dir, "model.onnx", buf, len);
+      free(buf);
+      snprintf(json, sizeof json,
+               "{\"input\": {\"name\": \"input\", \"channels\": 1, \"size\": [64, 64]},"
+               " \"large_images\": {\"overlap\": 8}, \"output\": {\"kind\": \"sigmoid\"},"
+               " \"max_batch\": 2%s%s%s}",
+               cases[i].precision_json ? ", \"precision\": \"" : "",
+               cases[i].precision_json ? cases[i].precision_json : "",
+               cases[i].precision_json ? "\"" : "");
+    } else {
+      tiny_write_onnx(dir, "Neg");
+      snprintf(json, sizeof json,
+               "{\"input\": {" TINY_INPUT "}, \"large_images\": {\"overlap\": 3},"
+               " \"output\": {\"name\": \"y\", \"kind\": \"logits_sigmoid\", \"channel\": 1}}");
+    }
+    tiny_write_file(dir, "model.json", json, strlen(json));
+    char name[32];
+    snprintf(name, sizeof name, "prec%zu", i);
+    sq_model_options_t o = {.device = cases[i].device, .precision = cases[i].flag};
+    sq_error_t err = {0};
+    sq_model_t *m = sq_model_open_with(name, repo, &o, &err);
+    CHECK(m != NULL);
+    if (!m) {
+      fprintf(stderr, "  %s: %s\n", name, err.msg);
+      continue;
+    }
+    CHECK_EQ_INT(sq_model_info(m)->fp16, cases[i].want);
+    if (sq_model_info(m)->fp16 != cases[i].want)
+      fprintf(stderr, "  case %zu (%s json=%s flag=%s %s): fp16=%d\n", i, cases[i].name,
+              cases[i].precision_json ? cases[i].precision_json : "-",
+              cases[i].flag ? cases[i].flag : "-", cases[i].device, sq_model_info(m)->fp16);
+    sq_model_close(m);
+  }
+}
+
 int main(void) {
   CHECK_EQ_INT(sq_fault_backend_register(), 0);
   CHECK_EQ_INT(sq_fault_backend_register(), SQ_EINVAL); /* a name registers once */
@@ -363,6 +424,7 @@ int main(void) {
   test_budget_at_open();
   test_pressure();
   test_graph_sizes_and_devices();
+  test_precision();
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", repo);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", repo);
