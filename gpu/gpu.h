@@ -56,6 +56,7 @@ typedef struct {
                             * streams per device x devices */
   uint32_t input_channels; /* what prepare wants: 1 (decode JPEGs to gray) or 3 (RGB); prepare
                             * still accepts either and converts */
+  uint32_t tile_w, tile_h; /* the model's input size (one tile); 0 for models of any size */
   uint32_t devices;        /* backends the contexts are spread over (cuda:all: every GPU) */
   int fp16;                /* runs in fp16 (asked for, and the backend computes so) */
   char backend[32];        /* the first context's backend ("cpu", "cuda:0", ...) */
@@ -68,6 +69,8 @@ typedef struct {
   const char *device;    /* the device grammar (gpu/onnx/engine.h); NULL or "" = "auto" */
   uint32_t streams;      /* executor contexts per device; 0 = model.json "contexts" */
   const char *precision; /* "fp32" or "fp16"; NULL or "" = model.json "precision" */
+  uint32_t max_batch;    /* plan up to this many tiles per run; 0 = model.json "max_batch"
+                          * (segq-tune measures batches beyond the model's own) */
 } sq_model_options_t;
 
 /* 0 when `device` is a valid device string (auto, cpu, cuda, cuda:N, cuda:all, or a backend a

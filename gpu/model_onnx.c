@@ -888,6 +888,10 @@ static int onnx_setup(onnx_model_t *om, const char *name, const sq_model_options
                  : cfg->output_kind == SQ_REPO_OUT_SOFTMAX      ? SQ_IMAGE_OUT_SOFTMAX
                                                                 : SQ_IMAGE_OUT_PROB;
   om->streams = opt->streams ? opt->streams : cfg->contexts;
+  if (opt->max_batch) {
+    cfg->max_batch = opt->max_batch;
+    if (cfg->optimal_batch > cfg->max_batch) cfg->optimal_batch = cfg->max_batch;
+  }
   /* The worker's flag, else model.json, else the file: an fp16 export runs in fp16 (nothing
    * the file had not already lost). */
   om->precision = opt->precision && *opt->precision ? !strcmp(opt->precision, "fp16")
@@ -989,6 +993,8 @@ sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir,
   info->contexts = om->nctx;
   info->input_channels = om->cfg.channels;
   info->devices = om->ndevs;
+  info->tile_w = om->cfg.size_w;
+  info->tile_h = om->cfg.size_h;
   info->fp16 = om->precision == SQ_PRECISION_FP16 && om->devs[0].props.fp16;
   snprintf(info->backend, sizeof info->backend, "%s", om->devs[0].name);
   if (om->precision == SQ_PRECISION_FP16 && !info->fp16)
