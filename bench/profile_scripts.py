@@ -3,8 +3,8 @@
 ack.lua directly (no worker) the way a tuned worker does (claims of --batch jobs, --ahead batches
 claimed before the oldest is acked) and reads Redis's own CPU time (INFO cpu, getrusage) around
 each call, per phase; the minimum over --reps runs (this machine is shared: contention only
-ever adds), for the scripts as they are and for
-variants that each remove or change one thing, so the cost of that thing is the difference.
+ever adds), for the scripts as they are and for variants that each change one thing (the
+enqueue options, or an edit of a script's text), so the cost of that thing is the difference.
 The variants are measurements only: nothing here changes queue/scripts.
 
     /usr/bin/python3 bench/profile_scripts.py [--n 6400] [--batch 64] [--ahead 4] [--reps 3]
@@ -17,26 +17,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
 import segq_testlib as tl  # noqa: E402
 
-EMIT_CALL = "    emit(ctx, id, group, ev)\n"
 VARIANTS = {
-    # name: (what it shows, {script: [(old, new), ...]})
-    "as is": ("the scripts in queue/scripts", {}),
-    "ack: LREM count 1": (
-        "ack removes the id with LREM inflight 1 (stops at the first match) instead of 0 (scans "
-        "the whole in-flight list)",
-        {"ack": [("redis.call('LREM', inflight, 0, id) == 0", "redis.call('LREM', inflight, 1, id) == 0")]}),
-    "no started event": (
-        "claim writes no `started` event (no HINCRBY seq, XADD, PUBLISH)",
-        {"claim": [("          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")]}),
-    "no done event": (
-        "ack writes no `done` event (no HINCRBY seq, XADD, PUBLISH)",
-        {"ack": [(EMIT_CALL, "")]}),
-    "no events, no TTLs": (
-        "neither event, and ack sets no EXPIRE on status/events/reply",
-        {"claim": [("          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})\n", "")],
-         "ack": [(EMIT_CALL, ""),
-                 ("    redis.call('EXPIRE', skey, ttl)\n    redis.call('EXPIRE', P .. ':events:' .. id, ttl)\n", ""),
-                 ("    redis.call('EXPIRE', reply, ttl)\n", "")]}),
+    # name: (what it shows, {script: [(old, new), ...]}, enqueue options)
+    "as is": ("the scripts in queue/scripts: unwatched jobs, no group", {}, {}),
+    "watched": ("every job watched (submit(watch=True) or a reader following it): the claim "
+                "writes and publishes `started`", {}, {"watch": 1}),
+    "one group": ("every job in one group: one group event per claim and per ack, the group's "
+                  "counters and capped history", {}, {"group": "g1"}),
 }
 
 
@@ -57,7 +44,7 @@ def cpu_us(r):
 
 
 def run_once(r, variant, a, payload, result_doc):
-    edits = VARIANTS[variant][1]
+    _, edits, opts = VARIANTS[variant]
     P = "p"
     r.flushall()
     enq = r.register_script(script("enqueue", edits))
@@ -67,7 +54,9 @@ def run_once(r, variant, a, payload, result_doc):
     c0 = cpu_us(r)
     pipe = r.pipeline(transaction=False)
     for i in range(a.n):
-        enq(keys=[], args=[P, "j%d" % i, "null", "", "", 0, payload(i), now, 86400], client=pipe)
+        # One job per call, as a client submitting single images does.
+        enq(keys=[], args=[P, now, 86400, opts.get("group", ""), opts.get("watch", 0), "j%d" % i, "null",
+                           "", 0, payload(i)], client=pipe)
         if len(pipe) >= 500:
             pipe.execute()
     pipe.execute()
@@ -83,15 +72,15 @@ def run_once(r, variant, a, payload, result_doc):
 
     while claimed < a.n or outstanding:
         while claimed < a.n and len(outstanding) < a.ahead:
-            out, us = timed(claim, keys=[], args=[P, "w", "tok", a.batch, now, 86400, "null"])
+            out, us = timed(claim, keys=[], args=[P, "w", "tok", a.batch, 1 << 26, now, 86400, "null"])
             claim_us += us
             ids = [out[k + 1] for k in range(0, len(out), 5)]
             claimed += len(ids)
             outstanding.append(ids)
         ids = outstanding.pop(0)
-        args = [P, "w", "tok", now, 86400]
+        args = [P, "w", "tok", now, 86400, 604800, 3]
         for i in ids:
-            args += [i, result_doc(i), ""]
+            args += [i, result_doc(i), "", 0]
         out, us = timed(ack, keys=[], args=args)
         if any(int(x) != 1 for x in out):
             raise SystemExit("ack returned %r" % out[:5])
@@ -135,7 +124,7 @@ def main():
         print("%-22s %9.1f %9.1f %9.1f %14.1f" % (v, m["enqueue"], m["claim"], m["ack"],
                                                    m["claim"] + m["ack"]))
     print()
-    for v, (what, _) in VARIANTS.items():
+    for v, (what, _, _) in VARIANTS.items():
         print("%-22s %s" % (v + ":", what))
 
 

@@ -212,6 +212,12 @@ static redis_acct_t redis_acct(redisContext *c) {
   return a;
 }
 
+/* enqueue.lua answers one code per job: [1] for one job queued. */
+static int enqueued(const redisReply *r) {
+  return r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1;
+}
+
 static void reset_stats(redisContext *c) {
   redisReply *r = redisCommand(c, "CONFIG RESETSTAT");
   if (!r) die("redis connection lost", c->errstr);
@@ -250,20 +256,22 @@ static void run_tput(const opts_t *o) {
       size_t len;
       uint8_t *job = encode_job(o, i, id, sizeof id, &len);
       job_len = len;
-      const char *argv[] = {"EVALSHA", sha, "0", o->prefix,   id,     o->model,
-                            "",        "",  "0", (char *)job, now_ms, "86400"};
-      size_t argl[12];
-      for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
-      argl[9] = len;
-      redisAppendCommandArgv(c, 12, argv, argl);
+      /* enqueue.lua: prefix, now_ms, result_ttl_s, group, watch, then id, model, tenant,
+       * priority, payload. */
+      const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
+                            "0",       id,  o->model, "",   "0",        (char *)job};
+      size_t argl[13];
+      for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
+      argl[12] = len;
+      redisAppendCommandArgv(c, 13, argv, argl);
       free(job);
     }
     for (long i = base; i < end; i++) {
       void *rep = NULL;
       if (redisGetReply(c, &rep) != REDIS_OK) die("redis connection lost", c->errstr);
       redisReply *rr = rep;
-      if (rr->type != REDIS_REPLY_INTEGER || rr->integer != 1)
-        die("enqueue did not return 1", rr->type == REDIS_REPLY_ERROR ? rr->str : NULL);
+      if (!enqueued(rr))
+        die("enqueue did not return [1]", rr->type == REDIS_REPLY_ERROR ? rr->str : NULL);
       freeReplyObject(rr);
     }
   }
@@ -365,8 +373,8 @@ static void drain(const opts_t *o, redisContext *c, redisContext *sub, double wa
     if (redisBufferRead(c) != REDIS_OK) die("redis connection lost", c->errstr);
     while (redisGetReplyFromReader(c, &rep) == REDIS_OK && rep) {
       redisReply *r = rep;
-      if (r->type != REDIS_REPLY_INTEGER || r->integer != 1)
-        die("enqueue did not return 1", r->type == REDIS_REPLY_ERROR ? r->str : NULL);
+      if (!enqueued(r))
+        die("enqueue did not return [1]", r->type == REDIS_REPLY_ERROR ? r->str : NULL);
       freeReplyObject(r);
       (*replies)++;
     }
@@ -429,12 +437,12 @@ static void run_lat(const opts_t *o) {
     char id[32], now_ms[24];
     snprintf(now_ms, sizeof now_ms, "%" PRIu64, sq_clock_wall_ms());
     uint8_t *job = encode_job(o, i, id, sizeof id, &job_len);
-    const char *argv[] = {"EVALSHA", sha, "0", o->prefix,   id,     o->model,
-                          "",        "",  "0", (char *)job, now_ms, "86400"};
-    size_t argl[12];
-    for (int k = 0; k < 12; k++) argl[k] = strlen(argv[k]);
-    argl[9] = job_len;
-    redisAppendCommandArgv(c, 12, argv, argl);
+    const char *argv[] = {"EVALSHA", sha, "0", o->prefix, now_ms,     "86400", "",
+                          "0",       id,  o->model, "",   "0",        (char *)job};
+    size_t argl[13];
+    for (int k = 0; k < 13; k++) argl[k] = strlen(argv[k]);
+    argl[12] = job_len;
+    redisAppendCommandArgv(c, 13, argv, argl);
     free(job);
     int done = 0;
     while (!done)

@@ -39,6 +39,8 @@ extern "C" {
   X(SQ_EJOB_NOT_FOUND, 42, "job_not_found", "the job's payload is missing")                   \
   X(SQ_ECANCELED, 43, "canceled", "the job was canceled")                                     \
   X(SQ_EID_MISMATCH, 44, "id_mismatch", "the payload's id differs from the queued id")        \
+  X(SQ_ESUSPECTED_POISON, 45, "suspected_poison",                                             \
+    "the job's workers died twice while running it")                                         \
   X(SQ_EREDIS, 50, "redis_error", "redis error")                                              \
   X(SQ_ELEASE_LOST, 51, "lease_lost", "the worker lost its lease")                            \
   X(SQ_ETIMEOUT, 52, "timeout", "operation timed out")                                        \
@@ -47,6 +49,16 @@ extern "C" {
   X(SQ_EREPLICAS, 55, "not_replicated", "the write did not reach enough replicas in time")    \
   X(SQ_EOOM_DEVICE, 60, "device_out_of_memory", "the device ran out of memory")               \
   X(SQ_EDEVICE, 61, "device_error", "device error")
+
+/* The transient codes: a job that fails with one of them is retried (backoff, then dead-letter
+ * after max_attempts); every other code fails the job at once (docs/protocol.md "Error codes").
+ * model_error is transient only when the model says so (sq_error_t.retryable). */
+#define SQ_TRANSIENT_ERRORS(X) \
+  X(SQ_ENOMEM)                 \
+  X(SQ_EOOM_DEVICE)            \
+  X(SQ_EDEVICE)                \
+  X(SQ_ETIMEOUT)               \
+  X(SQ_EREDIS)
 
 typedef enum {
 #define SQ_X_ENUM(sym, num, name, text) sym = -(num),
@@ -57,12 +69,15 @@ typedef enum {
 typedef struct {
   int code;       /* 0 or a negative SQ_E* code */
   char msg[256];  /* human message, specific to the failure ("image.width: expected uint") */
+  int retryable;  /* set by whoever fails: 1 = worth retrying even if the code is not transient */
 } sq_error_t;
 
 /* snake_case protocol name of a code ("wrong_field_type"); "unknown_error" if not a code. */
 const char *sq_error_name(int code);
 /* Generic text of a code. */
 const char *sq_error_text(int code);
+/* 1 if a job failing with code should be retried (SQ_TRANSIENT_ERRORS), else 0. */
+int sq_error_transient(int code);
 /* Code from a protocol name, or SQ_EINTERNAL if unknown. */
 int sq_error_from_name(const char *name);
 /* Sets err (if not NULL) and returns code, so `return sq_error_set(err, SQ_EINVAL, ...)` works. */

@@ -26,6 +26,14 @@ const char *sq_error_text(int code) {
   return "unknown error";
 }
 
+int sq_error_transient(int code) {
+#define SQ_X_TRANSIENT(sym) \
+  if (code == sym) return 1;
+  SQ_TRANSIENT_ERRORS(SQ_X_TRANSIENT)
+#undef SQ_X_TRANSIENT
+  return 0;
+}
+
 int sq_error_from_name(const char *name) {
 #define SQ_X_FROM(sym, num, n, text) \
   if (strcmp(name, n) == 0) return sym;
@@ -49,5 +57,6 @@ void sq_error_clear(sq_error_t *err) {
   if (err) {
     err->code = 0;
     err->msg[0] = '\0';
+    err->retryable = 0;
   }
 }

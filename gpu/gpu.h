@@ -162,8 +162,18 @@ typedef struct {
 } sq_model_stats_t;
 void sq_model_stats(sq_model_t *m, sq_model_stats_t *out);
 
-/* Ensembles (docs/protocol.md, "Ensembles"): several models' probability maps of one image,
- * averaged with weights, then thresholded.
+/* Progress inside a run (tiled models): the executor thread sets a hook before sq_model_run and
+ * clears it (fn NULL) after; during the run the model calls fn(data, sample, done, total) on the
+ * same thread each time sample `sample` (an index into that run's samples) has `done` of its
+ * `total` steps (tiles) finished. The hook is per thread, so contexts do not share it. Models
+ * that do not report leave it uncalled. */
+typedef void (*sq_model_progress_fn)(void *data, size_t sample, uint32_t done, uint32_t total);
+void sq_model_progress_set(sq_model_progress_fn fn, void *data);
+/* Called by models: reports to the calling thread's hook, if any. */
+void sq_model_progress_report(size_t sample, uint32_t done, uint32_t total);
+
+/* Ensembles (docs/protocol.md, "Ensembles (proposed)"): several models' probability maps of one
+ * image, averaged with weights, then thresholded.
  * sq_model_finish_prob: like sq_model_finish, but *prob is the foreground probability map of the
  * original image size (width*height floats in [0,1], malloc'd, caller frees) before any
  * threshold: an ONNX model's stitched probabilities; built-ins give their mask as 0/1 (null:

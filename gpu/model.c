@@ -122,6 +122,19 @@ int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint
   return m->iface->finish(m, output, pp, mask, width, height, err);
 }
 
+/* The executor thread's progress hook (sq_model_progress_set). */
+static _Thread_local sq_model_progress_fn progress_fn;
+static _Thread_local void *progress_data;
+
+void sq_model_progress_set(sq_model_progress_fn fn, void *data) {
+  progress_fn = fn;
+  progress_data = data;
+}
+
+void sq_model_progress_report(size_t sample, uint32_t done, uint32_t total) {
+  if (progress_fn) progress_fn(progress_data, sample, done, total);
+}
+
 void sq_model_sample_free(sq_model_t *m, void *sample) {
   if (sample) m->iface->sample_free(m, sample);
 }

@@ -445,7 +445,9 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
     }
   }
   tile_ref_t *live = rc ? NULL : malloc((total ? total : 1) * sizeof *live);
-  if (!rc && !live) rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+  uint32_t *done = rc ? NULL : calloc(n ? n : 1, sizeof *done);
+  if (!rc && (!live || !done))
+    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
   while (!rc && sp > 0) {
     size_t len = stack[--sp], start = stack[--sp];
     uint32_t b = 0; /* the range's tiles whose sample has not failed */
@@ -454,6 +456,9 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
     if (b == 0) continue;
     sq_error_t cerr = {0};
     int crc = run_chunk(m, om, c, samples, outs, live, b, &cerr);
+    for (uint32_t q = 0; crc == 0 && q < b; q++) /* tiles done / total, per sample */
+      sq_model_progress_report(live[q].sample, ++done[live[q].sample],
+                               outs[live[q].sample]->ntiles);
     if (crc == SQ_EOOM_DEVICE && len > 1) {
       pthread_mutex_lock(&d->mu);
       sq_mempolicy_oom(&d->mem, b, sq_clock_mono_us());
@@ -477,6 +482,7 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
       rc = crc;
     }
   }
+  free(done);
   free(live);
   free(stack);
   free(tiles);

@@ -1,6 +1,6 @@
-/* queue/queue: the async operations on segq's Redis keys (claim, ack, heartbeat, sweep, wait,
- * unregister) and the synchronous enqueue. Each operation is one script call: EVALSHA with the
- * SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
+/* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
+ * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
+ * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT (after a restart or
  * SCRIPT FLUSH). Threads: the async functions and their callbacks run on the loop thread that
  * owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the
  * redisContext. */
@@ -21,7 +21,18 @@
 
 #include "queue/queue_internal.h"
 
-enum { SCRIPT_MAX = 16 };
+enum { SCRIPT_MAX = 24 };
+
+/* Key name parts and text defaults from queue/scripts/schema.def (some are unused here). */
+#define SQ_SCHEMA_KEY(sym, part) __attribute__((unused)) static const char key_##sym[] = part;
+#define SQ_SCHEMA_TEXT(sym, value) __attribute__((unused)) static const char text_##sym[] = value;
+#define SQ_SCHEMA_DEFAULT(sym, value)
+#define SQ_SCHEMA_CODE(sym, value)
+#include "queue/scripts/schema.def"
+#undef SQ_SCHEMA_KEY
+#undef SQ_SCHEMA_TEXT
+#undef SQ_SCHEMA_DEFAULT
+#undef SQ_SCHEMA_CODE
 
 struct sq_queue {
   char *prefix;
@@ -31,6 +42,7 @@ struct sq_queue {
   uint32_t lease_ttl_ms;
   uint32_t max_attempts;
   uint32_t result_ttl_s;
+  uint32_t dead_ttl_s;
   char token[33];
   size_t claim_rotation; /* index of the model the next claim serves first */
 };
@@ -368,13 +380,14 @@ sq_queue_t *sq_queue_new(const sq_queue_config_t *cfg) {
   if (!cfg || !cfg->worker_id) return NULL;
   sq_queue_t *q = calloc(1, sizeof(*q));
   if (!q) return NULL;
-  q->prefix = sq_strdup(cfg->prefix ? cfg->prefix : "segq");
+  q->prefix = sq_strdup(cfg->prefix ? cfg->prefix : text_PREFIX);
   q->worker_id = sq_strdup(cfg->worker_id);
   q->nmodels = cfg->nmodels;
   q->models = calloc(cfg->nmodels ? cfg->nmodels : 1, sizeof(char *));
-  q->lease_ttl_ms = cfg->lease_ttl_ms ? cfg->lease_ttl_ms : 10000;
-  q->max_attempts = cfg->max_attempts ? cfg->max_attempts : 3;
-  q->result_ttl_s = cfg->result_ttl_s ? cfg->result_ttl_s : 86400;
+  q->lease_ttl_ms = cfg->lease_ttl_ms ? cfg->lease_ttl_ms : SQ_DEFAULT_LEASE_TTL_MS;
+  q->max_attempts = cfg->max_attempts ? cfg->max_attempts : SQ_DEFAULT_MAX_ATTEMPTS;
+  q->result_ttl_s = cfg->result_ttl_s ? cfg->result_ttl_s : SQ_DEFAULT_RESULT_TTL_S;
+  q->dead_ttl_s = cfg->dead_ttl_s ? cfg->dead_ttl_s : SQ_DEFAULT_DEAD_TTL_S;
   int ok = q->prefix && q->worker_id && q->models;
   for (size_t i = 0; ok && i < cfg->nmodels; i++) {
     q->models[i] = sq_strdup(cfg->models[i]);
@@ -416,8 +429,8 @@ void sq_claimed_free(sq_claimed_t *c) {
 
 /* ---- operations ---- */
 
-int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t budget_ms,
-                   sq_queue_claim_cb cb, void *data) {
+int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_bytes,
+                   uint64_t budget_ms, sq_queue_claim_cb cb, void *data) {
   if (!q || !c || !cb) return SQ_EINVAL;
   queue_req_t *r = req_new(q, REQ_CLAIM, "claim", data);
   if (!r) return SQ_ENOMEM;
@@ -427,6 +440,7 @@ int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t budge
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
   argv_u64(&r->argv, n);
+  argv_u64(&r->argv, max_bytes ? max_bytes : (uint64_t)SQ_DEFAULT_MAX_CLAIM_BYTES);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
   /* The script serves the models in the order given; rotating the start on every claim keeps a
@@ -449,27 +463,62 @@ int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, 
   argv_str(&r->argv, q->token);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
+  argv_u64(&r->argv, q->dead_ttl_s);
+  argv_u64(&r->argv, q->max_attempts);
   for (size_t i = 0; i < n; i++) {
     argv_str(&r->argv, items[i].id);
     argv_push(&r->argv, items[i].result, items[i].result_len);
     argv_str(&r->argv, items[i].error_code ? sq_error_name(items[i].error_code) : "");
+    argv_u64(&r->argv, items[i].error_code ? items[i].retry_ms : 0);
   }
   return req_start(c, r);
 }
 
-int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
-                     sq_queue_ack_cb cb, void *data) {
-  if (!q || !c || !cb || (n && !ids)) return SQ_EINVAL;
-  queue_req_t *r = req_new(q, REQ_ACK, "release", data);
+uint32_t sq_queue_retry_delay_ms(uint32_t attempt, uint32_t base_ms, uint32_t max_ms,
+                                 uint32_t random) {
+  uint64_t d = base_ms ? base_ms : 1;
+  for (uint32_t i = 1; i < attempt && d < max_ms; i++) d *= 2;
+  if (max_ms && d > max_ms) d = max_ms;
+  /* x [0.5, 1.5): spreads the retries of jobs that failed together (a device reset). */
+  d = d / 2 + (d * (uint64_t)random) / 4294967296u;
+  return d ? (uint32_t)d : 1;
+}
+
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items,
+                      size_t n, sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb || (n && !items)) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "progress", data);
   if (!r) return SQ_ENOMEM;
-  r->cb.ack = cb;
-  r->nack = n;
+  r->cb.status = cb;
   argv_str(&r->argv, q->prefix);
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
-  for (size_t i = 0; i < n; i++) argv_str(&r->argv, ids[i]);
+  for (size_t i = 0; i < n; i++) {
+    argv_str(&r->argv, items[i].id);
+    argv_u64(&r->argv, items[i].steps_done);
+    argv_u64(&r->argv, items[i].steps_total);
+  }
+  return req_start(c, r);
+}
+
+int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
+                     sq_queue_status_cb cb, void *data) {
+  if (!q || !c || !cb || (n && !ids)) return SQ_EINVAL;
+  queue_req_t *r = req_new(q, REQ_STATUS, "release", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.status = cb;
+  argv_str(&r->argv, q->prefix);
+  argv_str(&r->argv, q->worker_id);
+  argv_str(&r->argv, q->token);
+  argv_u64(&r->argv, sq_clock_wall_ms());
+  argv_u64(&r->argv, q->result_ttl_s);
+  if (!ids) {
+    argv_str(&r->argv, "*");
+  } else {
+    for (size_t i = 0; i < n; i++) argv_str(&r->argv, ids[i]);
+  }
   return req_start(c, r);
 }
 
@@ -482,6 +531,7 @@ int sq_queue_heartbeat(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb,
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
   argv_u64(&r->argv, q->lease_ttl_ms);
+  argv_u64(&r->argv, sq_clock_wall_ms());
   for (size_t i = 0; i < q->nmodels; i++) argv_str(&r->argv, q->models[i]);
   return req_start(c, r);
 }
@@ -498,6 +548,7 @@ int sq_queue_sweep(sq_queue_t *q, sq_redis_conn_t *c, uint32_t interval_ms, sq_q
   argv_u64(&r->argv, q->max_attempts);
   argv_u64(&r->argv, sq_clock_wall_ms());
   argv_u64(&r->argv, q->result_ttl_s);
+  argv_u64(&r->argv, q->dead_ttl_s);
   return req_start(c, r);
 }
 
@@ -511,13 +562,13 @@ int sq_queue_wait(sq_queue_t *q, sq_redis_conn_t *blocking, double timeout_s, sq
   r->budget_ms = (uint64_t)(timeout_s * 1000) + 3000;
   argv_str(&r->argv, "BRPOP");
   for (size_t i = 0; i < q->nmodels; i++) {
-    size_t len = strlen(q->prefix) + strlen(q->models[i]) + 8;
+    size_t len = strlen(q->prefix) + strlen(key_WAKE) + strlen(q->models[i]) + 3;
     char *key = malloc(len);
     if (!key) {
       r->argv.failed = 1;
       break;
     }
-    snprintf(key, len, "%s:wake:%s", q->prefix, q->models[i]);
+    snprintf(key, len, "%s:%s:%s", q->prefix, key_WAKE, q->models[i]);
     argv_str(&r->argv, key);
     free(key);
   }
@@ -564,17 +615,18 @@ int sq_queue_enqueue_sync(redisContext *c, const char *prefix, const char *id, c
     return sq_error_set(err, SQ_EINVAL, "enqueue: missing argument");
   argv_t a = {0};
   argv_script(&a, "enqueue");
-  argv_str(&a, prefix ? prefix : "segq");
+  argv_str(&a, prefix ? prefix : text_PREFIX);
+  argv_u64(&a, sq_clock_wall_ms());
+  argv_u64(&a, SQ_DEFAULT_RESULT_TTL_S); /* rejected jobs only; workers apply their own TTL */
+  argv_str(&a, group ? group : "");
+  argv_str(&a, "0");
   argv_str(&a, id);
   argv_str(&a, model);
   argv_str(&a, tenant ? tenant : "");
-  argv_str(&a, group ? group : "");
   char pr[24];
   snprintf(pr, sizeof pr, "%" PRId64, priority);
   argv_str(&a, pr);
   argv_push(&a, payload, len);
-  argv_u64(&a, sq_clock_wall_ms());
-  argv_u64(&a, 86400); /* the default result_ttl; workers apply their own at ack */
   if (a.failed) {
     argv_free(&a);
     return sq_error_set(err, SQ_ENOMEM, "enqueue: out of memory");
@@ -590,8 +642,9 @@ int sq_queue_enqueue_sync(redisContext *c, const char *prefix, const char *id, c
   int rc;
   if (!rep) {
     rc = sq_error_set(err, SQ_EREDIS, "enqueue: %s", c->err ? c->errstr : "no reply");
-  } else if (rep->type == REDIS_REPLY_INTEGER) {
-    rc = (int)rep->integer;
+  } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+             rep->element[0]->type == REDIS_REPLY_INTEGER) {
+    rc = (int)rep->element[0]->integer;
   } else {
     rc = sq_error_set(err, SQ_EREDIS, "enqueue: %s",
                       rep->type == REDIS_REPLY_ERROR && rep->str ? rep->str : "unexpected reply");

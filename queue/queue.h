@@ -169,14 +169,29 @@ int sq_redis_subscribe(sq_redis_conn_t *c, const char *channel, int pattern, sq_
 /* Ends a subscription; cb is not called again. */
 int sq_redis_unsubscribe(sq_redis_conn_t *c, const char *channel, int pattern);
 
+/* Defaults and script return codes, from queue/scripts/schema.def (their one source; the Lua
+ * scripts and the Python client read the same file). */
+enum {
+#define SQ_SCHEMA_KEY(sym, part)
+#define SQ_SCHEMA_TEXT(sym, value)
+#define SQ_SCHEMA_DEFAULT(sym, value) SQ_DEFAULT_##sym = (value),
+#define SQ_SCHEMA_CODE(sym, value) SQ_CODE_##sym = (value),
+#include "queue/scripts/schema.def"
+#undef SQ_SCHEMA_KEY
+#undef SQ_SCHEMA_TEXT
+#undef SQ_SCHEMA_DEFAULT
+#undef SQ_SCHEMA_CODE
+};
+
 typedef struct {
   const char *prefix;        /* key prefix, "segq" by default */
   const char *worker_id;     /* this worker's id (id alphabet) */
   const char *const *models; /* the models this worker serves */
   size_t nmodels;
   uint32_t lease_ttl_ms; /* lease TTL; heartbeat every ttl/3 */
-  uint32_t max_attempts; /* dead-letter after this many executions */
-  uint32_t result_ttl_s; /* TTL of results, status, events */
+  uint32_t max_attempts; /* executions before a job is failed for good (and dead-lettered) */
+  uint32_t result_ttl_s; /* TTL of finished records and group keys */
+  uint32_t dead_ttl_s;   /* TTL of dead-letter records */
 } sq_queue_config_t;
 
 typedef struct sq_queue sq_queue_t;
@@ -209,35 +224,50 @@ void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
  * could not be sent (the callback is then never called). */
 typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n,
                                   void *data);
-/* Claims up to n jobs in one round trip. The callback receives ownership of the jobs array and
- * every job in it (free each with sq_claimed_free, then free(jobs)). budget_ms: how long the
- * reply may take (0 = the connection's default; see sq_redis_budget_ms_for_bytes). */
-int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t budget_ms,
-                   sq_queue_claim_cb cb, void *data);
+/* Claims up to n jobs, and at most max_bytes of job documents (the first job is taken whatever
+ * its size; 0 = SQ_DEFAULT_MAX_CLAIM_BYTES), in one round trip. The reply carries at most about
+ * max_bytes + n * 200 bytes: size budget_ms (how long the reply may take; 0 = the connection's
+ * default) from it with sq_redis_budget_ms_for_bytes. The callback receives ownership of the jobs
+ * array and every job in it (free each with sq_claimed_free, then free(jobs)). */
+int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_bytes,
+                   uint64_t budget_ms, sq_queue_claim_cb cb, void *data);
 
 typedef struct {
   const char *id;
   const uint8_t *result; /* encoded result document */
   size_t result_len;
-  int error_code; /* 0 = done, else the job failed with this code */
+  int error_code;    /* 0 = done, else the job failed with this code */
+  uint32_t retry_ms; /* > 0: error_code is transient; retry after this delay if attempts remain */
 } sq_ack_item_t;
 
-/* per_job[i]: 1 written, 2 duplicate (result existed), 0 not ours (swept). Borrowed. */
+/* per_job[i]: SQ_CODE_ACK_* (1 finished, 2 duplicate, 0 not ours (swept), 3 canceled, 4 retrying,
+ * 5 failed after its last attempt). Borrowed. */
 typedef void (*sq_queue_ack_cb)(sq_queue_t *q, int status, const int *per_job, size_t n,
                                 void *data);
 /* Acks a batch in one script call. Copies what it needs from items before returning. */
 int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, size_t n,
                  sq_queue_ack_cb cb, void *data);
 
-/* Hands claimed jobs back to the front of their queues without charging an attempt (a worker
- * whose device failed: the job did not). per_job[i]: 1 back in its queue, 2 it had a result
- * (only removed from in-flight), 3 its payload was gone (dead-lettered, job_not_found), 0 not
- * in our in-flight list. Fenced like ack (SQ_ELEASE_LOST). Copies ids before returning. */
+/* The retry delay of a transient failure at `attempt` (1 = the first run): base * 2^(attempt-1)
+ * capped at max_ms, times a uniform factor in [0.5, 1.5) from `random` (any 32 random bits). */
+uint32_t sq_queue_retry_delay_ms(uint32_t attempt, uint32_t base_ms, uint32_t max_ms,
+                                 uint32_t random);
+
+typedef struct {
+  const char *id;
+  uint32_t steps_done, steps_total;
+} sq_progress_item_t;
+
+/* value = jobs updated. Reports progress inside running jobs (fenced; SQ_ELEASE_LOST). */
+typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
+int sq_queue_progress(sq_queue_t *q, sq_redis_conn_t *c, const sq_progress_item_t *items, size_t n,
+                      sq_queue_status_cb cb, void *data);
+/* Hands jobs of our in-flight list back unrun (attempt refunded, `requeued` event); ids == NULL
+ * hands back every job of the list. value = jobs released. Fenced (SQ_ELEASE_LOST). */
 int sq_queue_release(sq_queue_t *q, sq_redis_conn_t *c, const char *const *ids, size_t n,
-                     sq_queue_ack_cb cb, void *data);
+                     sq_queue_status_cb cb, void *data);
 
 /* status 0 and lease_state: 1 renewed, 2 re-acquired after expiry (we may have been swept). */
-typedef void (*sq_queue_status_cb)(sq_queue_t *q, int status, long long value, void *data);
 int sq_queue_heartbeat(sq_queue_t *q, sq_redis_conn_t *c, sq_queue_status_cb cb, void *data);
 /* Runs the sweeper if the sweeper lock is free; value = jobs requeued + dead-lettered. */
 int sq_queue_sweep(sq_queue_t *q, sq_redis_conn_t *c, uint32_t interval_ms, sq_queue_status_cb cb,
@@ -268,6 +298,7 @@ typedef struct {
   uint32_t lease_ttl_ms;
   uint32_t max_attempts;
   uint32_t result_ttl_s;
+  uint32_t dead_ttl_s;
   uint32_t wait_timeout_s; /* BRPOP timeout on the wake-up keys */
 } sq_session_config_t;
 
@@ -298,17 +329,22 @@ int sq_session_can_claim(const sq_session_t *s);
 int sq_session_can_ack(const sq_session_t *s);
 int sq_session_can_wait(const sq_session_t *s);
 /* As sq_queue_claim / sq_queue_ack / sq_queue_wait, on the session's connections, fenced on its
- * lease. Claimed ids join the held set; acked ids (written, duplicate or not ours) leave it.
- * Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
-int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session_claim_cb cb,
+ * lease; a claim's reply budget (the watchdog) is sized from max_bytes (0 = the default
+ * SQ_DEFAULT_MAX_CLAIM_BYTES). Claimed ids join the held set; acked ids (written, duplicate or not
+ * ours) leave it. Returns 0 (cb runs exactly once) or a negative code (cb never runs). */
+int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session_claim_cb cb,
                      void *data);
 int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_session_ack_cb cb,
                    void *data);
 int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data);
+/* As sq_queue_progress, on the command connection (sent when an ack could be). */
+int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
+                        sq_session_status_cb cb, void *data);
 /* As sq_queue_release (a device failed under these jobs: back to their queues, no attempt
  * charged), on the session's command connection, fenced on its lease; the ids leave the held
- * set once the script answered. Returns 0 (cb runs exactly once) or a negative code. */
-int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_ack_cb cb,
+ * set once the script answered. value = jobs released. Returns 0 (cb runs exactly once) or a
+ * negative code. */
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_status_cb cb,
                        void *data);
 /* The worker gives up a claimed job without acking it (it could not keep it): the id leaves the
  * held set, so the session hands it back to its queue. */
@@ -329,16 +365,17 @@ typedef struct {
 } sq_session_health_t;
 void sq_session_health(const sq_session_t *s, sq_session_health_t *out);
 
-/* Synchronous enqueue through the enqueue script (tools, tests, benchmarks).
- * Returns 1 queued, 0 already pending, 2 already has a result, 3 rejected at once with an
- * `unknown_model` error result (workers are registered and none serves model), or a negative
- * code. Uses the default result TTL (24 h) for rejected jobs. */
+/* Synchronous enqueue of one job through the enqueue script (tools, tests, benchmarks).
+ * Returns SQ_CODE_ENQUEUE_*: 1 queued, 0 already pending, 2 already finished, 3 rejected at once
+ * with an `unknown_model` record (workers are registered and none serves model), 4 rejected
+ * (its group was canceled), or a negative code. Uses the default result TTL for rejected jobs. */
 int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char *id,
                           const char *model, const char *tenant, const char *group,
                           int64_t priority, const uint8_t *payload, size_t len, sq_error_t *err);
 
 /* The embedded script sources, by name ("enqueue", "claim", "ack", "heartbeat", "sweep",
- * "unregister", "release"); NULL if no such script. Static storage, never freed. */
+ * "unregister", "progress", "release", "cancel", "recover", "dead"); NULL if no such script.
+ * Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */

@@ -14,9 +14,9 @@
 /* A claim whose reply is lost (connection dropped) may still have moved jobs into our in-flight
  * list; we would never ack them, and our live lease keeps the sweeper away. So after such a
  * claim the session stops claiming, lets the worker finish what it holds and, if the in-flight
- * list is not empty, removes its lease, lets the sweeper requeue the orphans, and registers
- * again. */
-enum { RESYNC_NONE = 0, RESYNC_NEEDED, RESYNC_SWEEPING };
+ * list is not empty, hands the orphans back with `release` (to the front of their queues, the
+ * attempt refunded: they never ran, and a sweep would count a worker death against them). */
+enum { RESYNC_NONE = 0, RESYNC_NEEDED };
 
 struct sq_session {
   sq_redis_loop_t loop;
@@ -34,9 +34,8 @@ struct sq_session {
   void (*closed)(void *arg);
   void *closed_arg;
   int claim_inflight, heartbeat_inflight, sweep_inflight, wait_inflight;
-  int lease_ok;      /* the last heartbeat holds the lease with our token */
-  int lease_ever;    /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
-  int lease_dropped; /* we removed our lease (resync): the next "re-acquired" is expected */
+  int lease_ok;   /* the last heartbeat holds the lease with our token */
+  int lease_ever; /* a heartbeat succeeded once (so a later "re-acquired" means expiry) */
   uint64_t hb_sent_us, lease_until_us;
   int resync;     /* RESYNC_* */
   int resync_cmd; /* a resync command is outstanding */
@@ -72,7 +71,7 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     s->lease_ok = 0;
     return;
   }
-  if (value == 2 && s->lease_ever && !s->lease_dropped)
+  if (value == 2 && s->lease_ever)
     sq_log_warn("worker",
                 "lease had expired and was re-acquired; jobs swept meanwhile will be refused "
                 "at ack",
@@ -81,15 +80,12 @@ static void on_heartbeat(sq_queue_t *q, int status, long long value, void *data)
     sq_log_info("worker", "registered", "lease_ttl_ms=%u", s->cfg.lease_ttl_ms);
   s->lease_ok = 1;
   s->lease_ever = 1;
-  s->lease_dropped = 0;
   s->lease_until_us = s->hb_sent_us + (uint64_t)s->cfg.lease_ttl_ms * 1000;
   resume(s);
 }
 
 static void heartbeat_now(sq_session_t *s) {
-  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd) ||
-      s->resync == RESYNC_SWEEPING)
-    return;
+  if (s->heartbeat_inflight || s->closing || !sq_redis_conn_ready(s->cmd)) return;
   uint64_t now = sq_clock_mono_us();
   if (sq_queue_heartbeat(s->q, s->cmd, on_heartbeat, s) != 0) return;
   s->heartbeat_inflight = 1;
@@ -124,20 +120,16 @@ static void on_sweep_timer(void *arg) {
 static void resync_done(sq_session_t *s) {
   s->resync = RESYNC_NONE;
   s->loop.timer_stop(s->resync_timer);
-  heartbeat_now(s); /* re-registers (after a self-sweep) and resumes claiming */
   resume(s);
 }
 
-static void on_resync_unregister(sq_queue_t *q, int status, long long value, void *data) {
+static void on_resync_release(sq_queue_t *q, int status, long long value, void *data) {
   sq_session_t *s = data;
   (void)q;
-  (void)value;
   s->resync_cmd = 0;
-  if (status == 0 && s->resync == RESYNC_NEEDED && !s->closing) {
-    s->resync = RESYNC_SWEEPING;
-    s->lease_ok = 0;
-    s->lease_dropped = 1; /* we removed it ourselves: registering again is no expiry */
-  }
+  if (status != 0 || s->closing) return; /* the next tick asks again */
+  sq_log_info("worker", "orphaned jobs handed back to their queues", "jobs=%lld", value);
+  resync_done(s);
 }
 
 static void on_resync_len(sq_queue_t *q, int status, long long orphans, void *data) {
@@ -146,30 +138,20 @@ static void on_resync_len(sq_queue_t *q, int status, long long orphans, void *da
   s->resync_cmd = 0;
   if (status != 0 || s->closing) return; /* the next tick asks again */
   if (orphans == 0) {
-    if (s->resync == RESYNC_SWEEPING)
-      sq_log_info("worker", "orphaned jobs requeued; registering again", NULL);
     resync_done(s);
     return;
   }
-  if (s->resync == RESYNC_NEEDED) {
-    /* We hold nothing, so every id in the list is an orphan. */
-    sq_log_warn("worker",
-                "jobs in our in-flight list that we never received; handing them to the sweeper",
-                "jobs=%lld", orphans);
-    if (sq_queue_unregister(s->q, s->cmd, on_resync_unregister, s) == 0) s->resync_cmd = 1;
-  }
+  /* We hold nothing, so every id in the list is an orphan. */
+  sq_log_warn("worker", "jobs in our in-flight list that we never received; handing them back",
+              "jobs=%lld", orphans);
+  if (sq_queue_release(s->q, s->cmd, NULL, 0, on_resync_release, s) == 0) s->resync_cmd = 1;
 }
 
 static void on_resync_tick(void *arg) {
   sq_session_t *s = arg;
   if (s->closing || s->resync_cmd || !sq_redis_conn_ready(s->cmd)) return;
-  if (s->resync == RESYNC_NEEDED) {
-    /* Wait until we hold nothing: then the in-flight list holds only orphans. */
-    if (sq_idset_len(s->held) > 0 || s->claim_inflight || !s->lease_ok) return;
-  } else if (s->resync == RESYNC_SWEEPING) {
-    /* The sweep lock may be held by another worker's sweeper; it sweeps us too. */
-    sweep_now(s);
-  }
+  /* Wait until we hold nothing: then the in-flight list holds only orphans. */
+  if (sq_idset_len(s->held) > 0 || s->claim_inflight || !s->lease_ok) return;
   if (sq_queue_inflight_len(s->q, s->cmd, on_resync_len, s) == 0) s->resync_cmd = 1;
 }
 
@@ -237,14 +219,18 @@ static void on_claim(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n, vo
   op_free(o);
 }
 
-int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t budget_ms, sq_session_claim_cb cb,
+int sq_session_claim(sq_session_t *s, uint32_t n, uint64_t max_bytes, sq_session_claim_cb cb,
                      void *data) {
   if (!s || !cb) return SQ_EINVAL;
   if (!sq_session_can_claim(s)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
   if (!o) return SQ_ENOMEM;
   o->cb.claim = cb;
-  int rc = sq_queue_claim(s->q, s->cmd, n, budget_ms, on_claim, o);
+  /* The watchdog allows the reply the time its payload bytes may take. */
+  if (!max_bytes) max_bytes = SQ_DEFAULT_MAX_CLAIM_BYTES;
+  uint64_t budget_ms = sq_redis_budget_ms_for_bytes(max_bytes);
+  if (budget_ms < s->cmd_budget_ms) budget_ms = 0; /* the connection's default is longer */
+  int rc = sq_queue_claim(s->q, s->cmd, n, max_bytes, budget_ms, on_claim, o);
   if (rc) {
     op_free(o);
     return rc;
@@ -291,16 +277,32 @@ int sq_session_ack(sq_session_t *s, const sq_ack_item_t *items, size_t n, sq_ses
   return rc;
 }
 
-int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_ack_cb cb,
+static void on_release(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)q;
+  if (status == 0) {
+    /* Back in their queues (or no longer ours): in every case not held any more. */
+    for (size_t i = 0; i < o->nids; i++) sq_idset_remove(s->held, o->ids[i]);
+  } else if (status == SQ_ELEASE_LOST && !s->closing) {
+    sq_log_warn("worker", "release refused: lease lost; re-registering", "size=%zu", o->nids);
+    s->lease_ok = 0;
+    heartbeat_now(s);
+  }
+  o->cb.status(s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_status_cb cb,
                        void *data) {
-  if (!s || !cb || (n && !ids)) return SQ_EINVAL;
+  if (!s || !cb || !n || !ids) return SQ_EINVAL;
   if (!sq_session_can_ack(s)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
-  if (!o || !(o->ids = calloc(n ? n : 1, sizeof(char *)))) {
+  if (!o || !(o->ids = calloc(n, sizeof(char *)))) {
     free(o);
     return SQ_ENOMEM;
   }
-  o->cb.ack = cb;
+  o->cb.status = cb;
   for (size_t i = 0; i < n; i++) {
     if (!(o->ids[i] = sq_strdup(ids[i]))) {
       op_free(o);
@@ -308,8 +310,7 @@ int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_ses
     }
     o->nids = i + 1;
   }
-  /* Same bookkeeping as an ack: on success the ids are no longer ours. */
-  int rc = sq_queue_release(s->q, s->cmd, ids, n, on_ack, o);
+  int rc = sq_queue_release(s->q, s->cmd, ids, n, on_release, o);
   if (rc) op_free(o);
   return rc;
 }
@@ -338,6 +339,25 @@ int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
   return 0;
 }
 
+static void on_progress(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  (void)q;
+  o->cb.status(o->s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
+                        sq_session_status_cb cb, void *data) {
+  if (!s || !cb || (n && !items)) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o) return SQ_ENOMEM;
+  o->cb.status = cb;
+  int rc = sq_queue_progress(s->q, s->cmd, items, n, on_progress, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
 void sq_session_forget(sq_session_t *s, const char *id) {
   if (s && id) sq_idset_remove(s->held, id);
 }
@@ -352,7 +372,7 @@ static void on_unregister(sq_queue_t *q, int status, long long value, void *data
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data) {
   if (!s || !cb) return SQ_EINVAL;
   /* Already unregistered (or never registered): nothing of ours is left to remove. */
-  if (s->resync == RESYNC_SWEEPING || !s->lease_ever) return 1;
+  if (!s->lease_ever) return 1;
   if (s->closing || !s->lease_ok || !sq_redis_conn_ready(s->cmd)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
   if (!o) return SQ_ENOMEM;
@@ -432,6 +452,7 @@ sq_session_t *sq_session_new(const sq_redis_url_t *url, const sq_redis_loop_t *l
   qc.lease_ttl_ms = cfg->lease_ttl_ms;
   qc.max_attempts = cfg->max_attempts;
   qc.result_ttl_s = cfg->result_ttl_s;
+  qc.dead_ttl_s = cfg->dead_ttl_s;
   s->q = sq_queue_new(&qc);
   s->held = sq_idset_new();
   if (!s->q || !s->held) {

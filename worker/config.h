@@ -35,9 +35,19 @@ extern "C" {
   X(lease_ttl_ms, "lease-ttl-ms", "SEGQ_LEASE_TTL_MS", UINT, "10000", 300, 3600000,                \
     "worker lease TTL; heartbeat every ttl/3, sweeper every ttl/2")                                \
   X(max_attempts, "max-attempts", "SEGQ_MAX_ATTEMPTS", UINT, "3", 1, 1000,                         \
-    "a job whose workers died this many times is dead-lettered")                                   \
+    "executions of a job (transient retries, or its workers dying) before it is dead-lettered")    \
   X(result_ttl_s, "result-ttl-s", "SEGQ_RESULT_TTL_S", UINT, "86400", 1, 31536000,                 \
-    "TTL of results, status hashes and event streams")                                             \
+    "TTL of a finished job's record (its result) and of group keys")                               \
+  X(dead_ttl_s, "dead-ttl-s", "SEGQ_DEAD_TTL_S", UINT, "604800", 1, 31536000,                      \
+    "TTL of a dead letter's record (error result + job document)")                                 \
+  X(retry_base_ms, "retry-base-ms", "SEGQ_RETRY_BASE_MS", UINT, "1000", 1, 3600000,                \
+    "first retry delay after a transient error; doubles per attempt, +-50% jitter")                \
+  X(retry_max_ms, "retry-max-ms", "SEGQ_RETRY_MAX_MS", UINT, "60000", 1, 86400000,                 \
+    "longest retry delay")                                                                         \
+  X(max_claim_bytes, "max-claim-bytes", "SEGQ_MAX_CLAIM_BYTES", UINT, "67108864", 1, 4294967295u,  \
+    "job documents per claim, in bytes (one larger job is still claimed alone)")                   \
+  X(progress_interval_ms, "progress-interval-ms", "SEGQ_PROGRESS_INTERVAL_MS", UINT, "500", 50,    \
+    3600000, "at most one progress event per running job per this interval")                       \
   X(drain_timeout_s, "drain-timeout-s", "SEGQ_DRAIN_TIMEOUT_S", UINT, "30", 1, 86400,              \
     "on SIGTERM/SIGINT: finish in-flight work within this time, else exit 1")                      \
   X(wait_timeout_s, "wait-timeout-s", "SEGQ_WAIT_TIMEOUT_S", UINT, "2", 1, 3600,                   \

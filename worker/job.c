@@ -2,6 +2,7 @@
  * (executor thread). Every failure becomes that job's error code and message; nothing here
  * fails a whole batch or the process, whatever the input.
  * Threads: sq_wjob_prepare/sq_wjob_finish on the libuv work pool, sq_wbatch_run on an executor. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,13 @@ out:
   j->t.decode_us = sq_clock_mono_us() - t0;
 }
 
+/* Executor thread: the model reports tiles done per sample of the run (gpu.h). */
+static void on_model_progress(void *data, size_t sample, uint32_t done, uint32_t total) {
+  wjob_t **valid = data;
+  atomic_store(&valid[sample]->steps_total, total);
+  atomic_store(&valid[sample]->steps_done, done);
+}
+
 void sq_wbatch_run(wbatch_t *b, int ctx) {
   size_t n = b->n ? b->n : 1;
   void **samples = calloc(n, sizeof(void *));
@@ -152,13 +160,16 @@ void sq_wbatch_run(wbatch_t *b, int ctx) {
   if (k > 0) {
     uint64_t t0 = sq_clock_mono_us();
     sq_error_t err = {0};
+    sq_model_progress_set(on_model_progress, valid);
     int rc = sq_model_run(b->ms->model, ctx, samples, k, outputs, codes, &err);
+    sq_model_progress_set(NULL, NULL);
     uint64_t dt = sq_clock_mono_us() - t0;
     for (size_t i = 0; i < k; i++) {
       valid[i]->t.inference_us = dt;
       if (rc || codes[i]) {
         /* The whole batch failed, or this job alone (out of memory even by itself). */
         job_fail(valid[i], rc ? rc : codes[i], err.msg[0] ? err.msg : "the model failed to run");
+        valid[i]->retryable = err.retryable;
       } else {
         /* run consumed the sample; the output now belongs to the job. */
         valid[i]->sample = NULL;

@@ -8,6 +8,7 @@
  * the job/batch they were handed. */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,58 @@
 static void model_flush(model_slot_t *ms);
 static void on_batch_timer(uv_timer_t *t);
 static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n);
+
+/* ---- progress of running batches (loop thread) ---- */
+
+static void on_progress_timer(uv_timer_t *t);
+
+static void running_add(sq_worker_t *w, wbatch_t *b) {
+  b->run_prev = NULL;
+  b->run_next = w->running;
+  if (w->running) w->running->run_prev = b;
+  w->running = b;
+  if (!uv_is_active((uv_handle_t *)&w->progress_timer) && !w->stopping)
+    uv_timer_start(&w->progress_timer, on_progress_timer, w->cfg->progress_interval_ms,
+                   w->cfg->progress_interval_ms);
+}
+
+static void running_remove(sq_worker_t *w, wbatch_t *b) {
+  if (b->run_prev)
+    b->run_prev->run_next = b->run_next;
+  else if (w->running == b)
+    w->running = b->run_next;
+  else
+    return; /* not in the list */
+  if (b->run_next) b->run_next->run_prev = b->run_prev;
+  b->run_prev = b->run_next = NULL;
+  if (!w->running) uv_timer_stop(&w->progress_timer);
+}
+
+/* Every --progress-interval-ms while batches run: one progress call for the jobs whose tiles
+ * moved since the last report (jobs of one step have nothing to report). */
+static void on_progress_timer(uv_timer_t *t) {
+  sq_worker_t *w = t->data;
+  size_t cap = 0, n = 0;
+  for (wbatch_t *b = w->running; b; b = b->run_next) cap += b->n;
+  sq_progress_item_t *items = cap ? calloc(cap, sizeof(*items)) : NULL;
+  if (!items) return;
+  for (wbatch_t *b = w->running; b; b = b->run_next)
+    for (size_t i = 0; i < b->n; i++) {
+      wjob_t *j = b->jobs[i];
+      uint32_t total = atomic_load(&j->steps_total), done = atomic_load(&j->steps_done);
+      if (j->parent || total < 2 || done == j->steps_reported) continue;
+      items[n].id = j->c.id;
+      items[n].steps_done = done;
+      items[n].steps_total = total;
+      n++;
+    }
+  if (n && sq_worker_progress(w, items, n)) {
+    for (wbatch_t *b = w->running; b; b = b->run_next)
+      for (size_t i = 0; i < b->n; i++)
+        b->jobs[i]->steps_reported = atomic_load(&b->jobs[i]->steps_done);
+  }
+  free(items);
+}
 
 /* ---- batches ---- */
 
@@ -159,9 +212,10 @@ static void prepare_after(uv_work_t *req, int status) {
   ensemble_spawn(b->w, b);
   size_t valid = 0;
   for (size_t i = 0; i < b->n; i++) valid += !b->jobs[i]->err && b->jobs[i]->sample;
-  if (valid > 0 && b->ms)
+  if (valid > 0 && b->ms) {
+    running_add(b->w, b);
     sq_executor_push(b->ms, b);
-  else
+  } else
     batch_finish(b);
 }
 
@@ -260,6 +314,7 @@ void sq_pipeline_on_done(sq_worker_t *w) {
   while (b) {
     wbatch_t *next = b->next;
     b->next = NULL;
+    running_remove(w, b);
     batch_finish(b);
     b = next;
   }
@@ -373,6 +428,8 @@ void sq_pipeline_flush(sq_worker_t *w) {
 int sq_pipeline_loop_init(sq_worker_t *w, sq_error_t *err) {
   uv_async_init(&w->loop, &w->done_async, on_done_async);
   w->done_async.data = w;
+  uv_timer_init(&w->loop, &w->progress_timer);
+  w->progress_timer.data = w;
   for (size_t m = 0; m < w->nmodels; m++) {
     uv_timer_init(&w->loop, &w->models[m].timer);
     w->models[m].timer.data = &w->models[m];
@@ -390,6 +447,7 @@ void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed) {
   w->done_closed = 1; /* executors stop sending before the handle goes */
   pthread_mutex_unlock(&w->done_mu);
   uv_close((uv_handle_t *)&w->done_async, on_closed);
+  uv_close((uv_handle_t *)&w->progress_timer, on_closed);
   for (size_t m = 0; m < w->nmodels; m++) uv_close((uv_handle_t *)&w->models[m].timer, on_closed);
 }
 

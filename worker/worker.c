@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "worker/http.h"
@@ -26,6 +27,16 @@ static void on_retry(uv_timer_t *t);
 static void worker_stop(sq_worker_t *w, int code);
 
 /* ---- acks ---- */
+
+/* xorshift32: the jitter of retry delays (the loop thread only; not for anything secret). */
+static uint32_t rng_next(sq_worker_t *w) {
+  uint32_t x = w->rng ? w->rng : 0x9e3779b9u;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  w->rng = x;
+  return x;
+}
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
   if (b->queued) return;
@@ -90,12 +101,23 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
   size_t k = 0;
   for (size_t i = 0; i < b->n && k < n; i++) {
     if (!b->jobs[i]->result) continue;
-    if (per_job[k] == 0) {
-      w->jobs_dropped++;
-      sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
-                  b->jobs[i]->c.id);
-    } else if (per_job[k] == 2) {
-      sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
+    switch (per_job[k]) {
+      case SQ_CODE_ACK_NOT_OURS:
+        w->jobs_dropped++;
+        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                    b->jobs[i]->c.id);
+        break;
+      case SQ_CODE_ACK_DUPLICATE:
+        sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
+        break;
+      case SQ_CODE_ACK_CANCELED:
+        w->jobs_canceled++;
+        sq_log_info("worker", "job was canceled while it ran; its result is canceled", "id=%s",
+                    b->jobs[i]->c.id);
+        break;
+      case SQ_CODE_ACK_RETRYING:
+        w->jobs_retried++;
+        break;
     }
     k++;
   }
@@ -103,7 +125,7 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
   batch_parts_done(w, b);
 }
 
-static void on_release(sq_session_t *s, int status, const int *per_job, size_t n, void *data) {
+static void on_release(sq_session_t *s, int status, long long value, void *data) {
   wbatch_t *b = data;
   sq_worker_t *w = b->w;
   (void)s;
@@ -112,10 +134,10 @@ static void on_release(sq_session_t *s, int status, const int *per_job, size_t n
     part_failed(w, b, &b->release_part, status, "release");
     return;
   }
-  size_t back = 0, other = 0;
-  for (size_t i = 0; i < n; i++) per_job[i] == 1 ? back++ : other++;
-  sq_log_info("worker", "jobs handed back to their queues", "model=%s released=%zu not_ours=%zu",
-              b->ms ? b->ms->name : "-", back, other);
+  size_t asked = 0;
+  for (size_t i = 0; i < b->n; i++) asked += b->jobs[i]->release != 0;
+  sq_log_info("worker", "jobs handed back to their queues", "model=%s released=%lld not_ours=%lld",
+              b->ms ? b->ms->name : "-", value, (long long)asked - value);
   b->release_part = PART_DONE;
   batch_parts_done(w, b);
 }
@@ -136,6 +158,22 @@ void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
   }
   ack_push(w, b, 0);
   flush_acks(w);
+}
+
+static void on_progress(sq_session_t *s, int status, long long value, void *data) {
+  sq_worker_t *w = data;
+  (void)s;
+  (void)value;
+  w->progress_inflight = 0;
+  if (status != 0 && status != SQ_ELEASE_LOST)
+    sq_log_debug("worker", "progress report failed", "code=%s", sq_error_name(status));
+}
+
+int sq_worker_progress(sq_worker_t *w, const sq_progress_item_t *items, size_t n) {
+  if (w->progress_inflight || w->stopping || !sq_session_can_ack(w->session)) return 0;
+  if (sq_session_progress(w->session, items, n, on_progress, w) != 0) return 0;
+  w->progress_inflight = 1;
+  return 1;
 }
 
 void sq_worker_released(sq_worker_t *w) {
@@ -159,6 +197,9 @@ static int send_ack(sq_worker_t *w, wbatch_t *b) {
     items[k].result = j->result;
     items[k].result_len = j->result_len;
     items[k].error_code = j->err;
+    if (j->err && (j->retryable || sq_error_transient(j->err)))
+      items[k].retry_ms = sq_queue_retry_delay_ms(j->c.attempt, w->cfg->retry_base_ms,
+                                                  w->cfg->retry_max_ms, rng_next(w));
     k++;
   }
   int rc = sq_session_ack(w->session, items, k, on_ack, b);
@@ -219,6 +260,19 @@ static void start_wait(sq_worker_t *w) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
 }
 
+/* The pause after a short claim: the shortest max_delay of our models (at least 1 ms). */
+static uint64_t claim_pause_ms(const sq_worker_t *w) {
+  uint64_t us = UINT64_MAX;
+  for (size_t m = 0; m < w->nmodels; m++)
+    if (w->models[m].max_delay_us < us) us = w->models[m].max_delay_us;
+  uint64_t ms = us == UINT64_MAX ? 1 : (us + 999) / 1000;
+  return ms ? ms : 1;
+}
+
+static void on_claim_pause(uv_timer_t *t) {
+  maybe_claim(t->data);
+}
+
 static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, void *data) {
   sq_worker_t *w = data;
   (void)s;
@@ -236,6 +290,8 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
   if (n == 0) {
     start_wait(w);
     check_drained(w);
+  } else if (n < w->claim_asked && !w->stopping) {
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, claim_pause_ms(w), 0);
   } else {
     maybe_claim(w);
   }
@@ -244,7 +300,7 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
 static void maybe_claim(sq_worker_t *w) {
   /* Not before every context is warm: a job must never meet a cold shape. */
   if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
-      !sq_pipeline_warm(w))
+      uv_is_active((uv_handle_t *)&w->claim_pause_timer) || !sq_pipeline_warm(w))
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
@@ -255,11 +311,12 @@ static void maybe_claim(sq_worker_t *w) {
     if (b < budget) budget = b;
   }
   if (budget == 0 || budget == UINT32_MAX) return;
-  if (sq_session_claim(w->session, budget, 0, on_claim, w) != 0) {
+  if (sq_session_claim(w->session, budget, w->cfg->max_claim_bytes, on_claim, w) != 0) {
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
     return;
   }
   w->claim_inflight = 1;
+  w->claim_asked = budget;
 }
 
 static void on_retry(uv_timer_t *t) {
@@ -298,6 +355,7 @@ static void worker_stop(sq_worker_t *w, int code) {
   w->stopping = 1;
   w->exit_code = code;
   uv_close((uv_handle_t *)&w->retry_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&w->claim_pause_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
   uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
@@ -465,6 +523,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
   w->cfg = cfg;
   w->started_us = sq_clock_mono_us();
+  w->rng = (uint32_t)(w->started_us ^ ((uint64_t)getpid() << 16)) | 1u;
   pthread_mutex_init(&w->done_mu, NULL);
   int rc = sq_pipeline_open(w, err);
   if (rc) {
@@ -475,6 +534,8 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   }
   uv_loop_init(&w->loop);
   uv_timer_init(&w->loop, &w->retry_timer);
+  uv_timer_init(&w->loop, &w->claim_pause_timer);
+  w->claim_pause_timer.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->retry_timer.data = w->drain_timer.data = w;
   uv_signal_init(&w->loop, &w->sigterm);
@@ -492,6 +553,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   sc.lease_ttl_ms = cfg->lease_ttl_ms;
   sc.max_attempts = cfg->max_attempts;
   sc.result_ttl_s = cfg->result_ttl_s;
+  sc.dead_ttl_s = cfg->dead_ttl_s;
   sc.wait_timeout_s = cfg->wait_timeout_s;
   sq_session_events_t se = {.resume = on_session_resume, .fatal = on_session_fatal};
   sq_redis_loop_uv(&w->hooks, &w->loop);

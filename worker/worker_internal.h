@@ -52,7 +52,12 @@ typedef struct wjob {
   uint32_t width, height;
   int err; /* 0 or the job's error code; then msg says why */
   char msg[256];
-  int release;     /* the device failed (SQ_EDEVICE): no result, handed back to its queue */
+  int release;   /* the device failed (SQ_EDEVICE): no result, handed back to its queue */
+  int retryable; /* the failure is worth a retry even if err is not a transient code */
+  /* Progress inside the run (tiles done / total): written by the executor thread's progress
+   * hook, read by the loop thread's progress timer; reported = what was last sent. */
+  _Atomic uint32_t steps_done, steps_total;
+  uint32_t steps_reported;
   uint8_t *result; /* encoded result document */
   size_t result_len;
   uint32_t batch_size;
@@ -92,6 +97,7 @@ struct wbatch {
   int ack_part, release_part;
   int queued; /* in the worker's ack queue */
   wbatch_t *next;
+  wbatch_t *run_prev, *run_next; /* sq_worker.running: handed to an executor, not back yet */
 };
 
 enum { PART_NONE = 0, PART_TODO, PART_SENT, PART_DONE };
@@ -126,6 +132,11 @@ struct sq_worker {
   int fatal_code; /* the session's start-up refusal (credentials), with its message */
   char fatal_msg[400];
   uv_timer_t retry_timer, drain_timer;
+  /* Open-loop claiming: after a claim that brought fewer jobs than asked (the queues ran dry),
+   * the next claim waits the shortest batching delay of our models, so a trickle of jobs costs
+   * one claim per batch rather than one per job. */
+  uv_timer_t claim_pause_timer;
+  uint32_t claim_asked; /* jobs asked by the outstanding claim */
   uv_signal_t sigterm, sigint;
   uv_async_t done_async;
   sq_http_t http;
@@ -134,9 +145,13 @@ struct sq_worker {
   int done_closed;                 /* done_async is closing (under done_mu) */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
   uint32_t acks_inflight;
-  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_released, batches;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, jobs_released, batches;
   uint64_t started_us;
-  int drain_code; /* exit code once drained: 0, or SQ_EXIT_DEVICE after a device error */
+  uint32_t rng;              /* retry jitter (rng_next in worker.c) */
+  wbatch_t *running;         /* batches on an executor (progress reports; loop thread) */
+  uv_timer_t progress_timer; /* every --progress-interval-ms while a batch runs */
+  int progress_inflight;     /* a progress call is outstanding */
+  int drain_code;            /* exit code once drained: 0, or SQ_EXIT_DEVICE after a device error */
   /* Executors (executor.c) -> loop: warm-up progress, read on the loop after done_async. */
   atomic_uint warm_contexts; /* contexts whose warm-up finished */
   uint32_t total_contexts;   /* every model's contexts */
@@ -188,6 +203,9 @@ void sq_worker_released(sq_worker_t *w);
 /* Stops claiming and drains: what is held is finished (or handed back), then the worker
  * unregisters and exits with `code` (0 for a signal, SQ_EXIT_DEVICE after a device error). */
 void sq_worker_drain(sq_worker_t *w, int code, const char *why);
+/* Sends the progress of running jobs (one script call; dropped when Redis is not ready or a
+ * progress call is outstanding: the next tick reports the newer state anyway). Returns 1 sent. */
+int sq_worker_progress(sq_worker_t *w, const sq_progress_item_t *items, size_t n);
 /* A claimed job is given up without an ack (out of memory): the session hands it back. */
 void sq_worker_forget(sq_worker_t *w, const char *id);
 

@@ -1,62 +1,99 @@
--- ack: record the results of a batch of jobs claimed by this worker (atomic, fenced).
+-- ack: record the outcome of a batch of jobs claimed by this worker (atomic, fenced).
 -- KEYS: none (numkeys 0); every key is derived from the prefix (standalone Redis, not Cluster).
 -- ARGV[1] prefix
 -- ARGV[2] worker        worker id
 -- ARGV[3] token         fencing token; must equal P:worker:<worker>
 -- ARGV[4] now_ms        unix epoch milliseconds
--- ARGV[5] result_ttl_s  TTL of result, status, events, reply and group keys
--- ARGV[6..] triples     id, result (encoded result document), error code name ("" = done)
--- Returns one integer per job: 1 written, 2 duplicate (a result existed: only removed from
--- in-flight), 0 not in this worker's in-flight list (it was swept; nothing written).
+-- ARGV[5] result_ttl_s  TTL of the finished records
+-- ARGV[6] dead_ttl_s    TTL of dead-letter records
+-- ARGV[7] max_attempts  a transient failure of a job that ran this many times is final
+-- ARGV[8..] per job: id, result (the encoded result document), error code name ("" = done),
+--           retry_ms (> 0: the error is transient, retry after this many ms if attempts are left)
+-- Returns one code per job (CODE.ACK_*): 1 finished (record written); 2 duplicate (it already
+-- had a record: only removed from in-flight); 0 not in this worker's in-flight list (it was
+-- swept and belongs to someone else: nothing written); 3 canceled (a cancel was pending: a
+-- `canceled` record instead of the result); 4 retrying (delayed by retry_ms, no record);
+-- 5 failed after its last attempt (the record, and a dead letter keeping the job document).
 -- Error reply starting with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
-local now = tonumber(ARGV[4])
-local ttl = tonumber(ARGV[5])
-local ctx = {P = P, now = now, ttl = ttl}
+local c = context(P, ARGV[4], ARGV[5])
+c.dead_ttl = num(6) or DEFAULT.DEAD_TTL_S
+local max_attempts = num(7) or DEFAULT.MAX_ATTEMPTS
 
-if redis.call('GET', P .. ':worker:' .. worker) ~= token then
-  return redis.error_reply('LEASE lease of worker ' .. worker .. ' is lost')
+local refused = lease_refused(P, worker, token)
+if refused then return refused end
+
+local kjob = c.kjob
+local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
+local list = redis.call('LRANGE', inflight, 0, -1)
+local where = {}
+for i, id in ipairs(list) do
+  if not where[id] then where[id] = i end
 end
-local inflight = P .. ':inflight:' .. worker
 
-local out = {}
-for i = 6, #ARGV - 2, 3 do
-  local id, result, code = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local rkey = P .. ':result:' .. id
-  if redis.call('EXISTS', rkey) == 1 then
-    redis.call('LREM', inflight, 0, id)
-    out[#out + 1] = 2
-  elseif redis.call('LREM', inflight, 0, id) == 0 then
-    out[#out + 1] = 0
+local out, removed = {}, {}
+for i = 8, #ARGV - 3, 4 do
+  local id, result, code, retry = ARGV[i], ARGV[i + 1], nonempty(ARGV[i + 2]),
+                                  tonumber(ARGV[i + 3]) or 0
+  local at = where[id]
+  if not at then
+    out[#out + 1] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
   else
-    local state = 'done'
-    if code ~= '' then state = 'failed' end
-    redis.call('SET', rkey, result, 'EX', ttl)
-    redis.call('DEL', P .. ':job:' .. id)
-    local skey = P .. ':status:' .. id
-    if code ~= '' then
-      redis.call('HSET', skey, 'state', state, 'worker', worker, 'error', code, 'updated_ms', now)
+    where[id] = nil
+    removed[#removed + 1] = at
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'cancel', 'tenant')
+    if not r then
+      out[#out + 1] = CODE.ACK_DUPLICATE
     else
-      redis.call('HSET', skey, 'state', state, 'worker', worker, 'updated_ms', now)
+      local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = r[5],
+                 tenant = r[7]}
+      local group = nonempty(r[4])
+      if r[6] == '1' or (group and group_get(c, group).cancel) then
+        finish(c, id, f, {state = 'canceled', code = ERR.canceled, worker = worker,
+                          from = 'running', message = 'canceled while it ran'})
+        out[#out + 1] = CODE.ACK_CANCELED
+      elseif code and retry > 0 and (tonumber(r[1]) or 0) < max_attempts then
+        local due = c.now + retry
+        local _, off, ep = job_event(c, id, f, 'retrying', 'retrying',
+                                     {error = code, due_ms = due, worker = worker})
+        w(c, 'HSET', kjob .. id, 'state', 'retrying', 'off', off, 'epoch', ep, 'due_ms', due,
+          'error', code, 'updated_ms', c.now)
+        w(c, 'HDEL', kjob .. id, 'worker')
+        w(c, 'ZADD', c.kdelayed .. (nonempty(r[5]) or ''), due, id)
+        stat(c, 'retried', 1)
+        if group then
+          group_job(c, group, 'running', 'queued',
+                    {id = id, type = 'retrying', state = 'retrying',
+                     attempt = tonumber(r[1]) or 0, error = code})
+        end
+        out[#out + 1] = CODE.ACK_RETRYING
+      elseif code and retry > 0 then
+        finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
+                          from = 'running', dead = true,
+                          doc = redis.call('HGET', kjob .. id, 'doc') or nil})
+        out[#out + 1] = CODE.ACK_EXHAUSTED
+      else
+        finish(c, id, f, {state = code and 'failed' or 'done', code = code, result = result,
+                          worker = worker, from = 'running'})
+        out[#out + 1] = CODE.ACK_FINISHED
+      end
     end
-    local st = redis.call('HMGET', skey, 'group', 'attempts')
-    local group = st[1]
-    if group == false or group == '' then group = nil end
-    redis.call('HINCRBY', P .. ':stats', state, 1)
-    if group then
-      local gkey = P .. ':group:' .. group
-      redis.call('HINCRBY', gkey, 'queued', -1)
-      redis.call('HINCRBY', gkey, state, 1)
-    end
-    local ev = {state = state, worker = worker, attempt = tonumber(st[2]) or 0}
-    if code ~= '' then ev.error = code end
-    emit(ctx, id, group, ev)
-    redis.call('EXPIRE', skey, ttl)
-    redis.call('EXPIRE', P .. ':events:' .. id, ttl)
-    local reply = P .. ':reply:' .. id
-    redis.call('RPUSH', reply, state)
-    redis.call('EXPIRE', reply, ttl)
-    out[#out + 1] = 1
   end
 end
+
+-- Out of the in-flight list: in one LTRIM when the acked ids are its head (the usual case:
+-- batches are acked in claim order), else one by one.
+table.sort(removed)
+local head = true
+for k, at in ipairs(removed) do
+  if at ~= k then head = false end
+end
+if #removed > 0 then
+  if head then
+    w(c, 'LTRIM', inflight, #removed, -1)
+  else
+    for _, at in ipairs(removed) do w(c, 'LREM', inflight, 1, list[at]) end
+  end
+end
+commit(c)
 return out

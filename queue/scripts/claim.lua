@@ -1,90 +1,199 @@
--- claim: move up to N jobs from the worker's model queues into its in-flight list (atomic).
--- Tenants of a model are served round-robin (P:ring:<model> is rotated once per job taken), and
--- the worker's models are taken in turn, one job each per pass.
+-- claim: move up to N jobs (and at most max_bytes of job documents) from the worker's model
+-- queues into its in-flight list (atomic). Due retries of a model are taken first; then the
+-- models share the batch (each pass gives every model with work an equal share, in the order
+-- given) and a model's tenants share its part round-robin (P:ring:<model> rotates so the next
+-- claim starts with the tenant after the last one served).
 -- KEYS: none (numkeys 0); every key is derived from the prefix (standalone Redis, not Cluster).
 -- ARGV[1] prefix
 -- ARGV[2] worker        worker id
 -- ARGV[3] token         the worker's fencing token; must equal P:worker:<worker>
 -- ARGV[4] n             maximum number of jobs to claim
--- ARGV[5] now_ms        unix epoch milliseconds
--- ARGV[6] result_ttl_s  TTL for the keys of jobs dead-lettered here
--- ARGV[7..] models      the models the worker serves
+-- ARGV[5] max_bytes     maximum bytes of job documents (the first job is taken whatever its size)
+-- ARGV[6] now_ms        unix epoch milliseconds
+-- ARGV[7] result_ttl_s  TTL of the records of jobs finished here (job_not_found, canceled)
+-- ARGV[8..] models      the models the worker serves
 -- Returns a flat array [model, id, payload, attempt, enqueued_ms, ...] (5 entries per job), or
 -- an error reply starting with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[4])
-local now = tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
-local ctx = {P = P, now = now, ttl = ttl}
+local n = num(4) or 0
+local max_bytes = num(5) or DEFAULT.MAX_CLAIM_BYTES
+local c = context(P, ARGV[6], ARGV[7])
 
-if redis.call('GET', P .. ':worker:' .. worker) ~= token then
-  return redis.error_reply('LEASE lease of worker ' .. worker .. ' is lost')
-end
+local refused = lease_refused(P, worker, token)
+if refused then return refused end
 
-local inflight = P .. ':inflight:' .. worker
-redis.call('SADD', P .. ':workers', worker)
+local kjob = c.kjob
+local out, ids = {}, {}
+local taken, bytes, full = 0, 0, false
 
--- Takes the next id of model (round-robin over its tenants) into in-flight; nil if none left.
-local function take(model)
-  local ring = P .. ':ring:' .. model
-  while true do
-    local tenant = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-    if not tenant then return nil end
-    local q = P .. ':q:' .. model .. ':' .. tenant
-    local id = redis.call('LMOVE', q, inflight, 'LEFT', 'RIGHT')
-    if redis.call('LLEN', q) == 0 then
-      redis.call('LREM', ring, 0, tenant)
-    end
-    if id then return id, tenant end
+-- Takes job id of model into in-flight. Returns 'taken'; 'dropped' (finished already: a
+-- duplicate delivery or a job canceled while queued; or no such job; or its group was
+-- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
+local function take(model, id)
+  local r = job_fields(c, id, 'doc', 'attempts', 'off', 'epoch', 'group', 'enqueued_ms', 'watch')
+  if not r then return 'dropped' end
+  local doc = r[1]
+  local group = nonempty(r[5])
+  local f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model}
+  if not doc then
+    -- A queued id without a job can never run: an error record, and a dead letter.
+    finish(c, id, f, {state = 'failed', code = ERR.job_not_found, worker = worker,
+                      message = 'the job is missing', dead = true})
+    return 'dropped'
   end
+  if taken > 0 and bytes + #doc > max_bytes then return 'full' end
+  if group and group_get(c, group).cancel then
+    finish(c, id, f, {state = 'canceled', code = ERR.canceled, from = 'queued',
+                      message = 'the group ' .. group .. ' was canceled'})
+    return 'dropped'
+  end
+  local attempt = (tonumber(r[2]) or 0) + 1
+  if r[7] == '1' then
+    f.attempts = attempt
+    local _, off, ep = job_event(c, id, f, 'started', 'running', {worker = worker})
+    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
+      'off', off, 'epoch', ep, 'updated_ms', c.now)
+  else
+    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
+      'updated_ms', c.now)
+  end
+  if group then
+    group_job(c, group, 'queued', 'running',
+              {id = id, type = 'started', state = 'running', attempt = attempt, worker = worker})
+  end
+  taken, bytes = taken + 1, bytes + #doc
+  ids[#ids + 1] = id
+  local k = #out
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] =
+    model, id, doc, attempt, tonumber(r[6]) or 0
+  return 'taken'
 end
 
-local out = {}
-local taken = 0
-local active = {}
-for i = 7, #ARGV do active[#active + 1] = ARGV[i] end
+-- Per model: its ring, the cursor (next tenant to serve), per tenant how many ids were
+-- consumed and whether its queue ran out.
+local state = {}
 
-while taken < n and #active > 0 do
-  local still = {}
-  for _, model in ipairs(active) do
-    if taken >= n then break end
-    local id, tenant = take(model)
-    if id then
-      still[#still + 1] = model
-      if redis.call('EXISTS', P .. ':result:' .. id) == 1 then
-        -- Duplicate delivery of a finished job: drop it, never recompute.
-        redis.call('LREM', inflight, -1, id)
-      else
-        local payload = redis.call('GET', P .. ':job:' .. id)
-        if not payload then
-          redis.call('LREM', inflight, -1, id)
-          -- A queued id without a payload can never run: error result and dead-letter.
-          local st = redis.call('HMGET', P .. ':status:' .. id, 'group', 'attempts')
-          local group = st[1]
-          if group == false or group == '' then group = nil end
-          dead_letter(ctx, id, {worker = worker, model = model, group = group,
-                                attempt = tonumber(st[2]) or 0, code = 'job_not_found',
-                                message = 'the job payload is missing',
-                                status = {'model', model, 'worker', worker}})
-        else
-          local skey = P .. ':status:' .. id
-          local attempt = redis.call('HINCRBY', skey, 'attempts', 1)
-          redis.call('HSET', skey, 'state', 'started', 'worker', worker, 'model', model,
-                     'tenant', tenant, 'updated_ms', now)
-          local st = redis.call('HMGET', skey, 'group', 'enqueued_ms')
-          local group = st[1]
-          if group == false or group == '' then group = nil end
-          emit(ctx, id, group, {state = 'started', worker = worker, attempt = attempt})
-          out[#out + 1] = model
-          out[#out + 1] = id
-          out[#out + 1] = payload
-          out[#out + 1] = attempt
-          out[#out + 1] = tonumber(st[2]) or 0
-          taken = taken + 1
+local function model_state(model)
+  local s = state[model]
+  if s then return s end
+  s = {ring = redis.call('LRANGE', c.kring .. model, 0, -1), cur = 1, pos = {}, out = {},
+       changed = false}
+  state[model] = s
+  return s
+end
+
+-- Takes up to want jobs of model from its tenants, round-robin. Returns the number taken and
+-- whether the model may have more.
+local function take_model(model, want)
+  local s = model_state(model)
+  local ring, got = s.ring, 0
+  local nring = #ring
+  while got < want and not full do
+    local active = 0
+    for _, t in ipairs(ring) do
+      if not s.out[t] then active = active + 1 end
+    end
+    if active == 0 then break end
+    local share = math.ceil((want - got) / active)
+    for _ = 1, nring do
+      if got >= want or full then break end
+      local t = ring[s.cur]
+      s.cur = s.cur % nring + 1
+      if not s.out[t] then
+        local q = c.kq .. model .. ':' .. t
+        local p = s.pos[t] or 0
+        local k = math.min(share, want - got)
+        -- One id more than needed tells whether the queue runs out.
+        local list = redis.call('LRANGE', q, p, p + k)
+        local used = 0
+        for j = 1, math.min(k, #list) do
+          local res = take(model, list[j])
+          if res == 'full' then
+            full = true
+            break
+          end
+          used = used + 1
+          if res == 'taken' then got = got + 1 end
         end
+        s.pos[t] = p + used
+        s.changed = true
+        if not full and #list <= k then s.out[t] = true end
       end
     end
   end
+  for _, t in ipairs(ring) do
+    if not s.out[t] then return got, true end
+  end
+  return got, false
+end
+
+local models = {}
+for i = 8, #ARGV do models[#models + 1] = ARGV[i] end
+
+-- Due retries first: they have waited already.
+for _, model in ipairs(models) do
+  if taken >= n or full then break end
+  local dkey = c.kdelayed .. model
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', c.now, 'LIMIT', 0, n - taken)
+  for _, id in ipairs(due) do
+    if take(model, id) == 'full' then
+      full = true
+      break
+    end
+    w(c, 'ZREM', dkey, id)
+  end
+end
+
+local active = models
+while taken < n and #active > 0 and not full do
+  local share = math.ceil((n - taken) / #active)
+  local still = {}
+  for _, model in ipairs(active) do
+    if taken >= n or full then break end
+    local _, more = take_model(model, math.min(share, n - taken))
+    if more then still[#still + 1] = model end
+  end
   active = still
 end
+
+-- The queues lose what was consumed; each ring restarts at its cursor, without the tenants
+-- whose queue ran out.
+for model, s in pairs(state) do
+  if s.changed then
+    for t, p in pairs(s.pos) do
+      if p > 0 then w(c, 'LTRIM', c.kq .. model .. ':' .. t, p, -1) end
+    end
+    local ring, nring, order = s.ring, #s.ring, {}
+    for k = 0, nring - 1 do
+      local t = ring[(s.cur - 1 + k) % nring + 1]
+      if not s.out[t] then order[#order + 1] = t end
+    end
+    local same = #order == nring
+    for k = 1, #order do
+      if order[k] ~= ring[k] then same = false end
+    end
+    if not same then
+      w(c, 'DEL', c.kring .. model)
+      w_list(c, 'RPUSH', c.kring .. model, order)
+    end
+  end
+end
+-- A model whose queues ran dry keeps no wake-up tokens: they would wake idle workers (this
+-- one after its next empty claim) for work that is gone. The next enqueue pushes a fresh one.
+for _, model in ipairs(models) do
+  local s = state[model]
+  local dry = s == nil and #model_state(model).ring == 0
+  if s and not full and taken < n then
+    dry = true
+    for _, t in ipairs(s.ring) do
+      if not s.out[t] then dry = false end
+    end
+  end
+  if dry then w(c, 'DEL', P .. ':' .. KEY.WAKE .. ':' .. model) end
+end
+if #ids > 0 then
+  w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
+  w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)
+end
+commit(c)
 return out

@@ -1,68 +1,99 @@
 -- sweep: recover the in-flight jobs of workers whose lease expired (atomic). At most one sweeper
--- runs per lock period (P:sweeper, SET NX PX), so many workers may call it on a timer.
+-- runs per lock period (P:sweeper), so many workers may call it on a timer. Also moves due
+-- retries of the served models back to their queues and prunes dead letters whose record expired.
 -- KEYS: none (numkeys 0); every key is derived from the prefix (standalone Redis, not Cluster).
 -- ARGV[1] prefix
 -- ARGV[2] worker        id of the worker running the sweep (stored in the lock, for debugging)
 -- ARGV[3] lock_ms       lock period in milliseconds (2 x the sweep interval)
 -- ARGV[4] max_attempts  a job that already ran this many times is dead-lettered
 -- ARGV[5] now_ms        unix epoch milliseconds
--- ARGV[6] result_ttl_s  TTL for the keys of dead-lettered jobs
+-- ARGV[6] result_ttl_s  TTL of the group keys touched
+-- ARGV[7] dead_ttl_s    TTL of dead-letter records
 -- Returns the number of jobs requeued plus dead-lettered (0 also when another sweeper holds
 -- the lock).
 local P, me = ARGV[1], ARGV[2]
-local lock_ms = tonumber(ARGV[3])
-local max_attempts = tonumber(ARGV[4])
-local now = tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
-local ctx = {P = P, now = now, ttl = ttl}
+local lock_ms = num(3)
+local max_attempts = num(4) or DEFAULT.MAX_ATTEMPTS
+local c = context(P, ARGV[5], ARGV[6])
+c.dead_ttl = num(7) or DEFAULT.DEAD_TTL_S
 
-if not redis.call('SET', P .. ':sweeper', me, 'NX', 'PX', lock_ms) then return 0 end
+local lock = P .. ':' .. KEY.SWEEPER
+if redis.call('EXISTS', lock) == 1 then return 0 end
+w(c, 'SET', lock, me, 'PX', lock_ms)
 
+local kjob = c.kjob
 local count = 0
-for _, worker in ipairs(redis.call('SMEMBERS', P .. ':workers')) do
-  if redis.call('EXISTS', P .. ':worker:' .. worker) == 0 then
-    local inflight = P .. ':inflight:' .. worker
+for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
+  if redis.call('EXISTS', P .. ':' .. KEY.LEASE .. ':' .. worker) == 0 then
+    local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
     local ids = redis.call('LRANGE', inflight, 0, -1)
-    -- Walk backwards so LPUSH leaves the jobs in their claim order at the queue front.
+    -- Walk backwards so the pushes to the front leave the jobs in their claim order.
     for i = #ids, 1, -1 do
       local id = ids[i]
-      if redis.call('EXISTS', P .. ':result:' .. id) == 0 then
-        local skey = P .. ':status:' .. id
-        local st = redis.call('HMGET', skey, 'model', 'tenant', 'group', 'attempts')
-        local model, tenant, group = st[1], st[2], st[3]
-        local attempt = tonumber(st[4]) or 0
-        if not model then model = '' end
-        if not tenant or tenant == '' then tenant = 'default' end
-        if group == false or group == '' then group = nil end
-        if redis.call('EXISTS', P .. ':job:' .. id) == 0 or model == '' then
-          dead_letter(ctx, id, {worker = worker, model = model, group = group, attempt = attempt,
-                                code = 'job_not_found', message = 'the job payload is missing',
-                                del_job = true})
-        elseif attempt >= max_attempts then
-          dead_letter(ctx, id, {worker = worker, model = model, group = group, attempt = attempt,
-                                code = 'max_attempts_exceeded',
-                                message = 'the job\'s workers died ' .. attempt .. ' times',
-                                del_job = true})
+      local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'deaths')
+      local model = r and nonempty(r[5])
+      if model then
+        local attempt = tonumber(r[1]) or 0
+        local deaths = (tonumber(r[7]) or 0) + 1
+        local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = model,
+                   tenant = r[6]}
+        if attempt >= max_attempts then
+          finish(c, id, f, {state = 'failed', code = ERR.max_attempts_exceeded, worker = worker,
+                            from = 'running', dead = true,
+                            doc = redis.call('HGET', kjob .. id, 'doc') or nil,
+                            message = 'the job ran ' .. attempt .. ' times and its worker died'})
+        elseif deaths >= DEFAULT.POISON_DEATHS then
+          finish(c, id, f, {state = 'failed', code = ERR.suspected_poison, worker = worker,
+                            from = 'running', dead = true,
+                            doc = redis.call('HGET', kjob .. id, 'doc') or nil,
+                            message = 'the job was in flight on ' .. deaths ..
+                                      ' workers that died (last: ' .. worker .. ')'})
         else
-          -- Back to the front of its tenant queue, keeping the ring invariant.
-          local q = P .. ':q:' .. model .. ':' .. tenant
-          if redis.call('LLEN', q) == 0 then
-            redis.call('RPUSH', P .. ':ring:' .. model, tenant)
+          local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
+          w(c, 'HSET', kjob .. id, 'state', 'queued', 'deaths', deaths, 'off', off, 'epoch', ep,
+            'updated_ms', c.now)
+          w(c, 'HDEL', kjob .. id, 'worker')
+          queue_push(c, model, nonempty(r[6]) or DEFAULT.TENANT, id, true)
+          stat(c, 'requeued', 1)
+          local group = nonempty(r[4])
+          if group then
+            group_job(c, group, 'running', 'queued',
+                      {id = id, type = 'requeued', state = 'queued', attempt = attempt})
           end
-          redis.call('LPUSH', q, id)
-          redis.call('HSET', skey, 'state', 'requeued', 'updated_ms', now)
-          redis.call('HDEL', skey, 'worker')
-          redis.call('HINCRBY', P .. ':stats', 'requeued', 1)
-          emit(ctx, id, group, {state = 'requeued', attempt = attempt})
-          local wake = P .. ':wake:' .. model
-          redis.call('RPUSH', wake, '1')
-          redis.call('LTRIM', wake, -64, -1)
         end
         count = count + 1
       end
+      -- else: finished (a record) or gone: nothing to recover.
     end
-    redis.call('DEL', inflight)
-    redis.call('SREM', P .. ':workers', worker)
+    w(c, 'DEL', inflight)
+    w(c, 'SREM', P .. ':' .. KEY.WORKERS, worker)
   end
 end
+
+-- Due retries back to their queues (the claim also takes them directly).
+for _, model in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.SERVED)) do
+  local dkey = c.kdelayed .. model
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', c.now, 'LIMIT', 0, 1000)) do
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'tenant')
+    if r and r[2] then
+      local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4]}
+      local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
+      w(c, 'HSET', kjob .. id, 'state', 'queued', 'off', off, 'epoch', ep, 'updated_ms', c.now)
+      queue_push(c, model, nonempty(r[5]) or DEFAULT.TENANT, id, true)
+      local group = nonempty(r[4])
+      if group then
+        group_job(c, group, nil, nil, {id = id, type = 'requeued', state = 'queued',
+                                       attempt = tonumber(r[1]) or 0})
+      end
+    end
+    w(c, 'ZREM', dkey, id)
+  end
+end
+
+-- Dead letters whose record expired (oldest first, a bounded number per sweep).
+local dead = P .. ':' .. KEY.DEAD
+for _, id in ipairs(redis.call('ZRANGE', dead, 0, 99)) do
+  if redis.call('EXISTS', kjob .. id) == 0 then w(c, 'ZREM', dead, id) end
+end
+commit(c)
 return count

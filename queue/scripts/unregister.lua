@@ -6,11 +6,11 @@
 -- ARGV[3] token    fencing token; only the holder's lease is removed
 -- Returns 1 removed; 0 the lease was absent or held by another token (nothing changed).
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
-local lease = P .. ':worker:' .. worker
+local lease = P .. ':' .. KEY.LEASE .. ':' .. worker
 if redis.call('GET', lease) ~= token then return 0 end
+local empty = redis.call('LLEN', P .. ':' .. KEY.INFLIGHT .. ':' .. worker) == 0
 redis.call('DEL', lease)
-local inflight = P .. ':inflight:' .. worker
-if redis.call('LLEN', inflight) == 0 then
-  redis.call('SREM', P .. ':workers', worker)
+if empty then
+  redis.call('SREM', P .. ':' .. KEY.WORKERS, worker)
 end
 return 1

@@ -33,21 +33,21 @@ class RedisRestart(unittest.TestCase):
                 ids = ["rr-%s-%05d" % (tag, i) for i in range(N)]
                 for k in range(0, N, 250):
                     c.submit_many([img] * 250, "otsu", ids=ids[k:k + 250])
-                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids[:400]])
+                tl.wait_until(lambda: sum(1 for x in tl.results_raw(r, P, ids[:400])
                                           if x is not None) >= 50, 60, what="50 results")
                 r.close()
                 rs.restart(downtime_s=DOWN_S, sig=sig)
                 t_up = time.monotonic()
                 r = rs.client()
-                done = sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids]) if x is not None)
+                done = sum(1 for x in tl.results_raw(r, P, ids) if x is not None)
                 print("restarted redis (%s) with %d/%d results; %d queued"
                       % (tag, done, N, tl.queued_count(r, P)))
 
-                # Re-queue what the restart lost (a job with neither a result nor a payload).
+                # Re-queue what the restart lost (a job whose key is gone).
                 lost = []
                 pipe = r.pipeline(transaction=False)
                 for i in ids:
-                    pipe.exists(tl.key(P, "result", i), tl.key(P, "job", i))
+                    pipe.exists(tl.job_key(P, i))
                 for i, n in zip(ids, pipe.execute()):
                     if n == 0:
                         lost.append(i)
@@ -58,7 +58,7 @@ class RedisRestart(unittest.TestCase):
                         c.submit_many([img] * len(lost[k:k + 250]), "otsu", ids=lost[k:k + 250])
 
                 # The worker must come back by itself: new results appear.
-                tl.wait_until(lambda: sum(1 for x in r.mget([tl.key(P, "result", i) for i in ids])
+                tl.wait_until(lambda: sum(1 for x in tl.results_raw(r, P, ids)
                                           if x is not None) > done, 30, poll_s=0.1,
                               what="a result after the restart")
                 print("first result after restart %.2fs after redis was up" % (time.monotonic() - t_up))

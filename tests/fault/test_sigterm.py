@@ -42,24 +42,23 @@ class SigTerm(unittest.TestCase):
                 self.assertEqual(rc, 0, w1.log_tail())
                 self.assertLessEqual(took, DRAIN_S)
 
-                # Right after exit: nothing left behind by w1, and every job it claimed (its
-                # `started` events name it) already has a result.
+                # Right after exit: nothing left behind by w1, and every job it claimed (the
+                # `started` entries of the groups' histories name it) already has a result.
                 self.assertEqual(r.llen(w1.inflight_key()), 0)
                 self.assertFalse(r.exists(w1.lease_key()), "lease not released at exit")
-                claimed_by_w1 = []
-                pipe = r.pipeline(transaction=False)
-                for i in ids:
-                    pipe.xrange(tl.key(P, "events", i), "-", "+")
-                for i, entries in zip(ids, pipe.execute()):
-                    for _, f in entries:
-                        e = tl.decode(f[b"e"])
-                        if e.get("state") == "started" and e.get("worker") == w1.id:
-                            claimed_by_w1.append(i)
+                claimed_by_w1 = set()
+                for gk in r.scan_iter(match=tl.key(P, "gh", "*"), count=1000):
+                    group = gk.decode()[len(tl.key(P, "gh", "")):]
+                    for ev in tl.group_history(r, P, group):
+                        for e in ev.get("jobs") or []:
+                            if e.get("type") == "started" and e.get("worker") == w1.id:
+                                claimed_by_w1.add(e["id"])
+                claimed_by_w1 = sorted(claimed_by_w1)
                 self.assertTrue(claimed_by_w1)
-                raws = r.mget([tl.key(P, "result", i) for i in claimed_by_w1])
+                raws = tl.results_raw(r, P, claimed_by_w1)
                 missing = [i for i, x in zip(claimed_by_w1, raws) if x is None]
                 self.assertEqual(missing, [], "claimed by w1 but no result after it exited")
-                done_by_w1 = [tl.decode(x) for x in raws]
+                done_by_w1 = [tl.record_result(x) for x in raws]
                 self.assertTrue(all(x["worker"] == w1.id and x["status"] == "ok" for x in done_by_w1))
 
                 res = tl.wait_for_results(r, P, ids, timeout=240)

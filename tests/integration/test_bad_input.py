@@ -146,15 +146,15 @@ class BadInput(unittest.TestCase):
                         wrong.append("%s: empty error message" % qid)
                     if x.get("polygons"):
                         wrong.append("%s: error result has polygons" % qid)
-                    st = tl.status_hash(r, P, qid)
+                    st = tl.job_status(r, P, qid)
                     if st.get("state") != "failed" or st.get("error") != code:
-                        wrong.append("%s: status hash %r" % (qid, st))
+                        wrong.append("%s: terminal event %r" % (qid, st))
                 self.assertEqual(wrong, [], "\n" + "\n".join(wrong))
 
                 x = res[uid]
                 self.assertEqual((x["status"], x["error"]["code"]), ("error", "unknown_model"))
-                evs = tl.job_events(r, P, uid)
-                self.assertEqual([(e["seq"], e["state"]) for e in evs], [(1, "failed")])
+                ev = tl.record_event(r, P, uid)
+                self.assertEqual((ev["off"], ev["type"], ev["error"]), (1, "failed", "unknown_model"))
 
                 for gid in good_ids:
                     self.assertEqual(res[gid]["status"], "ok", (gid, res[gid].get("error")))

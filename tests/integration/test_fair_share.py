@@ -37,7 +37,7 @@ class FairShare(unittest.TestCase):
                 b_id = c.submit(img, "otsu", id="b-0001", tenant="B")
                 b = c.wait(b_id, timeout=60)
                 t_b = time.monotonic() - t0
-                a_done = sum(1 for x in r.mget([tl.key(P, "result", i) for i in a_ids]) if x is not None)
+                a_done = tl.count_results(r, P, a_ids)
                 print("A queued in %.2fs; B done at %.2fs with %d of %d A jobs done"
                       % (t_a, t_b, a_done, N_A))
                 self.assertEqual(b["status"], "ok", b.get("error"))

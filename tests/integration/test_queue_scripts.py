@@ -1,90 +1,101 @@
 #!/usr/bin/python3
-"""Script-level tests of queue/scripts/*.lua: EVALs them directly against a private redis-server
-(enqueue idempotency, claim atomicity and fairness, priority, fenced/duplicate ack, sweep,
-release of jobs a failed device could not run, dead-letters, unknown models, event sequence
-numbers, TTLs on terminal keys)."""
+"""Script-level tests of queue/scripts/*.lua, EVALed directly against a private redis-server: the
+key layout of docs/protocol.md (one key per job, a record when finished), enqueue idempotency,
+claim atomicity, fairness, priority and byte bounds, fenced/duplicate ack, sweep, poison
+quarantine, dead letters, unknown models, offsets and epochs, group events once per call,
+progress, release, cancel, retries and TTLs on every terminal key."""
 import os
 import sys
 import time
 import unittest
 
-try:
-    import msgpack
-    import redis
-except ImportError as e:  # pragma: no cover
-    print("skip: needs python3-redis and python3-msgpack:", e)
-    sys.exit(77)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "support"))
+import segq_testlib as tl  # noqa: E402
 
-SRC = os.environ.get("SEGQ_SOURCE_DIR",
-                     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-sys.path.insert(0, os.path.join(SRC, "tests", "support"))
-import segq_testlib  # noqa: E402  (the shared private-redis-server helper)
+import msgpack  # noqa: E402
+import redis  # noqa: E402
+from segq import proto, schema  # noqa: E402
 
 P = "tq"
 TTL = 3600
-
-
-def load(name):
-    """A script's effective source (prelude + script), as the client and the worker run it."""
-    return segq_testlib.load_script(name)
-
-
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-class Q:
-    def __init__(self, r):
-        self.r = r
-        self.src = {n: load(n) for n in
-                    ("enqueue", "claim", "ack", "heartbeat", "sweep", "unregister", "release")}
-
-    def ev(self, name, *argv):
-        return self.r.eval(self.src[name], 0, *argv)
-
-    def enqueue(self, id, model="m", tenant="", group="", priority=0, payload=None):
-        if payload is None:
-            payload = msgpack.packb({"v": 1, "id": id, "model": model})
-        return self.ev("enqueue", P, id, model, tenant, group, priority, payload, now(), TTL)
-
-    def heartbeat(self, worker, token, models=("m",), ttl_ms=10000):
-        return self.ev("heartbeat", P, worker, token, ttl_ms, *models)
-
-    def claim(self, worker, token, n, models=("m",)):
-        flat = self.ev("claim", P, worker, token, n, now(), TTL, *models)
-        return [flat[i:i + 5] for i in range(0, len(flat), 5)]
-
-    def ack(self, worker, token, items):
-        argv = []
-        for id, res, code in items:
-            argv += [id, res, code]
-        return self.ev("ack", P, worker, token, now(), TTL, *argv)
-
-    def release(self, worker, token, ids):
-        return self.ev("release", P, worker, token, now(), TTL, *ids)
-
-    def sweep(self, max_attempts=3):
-        self.r.delete(P + ":sweeper")
-        return self.ev("sweep", P, "sweeper", 1000, max_attempts, now(), TTL)
+NAMES = ("enqueue", "claim", "ack", "heartbeat", "sweep", "unregister", "progress", "release",
+         "cancel", "recover", "dead")
 
 
 def now():
     return int(time.time() * 1000)
 
 
-def events(r, id, stream=None):
-    key = stream or (P + ":events:" + id)
-    return [msgpack.unpackb(f[b"e"], raw=False) for _, f in r.xrange(key)]
+def payload(id, model="m", size=0):
+    doc = {"v": 1, "id": id, "model": model}
+    if size:
+        doc["pad"] = b"x" * size
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+class Q:
+    """The scripts with the argument lists of docs/protocol.md."""
+
+    def __init__(self, r):
+        self.r = r
+        self.src = {n: tl.load_script(n) for n in NAMES}
+
+    def ev(self, name, *argv):
+        return self.r.eval(self.src[name], 0, *argv)
+
+    def enqueue_many(self, jobs, group="", watch=0):
+        """jobs: [(id, model, tenant, priority, payload)]"""
+        argv = [P, now(), TTL, group, watch]
+        for j in jobs:
+            argv += list(j)
+        return self.ev("enqueue", *argv)
+
+    def enqueue(self, id, model="m", tenant="", group="", priority=0, body=None, watch=0):
+        if body is None:
+            body = payload(id, model)
+        return self.enqueue_many([(id, model, tenant, priority, body)], group, watch)[0]
+
+    def heartbeat(self, worker, token, models=("m",), ttl_ms=10000):
+        return self.ev("heartbeat", P, worker, token, ttl_ms, now(), *models)
+
+    def claim(self, worker, token, n, models=("m",), max_bytes=64 << 20):
+        flat = self.ev("claim", P, worker, token, n, max_bytes, now(), TTL, *models)
+        return [flat[i:i + 5] for i in range(0, len(flat), 5)]
+
+    def ack(self, worker, token, items, max_attempts=3):
+        argv = []
+        for it in items:
+            id, res, code = it[:3]
+            retry = it[3] if len(it) > 3 else 0
+            argv += [id, res, code, retry]
+        return self.ev("ack", P, worker, token, now(), TTL, 7 * 86400, max_attempts, *argv)
+
+    def sweep(self, max_attempts=3):
+        self.r.delete(P + ":sweeper")
+        return self.ev("sweep", P, "sweeper", 1000, max_attempts, now(), TTL, 7 * 86400)
+
+    def cancel(self, kind, *ids):
+        return self.ev("cancel", P, now(), TTL, kind, *ids)
+
+    def recover(self, kind, id, since=0, epoch="", limit=1000, watch=0):
+        r = self.ev("recover", P, kind, id, since, epoch, limit, watch)
+        status = r[0].decode()
+        snap = proto.decode_event(r[1]) if r[1] else None
+        return status, snap, [proto.decode_event(x) for x in r[2:]]
 
 
 def ids_of(jobs):
     return [j[1].decode() for j in jobs]
+
+
+def record(r, id):
+    raw = r.get(P + ":job:" + id)
+    return proto.decode_record(raw) if raw is not None else None
+
+
+def state(r, id):
+    return tl.job_status(r, P, id).get("state")
 
 
 def ring_invariant(r, model="m"):
@@ -96,310 +107,471 @@ def ring_invariant(r, model="m"):
     return ring == nonempty and len(ring) == r.llen(P + ":ring:" + model)
 
 
-def test_enqueue_idempotent(q, r):
-    check(q.enqueue("a1") == 1, "first enqueue returns 1")
-    check(q.enqueue("a1") == 0, "second enqueue of a pending job returns 0")
-    check(r.llen(P + ":q:m:default") == 1, "id queued once")
-    check(r.sismember(P + ":models", "m"), "model recorded in P:models")
-    check(r.hget(P + ":status:a1", "state") == b"queued", "status queued")
-    check(r.llen(P + ":wake:m") >= 1, "wake token pushed")
-    q.heartbeat("w1", "t1")
-    jobs = q.claim("w1", "t1", 10)
-    check(ids_of(jobs) == ["a1"], "claimed a1")
-    check(q.enqueue("a1") == 0, "enqueue of a started job returns 0")
-    check(q.ack("w1", "t1", [("a1", b"R", "")]) == [1], "ack written")
-    check(q.enqueue("a1") == 2, "enqueue of a finished job returns 2")
-    check(r.llen(P + ":q:m:default") == 0, "nothing requeued")
+class Scripts(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = tl.RedisServer()
+        cls.r = cls.srv.client()
+        cls.q = Q(cls.r)
 
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
 
-def test_claim_atomic_n(q, r):
-    for i in range(10):
-        q.enqueue("c%d" % i)
-    q.heartbeat("w1", "t1")
-    jobs = q.claim("w1", "t1", 4)
-    check(ids_of(jobs) == ["c0", "c1", "c2", "c3"], "claimed first 4 in order: %s" % ids_of(jobs))
-    check(all(j[0] == b"m" for j in jobs), "model returned")
-    check(all(j[3] == 1 for j in jobs), "attempt 1")
-    check(all(j[4] > 0 for j in jobs), "enqueued_ms returned")
-    check(msgpack.unpackb(jobs[0][2])["id"] == "c0", "payload returned")
-    check([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)] == ids_of(jobs),
-          "in-flight list holds the claimed ids")
-    check(r.sismember(P + ":workers", "w1"), "worker registered in P:workers")
-    check(r.llen(P + ":q:m:default") == 6, "6 left")
-    check(r.hget(P + ":status:c0", "state") == b"started", "state started")
-    check(r.hget(P + ":status:c0", "worker") == b"w1", "worker recorded")
-    rest = q.claim("w1", "t1", 100)
-    check(len(rest) == 6, "claim of more than available returns the rest")
-    check(q.claim("w1", "t1", 5) == [], "empty queue claims nothing")
-    check(ring_invariant(r), "ring invariant after draining")
-    # Lease checks: wrong token and absent lease are refused.
-    for token, worker in (("bad", "w1"), ("t9", "w9")):
-        try:
-            q.claim(worker, token, 1)
-            check(False, "claim with a bad lease must fail")
-        except redis.ResponseError as e:
-            check(str(e).startswith("LEASE"), "claim error starts with LEASE: %s" % e)
+    def setUp(self):
+        self.r.flushall()
 
+    def test_schema_names_are_what_the_scripts_use(self):
+        self.assertEqual(schema.KEY["JOB"], "job")
+        src = self.q.src["ack"].decode()
+        self.assertIn("local KEY = strict({", src)
+        self.assertIn("  suspected_poison = 'suspected_poison',", src)
+        # A misspelt constant is an error, not a nil.
+        with self.assertRaises(redis.ResponseError) as e:
+            self.r.eval(schema.lua_constants() + "return KEY.JOBB", 0)
+        self.assertIn("segq: no key JOBB", str(e.exception))
 
-def test_fairness(q, r):
-    for i in range(100):
-        q.enqueue("A%d" % i, tenant="A")
-    q.enqueue("B0", tenant="B")
-    check(ring_invariant(r), "ring invariant after enqueue")
-    q.heartbeat("w1", "t1", models=("m", "m2"))
-    got = ids_of(q.claim("w1", "t1", 2))
-    check("B0" in got, "tenant B's job within the first 2 claimed: %s" % got)
-    check(ring_invariant(r), "ring invariant after claim")
-    got = ids_of(q.claim("w1", "t1", 3))
-    check(got == ["A1", "A2", "A3"], "then A's in order: %s" % got)
-    # Two models served in turn.
-    check(q.enqueue("x1", model="m2") == 1, "m2 queued")
-    got = ids_of(q.claim("w1", "t1", 2, models=("m", "m2")))
-    check("x1" in got, "second model served in the same claim: %s" % got)
-    # The models are served in the order given (the C side rotates it on every claim).
-    q.enqueue("x2", model="m2")
-    got = ids_of(q.claim("w1", "t1", 1, models=("m2", "m")))
-    check(got == ["x2"], "first model given is served first: %s" % got)
+    def test_enqueue_idempotent(self):
+        q, r = self.q, self.r
+        self.assertEqual(q.enqueue("a1"), 1)
+        self.assertEqual(q.enqueue("a1"), 0, "second enqueue of a pending job")
+        self.assertEqual(r.llen(P + ":q:m:default"), 1)
+        self.assertEqual(r.type(P + ":job:a1"), b"hash")
+        self.assertEqual(r.hget(P + ":job:a1", "state"), b"queued")
+        self.assertEqual(r.hget(P + ":job:a1", "doc"), payload("a1"))
+        self.assertGreaterEqual(r.llen(P + ":wake:m"), 1)
+        self.assertFalse(r.exists(P + ":models"), "no P:models: only served models are recorded")
+        q.heartbeat("w1", "t1")
+        self.assertEqual(ids_of(q.claim("w1", "t1", 10)), ["a1"])
+        self.assertEqual(q.enqueue("a1"), 0, "enqueue of a running job")
+        self.assertEqual(q.ack("w1", "t1", [("a1", b"\x81\xa1v\x01", "")]), [1])
+        self.assertEqual(q.enqueue("a1"), 2, "enqueue of a finished job")
+        self.assertEqual(r.llen(P + ":q:m:default"), 0)
+        # One call, many jobs; the same id twice in one call is queued once.
+        codes = q.enqueue_many([("b1", "m", "", 0, payload("b1")), ("b2", "m", "", 0, payload("b2")),
+                                ("b1", "m", "", 0, payload("b1"))])
+        self.assertEqual(codes, [1, 1, 0])
+        self.assertEqual([x.decode() for x in r.lrange(P + ":q:m:default", 0, -1)], ["b1", "b2"])
+        self.assertTrue(ring_invariant(r))
+        self.assertEqual(tl.stats(r, P)["enqueued"], 3)
 
+    def test_claim_atomic_n(self):
+        q, r = self.q, self.r
+        for i in range(10):
+            q.enqueue("c%d" % i)
+        q.heartbeat("w1", "t1")
+        jobs = q.claim("w1", "t1", 4)
+        self.assertEqual(ids_of(jobs), ["c0", "c1", "c2", "c3"])
+        self.assertTrue(all(j[0] == b"m" for j in jobs))
+        self.assertTrue(all(j[3] == 1 for j in jobs), "attempt 1")
+        self.assertTrue(all(j[4] > 0 for j in jobs), "enqueued_ms returned")
+        self.assertEqual(msgpack.unpackb(jobs[0][2])["id"], "c0")
+        self.assertEqual([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)], ids_of(jobs))
+        self.assertTrue(r.sismember(P + ":workers", "w1"))
+        self.assertEqual(r.llen(P + ":q:m:default"), 6)
+        self.assertEqual(state(r, "c0"), "running")
+        self.assertEqual(r.hget(P + ":job:c0", "worker"), b"w1")
+        self.assertEqual(len(q.claim("w1", "t1", 100)), 6, "claim of more than available")
+        self.assertEqual(q.claim("w1", "t1", 5), [])
+        self.assertTrue(ring_invariant(r))
+        self.assertFalse(r.exists(P + ":ring:m"))
+        for token, worker in (("bad", "w1"), ("t9", "w9")):
+            with self.assertRaises(redis.ResponseError) as e:
+                q.claim(worker, token, 1)
+            self.assertTrue(str(e.exception).startswith("LEASE"), e.exception)
 
-def test_priority(q, r):
-    q.enqueue("p1")
-    q.enqueue("p2")
-    q.enqueue("hi", priority=5)
-    q.heartbeat("w1", "t1")
-    got = ids_of(q.claim("w1", "t1", 3))
-    check(got == ["hi", "p1", "p2"], "priority job first: %s" % got)
+    def test_claim_bounded_by_bytes(self):
+        q, r = self.q, self.r
+        for i in range(6):
+            q.enqueue("big%d" % i, body=payload("big%d" % i, size=1000))
+        q.heartbeat("w1", "t1")
+        jobs = q.claim("w1", "t1", 10, max_bytes=2500)
+        self.assertEqual(ids_of(jobs), ["big0", "big1"], "two documents of ~1 KB fit in 2500 bytes")
+        self.assertEqual(r.llen(P + ":q:m:default"), 4, "the rest stays queued, in order")
+        jobs = q.claim("w1", "t1", 10, max_bytes=10)
+        self.assertEqual(ids_of(jobs), ["big2"], "the first job is taken whatever its size")
+        self.assertEqual(r.lindex(P + ":q:m:default", 0), b"big3")
+        self.assertTrue(ring_invariant(r))
 
+    def test_fairness(self):
+        q, r = self.q, self.r
+        q.enqueue_many([("A%d" % i, "m", "A", 0, payload("A%d" % i)) for i in range(100)])
+        q.enqueue("B0", tenant="B")
+        self.assertTrue(ring_invariant(r))
+        q.heartbeat("w1", "t1", models=("m", "m2"))
+        got = ids_of(q.claim("w1", "t1", 2, models=("m", "m2")))
+        self.assertIn("B0", got)
+        self.assertTrue(ring_invariant(r))
+        self.assertEqual(ids_of(q.claim("w1", "t1", 3)), ["A1", "A2", "A3"])
+        self.assertEqual(q.enqueue("x1", model="m2"), 1)
+        self.assertIn("x1", ids_of(q.claim("w1", "t1", 2, models=("m", "m2"))))
+        q.enqueue("x2", model="m2")
+        self.assertEqual(ids_of(q.claim("w1", "t1", 1, models=("m2", "m"))), ["x2"])
+        # Three tenants share a claim equally.
+        r.flushall()
+        for t in "CDE":
+            q.enqueue_many([("%s%d" % (t, i), "m", t, 0, payload("%s%d" % (t, i))) for i in range(10)])
+        q.heartbeat("w1", "t1")
+        got = ids_of(q.claim("w1", "t1", 6))
+        self.assertEqual(sorted(x[0] for x in got), list("CCDDEE"), got)
+        self.assertTrue(ring_invariant(r))
 
-def test_ack(q, r):
-    q.enqueue("k1", group="g1")
-    q.enqueue("k2", group="g1")
-    q.enqueue("k3", group="g1")
-    q.heartbeat("w1", "t1")
-    q.claim("w1", "t1", 3)
-    try:
-        q.ack("w1", "WRONG", [("k1", b"x", "")])
-        check(False, "ack with a wrong token must fail")
-    except redis.ResponseError as e:
-        check(str(e).startswith("LEASE"), "ack error starts with LEASE")
-    check(not r.exists(P + ":result:k1"), "nothing written on a fenced ack")
-    res = q.ack("w1", "t1", [("k1", b"RES1", ""), ("k2", b"RES2", "model_error")])
-    check(res == [1, 1], "batch ack: %s" % res)
-    check(r.get(P + ":result:k1") == b"RES1", "result written")
-    check(r.ttl(P + ":result:k1") > 0, "result has a TTL")
-    check(not r.exists(P + ":job:k1"), "payload deleted")
-    check(r.hget(P + ":status:k1", "state") == b"done", "status done")
-    check(r.hget(P + ":status:k2", "state") == b"failed", "status failed")
-    check(r.hget(P + ":status:k2", "error") == b"model_error", "error code stored")
-    check(r.lrange(P + ":reply:k1", 0, -1) == [b"done"], "reply token pushed")
-    for k in ("status", "events", "reply", "result"):
-        check(r.ttl(P + ":%s:k1" % k) > 0, "TTL on terminal key %s" % k)
-    check(r.ttl(P + ":group:g1") > 0 and r.ttl(P + ":gevents:g1") > 0, "TTL on group keys")
-    check(r.hmget(P + ":group:g1", "total", "done", "failed", "queued") == [b"3", b"1", b"1", b"1"],
-          "group counters")
-    check(r.hget(P + ":stats", "done") == b"1" and r.hget(P + ":stats", "failed") == b"1",
-          "stats counters")
-    check([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)] == ["k3"], "inflight left")
-    # Duplicate ack: 2, result unchanged.
-    res = q.ack("w1", "t1", [("k1", b"OTHER", "")])
-    check(res == [2], "duplicate ack returns 2")
-    check(r.get(P + ":result:k1") == b"RES1", "result unchanged by a duplicate ack")
-    # Not in this worker's in-flight list: 0, nothing written.
-    q.enqueue("k4")
-    res = q.ack("w1", "t1", [("k4", b"X", "")])
-    check(res == [0], "ack of a job not in flight returns 0")
-    check(not r.exists(P + ":result:k4"), "nothing written for a job not in flight")
-    evs = events(r, "k2")
-    check([e["state"] for e in evs] == ["queued", "started", "failed"], "k2 event states")
-    check(evs[-1].get("error") == "model_error" and evs[-1].get("worker") == "w1",
-          "failed event carries error and worker")
-    gevs = events(r, None, P + ":gevents:g1")
-    check([e["gseq"] for e in gevs] == list(range(1, len(gevs) + 1)), "gseq 1..n")
-    check(gevs[-1]["done"] == 1 and gevs[-1]["failed"] == 1 and gevs[-1]["total"] == 3,
-          "group event counters: %s" % gevs[-1])
+    def test_priority(self):
+        q = self.q
+        q.enqueue("p1")
+        q.enqueue("p2")
+        q.enqueue("hi", priority=5)
+        q.heartbeat("w1", "t1")
+        self.assertEqual(ids_of(q.claim("w1", "t1", 3)), ["hi", "p1", "p2"])
 
+    def test_ack(self):
+        q, r = self.q, self.r
+        q.enqueue_many([("k%d" % i, "m", "", 0, payload("k%d" % i)) for i in (1, 2, 3)], group="g1")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 3)
+        with self.assertRaises(redis.ResponseError) as e:
+            q.ack("w1", "WRONG", [("k1", b"x", "")])
+        self.assertTrue(str(e.exception).startswith("LEASE"))
+        self.assertEqual(r.type(P + ":job:k1"), b"hash", "nothing written on a fenced ack")
+        goff = int(r.hget(P + ":group:g1", "off"))
+        res1 = msgpack.packb({"v": 1, "id": "k1", "status": "ok"})
+        self.assertEqual(q.ack("w1", "t1", [("k1", res1, ""), ("k2", b"\x80", "model_error")]), [1, 1])
+        ev, res, doc = record(r, "k1")
+        self.assertEqual(res, {"v": 1, "id": "k1", "status": "ok"}, "the result document follows the event")
+        self.assertIsNone(doc)
+        self.assertEqual((ev["type"], ev["state"], ev["worker"], ev["attempt"], ev["group"]),
+                         ("done", "done", "w1", 1, "g1"))
+        self.assertEqual(ev["off"], 2, "queued (1), done (2): started is not written for unwatched jobs")
+        self.assertGreater(r.ttl(P + ":job:k1"), 0)
+        ev2 = record(r, "k2")[0]
+        self.assertEqual((ev2["state"], ev2["error"]), ("failed", "model_error"))
+        self.assertEqual(tl.job_status(r, P, "k2")["state"], "failed")
+        # One key per finished job, and nothing else of it.
+        self.assertEqual(sorted(k.decode() for k in r.scan_iter(P + ":*k1*")), [P + ":job:k1"])
+        self.assertGreater(r.ttl(P + ":group:g1"), 0)
+        self.assertGreater(r.ttl(P + ":gh:g1"), 0)
+        g = {k.decode(): int(v) for k, v in r.hgetall(P + ":group:g1").items() if k != b"epoch"}
+        self.assertEqual((g["total"], g["done"], g["failed"], g["running"], g["queued"]), (3, 1, 1, 1, 0), g)
+        self.assertEqual(g["off"], goff + 1, "one group event for the whole ack")
+        hist = tl.group_history(r, P, "g1")
+        self.assertEqual([e["off"] for e in hist], list(range(1, len(hist) + 1)))
+        self.assertEqual([(j["id"], j["type"]) for j in hist[-1]["jobs"]], [("k1", "done"), ("k2", "failed")])
+        self.assertEqual((hist[-1]["done"], hist[-1]["failed"], hist[-1]["total"]), (1, 1, 3))
+        st = tl.stats(r, P)
+        self.assertEqual((st["done"], st["failed"]), (1, 1))
+        self.assertEqual([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)], ["k3"])
+        # Duplicate ack: 2, record unchanged.
+        self.assertEqual(q.ack("w1", "t1", [("k1", b"OTHER", "")]), [2])
+        self.assertEqual(record(r, "k1")[1], {"v": 1, "id": "k1", "status": "ok"})
+        # Not in this worker's in-flight list: 0, nothing written.
+        q.enqueue("k4")
+        self.assertEqual(q.ack("w1", "t1", [("k4", b"X", "")]), [0])
+        self.assertEqual(r.type(P + ":job:k4"), b"hash")
+        # Acks out of claim order remove the right ids.
+        q.claim("w1", "t1", 1)
+        self.assertEqual(q.ack("w1", "t1", [("k4", res1, "")]), [1])
+        self.assertEqual([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)], ["k3"])
 
-def test_sweep(q, r):
-    q.enqueue("s1")
-    q.enqueue("s2")
-    q.heartbeat("w1", "t1")
-    q.claim("w1", "t1", 2)
-    check(q.sweep() == 0, "live worker not swept")
-    r.delete(P + ":worker:w1")  # the lease expires
-    check(q.sweep() == 2, "two jobs requeued")
-    check(not r.exists(P + ":inflight:w1"), "in-flight deleted")
-    check(not r.sismember(P + ":workers", "w1"), "worker unregistered")
-    check(ring_invariant(r), "ring invariant after sweep")
-    check(r.hget(P + ":status:s1", "state") == b"requeued", "state requeued")
-    check(r.hget(P + ":stats", "requeued") == b"2", "requeued counter")
-    check(q.heartbeat("w2", "t2") == 2, "fresh lease returns 2")
-    check(q.heartbeat("w2", "t2") == 1, "renewal returns 1")
-    check(q.heartbeat("w2", "other") == 0, "another token's heartbeat returns 0")
-    jobs = q.claim("w2", "t2", 2)
-    check(ids_of(jobs) == ["s1", "s2"], "requeued in original order: %s" % ids_of(jobs))
-    check([j[3] for j in jobs] == [2, 2], "attempt 2 after a recovery")
-    # Die twice more: after attempt 3 with max_attempts 3 it is dead-lettered.
-    r.delete(P + ":worker:w2")
-    check(q.sweep() == 2, "requeued again")
-    q.heartbeat("w3", "t3")
-    jobs = q.claim("w3", "t3", 2)
-    check([j[3] for j in jobs] == [3, 3], "attempt 3")
-    r.delete(P + ":worker:w3")
-    check(q.sweep(max_attempts=3) == 2, "two dead-lettered")
-    check(r.llen(P + ":q:m:default") == 0, "not requeued")
-    res = msgpack.unpackb(r.get(P + ":result:s1"), raw=False)
-    check(res["status"] == "error" and res["error"]["code"] == "max_attempts_exceeded",
-          "max_attempts_exceeded result: %s" % res)
-    check(res["v"] == 1 and res["id"] == "s1" and res["attempt"] == 3 and res["worker"] == "w3"
-          and res["model"] == "m", "result fields")
-    check(r.hget(P + ":status:s1", "state") == b"failed", "status failed")
-    check(set(r.lrange(P + ":dead", 0, -1)) == {b"s1", b"s2"}, "on P:dead")
-    check(r.ttl(P + ":status:s1") > 0 and r.ttl(P + ":result:s1") > 0, "TTL on dead-letter keys")
-    check(r.hget(P + ":stats", "dead") == b"2", "dead counter")
-    states = [e["state"] for e in events(r, "s1")]
-    check(states == ["queued", "started", "requeued", "started", "requeued", "started", "failed"],
-          "s1 event history: %s" % states)
-    # The sweeper lock keeps a second sweeper out.
-    check(q.ev("sweep", P, "a", 10000, 3, now(), TTL) == 0, "sweep ran")
-    check(r.exists(P + ":sweeper"), "lock taken")
-    r.sadd(P + ":workers", "ghost")
-    check(q.ev("sweep", P, "b", 10000, 3, now(), TTL) == 0, "second sweeper refused")
-    check(r.sismember(P + ":workers", "ghost"), "second sweeper did nothing")
+    def test_sweep_requeue_then_poison(self):
+        q, r = self.q, self.r
+        q.enqueue_many([("s1", "m", "", 0, payload("s1")), ("s2", "m", "", 0, payload("s2"))], group="gs")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 2)
+        self.assertEqual(q.sweep(), 0, "live worker not swept")
+        r.delete(P + ":worker:w1")
+        self.assertEqual(q.sweep(), 2)
+        self.assertFalse(r.exists(P + ":inflight:w1"))
+        self.assertFalse(r.sismember(P + ":workers", "w1"))
+        self.assertTrue(ring_invariant(r))
+        self.assertEqual(state(r, "s1"), "queued")
+        self.assertEqual(r.hget(P + ":job:s1", "deaths"), b"1")
+        self.assertEqual(tl.stats(r, P)["requeued"], 2)
+        self.assertEqual(q.heartbeat("w2", "t2"), 2, "fresh lease")
+        self.assertEqual(q.heartbeat("w2", "t2"), 1, "renewal")
+        self.assertEqual(q.heartbeat("w2", "other"), 0, "another token")
+        jobs = q.claim("w2", "t2", 2)
+        self.assertEqual(ids_of(jobs), ["s1", "s2"], "requeued in original order")
+        self.assertEqual([j[3] for j in jobs], [2, 2])
+        # Its second worker dies too: suspected poison, quarantined with its document.
+        r.delete(P + ":worker:w2")
+        self.assertEqual(q.sweep(), 2)
+        self.assertEqual(r.llen(P + ":q:m:default"), 0, "not requeued")
+        ev, res, doc = record(r, "s1")
+        self.assertEqual((res["status"], res["error"]["code"]), ("error", "suspected_poison"), res)
+        self.assertEqual((res["attempt"], res["worker"], res["model"]), (2, "w2", "m"))
+        self.assertEqual(doc, payload("s1"), "the dead letter keeps the job document")
+        self.assertTrue(ev["dead"])
+        self.assertEqual(ev["off"], 3, "queued, requeued, failed")
+        self.assertEqual({x.decode() for x in r.zrange(P + ":dead", 0, -1)}, {"s1", "s2"})
+        self.assertGreater(r.ttl(P + ":job:s1"), TTL, "dead letters live dead_ttl")
+        self.assertEqual(tl.stats(r, P)["dead"], 2)
+        types = [e["type"] for _, e in tl.group_job_history(r, P, "gs", "s1")]
+        self.assertEqual(types, ["queued", "started", "requeued", "started", "failed"])
+        g = {k.decode(): v.decode() for k, v in r.hgetall(P + ":group:gs").items()}
+        self.assertEqual((g["failed"], g["running"], g["queued"]), ("2", "0", "0"), g)
+        # The sweeper lock keeps a second sweeper out.
+        self.assertEqual(q.ev("sweep", P, "a", 10000, 3, now(), TTL, 86400), 0)
+        self.assertTrue(r.exists(P + ":sweeper"))
+        r.sadd(P + ":workers", "ghost")
+        self.assertEqual(q.ev("sweep", P, "b", 10000, 3, now(), TTL, 86400), 0)
+        self.assertTrue(r.sismember(P + ":workers", "ghost"))
 
+    def test_sweep_max_attempts(self):
+        q, r = self.q, self.r
+        q.enqueue("ma")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        r.delete(P + ":worker:w1")
+        self.assertEqual(q.sweep(max_attempts=1), 1)
+        res = record(r, "ma")[1]
+        self.assertEqual(res["error"]["code"], "max_attempts_exceeded")
 
-def test_job_not_found(q, r):
-    r.rpush(P + ":q:m:default", "garbage")
-    r.rpush(P + ":ring:m", "default")
-    q.enqueue("real")
-    q.heartbeat("w1", "t1")
-    jobs = q.claim("w1", "t1", 5)
-    check(ids_of(jobs) == ["real"], "only the real job is returned")
-    res = msgpack.unpackb(r.get(P + ":result:garbage"), raw=False)
-    check(res["error"]["code"] == "job_not_found", "job_not_found result")
-    check(r.hget(P + ":status:garbage", "state") == b"failed", "garbage status failed")
-    check(r.lrange(P + ":dead", 0, -1) == [b"garbage"], "garbage dead-lettered")
-    check(r.lrange(P + ":inflight:w1", 0, -1) == [b"real"], "garbage not in flight")
-    evs = events(r, "garbage")
-    check(len(evs) == 1 and evs[0]["state"] == "failed" and evs[0]["seq"] == 1, "failed event")
-    # A duplicate delivery of a finished job is dropped from in-flight without running.
-    q.ack("w1", "t1", [("real", b"R", "")])
-    r.rpush(P + ":q:m:default", "real")
-    r.rpush(P + ":ring:m", "default")
-    check(q.claim("w1", "t1", 5) == [], "finished job not delivered again")
-    check(r.llen(P + ":inflight:w1") == 0, "dropped from in-flight")
-    check(ring_invariant(r), "ring invariant")
+    def test_job_not_found(self):
+        q, r = self.q, self.r
+        r.rpush(P + ":q:m:default", "garbage")
+        r.rpush(P + ":ring:m", "default")
+        q.enqueue("real")
+        q.heartbeat("w1", "t1")
+        self.assertEqual(ids_of(q.claim("w1", "t1", 5)), ["real"])
+        ev, res, doc = record(r, "garbage")
+        self.assertEqual(res["error"]["code"], "job_not_found")
+        self.assertEqual((ev["type"], ev["off"]), ("failed", 1))
+        self.assertEqual(r.zrange(P + ":dead", 0, -1), [b"garbage"])
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"real"])
+        # A duplicate delivery of a finished job is dropped without running.
+        q.ack("w1", "t1", [("real", b"\x80", "")])
+        r.rpush(P + ":q:m:default", "real")
+        r.rpush(P + ":ring:m", "default")
+        self.assertEqual(q.claim("w1", "t1", 5), [])
+        self.assertEqual(r.llen(P + ":inflight:w1"), 0)
+        self.assertTrue(ring_invariant(r))
 
+    def test_unknown_model(self):
+        q, r = self.q, self.r
+        self.assertEqual(q.enqueue("before", model="zzz"), 1, "no served set yet: queued")
+        q.heartbeat("w1", "t1", models=("m", "m2"))
+        self.assertEqual(r.smembers(P + ":models:served"), {b"m", b"m2"})
+        self.assertEqual(q.enqueue("u1", model="zzz", group="gu"), 3)
+        ev, res, _ = record(r, "u1")
+        self.assertEqual((res["status"], res["error"]["code"]), ("error", "unknown_model"))
+        self.assertEqual((ev["type"], ev["off"]), ("failed", 1))
+        self.assertEqual(r.llen(P + ":q:zzz:default"), 1, "only the job queued before")
+        self.assertGreater(r.ttl(P + ":job:u1"), 0)
+        self.assertEqual(r.hmget(P + ":group:gu", "total", "failed", "queued"), [b"1", b"1", b"0"])
+        self.assertEqual(q.enqueue("u1", model="zzz"), 2, "then idempotent")
+        self.assertEqual(q.enqueue("u2", model="m2"), 1)
+        # Rejected names grow nothing (issue 8 item 7: 20,001 of them made P:models, and
+        # `segq stats`, grow for good): each leaves its own finished record (with a TTL) only.
+        keys_before = r.dbsize()
+        mem_keys = [k for k in r.scan_iter(P + ":*") if not k.startswith((P + ":job:").encode())]
+        n = 20001
+        for k in range(0, n, 2000):
+            q.enqueue_many([("r%d" % i, "nosuch%d" % i, "", 0, payload("r%d" % i))
+                            for i in range(k, min(n, k + 2000))])
+        self.assertEqual(r.dbsize(), keys_before + n)
+        self.assertTrue(all(r.ttl(P + ":job:r%d" % i) > 0 for i in (0, n // 2, n - 1)))
+        self.assertEqual(sorted(k for k in r.scan_iter(P + ":*") if not k.startswith((P + ":job:").encode())),
+                         sorted(mem_keys))
+        self.assertEqual(r.scard(P + ":models:served"), 2)
 
-def test_unknown_model(q, r):
-    check(q.enqueue("before", model="zzz") == 1, "no served set yet: queued")
-    q.heartbeat("w1", "t1", models=("m", "m2"))
-    check(r.smembers(P + ":models:served") == {b"m", b"m2"}, "served models registered")
-    check(q.enqueue("u1", model="zzz", group="gu") == 3, "unknown model rejected with 3")
-    res = msgpack.unpackb(r.get(P + ":result:u1"), raw=False)
-    check(res["status"] == "error" and res["error"]["code"] == "unknown_model", "unknown_model")
-    check(r.hget(P + ":status:u1", "state") == b"failed", "status failed")
-    check(not r.exists(P + ":q:zzz:default") or r.llen(P + ":q:zzz:default") == 1,
-          "not queued")
-    check(not r.exists(P + ":job:u1"), "payload not stored")
-    check(r.lrange(P + ":reply:u1", 0, -1) == [b"failed"], "reply token")
-    check(r.ttl(P + ":status:u1") > 0 and r.ttl(P + ":result:u1") > 0, "TTLs")
-    check(r.hmget(P + ":group:gu", "total", "failed", "queued") == [b"1", b"1", b"0"],
-          "group counters")
-    check(q.enqueue("u1", model="zzz") == 2, "then idempotent")
-    check(q.enqueue("u2", model="m2") == 1, "served model accepted")
+    def test_offsets_epochs_and_watch(self):
+        q, r = self.q, self.r
+        q.enqueue("e1", group="ge", watch=1)
+        q.enqueue("e2", group="ge")
+        ep1 = r.hget(P + ":job:e1", "epoch").decode()
+        ep2 = r.hget(P + ":job:e2", "epoch").decode()
+        self.assertNotEqual(ep1, ep2, "every job channel has its own epoch")
+        gen = r.hget(P + ":epoch", "gen").decode()
+        self.assertTrue(ep1.startswith(gen + "."), (ep1, gen))
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 2)
+        self.assertEqual(r.hget(P + ":job:e1", "off"), b"2", "watched: started is event 2")
+        self.assertEqual(r.hget(P + ":job:e2", "off"), b"1", "unwatched: no started event")
+        r.delete(P + ":worker:w1")
+        q.sweep()
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 2)
+        q.ack("w1", "t1", [("e1", b"\x80", ""), ("e2", b"\x80", "")])
+        e1 = record(r, "e1")[0]
+        self.assertEqual((e1["off"], e1["epoch"], e1["attempt"]), (5, ep1, 2))
+        self.assertEqual(record(r, "e2")[0]["off"], 3)
+        # A new data generation (another Redis run_id validated by the heartbeat) gives every
+        # channel written afterwards a new epoch; offsets continue.
+        q.enqueue("e3", group="ge")
+        gep = r.hget(P + ":group:ge", "epoch").decode()
+        r.hset(P + ":epoch", "run", "some-other-redis")
+        q.heartbeat("w1", "t1")
+        gen2 = r.hget(P + ":epoch", "gen").decode()
+        self.assertNotEqual(gen2, gen)
+        goff = int(r.hget(P + ":group:ge", "off"))
+        q.claim("w1", "t1", 1)
+        self.assertNotEqual(r.hget(P + ":group:ge", "epoch").decode(), gep)
+        self.assertEqual(int(r.hget(P + ":group:ge", "off")), goff + 1)
+        q.ack("w1", "t1", [("e3", b"\x80", "")])
+        e3 = record(r, "e3")[0]
+        self.assertTrue(e3["epoch"].startswith(gen2 + "."), e3)
+        self.assertEqual(e3["off"], 2)
 
+    def test_recover(self):
+        q, r = self.q, self.r
+        self.assertEqual(q.recover("job", "nope")[0], "unknown")
+        self.assertEqual(q.recover("group", "nope")[0], "unknown")
+        q.enqueue("j1", group="gr")
+        st, snap, evs = q.recover("job", "j1")
+        self.assertEqual((st, snap["type"], snap["state"], snap["off"], evs), ("resync", "snapshot", "queued", 1, []))
+        ep = snap["epoch"]
+        self.assertEqual(q.recover("job", "j1", 1, ep)[0], "recovered", "nothing missed")
+        self.assertEqual(q.recover("job", "j1", 1, "other")[0], "resync", "epoch changed")
+        self.assertEqual(q.recover("job", "j1", 7, ep)[0], "resync", "the channel went backwards")
+        # A reader marks the live job watched: its claim then writes `started`.
+        q.recover("job", "j1", watch=1)
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        st, snap, _ = q.recover("job", "j1", 1, ep)
+        self.assertEqual((st, snap["state"], snap["off"], snap["worker"]), ("resync", "running", 2, "w1"))
+        self.assertEqual(q.recover("job", "j1", 2, ep)[0], "recovered")
+        q.ack("w1", "t1", [("j1", msgpack.packb({"v": 1, "id": "j1", "status": "ok"}), "")])
+        # Finished: only the terminal event can be replayed exactly.
+        st, snap, evs = q.recover("job", "j1", 2, ep)
+        self.assertEqual((st, [e["type"] for e in evs], snap["state"]), ("recovered", ["done"], "done"))
+        self.assertEqual(evs[0]["off"], 3)
+        self.assertEqual(q.recover("job", "j1", 3, ep)[0], "recovered")
+        self.assertEqual(q.recover("job", "j1", 1, ep)[0], "resync", "more than the last event missed")
+        # Groups: the history from any offset, then trimmed history, then another epoch.
+        st, snap, evs = q.recover("group", "gr")
+        self.assertEqual(st, "recovered")
+        self.assertEqual([e["off"] for e in evs], list(range(1, snap["off"] + 1)))
+        gep = snap["epoch"]
+        st, _, evs = q.recover("group", "gr", 1, gep)
+        self.assertEqual([e["off"] for e in evs], list(range(2, snap["off"] + 1)))
+        st, _, evs = q.recover("group", "gr", 1, gep, limit=1)
+        self.assertEqual((st, [e["off"] for e in evs]), ("more", [2]))
+        self.assertEqual(q.recover("group", "gr", snap["off"], gep)[0], "recovered")
+        self.assertEqual(q.recover("group", "gr", 1, "stale")[0], "resync")
+        self.assertEqual(q.recover("group", "gr", snap["off"] + 5, gep)[0], "resync")
+        r.xtrim(P + ":gh:gr", maxlen=1, approximate=False)
+        self.assertEqual(q.recover("group", "gr", 1, gep)[0], "resync", "trimmed past the reader")
+        self.assertEqual(q.recover("group", "gr")[0], "resync", "a new reader of a trimmed history")
 
-def test_seq(q, r):
-    q.enqueue("e1", group="ge")
-    q.heartbeat("w1", "t1")
-    q.claim("w1", "t1", 1)
-    r.delete(P + ":worker:w1")
-    q.sweep()
-    q.heartbeat("w1", "t1")
-    q.claim("w1", "t1", 1)
-    q.ack("w1", "t1", [("e1", b"R", "")])
-    evs = events(r, "e1")
-    check([e["seq"] for e in evs] == list(range(1, len(evs) + 1)) and len(evs) == 5,
-          "seq 1..n: %s" % [e["seq"] for e in evs])
-    check([e["state"] for e in evs] == ["queued", "started", "requeued", "started", "done"],
-          "states")
-    check(all(e["v"] == 1 and e["id"] == "e1" and e["group"] == "ge" and e["ts_ms"] > 0
-              for e in evs), "common fields")
-    check(evs[-1]["attempt"] == 2, "attempt in done event")
-    check(r.hget(P + ":status:e1", "seq") == b"5", "status seq")
-    gevs = events(r, None, P + ":gevents:ge")
-    check([e["gseq"] for e in gevs] == [1, 2, 3, 4, 5], "gseq 1..5")
-    check(r.ttl(P + ":events:e1") > 0, "events TTL once terminal")
+    def test_progress(self):
+        q, r = self.q, self.r
+        q.enqueue("pg", group="gp")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        argv = [P, "w1", "t1", now(), TTL, "pg", 3, 16, "not-mine", 1, 2]
+        self.assertEqual(q.ev("progress", *argv), 1)
+        self.assertEqual(r.hmget(P + ":job:pg", "steps_done", "steps_total", "off"), [b"3", b"16", b"2"])
+        last = tl.group_history(r, P, "gp")[-1]
+        self.assertEqual([(j["type"], j["steps_done"], j["steps_total"]) for j in last["jobs"]],
+                         [("progress", 3, 16)])
+        with self.assertRaises(redis.ResponseError):
+            q.ev("progress", P, "w1", "bad", now(), TTL, "pg", 4, 16)
 
+    def test_release_refunds_the_attempt(self):
+        q, r = self.q, self.r
+        for i in range(3):
+            q.enqueue("rl%d" % i)
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 3)
+        self.assertEqual(q.ev("release", P, "w1", "t1", now(), TTL, "rl0", "rl1", "not-held"), 2)
+        self.assertEqual([x.decode() for x in r.lrange(P + ":q:m:default", 0, -1)], ["rl0", "rl1"])
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"rl2"])
+        self.assertEqual(r.hget(P + ":job:rl0", "attempts"), b"0")
+        self.assertEqual([j[3] for j in q.claim("w1", "t1", 2)], [1, 1], "released jobs run as attempt 1")
+        self.assertEqual(q.ev("release", P, "w1", "t1", now(), TTL, "*"), 3)
+        self.assertEqual(r.llen(P + ":inflight:w1"), 0)
+        self.assertTrue(ring_invariant(r))
 
-def test_release(q, r):
-    for i in range(4):
-        q.enqueue("r%d" % i, group="gr")
-    q.enqueue("rx", tenant="t2")
-    q.heartbeat("w1", "t1")
-    jobs = q.claim("w1", "t1", 10)
-    check(sorted(ids_of(jobs)) == ["r0", "r1", "r2", "r3", "rx"], "claimed all")
-    check(all(j[3] == 1 for j in jobs), "attempt 1 at claim")
-    # r3 finished before the device failed; r2's payload vanished; "nope" was never ours.
-    q.ack("w1", "t1", [("r3", b"R", "")])
-    r.delete(P + ":job:r2")
-    try:
-        q.release("w1", "bad", ["r0"])
-        check(False, "release with a wrong token must fail")
-    except redis.ResponseError as e:
-        check(str(e).startswith("LEASE"), "wrong token: LEASE error")
-    out = q.release("w1", "t1", ["r0", "r1", "r2", "r3", "rx", "nope"])
-    check(out == [1, 1, 3, 0, 1, 0], "per-id replies: %s" % out)
-    check(r.llen(P + ":inflight:w1") == 0, "in-flight emptied")
-    check(r.lrange(P + ":q:m:default", 0, -1) == [b"r0", b"r1"], "front of the queue, claim order")
-    check(r.lrange(P + ":q:m:t2", 0, -1) == [b"rx"], "own tenant's queue")
-    check(ring_invariant(r), "ring invariant")
-    st = r.hgetall(P + ":status:r0")
-    check(st[b"state"] == b"requeued" and st[b"attempts"] == b"0" and b"worker" not in st,
-          "requeued, attempt taken back, no worker: %s" % st)
-    ev = events(r, "r0")[-1]
-    check(ev["state"] == "requeued" and ev.get("released") is True and ev["attempt"] == 0,
-          "requeued event: %s" % ev)
-    res = r.get(P + ":result:r2")
-    check(res is not None and msgpack.unpackb(res)["error"]["code"] == "job_not_found",
-          "a job without payload is dead-lettered")
-    check(r.hget(P + ":stats", "released") == b"3", "released counter")
-    check(r.llen(P + ":wake:m") >= 1, "wake token")
-    # Another worker claims them again: attempt 1, as if the failed run never happened.
-    q.heartbeat("w2", "t2")
-    again = q.claim("w2", "t2", 10, models=("m",))
-    check(sorted(ids_of(again)) == ["r0", "r1", "rx"], "claimed again: %s" % ids_of(again))
-    check(all(j[3] == 1 for j in again), "attempt 1 again, no attempt charged")
-    check(int(r.hget(P + ":group:gr", "queued") or 0) >= 0, "group counters untouched")
+    def test_cancel(self):
+        q, r = self.q, self.r
+        q.enqueue_many([("cq", "m", "", 0, payload("cq")), ("cr", "m", "", 0, payload("cr"))], group="gc")
+        q.heartbeat("w1", "t1")
+        self.assertEqual(ids_of(q.claim("w1", "t1", 1)), ["cq"])
+        q.enqueue("cz")
+        self.assertEqual(q.cancel("job", "cz", "cq", "unknown"), [1, 2, 0])
+        ev, res, _ = record(r, "cz")
+        self.assertEqual((ev["type"], res["error"]["code"]), ("canceled", "canceled"))
+        self.assertEqual(r.hget(P + ":job:cq", "cancel"), b"1")
+        self.assertEqual(q.cancel("job", "cz"), [0], "finished: nothing to cancel")
+        # The running one is not acked as done.
+        self.assertEqual(q.ack("w1", "t1", [("cq", msgpack.packb({"v": 1, "status": "ok"}), "")]), [3])
+        ev, res, _ = record(r, "cq")
+        self.assertEqual((ev["type"], ev["worker"], res["status"], res["error"]["code"]),
+                         ("canceled", "w1", "error", "canceled"))
+        # The canceled queued job's id is a tombstone the claim skips.
+        self.assertEqual(q.claim("w1", "t1", 5, models=("m",))[0][1], b"cr")
+        self.assertEqual(q.claim("w1", "t1", 5), [])
+        # A group: queued members are answered as the claim reaches them; later submits rejected.
+        q.enqueue_many([("g%d" % i, "m", "", 0, payload("g%d" % i)) for i in range(3)], group="gx")
+        self.assertEqual(q.cancel("group", "gx", "no-such-group"), [1, 0])
+        self.assertEqual(q.enqueue("g9", group="gx"), 4)
+        self.assertEqual(q.claim("w1", "t1", 5), [])
+        for i in range(3):
+            self.assertEqual(record(r, "g%d" % i)[1]["error"]["code"], "canceled")
+        g = {k.decode(): v.decode() for k, v in r.hgetall(P + ":group:gx").items()}
+        self.assertEqual((g["canceled"], g["queued"], g["total"], g["cancel"]), ("4", "0", "4", "1"), g)
+        st = tl.stats(r, P)
+        self.assertEqual(st["canceled"], 6)
 
+    def test_retries_and_dead_letters(self):
+        q, r = self.q, self.r
+        q.enqueue("rt", group="grt")
+        q.heartbeat("w1", "t1")
+        q.claim("w1", "t1", 1)
+        self.assertEqual(q.ack("w1", "t1", [("rt", b"\x80", "device_error", 1)], max_attempts=2), [4])
+        self.assertEqual(state(r, "rt"), "retrying")
+        self.assertEqual(r.zcard(P + ":delayed:m"), 1)
+        snap = q.recover("job", "rt")[1]
+        self.assertEqual((snap["state"], snap["error"]), ("retrying", "device_error"))
+        time.sleep(0.01)
+        jobs = q.claim("w1", "t1", 5)
+        self.assertEqual([(j[1], j[3]) for j in jobs], [(b"rt", 2)], "the due retry is claimed again")
+        self.assertEqual(r.zcard(P + ":delayed:m"), 0)
+        self.assertEqual(q.ack("w1", "t1", [("rt", b"\x81\xa1v\x01", "device_error", 1)], max_attempts=2), [5])
+        ev, res, doc = record(r, "rt")
+        self.assertEqual((ev["type"], ev["error"], ev["dead"]), ("failed", "device_error", True))
+        self.assertEqual(res, {"v": 1}, "the worker's last result is kept")
+        self.assertEqual(doc, payload("rt"))
+        self.assertEqual(tl.stats(r, P)["retried"], 1)
+        # A permanent error fails at once whatever retry_ms says... (the worker sends 0 then).
+        q.enqueue("pm")
+        q.claim("w1", "t1", 1)
+        self.assertEqual(q.ack("w1", "t1", [("pm", b"\x80", "image_decode_failed", 0)]), [1])
+        self.assertEqual(r.zrange(P + ":dead", 0, -1), [b"rt"])
+        # dead list / requeue / purge.
+        lst = q.ev("dead", P, now(), TTL, "list", 0, 10)
+        self.assertEqual(lst[0::2], [b"rt"])
+        self.assertEqual(q.ev("dead", P, now(), TTL, "requeue", "rt", "pm"), 1, "pm is not a dead letter")
+        self.assertEqual(state(r, "rt"), "queued")
+        self.assertEqual(r.hmget(P + ":job:rt", "attempts", "doc"), [b"0", payload("rt")])
+        self.assertEqual(r.zcard(P + ":dead"), 0)
+        jobs = q.claim("w1", "t1", 5)
+        self.assertEqual([(j[1], j[3]) for j in jobs], [(b"rt", 1)])
+        types = [e["type"] for _, e in tl.group_job_history(r, P, "grt", "rt")]
+        self.assertEqual(types, ["queued", "started", "retrying", "started", "failed", "requeued", "started"])
+        r.delete(P + ":worker:w1")
+        q.sweep(max_attempts=1)
+        self.assertEqual(r.zcard(P + ":dead"), 1)
+        self.assertEqual(q.ev("dead", P, now(), TTL, "purge", "*"), 1)
+        self.assertFalse(r.exists(P + ":job:rt"))
+        self.assertEqual(r.zcard(P + ":dead"), 0)
 
-def test_unregister(q, r):
-    q.heartbeat("w1", "t1")
-    check(q.ev("unregister", P, "w1", "bad") == 0, "wrong token keeps the lease")
-    check(q.ev("unregister", P, "w1", "t1") == 1, "unregistered")
-    check(not r.exists(P + ":worker:w1"), "lease gone")
+    def test_unregister(self):
+        q, r = self.q, self.r
+        q.heartbeat("w1", "t1")
+        self.assertEqual(q.ev("unregister", P, "w1", "bad"), 0)
+        self.assertEqual(q.ev("unregister", P, "w1", "t1"), 1)
+        self.assertFalse(r.exists(P + ":worker:w1"))
 
-
-def main():
-    try:
-        srv = segq_testlib.RedisServer()
-    except unittest.SkipTest as e:
-        print("skip:", e)
-        return 77
-    try:
-        r = srv.client()
-        q = Q(r)
-        for name, fn in sorted(globals().items()):
-            if name.startswith("test_") and callable(fn):
-                r.flushall()
-                before = failures
-                fn(q, r)
-                print("%s %s" % ("ok  " if failures == before else "FAIL", name))
-    finally:
-        srv.stop()
-    print("failures:", failures)
-    return 1 if failures else 0
+    def test_python_and_c_send_the_same_text(self):
+        build = os.environ.get("SEGQ_BUILD_DIR")
+        text_dir = build and os.path.join(build, "queue", "scripts-text")
+        if not text_dir or not os.path.isdir(text_dir):
+            self.skipTest("no build dir with queue/scripts-text (set SEGQ_BUILD_DIR)")
+        for name in NAMES:
+            with open(os.path.join(text_dir, name + ".lua"), "rb") as f:
+                self.assertEqual(f.read(), tl.load_script(name), name)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    tl.run_tests()

@@ -439,16 +439,17 @@ def load_script(name):
     return client_load_script(name)
 
 
-def enqueue_raw(r, prefix, id, model, payload, tenant="", group="", priority=0, result_ttl_s=3600):
-    """Runs enqueue.lua with an arbitrary payload (bytes), bypassing the client's validation, so
-    tests can queue malformed jobs. Returns the script's code (1 queued, 0 pending, 2 has a
-    result, 3 rejected as unknown_model)."""
+def enqueue_raw(r, prefix, id, model, payload, tenant="", group="", priority=0, result_ttl_s=3600,
+                watch=0):
+    """Runs enqueue.lua for one job with an arbitrary payload (bytes), bypassing the client's
+    validation, so tests can queue malformed jobs. Returns the script's code (1 queued, 0
+    pending, 2 finished, 3 rejected as unknown_model, 4 rejected: group canceled)."""
     sha = getattr(r, "_segq_enqueue", None)
     if sha is None:
         sha = r.register_script(load_script("enqueue"))
         r._segq_enqueue = sha
-    return int(sha(keys=[], args=[prefix, id, model, tenant, group, int(priority), payload, now_ms(),
-                                  int(result_ttl_s)]))
+    return int(sha(keys=[], args=[prefix, now_ms(), int(result_ttl_s), group, int(watch), id, model,
+                                  tenant, int(priority), payload])[0])
 
 
 def job_doc(id, model, data, fmt="jpeg", width=None, height=None, **extra):
@@ -471,11 +472,57 @@ def decode(raw):
     return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw is not None else None
 
 
+def job_key(prefix, id):
+    return key(prefix, "job", id)
+
+
+def job_status(r, prefix, id):
+    """Where job id stands, as a dict of str: a live job's hash fields (without `doc`), a
+    finished job's terminal event (its `state` is the terminal state, plus "finished": "1"), or
+    {} if the job does not exist."""
+    k = job_key(prefix, id)
+    t = r.type(k)
+    if t == b"hash":
+        h = r.hgetall(k)
+        return {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
+    if t == b"string":
+        ev = record_event(r, prefix, id)
+        out = {k2: str(v) for k2, v in ev.items()}
+        out["finished"] = "1"
+        return out
+    return {}
+
+
+def record_event(r, prefix, id):
+    """The terminal event of a finished job (the first map of its record), or None."""
+    raw = r.getrange(job_key(prefix, id), 0, 1023) if r.type(job_key(prefix, id)) == b"string" else None
+    if not raw:
+        return None
+    up = msgpack.Unpacker(raw=False, strict_map_key=False)
+    up.feed(raw)
+    return up.unpack()
+
+
+def group_history(r, prefix, group):
+    """The decoded events of the group's history stream P:gh:<group>, oldest first."""
+    return [decode(f[b"e"]) for _, f in r.xrange(key(prefix, "gh", group), "-", "+") if b"e" in f]
+
+
+def group_job_history(r, prefix, group, id):
+    """The entries about job id in the group's history: [(group event off, entry dict)]."""
+    out = []
+    for ev in group_history(r, prefix, group):
+        for e in ev.get("jobs") or []:
+            if e.get("id") == id:
+                out.append((ev["off"], e))
+    return out
+
+
 def describe_job(r, prefix, id):
-    """One line on where job id is in Redis (status hash, payload, result, queue/in-flight
-    membership), for failure messages."""
+    """One line on where job id is in Redis (its key's state, queue/in-flight membership), for
+    failure messages."""
     try:
-        st = status_hash(r, prefix, id)
+        st = job_status(r, prefix, id)
         where = []
         for k in r.scan_iter(match=key(prefix, "inflight", "*"), count=1000):
             if id.encode() in r.lrange(k, 0, -1):
@@ -483,16 +530,35 @@ def describe_job(r, prefix, id):
         for k in r.scan_iter(match=key(prefix, "q", "*"), count=1000):
             if id.encode() in r.lrange(k, 0, -1):
                 where.append(k.decode())
-        return "%s: status=%r payload=%s result=%s in=%s" % (
-            id, st, bool(r.exists(key(prefix, "job", id))), bool(r.exists(key(prefix, "result", id))),
-            where or "nowhere")
+        return "%s: %s in=%s" % (id, st or "no such job", where or "nowhere")
     except redis.RedisError as e:
         return "%s: (redis error %s)" % (id, e)
 
 
+def results_raw(r, prefix, ids):
+    """[record bytes or None] for ids (MGET: None while a job is live or unknown)."""
+    return r.mget([job_key(prefix, i) for i in ids])
+
+
+def decode_record(raw):
+    """(event, result, job document bytes or None) of a finished job's record."""
+    from segq.proto import decode_record as d
+    return d(raw)
+
+
+def record_result(raw, decode_it=True):
+    """The result document of a record: a dict, or its bytes with decode_it=False."""
+    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(raw) + 1)
+    up.feed(raw)
+    up.skip()
+    start = up.tell()
+    res = up.unpack()
+    return res if decode_it else raw[start:up.tell()]
+
+
 def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, progress=None,
                      stall_s=None):
-    """Polls P:result:<id> for every id (MGET in chunks) until all exist or `timeout` seconds
+    """Polls the record P:job:<id> for every id (MGET in chunks) until all exist or `timeout` seconds
     pass (or, with stall_s, no new result came for stall_s seconds). Returns {id: result}
     (decoded dicts unless decode_results=False). Otherwise raises AssertionError naming how
     many are missing and where a few of them are. `progress(n_done)` is called after each
@@ -506,12 +572,12 @@ def wait_for_results(r, prefix, ids, timeout, poll_s=0.2, decode_results=True, p
         still = []
         for k in range(0, len(pending), 2000):
             chunk = pending[k:k + 2000]
-            raws = r.mget([key(prefix, "result", i) for i in chunk])
+            raws = results_raw(r, prefix, chunk)
             for i, raw in zip(chunk, raws):
                 if raw is None:
                     still.append(i)
                 else:
-                    out[i] = decode(raw) if decode_results else raw
+                    out[i] = record_result(raw, decode_results)
         pending = still
         if progress is not None:
             progress(len(out))
@@ -546,7 +612,7 @@ def prefill_otsu(url, prefix, id_prefix, n, chunk=250):
 
 def count_results(r, prefix, ids):
     """How many of ids have a result key."""
-    return sum(1 for x in r.mget([key(prefix, "result", i) for i in ids]) if x is not None)
+    return sum(1 for x in results_raw(r, prefix, ids) if x is not None)
 
 
 def wait_until(cond, timeout, poll_s=0.05, what="condition"):
@@ -579,16 +645,6 @@ def inflight_lists(r, prefix):
 def queued_count(r, prefix):
     """Total length of every P:q:* queue."""
     return sum(r.llen(k) for k in r.scan_iter(match=key(prefix, "q", "*"), count=1000))
-
-
-def job_events(r, prefix, id):
-    """The decoded events in P:events:<id>, in stream order."""
-    return [decode(f[b"e"]) for _, f in r.xrange(key(prefix, "events", id), "-", "+") if b"e" in f]
-
-
-def status_hash(r, prefix, id):
-    h = r.hgetall(key(prefix, "status", id))
-    return {k.decode(): v.decode() for k, v in h.items()}
 
 
 # -- synthetic images -------------------------------------------------------------------------

@@ -202,9 +202,39 @@ class Rle(unittest.TestCase):
 
 class Documents(unittest.TestCase):
     def test_event_decode(self):
-        ev = {"v": 1, "id": "j", "seq": 3, "state": "done", "ts_ms": 1, "group": "g",
-              "worker": "w1", "attempt": 1, "gseq": 9, "done": 2, "failed": 0, "total": 5}
+        ev = {"v": 1, "id": "j", "off": 3, "epoch": "6b0f.12", "type": "done", "state": "done",
+              "ts_ms": 1, "group": "g", "worker": "w1", "attempt": 1}
         self.assertEqual(proto.decode_event(msgpack.packb(ev, use_bin_type=True)), ev)
+
+    def test_record_decode(self):
+        # A finished job's record: the terminal event, the result, and for a dead letter the job.
+        ev = {"v": 1, "id": "j", "off": 2, "epoch": "e.1", "type": "failed", "state": "failed"}
+        res = {"v": 1, "id": "j", "status": "error", "error": {"code": "model_error", "message": "x"}}
+        job = msgpack.packb({"v": 1, "id": "j", "model": "otsu", "image": {"format": "jpeg", "data": b"\xff"}},
+                            use_bin_type=True)
+        two = msgpack.packb(ev) + msgpack.packb(res)
+        self.assertEqual(proto.decode_record(two), (ev, res, None))
+        self.assertEqual(proto.decode_record(two + job), (ev, res, job))
+        with self.assertRaises(proto.ProtocolError) as cm:
+            proto.decode_record(msgpack.packb(ev))
+        self.assertEqual(cm.exception.code, "malformed_msgpack")
+
+    def test_error_names_have_one_source(self):
+        # Every error code the client sends or compares is in SQ_ERRORS (common/common.h), the
+        # list the Lua scripts' ERR table is generated from.
+        import re
+        from segq import schema
+        pkg = os.path.dirname(proto.__file__)
+        used = set()
+        for name in os.listdir(pkg):
+            if name.endswith(".py"):
+                with open(os.path.join(pkg, name)) as f:
+                    used |= set(re.findall(r'ProtocolError\(\s*"([a-z_]+)"', f.read()))
+        self.assertTrue(used)
+        self.assertEqual(sorted(used - set(schema.ERRORS)), [])
+        self.assertIn("suspected_poison", schema.ERRORS)
+        self.assertEqual(schema.KEY["JOB"], "job")
+        self.assertEqual(schema.DEFAULT["PREFIX"], "segq")
 
     def test_result_decode(self):
         res = {"v": 1, "id": "j", "status": "ok", "error": None, "model": "otsu", "width": 4,
@@ -216,8 +246,8 @@ class Documents(unittest.TestCase):
 
     def test_lua_cmsgpack_style_event(self):
         # Lua's cmsgpack packs strings as str8/str16 and small floats as doubles; both decode.
-        packed = (b"\x83" + b"\xa1v\x01" + b"\xa5state\xd9\x04done" + b"\xa3seq\xcd\x00\x02")
-        self.assertEqual(proto.decode_event(packed), {"v": 1, "state": "done", "seq": 2})
+        packed = (b"\x83" + b"\xa1v\x01" + b"\xa5state\xd9\x04done" + b"\xa3off\xcd\x00\x02")
+        self.assertEqual(proto.decode_event(packed), {"v": 1, "state": "done", "off": 2})
 
     def test_bad_documents(self):
         with self.assertRaises(proto.ProtocolError) as cm:

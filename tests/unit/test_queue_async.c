@@ -45,6 +45,9 @@ static void on_status(sq_queue_t *qq, int status, long long value, void *data) {
   } else if (strcmp(what, "unregister") == 0) {
     CHECK_EQ_INT(status, 0);
     CHECK_EQ_INT(value, 1);
+  } else if (strcmp(what, "progress") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(value, 1); /* j2 runs here; "nope" does not */
   } else if (strcmp(what, "pending") == 0) {
     CHECK_EQ_INT(status, SQ_EREDIS); /* the connection was freed under it */
     step = 100;
@@ -105,7 +108,7 @@ static void next(void) {
       rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat2");
       break;
     case 3:
-      rc = sq_queue_claim(q, ac, 2, 0, on_claim, "claim");
+      rc = sq_queue_claim(q, ac, 2, 0, 0, on_claim, "claim");
       break;
     case 4: {
       sq_ack_item_t items[2] = {
@@ -127,13 +130,18 @@ static void next(void) {
       rc = sq_queue_wait(q, bac, 1.0, on_status, "wait");
       break;
     case 7:
-      rc = sq_queue_claim(q, ac, 1, 0, on_claim, "claim1");
+      rc = sq_queue_claim(q, ac, 1, 0, 0, on_claim, "claim1");
       break; /* j2 in flight */
-    case 8:
-      sq_queue_new_token(q); /* as if our lease was lost: the old token's lease still exists */
-      rc = sq_queue_claim(q, ac, 1, 0, on_claim, "fenced");
+    case 8: {
+      sq_progress_item_t items[2] = {{"j2", 3, 8}, {"nope", 1, 2}};
+      rc = sq_queue_progress(q, ac, items, 2, on_status, "progress");
       break;
-    case 9: {
+    }
+    case 9:
+      sq_queue_new_token(q); /* as if our lease was lost: the old token's lease still exists */
+      rc = sq_queue_claim(q, ac, 1, 0, 0, on_claim, "fenced");
+      break;
+    case 10: {
       /* Expire the old lease by hand so the sweeper recovers j2. */
       char key[64];
       snprintf(key, sizeof key, "tq:worker:w1");
@@ -141,13 +149,13 @@ static void next(void) {
       rc = sq_queue_sweep(q, ac, 1000, on_status, "sweep");
       break;
     }
-    case 10:
+    case 11:
       rc = sq_queue_heartbeat(q, ac, on_status, "heartbeat");
       break;
-    case 11:
+    case 12:
       rc = sq_queue_unregister(q, ac, on_status, "unregister");
       break;
-    case 12:
+    case 13:
       rc = sq_queue_heartbeat(q, ac, on_status, "pending");
       sq_redis_close(endpoint, NULL, NULL); /* calls the pending callback with a NULL reply */
       ac = bac = NULL;
@@ -210,11 +218,17 @@ int main(void) {
   CHECK_EQ_INT(step, 100);
 
   /* Everything acked, j2 back in the queue: the result and the queue say so. */
-  r = redisCommand(c, "GET tq:result:j0");
-  CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "R0") == 0);
+  /* A finished job's record is its terminal event followed by the result document. */
+  r = redisCommand(c, "GET tq:job:j0");
+  CHECK(r && r->type == REDIS_REPLY_STRING && r->len > 2 &&
+        memcmp(r->str + r->len - 2, "R0", 2) == 0 && memmem(r->str, r->len, "done", 4) != NULL);
   freeReplyObject(r);
-  r = redisCommand(c, "HGET tq:status:j1 error");
-  CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "model_error") == 0);
+  r = redisCommand(c, "GET tq:job:j1");
+  CHECK(r && r->type == REDIS_REPLY_STRING &&
+        memmem(r->str, r->len, "model_error", 11) != NULL);
+  freeReplyObject(r);
+  r = redisCommand(c, "HGET tq:job:j2 steps_done");
+  CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "3") == 0);
   freeReplyObject(r);
   r = redisCommand(c, "LRANGE tq:q:m:default 0 -1");
   CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1);

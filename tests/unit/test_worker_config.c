@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "gpu/gpu.h"
+#include "queue/queue.h"
 #include "worker/config.h"
 
 /* A fake environment: NULL-terminated name/value pairs set per test. */
@@ -48,6 +49,15 @@ static void test_defaults(void) {
   CHECK_EQ_INT(cfg.max_batch, 0);
   CHECK_EQ_INT(cfg.max_delay_us, 0);
   CHECK_STR(cfg.log_level, "info");
+  /* Defaults the worker shares with the scripts and the clients come from one source,
+   * queue/scripts/schema.def: the option table must agree with it. */
+  CHECK_EQ_INT(cfg.lease_ttl_ms, SQ_DEFAULT_LEASE_TTL_MS);
+  CHECK_EQ_INT(cfg.max_attempts, SQ_DEFAULT_MAX_ATTEMPTS);
+  CHECK_EQ_INT(cfg.result_ttl_s, SQ_DEFAULT_RESULT_TTL_S);
+  CHECK_EQ_INT(cfg.dead_ttl_s, SQ_DEFAULT_DEAD_TTL_S);
+  CHECK_EQ_INT(cfg.retry_base_ms, SQ_DEFAULT_RETRY_BASE_MS);
+  CHECK_EQ_INT(cfg.retry_max_ms, SQ_DEFAULT_RETRY_MAX_MS);
+  CHECK_EQ_INT(cfg.max_claim_bytes, SQ_DEFAULT_MAX_CLAIM_BYTES);
   CHECK_STR(cfg.device, "auto");
   /* <hostname>-<pid>-<random4>, in the id alphabet */
   CHECK(cfg.worker_id && strlen(cfg.worker_id) > 6);
@@ -189,6 +199,23 @@ static void test_actions(void) {
   fclose(f);
   CHECK(strstr(buf, "| `--redis-url` | `SEGQ_REDIS_URL` |") != NULL);
   CHECK(strstr(buf, "`--drain-timeout-s`") != NULL);
+  /* docs/operations.md carries exactly this table (regenerate it with --help-markdown). */
+  const char *dir = getenv("SEGQ_SOURCE_DIR");
+  if (dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/docs/operations.md", dir);
+    FILE *doc = fopen(path, "rb");
+    CHECK(doc != NULL);
+    if (doc) {
+      static char text[1 << 17];
+      size_t n = fread(text, 1, sizeof text - 1, doc);
+      text[n] = '\0';
+      fclose(doc);
+      if (!strstr(text, buf))
+        fprintf(stderr, "docs/operations.md: the options table differs from --help-markdown\n");
+      CHECK(strstr(text, buf) != NULL);
+    }
+  }
   free(buf);
 }
 

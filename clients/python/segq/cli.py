@@ -1,9 +1,10 @@
 """The `segq` command line for people: submit images (with a live progress bar fed by group
-events, a per-image summary, JSON + overlay PNGs), watch a job's or a group's events, show
-queue statistics, and tune a model's batch sizes and streams on this machine's device (runs the
-C tool segq-tune and writes its recommendation into model.json). numpy and PIL are imported only
-where a command needs them (non-JPEG inputs, overlays). Exit codes: 0 ok, 1 some jobs failed
-(tune: the measurement failed), 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
+events, a per-image summary, JSON + overlay PNGs), watch a job's or a group's events, cancel jobs
+or groups, act on dead letters, show queue statistics, and tune a model's batch sizes and streams
+on this machine's device (runs the C tool segq-tune and writes its recommendation into
+model.json). numpy and PIL are imported only where a command needs them (non-JPEG inputs,
+overlays). Exit codes: 0 ok, 1 some jobs failed (tune: the measurement failed), 2 bad
+usage/input, 3 Redis unreachable, 4 timeout."""
 import argparse
 import datetime
 import json
@@ -286,13 +287,11 @@ def cmd_submit(args):
     bar = Progress(len(ids))
     bar.start()
     try:
-        running = set()
         for ev in c.events(group=group, total=len(ids), timeout=args.timeout):
-            if ev.get("state") == "started":
-                running.add(ev.get("id"))
-            else:
-                running.discard(ev.get("id"))
-            bar.update(ev.get("done", 0), ev.get("failed", 0), len(running))
+            # Group events and snapshots carry the counters after the change.
+            g = ev.get("snapshot") if ev.get("type") == "resync" else ev
+            if g is not None and "total" in g:
+                bar.update(g.get("done", 0), g.get("failed", 0) + g.get("canceled", 0), g.get("running", 0))
         bar.close()
         left = None if deadline is None else max(1.0, deadline - time.monotonic())
         results = c.wait_many(ids, timeout=left)
@@ -324,18 +323,36 @@ def cmd_submit(args):
 
 
 def format_event(ev):
+    """One line for a job event, a group event or a recovery control item."""
+    if ev.get("type") in ("recovered", "resync"):
+        line = "-- %s at offset %s (epoch %s)" % (ev["type"], ev.get("off"), ev.get("epoch"))
+        if ev["type"] == "recovered":
+            return line + ": %d missed event(s) follow" % ev.get("missed", 0)
+        snap = ev.get("snapshot") or {}
+        return line + ": missed events are gone; now " + (
+            "state=%s" % snap.get("state") if "state" in snap else
+            "%s done, %s failed, %s canceled of %s" % (snap.get("done"), snap.get("failed"),
+                                                       snap.get("canceled"), snap.get("total")))
     ts = ev.get("ts_ms")
     when = time.strftime("%H:%M:%S", time.localtime(ts / 1000.0)) + ".%03d" % (ts % 1000) if ts else "-"
-    parts = [when, ev.get("id", "?"), "seq=%s" % ev.get("seq"), ev.get("state", "?")]
+    if "group" in ev and "total" in ev:
+        parts = [when, "group %s" % ev["group"], "off=%s" % ev.get("off"), ev.get("type", "?")]
+        for j in ev.get("jobs") or []:
+            parts.append("%s:%s" % (j.get("id"), j.get("type")))
+        parts.append("[%s done, %s failed, %s canceled, %s running of %s]" %
+                     (ev.get("done"), ev.get("failed"), ev.get("canceled"), ev.get("running"), ev.get("total")))
+        return "  ".join(str(p) for p in parts)
+    parts = [when, ev.get("id", "?"), "off=%s" % ev.get("off"), ev.get("type", "?")]
     if ev.get("attempt") is not None:
         parts.append("attempt=%s" % ev["attempt"])
     if ev.get("worker"):
         parts.append("worker=%s" % ev["worker"])
     if ev.get("error"):
         parts.append("error=%s" % ev["error"])
-    if ev.get("gseq") is not None:
-        parts.append("[group %s #%s: %s done, %s failed of %s]" %
-                     (ev.get("group"), ev["gseq"], ev.get("done"), ev.get("failed"), ev.get("total")))
+    if ev.get("steps_total"):
+        parts.append("steps=%s/%s" % (ev.get("steps_done"), ev["steps_total"]))
+    if ev.get("due_ms"):
+        parts.append("retry_in=%.1fs" % max(0.0, (ev["due_ms"] - time.time() * 1000) / 1000.0))
     return "  ".join(str(p) for p in parts)
 
 
@@ -353,7 +370,60 @@ def cmd_watch(args):
         st = c.status(args.job) or {}
         return 0 if st.get("state") == "done" else EXIT_FAILED
     g = c.group_status(args.group) or {}
-    return 0 if not g.get("failed") else EXIT_FAILED
+    return 0 if not g.get("failed") and not g.get("canceled") else EXIT_FAILED
+
+
+def cmd_cancel(args):
+    if bool(args.jobs) == bool(args.group):
+        raise CliError("cancel needs job ids or --group G (one of them)")
+    c = connect(args)
+    codes = c.cancel(group=args.group) if args.group else c.cancel(args.jobs)
+    words = {1: "canceled", 2: "cancel pending (running: canceled at its ack)",
+             0: "nothing to cancel (finished or unknown)"}
+    if args.group:
+        words[1] = "canceled: queued jobs are answered canceled, running ones at their ack"
+        words[0] = "nothing to cancel (unknown or already canceled group)"
+    for name, code in codes.items():
+        print("%s  %s" % (name, words.get(code, code)))
+    return 0 if any(code for code in codes.values()) else EXIT_FAILED
+
+
+def cmd_dead(args):
+    c = connect(args)
+    if args.dead_cmd == "list":
+        rows = c.dead_list(args.start, args.count)
+        if args.json:
+            json.dump([{"id": i, "dead_ms": ms} for i, ms in rows], sys.stdout, indent=1)
+            sys.stdout.write("\n")
+            return 0
+        table = [("ID", "DEAD AT", "ERROR", "ATTEMPT", "MESSAGE")]
+        for i, ms in rows:
+            d = c.dead_show(i) or {}
+            res = d.get("result") or {}
+            err = res.get("error") or {}
+            table.append((i, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000.0)),
+                          err.get("code", "-"), str(res.get("attempt", "-")), (err.get("message") or "")[:60]))
+        if len(table) == 1:
+            table.append(("(none)", "-", "-", "-", "-"))
+        _table(table, sys.stdout)
+        return 0
+    if args.dead_cmd == "show":
+        d = c.dead_show(args.job)
+        if d is None:
+            raise CliError("%s is not a dead letter (unknown, expired, requeued or not dead)" % args.job, EXIT_FAILED)
+        json.dump(d, sys.stdout, indent=1, default=lambda o: "<%d bytes>" % len(o) if isinstance(o, bytes) else str(o))
+        sys.stdout.write("\n")
+        return 0
+    ids = "*" if args.all else args.jobs
+    if not ids:
+        raise CliError("dead %s needs job ids or --all" % args.dead_cmd)
+    if args.dead_cmd == "requeue":
+        n = c.dead_requeue(ids)
+        print("requeued %d dead letter(s)" % n)
+    else:
+        n = c.dead_purge(ids)
+        print("purged %d dead letter(s)" % n)
+    return 0 if n or ids == "*" else EXIT_FAILED
 
 
 def cmd_result(args):
@@ -384,17 +454,17 @@ def cmd_stats(args):
         json.dump(st, out, indent=1)
         out.write("\n")
         return 0
-    rows = [("MODEL", "TENANT", "QUEUED", "SERVED")]
+    rows = [("MODEL", "TENANT", "QUEUED", "DELAYED", "SERVED")]
     models = dict(st["models"])
     for m in st["served"]:
-        models.setdefault(m, {"queued": 0, "tenants": {}})
+        models.setdefault(m, {"queued": 0, "delayed": 0, "tenants": {}})
     for m, info in sorted(models.items()):
         served = "yes" if m in st["served"] else "no"
         tenants = info["tenants"] or {"default": 0}
-        for t, n in sorted(tenants.items()):
-            rows.append((m, t, n, served))
+        for k, (t, n) in enumerate(sorted(tenants.items())):
+            rows.append((m, t, n, info.get("delayed", 0) if k == 0 else "", served))
     if len(rows) == 1:
-        rows.append(("(none)", "-", 0, "-"))
+        rows.append(("(none)", "-", 0, 0, "-"))
     _table(rows, out)
     out.write("\n")
     rows = [("WORKER", "LIVE", "LEASE_MS", "INFLIGHT")]
@@ -407,7 +477,8 @@ def cmd_stats(args):
     out.write("\nlive workers: %d   dead letters: %d\n" % (st["live_workers"], st["dead"]))
     cn = st["counters"]
     out.write("counters: " + "  ".join("%s=%s" % (k, cn[k]) for k in
-                                       ("enqueued", "done", "failed", "requeued", "dead")) + "\n")
+                                       ("enqueued", "done", "failed", "canceled", "requeued", "retried",
+                                        "dead")) + "\n")
     return 0
 
 
@@ -509,6 +580,26 @@ def build_parser():
     r.add_argument("job")
     r.add_argument("--timeout", type=float, help="wait up to this many seconds for it")
     r.set_defaults(fn=cmd_result)
+
+    ca = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: at their ack) or a group")
+    ca.add_argument("jobs", nargs="*", metavar="ID", help="job ids")
+    ca.add_argument("--group", help="cancel every job of this group, and later submits to it")
+    ca.set_defaults(fn=cmd_cancel)
+
+    d = sub.add_parser("dead", help="dead letters: list, show, requeue, purge")
+    dsub = d.add_subparsers(dest="dead_cmd", metavar="ACTION")
+    dsub.required = True
+    dl = dsub.add_parser("list", help="the dead letters, newest first")
+    dl.add_argument("--start", type=int, default=0)
+    dl.add_argument("--count", type=int, default=100)
+    dl.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("show", help="a dead letter's error result and job document")
+    ds.add_argument("job")
+    for name, what in (("requeue", "queue dead letters again"), ("purge", "delete dead letters")):
+        dp = dsub.add_parser(name, help=what)
+        dp.add_argument("jobs", nargs="*", metavar="ID")
+        dp.add_argument("--all", action="store_true", help="every dead letter")
+    d.set_defaults(fn=cmd_dead)
 
     st = sub.add_parser("stats", help="queues, in-flight jobs, workers, dead letters, counters")
     st.add_argument("--json", action="store_true", help="print the raw statistics as JSON")

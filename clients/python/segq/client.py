@@ -1,25 +1,30 @@
 """The segq Python client: submit jobs through queue/scripts/enqueue.lua (the same script the C
-tools use), wait for results on the reply list, follow events without gaps (docs/protocol.md
-"Reading events"), and read queue statistics. Depends only on python3-redis and python3-msgpack."""
+tools use), wait for results (the job channel's terminal event, docs/protocol.md), follow events
+with the recovery algorithm of docs/protocol.md "Reading without gaps", cancel jobs, act on dead
+letters, and read queue statistics. Depends only on python3-redis and python3-msgpack."""
 import os
 import time
 import uuid
 
 import redis
 
-from . import proto
+from . import proto, schema
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
-DEFAULT_PREFIX = "segq"
-DEFAULT_RESULT_TTL_S = 24 * 3600
+DEFAULT_PREFIX = schema.DEFAULT["PREFIX"]
+DEFAULT_RESULT_TTL_S = schema.DEFAULT["RESULT_TTL_S"]
+KEY = schema.KEY
+CODE = schema.CODE
 
 # enqueue.lua return values.
-ENQUEUE_PENDING = 0      # a job with this id is already queued or running: nothing done
-ENQUEUE_QUEUED = 1
-ENQUEUE_HAS_RESULT = 2   # the id already has a result: nothing done
-ENQUEUE_REJECTED = 3     # no worker serves the model: an unknown_model error result was written
+ENQUEUE_PENDING = CODE["ENQUEUE_PENDING"]    # already queued or running: nothing done
+ENQUEUE_QUEUED = CODE["ENQUEUE_QUEUED"]
+ENQUEUE_FINISHED = CODE["ENQUEUE_FINISHED"]  # the id already has a record (result): nothing done
+ENQUEUE_HAS_RESULT = ENQUEUE_FINISHED
+ENQUEUE_REJECTED = CODE["ENQUEUE_REJECTED"]  # no worker serves the model: unknown_model record
+ENQUEUE_CANCELED = CODE["ENQUEUE_CANCELED"]  # the group was canceled: canceled record
 
-_SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts")
+_SCRIPTS = schema.SCRIPTS_DIR
 
 
 class SegqError(Exception):
@@ -35,6 +40,16 @@ class Timeout(SegqError, TimeoutError):
         self.missing = missing or []
 
 
+class JobLost(SegqError):
+    """The job does not exist in Redis: never submitted, its record expired, or Redis lost it
+    (e.g. the last second of writes with appendfsync everysec, or an asynchronous failover).
+    Submitting the same id again is safe (ids are idempotent). `ids` lists the jobs."""
+
+    def __init__(self, message, ids=()):
+        super().__init__(message)
+        self.ids = list(ids)
+
+
 def _now_ms():
     return int(time.time() * 1000)
 
@@ -43,20 +58,13 @@ def _str(x):
     return x.decode("utf-8", "replace") if isinstance(x, bytes) else x
 
 
-def _int_or_str(x):
-    x = _str(x)
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return x
-
-
 def load_script(name):
-    """The effective source (bytes) of script <name>: queue/scripts/lib/prelude.lua (the shared
-    helpers) followed by queue/scripts/<name>.lua, read through the package's scripts symlink.
-    The single Python definition of a script's text (the C side embeds the same bytes, see
+    """The effective source (bytes) of script <name>: the schema constants (segq.schema, from
+    queue/scripts/schema.def), queue/scripts/lib/prelude.lua (the shared helpers), then
+    queue/scripts/<name>.lua, read through the package's scripts link. The single Python
+    definition of a script's text (the C side embeds the same bytes, see
     queue/embed_scripts.cmake): tests and benches load scripts through this function."""
-    text = b""
+    text = schema.lua_constants().encode()
     for path in (os.path.join(_SCRIPTS, "lib", "prelude.lua"), os.path.join(_SCRIPTS, name + ".lua")):
         try:
             with open(path, "rb") as f:
@@ -101,6 +109,10 @@ class Client:
     """A connection to one segq deployment (a Redis URL and a key prefix). Thread-compatible like
     redis-py: share one Client per thread, or one per process for the blocking calls."""
 
+    # How often wait()/wait_many() re-check the keys while no message arrives (a missed
+    # message, or a job that Redis lost, is noticed within this time).
+    recheck_s = 2.0
+
     def __init__(self, url=None, prefix=DEFAULT_PREFIX, result_ttl_s=DEFAULT_RESULT_TTL_S, redis_client=None):
         self.url = url or os.environ.get("SEGQ_REDIS_URL") or DEFAULT_URL
         self.prefix = prefix
@@ -108,12 +120,22 @@ class Client:
         # How long events() keeps trying to re-subscribe after losing its connection.
         self.reconnect_s = 30.0
         self.r = redis_client or redis.Redis.from_url(self.url, socket_connect_timeout=5)
-        self._enqueue = self.r.register_script(load_script("enqueue"))
+        self._scripts = {}
         # Codes of the most recent submit/submit_many: {id: ENQUEUE_*}.
         self.last_enqueue = {}
 
     def key(self, *parts):
         return ":".join((self.prefix,) + tuple(str(p) for p in parts))
+
+    def job_key(self, id):
+        return self.key(KEY["JOB"], id)
+
+    def script(self, name):
+        """The redis-py Script object of queue/scripts/<name>.lua (EVALSHA, EVAL on NOSCRIPT)."""
+        s = self._scripts.get(name)
+        if s is None:
+            s = self._scripts[name] = self.r.register_script(load_script(name))
+        return s
 
     def ping(self):
         return self.r.ping()
@@ -131,29 +153,34 @@ class Client:
         payload = proto.encode_job(id, model, data, fmt, width=width, height=height, params=p or None,
                                    priority=priority, deadline_ms=deadline_ms, group=group,
                                    tenant=tenant, meta=meta, models=models, weights=weights)
-        args = [self.prefix, id, model, tenant or "", group or "", int(priority or 0), payload,
-                _now_ms(), self.result_ttl_s]
-        return id, args
+        return id, [id, model, tenant or "", int(priority or 0), payload]
+
+    def _enqueue(self, group, jobs, watch):
+        args = [self.prefix, _now_ms(), self.result_ttl_s, group or "", 1 if watch else 0]
+        for _, a in jobs:
+            args += a
+        codes = self.script("enqueue")(keys=[], args=args)
+        self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
 
     def submit(self, image, model, *, id=None, fmt=None, width=None, height=None, params=None,
                threshold=None, min_area=None, outputs=None, priority=None, deadline_ms=None,
-               group=None, tenant=None, meta=None, models=None, weights=None):
+               group=None, tenant=None, meta=None, models=None, weights=None, watch=False):
         """Queues one job and returns its id (uuid4 hex unless given). `image` is JPEG bytes, a
         path to a JPEG, raw bytes with fmt/width/height, or a 2-D numpy uint8/uint16 array.
         An ensemble: `models` lists the member names (or (name, weight) pairs), `model` among
         them (it routes the job), `weights` optionally the weights in the same order.
+        `watch=True` asks for a `started` event when a worker takes the job.
         Idempotent on id: an id that is pending or has a result is not queued again (see
         last_enqueue for the script's answer)."""
-        id, args = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
-                             outputs, priority, deadline_ms, group, tenant, meta, models, weights)
-        code = int(self._enqueue(keys=[], args=args))
-        self.last_enqueue = {id: code}
-        return id
+        job = self._job(image, model, id, fmt, width, height, params, threshold, min_area,
+                        outputs, priority, deadline_ms, group, tenant, meta, models, weights)
+        self._enqueue(group, [job], watch)
+        return job[0]
 
-    def submit_many(self, images, model, group=None, *, ids=None, **kw):
-        """Queues many images as one group in one pipeline (a MULTI/EXEC transaction, so the
-        group's total is final before any worker can finish one of them and group watchers
-        never see a premature "all done"). Returns (group, ids). kw as in submit."""
+    def submit_many(self, images, model, group=None, *, ids=None, watch=False, **kw):
+        """Queues many images as one group in one script call (atomic, so the group's total is
+        final before any worker can finish one of them and group watchers never see a premature
+        "all done"). Returns (group, ids). kw as in submit."""
         unknown = set(kw) - {"fmt", "width", "height", "params", "threshold", "min_area", "outputs",
                              "priority", "deadline_ms", "tenant", "meta", "models", "weights"}
         if unknown:
@@ -169,166 +196,219 @@ class Client:
                                   kw.get("min_area"), kw.get("outputs"), kw.get("priority"),
                                   kw.get("deadline_ms"), group, kw.get("tenant"), kw.get("meta"),
                                   kw.get("models"), kw.get("weights")))
-        pipe = self.r.pipeline(transaction=True)
-        for _, args in jobs:
-            self._enqueue(keys=[], args=args, client=pipe)
-        codes = pipe.execute()
-        self.last_enqueue = {id: int(c) for (id, _), c in zip(jobs, codes)}
+        self._enqueue(group, jobs, watch)
         return group, [id for id, _ in jobs]
 
     # -- results ----------------------------------------------------------------------------
 
+    def record(self, id):
+        """The finished job's record as (event, result, job document bytes or None), or None
+        while the job is live or unknown."""
+        raw = self.r.mget([self.job_key(id)])[0]
+        return proto.decode_record(raw) if raw is not None else None
+
     def result(self, id):
         """The decoded result of job id, or None if it has none (yet, or expired)."""
-        raw = self.r.get(self.key("result", id))
-        return proto.decode_result(raw) if raw is not None else None
+        rec = self.record(id)
+        return rec[1] if rec else None
+
+    def _results(self, ids):
+        """{id: result} of the finished ones of ids (MGET returns nil for live jobs)."""
+        out = {}
+        for k in range(0, len(ids), 1000):
+            chunk = ids[k:k + 1000]
+            for i, raw in zip(chunk, self.r.mget([self.job_key(i) for i in chunk])):
+                if raw is not None:
+                    out[i] = proto.decode_record(raw)[1]
+        return out
+
+    def _lost(self, ids):
+        """The ids of `ids` that do not exist in Redis at all."""
+        pipe = self.r.pipeline(transaction=False)
+        for i in ids:
+            pipe.exists(self.job_key(i))
+        return [i for i, n in zip(ids, pipe.execute()) if not n]
+
+    def _subscribe(self, channels):
+        ps = self.r.pubsub(ignore_subscribe_messages=False)
+        for k in range(0, len(channels), 1000):
+            ps.subscribe(*channels[k:k + 1000])
+        # The subscriptions must be active before the keys are read, or a message published in
+        # between would be neither in what we read nor in what we receive.
+        want = len(channels)
+        deadline = time.monotonic() + 30
+        while want > 0:
+            msg = ps.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if msg is not None and msg["type"] == "subscribe":
+                want -= 1
+            elif msg is None and time.monotonic() >= deadline:
+                ps.close()
+                raise Timeout("subscribing to %d channels timed out" % len(channels))
+        return ps
 
     def wait(self, id, timeout=None):
-        """The result of job id, blocking up to timeout seconds (None: forever). Raises Timeout.
-        The reply list is read with a non-destructive BLMOVE, so any number of waiters (and a
-        later wait) see the same token."""
-        res = self.result(id)
-        if res is not None:
-            return res
-        reply = self.key("reply", id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = 0 if deadline is None else deadline - time.monotonic()
-            if deadline is not None and left <= 0:
-                raise Timeout("no result for job %s within %gs" % (id, timeout), missing=[id])
-            # BLMOVE timeout 0 blocks forever; block in slices so a dead connection is noticed.
-            block = 30.0 if deadline is None else min(30.0, max(left, 0.01))
-            token = self.r.blmove(reply, reply, block, "RIGHT", "LEFT")
-            res = self.result(id)
-            if res is not None:
-                return res
-            if token is not None:
-                # A reply token without a result: the result expired, or was not written.
-                raise SegqError("job %s has a reply token but no result (expired?)" % id)
+        """The result of job id, blocking up to timeout seconds (None: forever). Raises Timeout,
+        or JobLost when the job does not exist (never submitted, expired, or lost by Redis)."""
+        try:
+            return self.wait_many([id], timeout)[id]
+        except Timeout as e:
+            raise Timeout("no result for job %s within %gs" % (id, timeout), missing=[id]) from e
 
     def wait_many(self, ids, timeout=None):
-        """{id: result} for all ids, blocking up to timeout seconds overall. Raises Timeout with
-        .results (those that arrived) and .missing."""
+        """{id: result} for all ids, blocking up to timeout seconds overall. Listens on the jobs'
+        channels for their terminal events and re-reads the records every recheck_s. Raises
+        Timeout with .results (those that arrived) and .missing, or JobLost (.ids) for jobs that
+        do not exist."""
         ids = list(ids)
-        out = {}
+        out = self._results(ids)
+        pending = [i for i in ids if i not in out]
+        if not pending:
+            return {i: out[i] for i in ids}
         deadline = None if timeout is None else time.monotonic() + timeout
-        pending = ids
-        while True:
-            keys = [self.key("result", i) for i in pending]
-            raws = []
-            for k in range(0, len(keys), 1000):
-                raws.extend(self.r.mget(keys[k:k + 1000]))
-            still = []
-            for i, raw in zip(pending, raws):
-                if raw is None:
-                    still.append(i)
-                else:
-                    out[i] = proto.decode_result(raw)
-            pending = still
-            if not pending:
-                return {i: out[i] for i in ids}
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise Timeout("%d of %d jobs have no result within %gs" % (len(pending), len(ids), timeout),
-                              results=out, missing=pending)
-            reply = self.key("reply", pending[0])
-            block = 30.0 if left is None else min(30.0, max(left, 0.01))
-            self.r.blmove(reply, reply, block, "RIGHT", "LEFT")
+        ps = self._subscribe([self.key(KEY["JOB_CHANNEL"], i) for i in pending])
+        try:
+            while True:
+                out.update(self._results(pending))
+                pending = [i for i in pending if i not in out]
+                if not pending:
+                    return {i: out[i] for i in ids}
+                lost = self._lost(pending)
+                if lost:
+                    # A job that was live a moment ago may have finished in between: look again.
+                    out.update(self._results(lost))
+                    lost = [i for i in lost if i not in out]
+                    if lost:
+                        raise JobLost("%d job(s) do not exist in Redis (never submitted, expired, or "
+                                      "lost by Redis), e.g. %s" % (len(lost), lost[0]), lost)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout("%d of %d jobs have no result within %gs" % (len(pending), len(ids), timeout),
+                                  results=dict(out), missing=pending)
+                # Wait for any terminal event, then drain what else has arrived.
+                until = time.monotonic() + (self.recheck_s if left is None else min(self.recheck_s, left))
+                while True:
+                    msg = ps.get_message(timeout=max(0.0, until - time.monotonic()))
+                    if msg is None:
+                        break
+                    if msg["type"] == "message":
+                        try:
+                            ev = proto.decode_event(msg["data"])
+                        except proto.ProtocolError:
+                            continue
+                        if ev.get("type") in proto.TERMINAL_TYPES:
+                            until = time.monotonic()  # re-read now, after draining
+        finally:
+            ps.close()
+
+    def snapshot(self, id=None, group=None):
+        """The current snapshot of a job or a group (docs/protocol.md "Snapshots") as a dict,
+        or None if unknown."""
+        kind, name = ("job", id) if id is not None else ("group", group)
+        r = self.script("recover")(keys=[], args=[self.prefix, kind, name, 0, "", 1, 0])
+        return proto.decode_event(r[1]) if _str(r[0]) != "unknown" else None
 
     def status(self, id):
-        """The status hash of job id as a dict (ints where numeric), or None if unknown."""
-        h = self.r.hgetall(self.key("status", id))
-        if not h:
-            return None
-        return {_str(k): _int_or_str(v) for k, v in h.items()}
+        """The job's snapshot (state, off, epoch, attempt, group, worker, ...), or None if
+        unknown."""
+        return self.snapshot(id=id)
 
     def group_status(self, group):
-        """The group's counters {total, queued, done, failed, gseq}, or None if unknown."""
-        h = self.r.hgetall(self.key("group", group))
-        if not h:
-            return None
-        return {_str(k): _int_or_str(v) for k, v in h.items()}
+        """The group's counters {total, queued, running, done, failed, canceled, off, epoch, ...},
+        or None if unknown."""
+        return self.snapshot(group=group)
 
     # -- events -----------------------------------------------------------------------------
 
-    def events(self, id=None, group=None, timeout=None, total=None):
-        """Yields the events (dicts) of job `id` or of `group`, first the stored ones then live
-        ones, each exactly once and in order: subscribe first, read the stream, then take live
-        messages, dropping any whose seq (gseq) is not greater than the last seen; a gap makes
-        it re-read the stream after the last entry seen. Stops after the job's terminal event,
-        or when the group's done + failed reaches its total (`total` overrides the total read
-        from the group when the generator starts). If the connection drops it subscribes again
-        and catches up from the stream (for up to reconnect_s). Raises Timeout after `timeout`
-        seconds."""
+    def events(self, id=None, group=None, timeout=None, total=None, since=None):
+        """Yields the events (dicts) of job `id` or of `group` with the recovery algorithm of
+        docs/protocol.md: subscribe, then `recover` from the position (`since` = (off, epoch),
+        default: a new reader), then live messages, each event exactly once and in order. The
+        outcome of every recovery is yielded as a control item: {"type": "recovered", "off",
+        "epoch", "missed"} (the missed events follow) or {"type": "resync", "off", "epoch",
+        "snapshot"} (the missed events are gone; the snapshot is the state). A new job reader
+        gets a resync with the job's snapshot (a job keeps no history); a new group reader gets
+        the group's history from the start (or a resync if it was trimmed). Stops after the
+        job's terminal event, or when the group's done + failed + canceled reaches its total
+        (`total` overrides the group's own). Re-subscribes after a lost connection (for up to
+        reconnect_s). Raises Timeout after `timeout` seconds, JobLost for an unknown job."""
         if (id is None) == (group is None):
             raise ValueError("events() needs exactly one of id or group")
         if id is not None:
-            channel, stream, seqf = self.key("ev", id), self.key("events", id), "seq"
+            kind, name, channel = "job", id, self.key(KEY["JOB_CHANNEL"], id)
         else:
-            channel, stream, seqf = self.key("gev", group), self.key("gevents", group), "gseq"
+            kind, name, channel = "group", group, self.key(KEY["GROUP_CHANNEL"], group)
         deadline = None if timeout is None else time.monotonic() + timeout
-        state = {"last": 0, "sid": None, "done": False}
-        want_total = total
+        pos = {"off": int(since[0]), "epoch": str(since[1])} if since else {"off": 0, "epoch": ""}
+        want = {"total": total}
 
         def finished(ev):
-            if id is not None:
-                return ev.get("state") in proto.TERMINAL_STATES
-            t = max(ev.get("total") or 0, want_total or 0)
-            return t > 0 and (ev.get("done") or 0) + (ev.get("failed") or 0) >= t
+            if kind == "job":
+                if ev.get("type") == "snapshot":
+                    return ev.get("state") in proto.TERMINAL_STATES
+                return ev.get("type") in proto.TERMINAL_TYPES
+            t = max(ev.get("total") or 0, want["total"] or 0)
+            return t > 0 and (ev.get("done") or 0) + (ev.get("failed") or 0) + (ev.get("canceled") or 0) >= t
 
-        def read_stream():
-            # Entries after the last one seen ("(" makes the start exclusive, Redis >= 6.2).
-            start = "-" if state["sid"] is None else "(" + _str(state["sid"])
-            found = []
+        def recover():
+            got = []
             while True:
-                entries = self.r.xrange(stream, start, "+", count=1000)
-                for sid, fields in entries:
-                    state["sid"] = sid
-                    raw = fields.get(b"e")
-                    if raw is None:
-                        continue
-                    ev = proto.decode_event(raw)
-                    if (ev.get(seqf) or 0) > state["last"]:
-                        state["last"] = ev.get(seqf) or 0
-                        found.append(ev)
-                if len(entries) < 1000:
-                    return found
-                start = "(" + _str(state["sid"])
+                r = self.script("recover")(keys=[], args=[self.prefix, kind, name, pos["off"], pos["epoch"],
+                                                          schema.DEFAULT["RECOVER_LIMIT"],
+                                                          1 if kind == "job" else 0])
+                status = _str(r[0])
+                if status == "unknown":
+                    return status, None, []
+                snap = proto.decode_event(r[1])
+                if status == "resync":
+                    pos["off"], pos["epoch"] = snap.get("off") or 0, snap.get("epoch") or ""
+                    return status, snap, []
+                evs = [proto.decode_event(x) for x in r[2:]]
+                got += evs
+                pos["off"] = evs[-1]["off"] if evs else (snap.get("off") or 0)
+                pos["epoch"] = snap.get("epoch") or ""
+                if status != "more":
+                    return "recovered", snap, got
 
-        def subscribe():
-            ps = self.r.pubsub()
-            subs.append(ps)
-            ps.subscribe(channel)
-            # The subscription must be active before the stream is read, or an event published
-            # in between would be neither in what we read nor in what we receive.
-            while True:
-                msg = ps.get_message(timeout=self._left(deadline, 5.0))
-                if msg is not None and msg["type"] == "subscribe":
-                    return ps
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise Timeout("subscribing to %s timed out" % channel)
-
-        def close(ps):
+        def close(p):
             try:
-                ps.close()
+                p.close()
             except redis.RedisError:
                 pass
 
-        subs = []
         ps = None
+        need = True
         synced_once = False
         give_up = None
         try:
             while True:
+                batch = []
                 try:
                     if ps is None:
-                        ps = subscribe()
-                        if group is not None and want_total is None:
-                            g = self.group_status(group)
-                            if g and isinstance(g.get("total"), int):
-                                want_total = g["total"]
-                        batch = read_stream()
+                        ps = self._subscribe([channel])
+                        need = True
+                    if need:
+                        need = False
+                        status, snap, evs = recover()
                         synced_once, give_up = True, None
+                        if status == "unknown":
+                            if kind == "job":
+                                raise JobLost("job %s does not exist (never submitted, expired, or lost "
+                                              "by Redis)" % name, [name])
+                            pos["off"], pos["epoch"] = 0, ""
+                        elif status == "resync":
+                            batch = [{"type": "resync", "off": pos["off"], "epoch": pos["epoch"],
+                                      "snapshot": snap}]
+                            if kind == "group" and want["total"] is None:
+                                want["total"] = snap.get("total")
+                            if finished(snap):
+                                batch.append(None)  # stop after the control item
+                        else:
+                            if kind == "group" and want["total"] is None:
+                                want["total"] = snap.get("total")
+                            batch = [{"type": "recovered", "off": pos["off"], "epoch": pos["epoch"],
+                                      "missed": len(evs)}] + evs
+                            if not evs and finished(snap):
+                                batch.append(None)
                     else:
                         left = self._left(deadline, 1.0)
                         if deadline is not None and left <= 0:
@@ -336,23 +416,21 @@ class Client:
                         msg = ps.get_message(timeout=left)
                         if msg is None or msg["type"] != "message":
                             continue
-                        ev = proto.decode_event(msg["data"])
-                        s = ev.get(seqf) or 0
-                        if s <= state["last"]:
+                        try:
+                            ev = proto.decode_event(msg["data"])
+                        except proto.ProtocolError:
                             continue
-                        if s == state["last"] + 1:
-                            state["last"] = s
-                            batch = [ev]
-                        else:
-                            # Missed a message: the stream has it (XADD precedes PUBLISH).
-                            batch = read_stream()
-                            if s > state["last"]:
-                                # Trimmed from the capped stream too: accept the gap, don't stall.
-                                state["last"] = s
-                                batch.append(ev)
+                        off = ev.get("off") or 0
+                        if ev.get("epoch") != pos["epoch"] or off > pos["off"] + 1:
+                            need = True  # another epoch, or a gap: recover from our position
+                            continue
+                        if off <= pos["off"]:
+                            continue  # already delivered
+                        pos["off"] = off
+                        batch = [ev]
                 except (redis.ConnectionError, redis.TimeoutError):
                     # Lost the connection (Redis restart, failover, killed client): subscribe
-                    # again and catch up from the stream, for up to reconnect_s.
+                    # again and recover from our position, for up to reconnect_s.
                     now = time.monotonic()
                     if give_up is None:
                         give_up = now + self.reconnect_s
@@ -364,12 +442,14 @@ class Client:
                     time.sleep(min(0.2, self._left(deadline, 0.2)))
                     continue
                 for e in batch:
+                    if e is None:
+                        return
                     yield e
-                    if finished(e):
+                    if e.get("type") not in ("recovered", "resync") and finished(e):
                         return
         finally:
-            for p in subs:
-                close(p)
+            if ps is not None:
+                close(ps)
 
     @staticmethod
     def _left(deadline, cap):
@@ -377,54 +457,99 @@ class Client:
             return cap
         return max(0.0, min(cap, deadline - time.monotonic()))
 
+    # -- job controls -----------------------------------------------------------------------
+
+    def cancel(self, ids=None, group=None):
+        """Cancels jobs (an id or a list of ids) or a group (docs/protocol.md "Job controls").
+        Returns {id: code}: 1 canceled now, 2 cancel pending (running: canceled at its ack), 0
+        nothing to cancel (finished or unknown; a group: unknown or already canceled)."""
+        if (ids is None) == (group is None):
+            raise ValueError("cancel() needs ids or group (one of them)")
+        if group is not None:
+            names, kind = [group], "group"
+        else:
+            names, kind = ([ids] if isinstance(ids, str) else list(ids)), "job"
+        codes = self.script("cancel")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, kind] + names)
+        return {n: int(c) for n, c in zip(names, codes)}
+
+    def dead_list(self, start=0, count=100):
+        """[(id, dead_ms)] of the dead letters, newest first."""
+        r = self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "list", start, count])
+        return [(_str(r[i]), int(r[i + 1])) for i in range(0, len(r) - 1, 2)]
+
+    def dead_show(self, id):
+        """A dead letter as {"event", "result", "job"} (the job document decoded), or None."""
+        rec = self.record(id)
+        if rec is None or not rec[0].get("dead"):
+            return None
+        event, result, job = rec
+        return {"event": event, "result": result, "job": proto.decode_job(job) if job else None}
+
+    def dead_requeue(self, ids="*"):
+        """Queues dead letters again (ids, or "*" for all). Returns how many were queued."""
+        names = ["*"] if ids == "*" else ([ids] if isinstance(ids, str) else list(ids))
+        return int(self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "requeue"] + names))
+
+    def dead_purge(self, ids="*"):
+        """Removes dead letters (ids, or "*" for all) and their records. Returns how many."""
+        names = ["*"] if ids == "*" else ([ids] if isinstance(ids, str) else list(ids))
+        return int(self.script("dead")(keys=[], args=[self.prefix, _now_ms(), self.result_ttl_s, "purge"] + names))
+
     # -- statistics -------------------------------------------------------------------------
 
+    def _scan_suffixes(self, part):
+        pre = self.key(part, "")
+        return sorted({_str(k)[len(pre):] for k in self.r.scan_iter(match=pre + "*", count=1000)})
+
     def stats(self):
-        """A snapshot of the deployment: {"models": {model: {"queued": n, "tenants": {t: n}}},
-        "workers": {w: {"live": bool, "lease_ms": ms or None, "inflight": n}}, "live_workers": n,
-        "dead": n, "counters": {enqueued, done, failed, dead, requeued}, "served": [models]}."""
+        """A snapshot of the deployment: {"models": {model: {"queued": n, "delayed": n,
+        "tenants": {t: n}}}, "workers": {w: {"live": bool, "lease_ms": ms or None, "inflight": n}},
+        "live_workers": n, "dead": n, "counters": {enqueued, done, failed, canceled, dead,
+        requeued, retried}, "served": [models]}. Models are the served ones and those with
+        queued or delayed jobs."""
         r = self.r
-        models = sorted(_str(m) for m in r.smembers(self.key("models")))
-        served = sorted(_str(m) for m in r.smembers(self.key("models:served")))
+        served = sorted(_str(m) for m in r.smembers(self.key(KEY["SERVED"])))
+        models = sorted(set(served) | set(self._scan_suffixes(KEY["RING"]))
+                        | set(self._scan_suffixes(KEY["DELAYED"])))
         out_models = {}
         for m in models:
             tenants = []
-            for t in r.lrange(self.key("ring", m), 0, -1):
+            for t in r.lrange(self.key(KEY["RING"], m), 0, -1):
                 t = _str(t)
                 if t not in tenants:
                     tenants.append(t)
             # Tenants drop off the ring when their queue empties; "default" is listed anyway.
-            if "default" not in tenants:
-                tenants.append("default")
+            if schema.DEFAULT["TENANT"] not in tenants:
+                tenants.append(schema.DEFAULT["TENANT"])
             pipe = r.pipeline(transaction=False)
             for t in tenants:
-                pipe.llen(self.key("q", m, t))
-            lens = pipe.execute()
-            per = {t: n for t, n in zip(tenants, lens) if n or t == "default"}
-            out_models[m] = {"queued": sum(lens), "tenants": per}
-        workers = set(_str(w) for w in r.smembers(self.key("workers")))
-        lease_prefix = self.key("worker", "")
-        for k in r.scan_iter(match=lease_prefix + "*", count=1000):
-            workers.add(_str(k)[len(lease_prefix):])
+                pipe.llen(self.key(KEY["QUEUE"], m, t))
+            pipe.zcard(self.key(KEY["DELAYED"], m))
+            vals = pipe.execute()
+            lens, delayed = vals[:-1], vals[-1]
+            per = {t: n for t, n in zip(tenants, lens) if n or t == schema.DEFAULT["TENANT"]}
+            out_models[m] = {"queued": sum(lens), "delayed": delayed, "tenants": per}
+        workers = set(_str(w) for w in r.smembers(self.key(KEY["WORKERS"])))
+        workers |= set(self._scan_suffixes(KEY["LEASE"]))
         out_workers = {}
         pipe = r.pipeline(transaction=False)
         order = sorted(workers)
         for w in order:
-            pipe.pttl(self.key("worker", w))
-            pipe.llen(self.key("inflight", w))
+            pipe.pttl(self.key(KEY["LEASE"], w))
+            pipe.llen(self.key(KEY["INFLIGHT"], w))
         vals = pipe.execute()
         for i, w in enumerate(order):
             pttl, inflight = vals[2 * i], vals[2 * i + 1]
             live = pttl is not None and pttl != -2
             out_workers[w] = {"live": live, "lease_ms": pttl if pttl and pttl > 0 else None, "inflight": inflight}
-        counters = {_str(k): _int_or_str(v) for k, v in r.hgetall(self.key("stats")).items()}
-        for c in ("enqueued", "done", "failed", "dead", "requeued"):
+        counters = {_str(k): int(v) for k, v in r.hgetall(self.key(KEY["STATS"])).items()}
+        for c in ("enqueued", "done", "failed", "canceled", "dead", "requeued", "retried"):
             counters.setdefault(c, 0)
         return {
             "models": out_models,
             "served": served,
             "workers": out_workers,
             "live_workers": sum(1 for w in out_workers.values() if w["live"]),
-            "dead": r.llen(self.key("dead")),
+            "dead": r.zcard(self.key(KEY["DEAD"])),
             "counters": counters,
         }

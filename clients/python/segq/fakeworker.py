@@ -14,6 +14,7 @@ import msgpack
 import redis
 
 from . import proto
+from . import schema
 from .client import DEFAULT_PREFIX, load_script
 
 
@@ -22,16 +23,18 @@ class FakeWorker:
         self.r = redis.Redis.from_url(url)
         self.prefix, self.name, self.token = prefix, name, "tok-" + name
         self.models, self.ttl = list(models), result_ttl_s
-        self.s = {n: self.r.register_script(load_script(n)) for n in ("heartbeat", "claim", "ack", "unregister")}
+        self.s = {n: self.r.register_script(load_script(n))
+                  for n in ("heartbeat", "claim", "ack", "unregister", "progress", "release")}
         self.heartbeat()
 
     def heartbeat(self, lease_ms=30000):
-        return self.s["heartbeat"](keys=[], args=[self.prefix, self.name, self.token, lease_ms] + self.models)
+        return self.s["heartbeat"](keys=[], args=[self.prefix, self.name, self.token, lease_ms,
+                                                  int(time.time() * 1000)] + self.models)
 
-    def claim(self, n=10):
+    def claim(self, n=10, max_bytes=schema.DEFAULT["MAX_CLAIM_BYTES"]):
         """[(model, id, payload, attempt)] for up to n claimed jobs."""
-        out = self.s["claim"](keys=[], args=[self.prefix, self.name, self.token, n, int(time.time() * 1000),
-                                             self.ttl] + self.models)
+        out = self.s["claim"](keys=[], args=[self.prefix, self.name, self.token, n, max_bytes,
+                                             int(time.time() * 1000), self.ttl] + self.models)
         return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3])) for i in range(0, len(out), 5)]
 
     def result_for(self, model, id, payload, attempt, batch, fail):
@@ -47,12 +50,27 @@ class FakeWorker:
                             "total_us": 5},
                 "worker": self.name, "batch_size": batch, "attempt": attempt, "meta": job.get("meta")}, code
 
-    def ack(self, jobs, fail=()):
-        args = [self.prefix, self.name, self.token, int(time.time() * 1000), self.ttl]
+    def ack(self, jobs, fail=(), retry_ms=0, max_attempts=3):
+        """Acks jobs (as claim returned them); ids in `fail` fail with model_error, transient
+        (retried after retry_ms) when retry_ms > 0. Returns the ack script's codes."""
+        args = [self.prefix, self.name, self.token, int(time.time() * 1000), self.ttl,
+                schema.DEFAULT["DEAD_TTL_S"], max_attempts]
         for model, id, payload, attempt in jobs:
             res, code = self.result_for(model, id, payload, attempt, len(jobs), fail)
-            args += [id, msgpack.packb(res, use_bin_type=True), code]
+            args += [id, msgpack.packb(res, use_bin_type=True), code, retry_ms if code else 0]
         return self.s["ack"](keys=[], args=args)
+
+    def progress(self, items):
+        """items: [(id, steps_done, steps_total)]. Returns how many jobs were updated."""
+        args = [self.prefix, self.name, self.token, int(time.time() * 1000), self.ttl]
+        for id, done, total in items:
+            args += [id, done, total]
+        return self.s["progress"](keys=[], args=args)
+
+    def release(self, ids):
+        """Hands jobs back unrun (attempt refunded). Returns how many."""
+        return self.s["release"](keys=[], args=[self.prefix, self.name, self.token,
+                                                int(time.time() * 1000), self.ttl] + list(ids))
 
     def run_all(self, delay=0.0, per_claim=1, fail=()):
         """Claims and acks until the queues are empty, sleeping `delay` between steps."""

@@ -19,6 +19,8 @@ FORMATS = ("jpeg", "gray8", "gray16")
 RAW_BPP = {"gray8": 1, "gray16": 2}
 OUTPUTS = ("polygons", "mask")
 TERMINAL_STATES = ("done", "failed", "canceled")
+# Job event types after which a job's channel has nothing more (docs/protocol.md "Job events").
+TERMINAL_TYPES = TERMINAL_STATES
 
 _NAME = re.compile(r"^[A-Za-z0-9._:-]+$")
 
@@ -218,6 +220,23 @@ def decode_result(buf):
 def decode_event(buf):
     """An event document as a dict."""
     return _decode_map(buf, "event")
+
+
+def decode_record(buf):
+    """A finished job's record (the string at P:job:<id>, docs/protocol.md "Redis key layout"):
+    (event, result, job): the terminal event and the result document as dicts, and the job
+    document's bytes (dead letters only; None otherwise). Raises ProtocolError if malformed."""
+    try:
+        up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(buf) + 1)
+        up.feed(buf)
+        event = up.unpack()
+        result = up.unpack()
+        rest = buf[up.tell():]
+    except Exception as e:
+        raise ProtocolError("malformed_msgpack", "job record is not two msgpack maps: %s" % e)
+    if not isinstance(event, dict) or not isinstance(result, dict):
+        raise ProtocolError("malformed_msgpack", "job record holds something else than maps")
+    return event, result, (bytes(rest) if rest else None)
 
 
 def _decode_map(buf, what):

@@ -1,68 +1,271 @@
 -- prelude: helpers shared by the queue scripts. Not a script itself: every script's effective
--- source is this file followed by the script's own file (embed_scripts.cmake for C,
--- segq.client.load_script for Python), so each script can call them. They take their context
--- explicitly: ctx = {P = prefix, now = now_ms, ttl = result_ttl_s}.
+-- source is the generated schema constants (KEY, DEFAULT, CODE, ERR), this file, then the
+-- script's own file (embed_scripts.cmake for C, segq.client.load_script for Python).
+-- The discipline (docs/protocol.md "Fallible calls first"): reads happen at once; writes and
+-- PUBLISHes are collected in the call's context and run by commit(), PUBLISHes first, so a script
+-- that fails (a PUBLISH without channel rights, a key of the wrong type) has changed nothing.
 
--- Appends and publishes one event of job id (and of its group, nil for none); counters already
--- updated. Fills in ev's v, id, ts_ms, seq (and group, gseq, done, failed, total).
-local function emit(ctx, id, group, ev)
-  local P, ttl = ctx.P, ctx.ttl
-  local skey = P .. ':status:' .. id
-  ev.v = 1
-  ev.id = id
-  ev.ts_ms = ctx.now
-  ev.seq = redis.call('HINCRBY', skey, 'seq', 1)
-  if group then ev.group = group end
-  local packed = cmsgpack.pack(ev)
-  redis.call('XADD', P .. ':events:' .. id, 'MAXLEN', '~', 64, '*', 'e', packed)
-  redis.call('PUBLISH', P .. ':ev:' .. id, packed)
-  if group then
-    local gkey = P .. ':group:' .. group
-    ev.gseq = redis.call('HINCRBY', gkey, 'gseq', 1)
-    local c = redis.call('HMGET', gkey, 'done', 'failed', 'total')
-    ev.done, ev.failed, ev.total = tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0
-    packed = cmsgpack.pack(ev)
-    local gev = P .. ':gevents:' .. group
-    redis.call('XADD', gev, 'MAXLEN', '~', 10000, '*', 'e', packed)
-    redis.call('PUBLISH', P .. ':gev:' .. group, packed)
-    redis.call('EXPIRE', gkey, ttl)
-    redis.call('EXPIRE', gev, ttl)
+-- The call's context: key prefixes, the clock, TTLs, and what commit() will write.
+local function context(P, now, ttl)
+  local c = {P = P, now = tonumber(now), ttl = tonumber(ttl) or DEFAULT.RESULT_TTL_S,
+             dead_ttl = DEFAULT.DEAD_TTL_S}
+  c.kjob = P .. ':' .. KEY.JOB .. ':'
+  c.kev = P .. ':' .. KEY.JOB_CHANNEL .. ':'
+  c.kq = P .. ':' .. KEY.QUEUE .. ':'
+  c.kring = P .. ':' .. KEY.RING .. ':'
+  c.kdelayed = P .. ':' .. KEY.DELAYED .. ':'
+  c.writes, c.pch, c.pmsg = {}, {}, {}
+  c.stats, c.groups, c.gorder, c.wakes, c.qlen = {}, {}, {}, {}, {}
+  return c
+end
+
+-- Queues one write (a command and its arguments) for commit().
+local function w(c, ...)
+  c.writes[#c.writes + 1] = {...}
+end
+
+-- Queues `cmd key item...` for every item of list, in chunks (unpack has a stack limit).
+local function w_list(c, cmd, key, list)
+  for i = 1, #list, 1000 do
+    w(c, cmd, key, unpack(list, i, math.min(i + 999, #list)))
   end
 end
 
--- Gives job id an error result, marks it failed (stats, group counters, a `failed` event, the
--- reply token) and puts it on P:dead. j: worker, model, attempt, code, message (the error
--- result's fields); group (nil for none); status (may be nil): extra {field, value, ...} set on
--- the status hash between `error` and `updated_ms`; del_job: also delete P:job:<id> (sweep;
--- claim only dead-letters ids whose payload is already gone).
-local function dead_letter(ctx, id, j)
-  local P, ttl = ctx.P, ctx.ttl
-  local skey = P .. ':status:' .. id
-  redis.call('SET', P .. ':result:' .. id, cmsgpack.pack({v = 1, id = id, status = 'error',
-             error = {code = j.code, message = j.message}, model = j.model, width = 0, height = 0,
-             attempt = j.attempt, worker = j.worker}), 'EX', ttl)
-  if j.del_job then redis.call('DEL', P .. ':job:' .. id) end
-  local fields = {'state', 'failed', 'error', j.code}
-  for _, x in ipairs(j.status or {}) do fields[#fields + 1] = x end
-  fields[#fields + 1] = 'updated_ms'
-  fields[#fields + 1] = ctx.now
-  redis.call('HSET', skey, unpack(fields))
-  redis.call('HINCRBY', P .. ':stats', 'failed', 1)
-  redis.call('HINCRBY', P .. ':stats', 'dead', 1)
-  local group = j.group
-  if group then
-    local gkey = P .. ':group:' .. group
-    redis.call('HINCRBY', gkey, 'queued', -1)
-    redis.call('HINCRBY', gkey, 'failed', 1)
+-- Queues one PUBLISH for commit() (published before any write).
+local function pub(c, channel, msg)
+  local n = #c.pch + 1
+  c.pch[n], c.pmsg[n] = channel, msg
+end
+
+local function stat(c, name, n)
+  c.stats[name] = (c.stats[name] or 0) + n
+end
+
+-- A wake-up token for model's idle workers (one per model per call).
+local function wake(c, model)
+  c.wakes[model] = true
+end
+
+local function nonempty(s)
+  if s == false or s == nil or s == '' then return nil end
+  return s
+end
+
+-- ---- epochs (docs/protocol.md "Epochs") ----
+
+-- A new data generation: the Redis server's clock in microseconds, hex.
+local function new_gen()
+  local t = redis.call('TIME')
+  return string.format('%x%05x', tonumber(t[1]), tonumber(t[2]))
+end
+
+-- The data generation and epoch counter (P:epoch), read once per call; created when missing.
+local function epochs(c)
+  local e = c.ep
+  if e then return e end
+  local f = redis.call('HMGET', c.P .. ':' .. KEY.EPOCH, 'gen', 'n')
+  e = {gen = f[1], n = tonumber(f[2]) or 0, dirty = false}
+  if not e.gen then
+    e.gen, e.dirty = new_gen(), true
   end
-  emit(ctx, id, group, {state = 'failed', worker = j.worker, attempt = j.attempt, error = j.code})
-  redis.call('EXPIRE', skey, ttl)
-  redis.call('EXPIRE', P .. ':events:' .. id, ttl)
-  local rkey = P .. ':reply:' .. id
-  redis.call('RPUSH', rkey, 'failed')
-  redis.call('EXPIRE', rkey, ttl)
-  local dead = P .. ':dead'
-  redis.call('LPUSH', dead, id)
-  redis.call('LTRIM', dead, 0, 99999)
+  e.genp = e.gen .. '.'
+  c.ep = e
+  return e
+end
+
+-- A fresh epoch: for a channel created now, or first written in this generation.
+local function new_epoch(c)
+  local e = epochs(c)
+  e.n = e.n + 1
+  e.dirty = true
+  return e.genp .. e.n
+end
+
+-- The epoch a channel's next event carries: its own while it belongs to this generation.
+local function channel_epoch(c, ep)
+  if ep and string.find(ep, epochs(c).genp, 1, true) == 1 then return ep end
+  return new_epoch(c)
+end
+
+-- ---- jobs ----
+
+-- HMGET of a job's hash; nil when the job has finished (its key is a string record: WRONGTYPE).
+-- An absent job gives a table of false values.
+local function job_fields(c, id, ...)
+  local r = redis.pcall('HMGET', c.kjob .. id, ...)
+  if r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
+    error(r)
+  end
+  return r
+end
+
+-- ---- groups: counters and one event per call ----
+
+-- The group's state, read once per call. Counters: total, queued (incl. retrying), running,
+-- done, failed, canceled.
+local function group_get(c, g)
+  local s = c.groups[g]
+  if s then return s end
+  local f = redis.call('HMGET', c.P .. ':' .. KEY.GROUP .. ':' .. g, 'total', 'queued', 'running',
+                       'done', 'failed', 'canceled', 'off', 'epoch', 'cancel')
+  s = {exists = f[7] ~= false, total = tonumber(f[1]) or 0, queued = tonumber(f[2]) or 0,
+       running = tonumber(f[3]) or 0, done = tonumber(f[4]) or 0, failed = tonumber(f[5]) or 0,
+       canceled = tonumber(f[6]) or 0, off = tonumber(f[7]) or 0, epoch = nonempty(f[8]),
+       cancel = f[9] == '1', jobs = {}, changed = false, type = 'jobs'}
+  c.groups[g] = s
+  c.gorder[#c.gorder + 1] = g
+  return s
+end
+
+-- One job of group g moved from counter `from` to counter `to` (either may be nil), with its
+-- entry in the group's event of this call (nil for none).
+local function group_job(c, g, from, to, entry)
+  local s = group_get(c, g)
+  if from and s[from] > 0 then s[from] = s[from] - 1 end
+  if to then s[to] = s[to] + 1 end
+  if entry then s.jobs[#s.jobs + 1] = entry end
+  s.changed = true
+end
+
+-- The counter a job state is counted under in its group.
+local GROUP_COUNTER = {queued = 'queued', retrying = 'queued', running = 'running', done = 'done',
+                       failed = 'failed', canceled = 'canceled'}
+
+local function commit_groups(c)
+  local P, ttl = c.P, c.ttl
+  for _, g in ipairs(c.gorder) do
+    local s = c.groups[g]
+    if s.changed then
+      local gkey = P .. ':' .. KEY.GROUP .. ':' .. g
+      local hkey = P .. ':' .. KEY.GROUP_HISTORY .. ':' .. g
+      -- A group (re)created now starts a new history: a stream left over by an earlier life
+      -- (its hash expired first) must not hold higher ids than the new offsets.
+      if not s.exists then w(c, 'DEL', hkey) end
+      local ep = s.epoch
+      if not s.exists then ep = new_epoch(c) else ep = channel_epoch(c, ep) end
+      s.off = s.off + 1
+      local ev = {v = 1, group = g, type = s.type, off = s.off, epoch = ep, ts_ms = c.now,
+                  total = s.total, queued = s.queued, running = s.running, done = s.done,
+                  failed = s.failed, canceled = s.canceled}
+      if #s.jobs > 0 then ev.jobs = s.jobs end
+      if s.cancel then ev.cancel = true end
+      local packed = cmsgpack.pack(ev)
+      pub(c, P .. ':' .. KEY.GROUP_CHANNEL .. ':' .. g, packed)
+      w(c, 'HSET', gkey, 'total', s.total, 'queued', s.queued, 'running', s.running, 'done', s.done,
+        'failed', s.failed, 'canceled', s.canceled, 'off', s.off, 'epoch', ep, 'updated_ms', c.now,
+        'cancel', s.cancel and 1 or 0)
+      w(c, 'XADD', hkey, 'MAXLEN', '~', DEFAULT.GROUP_HISTORY_MAX, s.off .. '-0', 'e', packed)
+      w(c, 'EXPIRE', gkey, ttl)
+      w(c, 'EXPIRE', hkey, ttl)
+    end
+  end
+end
+
+-- Runs what the call collected: group events, counters, the epoch counter, then every PUBLISH
+-- (the fallible calls), then every write in order.
+local function commit(c)
+  local P = c.P
+  commit_groups(c)
+  for name, n in pairs(c.stats) do
+    if n ~= 0 then w(c, 'HINCRBY', P .. ':' .. KEY.STATS, name, n) end
+  end
+  for model in pairs(c.wakes) do
+    local wk = P .. ':' .. KEY.WAKE .. ':' .. model
+    w(c, 'RPUSH', wk, '1')
+    w(c, 'LTRIM', wk, -DEFAULT.WAKE_MAX, -1)
+  end
+  if c.dead_added then
+    w(c, 'ZREMRANGEBYRANK', P .. ':' .. KEY.DEAD, 0, -DEFAULT.DEAD_MAX - 1)
+  end
+  local e = c.ep
+  if e and e.dirty then w(c, 'HSET', P .. ':' .. KEY.EPOCH, 'gen', e.gen, 'n', e.n) end
+  for i = 1, #c.pch do redis.call('PUBLISH', c.pch[i], c.pmsg[i]) end
+  for _, cmd in ipairs(c.writes) do redis.call(unpack(cmd)) end
+end
+
+-- Pushes id onto its tenant queue of model (front if `front`), keeping the ring invariant (a
+-- tenant is in the ring iff its queue is non-empty), and wakes the model's workers.
+local function queue_push(c, model, tenant, id, front)
+  local q = c.kq .. model .. ':' .. tenant
+  local n = c.qlen[q]
+  if n == nil then n = redis.call('LLEN', q) end
+  if n == 0 then w(c, 'RPUSH', c.kring .. model, tenant) end
+  c.qlen[q] = n + 1
+  if front then w(c, 'LPUSH', q, id) else w(c, 'RPUSH', q, id) end
+  wake(c, model)
+end
+
+-- The one terminal write (docs/protocol.md "One terminal write"). f: what is known of the job:
+-- off (its last event's offset), epoch, attempts, group, model, tenant. how: state ('done', 'failed'
+-- or 'canceled'), code (error code, nil for done), result (the result document; nil: an error
+-- result is made from code and message), worker, from (the group counter the job leaves, nil
+-- when it was never counted), dead (true: a dead letter; doc = the job document it keeps).
+-- Writes the record (terminal event .. result [.. doc]), publishes the terminal event, counts it.
+local function finish(c, id, f, how)
+  local state = how.state
+  local attempt = tonumber(f.attempts) or 0
+  local group = nonempty(f.group)
+  local ev = {v = 1, id = id, type = state, state = state, off = (tonumber(f.off) or 0) + 1,
+              epoch = channel_epoch(c, nonempty(f.epoch)), ts_ms = c.now, attempt = attempt,
+              group = group, worker = how.worker, error = how.code, dead = how.dead}
+  if how.dead then
+    -- What `dead requeue` needs to queue it again: the job document is the record's last
+    -- doc_bytes (Lua's cmsgpack cannot skip the result's bin fields to find it).
+    ev.model, ev.tenant = nonempty(f.model), nonempty(f.tenant)
+    if how.doc then ev.doc_bytes = #how.doc end
+  end
+  local packed = cmsgpack.pack(ev)
+  local result = how.result
+  if not result then
+    result = cmsgpack.pack({v = 1, id = id, status = 'error',
+                            error = {code = how.code, message = how.message},
+                            model = nonempty(f.model) or '', width = 0, height = 0,
+                            attempt = attempt, worker = how.worker})
+  end
+  local record = packed .. result
+  local ttl = c.ttl
+  if how.dead then
+    if how.doc then record = record .. how.doc end
+    ttl = c.dead_ttl
+    w(c, 'ZADD', c.P .. ':' .. KEY.DEAD, c.now, id)
+    c.dead_added = true
+    stat(c, 'dead', 1)
+  end
+  w(c, 'SET', c.kjob .. id, record, 'EX', ttl)
+  pub(c, c.kev .. id, packed)
+  stat(c, state, 1)
+  if group then
+    group_job(c, group, how.from, state, {id = id, type = state, state = state, attempt = attempt,
+                                          worker = how.worker, error = how.code})
+  end
+end
+
+-- A live job's next non-terminal event: writes nothing itself; returns (packed event, off,
+-- epoch) for the caller to publish and store. f as for finish; extra: fields to add.
+local function job_event(c, id, f, typ, state, extra)
+  local off = (tonumber(f.off) or 0) + 1
+  local ep = channel_epoch(c, nonempty(f.epoch))
+  local ev = {v = 1, id = id, type = typ, state = state, off = off, epoch = ep, ts_ms = c.now,
+              attempt = tonumber(f.attempts) or 0, group = nonempty(f.group)}
+  if extra then
+    for k, v in pairs(extra) do ev[k] = v end
+  end
+  local packed = cmsgpack.pack(ev)
+  pub(c, c.kev .. id, packed)
+  return packed, off, ep
+end
+
+-- The fencing check of claim, ack, progress and release: nil when token holds worker's lease.
+local function lease_refused(P, worker, token)
+  if redis.call('GET', P .. ':' .. KEY.LEASE .. ':' .. worker) ~= token then
+    return redis.error_reply('LEASE lease of worker ' .. worker .. ' is lost')
+  end
+  return nil
+end
+
+-- ARGV[i] as a number (nil if absent or not a number).
+local function num(i)
+  return tonumber(ARGV[i])
 end
 
