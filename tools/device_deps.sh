@@ -39,11 +39,12 @@ while [ ${#queue[@]} -gt 0 ]; do
   seen[$p]=1
   case "$base" in *" $p "*) continue ;; esac
   # the toolchain, PAM/Kerberos/SELinux and C++-only headers: the image has them or we need none
+  # (libgomp1 stays: oneDNN, the cpu backend on main, needs it)
   case "$p" in
     libgcc* | libstdc++* | libc6* | libc-dev* | gcc-* | linux-libc-dev | libboost* | libmsgpack-cxx-dev | \
       passwd | libpam* | libaudit* | libselinux* | libsemanage* | libsepol* | libpcre* | libcap* | \
       libkrb* | libgssapi* | libk5crypto* | libcom-err* | libkeyutils* | libtirpc* | libnsl* | \
-      rpcsvc-proto | libcrypt* | libatomic* | libgomp* | libitm* | lib*san* | libubsan*) continue ;;
+      rpcsvc-proto | libcrypt* | libatomic* | libitm* | lib*san* | libubsan*) continue ;;
   esac
   pkgs+=("$p")
   for d in $(deps_of "$p"); do
