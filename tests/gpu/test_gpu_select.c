@@ -108,7 +108,6 @@ static void test_plan_check(void) {
   }
   sq_engine_free(e);
 }
-#endif
 
 /* The host side of the fp16 binding: half conversion (must round exactly like the engine's
  * Cast(to=FLOAT16)), the padded NHWC filter, and the layout plans of the test models. */
@@ -185,6 +184,7 @@ static void test_fp16_host(void) {
     sq_engine_free(e);
   }
 }
+#endif
 
 int main(void) {
   test_strings();
