@@ -2,8 +2,8 @@
  * fp32 or --precision fp16). Loads a model, plans it for batch B, runs warm-up iterations (on a
  * CUDA backend the second one is captured into a graph that the timed runs replay), then R
  * repeats of N timed runs each; prints images/s and ms/batch (median over repeats, each repeat's
- * mean) as a human line and one JSON line: the counterpart of tests/ort/bench_ort.js for
- * bench/engine_vs_ort.sh and of the PyTorch side of bench/gpu_vs_torch.py. */
+ * mean) as a human line and one JSON line: the counterpart of bench/ort_bench.c (ONNX Runtime's
+ * C API) for bench/engine_vs_ort.py and of the PyTorch side of bench/gpu_vs_torch.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +35,7 @@ static void fill_input(float *x, size_t n) {
 }
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
   const char *model = NULL, *device = "cpu", *precision = "fp32";
   int batch = 8, threads = 0, warmup = 3, iters = 10, repeats = 3;
   for (int i = 1; i < argc; i++) {

@@ -48,7 +48,19 @@ extern "C" {
   X(SQ_ENOPERM, 54, "redis_permission_denied", "the redis user lacks a needed permission")    \
   X(SQ_EREPLICAS, 55, "not_replicated", "the write did not reach enough replicas in time")    \
   X(SQ_EOOM_DEVICE, 60, "device_out_of_memory", "the device ran out of memory")               \
-  X(SQ_EDEVICE, 61, "device_error", "device error")
+  X(SQ_EDEVICE, 61, "device_error", "device error")                                           \
+  X(SQ_ETOKEN_MISSING, 70, "token_missing", "the subscription carries no token")             \
+  X(SQ_ETOKEN_MALFORMED, 71, "token_malformed", "the token is not v1.<expiry>.<signature>")  \
+  X(SQ_ETOKEN_INVALID, 72, "token_invalid", "the token was not signed for this channel")      \
+  X(SQ_ETOKEN_EXPIRED, 73, "token_expired", "the token has expired")                          \
+  X(SQ_ECHANNEL, 74, "channel_invalid", "the channel is not job:<id> or group:<group>")      \
+  X(SQ_EBAD_REQUEST, 75, "bad_request", "the message is not a valid bridge command")          \
+  X(SQ_ETOO_MANY, 76, "too_many_subscriptions", "the connection has too many subscriptions") \
+  X(SQ_EALREADY, 77, "already_subscribed", "the connection already follows this channel")    \
+  X(SQ_ESLOW, 78, "slow_consumer", "the client did not read its messages in time")           \
+  X(SQ_ENO_PONG, 79, "no_pong", "the client did not answer a ping in time")                  \
+  X(SQ_EORIGIN, 80, "origin_refused", "the page's Origin is not allowed")                    \
+  X(SQ_ENOT_FOUND, 81, "not_found", "no such result (never enqueued, not finished, or expired)")
 
 /* The transient codes: a job that fails with one of them is retried (backoff, then dead-letter
  * after max_attempts); every other code fails the job at once (docs/protocol.md "Error codes").

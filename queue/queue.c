@@ -166,7 +166,7 @@ static int argv_to_eval(argv_t *a, const char *name) {
 
 /* ---- async requests ---- */
 
-typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS } req_kind_t;
+typedef enum { REQ_CLAIM, REQ_ACK, REQ_STATUS, REQ_RECOVER } req_kind_t;
 
 typedef struct {
   sq_queue_t *q;
@@ -180,6 +180,7 @@ typedef struct {
     sq_queue_claim_cb claim;
     sq_queue_ack_cb ack;
     sq_queue_status_cb status;
+    sq_queue_recover_cb recover;
   } cb;
   void *data;
 } queue_req_t;
@@ -199,6 +200,9 @@ static void req_fail(queue_req_t *r, int status) {
       break;
     case REQ_STATUS:
       r->cb.status(r->q, status, 0, r->data);
+      break;
+    case REQ_RECOVER:
+      r->cb.recover(status, NULL, r->data);
       break;
   }
 }
@@ -292,6 +296,41 @@ static void status_done(queue_req_t *r, redisReply *rep) {
 
 static int req_send(sq_redis_conn_t *c, queue_req_t *r);
 
+/* [status, snapshot or nil, event...], all strings (the packed documents). */
+static void recover_done(queue_req_t *r, redisReply *rep) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+      rep->element[0]->type != REDIS_REPLY_STRING) {
+    req_fail(r, SQ_EREDIS);
+    return;
+  }
+  size_t n = rep->elements - 2;
+  const char **evs = calloc(n + 1, sizeof(*evs));
+  size_t *lens = calloc(n + 1, sizeof(*lens));
+  if (!evs || !lens) {
+    free(evs);
+    free(lens);
+    req_fail(r, SQ_ENOMEM);
+    return;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const redisReply *e = rep->element[2 + i];
+    if (e->type != REDIS_REPLY_STRING) continue;
+    evs[k] = e->str;
+    lens[k++] = e->len;
+  }
+  const redisReply *snap = rep->element[1];
+  sq_recover_t rec = {rep->element[0]->str,
+                      snap->type == REDIS_REPLY_STRING ? snap->str : NULL,
+                      snap->type == REDIS_REPLY_STRING ? snap->len : 0,
+                      evs,
+                      lens,
+                      k};
+  r->cb.recover(0, &rec, r->data);
+  free(evs);
+  free(lens);
+}
+
 static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
   queue_req_t *r = privdata;
   if (!rep) { /* disconnected or freed: every pending callback ends here */
@@ -323,6 +362,9 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
       break;
     case REQ_STATUS:
       status_done(r, rep);
+      break;
+    case REQ_RECOVER:
+      recover_done(r, rep);
       break;
   }
   req_free(r);
@@ -651,4 +693,24 @@ int sq_queue_enqueue_sync(redisContext *c, const char *prefix, const char *id, c
   }
   freeReplyObject(rep);
   return rc;
+}
+
+/* ---- readers of events ---- */
+
+int sq_queue_recover(sq_redis_conn_t *c, const char *prefix, const char *kind, const char *id,
+                     uint64_t since_off, const char *since_epoch, uint32_t limit, int watch,
+                     uint64_t budget_ms, sq_queue_recover_cb cb, void *data) {
+  if (!c || !kind || !id || !cb) return SQ_EINVAL;
+  queue_req_t *r = req_new(NULL, REQ_RECOVER, "recover", data);
+  if (!r) return SQ_ENOMEM;
+  r->cb.recover = cb;
+  r->budget_ms = budget_ms;
+  argv_str(&r->argv, prefix ? prefix : text_PREFIX);
+  argv_str(&r->argv, kind);
+  argv_str(&r->argv, id);
+  argv_u64(&r->argv, since_off);
+  argv_str(&r->argv, since_epoch ? since_epoch : "");
+  argv_u64(&r->argv, limit ? limit : SQ_DEFAULT_RECOVER_LIMIT);
+  argv_str(&r->argv, watch ? "1" : "0");
+  return req_start(c, r);
 }

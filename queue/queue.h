@@ -378,6 +378,38 @@ int sq_queue_enqueue_sync(struct redisContext *c, const char *prefix, const char
  * Static storage, never freed. */
 const char *sq_queue_script_source(const char *name);
 
+/* ---- readers of events (segq-bridge) ----
+ * The read side of the recovery algorithm (docs/protocol.md "Reading without gaps") as one call
+ * of the recover script, and the names a reader needs, so no key name is spelled outside queue/. */
+typedef struct {
+  const char *status;   /* "unknown", "recovered", "more" or "resync" */
+  const char *snapshot; /* the snapshot, a packed msgpack map; NULL for "unknown" */
+  size_t snapshot_len;
+  const char *const *events; /* the events after since_off, packed msgpack maps, in order */
+  const size_t *event_lens;
+  size_t nevents;
+} sq_recover_t;
+
+/* status 0 and rec (borrowed for the call), or a negative code and rec NULL. */
+typedef void (*sq_queue_recover_cb)(int status, const sq_recover_t *rec, void *data);
+/* recover(kind "job" | "group", id, since_off, since_epoch, limit (0 = the default), watch) on a
+ * command connection. Returns 0 when sent (cb runs exactly once) or a negative code (never). */
+int sq_queue_recover(sq_redis_conn_t *c, const char *prefix, const char *kind, const char *id,
+                     uint64_t since_off, const char *since_epoch, uint32_t limit, int watch,
+                     uint64_t budget_ms, sq_queue_recover_cb cb, void *data);
+
+typedef enum {
+  SQ_QUEUE_JOB_CHANNEL = 0, /* PUBLISHed job events */
+  SQ_QUEUE_GROUP_CHANNEL,   /* PUBLISHed group events */
+  SQ_QUEUE_GROUP_HISTORY,   /* a group's stored events (stream, entry id <off>-0) */
+  SQ_QUEUE_JOB_RECORD,      /* a job: a hash while live, the finished record (event + result) */
+} sq_queue_name_t;
+
+/* Writes the key or channel `which` of job/group id under prefix into out. Returns 0, or
+ * SQ_EINVAL (unknown name, out too small). */
+int sq_queue_key_name(char *out, size_t len, const char *prefix, sq_queue_name_t which,
+                      const char *id);
+
 /* ---- batching stage: pure logic, no I/O, clock passed in (so tests use a fake clock) ---- */
 typedef struct sq_batcher sq_batcher_t;
 

@@ -253,9 +253,20 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *privdata) {
       s->cb(c, SQ_REDIS_SUB_MESSAGE, r->element[2]->str, r->element[2]->len, r->element[3]->str,
             r->element[3]->len, s->data);
   } else if (!strcasecmp(kind, "unsubscribe") || !strcasecmp(kind, "punsubscribe")) {
-    /* hiredis has dropped s from its dict: this is the last call with s */
-    s->active = s->confirmed = 0;
-    if (s->removed) sub_free(c, s);
+    /* hiredis routes these by channel name. When the channel was subscribed again before this
+     * answer came, s is that new subscription (its SUBSCRIBE is still on the wire) and the
+     * answer ends the removed one, which hiredis let go of when the new one replaced it. */
+    sub_t *ended = s->removed ? s : NULL;
+    for (sub_t *o = c->subs; !ended && o; o = o->next)
+      if (o != s && o->removed && o->active && o->pattern == s->pattern && o->len == s->len &&
+          !memcmp(o->channel, s->channel, s->len))
+        ended = o;
+    if (ended) {
+      ended->active = ended->confirmed = 0;
+      sub_free(c, ended);
+    } else {
+      s->active = s->confirmed = 0; /* hiredis has dropped s from its dict */
+    }
   }
 }
 

@@ -4,9 +4,18 @@
 set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git
-      libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libopenblas-dev libjansson-dev
+      libhiredis-dev libuv1-dev libmsgpack-dev libturbojpeg0-dev libprotobuf-c-dev protobuf-c-compiler libdnnl-dev libjansson-dev
+      libwebsockets-dev libwebsockets-evlib-uv libssl-dev
       redis-server
       python3 python3-redis python3-msgpack python3-numpy python3-pil)
+# The bridge's tests: WebSocket clients (python3-websockets), and for tests/browser Debian's
+# chromium (driven by playwright-core, no browser download) with a font, and Node (the machine's
+# own Node/npm is used when present: Debian's npm conflicts with a newer one).
+# SEGQ_BOOTSTRAP_BUILD_ONLY=1 (the images' build stages) leaves these out.
+if [ -z "${SEGQ_BOOTSTRAP_BUILD_ONLY:-}" ]; then
+  PKGS+=(python3-websockets chromium fonts-dejavu-core)
+  command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+fi
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
@@ -19,18 +28,22 @@ case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   *" export "*) PKGS+=(python3-torch python3-torchvision python3-onnx) ;;
 esac
 
-# ONNX Runtime for tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library
-# in the npm package): installed when tests/ort/node_modules is missing and npm is present;
-# quiet, and never fails the bootstrap (offline, no npm: that test is skipped).
-# SEGQ_BOOTSTRAP_NO_NPM=1 skips it (the demo does not need it).
-ort_install() {
-  local ort_dir
+# npm packages of the tests, each from its package-lock.json: ONNX Runtime for
+# tests/integration/test_engine_ort.py (onnxruntime-node ships its CPU library in the npm
+# package) and playwright-core + ws for tests/browser (no browser download: Debian's chromium).
+# Installed when node_modules is missing and npm is present; quiet, and never fails the
+# bootstrap (offline, no npm: those tests skip and say why). SEGQ_BOOTSTRAP_NO_NPM=1 skips it
+# (the demo does not need it).
+npm_install() {
+  local dir
   [ -z "${SEGQ_BOOTSTRAP_NO_NPM:-}" ] || return 0
-  ort_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/ort"
-  [ -d "$ort_dir/node_modules" ] && return 0
   command -v npm >/dev/null 2>&1 || return 0
-  timeout 300 npm ci --ignore-scripts --prefix "$ort_dir" --no-audit --no-fund --loglevel=error \
-    >/dev/null 2>&1 || echo "bootstrap: npm ci in tests/ort failed (no registry?); test_engine_ort will skip" >&2
+  for dir in tests/ort tests/browser; do
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/$dir"
+    [ -d "$dir/node_modules" ] && continue
+    timeout 300 npm ci --ignore-scripts --prefix "$dir" --no-audit --no-fund --loglevel=error \
+      >/dev/null 2>&1 || echo "bootstrap: npm ci in $dir failed (no registry?); its tests will skip" >&2
+  done
   return 0
 }
 
@@ -39,7 +52,7 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  ort_install
+  npm_install
   exit 0
 fi
 echo "bootstrap: installing ${missing[*]}" >&2
@@ -51,4 +64,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts a system redis-server on install; segq's tests and demo run their own.
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
 $SUDO service redis-server stop >/dev/null 2>&1 || true
-ort_install
+npm_install

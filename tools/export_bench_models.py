@@ -11,6 +11,12 @@ Writes (skipped when already there, unless --force):
                 statistics, folded by the exporter (like models/cellseg-unet). Opset 13, input
                 "input", output "output", dynamic batch axis "N". ~1.9M parameters (~7.5 MB),
                 so the file is generated (bench/models/.gitignore), not committed.
+  resnet18.onnx, mobilenet_v3_small.onnx (1x3x224x224 -> 1000 logits),
+  deeplabv3_mobilenet_v3_large.onnx, lraspp_mobilenet_v3_large.onnx, fcn_resnet50.onnx
+                (1x3x256x256 -> 21x256x256 'out' map): torchvision 0.14's models with seeded
+                random weights (weights=None: nothing is downloaded; BatchNorm statistics
+                randomized like unet512's), eval mode, opset 17, dynamic batch axis "N".
+                These are the "models users bring" of issue 11's speed table.
 """
 
 import argparse
@@ -86,17 +92,73 @@ def export_unet512(path):
     print(f"{path}: {params} parameters, {os.path.getsize(path)} bytes")
 
 
+class OutOnly(nn.Module):
+    """torchvision's segmentation models return {'out': ..., 'aux': ...}: export 'out'."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+TORCHVISION = {
+    # name: (constructor, input size, wrap the dict output)
+    "resnet18": ("resnet18", 224, False),
+    "mobilenet_v3_small": ("mobilenet_v3_small", 224, False),
+    "deeplabv3_mobilenet_v3_large": ("segmentation.deeplabv3_mobilenet_v3_large", 256, True),
+    "lraspp_mobilenet_v3_large": ("segmentation.lraspp_mobilenet_v3_large", 256, True),
+    "fcn_resnet50": ("segmentation.fcn_resnet50", 256, True),
+}
+
+
+def export_torchvision(name, path):
+    import torchvision  # only needed for these models
+
+    ctor, size, seg = TORCHVISION[name]
+    fn = torchvision.models
+    for part in ctor.split("."):
+        fn = getattr(fn, part)
+    torch.manual_seed(17)
+    gen = torch.Generator().manual_seed(17)
+    kw = {"weights": None}
+    if seg:
+        kw["weights_backbone"] = None
+        if "fcn" in ctor or "deeplab" in ctor:
+            kw["aux_loss"] = False
+    net = fn(**kw)
+    randomize_bn(net, gen)
+    net = OutOnly(net) if seg else net
+    net.eval()
+    x = torch.randn(1, 3, size, size, generator=gen)
+    with torch.no_grad():
+        torch.onnx.export(net, x, path, opset_version=17, input_names=["input"],
+                          output_names=["output"],
+                          dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+                          do_constant_folding=True)
+    print(f"{path}: {sum(p.numel() for p in net.parameters())} parameters, "
+          f"{os.path.getsize(path)} bytes")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "models"))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--models", default="unet512," + ",".join(TORCHVISION),
+                    help="comma-separated subset (default: all)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "unet512.onnx")
-    if os.path.exists(path) and not args.force:
-        print(f"{path}: exists (use --force to rebuild)")
-        return 0
-    export_unet512(path)
+    torch.set_num_threads(2)
+    for name in args.models.split(","):
+        path = os.path.join(args.out, name + ".onnx")
+        if os.path.exists(path) and not args.force:
+            print(f"{path}: exists (use --force to rebuild)")
+            continue
+        if name == "unet512":
+            export_unet512(path)
+        else:
+            export_torchvision(name, path)
     return 0
 
 

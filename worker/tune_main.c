@@ -156,6 +156,7 @@ static double rss_mb(void) {
 }
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* the cpu backend's OpenMP waits passively (engine.h) */
   const char *model = NULL, *model_dir = "models", *device = "auto", *precision = NULL;
   uint32_t batches[MAX_SIZES] = {1, 2, 4, 8, 16}, streams[MAX_STREAMS] = {1, 2};
   int nb = 5, ns = 2;

@@ -695,6 +695,7 @@ static int cuda_configure(sq_backend_t *b, const sq_backend_options_t *opt, sq_e
 
 static const sq_backend_iface_t cuda_iface = {
     .get_name = cuda_name,
+    .supports = cuda_supports,
     .load = cuda_load,
     .unload = cuda_unload,
     .ctx_new = cuda_ctx_new,
@@ -703,7 +704,6 @@ static const sq_backend_iface_t cuda_iface = {
     .sync = cuda_sync,
     .memory_info = cuda_memory_info,
     .free = cuda_free,
-    .supports = cuda_supports,
     .props = cuda_props,
     .configure = cuda_configure,
     .run_image = cuda_run_image,

@@ -27,7 +27,7 @@ static int act_of(int act) {
 }
 
 static int is_binary(int op) {
-  return op == SQ_OP_Add || op == SQ_OP_Sub || op == SQ_OP_Mul || op == SQ_OP_Div;
+  return sq_op_has(op, SQ_P_BINARY); /* ops.def: Add, Sub, Mul, Div */
 }
 
 int sq_cuda_eltwise_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out,

@@ -6,13 +6,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 #define ROWS(NAME, TA, TB, TO, EXPR)                                                            \
   static void NAME(const void *pa, int64_t sa, const void *pb, int64_t sb, void *po, int64_t n, \
                    void *ctx) {                                                                 \
@@ -34,13 +27,13 @@ static bool num_type(int dt) {
 /* ---- Pow: float base and exponent ---- */
 ROWS(pow_f32, float, float, float, powf(x, y))
 
-SHAPE_FN(sq_shape_pow) {
+SQ_SHAPE_FN(sq_shape_pow) {
   if (nin != 2 || in[0].dtype != SQ_DT_FLOAT || in[1].dtype != SQ_DT_FLOAT)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "only float ^ float");
   return sq_shape_broadcast(node, in, nin, out, nout, err);
 }
 
-KERNEL_FN(sq_kern_pow) {
+SQ_KERNEL_FN(sq_kern_pow) {
   (void)node, (void)nin, (void)nout, (void)err;
   sq_binary_broadcast(cpu, &in[0], &in[1], &out[0], pow_f32, NULL);
   return 0;
@@ -63,7 +56,7 @@ static bool prelu_slope(const sq_view_t *x, const sq_view_t *slope, sq_view_t *s
   return true;
 }
 
-SHAPE_FN(sq_shape_prelu) {
+SQ_SHAPE_FN(sq_shape_prelu) {
   (void)nout;
   if (nin != 2 || in[0].dtype != SQ_DT_FLOAT || in[1].dtype != SQ_DT_FLOAT)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "only float");
@@ -75,7 +68,7 @@ SHAPE_FN(sq_shape_prelu) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_prelu) {
+SQ_KERNEL_FN(sq_kern_prelu) {
   (void)node, (void)nin, (void)nout, (void)err;
   sq_view_t s;
   prelu_slope(&in[0], &in[1], &s);
@@ -119,27 +112,27 @@ static int variadic(sq_cpu_t *cpu, const sq_view_t *in, int nin, const sq_view_t
   return 0;
 }
 
-SHAPE_FN(sq_shape_max) {
+SQ_SHAPE_FN(sq_shape_max) {
   return shape_variadic(node, in, nin, out, nout, false, err);
 }
-SHAPE_FN(sq_shape_min) {
+SQ_SHAPE_FN(sq_shape_min) {
   return shape_variadic(node, in, nin, out, nout, false, err);
 }
-SHAPE_FN(sq_shape_sum) {
+SQ_SHAPE_FN(sq_shape_sum) {
   return shape_variadic(node, in, nin, out, nout, false, err);
 }
-SHAPE_FN(sq_shape_mean) {
+SQ_SHAPE_FN(sq_shape_mean) {
   return shape_variadic(node, in, nin, out, nout, true, err);
 }
-KERNEL_FN(sq_kern_max) {
+SQ_KERNEL_FN(sq_kern_max) {
   (void)node, (void)nout, (void)err;
   return variadic(cpu, in, nin, out, max_f32, max_i64, max_i32);
 }
-KERNEL_FN(sq_kern_min) {
+SQ_KERNEL_FN(sq_kern_min) {
   (void)node, (void)nout, (void)err;
   return variadic(cpu, in, nin, out, min_f32, min_i64, min_i32);
 }
-KERNEL_FN(sq_kern_sum) {
+SQ_KERNEL_FN(sq_kern_sum) {
   (void)node, (void)nout, (void)err;
   return variadic(cpu, in, nin, out, sum_f32, sum_i64, sum_i32);
 }
@@ -154,7 +147,7 @@ static void scale_range(void *arg, int64_t b, int64_t e) {
   for (int64_t i = b; i < e; i++) s->y[i] *= s->scale;
 }
 
-KERNEL_FN(sq_kern_mean) {
+SQ_KERNEL_FN(sq_kern_mean) {
   (void)node, (void)nout, (void)err;
   variadic(cpu, in, nin, out, sum_f32, sum_i64, sum_i32);
   if (nin == 1) return 0;
@@ -169,7 +162,7 @@ ROWS(eq_i64, int64_t, int64_t, uint8_t, x == y)
 ROWS(eq_i32, int32_t, int32_t, uint8_t, x == y)
 ROWS(eq_u8, uint8_t, uint8_t, uint8_t, x == y)
 
-SHAPE_FN(sq_shape_equal) {
+SQ_SHAPE_FN(sq_shape_equal) {
   if (nin != 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "two inputs");
   int dt = in[0].dtype;
   if (!num_type(dt) && dt != SQ_DT_BOOL && dt != SQ_DT_UINT8)
@@ -180,7 +173,7 @@ SHAPE_FN(sq_shape_equal) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_equal) {
+SQ_KERNEL_FN(sq_kern_equal) {
   (void)node, (void)nin, (void)nout, (void)err;
   int dt = in[0].dtype;
   sq_binary_row_fn f = dt == SQ_DT_FLOAT   ? eq_f32
@@ -192,7 +185,7 @@ KERNEL_FN(sq_kern_equal) {
 }
 
 /* ---- Where: out = cond ? x : y, all three broadcast; element type by size ---- */
-SHAPE_FN(sq_shape_where) {
+SQ_SHAPE_FN(sq_shape_where) {
   (void)nout;
   if (nin != 3) return sq_node_error(err, SQ_EMODEL_LOAD, node, "three inputs");
   if (in[0].dtype != SQ_DT_BOOL)
@@ -241,7 +234,7 @@ static void where_rows(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_where) {
+SQ_KERNEL_FN(sq_kern_where) {
   (void)node, (void)nin, (void)nout, (void)err;
   where_t w = {.in = in, .out = &out[0], .es = sq_dtype_size(out[0].dtype)};
   for (int k = 0; k < 3; k++) sq_broadcast_strides(&in[k], &out[0], w.st[k]);

@@ -1,17 +1,10 @@
 /* cpu_ops_matmul.c: Gemm (transA/transB, alpha, beta, C broadcast to [M, N]) and MatMul (numpy
- * semantics: 1-D operands promoted, batch dims broadcast) on OpenBLAS sgemm. float32.
- * Executor thread; OpenBLAS runs with the pool's thread count (backend_cpu.c sets it). */
-#include <cblas.h>
+ * semantics: 1-D operands promoted, batch dims broadcast) on oneDNN's sgemm. float32.
+ * Executor thread; sgemm runs on the calling thread's OpenMP team (the backend's threads). */
+#include <dnnl.h>
 #include <string.h>
 
 #include "engine_internal.h"
-
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
 
 /* sgemm takes int sizes */
 static bool fits_int(int64_t v) {
@@ -19,7 +12,7 @@ static bool fits_int(int64_t v) {
 }
 
 /* ---- Gemm ---- */
-SHAPE_FN(sq_shape_gemm) {
+SQ_SHAPE_FN(sq_shape_gemm) {
   (void)nout;
   if (nin < 2 || in[0].rank != 2 || in[1].rank != 2)
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "A and B must be 2-D");
@@ -47,7 +40,7 @@ SHAPE_FN(sq_shape_gemm) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_gemm) {
+SQ_KERNEL_FN(sq_kern_gemm) {
   (void)cpu, (void)nout, (void)err;
   bool ta = sq_attr_int(node, "transA", 0) != 0, tb = sq_attr_int(node, "transB", 0) != 0;
   float alpha = sq_attr_float(node, "alpha", 1.0f), beta = sq_attr_float(node, "beta", 1.0f);
@@ -67,9 +60,8 @@ KERNEL_FN(sq_kern_gemm) {
     if (!has_c) memset(y, 0, (size_t)(m * n) * sizeof(float));
     return 0;
   }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
-              (int)n, (int)k, alpha, in[0].data, (int)in[0].dims[1], in[1].data, (int)in[1].dims[1],
-              has_c ? 1.0f : 0.0f, y, (int)n);
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, in[0].data, in[0].dims[1], in[1].data,
+             in[1].dims[1], has_c ? 1.0f : 0.0f, y, n);
   if (node->act) sq_act_apply(node->act, node->act_alpha, node->act_beta, y, m * n);
   return 0;
 }
@@ -121,7 +113,7 @@ static int matmul_params(const sq_node_t *node, const sq_view_t *a, const sq_vie
   return 0;
 }
 
-SHAPE_FN(sq_shape_matmul) {
+SQ_SHAPE_FN(sq_shape_matmul) {
   (void)nout;
   if (nin < 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "two inputs");
   if (in[0].dtype != SQ_DT_FLOAT || in[1].dtype != SQ_DT_FLOAT)
@@ -131,7 +123,7 @@ SHAPE_FN(sq_shape_matmul) {
   return matmul_params(node, &in[0], &in[1], &p, &out[0], err);
 }
 
-KERNEL_FN(sq_kern_matmul) {
+SQ_KERNEL_FN(sq_kern_matmul) {
   (void)cpu, (void)nin, (void)nout;
   matmul_t p;
   int rc = matmul_params(node, &in[0], &in[1], &p, NULL, err);
@@ -149,8 +141,7 @@ KERNEL_FN(sq_kern_matmul) {
   for (int d = 0; d < p.brank; d++) b_shared = b_shared && p.sb[d] == 0;
   if (nb > 1 && b_shared && sq_view_numel(&in[0]) == nb * p.m * p.k &&
       fits_int(nb * p.m)) { /* [batch, M, K] x [K, N]: one sgemm over all rows */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(nb * p.m), (int)p.n, (int)p.k,
-                1.0f, a, (int)p.k, b, (int)p.n, 0.0f, y, (int)p.n);
+    dnnl_sgemm('N', 'N', nb * p.m, p.n, p.k, 1.0f, a, p.k, b, p.n, 0.0f, y, p.n);
     return 0;
   }
   for (int64_t i = 0; i < nb; i++) {
@@ -161,8 +152,8 @@ KERNEL_FN(sq_kern_matmul) {
       oa += idx * p.sa[d];
       ob += idx * p.sb[d];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p.m, (int)p.n, (int)p.k, 1.0f,
-                a + oa, (int)p.k, b + ob, (int)p.n, 0.0f, y + i * p.m * p.n, (int)p.n);
+    dnnl_sgemm('N', 'N', p.m, p.n, p.k, 1.0f, a + oa, p.k, b + ob, p.n, 0.0f, y + i * p.m * p.n,
+               p.n);
   }
   return 0;
 }

@@ -6,13 +6,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 /* mean and 1/sqrt(var + eps) of n floats (two passes: stable for large offsets) */
 static void moments(const float *x, int64_t n, float eps, float *mean, float *inv) {
   double s = 0, v = 0;
@@ -27,7 +20,7 @@ static void moments(const float *x, int64_t n, float eps, float *mean, float *in
 }
 
 /* ---- InstanceNormalization ---- */
-SHAPE_FN(sq_shape_instancenormalization) {
+SQ_SHAPE_FN(sq_shape_instancenormalization) {
   if (nin < 3 || in[0].rank < 3)
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs X (rank >= 3), scale, B");
   for (int k = 0; k < 3; k++)
@@ -57,7 +50,7 @@ static void inorm_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_instancenormalization) {
+SQ_KERNEL_FN(sq_kern_instancenormalization) {
   (void)nin, (void)nout, (void)err;
   inorm_t a = {in[0].data,
                in[1].data,
@@ -72,7 +65,7 @@ KERNEL_FN(sq_kern_instancenormalization) {
 }
 
 /* ---- LayerNormalization ---- */
-SHAPE_FN(sq_shape_layernormalization) {
+SQ_SHAPE_FN(sq_shape_layernormalization) {
   if (nin < 2) return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs X and scale");
   int axis = sq_axis(sq_attr_int(node, "axis", -1), in[0].rank);
   if (axis < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "axis out of range");
@@ -132,7 +125,7 @@ static void expand_to(const sq_view_t *v, const sq_view_t *norm, float *dst) {
   }
 }
 
-KERNEL_FN(sq_kern_layernormalization) {
+SQ_KERNEL_FN(sq_kern_layernormalization) {
   int axis = sq_axis(sq_attr_int(node, "axis", -1), in[0].rank);
   sq_view_t norm = {.rank = in[0].rank - axis};
   memcpy(norm.dims, in[0].dims + axis, sizeof(int64_t) * (size_t)norm.rank);
@@ -152,5 +145,59 @@ KERNEL_FN(sq_kern_layernormalization) {
                d,
                sq_attr_float(node, "epsilon", 1e-5f)};
   sq_cpu_parallel_for(cpu, rows, 1 + (1 << 12) / (d + 1), lnorm_range, &a);
+  return 0;
+}
+
+/* ---- LRN: y = x / (bias + alpha / size * sum of x^2 over a window of channels)^beta; the
+ * window of channel c is [c - floor((size-1)/2), c + ceil((size-1)/2)], clipped ---- */
+SQ_SHAPE_FN(sq_shape_lrn) {
+  if (nin < 1 || in[0].dtype != SQ_DT_FLOAT || in[0].rank < 3)
+    return sq_node_error(err, SQ_EUNSUPPORTED, node, "float32 input of rank >= 3 only");
+  if (sq_attr_int(node, "size", 0) < 1)
+    return sq_node_error(err, SQ_EMODEL_LOAD, node, "size must be >= 1");
+  return sq_shape_same(node, in, nin, out, nout, err);
+}
+
+typedef struct {
+  const float *x;
+  float *y;
+  int64_t c, plane, lo, hi; /* window offsets: [c - lo, c + hi] */
+  float alpha, beta, bias;
+  int64_t size;
+} lrn_t;
+
+static void lrn_range(void *arg, int64_t b, int64_t e) {
+  const lrn_t *a = arg;
+  for (int64_t p = b; p < e; p++) { /* p = (n, c) plane */
+    int64_t n = p / a->c, ch = p % a->c;
+    int64_t c0 = ch - a->lo < 0 ? 0 : ch - a->lo, c1 = ch + a->hi >= a->c ? a->c - 1 : ch + a->hi;
+    const float *x = a->x + p * a->plane;
+    float *y = a->y + p * a->plane;
+    for (int64_t i = 0; i < a->plane; i++) {
+      double s = 0;
+      for (int64_t k = c0; k <= c1; k++) {
+        double v = a->x[(n * a->c + k) * a->plane + i];
+        s += v * v;
+      }
+      y[i] = (float)((double)x[i] /
+                     pow((double)a->bias + (double)a->alpha / (double)a->size * s, a->beta));
+    }
+  }
+}
+
+SQ_KERNEL_FN(sq_kern_lrn) {
+  int64_t size = sq_attr_int(node, "size", 1), plane = 1;
+  for (int d = 2; d < in[0].rank; d++) plane *= in[0].dims[d];
+  lrn_t a = {in[0].data,
+             out[0].data,
+             in[0].dims[1],
+             plane,
+             (size - 1) / 2,
+             size - 1 - (size - 1) / 2,
+             sq_attr_float(node, "alpha", 1e-4f),
+             sq_attr_float(node, "beta", 0.75f),
+             sq_attr_float(node, "bias", 1.0f),
+             size};
+  sq_cpu_parallel_for(cpu, in[0].dims[0] * in[0].dims[1], 1, lrn_range, &a);
   return 0;
 }

@@ -6,13 +6,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 /* ---- global pooling: out is N x C x 1 x ... x 1 ---- */
 static int shape_global(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                         int nout, sq_error_t *err) {
@@ -60,23 +53,23 @@ static int run_global(sq_cpu_t *cpu, const sq_view_t *in, const sq_view_t *out, 
   return 0;
 }
 
-SHAPE_FN(sq_shape_globalaveragepool) {
+SQ_SHAPE_FN(sq_shape_globalaveragepool) {
   return shape_global(node, in, nin, out, nout, err);
 }
-SHAPE_FN(sq_shape_globalmaxpool) {
+SQ_SHAPE_FN(sq_shape_globalmaxpool) {
   return shape_global(node, in, nin, out, nout, err);
 }
-KERNEL_FN(sq_kern_globalaveragepool) {
+SQ_KERNEL_FN(sq_kern_globalaveragepool) {
   (void)node, (void)nin, (void)nout, (void)err;
   return run_global(cpu, in, out, false);
 }
-KERNEL_FN(sq_kern_globalmaxpool) {
+SQ_KERNEL_FN(sq_kern_globalmaxpool) {
   (void)node, (void)nin, (void)nout, (void)err;
   return run_global(cpu, in, out, true);
 }
 
 /* ---- AveragePool ---- */
-SHAPE_FN(sq_shape_averagepool) {
+SQ_SHAPE_FN(sq_shape_averagepool) {
   if (nout > 1) return sq_node_error(err, SQ_EMODEL_LOAD, node, "one output");
   return sq_shape_pool(node, in, nin, out, nout, err);
 }
@@ -117,7 +110,7 @@ static void avgpool_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_averagepool) {
+SQ_KERNEL_FN(sq_kern_averagepool) {
   (void)nin, (void)nout;
   sq_pool_t p;
   int rc = sq_pool_params(node, &in[0], &p, err);

@@ -6,13 +6,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 enum { R_SUM, R_MEAN, R_MAX };
 
 /* Which axes of x a Reduce* node reduces. Axes come from input 1 when the op takes them as an
@@ -199,33 +192,33 @@ static int run_reduce(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in,
   return 0;
 }
 
-SHAPE_FN(sq_shape_reducemean) {
+SQ_SHAPE_FN(sq_shape_reducemean) {
   (void)nout;
   return shape_reduce(node, in, nin, out, err);
 }
-SHAPE_FN(sq_shape_reducemax) {
+SQ_SHAPE_FN(sq_shape_reducemax) {
   (void)nout;
   return shape_reduce(node, in, nin, out, err);
 }
-SHAPE_FN(sq_shape_reducesum) {
+SQ_SHAPE_FN(sq_shape_reducesum) {
   (void)nout;
   return shape_reduce(node, in, nin, out, err);
 }
-KERNEL_FN(sq_kern_reducemean) {
+SQ_KERNEL_FN(sq_kern_reducemean) {
   (void)nout;
   return run_reduce(cpu, node, in, nin, out, R_MEAN, err);
 }
-KERNEL_FN(sq_kern_reducemax) {
+SQ_KERNEL_FN(sq_kern_reducemax) {
   (void)nout;
   return run_reduce(cpu, node, in, nin, out, R_MAX, err);
 }
-KERNEL_FN(sq_kern_reducesum) {
+SQ_KERNEL_FN(sq_kern_reducesum) {
   (void)nout;
   return run_reduce(cpu, node, in, nin, out, R_SUM, err);
 }
 
 /* ---- ArgMax: int64 indices along one axis ---- */
-SHAPE_FN(sq_shape_argmax) {
+SQ_SHAPE_FN(sq_shape_argmax) {
   (void)nin, (void)nout;
   if (in[0].dtype != SQ_DT_FLOAT)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "type %s", sq_dtype_name(in[0].dtype));
@@ -268,7 +261,7 @@ static void argmax_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_argmax) {
+SQ_KERNEL_FN(sq_kern_argmax) {
   (void)nin, (void)nout, (void)err;
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
   argmax_t a = {in[0].data, out[0].data, in[0].dims[axis], 1,
@@ -369,17 +362,17 @@ static int run_softmax(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in
   return 0;
 }
 
-SHAPE_FN(sq_shape_softmax) {
+SQ_SHAPE_FN(sq_shape_softmax) {
   return shape_softmax(node, in, nin, out, nout, err);
 }
-SHAPE_FN(sq_shape_logsoftmax) {
+SQ_SHAPE_FN(sq_shape_logsoftmax) {
   return shape_softmax(node, in, nin, out, nout, err);
 }
-KERNEL_FN(sq_kern_softmax) {
+SQ_KERNEL_FN(sq_kern_softmax) {
   (void)nin, (void)nout;
   return run_softmax(cpu, node, in, out, false, err);
 }
-KERNEL_FN(sq_kern_logsoftmax) {
+SQ_KERNEL_FN(sq_kern_logsoftmax) {
   (void)nin, (void)nout;
   return run_softmax(cpu, node, in, out, true, err);
 }

@@ -7,13 +7,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 static inline void copy_elem(char *dst, const char *src, size_t es) {
   switch (es) {
     case 4:
@@ -106,7 +99,7 @@ static int transpose_perm(const sq_node_t *node, int rank, int *perm, sq_error_t
   return 0;
 }
 
-SHAPE_FN(sq_shape_transpose) {
+SQ_SHAPE_FN(sq_shape_transpose) {
   (void)nin, (void)nout;
   int perm[SQ_MAX_DIMS];
   int rc = transpose_perm(node, in[0].rank, perm, err);
@@ -119,7 +112,7 @@ SHAPE_FN(sq_shape_transpose) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_transpose) {
+SQ_KERNEL_FN(sq_kern_transpose) {
   (void)nin, (void)nout;
   int perm[SQ_MAX_DIMS];
   int rc = transpose_perm(node, in[0].rank, perm, err);
@@ -138,7 +131,7 @@ static int block_size(const sq_node_t *node, const sq_view_t *x, sq_error_t *err
   return (int)b;
 }
 
-SHAPE_FN(sq_shape_depthtospace) {
+SQ_SHAPE_FN(sq_shape_depthtospace) {
   (void)nin, (void)nout;
   int b = block_size(node, &in[0], err);
   if (b < 0) return b;
@@ -155,7 +148,7 @@ SHAPE_FN(sq_shape_depthtospace) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_depthtospace) {
+SQ_KERNEL_FN(sq_kern_depthtospace) {
   (void)nin, (void)nout, (void)err;
   int64_t b = sq_attr_int(node, "blocksize", 0);
   const int64_t *x = in[0].dims;
@@ -176,7 +169,7 @@ KERNEL_FN(sq_kern_depthtospace) {
   return 0;
 }
 
-SHAPE_FN(sq_shape_spacetodepth) {
+SQ_SHAPE_FN(sq_shape_spacetodepth) {
   (void)nin, (void)nout;
   int b = block_size(node, &in[0], err);
   if (b < 0) return b;
@@ -190,7 +183,7 @@ SHAPE_FN(sq_shape_spacetodepth) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_spacetodepth) {
+SQ_KERNEL_FN(sq_kern_spacetodepth) {
   (void)nin, (void)nout, (void)err;
   int64_t b = sq_attr_int(node, "blocksize", 0);
   const int64_t *x = in[0].dims;
@@ -202,7 +195,7 @@ KERNEL_FN(sq_kern_spacetodepth) {
 }
 
 /* ---- Expand: bidirectional broadcast of X with the constant `shape` ---- */
-SHAPE_FN(sq_shape_expand) {
+SQ_SHAPE_FN(sq_shape_expand) {
   (void)nout;
   if (nin < 2 || !in[1].data)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "shape must be constant at plan time");
@@ -219,7 +212,7 @@ SHAPE_FN(sq_shape_expand) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_expand) {
+SQ_KERNEL_FN(sq_kern_expand) {
   (void)node, (void)nin, (void)nout, (void)err;
   gather_t g = {
       .src = in[0].data, .dst = out[0].data, .es = sq_dtype_size(in[0].dtype), .rank = out[0].rank};
@@ -230,7 +223,7 @@ KERNEL_FN(sq_kern_expand) {
 }
 
 /* ---- Tile: out dim d = in dim d * repeats[d] ---- */
-SHAPE_FN(sq_shape_tile) {
+SQ_SHAPE_FN(sq_shape_tile) {
   (void)nout;
   if (nin < 2 || !in[1].data)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "repeats must be constant at plan time");
@@ -276,7 +269,7 @@ static void tile_rows(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_tile) {
+SQ_KERNEL_FN(sq_kern_tile) {
   (void)node, (void)nin, (void)nout, (void)err;
   tile_t t = {&in[0], &out[0], sq_dtype_size(in[0].dtype)};
   int64_t n = sq_view_numel(&out[0]);
@@ -350,7 +343,7 @@ static int pad_params(const sq_node_t *node, const sq_view_t *in, int nin, int64
   return 0;
 }
 
-SHAPE_FN(sq_shape_pad) {
+SQ_SHAPE_FN(sq_shape_pad) {
   (void)nout;
   if (!sq_dtype_size(in[0].dtype))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "type %s", sq_dtype_name(in[0].dtype));
@@ -413,7 +406,7 @@ static void pad_rows(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_pad) {
+SQ_KERNEL_FN(sq_kern_pad) {
   (void)nout;
   pad_t a = {.x = &in[0], .y = &out[0], .es = sq_dtype_size(in[0].dtype)};
   int64_t e[SQ_MAX_DIMS];
@@ -474,7 +467,7 @@ static int split_sizes(const sq_node_t *node, const sq_view_t *in, int nin, int 
   return 0;
 }
 
-SHAPE_FN(sq_shape_split) {
+SQ_SHAPE_FN(sq_shape_split) {
   if (nout < 1) return sq_node_error(err, SQ_EMODEL_LOAD, node, "no outputs");
   if (nout > SQ_MAX_NODE_IO) return sq_node_error(err, SQ_EUNSUPPORTED, node, "outputs");
   if (!sq_dtype_size(in[0].dtype))
@@ -492,7 +485,7 @@ SHAPE_FN(sq_shape_split) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_split) {
+SQ_KERNEL_FN(sq_kern_split) {
   (void)cpu;
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
   int64_t sizes[nout];
@@ -545,7 +538,7 @@ static int upsample_scales(const sq_node_t *node, const sq_view_t *in, int nin, 
   return 0;
 }
 
-SHAPE_FN(sq_shape_upsample) {
+SQ_SHAPE_FN(sq_shape_upsample) {
   (void)nout;
   const char *mode = sq_attr_string(node, "mode", "nearest");
   bool linear = strcmp(mode, "linear") == 0 || strcmp(mode, "bilinear") == 0;
@@ -634,7 +627,7 @@ static void bilinear_planes(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_upsample) {
+SQ_KERNEL_FN(sq_kern_upsample) {
   (void)nout;
   upsample_t u = {.x = &in[0], .y = &out[0], .es = sq_dtype_size(in[0].dtype)};
   int rc = upsample_scales(node, in, nin, u.scales, err);

@@ -7,13 +7,6 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 typedef enum {
   U_ABS,
   U_NEG,
@@ -125,10 +118,10 @@ static int shape_float(const sq_node_t *node, const sq_view_t *in, int nin, sq_v
 }
 
 #define FLOAT_UNARY(lname, OP, A, B)                         \
-  SHAPE_FN(sq_shape_##lname) {                               \
+  SQ_SHAPE_FN(sq_shape_##lname) {                            \
     return shape_float(node, in, nin, out, nout, err);       \
   }                                                          \
-  KERNEL_FN(sq_kern_##lname) {                               \
+  SQ_KERNEL_FN(sq_kern_##lname) {                            \
     (void)nin;                                               \
     (void)nout;                                              \
     return run_unary(cpu, node, in, out, OP, (A), (B), err); \
@@ -152,14 +145,14 @@ FLOAT_UNARY(hardsigmoid, U_HARD_SIGMOID, sq_attr_float(node, "alpha", 0.2f),
             sq_attr_float(node, "beta", 0.5f))
 
 /* ---- Gelu (opset 20): approximate = "none" | "tanh" ---- */
-SHAPE_FN(sq_shape_gelu) {
+SQ_SHAPE_FN(sq_shape_gelu) {
   const char *ap = sq_attr_string(node, "approximate", "none");
   if (strcmp(ap, "none") != 0 && strcmp(ap, "tanh") != 0)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "approximate '%s'", ap);
   return shape_float(node, in, nin, out, nout, err);
 }
 
-KERNEL_FN(sq_kern_gelu) {
+SQ_KERNEL_FN(sq_kern_gelu) {
   (void)nin;
   (void)nout;
   bool tanh_form = strcmp(sq_attr_string(node, "approximate", "none"), "tanh") == 0;
@@ -191,19 +184,19 @@ static int int_unary(const sq_view_t *in, const sq_view_t *out, bool neg) {
   return 0;
 }
 
-SHAPE_FN(sq_shape_abs) {
+SQ_SHAPE_FN(sq_shape_abs) {
   return shape_signed(node, in, nin, out, nout, err);
 }
-KERNEL_FN(sq_kern_abs) {
+SQ_KERNEL_FN(sq_kern_abs) {
   (void)nin;
   (void)nout;
   if (in[0].dtype != SQ_DT_FLOAT) return int_unary(in, out, false);
   return run_unary(cpu, node, in, out, U_ABS, 0, 0, err);
 }
-SHAPE_FN(sq_shape_neg) {
+SQ_SHAPE_FN(sq_shape_neg) {
   return shape_signed(node, in, nin, out, nout, err);
 }
-KERNEL_FN(sq_kern_neg) {
+SQ_KERNEL_FN(sq_kern_neg) {
   (void)nin;
   (void)nout;
   if (in[0].dtype != SQ_DT_FLOAT) return int_unary(in, out, true);
@@ -212,7 +205,7 @@ KERNEL_FN(sq_kern_neg) {
 
 /* ---- Clip: min/max attributes before opset 11, optional inputs 1 and 2 from 11; int64 and
  * int32 too (opset 12), as torch.clamp on sizes in shape subgraphs ---- */
-SHAPE_FN(sq_shape_clip) {
+SQ_SHAPE_FN(sq_shape_clip) {
   if (nin < 1 || !sq_view_present(&in[0]))
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "missing input");
   int dt = in[0].dtype;
@@ -240,7 +233,7 @@ static int clip_int(const sq_view_t *in, int nin, const sq_view_t *out) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_clip) {
+SQ_KERNEL_FN(sq_kern_clip) {
   (void)nout;
   if (in[0].dtype != SQ_DT_FLOAT) return clip_int(in, nin, out);
   float lo = -INFINITY, hi = INFINITY;
@@ -257,7 +250,7 @@ KERNEL_FN(sq_kern_clip) {
 }
 
 /* ---- Dropout (inference only): identity; the optional mask output is all ones ---- */
-SHAPE_FN(sq_shape_dropout) {
+SQ_SHAPE_FN(sq_shape_dropout) {
   if (node->opset < 7 && sq_attr_int(node, "is_test", 0) == 0)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "training mode");
   if (nin > 2 && sq_view_present(&in[2])) {
@@ -280,7 +273,7 @@ SHAPE_FN(sq_shape_dropout) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_dropout) {
+SQ_KERNEL_FN(sq_kern_dropout) {
   (void)cpu;
   (void)nin;
   (void)err;

@@ -124,6 +124,16 @@ int sq_engine_plan_output_count(const sq_engine_plan_t *p);
 int sq_engine_plan_input_info(const sq_engine_plan_t *p, int i, sq_engine_tensor_t *info);
 int sq_engine_plan_output_info(const sq_engine_plan_t *p, int i, sq_engine_tensor_t *info);
 
+/* ---- process set-up (main thread, first thing in main) ----
+ * The cpu backend runs on oneDNN's OpenMP runtime (libgomp), which reads OMP_WAIT_POLICY once,
+ * when the process starts. Its default keeps a finished team spinning, which on a machine whose
+ * cores are shared (the worker's decode pool, other processes) makes every later parallel region
+ * wait for a descheduled spinner: measured 5-20x slower at batch 1 under load. When the
+ * variable is unset, this sets OMP_WAIT_POLICY=PASSIVE and re-executes the program (same pid,
+ * same argv) so libgomp starts with it; an explicit setting is kept. Returns only when no
+ * re-exec was needed or it failed (then the process runs on with libgomp's default). */
+void sq_engine_process_init(char **argv);
+
 /* ---- backends ----
  * The CPU backend: float32, `threads` worker threads (0 = number of online CPUs). Caller owns. */
 sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err);

@@ -16,7 +16,7 @@
 
 /* ---- ops: the enum from ops.def (SQ_OP_Conv, ...) ---- */
 typedef enum {
-#define SQ_OP(name, kernel, shape, static_inputs) SQ_OP_##name,
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) SQ_OP_##name,
 #define SQ_OP_TODO(name, owner) SQ_OP_##name,
 #include "ops.def"
 #undef SQ_OP
@@ -172,15 +172,27 @@ typedef int (*sq_kernel_fn)(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_
 typedef int (*sq_shape_fn)(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out,
                            int nout, sq_error_t *err);
 
-#define SQ_OP(name, kernel, shape, static_inputs)                                          \
-  int kernel(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,           \
-             const sq_view_t *out, int nout, sq_error_t *err);                             \
-  int shape(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-            sq_error_t *err);
+/* Kernels and shape functions are defined with these, so their signatures are written once. */
+#define SQ_KERNEL_FN(name)                                                     \
+  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
+           const sq_view_t *out, int nout, sq_error_t *err)
+#define SQ_SHAPE_FN(name)                                                                 \
+  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
+           sq_error_t *err)
+
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
+  SQ_KERNEL_FN(kernel);                                                  \
+  SQ_SHAPE_FN(shape);
 #define SQ_OP_TODO(name, owner)
 #include "ops.def"
 #undef SQ_OP
 #undef SQ_OP_TODO
+
+/* ops.def's props column */
+#define SQ_P_VIEW 0x1u    /* output = input 0's bytes */
+#define SQ_P_INPLACE 0x2u /* elementwise: output may overwrite input 0 when it dies here */
+#define SQ_P_HOST 0x4u    /* applies node->act to its output */
+#define SQ_P_BINARY 0x8u  /* elementwise binary arithmetic, numpy broadcasting */
 
 /* ops.c: the table built from ops.def */
 typedef struct {
@@ -188,10 +200,17 @@ typedef struct {
   sq_kernel_fn cpu;       /* NULL: listed but not implemented (unsupported) */
   sq_shape_fn shape;      /* NULL with cpu */
   unsigned static_inputs; /* bit i: input i must be a constant at plan time */
+  unsigned props;         /* SQ_P_* */
+  int act;                /* sq_act_t this op computes (fusable into a SQ_P_HOST producer) */
+  bool cuda;              /* the CUDA backend has an implementation (gpu/cuda/cuda_ops.c) */
 } sq_op_info_t;
 
 const sq_op_info_t *sq_op_info(int op);
 int sq_op_lookup(const char *op_type); /* sq_op_t or -1 when not listed */
+static inline bool sq_op_has(int op, unsigned prop) {
+  const sq_op_info_t *i = sq_op_info(op);
+  return i && (i->props & prop) != 0;
+}
 
 /* ---- helpers for kernels and shape functions (shape.c / kern_util.c) ---- */
 /* Error naming the node: "node 'conv1' (Conv): <fmt>". Returns code. */
@@ -238,6 +257,33 @@ int sq_shape_pool(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t
 /* x rounded to the nearest float16 value (ties to even; overflow to inf; NaN kept), as a
  * float: what Cast(to=FLOAT16) computes on the engine's float32 tensors (kern_shape.c). */
 float sq_round_fp16(float x);
+/* Convolution geometry (kern_conv.c), shared by the reference kernels and every backend:
+ * 1-D runs as 2-D with h = kh = 1; auto_pad, output_shape/output_padding (ConvTranspose)
+ * resolved into explicit begin/end pads. transpose selects ConvTranspose's rules. */
+typedef struct {
+  int64_t n, c, h, w; /* input */
+  int64_t m, kh, kw;  /* output channels, kernel */
+  int64_t oh, ow;     /* output */
+  int64_t sh, sw, dh, dw, ph, pw, ph_end, pw_end;
+  int64_t group;
+} sq_conv_params_t;
+int sq_conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w, bool transpose,
+                   sq_conv_params_t *p, sq_error_t *err);
+/* Lays out blocks of the given sizes and [birth, death] lifetimes (inclusive positions) in one
+ * arena: greedy by decreasing size, each at the lowest 64-byte aligned offset overlapping no
+ * placed block alive at the same time. Fills offsets; returns the arena size (plan.c). */
+size_t sq_arena_place(const size_t *sizes, const int *birth, const int *death, int n,
+                      size_t *offsets);
+/* Resize geometry (kern_resize.c): output dims and the scale per axis (given scales, or
+ * out/in from sizes, after keep_aspect_ratio_policy), roi per axis (default 0..1). */
+typedef struct {
+  int rank;
+  int64_t in[SQ_MAX_DIMS], out[SQ_MAX_DIMS];
+  double scale[SQ_MAX_DIMS];
+  double roi0[SQ_MAX_DIMS], roi1[SQ_MAX_DIMS];
+} sq_resize_params_t;
+int sq_resize_params(const sq_node_t *node, const sq_view_t *in, int nin, sq_resize_params_t *r,
+                     sq_error_t *err);
 /* Applies a fused activation in place to n floats. */
 void sq_act_apply(int act, float alpha, float beta, float *x, int64_t n);
 
@@ -269,6 +315,9 @@ struct sq_engine_plan {
   size_t arena_bytes;
   pthread_mutex_t lock;  /* guards backend_state */
   sq_backend_t *backend; /* the backend backend_state belongs to (one per plan for now) */
+  /* its iface: a backend whose plan state does not need it alive (cpu) is unloaded through
+   * this after the backend itself was freed */
+  const struct sq_backend_iface *backend_iface;
   void *backend_state;
 };
 
@@ -311,11 +360,13 @@ void sq_onnx_builder_free(sq_onnx_builder_t *b);
 /* ---- backend interface (ggml style) ----
  * Every backend fills one iface; sq_engine_run and the sq_backend_* functions only call through
  * it. CUDA adds its own file with the same hooks; the only #ifdef for it sits in the registry. */
-typedef struct {
+typedef struct sq_backend_iface {
   const char *(*get_name)(sq_backend_t *b);
   /* Prepares a plan on this backend (upload weights/folded constants...). *state is kept in
    * the plan and passed back to run; called once per (plan, backend), under plan->lock. */
   int (*load)(sq_backend_t *b, const sq_engine_plan_t *p, void **state, sq_error_t *err);
+  /* Frees a plan's state. b is the backend that loaded it; a backend whose state keeps what it
+   * needs alive (cpu: reference counted) must not touch b, so its plans may outlive it. */
   void (*unload)(sq_backend_t *b, void *state);
   sq_backend_ctx_t *(*ctx_new)(sq_backend_t *b, size_t arena_bytes, sq_error_t *err);
   void (*ctx_free)(sq_backend_ctx_t *c);
@@ -325,9 +376,11 @@ typedef struct {
              const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err);
   int (*sync)(sq_backend_ctx_t *c, sq_error_t *err);
   int (*memory_info)(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
-  void (*free)(sq_backend_t *b);
-  /* Optional. Host-only plan check (sq_backend_supports); NULL: every plan runs. */
+  /* Optional. Host-only plan-time check that the backend runs every node of p
+   * (sq_backend_supports); NULL: it runs whatever the engine loads (cpu, whose reference kernels
+   * cover every op in ops.def). */
   int (*supports)(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err);
+  void (*free)(sq_backend_t *b);
   /* Optional. What the backend is (sq_backend_props); NULL: all zero. */
   void (*props)(sq_backend_t *b, sq_backend_props_t *out);
   /* Optional. Options before any plan binds (sq_backend_configure); NULL: options ignored

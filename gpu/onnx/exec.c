@@ -120,7 +120,10 @@ int sq_engine_bind(sq_engine_plan_t *p, sq_backend_t *b, void **state, sq_error_
     p->backend = NULL;
     p->backend_state = NULL;
     rc = b->iface->load ? b->iface->load(b, p, &p->backend_state, err) : 0;
-    if (!rc) p->backend = b;
+    if (!rc) {
+      p->backend = b;
+      p->backend_iface = b->iface;
+    }
   }
   *state = p->backend_state;
   pthread_mutex_unlock(&p->lock);

@@ -1,15 +1,11 @@
-/* fuse.c: load-time rewrite: an activation (Relu, LeakyRelu, Clip with constant bounds,
- * Sigmoid) that is the only reader of a Conv/ConvTranspose/Add/Sub/Mul/Div output becomes an
- * attribute of that node (node->act), applied by its kernel while the data is hot. The CUDA
- * backend maps the same field onto cuDNN's fused conv+bias+activation. */
+/* fuse.c: load-time rewrite: an activation (an op with an act in ops.def: Relu, LeakyRelu,
+ * Clip with constant bounds, Sigmoid) that is the only reader of an output of an op that can
+ * host one (SQ_P_HOST: Conv, ConvTranspose, Add, Sub, Mul, Div) becomes an attribute of that
+ * node (node->act), applied by its kernel while the data is hot. The cpu backend maps it onto
+ * oneDNN post-ops, the CUDA backend onto cuDNN's fused conv+bias+activation. */
 #include <float.h>
 
 #include "engine_internal.h"
-
-static bool can_host(int op) {
-  return op == SQ_OP_Conv || op == SQ_OP_ConvTranspose || op == SQ_OP_Add || op == SQ_OP_Sub ||
-         op == SQ_OP_Mul || op == SQ_OP_Div;
-}
 
 static bool const_scalar(const sq_graph_t *g, const sq_node_t *n, int k, float *v) {
   if (k >= n->nin || n->in[k] < 0) return true; /* absent: keep the default */
@@ -20,22 +16,19 @@ static bool const_scalar(const sq_graph_t *g, const sq_node_t *n, int k, float *
   return true;
 }
 
-/* Reads the activation a node computes; false when it is not a fusable one. */
+/* Reads the activation a node computes (ops.def's act column) and its parameters; false when
+ * it is not a fusable one. */
 static bool activation_of(const sq_graph_t *g, const sq_node_t *n, int *act, float *a, float *b) {
   *a = *b = 0;
-  switch (n->op) {
-    case SQ_OP_Relu:
-      *act = SQ_ACT_RELU;
+  *act = sq_op_info(n->op)->act;
+  switch (*act) {
+    case SQ_ACT_RELU:
+    case SQ_ACT_SIGMOID:
       return true;
-    case SQ_OP_Sigmoid:
-      *act = SQ_ACT_SIGMOID;
-      return true;
-    case SQ_OP_LeakyRelu:
-      *act = SQ_ACT_LEAKY_RELU;
+    case SQ_ACT_LEAKY_RELU:
       *a = sq_attr_float(n, "alpha", 0.01f);
       return true;
-    case SQ_OP_Clip:
-      *act = SQ_ACT_CLIP;
+    case SQ_ACT_CLIP:
       *a = -FLT_MAX;
       *b = FLT_MAX;
       if (n->opset < 11) {
@@ -52,7 +45,7 @@ static bool activation_of(const sq_graph_t *g, const sq_node_t *n, int *act, flo
 int sq_graph_fuse_activations(sq_graph_t *g, sq_error_t *err) {
   for (int i = 0; i < g->nnodes; i++) {
     sq_node_t *host = &g->nodes[i];
-    if (host->dead || !can_host(host->op) || host->act || host->nout != 1) continue;
+    if (host->dead || !sq_op_has(host->op, SQ_P_HOST) || host->act || host->nout != 1) continue;
     int y = host->out[0];
     if (y < 0 || g->tensors[y].is_output || sq_graph_use_count(g, y) != 1) continue;
     for (int j = i + 1; j < g->nnodes; j++) {

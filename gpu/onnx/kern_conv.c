@@ -1,24 +1,16 @@
-/* kern_conv.c: Conv and ConvTranspose (1-D and 2-D) on the CPU: im2col + OpenBLAS sgemm per
- * group, tiled over output rows so the column buffer stays small on large images, with a 1x1
- * fast path that feeds the input to sgemm directly and a direct depthwise loop. Bias and a
- * fused activation are applied in one pass after the GEMM. Executor thread; im2col/col2im fan out
- * over the pool, sgemm over OpenBLAS's. */
-#include <cblas.h>
+/* kern_conv.c: Conv and ConvTranspose geometry (attributes, auto_pad, output size: shared by
+ * every backend) and their reference kernels: im2col + sgemm per image and group (tiled over
+ * output rows), ConvTranspose as sgemm + col2im, bias and activation in one pass after. The cpu
+ * backend runs convolutions on oneDNN (cpu_dnnl_ops.c); these kernels serve plan-time folding
+ * and the cases oneDNN declines. Executor thread; sgemm is oneDNN's (same OpenMP team). */
+#include <dnnl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kern_conv.h"
+#include "engine_internal.h"
 
 #define COL_LIMIT (1 << 22) /* floats in one im2col tile (16 MiB) */
-
-typedef struct {
-  int64_t n, c, h, w; /* input */
-  int64_t m, kh, kw;  /* output channels, kernel */
-  int64_t oh, ow;     /* output */
-  int64_t sh, sw, dh, dw, ph, pw, ph_end, pw_end;
-  int64_t group;
-} conv_t;
 
 static int get2(const sq_node_t *node, const char *name, int sp, int64_t def, int64_t *v) {
   const int64_t *a;
@@ -38,9 +30,8 @@ static int get2(const sq_node_t *node, const char *name, int sp, int64_t def, in
   return 0;
 }
 
-/* Reads attributes and input shapes into p; transpose selects ConvTranspose's rules. */
-static int conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w,
-                       bool transpose, conv_t *p, sq_error_t *err) {
+int sq_conv_params(const sq_node_t *node, const sq_view_t *x, const sq_view_t *w, bool transpose,
+                   sq_conv_params_t *p, sq_error_t *err) {
   if (x->rank != 3 && x->rank != 4)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "only 1-D and 2-D convolutions");
   if (x->dtype != SQ_DT_FLOAT || w->dtype != SQ_DT_FLOAT || w->rank != x->rank)
@@ -145,8 +136,8 @@ static int conv_shape(const sq_node_t *node, const sq_view_t *in, int nin, sq_vi
                       bool transpose, sq_error_t *err) {
   if (nin < 2 || !sq_view_present(&in[1]))
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "needs X and W");
-  conv_t p;
-  int rc = conv_params(node, &in[0], &in[1], transpose, &p, err);
+  sq_conv_params_t p;
+  int rc = sq_conv_params(node, &in[0], &in[1], transpose, &p, err);
   if (rc) return rc;
   if (nin > 2 && sq_view_present(&in[2]) &&
       (in[2].rank != 1 || in[2].dims[0] != p.m || in[2].dtype != SQ_DT_FLOAT))
@@ -172,7 +163,7 @@ int sq_shape_convtranspose(const sq_node_t *node, const sq_view_t *in, int nin, 
 
 /* ---- Conv ---- */
 typedef struct {
-  const conv_t *p;
+  const sq_conv_params_t *p;
   const float *x; /* this image and group: [cg, h, w] */
   float *col;     /* [cg*kh*kw, rows*ow] */
   int64_t row0, rows;
@@ -189,7 +180,7 @@ static void valid_cols(int64_t w, int64_t ow, int64_t s, int64_t start, int64_t 
 
 static void im2col_range(void *arg, int64_t b, int64_t e) {
   const im2col_t *a = arg;
-  const conv_t *p = a->p;
+  const sq_conv_params_t *p = a->p;
   int64_t len = a->rows * p->ow;
   for (int64_t r = b; r < e; r++) { /* r = (c, ky, kx) */
     int64_t kx = r % p->kw, ky = (r / p->kw) % p->kh, c = r / (p->kw * p->kh);
@@ -240,100 +231,35 @@ static void epilogue_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-/* Depthwise (one input channel per group): a direct loop per output plane beats a 1-row GEMM. */
-typedef struct {
-  const conv_t *p;
-  const float *x, *w, *bias;
-  float *y;
-  const sq_node_t *node;
-} dw_t;
-
-static void depthwise_range(void *arg, int64_t b, int64_t e) {
-  const dw_t *a = arg;
-  const conv_t *p = a->p;
-  int64_t mg = p->m / p->group;
-  for (int64_t plane = b; plane < e; plane++) { /* plane = n * M + o */
-    int64_t n = plane / p->m, o = plane % p->m, g = o / mg;
-    const float *x = a->x + (n * p->c + g) * p->h * p->w, *w = a->w + o * p->kh * p->kw;
-    float *y = a->y + plane * p->oh * p->ow, bv = a->bias ? a->bias[o] : 0.0f;
-    for (int64_t oy = 0; oy < p->oh; oy++)
-      for (int64_t ox = 0; ox < p->ow; ox++) {
-        float acc = 0;
-        for (int64_t ky = 0; ky < p->kh; ky++) {
-          int64_t iy = oy * p->sh - p->ph + ky * p->dh;
-          if (iy < 0 || iy >= p->h) continue;
-          const float *xr = x + iy * p->w, *wr = w + ky * p->kw;
-          for (int64_t kx = 0; kx < p->kw; kx++) {
-            int64_t ix = ox * p->sw - p->pw + kx * p->dw;
-            if (ix >= 0 && ix < p->w) acc += xr[ix] * wr[kx];
-          }
-        }
-        y[oy * p->ow + ox] = acc + bv;
-      }
-    sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, y, p->oh * p->ow);
-  }
-}
-
-/* SEGQ_CONV_WINOGRAD=0 sends 3x3 convolutions through im2col too (A/B timing and accuracy
- * checks against the reference path); read once. */
-static int winograd_enabled(void) {
-  static atomic_int enabled = -1; /* executor threads of several contexts may race here */
-  int e = atomic_load_explicit(&enabled, memory_order_relaxed);
-  if (e < 0) {
-    const char *v = getenv("SEGQ_CONV_WINOGRAD");
-    e = !(v && strcmp(v, "0") == 0);
-    atomic_store_explicit(&enabled, e, memory_order_relaxed);
-  }
-  return e;
-}
-
 int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                  const sq_view_t *out, int nout, sq_error_t *err) {
-  conv_t p;
-  int rc = conv_params(node, &in[0], &in[1], false, &p, err);
+  sq_conv_params_t p;
+  int rc = sq_conv_params(node, &in[0], &in[1], false, &p, err);
   if (rc) return rc;
   const float *x = in[0].data, *w = in[1].data;
   const float *bias = nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
   float *y = out[0].data;
   int64_t cg = p.c / p.group, mg = p.m / p.group, k = cg * p.kh * p.kw, plane = p.oh * p.ow;
   if (plane == 0 || p.n == 0) return 0; /* empty output: nothing to compute */
-  if (cg == 1 && p.group > 1) {
-    dw_t a = {&p, x, w, bias, y, node};
-    sq_cpu_parallel_for(cpu, p.n * p.m, 1, depthwise_range, &a);
-    return 0;
-  }
-  if (p.group == 1 && p.kh == 3 && p.kw == 3 && p.sh == 1 && p.sw == 1 && p.dh == 1 &&
-      p.dw == 1 && in[0].rank == 4 && winograd_enabled()) {
-    sq_conv3x3_t g = {p.n, p.c, p.h, p.w, p.m, p.oh, p.ow, p.ph, p.pw};
-    return sq_conv_winograd(cpu, node, &g, x, w, bias, y, err);
-  }
-  bool direct = p.kh == 1 && p.kw == 1 && p.sh == 1 && p.sw == 1 && p.ph == 0 && p.pw == 0 &&
-                p.ph_end == 0 && p.pw_end == 0;
   int64_t rows = p.oh;
-  if (!direct && k * p.ow > 0) {
+  if (k * p.ow > 0) {
     rows = COL_LIMIT / (k * p.ow);
     if (rows < 1) rows = 1;
     if (rows > p.oh) rows = p.oh;
   }
-  float *col =
-      direct || plane == 0 ? NULL : sq_cpu_scratch(cpu, (size_t)(k * rows * p.ow) * sizeof(float));
-  if (!direct && plane && !col) return sq_node_error(err, SQ_ENOMEM, node, "im2col buffer");
+  float *col = sq_cpu_scratch(cpu, (size_t)(k * rows * p.ow) * sizeof(float));
+  if (!col) return sq_node_error(err, SQ_ENOMEM, node, "im2col buffer");
   for (int64_t n = 0; n < p.n; n++)
     for (int64_t g = 0; g < p.group; g++) {
       const float *xg = x + (n * p.c + g * cg) * p.h * p.w;
       const float *wg = w + g * mg * k;
       float *yg = y + (n * p.m + g * mg) * plane;
-      if (direct) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)plane, (int)k, 1.0f,
-                    wg, (int)k, xg, (int)plane, 0.0f, yg, (int)plane);
-        continue;
-      }
       for (int64_t r0 = 0; r0 < p.oh; r0 += rows) {
         int64_t nr = p.oh - r0 < rows ? p.oh - r0 : rows;
         im2col_t a = {&p, xg, col, r0, nr};
         sq_cpu_parallel_for(cpu, k, 1, im2col_range, &a);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mg, (int)(nr * p.ow), (int)k,
-                    1.0f, wg, (int)k, col, (int)(nr * p.ow), 0.0f, yg + r0 * p.ow, (int)plane);
+        dnnl_sgemm('N', 'N', mg, nr * p.ow, k, 1.0f, wg, k, col, nr * p.ow, 0.0f, yg + r0 * p.ow,
+                   plane);
       }
     }
   if (bias || node->act) {
@@ -349,7 +275,7 @@ int sq_kern_conv(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int 
 
 /* ---- ConvTranspose: col = W_g^T x X_g, then col2im scatters (adds) into the output ---- */
 typedef struct {
-  const conv_t *p;
+  const sq_conv_params_t *p;
   const float *col; /* [mg*kh*kw, rows*w] for input rows row0.. */
   float *y;         /* this image and group: [mg, oh, ow] */
   int64_t row0, rows;
@@ -357,7 +283,7 @@ typedef struct {
 
 static void col2im_range(void *arg, int64_t b, int64_t e) {
   const col2im_t *a = arg;
-  const conv_t *p = a->p;
+  const sq_conv_params_t *p = a->p;
   int64_t len = a->rows * p->w;
   for (int64_t m = b; m < e; m++) /* one output channel per task: no write conflicts */
     for (int64_t ky = 0; ky < p->kh; ky++)
@@ -379,59 +305,17 @@ static void col2im_range(void *arg, int64_t b, int64_t e) {
       }
 }
 
-/* Kernel == stride, no padding or dilation (UNet upsampling): every output pixel comes from
- * exactly one input pixel and one tap, so col rows are copied to their place with the bias and
- * activation, with no zeroing and no accumulation. */
-typedef struct {
-  const conv_t *p;
-  const float *col; /* [m*kh*kw, rows*w] for input rows row0.. */
-  const float *bias;
-  float *y; /* this image: [m, oh, ow] */
-  int64_t row0, rows;
-  const sq_node_t *node;
-} scatter_t;
-
-static void scatter_range(void *arg, int64_t b, int64_t e) {
-  const scatter_t *a = arg;
-  const conv_t *p = a->p;
-  int64_t len = a->rows * p->w, kh = p->kh, kw = p->kw;
-  for (int64_t m = b; m < e; m++) {
-    float bv = a->bias ? a->bias[m] : 0.0f;
-    for (int64_t iy = 0; iy < a->rows; iy++)
-      for (int64_t ky = 0; ky < kh; ky++) {
-        float *yr = a->y + (m * p->oh + (a->row0 + iy) * kh + ky) * p->ow;
-        const float *src = a->col + (m * kh + ky) * kw * len + iy * p->w;
-        bool relu = a->node->act == SQ_ACT_RELU;
-        if (kw == 2) {
-          sq_conv_interleave2(src, src + len, p->w, bv, relu, yr);
-          if (a->node->act && !relu)
-            sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, yr, p->ow);
-          continue;
-        }
-        for (int64_t kx = 0; kx < kw; kx++, src += len)
-          for (int64_t ix = 0; ix < p->w; ix++) yr[ix * kw + kx] = src[ix] + bv;
-        if (relu) {
-          for (int64_t i = 0; i < p->ow; i++) yr[i] = yr[i] > 0 ? yr[i] : 0;
-        } else if (a->node->act) {
-          sq_act_apply(a->node->act, a->node->act_alpha, a->node->act_beta, yr, p->ow);
-        }
-      }
-  }
-}
-
 int sq_kern_convtranspose(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                           const sq_view_t *out, int nout, sq_error_t *err) {
-  conv_t p;
-  int rc = conv_params(node, &in[0], &in[1], true, &p, err);
+  sq_conv_params_t p;
+  int rc = sq_conv_params(node, &in[0], &in[1], true, &p, err);
   if (rc) return rc;
   const float *x = in[0].data, *w = in[1].data;
   const float *bias = nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
   float *y = out[0].data;
   int64_t cg = p.c / p.group, mg = p.m / p.group, kk = mg * p.kh * p.kw;
   int64_t plane = p.oh * p.ow, iplane = p.h * p.w;
-  bool disjoint = p.group == 1 && p.kh == p.sh && p.kw == p.sw && p.dh == 1 && p.dw == 1 &&
-                  p.ph == 0 && p.pw == 0 && p.oh == p.h * p.kh && p.ow == p.w * p.kw;
-  if (!disjoint) memset(y, 0, (size_t)(p.n * p.m * plane) * sizeof(float));
+  memset(y, 0, (size_t)(p.n * p.m * plane) * sizeof(float));
   int64_t rows = p.h;
   if (kk * p.w > 0) {
     rows = COL_LIMIT / (kk * p.w);
@@ -447,18 +331,13 @@ int sq_kern_convtranspose(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t 
       float *yg = y + (n * p.m + g * mg) * plane;
       for (int64_t r0 = 0; r0 < p.h; r0 += rows) {
         int64_t nr = p.h - r0 < rows ? p.h - r0 : rows;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kk, (int)(nr * p.w), (int)cg,
-                    1.0f, wg, (int)kk, xg + r0 * p.w, (int)iplane, 0.0f, col, (int)(nr * p.w));
-        if (disjoint) {
-          scatter_t a = {&p, col, bias, yg, r0, nr, node};
-          sq_cpu_parallel_for(cpu, mg, 1, scatter_range, &a);
-          continue;
-        }
+        dnnl_sgemm('T', 'N', kk, nr * p.w, cg, 1.0f, wg, kk, xg + r0 * p.w, iplane, 0.0f, col,
+                   nr * p.w);
         col2im_t a = {&p, col, yg, r0, nr};
         sq_cpu_parallel_for(cpu, mg, 1, col2im_range, &a);
       }
     }
-  if (!disjoint && (bias || node->act)) {
+  if (bias || node->act) {
     epilogue_t e = {y, bias, plane, node};
     for (int64_t n = 0; n < p.n; n++) {
       e.y = y + n * p.m * plane;

@@ -9,19 +9,12 @@
 
 #include "engine_internal.h"
 
-typedef struct {
-  int rank;
-  int64_t in[SQ_MAX_DIMS], out[SQ_MAX_DIMS];
-  double scale[SQ_MAX_DIMS];
-  double roi0[SQ_MAX_DIMS], roi1[SQ_MAX_DIMS];
-} resize_t;
-
 static double view_get_f(const sq_view_t *v, int64_t i) {
   return v->dtype == SQ_DT_FLOAT ? ((const float *)v->data)[i] : (double)sq_view_get_int(v, i);
 }
 
-static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, resize_t *r,
-                         sq_error_t *err) {
+int sq_resize_params(const sq_node_t *node, const sq_view_t *in, int nin, sq_resize_params_t *r,
+                     sq_error_t *err) {
   const sq_view_t *x = &in[0], *roi = NULL, *scales = NULL, *sizes = NULL;
   if (node->opset < 11) {
     scales = nin > 1 && sq_view_present(&in[1]) ? &in[1] : NULL;
@@ -94,8 +87,8 @@ static int resize_params(const sq_node_t *node, const sq_view_t *in, int nin, re
 
 int sq_shape_resize(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout,
                     sq_error_t *err) {
-  resize_t r;
-  int rc = resize_params(node, in, nin, &r, err);
+  sq_resize_params_t r;
+  int rc = sq_resize_params(node, in, nin, &r, err);
   if (rc) return rc;
   const char *mode = sq_attr_string(node, "mode", "nearest");
   if (strcmp(mode, "nearest") && strcmp(mode, "linear") && strcmp(mode, "cubic"))
@@ -121,7 +114,7 @@ static double cubic_w(double x, double A) {
   return 0;
 }
 
-static int make_taps(const sq_node_t *node, const resize_t *r, int d, taps_t *t) {
+static int make_taps(const sq_node_t *node, const sq_resize_params_t *r, int d, taps_t *t) {
   const char *mode = sq_attr_string(node, "mode", "nearest");
   const char *ctm = sq_attr_string(node, "coordinate_transformation_mode",
                                    node->opset < 11 ? "asymmetric" : "half_pixel");
@@ -252,8 +245,8 @@ static void pass_range(void *arg, int64_t b, int64_t e) {
 
 int sq_kern_resize(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin,
                    const sq_view_t *out, int nout, sq_error_t *err) {
-  resize_t r;
-  int rc = resize_params(node, in, nin, &r, err);
+  sq_resize_params_t r;
+  int rc = sq_resize_params(node, in, nin, &r, err);
   if (rc) return rc;
   const char *ctm = sq_attr_string(node, "coordinate_transformation_mode", "half_pixel");
   bool crop = strcmp(ctm, "tf_crop_and_resize") == 0;

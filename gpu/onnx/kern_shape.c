@@ -7,18 +7,11 @@
 
 #include "engine_internal.h"
 
-#define SHAPE_FN(name)                                                                    \
-  int name(const sq_node_t *node, const sq_view_t *in, int nin, sq_view_t *out, int nout, \
-           sq_error_t *err)
-#define KERNEL_FN(name)                                                        \
-  int name(sq_cpu_t *cpu, const sq_node_t *node, const sq_view_t *in, int nin, \
-           const sq_view_t *out, int nout, sq_error_t *err)
-
 static size_t view_bytes(const sq_view_t *v) {
   return (size_t)sq_view_numel(v) * sq_dtype_size(v->dtype);
 }
 
-KERNEL_FN(sq_kern_identity) {
+SQ_KERNEL_FN(sq_kern_identity) {
   if (out[0].data != in[0].data) memmove(out[0].data, in[0].data, view_bytes(&out[0]));
   return 0;
 }
@@ -33,7 +26,7 @@ static void shape_range(const sq_node_t *node, int rank, int64_t *start, int64_t
   *end = *end < *start ? *start : *end > rank ? rank : *end;
 }
 
-SHAPE_FN(sq_shape_shape) {
+SQ_SHAPE_FN(sq_shape_shape) {
   int64_t s, e;
   shape_range(node, in[0].rank, &s, &e);
   out[0].dtype = SQ_DT_INT64;
@@ -42,7 +35,7 @@ SHAPE_FN(sq_shape_shape) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_shape) {
+SQ_KERNEL_FN(sq_kern_shape) {
   int64_t s, e;
   shape_range(node, in[0].rank, &s, &e);
   for (int64_t i = s; i < e; i++) ((int64_t *)out[0].data)[i - s] = in[0].dims[i];
@@ -50,7 +43,7 @@ KERNEL_FN(sq_kern_shape) {
 }
 
 /* ---- Gather ---- */
-SHAPE_FN(sq_shape_gather) {
+SQ_SHAPE_FN(sq_shape_gather) {
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
   if (axis < 0) return sq_node_error(err, SQ_EMODEL_LOAD, node, "axis out of range");
   if (in[1].dtype != SQ_DT_INT64 && in[1].dtype != SQ_DT_INT32)
@@ -66,7 +59,7 @@ SHAPE_FN(sq_shape_gather) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_gather) {
+SQ_KERNEL_FN(sq_kern_gather) {
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
   int64_t outer = 1, inner = 1, n = in[0].dims[axis], nidx = sq_view_numel(&in[1]);
   for (int d = 0; d < axis; d++) outer *= in[0].dims[d];
@@ -88,7 +81,7 @@ KERNEL_FN(sq_kern_gather) {
 }
 
 /* ---- Unsqueeze: axes from the attribute (opset < 13) or input 1 ---- */
-SHAPE_FN(sq_shape_unsqueeze) {
+SQ_SHAPE_FN(sq_shape_unsqueeze) {
   int64_t axes[SQ_MAX_DIMS];
   int naxes = sq_node_axes(node, in, nin, axes, err);
   if (naxes < 0) return naxes;
@@ -107,7 +100,7 @@ SHAPE_FN(sq_shape_unsqueeze) {
 }
 
 /* ---- Reshape ---- */
-SHAPE_FN(sq_shape_reshape) {
+SQ_SHAPE_FN(sq_shape_reshape) {
   if (nin < 2 || !in[1].data)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "shape must be constant at plan time");
   int64_t r = sq_view_numel(&in[1]);
@@ -146,7 +139,7 @@ SHAPE_FN(sq_shape_reshape) {
 }
 
 /* ---- Concat ---- */
-SHAPE_FN(sq_shape_concat) {
+SQ_SHAPE_FN(sq_shape_concat) {
   if (nin < 1 || !sq_view_present(&in[0]))
     return sq_node_error(err, SQ_EMODEL_LOAD, node, "missing input");
   int axis = sq_axis(sq_attr_int(node, "axis", 0), in[0].rank);
@@ -188,7 +181,7 @@ static void concat_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
-KERNEL_FN(sq_kern_concat) {
+SQ_KERNEL_FN(sq_kern_concat) {
   concat_t c = {
       in, nin, out, sq_axis(sq_attr_int(node, "axis", 0), in[0].rank), sq_dtype_size(out[0].dtype),
       1};
@@ -200,7 +193,7 @@ KERNEL_FN(sq_kern_concat) {
 }
 
 /* ---- Constant ---- */
-SHAPE_FN(sq_shape_constant) {
+SQ_SHAPE_FN(sq_shape_constant) {
   const sq_attr_t *a = sq_attr_find(node, "value");
   out[0].rank = 0;
   if (a && a->type == SQ_ATTR_TENSOR && a->t && a->t->data) {
@@ -225,7 +218,7 @@ SHAPE_FN(sq_shape_constant) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_constant) {
+SQ_KERNEL_FN(sq_kern_constant) {
   const sq_attr_t *a = sq_attr_find(node, "value");
   if (a && a->type == SQ_ATTR_TENSOR && a->t && a->t->data)
     memcpy(out[0].data, a->t->data, view_bytes(&out[0]));
@@ -241,7 +234,7 @@ KERNEL_FN(sq_kern_constant) {
 }
 
 /* ---- ConstantOfShape ---- */
-SHAPE_FN(sq_shape_constantofshape) {
+SQ_SHAPE_FN(sq_shape_constantofshape) {
   if (!in[0].data)
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "shape must be constant at plan time");
   int64_t r = sq_view_numel(&in[0]);
@@ -256,7 +249,7 @@ SHAPE_FN(sq_shape_constantofshape) {
   return 0;
 }
 
-KERNEL_FN(sq_kern_constantofshape) {
+SQ_KERNEL_FN(sq_kern_constantofshape) {
   const sq_attr_t *a = sq_attr_find(node, "value");
   size_t es = sq_dtype_size(out[0].dtype);
   int64_t n = sq_view_numel(&out[0]);
@@ -277,7 +270,7 @@ static bool cast_type_ok(int dt) {
          dt == SQ_DT_UINT8 || dt == SQ_DT_INT8;
 }
 
-SHAPE_FN(sq_shape_cast) {
+SQ_SHAPE_FN(sq_shape_cast) {
   int to = (int)sq_attr_int(node, "to", 0);
   if (to == SQ_DT_FLOAT16) to = SQ_DT_FLOAT;
   if (!cast_type_ok(to) || !cast_type_ok(in[0].dtype))
@@ -330,7 +323,7 @@ static double load_num(const sq_view_t *v, int64_t i) {
   }
 }
 
-KERNEL_FN(sq_kern_cast) {
+SQ_KERNEL_FN(sq_kern_cast) {
   int64_t n = sq_view_numel(&out[0]);
   const sq_view_t *x = &in[0];
   void *y = out[0].data;
@@ -372,7 +365,7 @@ KERNEL_FN(sq_kern_cast) {
 }
 
 /* ---- CastLike: Cast to the type of input 1 (the kernel is Cast's: it reads out's dtype) ---- */
-SHAPE_FN(sq_shape_castlike) {
+SQ_SHAPE_FN(sq_shape_castlike) {
   if (nin < 2 || !cast_type_ok(in[0].dtype) || !cast_type_ok(in[1].dtype))
     return sq_node_error(err, SQ_EUNSUPPORTED, node, "cast %s -> %s", sq_dtype_name(in[0].dtype),
                          nin < 2 ? "?" : sq_dtype_name(in[1].dtype));
@@ -383,13 +376,13 @@ SHAPE_FN(sq_shape_castlike) {
 }
 
 /* ---- Size: element count as an int64 scalar (reads only the shape, like Shape) ---- */
-SHAPE_FN(sq_shape_size) {
+SQ_SHAPE_FN(sq_shape_size) {
   out[0].dtype = SQ_DT_INT64;
   out[0].rank = 0;
   return 0;
 }
 
-KERNEL_FN(sq_kern_size) {
+SQ_KERNEL_FN(sq_kern_size) {
   *(int64_t *)out[0].data = sq_view_numel(&in[0]);
   return 0;
 }

@@ -1,12 +1,30 @@
-/* ops.c: the op table built from ops.def (name, CPU kernel, shape function) and the lookups the
- * loader (supported check) and the planner (dispatch) share. */
+/* ops.c: the op table built from ops.def (name, reference kernel, shape function, properties)
+ * and the lookups the loader (supported check), the planner, the fusion pass and the backends
+ * share. */
 #include <string.h>
 
 #include "engine_internal.h"
 
+/* the cuda column's families (gpu/cuda/cuda_ops.c has their functions): 1 = implemented */
+enum {
+  CUDA_NONE = 0,
+  CUDA_CONV = 1,
+  CUDA_POOL = 1,
+  CUDA_REDUCE = 1,
+  CUDA_ELTWISE = 1,
+  CUDA_CLIP = 1,
+  CUDA_BN = 1,
+  CUDA_RESIZE = 1,
+  CUDA_CONCAT = 1,
+  CUDA_GEMM = 1,
+  CUDA_CAST = 1,
+  CUDA_VIEW = 1
+};
+
 static const sq_op_info_t op_table[SQ_OP_COUNT] = {
-#define SQ_OP(name, kernel, shape, static_inputs) {#name, kernel, shape, static_inputs},
-#define SQ_OP_TODO(name, owner) {#name, NULL, NULL, 0},
+#define SQ_OP(name, kernel, shape, static_inputs, props, act, cpu, cuda) \
+  {#name, kernel, shape, static_inputs, props, SQ_ACT_##act, CUDA_##cuda},
+#define SQ_OP_TODO(name, owner) {#name, NULL, NULL, 0, 0, SQ_ACT_NONE, false},
 #include "ops.def"
 #undef SQ_OP
 #undef SQ_OP_TODO

@@ -128,19 +128,6 @@ int sq_graph_fold_constants(sq_graph_t *g, sq_error_t *err) {
   return rc;
 }
 
-/* View ops produce their input's bytes unchanged: their output shares the input's memory. */
-static bool is_view_op(int op) {
-  return op == SQ_OP_Reshape || op == SQ_OP_Flatten || op == SQ_OP_Squeeze ||
-         op == SQ_OP_Unsqueeze || op == SQ_OP_Identity;
-}
-
-/* Ops whose kernels read element i of input 0 before writing element i of the output, so the
- * output may overwrite input 0 when that has the output's shape and dies at this node. */
-static bool is_in_place_op(int op) {
-  return op == SQ_OP_Add || op == SQ_OP_Sub || op == SQ_OP_Mul || op == SQ_OP_Div ||
-         op == SQ_OP_Relu || op == SQ_OP_Sigmoid || op == SQ_OP_BatchNormalization;
-}
-
 /* Marks in-place outputs as aliases of their input 0. Conservative: the input is not a view,
  * has no views, is no graph output and nobody reads it later. */
 static void plan_in_place(sq_engine_plan_t *p, bool *viewed) {
@@ -149,7 +136,8 @@ static void plan_in_place(sq_engine_plan_t *p, bool *viewed) {
     if (g->tensors[t].alias >= 0) viewed[g->tensors[t].alias] = true;
   for (int i = 0; i < p->norder; i++) {
     const sq_node_t *n = &g->nodes[p->order[i]];
-    if (!is_in_place_op(n->op) || n->nin < 1 || n->in[0] < 0 || n->nout != 1 || n->out[0] < 0)
+    if (!sq_op_has(n->op, SQ_P_INPLACE) || n->nin < 1 || n->in[0] < 0 || n->nout != 1 ||
+        n->out[0] < 0)
       continue;
     int xi = n->in[0], yi = n->out[0];
     sq_tensor_t *x = &g->tensors[xi], *y = &g->tensors[yi];
@@ -168,10 +156,51 @@ static size_t aligned(size_t n) {
   return (n + SQ_ARENA_ALIGN - 1) / SQ_ARENA_ALIGN * SQ_ARENA_ALIGN;
 }
 
+size_t sq_arena_place(const size_t *sizes, const int *birth, const int *death, int n,
+                      size_t *offsets) {
+  int *order = malloc((size_t)(n + 1) * sizeof *order);
+  size_t total = 0;
+  if (!order) { /* no room to sort: one block after the other (correct, just larger) */
+    for (int a = 0; a < n; a++) {
+      offsets[a] = total;
+      total += aligned(sizes[a]);
+    }
+    return total;
+  }
+  for (int a = 0; a < n; a++) order[a] = a;
+  for (int a = 1; a < n; a++) { /* insertion sort by size, descending (counts are small) */
+    int t = order[a], b = a - 1;
+    while (b >= 0 && sizes[order[b]] < sizes[t]) {
+      order[b + 1] = order[b];
+      b--;
+    }
+    order[b + 1] = t;
+  }
+  for (int a = 0; a < n; a++) {
+    int t = order[a];
+    size_t size = aligned(sizes[t]), offset = 0;
+    for (bool moved = true; moved;) { /* until a pass over the placed blocks finds no conflict */
+      moved = false;
+      for (int b = 0; b < a; b++) {
+        int o = order[b];
+        if (death[o] < birth[t] || birth[o] > death[t]) continue;
+        size_t ooff = offsets[o], osize = aligned(sizes[o]);
+        if (offset < ooff + osize && ooff < offset + size) {
+          offset = ooff + osize;
+          moved = true;
+        }
+      }
+    }
+    offsets[t] = offset;
+    if (offset + size > total) total = offset + size;
+  }
+  free(order);
+  return total;
+}
+
 /* Lays out the ACT tensors. Outputs of view ops, and of elementwise ops that can run in place,
- * alias their input (one block, whose lifetime is the union of the group's). Blocks are placed
- * greedily by decreasing size, each at the lowest offset that overlaps no already placed block
- * whose lifetime [birth, death] (node positions, inclusive) intersects its own. */
+ * alias their input (one block, whose lifetime is the union of the group's); the blocks go
+ * through sq_arena_place with their lifetimes in node positions. */
 int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
   sq_graph_t *g = &p->graph;
   size_t nt = (size_t)g->ntensors + 1;
@@ -197,8 +226,9 @@ int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
     const sq_node_t *n = &g->nodes[p->order[i]];
     for (int k = 0; k < n->nin; k++)
       if (n->in[k] >= 0) g->tensors[n->in[k]].last_use = i;
-    if (is_view_op(n->op) && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 && n->out[0] >= 0 &&
-        g->tensors[n->in[0]].kind == SQ_TENSOR_ACT && g->tensors[n->out[0]].kind == SQ_TENSOR_ACT) {
+    if (sq_op_has(n->op, SQ_P_VIEW) && n->nin >= 1 && n->in[0] >= 0 && n->nout == 1 &&
+        n->out[0] >= 0 && g->tensors[n->in[0]].kind == SQ_TENSOR_ACT &&
+        g->tensors[n->out[0]].kind == SQ_TENSOR_ACT) {
       int root = g->tensors[n->in[0]].alias >= 0 ? g->tensors[n->in[0]].alias : n->in[0];
       g->tensors[n->out[0]].alias = root;
     }
@@ -218,35 +248,31 @@ int sq_plan_arena(sq_engine_plan_t *p, sq_error_t *err) {
   }
   for (int t = 0; t < g->ntensors; t++)
     if (birth[t] >= 0 && g->tensors[t].alias < 0) blocks[nblocks++] = t;
-  /* insertion sort by size, descending (tensor counts are small) */
-  for (int a = 1; a < nblocks; a++) {
-    int t = blocks[a], b = a - 1;
-    size_t sz = sq_tensor_bytes(&g->tensors[t]);
-    while (b >= 0 && sq_tensor_bytes(&g->tensors[blocks[b]]) < sz) {
-      blocks[b + 1] = blocks[b];
-      b--;
-    }
-    blocks[b + 1] = t;
+  size_t *sizes = calloc((size_t)nblocks + 1, sizeof *sizes);
+  int *bb = calloc((size_t)nblocks + 1, sizeof *bb), *bd = calloc((size_t)nblocks + 1, sizeof *bd);
+  size_t *offs = malloc((size_t)(nblocks + 1) * sizeof *offs);
+  if (!sizes || !bb || !bd || !offs) {
+    free(sizes);
+    free(bb);
+    free(bd);
+    free(offs);
+    free(pos);
+    free(blocks);
+    free(birth);
+    free(death);
+    return sq_error_set(err, SQ_ENOMEM, "out of memory");
   }
-  size_t total = 0;
   for (int a = 0; a < nblocks; a++) {
-    int t = blocks[a];
-    size_t size = aligned(sq_tensor_bytes(&g->tensors[t])), offset = 0;
-    for (bool moved = true; moved;) { /* until a pass over the placed blocks finds no conflict */
-      moved = false;
-      for (int b = 0; b < a; b++) {
-        int o = blocks[b];
-        if (death[o] < birth[t] || birth[o] > death[t]) continue;
-        size_t ooff = g->tensors[o].offset, osize = aligned(sq_tensor_bytes(&g->tensors[o]));
-        if (offset < ooff + osize && ooff < offset + size) {
-          offset = ooff + osize;
-          moved = true;
-        }
-      }
-    }
-    g->tensors[t].offset = offset;
-    if (offset + size > total) total = offset + size;
+    sizes[a] = sq_tensor_bytes(&g->tensors[blocks[a]]);
+    bb[a] = birth[blocks[a]];
+    bd[a] = death[blocks[a]];
   }
+  size_t total = sq_arena_place(sizes, bb, bd, nblocks, offs);
+  for (int a = 0; a < nblocks; a++) g->tensors[blocks[a]].offset = offs[a];
+  free(sizes);
+  free(bb);
+  free(bd);
+  free(offs);
   for (int t = 0; t < g->ntensors; t++)
     if (g->tensors[t].alias >= 0) g->tensors[t].offset = g->tensors[g->tensors[t].alias].offset;
   p->arena_bytes = total;
@@ -342,10 +368,10 @@ sq_engine_plan_t *sq_engine_plan_new(sq_engine_t *e, uint32_t batch, sq_error_t 
 
 void sq_engine_plan_free(sq_engine_plan_t *p) {
   if (!p) return;
-  /* only backends that keep per-plan state (cuda) are called: such a backend must outlive
-   * its plans; the cpu backend keeps none, so any free order works with it */
-  if (p->backend && p->backend_state && p->backend->iface->unload)
-    p->backend->iface->unload(p->backend, p->backend_state);
+  /* the cuda backend must outlive its plans; the cpu backend's plan state holds a reference
+   * on what it needs, so any free order works with it */
+  if (p->backend_iface && p->backend_state && p->backend_iface->unload)
+    p->backend_iface->unload(p->backend, p->backend_state);
   sq_graph_free(&p->graph);
   free(p->order);
   free(p->inputs);

@@ -3,7 +3,9 @@
  * output with rtol=1e-3, atol=1e-7 (ONNX's defaults; NaN/Inf must agree). A case whose model
  * uses an unsupported op or type (on that backend: its plan check refuses it) is counted apart
  * ("skipped-unsupported"); any other failure of a case fails the run, because claiming an op
- * means passing all of its cases.
+ * means passing all of its cases. segq's own cases (tests/conformance/cases, $SEGQ_LOCAL_CASES)
+ * cover the ops the corpus has none for, and a full run fails when an op the backend implements
+ * (ops.def: every op on cpu, the cuda column on cuda) was run by no passing case.
  * Usage: onnx_conformance [-v] [--device D] [name-substring] (D: the device grammar, e.g. cuda;
  * default cpu). Exit 77 when the cases are absent, or when D asks for CUDA and no GPU is usable. */
 #include <dirent.h>
@@ -26,6 +28,9 @@
 
 static int verbose;
 static sq_backend_t *backend;
+/* ops seen in passing cases: every op ops.def implements must be among them (the cpu backend's
+ * op coverage, as tests/gpu/test_gpu_ops.c checks the CUDA backend's) */
+static int covered[SQ_OP_COUNT];
 
 typedef enum { CASE_PASS, CASE_FAIL, CASE_SKIP } outcome_t;
 
@@ -253,6 +258,9 @@ static outcome_t run_case_with(const char *dir, const sq_engine_options_t *opt, 
     snprintf(path, sizeof path, "%s/%s", dir, sets[i]);
     res = run_data_set(e, path, why, whylen);
   }
+  /* load-time folding ran the dead nodes' kernels too: they count */
+  for (int i = 0; res == CASE_PASS && i < e->graph.nnodes; i++)
+    if (e->graph.nodes[i].op >= 0) covered[e->graph.nodes[i].op]++;
   if (nsets > 0) free_list(sets, nsets);
   sq_engine_free(e);
   return res;
@@ -307,11 +315,18 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("backend %s\n", sq_backend_name(backend));
-  static const char *suites[] = {"node", "pytorch-converted", "pytorch-operator"};
+  /* ONNX's own cases, then segq's (tests/conformance/cases: ops the corpus has no case for,
+   * written by tools/make_conformance_cases.py) */
+  static const char *suites[] = {"node", "pytorch-converted", "pytorch-operator", "segq"};
+  const char *local = getenv("SEGQ_LOCAL_CASES");
+  if (!local || !*local) local = SEGQ_LOCAL_CASES_DEFAULT;
   int run = 0, passed = 0, failed = 0, skipped = 0;
   for (size_t s = 0; s < sizeof suites / sizeof suites[0]; s++) {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/%s", root, suites[s]);
+    if (strcmp(suites[s], "segq") == 0)
+      snprintf(dir, sizeof dir, "%s", local);
+    else
+      snprintf(dir, sizeof dir, "%s/%s", root, suites[s]);
     char **cases;
     int n = list_dir(dir, NULL, &cases);
     for (int i = 0; i < n; i++) {
@@ -336,6 +351,16 @@ int main(int argc, char **argv) {
     if (n > 0) free_list(cases, n);
   }
   sq_backend_free(backend);
-  printf("run %d, passed %d, failed %d, skipped-unsupported %d\n", run, passed, failed, skipped);
-  return failed ? 1 : 0;
+  /* the ops this backend claims: every implemented op on cpu, ops.def's cuda column on cuda */
+  bool on_cuda = dev.kind == SQ_DEVICE_CUDA;
+  int uncovered = 0;
+  for (int op = 0; !filter && op < SQ_OP_COUNT; op++)
+    if ((on_cuda ? sq_op_info(op)->cuda : sq_op_info(op)->cpu != NULL) && !covered[op]) {
+      printf("FAIL op %s: implemented (ops.def) but no passing case ran it on the %s backend\n",
+             sq_op_info(op)->name, on_cuda ? "cuda" : "cpu");
+      uncovered++;
+    }
+  printf("run %d, passed %d, failed %d, skipped-unsupported %d, ops without a case %d\n", run,
+         passed, failed, skipped, uncovered);
+  return failed || uncovered ? 1 : 0;
 }

@@ -2,9 +2,10 @@
  * the CPU backend: prints load/plan/run times, node count and arena size, and optionally reads
  * the first input from / writes the first output to raw float32 files (to compare with
  * tests/ort/run_ort.js). Usage:
- *   onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] [--in IN.bin] [--out OUT.bin]
- *            [--no-fold] [--no-fuse] [--dump]   (other inputs get a fixed pattern; --dump
- *            prints the planned graph to stderr)
+ *   onnx_run MODEL.onnx [--batch N] [--shape HxW] [--threads N] [--iters N] [--in IN.bin]
+ *            [--out OUT.bin] [--no-fold] [--no-fuse] [--dump] [--help]
+ *   (other inputs get a fixed pattern; --shape fixes the spatial dims of 4-D inputs whose H/W
+ *   are symbolic in the file; --dump prints the planned graph to stderr)
  * Exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +17,27 @@ static double ms_since(uint64_t t0) {
   return (double)(sq_clock_mono_us() - t0) / 1000.0;
 }
 
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: onnx_run MODEL.onnx [--batch N] [--shape HxW] [--threads N] [--iters N]\n"
+          "                [--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse] [--dump]\n"
+          "  Loads, plans and runs MODEL on the cpu backend; prints one JSON line (times, nodes,\n"
+          "  arena, output shape).\n"
+          "  --batch N    dim 0 of every input (default 1)\n"
+          "  --shape HxW  dims 2 and 3 of every 4-D input (models exported with symbolic H/W)\n"
+          "  --threads N  cpu backend threads (default: all online CPUs)\n"
+          "  --iters N    timed runs (default 3)\n"
+          "  --in/--out   raw float32 data of the first input / output\n"
+          "  --no-fold    keep BatchNormalization nodes; --no-fuse: keep activations apart\n"
+          "  --dump       the planned graph on stderr\n"
+          "exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types\n");
+}
+
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
   const char *model = NULL, *in_path = NULL, *out_path = NULL;
   int batch = 1, threads = 0, iters = 3, dump = 0;
+  long shape_h = 0, shape_w = 0;
   sq_engine_options_t opt = {0};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--batch") && i + 1 < argc)
@@ -37,13 +56,22 @@ int main(int argc, char **argv) {
       opt.no_fuse = 1;
     else if (!strcmp(argv[i], "--dump"))
       dump = 1;
-    else
+    else if (!strcmp(argv[i], "--help")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+      if (sscanf(argv[++i], "%ldx%ld", &shape_h, &shape_w) != 2 || shape_h < 1 || shape_w < 1) {
+        fprintf(stderr, "onnx_run: --shape wants HxW (e.g. 512x384), got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (argv[i][0] == '-' || model) {
+      usage(stderr);
+      return 2;
+    } else
       model = argv[i];
   }
-  if (!model) {
-    fprintf(stderr,
-            "usage: onnx_run MODEL.onnx [--batch N] [--threads N] [--iters N] "
-            "[--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse]\n");
+  if (!model || batch < 1) {
+    usage(stderr);
     return 2;
   }
   sq_error_t err = {0};
@@ -55,7 +83,25 @@ int main(int argc, char **argv) {
   }
   double load_ms = ms_since(t0);
   t0 = sq_clock_mono_us();
-  sq_engine_plan_t *p = sq_engine_plan_new(e, (uint32_t)batch, &err);
+  int ni = sq_engine_input_count(e);
+  sq_engine_tensor_t *shapes = calloc((size_t)ni + 1, sizeof *shapes);
+  for (int i = 0; shapes && i < ni; i++) {
+    sq_engine_input_info(e, i, &shapes[i]);
+    if (shapes[i].rank > 0) shapes[i].dims[0] = batch;
+    if (shapes[i].rank == 4 && shape_h) {
+      shapes[i].dims[2] = shape_h;
+      shapes[i].dims[3] = shape_w;
+    }
+    for (int d = 0; d < shapes[i].rank; d++)
+      if (shapes[i].dims[d] < 0) {
+        fprintf(stderr,
+                "plan: input '%s' dim %d is symbolic: give it with --shape HxW (4-D inputs)\n",
+                shapes[i].name, d);
+        return 1;
+      }
+  }
+  sq_engine_plan_t *p = shapes ? sq_engine_plan_new_shapes(e, shapes, ni, &err) : NULL;
+  free(shapes);
   if (!p) {
     fprintf(stderr, "plan: %s (%s)\n", err.msg, sq_error_name(err.code));
     return 1;

@@ -2,7 +2,8 @@
 """The segq engine (tests/onnx_run, CPU backend) against ONNX Runtime (tests/ort/run_ort.js,
 onnxruntime-node) on the same seeded random inputs: tests/data/onnx/{unet,resunet_cbam,
 hrnet_block}.onnx, the fp16 exports made from them (tools/make_fp16_models.py: torch .half()
-style, onnxconverter keep_io_types style, fp16 weights + Cast) and models/cellseg-unet/model.onnx,
+style, onnxconverter keep_io_types style, fp16 weights + Cast), the dynamically quantized unet
+(tools/make_quant_models.py: DynamicQuantizeLinear + ConvInteger) and models/cellseg-unet/model.onnx,
 max abs difference <= 1e-4 (for a model with float16 outputs: two float16 steps at its largest
 output, as ORT computes some of its ops in float16 where the engine computes in float32).
 Installs nothing: exits 77 unless tests/ort/node_modules/onnxruntime-node and node exist
@@ -33,6 +34,7 @@ MODELS = [
     ("resunet_cbam_fp16", os.path.join(DATA, "resunet_cbam_fp16.onnx"), None),
     ("unet_fp16io", os.path.join(DATA, "unet_fp16io.onnx"), None),
     ("resunet_cbam_fp16w", os.path.join(DATA, "resunet_cbam_fp16w.onnx"), None),
+    ("unet_dynq", os.path.join(DATA, "unet_dynq.onnx"), None),
     ("cellseg-unet", os.path.join(SRC, "models", "cellseg-unet", "model.onnx"), [3, 1, 256, 256]),
 ]
 

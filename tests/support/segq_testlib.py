@@ -60,7 +60,7 @@ def free_port():
 # -- process bookkeeping ----------------------------------------------------------------------
 
 _live = []          # Popen objects started here and not yet reaped
-_workers = []       # every Worker started in this process (for log dumps on failure)
+_workers = []       # every Worker and Bridge started in this process (log dumps, sanitizer scan)
 _tmpdirs = []       # removed at exit unless SEGQ_KEEP_LOGS is set
 
 
@@ -427,6 +427,435 @@ class Worker:
         return False
 
 
+# -- segq-bridge ------------------------------------------------------------------------------
+
+BRIDGE_SECRET = "segq-test-secret-0123456789abcdef"  # what Bridge() starts with unless told
+
+
+def bridge_binary():
+    """Path of segq-bridge: $SEGQ_BRIDGE_BIN, else $SEGQ_BUILD_DIR/bridge/segq-bridge, else
+    ./build/bridge/segq-bridge; None if it is not there."""
+    cands = []
+    if os.environ.get("SEGQ_BRIDGE_BIN"):
+        cands.append(os.environ["SEGQ_BRIDGE_BIN"])
+    if os.environ.get("SEGQ_BUILD_DIR"):
+        cands.append(os.path.join(os.environ["SEGQ_BUILD_DIR"], "bridge", "segq-bridge"))
+    cands.append(os.path.join(SOURCE_DIR, "build", "bridge", "segq-bridge"))
+    for c in cands:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def require_bridge():
+    """Skips the whole file (exit 77) without the bridge binary, redis-server or websockets."""
+    if bridge_binary() is None:
+        skip("segq-bridge binary not found (set SEGQ_BUILD_DIR or build ./build)")
+    if not have_redis_server():
+        skip("redis-server is not installed")
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        skip("needs python3-websockets (tools/bootstrap.sh installs it)")
+
+
+_bridge_seq = [0]
+
+
+class Bridge:
+    """A segq-bridge process on 127.0.0.1:<free port> (or `port`), with the token secret `secret`
+    (None: none, e.g. to test --demo's own), flags as keyword arguments like Worker's
+    (ping_interval_s=1 -> --ping-interval-s 1), `demo=True` for --demo. Runs from the source
+    root so --demo-dir and --js-dir resolve. restart() keeps the port.
+
+        b = Bridge(rs.url); b.wait_ready(); b.mint("group:g"); b.ws_url; b.kill9(); b.start()
+    """
+
+    kind = "bridge"
+
+    def __init__(self, redis_url, prefix="segq", port=None, secret=BRIDGE_SECRET, demo=False,
+                 args=(), env=None, start=True, log_level="info", **flags):
+        self.binary = bridge_binary()
+        if self.binary is None:
+            raise unittest.SkipTest("segq-bridge binary not found (set SEGQ_BUILD_DIR)")
+        _bridge_seq[0] += 1
+        self.id = "bridge%d-%d" % (os.getpid(), _bridge_seq[0])
+        self.port = port or free_port()
+        self.secret = secret
+        self.prefix = prefix
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.ws_url = "ws://127.0.0.1:%d/ws" % self.port
+        self.argv = [self.binary, "--redis-url", redis_url, "--prefix", prefix,
+                     "--port", str(self.port), "--log-level", log_level]
+        if demo:
+            self.argv.append("--demo")
+        for k, v in flags.items():
+            if v is not None:
+                self.argv += ["--" + k.replace("_", "-"), str(v)]
+        self.argv += list(args)
+        self.env = dict(os.environ)
+        for k in list(self.env):
+            if k.startswith("SEGQ_") and k not in ("SEGQ_SOURCE_DIR", "SEGQ_BUILD_DIR"):
+                del self.env[k]
+        if secret is not None:
+            self.env["SEGQ_BRIDGE_TOKEN_SECRET"] = secret  # not in argv: ps shows argv
+        self.env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.env.update(env or {})
+        self.dir = tempdir("segq-bridge-")
+        self.log_path = os.path.join(self.dir, "%s.log" % self.id)
+        self.proc = None
+        _workers.append(self)
+        if start:
+            self.start()
+
+    def start(self):
+        self.proc = _spawn(self.argv, log_path=self.log_path, env=self.env, cwd=SOURCE_DIR)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def health(self, timeout=2.0):
+        """(HTTP status, decoded /healthz document) or (None, None) when it does not answer."""
+        import json
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+        except (OSError, ValueError):
+            return None, None
+
+    def wait_ready(self, timeout=20.0):
+        """Waits until /healthz says ok (listening and connected to Redis)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError("bridge exited with %s; log:\n%s"
+                                     % (self.returncode, self.log_tail()))
+            code, _ = self.health(timeout=1.0)
+            if code == 200:
+                return self
+            time.sleep(0.05)
+        raise AssertionError("bridge not ready within %.0fs; log:\n%s" % (timeout, self.log_tail()))
+
+    def mint(self, channel, ttl=3600, now=None):
+        from segq import tokens
+        return tokens.mint(self.secret, channel, ttl=ttl, now=now)
+
+    def http_get(self, path, timeout=10.0):
+        """(status, body bytes, headers) of GET path."""
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+                return r.status, r.read(), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), dict(e.headers)
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
+    def kill9(self):
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGKILL)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM (clients get 1001 going away), SIGKILL after timeout. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            _kill(self.proc, signal.SIGTERM, wait_s=timeout)
+        elif self.proc in _live:
+            _live.remove(self.proc)
+        return self.proc.returncode
+
+    def log(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_tail(self, n=40):
+        return "".join(self.log().splitlines(True)[-n:])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGKILL)
+        return False
+
+
+class LoadClients:
+    """`n` WebSocket clients of one bridge channel in one node process
+    (tests/browser/load_clients.js, npm ws), each checking it gets offsets 1, 2, ... exactly once
+    until the group has finished `jobs` jobs. RLIMIT_NOFILE is raised for it (skips the test when
+    the hard limit is too low).
+
+        lc = LoadClients(bridge, "group:g", 1000, jobs=50); lc.wait("subscribed", 120)
+        ... enqueue ...; summary = lc.wait("done", 300)
+    """
+
+    def __init__(self, bridge, channel, n, jobs, timeout_s=300.0):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = n + 256
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise unittest.SkipTest("RLIMIT_NOFILE hard limit %d < %d for %d clients" % (hard, need, n))
+
+        def setup():
+            _child_setup()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(BROWSER_DIR, "load_clients.js"), bridge.ws_url, channel,
+             bridge.mint(channel), str(n), str(jobs), str(int(timeout_s * 1000))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, cwd=BROWSER_DIR, preexec_fn=setup)
+        _live.append(self.proc)
+
+    def wait(self, phase, timeout):
+        """The next JSON line, which must be `phase`, within timeout seconds."""
+        import json
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError("load clients: no %r within %.0fs" % (phase, timeout))
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError("load clients exited (rc %s) before %r" % (self.proc.poll(), phase))
+        msg = json.loads(line)
+        if msg.get("phase") != phase:
+            raise AssertionError("load clients: expected %r, got %r" % (phase, msg))
+        return msg
+
+    def close(self):
+        _kill(self.proc)
+
+
+def proc_stats(pid):
+    """(rss_kb, peak_rss_kb, cpu_seconds) of a process from /proc (Linux)."""
+    rss = hwm = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss, hwm, (int(fields[11]) + int(fields[12])) / ticks
+
+
+def group_top_offset(r, prefix, group):
+    """The offset of the last event of group's channel, read from its snapshot (0 if none): what a
+    reader that saw everything ends at."""
+    return group_position(r, prefix, group)[0]
+
+
+def group_position(r, prefix, group):
+    """(offset of the group channel's last event, its epoch) from the group's hash ((0, "") if
+    the group does not exist)."""
+    off, epoch = r.hmget(key(prefix, "group", group), "off", "epoch")
+    return (int(off) if off is not None else 0), (epoch.decode() if epoch else "")
+
+
+class WsClient:
+    """An asyncio WebSocket client of segq-bridge (python3-websockets) that answers the bridge's
+    pings and reads with bounded waits.
+
+        async with WsClient(bridge) as c:
+            await c.subscribe("group:g", offset=0)
+            evs = await c.events("group:g", until=lambda e: ...)
+    """
+
+    def __init__(self, bridge, origin=None, path="/ws", **connect_kw):
+        self.bridge = bridge
+        self.origin = origin
+        self.path = path
+        self.connect_kw = connect_kw
+        self.ws = None
+        self.pings = 0
+
+    async def __aenter__(self):
+        import websockets
+        headers = {"Origin": self.origin} if self.origin else None
+        self.ws = await websockets.connect("ws://127.0.0.1:%d%s" % (self.bridge.port, self.path),
+                                           extra_headers=headers, open_timeout=20,
+                                           ping_interval=None, **self.connect_kw)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+        return False
+
+    async def close(self):
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def send(self, **msg):
+        import json
+        await self.ws.send(json.dumps(msg))
+
+    async def subscribe(self, channel, token=None, **kw):
+        """Sends a subscribe with a token minted by the bridge's secret (unless token is given;
+        token="" sends none) and offset/epoch if given."""
+        if token is None:
+            token = self.bridge.mint(channel)
+        msg = {"type": "subscribe", "channel": channel}
+        if token:
+            msg["token"] = token
+        msg.update(kw)
+        await self.send(**msg)
+
+    async def recv(self, timeout=20.0):
+        """The next message other than a ping (answered with a pong), as a dict. Raises
+        AssertionError on timeout; websockets' ConnectionClosed when the bridge closed."""
+        import asyncio
+        import json
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no message from the bridge within %.0fs" % timeout)
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), left)
+            except asyncio.TimeoutError:
+                raise AssertionError("no message from the bridge within %.0fs" % timeout)
+            msg = json.loads(raw)
+            if msg.get("type") == "ping":
+                self.pings += 1
+                await self.send(type="pong")
+                continue
+            return msg
+
+    async def expect(self, type_, timeout=20.0):
+        msg = await self.recv(timeout)
+        if msg.get("type") != type_:
+            raise AssertionError("expected a %s message, got %r" % (type_, msg))
+        return msg
+
+    async def events(self, channel, until, timeout=60.0):
+        """Event messages of channel until until(event_msg) is true (that one included)."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await self.recv(max(0.1, deadline - time.monotonic()))
+            if msg.get("type") == "event" and msg.get("channel") == channel:
+                out.append(msg)
+                if until(msg):
+                    return out
+            elif msg.get("type") in ("resync", "error"):
+                raise AssertionError("unexpected %r" % msg)
+
+
+def group_finished(msg):
+    """True for a group event whose counters say every job of the group is finished."""
+    d = msg.get("data") or {}
+    total = d.get("total") or 0
+    return total > 0 and (d.get("done") or 0) + (d.get("failed") or 0) + (d.get("canceled") or 0) >= total
+
+
+def run_async(coro, timeout=240):
+    """Runs an asyncio coroutine to completion (bounded)."""
+    import asyncio
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# -- headless Chromium (tests/browser) --------------------------------------------------------
+
+BROWSER_DIR = os.path.join(SOURCE_DIR, "tests", "browser")
+CHROMIUM = os.environ.get("SEGQ_CHROMIUM", "/usr/bin/chromium")
+
+
+def require_browser():
+    """Skips the whole file (exit 77) unless Chromium, node and tests/browser/node_modules
+    (playwright-core, ws: `npm ci` there, which tools/bootstrap.sh runs) are present."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        skip("%s is not installed (Debian's chromium; tools/bootstrap.sh installs it)" % CHROMIUM)
+    if shutil.which("node") is None:
+        skip("node is not installed")
+    for mod in ("playwright-core", "ws"):
+        if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", mod)):
+            skip("tests/browser/node_modules/%s is missing (npm ci --prefix tests/browser)" % mod)
+
+
+class Browser:
+    """Headless Chromium driven through tests/browser/browser_rpc.js (playwright-core): every
+    method is one command, answered within `timeout` seconds or an AssertionError. A fresh
+    --user-data-dir per Browser."""
+
+    def __init__(self, width=1400, height=1000, timeout=90.0):
+        self.timeout = timeout
+        env = dict(os.environ)
+        env["SEGQ_CHROMIUM"] = CHROMIUM
+        self.proc = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "browser_rpc.js")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(os.path.join(tempdir("segq-browser-"), "node.log"), "wb"),
+                                     cwd=BROWSER_DIR, env=env, preexec_fn=_child_setup)
+        _live.append(self.proc)
+        self.profile = tempdir("segq-chromium-")
+        self.version = self.call("launch", user_data_dir=self.profile, width=width, height=height)
+
+    def call(self, cmd, timeout=None, **args):
+        import json
+        import select
+        args["cmd"] = cmd
+        self.proc.stdin.write((json.dumps(args) + "\n").encode())
+        self.proc.stdin.flush()
+        limit = timeout if timeout is not None else self.timeout
+        ready, _, _ = select.select([self.proc.stdout], [], [], limit)
+        if not ready:
+            raise AssertionError("browser did not answer %s within %.0fs" % (cmd, limit))
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError("browser driver exited (rc %s) during %s" % (self.proc.poll(), cmd))
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise AssertionError("browser %s failed: %s" % (cmd, answer.get("error")))
+        return answer.get("value")
+
+    def goto(self, url):
+        return self.call("goto", url=url)
+
+    def eval(self, expr):
+        return self.call("eval", expr=expr)
+
+    def wait_for(self, expr, timeout=60.0):
+        """Waits until the page expression `expr` is truthy; returns its value."""
+        return self.call("wait_for", timeout=timeout + 10, expr=expr, timeout_ms=int(timeout * 1000))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.call("close", timeout=30)
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (AssertionError, OSError, subprocess.TimeoutExpired):
+                pass
+        _kill(self.proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 # -- Redis-side helpers -----------------------------------------------------------------------
 
 def key(prefix, *parts):
@@ -689,7 +1118,8 @@ class _Result(unittest.TextTestResult):
 
 def _dump_worker_logs():
     for w in _workers:
-        print("---- worker %s (pid %s, rc %s) log tail: %s" % (w.id, w.pid, w.returncode, w.log_path))
+        print("---- %s %s (pid %s, rc %s) log tail: %s" % (getattr(w, "kind", "worker"), w.id, w.pid,
+                                                          w.returncode, w.log_path))
         print(w.log_tail(40))
 
 

@@ -4,9 +4,11 @@
 #include <stdio.h>
 
 #include "fault_backend.h"
+#include "gpu/onnx/engine.h"
 #include "worker/worker.h"
 
 int main(int argc, char **argv) {
+  sq_engine_process_init(argv); /* as segq-worker: OpenMP waits passively (engine.h) */
   if (sq_fault_backend_register() != 0) {
     fprintf(stderr, "segq-worker-fault: cannot register the fault backend\n");
     return 1;

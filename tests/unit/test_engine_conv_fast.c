@@ -1,7 +1,8 @@
-/* Conv fast paths against a direct double-precision reference: 3x3 stride-1 Conv (Winograd
- * F(2x2,3x3)) over odd and even sizes, asymmetric pads, several tile blocks, batch 2, 1 and 2
- * threads, fused ReLU/LeakyRelu; ConvTranspose with kernel == stride (2x2 and 3x3 taps). The
- * ONNX conformance cases are too small to reach the vector loops and block edges. */
+/* The cpu backend's convolutions (oneDNN primitives in oneDNN's layout) against a direct
+ * double-precision reference: 3x3 stride-1 Conv over odd and even sizes, asymmetric pads,
+ * batch 2, 1 and 2 threads, fused ReLU/LeakyRelu; ConvTranspose with kernel == stride (2x2 and
+ * 3x3 taps: the 1x1 conv + depth-to-space path). The ONNX conformance cases are too small to
+ * reach the vector loops and block edges. */
 #include <math.h>
 #include <stdlib.h>
 
