@@ -9,7 +9,13 @@
 
 #define SQ_REPO_PATH_MAX 1024
 
-typedef enum { SQ_REPO_OUT_SIGMOID = 0, SQ_REPO_OUT_LOGITS_SIGMOID } sq_repo_output_kind_t;
+/* output.kind: "sigmoid" (a probability), "logits_sigmoid", "softmax" (class scores; the
+ * foreground probability is 1 - softmax at output.channel, the background class) */
+typedef enum {
+  SQ_REPO_OUT_SIGMOID = 0,
+  SQ_REPO_OUT_LOGITS_SIGMOID,
+  SQ_REPO_OUT_SOFTMAX
+} sq_repo_output_kind_t;
 
 typedef struct {
   char dir[SQ_REPO_PATH_MAX];       /* <repo_dir>/<name> */
@@ -31,7 +37,8 @@ typedef struct {
   uint32_t optimal_batch, max_batch;
   uint64_t max_delay_us;
   uint32_t contexts;
-  int fp16; /* precision "fp16" (the CPU backend computes in fp32 anyway) */
+  int fp16; /* precision: 1 "fp16", 0 "fp32", -1 not given (the model's file decides: fp16 for
+             * an fp16 export); the CPU backend computes in fp32 anyway */
 } sq_repo_config_t;
 
 /* Reads <repo_dir>/<name>/model.json into cfg with the documented defaults. Returns
