@@ -73,6 +73,7 @@ probe('ZREMRANGEBYRANK', zs, 0, -2)
 probe('ZREM', zs, 'a')
 probe('PUBLISH', P .. ':ev:#permcheck', '')
 probe('PUBLISH', P .. ':gev:#permcheck', '')
+probe('PUBSUB', 'NUMSUB', P .. ':ev:#permcheck')
 if role == 'worker' then
   probe('BRPOP', l2, 1) -- non-blocking inside a script; the worker's wait on the wake-up keys
 elseif role == 'client' then

@@ -129,8 +129,10 @@ class DeviceMemory(unittest.TestCase):
         c = segq.Client(self.rs.url, prefix="op")
         job = c.submit(tl.make_jpeg(96, 80), model="cellseg-unet")
         self.assertEqual(c.wait(job, timeout=120)["status"], "ok")
+        # /metrics reads the snapshot the loop publishes every 200 ms: wait for the one after it.
+        tl.wait_until(lambda: metric(metrics(port), "segq_model_effective_max_batch") == 8, 10,
+                      what="effective max batch 8 on /metrics")
         m = metrics(port)
-        self.assertEqual(metric(m, "segq_model_effective_max_batch"), 8)
         free = re.search(r'segq_device_memory_bytes\{model="cellseg-unet",kind="free"\} (\d+)', m)
         self.assertIsNotNone(free)
         self.assertEqual(int(free.group(1)), 1000 << 20)
