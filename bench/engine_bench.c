@@ -1,7 +1,9 @@
-/* engine_bench: throughput of the segq ONNX engine on the CPU backend. Loads a model, plans it
- * for batch B, runs warm-up iterations, then R repeats of N timed runs each; prints images/s and
- * ms/batch (median over repeats, each repeat's mean) as a human line and one JSON line, the
- * counterpart of bench/ort_bench.c (ONNX Runtime's C API) for bench/engine_vs_ort.py. */
+/* engine_bench: throughput of the segq ONNX engine on a backend (--device, default cpu; cuda in
+ * fp32 or --precision fp16). Loads a model, plans it for batch B, runs warm-up iterations (on a
+ * CUDA backend the second one is captured into a graph that the timed runs replay), then R
+ * repeats of N timed runs each; prints images/s and ms/batch (median over repeats, each repeat's
+ * mean) as a human line and one JSON line: the counterpart of bench/ort_bench.c (ONNX Runtime's
+ * C API) for bench/engine_vs_ort.py and of the PyTorch side of bench/gpu_vs_torch.py. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +13,9 @@
 static void usage(void) {
   fprintf(stderr,
           "usage: engine_bench MODEL.onnx [--batch B] [--threads T] [--warmup W] [--iters N]\n"
-          "                    [--repeats R]\n"
-          "  defaults: batch 8, threads 0 (all online CPUs), warmup 3, iters 10, repeats 3\n");
+          "                    [--repeats R] [--device D] [--precision fp32|fp16]\n"
+          "  defaults: batch 8, threads 0 (all online CPUs), warmup 3, iters 10, repeats 3,\n"
+          "  device cpu, precision fp32\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -33,7 +36,7 @@ static void fill_input(float *x, size_t n) {
 
 int main(int argc, char **argv) {
   sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
-  const char *model = NULL;
+  const char *model = NULL, *device = "cpu", *precision = "fp32";
   int batch = 8, threads = 0, warmup = 3, iters = 10, repeats = 3;
   for (int i = 1; i < argc; i++) {
     int more = i + 1 < argc;
@@ -47,6 +50,10 @@ int main(int argc, char **argv) {
       iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--repeats") && more)
       repeats = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--device") && more)
+      device = argv[++i];
+    else if (!strcmp(argv[i], "--precision") && more)
+      precision = argv[++i];
     else if (argv[i][0] != '-' && !model)
       model = argv[i];
     else {
@@ -54,7 +61,8 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (!model || batch < 1 || threads < 0 || warmup < 0 || iters < 1 || repeats < 1) {
+  if (!model || batch < 1 || threads < 0 || warmup < 0 || iters < 1 || repeats < 1 ||
+      (strcmp(precision, "fp32") && strcmp(precision, "fp16"))) {
     usage();
     return 2;
   }
@@ -75,7 +83,16 @@ int main(int argc, char **argv) {
     return 1;
   }
   double plan_ms = (double)(sq_clock_mono_us() - t0) / 1000.0;
-  sq_backend_t *b = sq_backend_cpu_new(threads, &err);
+  sq_backend_t *b = NULL;
+  if (sq_backend_open(device, threads, &b, 1, &err) < 1) b = NULL;
+  sq_backend_options_t bo = {.precision =
+                                 strcmp(precision, "fp16") ? SQ_PRECISION_FP32 : SQ_PRECISION_FP16};
+  if (b && sq_backend_configure(b, &bo, &err)) {
+    sq_backend_free(b);
+    b = NULL;
+  }
+  sq_backend_props_t props = {0};
+  if (b) sq_backend_props(b, &props);
   sq_backend_ctx_t *ctx = b ? sq_backend_ctx_new(b, sq_engine_arena_bytes(p), &err) : NULL;
   if (!ctx) {
     fprintf(stderr, "engine_bench: backend: %s (%s)\n", err.msg, sq_error_name(err.code));
@@ -121,12 +138,14 @@ int main(int argc, char **argv) {
       model, batch, threads, ips, med, repeats, iters, rep_ms[0], rep_ms[repeats - 1],
       sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
   printf(
-      "{\"model\": \"%s\", \"runtime\": \"segq-engine cpu\", \"batch\": %d, \"threads\": %d, "
+      "{\"model\": \"%s\", \"runtime\": \"segq-engine %s\", \"precision\": \"%s\", "
+      "\"batch\": %d, \"threads\": %d, "
       "\"repeats\": %d, \"iters\": %d, \"ms_median\": %.3f, \"ms_min\": %.3f, \"ms_max\": %.3f, "
       "\"images_per_s\": %.2f, \"load_ms\": %.2f, \"plan_ms\": %.2f, \"nodes\": %d, "
       "\"arena_bytes\": %zu}\n",
-      model, batch, threads, repeats, iters, med, rep_ms[0], rep_ms[repeats - 1], ips, load_ms,
-      plan_ms, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
+      model, sq_backend_name(b), props.fp16 ? precision : "fp32", batch, threads, repeats, iters,
+      med, rep_ms[0], rep_ms[repeats - 1], ips, load_ms, plan_ms, sq_engine_plan_node_count(p),
+      sq_engine_arena_bytes(p));
   rc = 0;
   goto done;
 run_failed:

@@ -1,6 +1,7 @@
 /* gpu: the built-in CPU models. `null` does nothing (it exists to measure the queue path);
  * `otsu` thresholds a grayscale image at Otsu's level (bright objects on a dark background).
  * prepare/finish run on the work pool, run on an executor thread; no shared mutable state. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@ typedef struct {
 } null_job_t;
 
 static int null_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
-                        void **sample, sq_error_t *err) {
+                        const sq_postparams_t *pp, void **sample, sq_error_t *err) {
   (void)range;
   null_job_t *job = malloc(sizeof(*job));
   if (!job) return sq_error_set(err, SQ_ENOMEM, "null: out of memory");
@@ -25,7 +26,7 @@ static int null_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_ran
 }
 
 static int null_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
-                    sq_error_t *err) {
+                    int *codes, sq_error_t *err) {
   for (size_t i = 0; i < n; i++) outputs[i] = samples[i]; /* the sample is its own output */
   return 0;
 }
@@ -85,7 +86,7 @@ static inline uint32_t luma(uint32_t r, uint32_t g, uint32_t b) {
 }
 
 static int otsu_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
-                        void **sample, sq_error_t *err) {
+                        const sq_postparams_t *pp, void **sample, sq_error_t *err) {
   (void)range; /* Otsu's threshold does not depend on the value scale */
   size_t npix = (size_t)img->width * img->height;
   otsu_sample_t *s = calloc(1, sizeof(*s));
@@ -148,7 +149,7 @@ static int otsu_one(const otsu_sample_t *s, uint32_t *hist, otsu_output_t **out,
 }
 
 static int otsu_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
-                    sq_error_t *err) {
+                    int *codes, sq_error_t *err) {
   /* 8-bit batches (the common case) keep their 1 KiB histogram on the stack. */
   uint32_t hist8[256], *hist = hist8;
   for (size_t k = 0; k < n && hist == hist8; k++)
@@ -221,14 +222,16 @@ static const struct {
       .input_channels = 1}},
 };
 
-sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir, const char *device,
-                                  sq_error_t *err) {
+sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir,
+                                  const sq_model_options_t *opt, sq_error_t *err) {
   for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {
     if (strcmp(name, builtins[i].name) != 0) continue;
     sq_model_t *m = sq_model_alloc(builtins[i].iface, name, err);
     if (!m) return NULL;
     m->info = builtins[i].info;
     memcpy(m->info.name, name, strlen(name) + 1);
+    m->info.devices = 1;
+    snprintf(m->info.backend, sizeof m->info.backend, "cpu");
     return m;
   }
   sq_error_set(err, SQ_EMODEL_UNKNOWN, "'%s' is not a built-in model", name);

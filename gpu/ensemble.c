@@ -1,8 +1,11 @@
-/* gpu: the model-side half of ensembles (docs/protocol.md, "Ensembles (proposed)"): each
- * member's probability map at the original image size, and their weighted mean thresholded.
- * The worker-side half (one job in several models' batches) is not built yet. Work pool. */
+/* gpu: the model-side half of ensembles (docs/protocol.md, "Ensembles"): each member's
+ * probability map at the original image size, their weighted mean thresholded, and that mask as
+ * a result (sq_ensemble_postprocess). The worker runs one job in several models' batches
+ * (worker/pipeline.c). Work pool. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gpu/model_internal.h"
 
@@ -52,4 +55,53 @@ int sq_prob_combine(const float *const *probs, const float *weights, size_t n, s
   }
   *mask = mk;
   return 0;
+}
+
+int sq_ensemble_postprocess(sq_model_t *const *models, void **outputs, const float *weights,
+                            size_t n, const sq_postparams_t *pp, int want_mask,
+                            sq_model_result_t *res, sq_error_t *err) {
+  memset(res, 0, sizeof *res);
+  float **probs = calloc(n ? n : 1, sizeof *probs);
+  uint32_t W = 0, H = 0;
+  int rc = probs ? 0 : sq_error_set(err, SQ_ENOMEM, "ensemble: out of memory");
+  for (size_t k = 0; k < n && !rc; k++) {
+    const char *name = models[k]->info.name;
+    uint32_t w = 0, h = 0;
+    if (!outputs[k]) {
+      rc = sq_error_set(err, SQ_EMODEL, "%s: the model produced no output", name);
+      break;
+    }
+    rc = sq_model_finish_prob(models[k], outputs[k], &probs[k], &w, &h, err);
+    if (rc) {
+      char m[sizeof err->msg];
+      snprintf(m, sizeof m, "%s", err->msg);
+      sq_error_set(err, rc, "%s: %s", name, m);
+      break;
+    }
+    outputs[k] = NULL; /* consumed */
+    if (k == 0) {
+      W = w, H = h;
+    } else if (w != W || h != H) {
+      rc =
+          sq_error_set(err, SQ_EMODEL, "%s: probability map %ux%u, others %ux%u", name, w, h, W, H);
+    }
+    if (!rc && !probs[k] && (size_t)w * h > 0) {
+      probs[k] = calloc((size_t)w * h, sizeof(float)); /* NULL = all 0 */
+      if (!probs[k]) rc = sq_error_set(err, SQ_ENOMEM, "out of memory (probability map)");
+    }
+  }
+  /* Whatever happened, no output is left for the caller to free twice. */
+  for (size_t k = 0; k < n; k++)
+    if (outputs[k]) {
+      sq_model_output_free(models[k], outputs[k]);
+      outputs[k] = NULL;
+    }
+  uint8_t *mask = NULL;
+  if (!rc)
+    rc = sq_prob_combine((const float *const *)probs, weights, n, (size_t)W * H, pp->threshold,
+                         &mask, err);
+  for (size_t k = 0; probs && k < n; k++) free(probs[k]);
+  free(probs);
+  if (rc) return rc;
+  return sq_result_from_mask(mask, W, H, W, H, pp, want_mask, res, err);
 }

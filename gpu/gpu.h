@@ -85,68 +85,121 @@ typedef struct {
   uint64_t max_delay_us; /* ... or when the oldest job waited this long */
   float default_threshold;
   uint32_t default_min_area;
-  uint32_t contexts;       /* executor contexts (streams) this model may use concurrently */
+  uint32_t contexts;       /* executor contexts (streams) this model may use concurrently:
+                            * streams per device x devices */
   uint32_t input_channels; /* what prepare wants: 1 (decode JPEGs to gray) or 3 (RGB); prepare
                             * still accepts either and converts */
+  uint32_t tile_w, tile_h; /* the model's input size (one tile); 0 for models of any size */
+  uint32_t devices;        /* backends the contexts are spread over (cuda:all: every GPU) */
+  int fp16;                /* runs in fp16 (asked for, and the backend computes so) */
+  char backend[32];        /* the first context's backend ("cpu", "cuda:0", ...) */
 } sq_model_info_t;
 
 typedef struct sq_model sq_model_t;
 
-/* Opens a model by name: built-in `null` and `otsu`, or (later) `<repo_dir>/<name>/`.
- * Returns NULL with err set (SQ_EMODEL_UNKNOWN, SQ_EMODEL_LOAD). Loop thread, at start-up.
+/* What the worker's flags override of a repository model's model.json. */
+typedef struct {
+  const char *device;    /* the device grammar (gpu/onnx/engine.h); NULL or "" = "auto" */
+  uint32_t streams;      /* executor contexts per device; 0 = model.json "contexts" */
+  const char *precision; /* "fp32" or "fp16"; NULL or "" = model.json "precision" */
+  uint32_t max_batch;    /* plan up to this many tiles per run; 0 = model.json "max_batch"
+                          * (segq-tune measures batches beyond the model's own) */
+} sq_model_options_t;
+
+/* 0 when `device` is a valid device string (auto, cpu, cuda, cuda:N, cuda:all, or a backend a
+ * test build registered), else SQ_EINVAL with the reason. The one check of the device grammar
+ * the worker's configuration uses. Any thread. */
+int sq_model_device_check(const char *device, sq_error_t *err);
+
+/* Opens a model by name: built-in `null` and `otsu`, or `<repo_dir>/<name>/`.
+ * Returns NULL with err set (SQ_EMODEL_UNKNOWN, SQ_EMODEL_LOAD, SQ_EDEVICE, SQ_EOOM_DEVICE when
+ * the device cannot hold the model even at batch 1). Loop thread, at start-up.
  *
  * Built-ins: `null` does no work at all (it measures the queue path): its finish returns
  * *mask == NULL (no foreground). `otsu` converts to gray (RGB -> luma 0.299/0.587/0.114), takes
  * Otsu's threshold over a full 256-bin (8-bit) or 65536-bin (16-bit) histogram and marks the
  * pixels above it (bright objects on a dark background, like fluorescence); it ignores
- * pp->threshold (the threshold is computed per image). */
-sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
-/* As sq_model_open, with the device repository (ONNX) models run on: "auto" (the CUDA backend
- * when a GPU is usable, else cpu with one log line saying why), "cpu", "cuda", "cuda:N". Built-in
- * models always run on the CPU. sq_model_open is this with "cpu". A device that cannot run the
- * model (no GPU for "cuda", an op the CUDA backend lacks) fails the open with the reason. */
+ * pp->threshold (the threshold is computed per image). Built-ins always run on the CPU. */
+sq_model_t *sq_model_open_with(const char *name, const char *repo_dir,
+                               const sq_model_options_t *opt, sq_error_t *err);
+/* sq_model_open_with with only a device; sq_model_open is this with "cpu". */
 sq_model_t *sq_model_open_device(const char *name, const char *repo_dir, const char *device,
                                  sq_error_t *err);
+sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
 void sq_model_close(sq_model_t *m);
 const sq_model_info_t *sq_model_info(const sq_model_t *m);
 
-/* The three stages of a job in a model. Opaque per-job sample and output objects are handed
- * from stage to stage and freed by the stage that consumes them (or by *_free on error paths).
+/* The stages of a job in a model. Opaque per-job sample and output objects are handed from
+ * stage to stage and freed by the stage that consumes them (or by *_free on error paths).
  *
- * prepare: work pool. Turns a decoded image into the model's input (normalize, resize/tile...).
+ * warmup:  executor thread of context `ctx`, once, before its first batch: runs every batch size
+ *          the context will use (binding plans, choosing algorithms, capturing CUDA graphs), so
+ *          no job meets a cold shape. 0, or the error that would fail every batch.
+ * prepare: work pool. Turns a decoded image into the model's input (channels, tiles...). pp, when
+ *          given, is the job's: a device with image I/O then thresholds there and returns only
+ *          the mask; NULL keeps the probabilities for finish (ensemble members).
  * run:     executor thread for context `ctx` (0..contexts-1). Runs n samples as one batch and fills
- *          outputs[0..n-1]. On error no output is set and the samples still belong to the caller.
+ *          outputs[0..n-1]. codes[0..n-1] gets each sample's own result: 0, or the error that
+ *          failed that sample alone (SQ_EOOM_DEVICE when it does not fit even by itself); such a
+ *          sample stays with the caller and gets no output. Returns 0 when every sample either
+ *          ran or failed alone, else the error of the whole batch (no output set, every sample
+ *          still the caller's). SQ_EDEVICE means the device is poisoned: every later run fails
+ *          too (the worker hands the jobs back and exits).
  * finish:  work pool. Turns one output into a mask of the original image size (width*height
  *          bytes, 0/1; malloc'd, caller frees). *mask may be set to NULL, meaning an all-zero
  *          mask of width*height (the null model always does this, to stay free of work);
  *          callers must handle it (sq_polygons_from_mask accepts a NULL mask: no polygons).
+ * postprocess: work pool. finish, then the mask as polygons in original image pixels and, when
+ *          want_mask, the mask itself (the whole postprocessing a result needs; see
+ *          sq_model_result_t).
  *
- * Ownership: prepare gives the caller a sample. A successful run consumes samples[0..n-1] and
- * gives the caller outputs[0..n-1]; a failed run leaves the samples with the caller and sets no
- * output. A successful finish consumes the output; a failed one leaves it with the caller. */
-int sq_model_prepare(sq_model_t *m, const sq_image_t *img, void **sample, sq_error_t *err);
+ * Ownership: prepare gives the caller a sample. A successful run consumes the samples it gave an
+ * output and gives the caller those outputs; samples that failed (or all of them, when run fails)
+ * stay with the caller. A successful finish/postprocess consumes the output; a failed one leaves
+ * it with the caller. */
+int sq_model_warmup(sq_model_t *m, int ctx, sq_error_t *err);
+int sq_model_prepare(sq_model_t *m, const sq_image_t *img, const sq_postparams_t *pp, void **sample,
+                     sq_error_t *err);
 /* prepare with a job's input range policy instead of the model's own (range NULL: the model's).
  * A job's "fixed" means the model's own scale and scale_16bit (range->scale* are not used): a
  * job picks a mode, not a model's constants. Built-in models ignore range (their thresholds do
  * not depend on the value scale). */
 int sq_model_prepare_range(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
-                           void **sample, sq_error_t *err);
-int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
+                           const sq_postparams_t *pp, void **sample, sq_error_t *err);
+int sq_model_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs, int *codes,
                  sq_error_t *err);
 int sq_model_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, uint8_t **mask,
                     uint32_t *width, uint32_t *height, sq_error_t *err);
 void sq_model_sample_free(sq_model_t *m, void *sample);
 void sq_model_output_free(sq_model_t *m, void *output);
 
-/* Where a model runs, and for a GPU its memory now (the backend's memory-info interface). */
+/* What a result carries of a job's mask: polygons in original image pixel coordinates, and the
+ * mask itself only when asked for and of the original image's size. Free with
+ * sq_model_result_free. */
 typedef struct {
-  char name[32];                  /* "cpu", "cuda:0", ... (the backend's name) */
-  int host;                       /* 1: the CPU (built-ins, the cpu backend): no device memory */
-  size_t free_bytes, total_bytes; /* device memory; 0 when host or unknown */
-} sq_device_info_t;
-/* Fills out for m. Returns 0, or the backend's error for the memory query (name and host are
- * set anyway). Any thread (a GPU query is a cheap driver call: run it off the loop thread). */
-int sq_model_device_info(const sq_model_t *m, sq_device_info_t *out);
+  uint32_t width, height; /* the mask's size (the original image's for every model we have) */
+  sq_polygon_t *polygons;
+  size_t npolygons;
+  uint8_t *mask; /* width*height 0/1, or NULL */
+} sq_model_result_t;
+void sq_model_result_free(sq_model_result_t *r);
+int sq_model_postprocess(sq_model_t *m, void *output, const sq_postparams_t *pp, int want_mask,
+                         sq_model_result_t *res, sq_error_t *err);
+/* The same from a mask (NULL = all zero) of mw x mh for an image of img_w x img_h: polygons
+ * scaled to image pixels, the mask kept when want_mask and its size is the image's. Consumes
+ * mask (kept in res or freed). Work pool. */
+int sq_result_from_mask(uint8_t *mask, uint32_t mw, uint32_t mh, uint32_t img_w, uint32_t img_h,
+                        const sq_postparams_t *pp, int want_mask, sq_model_result_t *res,
+                        sq_error_t *err);
+
+/* Memory and device state of a model, for metrics and logs. Any thread. */
+typedef struct {
+  uint32_t effective_max_batch;       /* what a run may use now (shrinks under memory pressure) */
+  uint64_t oom_splits;                /* batches split in halves after an out-of-memory error */
+  uint64_t device_free, device_total; /* the most loaded device's memory, bytes (0: unknown) */
+  int pressure;                       /* 0 normal, 1 above 90% used (warned), 2 above 95% */
+} sq_model_stats_t;
+void sq_model_stats(sq_model_t *m, sq_model_stats_t *out);
 
 /* Validates a model without serving it (segq-worker --check-models): a built-in always passes;
  * a repository model's model.json is checked in full, every problem handed to report (one
@@ -172,13 +225,19 @@ void sq_model_progress_report(size_t sample, uint32_t done, uint32_t total);
  * image, averaged with weights, then thresholded.
  * sq_model_finish_prob: like sq_model_finish, but *prob is the foreground probability map of the
  * original image size (width*height floats in [0,1], malloc'd, caller frees) before any
- * threshold: an ONNX model's stitched (sigmoid) output; built-ins give their mask as 0/1 (null:
+ * threshold: an ONNX model's stitched probabilities; built-ins give their mask as 0/1 (null:
  * all 0). Consumes the output on success, like finish. Work pool.
  * sq_prob_combine: mask[i] = (sum_k weights[k] * probs[k][i]) / sum_k weights[k] >= threshold,
  * for n >= 1 maps of npix pixels; weights NULL = all 1; weights must be >= 0 with a positive
- * sum (SQ_EINVAL otherwise). *mask is malloc'd (npix bytes, 0/1). Any thread. */
+ * sum (SQ_EINVAL otherwise). *mask is malloc'd (npix bytes, 0/1). Any thread.
+ * sq_ensemble_postprocess: every member's output (outputs[k] of models[k], consumed and set to
+ * NULL whether it succeeds or not) as probability maps of one size, combined, then as
+ * sq_model_postprocess. Work pool. */
 int sq_model_finish_prob(sq_model_t *m, void *output, float **prob, uint32_t *width,
                          uint32_t *height, sq_error_t *err);
+int sq_ensemble_postprocess(sq_model_t *const *models, void **outputs, const float *weights,
+                            size_t n, const sq_postparams_t *pp, int want_mask,
+                            sq_model_result_t *res, sq_error_t *err);
 int sq_prob_combine(const float *const *probs, const float *weights, size_t n, size_t npix,
                     float threshold, uint8_t **mask, sq_error_t *err);
 

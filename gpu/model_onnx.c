@@ -1,53 +1,91 @@
 /* gpu: the `onnx` model kind: a model of the repository (<repo_dir>/<name>/model.json +
- * model.onnx, docs/models.md) run by the engine (gpu/onnx) on its cpu backend.
- * prepare (work pool): channels, the input range policy (per image, input_range.c), mean/std,
- * and the image cut into overlapping tiles
- * (a job's sample is its array of tiles) or, in "resize" mode, resized to one input; run
- * (executor thread, one backend context per `contexts`): the tiles of all jobs of a batch in
- * chunks of at most max_batch tiles, each chunk on a plan for exactly its size (plans made on
- * first use and cached per size, so a lone small image costs one tile, not max_batch); finish
- * (work pool): tiles stitched back (or resized back), sigmoid for logits, threshold -> mask of
- * the original size; finish_prob stops before the threshold (ensembles). */
+ * model.onnx, docs/models.md) run by the engine (gpu/onnx) on one or more backends (cpu, cuda:N,
+ * every GPU with cuda:all), `streams` executor contexts on each.
+ * prepare (work pool): the image as C planes of raw samples (channels converted, values not:
+ * normalization, with the input range policy resolved per image (input_range.c) into a scale and
+ * an offset, happens next to the model, on the GPU when the backend can), cut into
+ * overlapping tiles (a job's sample is its array of tiles) or, in "resize" mode, resized to one
+ * input; with the job's threshold, so a GPU returns only the tiles' masks.
+ * run (executor thread of one context): the tiles of all jobs of a batch in chunks of at most
+ * the device's effective max batch (it shrinks under memory pressure), each on a plan for its
+ * size (a backend that replays captured graphs gets a few fixed sizes, and a chunk is padded up
+ * to one); an out-of-memory chunk is split in halves and retried, and a sample fails for memory
+ * only when one of its tiles fails alone; a device error poisons the device for good.
+ * finish (work pool): tiles stitched back (or resized back), threshold -> mask of the original
+ * size; finish_prob stops before the threshold (ensembles). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "gpu/devpolicy.h"
 #include "gpu/model_internal.h"
 #include "gpu/model_repo.h"
 #include "gpu/onnx/engine.h"
 #include "gpu/tile.h"
 
+#define MAX_DEVICES 16
+#define MAX_RUN_SIZES 16
+#define OBSERVE_EVERY_US 200000ULL /* device memory is looked at at most this often */
+
+/* One backend (device) and what is planned on it. */
 typedef struct {
-  float *in;  /* max_batch x C x H x W, the chunk being run */
-  float *out; /* max_batch x output plane(s) */
-} onnx_scratch_t;
+  sq_backend_t *backend;
+  sq_backend_props_t props;
+  char name[32];
+  pthread_mutex_t mu;       /* plans, too_big, mem, poison */
+  sq_engine_plan_t **plans; /* [1..max_batch], made on first use (or at warm-up) */
+  uint8_t *too_big;         /* [1..max_batch]: that plan's arena exceeds the contexts' */
+  sq_mempolicy_t mem;
+  uint64_t observed_us;
+  int poisoned; /* a device error: every later run fails at once */
+  char poison_msg[200];
+} onnx_dev_t;
+
+/* One executor context and its batch buffers. */
+typedef struct {
+  onnx_dev_t *dev;
+  sq_backend_ctx_t *ctx;
+  uint8_t *in;      /* max_batch x C x H x W raw values, 4 bytes each at most */
+  float *scale;     /* [max_batch * C] */
+  float *offset;    /* [max_batch * C] */
+  float *threshold; /* [max_batch] */
+  uint8_t *mask;    /* max_batch x Ho x Wo */
+  float *prob;      /* max_batch x Ho x Wo */
+} onnx_ctx_t;
 
 typedef struct {
   sq_repo_config_t cfg;
   sq_engine_t *engine;
-  int input_index, output_index; /* in the plan's input/output lists */
-  uint32_t out_channels;         /* channels of the output tensor */
-  sq_backend_t *backend;
-  sq_backend_ctx_t **ctxs; /* cfg.contexts */
-  onnx_scratch_t *scratch; /* one per context */
-  size_t arena_bytes;      /* of every context */
-  pthread_mutex_t plans_mu;
-  sq_engine_plan_t **plans; /* [1..max_batch], made on first use */
-  uint8_t *too_big;         /* [1..max_batch]: that plan's arena exceeds the contexts' */
+  int output_index;      /* in the plan's output list */
+  uint32_t out_channels; /* channels of the output tensor */
+  int out_kind;          /* SQ_IMAGE_OUT_* */
+  int precision;         /* SQ_PRECISION_* asked of the backends */
+  onnx_dev_t devs[MAX_DEVICES];
+  uint32_t ndevs, streams;
+  onnx_ctx_t *ctxs; /* ndevs * streams: context i runs on devs[i / streams] */
+  uint32_t nctx;
+  uint32_t sizes[MAX_RUN_SIZES]; /* the batch sizes plans exist for (graphs); nsizes 0 = any */
+  size_t nsizes;
+  size_t arena_bytes; /* of every context */
 } onnx_model_t;
 
-/* A job between prepare and run: its tiles, row-major over the tile grid. */
+/* A job between prepare and run: its tiles of raw values, how to normalize them, its threshold. */
 typedef struct {
   uint32_t width, height, ntiles;
-  float *tiles; /* ntiles x C x H x W */
+  uint32_t bytes; /* per value: 1 (8-bit), 2 (16-bit) or 4 (float, resize mode) */
+  uint8_t *tiles; /* ntiles x C x H x W values */
+  float scale[3], offset[3];
+  float threshold; /* NaN: probabilities come back (finish thresholds, or an ensemble) */
 } onnx_sample_t;
 
-/* A job between run and finish: the foreground plane of each tile. */
+/* A job between run and finish: each tile's mask (threshold given) or probabilities. */
 typedef struct {
   uint32_t width, height, ntiles;
-  float *planes; /* ntiles x H x W */
+  uint8_t *masks; /* ntiles x Ho x Wo, or NULL */
+  float *probs;   /* ntiles x Ho x Wo, or NULL */
 } onnx_output_t;
 
 static size_t tile_plane(const onnx_model_t *om) {
@@ -57,34 +95,26 @@ static size_t tile_plane(const onnx_model_t *om) {
 /* ---- plans ---- */
 
 static sq_engine_plan_t *plan_make(onnx_model_t *om, uint32_t batch, sq_error_t *err) {
-  int n = sq_engine_input_count(om->engine);
-  sq_engine_tensor_t *ins = calloc((size_t)n, sizeof(*ins));
-  if (!ins) {
-    sq_error_set(err, SQ_ENOMEM, "out of memory");
-    return NULL;
-  }
-  for (int i = 0; i < n; i++) sq_engine_input_info(om->engine, i, &ins[i]);
-  sq_engine_tensor_t *in = &ins[om->input_index];
-  in->data = NULL;
-  in->rank = 4;
-  in->dims[0] = batch;
-  in->dims[1] = om->cfg.channels;
-  in->dims[2] = om->cfg.size_h;
-  in->dims[3] = om->cfg.size_w;
-  sq_engine_plan_t *p = sq_engine_plan_new_shapes(om->engine, ins, n, err);
-  free(ins);
-  return p;
+  sq_engine_tensor_t in;
+  sq_engine_input_info(om->engine, 0, &in);
+  in.data = NULL;
+  in.rank = 4;
+  in.dims[0] = batch;
+  in.dims[1] = om->cfg.channels;
+  in.dims[2] = om->cfg.size_h;
+  in.dims[3] = om->cfg.size_w;
+  return sq_engine_plan_new_shapes(om->engine, &in, 1, err);
 }
 
-/* The plan for `batch` tiles; made and cached on first use. A plan whose arena would not fit
+/* The plan for `batch` on dev; made and cached on first use. A plan whose arena would not fit
  * the contexts (sized for max_batch) is not used: NULL with *fallback = 1, and the caller pads
  * the chunk to max_batch instead. */
-static sq_engine_plan_t *plan_get(onnx_model_t *om, uint32_t batch, int *fallback,
+static sq_engine_plan_t *plan_get(onnx_model_t *om, onnx_dev_t *d, uint32_t batch, int *fallback,
                                   sq_error_t *err) {
   *fallback = 0;
-  pthread_mutex_lock(&om->plans_mu);
-  sq_engine_plan_t *p = om->plans[batch];
-  if (!p && om->too_big[batch]) {
+  pthread_mutex_lock(&d->mu);
+  sq_engine_plan_t *p = d->plans[batch];
+  if (!p && d->too_big[batch]) {
     *fallback = 1;
   } else if (!p) {
     p = plan_make(om, batch, err);
@@ -92,11 +122,11 @@ static sq_engine_plan_t *plan_get(onnx_model_t *om, uint32_t batch, int *fallbac
       sq_engine_plan_free(p);
       p = NULL;
       *fallback = 1;
-      om->too_big[batch] = 1;
+      d->too_big[batch] = 1;
     }
-    om->plans[batch] = p;
+    d->plans[batch] = p;
   }
-  pthread_mutex_unlock(&om->plans_mu);
+  pthread_mutex_unlock(&d->mu);
   return p;
 }
 
@@ -107,35 +137,36 @@ static uint32_t luma(uint32_t r, uint32_t g, uint32_t b) {
   return (uint32_t)lrintf(0.299f * (float)r + 0.587f * (float)g + 0.114f * (float)b);
 }
 
-/* The image as C normalized float planes (the model's channel count): x = v * scale + offset from
- * the input range policy (resolved for this image), then (x - mean) / std. */
-static float *normalize_image(const onnx_model_t *om, const sq_image_t *img,
-                              const sq_input_range_t *range, sq_error_t *err) {
-  uint32_t C = om->cfg.channels, ic = img->channels;
-  size_t npix = (size_t)img->width * img->height;
+/* How the image's raw values become the model's input: x = v * scale[c] + offset[c], which is
+ * ((v * rs + ro) - mean[c]) / std[c] with (rs, ro) the input range policy resolved for this image
+ * (the job's, or model.json's normalization.range; input_range.c). Per image: the percentile
+ * policy reads the image. */
+static int norm_params(const onnx_model_t *om, const sq_image_t *img, const sq_input_range_t *range,
+                       float *scale, float *offset, sq_error_t *err) {
   sq_input_range_t r = range ? *range : om->cfg.range;
-  if (r.mode == SQ_RANGE_FIXED) {
+  if (r.mode == SQ_RANGE_FIXED) { /* a job's "fixed" means the model's own constants */
     r.scale = om->cfg.range.scale;
     r.scale_16bit = om->cfg.range.scale_16bit;
   }
-  float scale, offset;
-  if (sq_input_range_resolve(&r, img, &scale, &offset, err)) return NULL;
-  float mul[3], add[3], lut8[3][256];
-  for (uint32_t c = 0; c < C; c++) {
-    mul[c] = scale / om->cfg.std[c];
-    add[c] = (offset - om->cfg.mean[c]) / om->cfg.std[c];
-    if (img->bytes_per_sample == 1)
-      for (int v = 0; v < 256; v++)
-        lut8[c][v] = (((float)v * scale + offset) - om->cfg.mean[c]) / om->cfg.std[c];
+  float rs, ro;
+  int rc = sq_input_range_resolve(&r, img, &rs, &ro, err);
+  if (rc) return rc;
+  for (uint32_t c = 0; c < om->cfg.channels; c++) {
+    scale[c] = rs / om->cfg.std[c];
+    offset[c] = (ro - om->cfg.mean[c]) / om->cfg.std[c];
   }
-  float *dst = malloc(npix * C * sizeof(float));
-  if (!dst) {
-    sq_error_set(err, SQ_ENOMEM, "out of memory for a %ux%u image", img->width, img->height);
-    return NULL;
-  }
+  return 0;
+}
+
+/* The image as C planes of raw values (the model's channel count), `bytes` per value. */
+static void *raw_planes(const onnx_model_t *om, const sq_image_t *img) {
+  uint32_t C = om->cfg.channels, ic = img->channels, bps = img->bytes_per_sample;
+  size_t npix = (size_t)img->width * img->height;
+  uint8_t *dst = malloc(npix * C * bps);
+  if (!dst) return NULL;
   for (size_t i = 0; i < npix; i++) {
     uint32_t v[3] = {0, 0, 0}; /* ic is 1 or 3 (checked at decode); the zeros quiet -O3 */
-    if (img->bytes_per_sample == 1) {
+    if (bps == 1) {
       const uint8_t *s = img->data + i * ic;
       for (uint32_t c = 0; c < ic; c++) v[c] = s[c];
     } else {
@@ -145,14 +176,17 @@ static float *normalize_image(const onnx_model_t *om, const sq_image_t *img,
     if (C == 1 && ic == 3) v[0] = luma(v[0], v[1], v[2]);
     for (uint32_t c = 0; c < C; c++) {
       uint32_t x = ic == 1 ? v[0] : v[c]; /* gray into every channel of an RGB model */
-      dst[c * npix + i] = img->bytes_per_sample == 1 ? lut8[c][x] : (float)x * mul[c] + add[c];
+      if (bps == 1)
+        dst[c * npix + i] = (uint8_t)x;
+      else
+        ((uint16_t *)dst)[c * npix + i] = (uint16_t)x;
     }
   }
   return dst;
 }
 
-/* Tile mode: the normalized image cut into the sample's tiles. */
-static int cut_tiles(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_error_t *err) {
+/* Tile mode: the raw planes cut into the sample's tiles. */
+static int cut_tiles(onnx_model_t *om, const void *raw, onnx_sample_t *s, sq_error_t *err) {
   sq_tile_axis_t ax, ay;
   int rc = sq_tile_axis_init(&ax, s->width, om->cfg.size_w, om->cfg.overlap, err);
   if (rc) return rc;
@@ -162,72 +196,43 @@ static int cut_tiles(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_e
     return rc;
   }
   uint32_t C = om->cfg.channels;
-  size_t per_tile = (size_t)C * tile_plane(om);
+  size_t per_tile = (size_t)C * tile_plane(om) * s->bytes;
   s->ntiles = ax.n * ay.n;
-  s->tiles = malloc((size_t)s->ntiles * per_tile * sizeof(float));
+  s->tiles = malloc((size_t)s->ntiles * per_tile);
   if (!s->tiles) {
     rc = sq_error_set(err, SQ_ENOMEM, "out of memory for %u x %u tiles", ax.n, ay.n);
   } else {
-    float pad[3];
-    for (uint32_t c = 0; c < C; c++) pad[c] = (0.0f - om->cfg.mean[c]) / om->cfg.std[c];
     for (uint32_t iy = 0; iy < ay.n; iy++)
       for (uint32_t ix = 0; ix < ax.n; ix++)
-        sq_tile_extract(&ax, &ay, ix, iy, norm, C, om->cfg.pad_zero ? pad : NULL,
-                        s->tiles + ((size_t)iy * ax.n + ix) * per_tile);
+        sq_tile_extract_raw(&ax, &ay, ix, iy, raw, s->bytes, C, om->cfg.pad_zero,
+                            s->tiles + ((size_t)iy * ax.n + ix) * per_tile);
   }
   sq_tile_axis_free(&ax);
   sq_tile_axis_free(&ay);
   return rc;
 }
 
-/* Resize mode: the normalized image resized to input.size, one sample of one "tile". */
-static int resize_in(onnx_model_t *om, const float *norm, onnx_sample_t *s, sq_error_t *err) {
+/* Resize mode: the raw planes resized to input.size as float values (normalization is affine
+ * and bilinear weights sum to 1, so resizing first gives the same input), one "tile". */
+static int resize_in(onnx_model_t *om, const void *raw, uint32_t bps, onnx_sample_t *s,
+                     sq_error_t *err) {
   size_t plane = tile_plane(om), npix = (size_t)s->width * s->height;
+  float *f = malloc(npix * sizeof(float));
   s->ntiles = 1;
+  s->bytes = 4;
   s->tiles = malloc((size_t)om->cfg.channels * plane * sizeof(float));
-  if (!s->tiles) return sq_error_set(err, SQ_ENOMEM, "out of memory for the resized input");
-  for (uint32_t c = 0; c < om->cfg.channels; c++)
-    if (sq_resize_bilinear(norm + c * npix, s->width, s->height, s->tiles + c * plane,
-                           om->cfg.size_w, om->cfg.size_h))
-      return sq_error_set(err, SQ_ENOMEM, "out of memory while resizing");
-  return 0;
-}
-
-static int onnx_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
-                        void **sample, sq_error_t *err) {
-  onnx_model_t *om = m->context;
-  sq_error_t lerr = {0};
-  onnx_sample_t *s = calloc(1, sizeof(*s));
-  float *norm = s ? normalize_image(om, img, range, &lerr) : NULL;
   int rc = 0;
-  if (!s) {
-    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for a %ux%u image", m->info.name,
-                      img->width, img->height);
-  } else if (!norm) {
-    rc = sq_error_set(err, lerr.code ? lerr.code : SQ_ENOMEM, "model %s: %s", m->info.name,
-                      lerr.msg);
-  } else {
-    s->width = img->width;
-    s->height = img->height;
-    rc = om->cfg.mode_resize ? resize_in(om, norm, s, &lerr) : cut_tiles(om, norm, s, &lerr);
-    if (rc) sq_error_set(err, rc, "model %s: %s", m->info.name, lerr.msg);
+  if (!f || !s->tiles) rc = sq_error_set(err, SQ_ENOMEM, "out of memory for the resized input");
+  for (uint32_t c = 0; c < om->cfg.channels && !rc; c++) {
+    for (size_t i = 0; i < npix; i++)
+      f[i] = bps == 1 ? (float)((const uint8_t *)raw)[c * npix + i]
+                      : (float)((const uint16_t *)raw)[c * npix + i];
+    if (sq_resize_bilinear(f, s->width, s->height, (float *)s->tiles + c * plane, om->cfg.size_w,
+                           om->cfg.size_h))
+      rc = sq_error_set(err, SQ_ENOMEM, "out of memory while resizing");
   }
-  if (rc && s) {
-    free(s->tiles);
-    free(s);
-  } else if (!rc) {
-    *sample = s;
-  }
-  free(norm);
+  free(f);
   return rc;
-}
-
-/* ---- run ---- */
-
-static void output_free(sq_model_t *m, void *p) {
-  onnx_output_t *o = p;
-  free(o->planes);
-  free(o);
 }
 
 static void sample_free(sq_model_t *m, void *p) {
@@ -236,95 +241,268 @@ static void sample_free(sq_model_t *m, void *p) {
   free(s);
 }
 
-/* Runs `b` tiles (already in sc->in) as one batch and leaves their outputs in sc->out. */
-static int run_chunk(sq_model_t *m, onnx_model_t *om, int ctx, uint32_t b, sq_error_t *err) {
-  int fallback = 0;
-  sq_engine_plan_t *p = plan_get(om, b, &fallback, err);
-  uint32_t run_b = b;
-  if (!p && fallback) {
-    run_b = om->cfg.max_batch;
-    p = plan_get(om, run_b, &fallback, err);
-  }
-  if (!p) return err && err->code ? err->code : SQ_EMODEL;
-  onnx_scratch_t *sc = &om->scratch[ctx];
-  size_t per_in = (size_t)om->cfg.channels * tile_plane(om);
-  if (run_b > b) memset(sc->in + b * per_in, 0, (size_t)(run_b - b) * per_in * sizeof(float));
-  int nin = sq_engine_plan_input_count(p), nout = sq_engine_plan_output_count(p);
-  sq_engine_tensor_t in, *outs = calloc((size_t)nout, sizeof(*outs));
-  if (nin != 1 || !outs) {
-    free(outs);
-    return sq_error_set(err, nin != 1 ? SQ_EMODEL : SQ_ENOMEM, "model %s: cannot run",
-                        m->info.name);
-  }
-  sq_engine_plan_input_info(p, 0, &in);
-  in.data = sc->in;
-  /* Only the chosen output goes to the scratch buffer; others (rare) get their own. */
+static int onnx_prepare(sq_model_t *m, const sq_image_t *img, const sq_input_range_t *range,
+                        const sq_postparams_t *pp, void **sample, sq_error_t *err) {
+  onnx_model_t *om = m->context;
+  onnx_sample_t *s = calloc(1, sizeof(*s));
+  void *raw = raw_planes(om, img);
+  sq_error_t lerr = {0};
   int rc = 0;
-  for (int i = 0; i < nout; i++) {
-    sq_engine_plan_output_info(p, i, &outs[i]);
-    outs[i].data = i == om->output_index ? sc->out : malloc(outs[i].bytes ? outs[i].bytes : 1);
-    if (!outs[i].data) rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+  if (!s || !raw) {
+    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for a %ux%u image", m->info.name,
+                      img->width, img->height);
+  } else {
+    s->width = img->width;
+    s->height = img->height;
+    s->bytes = img->bytes_per_sample;
+    rc = norm_params(om, img, range, s->scale, s->offset, &lerr);
+    /* Resize mode thresholds after resizing back: the device returns probabilities. */
+    s->threshold = pp && !om->cfg.mode_resize ? pp->threshold : NAN;
+    if (!rc)
+      rc = om->cfg.mode_resize ? resize_in(om, raw, img->bytes_per_sample, s, &lerr)
+                               : cut_tiles(om, raw, s, &lerr);
+    if (rc) sq_error_set(err, rc, "model %s: %s", m->info.name, lerr.msg);
   }
-  if (!rc) rc = sq_engine_run(p, om->ctxs[ctx], &in, 1, outs, nout, err);
-  for (int i = 0; i < nout; i++)
-    if (i != om->output_index) free(outs[i].data);
-  free(outs);
+  if (rc && s) {
+    sample_free(m, s);
+  } else if (!rc) {
+    *sample = s;
+  }
+  free(raw);
   return rc;
 }
 
+/* ---- run ---- */
+
+static void output_free(sq_model_t *m, void *p) {
+  onnx_output_t *o = p;
+  free(o->masks);
+  free(o->probs);
+  free(o);
+}
+
+/* Looks at the device's memory (at most every OBSERVE_EVERY_US) and logs pressure changes. */
+static void observe_memory(sq_model_t *m, onnx_dev_t *d) {
+  uint64_t now = sq_clock_mono_us();
+  pthread_mutex_lock(&d->mu);
+  int due = d->observed_us == 0 || now - d->observed_us >= OBSERVE_EVERY_US;
+  if (due) d->observed_us = now;
+  pthread_mutex_unlock(&d->mu);
+  if (!due) return;
+  size_t fr = 0, tot = 0;
+  if (sq_backend_memory_info(d->backend, &fr, &tot) != 0 || tot == 0) return;
+  pthread_mutex_lock(&d->mu);
+  int before = sq_mempolicy_observe(&d->mem, fr, tot, now);
+  int level = d->mem.pressure;
+  uint32_t eff = d->mem.effective;
+  pthread_mutex_unlock(&d->mu);
+  if (level == before) return;
+  double used = 100.0 * (double)(tot - (fr < tot ? fr : tot)) / (double)tot;
+  if (level == SQ_PRESSURE_SHRINK)
+    sq_log_warn("gpu", "device memory above 95% used; effective max batch shrinks",
+                "model=%s device=%s used_pct=%.1f free_mib=%zu effective_max_batch=%u",
+                m->info.name, d->name, used, fr >> 20, eff);
+  else if (level == SQ_PRESSURE_WARN)
+    sq_log_warn("gpu", "device memory above 90% used",
+                "model=%s device=%s used_pct=%.1f free_mib=%zu effective_max_batch=%u",
+                m->info.name, d->name, used, fr >> 20, eff);
+  else
+    sq_log_info("gpu", "device memory pressure over",
+                "model=%s device=%s used_pct=%.1f effective_max_batch=%u", m->info.name, d->name,
+                used, eff);
+}
+
+/* A flat list of the tiles of a batch: which sample, which of its tiles. */
+typedef struct {
+  uint32_t sample, tile;
+} tile_ref_t;
+
+/* Runs tiles[0..b) (their samples all still alive) as one chunk on context c, padded up to
+ * the chunk's plan size, and stores each tile's result into its sample's output. */
+static int run_chunk(sq_model_t *m, onnx_model_t *om, onnx_ctx_t *c, void *const *samples,
+                     onnx_output_t **outs, const tile_ref_t *tiles, uint32_t b, sq_error_t *err) {
+  onnx_dev_t *d = c->dev;
+  uint32_t run_b = sq_run_size_for(om->nsizes ? om->sizes : NULL, om->nsizes, b);
+  if (run_b < b) run_b = b;
+  int fallback = 0;
+  sq_engine_plan_t *p = plan_get(om, d, run_b, &fallback, err);
+  if (!p && fallback) {
+    run_b = om->cfg.max_batch;
+    p = plan_get(om, d, run_b, &fallback, err);
+  }
+  if (!p) return err && err->code ? err->code : SQ_EMODEL;
+  uint32_t C = om->cfg.channels, bytes = 1;
+  size_t plane = tile_plane(om), per_tile_vals = (size_t)C * plane;
+  int want_mask = 0, want_prob = 0;
+  for (uint32_t k = 0; k < b; k++) {
+    const onnx_sample_t *s = samples[tiles[k].sample];
+    if (s->bytes > bytes) bytes = s->bytes;
+    if (isnan(s->threshold))
+      want_prob = 1;
+    else
+      want_mask = 1;
+  }
+  /* Gather at the widest value type of the chunk (8-bit tiles widen exactly). */
+  for (uint32_t k = 0; k < b; k++) {
+    const onnx_sample_t *s = samples[tiles[k].sample];
+    const uint8_t *src = s->tiles + (size_t)tiles[k].tile * per_tile_vals * s->bytes;
+    uint8_t *dst = c->in + (size_t)k * per_tile_vals * bytes;
+    if (s->bytes == bytes) {
+      memcpy(dst, src, per_tile_vals * bytes);
+    } else if (bytes == 2) {
+      for (size_t i = 0; i < per_tile_vals; i++) ((uint16_t *)dst)[i] = src[i];
+    } else {
+      for (size_t i = 0; i < per_tile_vals; i++)
+        ((float *)dst)[i] = s->bytes == 1 ? (float)src[i] : (float)((const uint16_t *)src)[i];
+    }
+    memcpy(c->scale + (size_t)k * C, s->scale, C * sizeof(float));
+    memcpy(c->offset + (size_t)k * C, s->offset, C * sizeof(float));
+    c->threshold[k] = s->threshold;
+  }
+  if (run_b > b) { /* padding items: zeros, normalized like anything else */
+    memset(c->in + (size_t)b * per_tile_vals * bytes, 0,
+           (size_t)(run_b - b) * per_tile_vals * bytes);
+    for (uint32_t k = b; k < run_b; k++) {
+      for (uint32_t ch = 0; ch < C; ch++) c->scale[k * C + ch] = c->offset[k * C + ch] = 0.0f;
+      c->threshold[k] = NAN;
+    }
+  }
+  sq_engine_image_io_t io = {.in_bytes = (int)bytes,
+                             .in = c->in,
+                             .scale = c->scale,
+                             .offset = c->offset,
+                             .output = om->output_index,
+                             .kind = om->out_kind,
+                             .channel = (int)om->cfg.output_channel,
+                             .threshold = c->threshold,
+                             .mask = want_mask ? c->mask : NULL,
+                             .prob = want_prob ? c->prob : NULL};
+  int rc = sq_engine_run_image(p, c->ctx, &io, err);
+  if (rc) return rc;
+  for (uint32_t k = 0; k < b; k++) {
+    onnx_output_t *o = outs[tiles[k].sample];
+    if (o->masks)
+      memcpy(o->masks + (size_t)tiles[k].tile * plane, c->mask + (size_t)k * plane, plane);
+    else
+      memcpy(o->probs + (size_t)tiles[k].tile * plane, c->prob + (size_t)k * plane,
+             plane * sizeof(float));
+  }
+  return 0;
+}
+
+static int poison(sq_model_t *m, onnx_dev_t *d, const sq_error_t *e) {
+  pthread_mutex_lock(&d->mu);
+  int first = !d->poisoned;
+  if (first) snprintf(d->poison_msg, sizeof d->poison_msg, "%.199s", e->msg);
+  d->poisoned = 1;
+  pthread_mutex_unlock(&d->mu);
+  if (first)
+    sq_log_error("gpu", "device error: this device fails every later run",
+                 "model=%s device=%s msg=\"%s\"", m->info.name, d->name, e->msg);
+  return SQ_EDEVICE;
+}
+
 static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void **outputs,
-                    sq_error_t *err) {
+                    int *codes, sq_error_t *err) {
   onnx_model_t *om = m->context;
-  onnx_scratch_t *sc = &om->scratch[ctx];
-  size_t plane = tile_plane(om), per_in = (size_t)om->cfg.channels * plane;
-  size_t out_per_tile = (size_t)om->out_channels * plane;
+  onnx_ctx_t *c = &om->ctxs[ctx];
+  onnx_dev_t *d = c->dev;
+  pthread_mutex_lock(&d->mu);
+  int poisoned = d->poisoned;
+  pthread_mutex_unlock(&d->mu);
+  if (poisoned)
+    return sq_error_set(err, SQ_EDEVICE, "model %s: device %s failed earlier: %s", m->info.name,
+                        d->name, d->poison_msg);
+  observe_memory(m, d);
+  size_t plane = tile_plane(om), total = 0;
   onnx_output_t **outs = calloc(n ? n : 1, sizeof(*outs));
-  int rc = 0;
-  if (!outs) return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+  int rc = outs ? 0 : sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
   for (size_t i = 0; i < n && !rc; i++) {
     const onnx_sample_t *s = samples[i];
     outs[i] = calloc(1, sizeof(onnx_output_t));
-    if (outs[i]) outs[i]->planes = malloc((size_t)s->ntiles * plane * sizeof(float));
-    if (!outs[i] || !outs[i]->planes) {
+    if (outs[i] && isnan(s->threshold))
+      outs[i]->probs = malloc((size_t)s->ntiles * plane * sizeof(float));
+    else if (outs[i])
+      outs[i]->masks = malloc((size_t)s->ntiles * plane);
+    if (!outs[i] || (!outs[i]->masks && !outs[i]->probs)) {
       rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for outputs", m->info.name);
       break;
     }
     outs[i]->width = s->width;
     outs[i]->height = s->height;
     outs[i]->ntiles = s->ntiles;
+    total += s->ntiles;
   }
-  /* Walk all tiles of all samples in order, max_batch at a time. */
-  size_t si = 0, ti = 0; /* next tile to load */
-  size_t so = 0, to = 0; /* next tile to store */
-  while (!rc && si < n) {
-    uint32_t b = 0;
-    while (b < om->cfg.max_batch && si < n) {
-      const onnx_sample_t *s = samples[si];
-      memcpy(sc->in + b * per_in, s->tiles + ti * per_in, per_in * sizeof(float));
-      b++;
-      if (++ti == s->ntiles) {
-        si++;
-        ti = 0;
-      }
-    }
-    rc = run_chunk(m, om, ctx, b, err);
-    for (uint32_t k = 0; !rc && k < b; k++) {
-      memcpy(outs[so]->planes + to * plane,
-             sc->out + k * out_per_tile + (size_t)om->cfg.output_channel * plane,
-             plane * sizeof(float));
-      sq_model_progress_report(so, (uint32_t)to + 1, outs[so]->ntiles); /* tiles done / total */
-      if (++to == outs[so]->ntiles) {
-        so++;
-        to = 0;
-      }
+  tile_ref_t *tiles = rc ? NULL : malloc((total ? total : 1) * sizeof *tiles);
+  /* Work list of [start, len) ranges of `tiles` (a split pushes its two halves). */
+  size_t *stack = rc ? NULL : malloc(2 * (total + 64) * sizeof *stack);
+  if (!rc && (!tiles || !stack))
+    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+  size_t k = 0;
+  for (size_t i = 0; i < n && !rc; i++)
+    for (uint32_t t = 0; t < ((const onnx_sample_t *)samples[i])->ntiles; t++)
+      tiles[k++] = (tile_ref_t){(uint32_t)i, t};
+  /* Chunks of at most the effective max batch, in order; pushed last first. */
+  pthread_mutex_lock(&d->mu);
+  uint32_t eff = d->mem.effective;
+  pthread_mutex_unlock(&d->mu);
+  size_t sp = 0;
+  if (!rc) {
+    size_t nchunks = (total + eff - 1) / eff;
+    for (size_t ci = nchunks; ci-- > 0;) {
+      size_t start = ci * eff, len = total - start < eff ? total - start : eff;
+      stack[sp++] = start;
+      stack[sp++] = len;
     }
   }
-  if (rc) {
-    for (size_t i = 0; i < n; i++)
-      if (outs[i]) output_free(m, outs[i]);
-  } else {
-    for (size_t i = 0; i < n; i++) {
-      sample_free(m, samples[i]); /* a successful run consumes the samples */
+  tile_ref_t *live = rc ? NULL : malloc((total ? total : 1) * sizeof *live);
+  uint32_t *done = rc ? NULL : calloc(n ? n : 1, sizeof *done);
+  if (!rc && (!live || !done))
+    rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+  while (!rc && sp > 0) {
+    size_t len = stack[--sp], start = stack[--sp];
+    uint32_t b = 0; /* the range's tiles whose sample has not failed */
+    for (size_t t = start; t < start + len; t++)
+      if (!codes[tiles[t].sample]) live[b++] = tiles[t];
+    if (b == 0) continue;
+    sq_error_t cerr = {0};
+    int crc = run_chunk(m, om, c, samples, outs, live, b, &cerr);
+    for (uint32_t q = 0; crc == 0 && q < b; q++) /* tiles done / total, per sample */
+      sq_model_progress_report(live[q].sample, ++done[live[q].sample],
+                               outs[live[q].sample]->ntiles);
+    if (crc == SQ_EOOM_DEVICE && len > 1) {
+      pthread_mutex_lock(&d->mu);
+      sq_mempolicy_oom(&d->mem, b, sq_clock_mono_us());
+      pthread_mutex_unlock(&d->mu);
+      sq_log_warn("gpu", "device out of memory; splitting the batch in halves",
+                  "model=%s device=%s tiles=%u msg=\"%.160s\"", m->info.name, d->name, b, cerr.msg);
+      size_t half = len / 2;
+      stack[sp++] = start + half; /* second half runs after the first */
+      stack[sp++] = len - half;
+      stack[sp++] = start;
+      stack[sp++] = half;
+    } else if (crc == SQ_EOOM_DEVICE) {
+      codes[live[0].sample] = SQ_EOOM_DEVICE; /* alone and still too big: this job fails */
+      sq_error_set(err, SQ_EOOM_DEVICE, "model %s: device %s out of memory even for one tile: %s",
+                   m->info.name, d->name, cerr.msg);
+    } else if (crc == SQ_EDEVICE) {
+      if (err) *err = cerr;
+      rc = poison(m, d, &cerr);
+    } else if (crc) {
+      if (err) *err = cerr;
+      rc = crc;
+    }
+  }
+  free(done);
+  free(live);
+  free(stack);
+  free(tiles);
+  for (size_t i = 0; i < n; i++) {
+    if (!outs || !outs[i]) continue;
+    if (rc || codes[i]) {
+      output_free(m, outs[i]);
+    } else {
+      sample_free(m, samples[i]); /* a successful run consumes the sample */
       outputs[i] = outs[i];
     }
   }
@@ -332,45 +510,127 @@ static int onnx_run(sq_model_t *m, int ctx, void *const *samples, size_t n, void
   return rc;
 }
 
+/* ---- warm-up ---- */
+
+/* Runs batch `b` once on context c with zero input (binds the plan, chooses algorithms; a
+ * second run on a graph backend captures the graph). Mask and probabilities, as jobs ask. */
+static int warm_run(sq_model_t *m, onnx_model_t *om, onnx_ctx_t *c, uint32_t b, sq_error_t *err) {
+  int fallback = 0;
+  sq_engine_plan_t *p = plan_get(om, c->dev, b, &fallback, err);
+  if (!p) return fallback ? 0 : (err && err->code ? err->code : SQ_EMODEL);
+  size_t vals = (size_t)b * om->cfg.channels * tile_plane(om);
+  memset(c->in, 0, vals);
+  for (size_t k = 0; k < (size_t)b * om->cfg.channels; k++) c->scale[k] = c->offset[k] = 0.0f;
+  for (uint32_t k = 0; k < b; k++) c->threshold[k] = om->cfg.threshold;
+  sq_engine_image_io_t io = {.in_bytes = 1,
+                             .in = c->in,
+                             .scale = c->scale,
+                             .offset = c->offset,
+                             .output = om->output_index,
+                             .kind = om->out_kind,
+                             .channel = (int)om->cfg.output_channel,
+                             .threshold = c->threshold,
+                             .mask = c->mask,
+                             .prob = NULL};
+  return sq_engine_run_image(p, c->ctx, &io, err);
+}
+
+static int onnx_warmup(sq_model_t *m, int ctx, sq_error_t *err) {
+  onnx_model_t *om = m->context;
+  onnx_ctx_t *c = &om->ctxs[ctx];
+  uint64_t t0 = sq_clock_mono_us();
+  int rc = 0;
+  /* Ascending, once to bind and grow the context's buffers, then again on a graph backend: the
+   * captures. A size that does not fit (out of memory) caps the device's effective max batch
+   * below it and the larger sizes are not warmed; not even batch 1 fitting is an error. */
+  uint32_t one = 1, limit = UINT32_MAX;
+  const uint32_t *sizes = om->nsizes ? om->sizes : &one;
+  size_t nsizes = om->nsizes ? om->nsizes : 1;
+  for (int pass = 0; pass < (om->nsizes ? 2 : 1) && !rc; pass++)
+    for (size_t i = 0; i < nsizes && !rc && sizes[i] < limit; i++) {
+      sq_error_t werr = {0};
+      rc = warm_run(m, om, c, sizes[i], &werr);
+      if (rc == SQ_EOOM_DEVICE && sizes[i] > 1) {
+        sq_log_warn("gpu", "warm-up: batch does not fit; effective max batch capped below it",
+                    "model=%s ctx=%d device=%s batch=%u msg=\"%.160s\"", m->info.name, ctx,
+                    c->dev->name, sizes[i], werr.msg);
+        pthread_mutex_lock(&c->dev->mu);
+        sq_mempolicy_oom(&c->dev->mem, sizes[i], sq_clock_mono_us());
+        pthread_mutex_unlock(&c->dev->mu);
+        limit = sizes[i];
+        rc = 0;
+      } else if (rc && err) {
+        *err = werr;
+      }
+    }
+  if (rc == SQ_EDEVICE) poison(m, c->dev, err);
+  if (!rc)
+    sq_log_info("gpu", "context warm", "model=%s ctx=%d device=%s sizes=%zu ms=%.1f", m->info.name,
+                ctx, c->dev->name, om->nsizes ? om->nsizes : 1,
+                (double)(sq_clock_mono_us() - t0) / 1000.0);
+  return rc;
+}
+
+static void onnx_stats(sq_model_t *m, sq_model_stats_t *out) {
+  onnx_model_t *om = m->context;
+  out->effective_max_batch = om->cfg.max_batch;
+  for (uint32_t i = 0; i < om->ndevs; i++) {
+    onnx_dev_t *d = &om->devs[i];
+    pthread_mutex_lock(&d->mu);
+    if (d->mem.effective < out->effective_max_batch) out->effective_max_batch = d->mem.effective;
+    out->oom_splits += d->mem.splits;
+    if (d->mem.pressure > out->pressure) out->pressure = d->mem.pressure;
+    if (d->props.device_memory &&
+        (out->device_total == 0 || d->mem.free_bytes < out->device_free)) {
+      out->device_free = d->mem.free_bytes;
+      out->device_total = d->mem.total_bytes;
+    }
+    pthread_mutex_unlock(&d->mu);
+  }
+}
+
 /* ---- finish ---- */
 
-/* The output's tiles stitched into the probability map of the original image size (sigmoid
- * applied for logits). Does not consume the output. */
+/* Tile mode: the output's tiles stitched into one plane of the original size (elem bytes per
+ * value: masks 1, probabilities 4). */
+static int stitch(sq_model_t *m, const onnx_output_t *o, const void *tiles, size_t elem, void *out,
+                  sq_error_t *err) {
+  onnx_model_t *om = m->context;
+  sq_tile_axis_t ax = {0}, ay = {0};
+  int rc = sq_tile_axis_init(&ax, o->width, om->cfg.size_w, om->cfg.overlap, err);
+  if (!rc) rc = sq_tile_axis_init(&ay, o->height, om->cfg.size_h, om->cfg.overlap, err);
+  if (!rc && ax.n * ay.n != o->ntiles)
+    rc = sq_error_set(err, SQ_EINTERNAL, "model %s: %u tiles, expected %u", m->info.name, o->ntiles,
+                      ax.n * ay.n);
+  if (!rc) sq_tile_stitch_raw(&ax, &ay, tiles, elem, tile_plane(om), out);
+  sq_tile_axis_free(&ax);
+  sq_tile_axis_free(&ay);
+  return rc;
+}
+
+/* The probability map of the original image size (from a mask output: 0/1). Does not consume
+ * the output. */
 static int stitch_prob(sq_model_t *m, const onnx_output_t *o, float **prob, sq_error_t *err) {
   onnx_model_t *om = m->context;
   *prob = NULL;
   size_t npix = (size_t)o->width * o->height, plane = tile_plane(om);
-  int logits = om->cfg.output_kind == SQ_REPO_OUT_LOGITS_SIGMOID;
   float *p = malloc((npix ? npix : 1) * sizeof(float));
   if (!p)
     return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for the probability map",
                         m->info.name);
   int rc = 0;
-  if (om->cfg.mode_resize) {
-    /* The probability map (sigmoid first for logits) is resized back to the image. */
-    float *q = logits ? malloc(plane * sizeof(float)) : o->planes;
-    if (!q) {
-      rc = SQ_ENOMEM;
-    } else {
-      for (size_t i = 0; logits && i < plane; i++) q[i] = 1.0f / (1.0f + expf(-o->planes[i]));
-      rc = sq_resize_bilinear(q, om->cfg.size_w, om->cfg.size_h, p, o->width, o->height);
-      if (logits) free(q);
-    }
-    if (rc)
+  if (!o->probs) {
+    uint8_t *mk = malloc(npix ? npix : 1);
+    rc = mk ? stitch(m, o, o->masks, 1, mk, err)
+            : sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", m->info.name);
+    for (size_t i = 0; !rc && i < npix; i++) p[i] = mk[i] ? 1.0f : 0.0f;
+    free(mk);
+  } else if (om->cfg.mode_resize) {
+    if (sq_resize_bilinear(o->probs, om->cfg.size_w, om->cfg.size_h, p, o->width, o->height))
       rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory while resizing", m->info.name);
+    (void)plane;
   } else {
-    sq_tile_axis_t ax = {0}, ay = {0};
-    rc = sq_tile_axis_init(&ax, o->width, om->cfg.size_w, om->cfg.overlap, err);
-    if (!rc) rc = sq_tile_axis_init(&ay, o->height, om->cfg.size_h, om->cfg.overlap, err);
-    if (!rc && ax.n * ay.n != o->ntiles)
-      rc = sq_error_set(err, SQ_EINTERNAL, "model %s: %u tiles, expected %u", m->info.name,
-                        o->ntiles, ax.n * ay.n);
-    if (!rc) {
-      sq_tile_stitch(&ax, &ay, o->planes, plane, p);
-      for (size_t i = 0; logits && i < npix; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
-    }
-    sq_tile_axis_free(&ax);
-    sq_tile_axis_free(&ay);
+    rc = stitch(m, o, o->probs, sizeof(float), p, err);
   }
   if (rc) {
     free(p);
@@ -384,18 +644,26 @@ static int onnx_finish(sq_model_t *m, void *output, const sq_postparams_t *pp, u
                        uint32_t *width, uint32_t *height, sq_error_t *err) {
   onnx_model_t *om = m->context;
   onnx_output_t *o = output;
-  float *prob = NULL;
-  int rc = stitch_prob(m, o, &prob, err);
-  if (rc) return rc;
   size_t npix = (size_t)o->width * o->height;
   uint8_t *mk = malloc(npix ? npix : 1);
-  if (!mk) {
-    free(prob);
+  if (!mk)
     return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for the mask", m->info.name);
+  int rc = 0;
+  if (o->masks) {
+    /* Thresholded next to the model: each pixel comes from the one tile that owns it, so
+     * stitching the tiles' masks is thresholding the stitched probabilities. */
+    rc = stitch(m, o, o->masks, 1, mk, err);
+  } else {
+    float *prob = NULL;
+    rc = stitch_prob(m, o, &prob, err);
+    float t = pp ? pp->threshold : om->cfg.threshold;
+    for (size_t i = 0; !rc && i < npix; i++) mk[i] = prob[i] >= t;
+    free(prob);
   }
-  float t = pp ? pp->threshold : om->cfg.threshold;
-  for (size_t i = 0; i < npix; i++) mk[i] = prob[i] >= t;
-  free(prob);
+  if (rc) {
+    free(mk);
+    return rc;
+  }
   *mask = mk;
   *width = o->width;
   *height = o->height;
@@ -419,40 +687,30 @@ static int onnx_finish_prob(sq_model_t *m, void *output, float **prob, uint32_t 
 static void onnx_close(sq_model_t *m) {
   onnx_model_t *om = m->context;
   if (!om) return;
-  if (om->ctxs)
-    for (uint32_t c = 0; c < om->cfg.contexts; c++)
-      if (om->ctxs[c]) sq_backend_ctx_free(om->ctxs[c]);
-  if (om->scratch)
-    for (uint32_t c = 0; c < om->cfg.contexts; c++) {
-      free(om->scratch[c].in);
-      free(om->scratch[c].out);
-    }
-  if (om->plans)
-    for (uint32_t b = 0; b <= om->cfg.max_batch; b++)
-      if (om->plans[b]) sq_engine_plan_free(om->plans[b]);
-  if (om->backend) sq_backend_free(om->backend);
-  if (om->engine) sq_engine_free(om->engine);
-  pthread_mutex_destroy(&om->plans_mu);
+  for (uint32_t i = 0; om->ctxs && i < om->nctx; i++) {
+    onnx_ctx_t *c = &om->ctxs[i];
+    if (c->ctx) sq_backend_ctx_free(c->ctx);
+    free(c->in);
+    free(c->scale);
+    free(c->offset);
+    free(c->threshold);
+    free(c->mask);
+    free(c->prob);
+  }
   free(om->ctxs);
-  free(om->scratch);
-  free(om->plans);
-  free(om->too_big);
+  for (uint32_t i = 0; i < om->ndevs; i++) {
+    onnx_dev_t *d = &om->devs[i];
+    if (d->plans)
+      for (uint32_t b = 0; b <= om->cfg.max_batch; b++)
+        if (d->plans[b]) sq_engine_plan_free(d->plans[b]);
+    free(d->plans);
+    free(d->too_big);
+    if (d->backend) sq_backend_free(d->backend);
+    pthread_mutex_destroy(&d->mu);
+  }
+  if (om->engine) sq_engine_free(om->engine);
   free(om);
   m->context = NULL;
-}
-
-static int onnx_device_info(const sq_model_t *m, sq_device_info_t *out) {
-  onnx_model_t *om = m->context;
-  snprintf(out->name, sizeof out->name, "%s", sq_backend_name(om->backend));
-  out->host = sq_backend_is_host(om->backend);
-  if (out->host) return 0;
-  size_t f = 0, t = 0;
-  int rc = sq_backend_memory_info(om->backend, &f, &t);
-  if (rc == 0) {
-    out->free_bytes = f;
-    out->total_bytes = t;
-  }
-  return rc;
 }
 
 static const sq_model_iface_t onnx_iface = {
@@ -464,7 +722,8 @@ static const sq_model_iface_t onnx_iface = {
     .output_free = output_free,
     .close = onnx_close,
     .finish_prob = onnx_finish_prob,
-    .device_info = onnx_device_info,
+    .warmup = onnx_warmup,
+    .stats = onnx_stats,
 };
 
 /* Lists the engine's input or output names ("a, b") for messages. */
@@ -500,14 +759,12 @@ static void dims_str(const sq_engine_tensor_t *t, char *buf, size_t cap) {
   snprintf(buf + l, cap - l, "]");
 }
 
-/* Checks the graph against model.json and makes what run needs. */
-static int onnx_setup(onnx_model_t *om, const char *name, const char *device, sq_error_t *err) {
+/* Checks the graph against model.json (with the largest plan, which also shows shape errors at
+ * start-up); *p gets that plan. */
+static int check_graph(onnx_model_t *om, const char *name, sq_engine_plan_t **pmax,
+                       sq_error_t *err) {
   sq_repo_config_t *cfg = &om->cfg;
   sq_error_t lerr = {0};
-  om->engine = sq_engine_load_file(cfg->onnx_path, NULL, &lerr);
-  if (!om->engine)
-    return sq_error_set(err, lerr.code == SQ_EUNSUPPORTED ? SQ_EUNSUPPORTED : SQ_EMODEL_LOAD,
-                        "model %s: %s", name, lerr.msg);
   char list[160], dims[96];
   int nin = sq_engine_input_count(om->engine);
   int in_i = find_io(om->engine, 0, cfg->input_name);
@@ -548,17 +805,12 @@ static int onnx_setup(onnx_model_t *om, const char *name, const char *device, sq
                         "model %s: output.name '%s' is not an output of %s (outputs: %s)", name,
                         cfg->output_name, cfg->onnx_path, list);
   }
-  om->input_index = 0;
   om->output_index = out_i;
-  om->plans = calloc((size_t)cfg->max_batch + 1, sizeof(*om->plans));
-  om->too_big = calloc((size_t)cfg->max_batch + 1, 1);
-  if (!om->plans || !om->too_big) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-  /* The largest plan sizes the contexts; it also shows shape errors at start-up. */
   sq_engine_plan_t *p = plan_make(om, cfg->max_batch, &lerr);
   if (!p)
     return sq_error_set(err, lerr.code == SQ_EUNSUPPORTED ? SQ_EUNSUPPORTED : SQ_EMODEL_LOAD,
                         "model %s: planning for batch %u: %s", name, cfg->max_batch, lerr.msg);
-  om->plans[cfg->max_batch] = p;
+  *pmax = p;
   sq_engine_tensor_t to;
   sq_engine_plan_output_info(p, out_i, &to);
   dims_str(&to, dims, sizeof dims);
@@ -572,41 +824,181 @@ static int onnx_setup(onnx_model_t *om, const char *name, const char *device, sq
     return sq_error_set(err, SQ_EMODEL_LOAD,
                         "model %s: output.channel %u, but output '%s' has %u channels", name,
                         cfg->output_channel, to.name, om->out_channels);
-  /* Contexts are sized for the max batch; a smaller plan that would need more (liveness could
-   * pack it differently) is replaced by the max plan with a padded chunk, see plan_get. */
-  om->arena_bytes = sq_engine_arena_bytes(p);
-  if (device && !strcmp(device, "cuda:all"))
-    return sq_error_set(err, SQ_EUNSUPPORTED,
-                        "model %s: device cuda:all is not supported yet; use cuda:N", name);
-  int nb = sq_backend_open(device, 0, &om->backend, 1, err);
-  if (nb < 1) return nb < 0 ? nb : SQ_EDEVICE;
-  int src = sq_backend_supports(om->backend, p, err);
-  if (src) return src;
-  om->ctxs = calloc(cfg->contexts, sizeof(*om->ctxs));
-  om->scratch = calloc(cfg->contexts, sizeof(*om->scratch));
-  if (!om->ctxs || !om->scratch) return sq_error_set(err, SQ_ENOMEM, "out of memory");
+  if (cfg->output_kind == SQ_REPO_OUT_SOFTMAX && om->out_channels < 2)
+    return sq_error_set(err, SQ_EMODEL_LOAD,
+                        "model %s: output.kind softmax needs at least 2 channels, '%s' has %u",
+                        name, to.name, om->out_channels);
+  return 0;
+}
+
+/* Device memory at start: the model must fit at batch 1; a max batch that does not fit is
+ * lowered to what does (logged), before the contexts are sized. */
+static int check_budget(onnx_model_t *om, const char *name, sq_engine_plan_t *pmax,
+                        sq_engine_plan_t *p1, sq_error_t *err) {
   size_t plane = tile_plane(om);
-  for (uint32_t c = 0; c < cfg->contexts; c++) {
-    om->ctxs[c] = sq_backend_ctx_new(om->backend, om->arena_bytes, err);
-    if (!om->ctxs[c]) return err && err->code ? err->code : SQ_ENOMEM;
-    om->scratch[c].in = malloc((size_t)cfg->max_batch * cfg->channels * plane * sizeof(float));
-    om->scratch[c].out = malloc((size_t)cfg->max_batch * om->out_channels * plane * sizeof(float));
-    if (!om->scratch[c].in || !om->scratch[c].out)
-      return sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for batch buffers", name);
+  sq_membudget_t mb = {.arena1 = sq_engine_arena_bytes(p1),
+                       .arena_max = sq_engine_arena_bytes(pmax),
+                       .max_batch = om->cfg.max_batch,
+                       .staging_per_item = (uint64_t)om->cfg.channels * plane * 4 + plane * 5 + 16,
+                       .consts = sq_engine_plan_const_bytes(pmax),
+                       .contexts = om->streams};
+  uint32_t fit = om->cfg.max_batch;
+  for (uint32_t i = 0; i < om->ndevs; i++) {
+    onnx_dev_t *d = &om->devs[i];
+    size_t fr = 0, tot = 0;
+    if (sq_backend_memory_info(d->backend, &fr, &tot) != 0 || tot == 0) continue;
+    uint32_t f = sq_membudget_fit(&mb, fr, tot);
+    sq_log_info("gpu", "device memory budget",
+                "model=%s device=%s free_mib=%zu total_mib=%zu need_mib_b1=%.1f need_mib_max=%.1f "
+                "max_batch_fits=%u",
+                name, d->name, fr >> 20, tot >> 20, (double)sq_membudget_need(&mb, 1) / 1048576.0,
+                (double)sq_membudget_need(&mb, om->cfg.max_batch) / 1048576.0, f);
+    if (f == 0)
+      return sq_error_set(err, SQ_EOOM_DEVICE,
+                          "model %s: device %s cannot hold it even at batch 1: it needs about "
+                          "%.1f MiB (%u context(s)), %zu MiB of %zu MiB are free",
+                          name, d->name, (double)sq_membudget_need(&mb, 1) / 1048576.0, om->streams,
+                          fr >> 20, tot >> 20);
+    if (f < fit) fit = f;
+  }
+  if (fit < om->cfg.max_batch) {
+    sq_log_warn("gpu", "max_batch lowered to what device memory holds",
+                "model=%s max_batch=%u fits=%u", name, om->cfg.max_batch, fit);
+    om->cfg.max_batch = fit;
+    if (om->cfg.optimal_batch > fit) om->cfg.optimal_batch = fit;
   }
   return 0;
 }
 
-sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, const char *device,
-                               sq_error_t *err) {
+static int open_devices(onnx_model_t *om, const char *name, const sq_model_options_t *opt,
+                        sq_error_t *err) {
+  sq_backend_t *bs[MAX_DEVICES];
+  /* CPU contexts share the cores: each gets its part, so streams do not oversubscribe them. */
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int threads = om->streams > 1 && ncpu > 0 ? (int)(ncpu / om->streams) : 0;
+  if (om->streams > 1 && threads < 1) threads = 1;
+  int nb = sq_backend_open(opt->device, threads, bs, MAX_DEVICES, err);
+  if (nb < 1) return nb < 0 ? nb : SQ_EDEVICE;
+  om->ndevs = (uint32_t)nb;
+  for (int i = 0; i < nb; i++) {
+    onnx_dev_t *d = &om->devs[i];
+    d->backend = bs[i];
+    pthread_mutex_init(&d->mu, NULL);
+    sq_backend_props(d->backend, &d->props);
+    snprintf(d->name, sizeof d->name, "%s", sq_backend_name(d->backend));
+    sq_backend_options_t bo = {.precision = om->precision};
+    int rc = sq_backend_configure(d->backend, &bo, err);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int onnx_setup(onnx_model_t *om, const char *name, const sq_model_options_t *opt,
+                      sq_error_t *err) {
+  sq_repo_config_t *cfg = &om->cfg;
+  sq_error_t lerr = {0};
+  om->engine = sq_engine_load_file(cfg->onnx_path, NULL, &lerr);
+  if (!om->engine)
+    return sq_error_set(err, lerr.code == SQ_EUNSUPPORTED ? SQ_EUNSUPPORTED : SQ_EMODEL_LOAD,
+                        "model %s: %s", name, lerr.msg);
+  om->out_kind = cfg->output_kind == SQ_REPO_OUT_LOGITS_SIGMOID ? SQ_IMAGE_OUT_LOGITS
+                 : cfg->output_kind == SQ_REPO_OUT_SOFTMAX      ? SQ_IMAGE_OUT_SOFTMAX
+                                                                : SQ_IMAGE_OUT_PROB;
+  om->streams = opt->streams ? opt->streams : cfg->contexts;
+  if (opt->max_batch) {
+    cfg->max_batch = opt->max_batch;
+    if (cfg->optimal_batch > cfg->max_batch) cfg->optimal_batch = cfg->max_batch;
+  }
+  /* The worker's flag, else model.json, else the file: an fp16 export runs in fp16 (nothing
+   * the file had not already lost). */
+  om->precision = opt->precision && *opt->precision ? !strcmp(opt->precision, "fp16")
+                  : cfg->fp16 >= 0                  ? cfg->fp16
+                                                    : sq_engine_stores_fp16(om->engine);
+  sq_engine_plan_t *pmax = NULL, *p1 = NULL;
+  int rc = check_graph(om, name, &pmax, err);
+  if (!rc) rc = open_devices(om, name, opt, err);
+  /* Every device must run the model: the host-only check names each node it cannot. */
+  for (uint32_t i = 0; i < om->ndevs && !rc; i++)
+    rc = sq_backend_supports(om->devs[i].backend, pmax, err);
+  if (!rc) {
+    p1 = cfg->max_batch > 1 ? plan_make(om, 1, &lerr) : NULL;
+    if (cfg->max_batch > 1 && !p1)
+      rc = sq_error_set(err, SQ_EMODEL_LOAD, "model %s: planning for batch 1: %s", name, lerr.msg);
+  }
+  if (!rc) rc = check_budget(om, name, pmax, p1 ? p1 : pmax, err);
+  if (!rc) {
+    /* The max batch may have been lowered: the largest plan is the one for the new max. */
+    sq_engine_tensor_t in;
+    sq_engine_plan_input_info(pmax, 0, &in);
+    if (in.dims[0] != cfg->max_batch) {
+      sq_engine_plan_free(pmax);
+      pmax = cfg->max_batch == 1 ? p1 : plan_make(om, cfg->max_batch, &lerr);
+      if (cfg->max_batch == 1) p1 = NULL;
+      if (!pmax) rc = sq_error_set(err, SQ_EMODEL_LOAD, "model %s: %s", name, lerr.msg);
+    }
+  }
+  if (rc) {
+    sq_engine_plan_free(pmax);
+    sq_engine_plan_free(p1);
+    return rc;
+  }
+  /* Contexts are sized for the max batch; a smaller plan that would need more (liveness could
+   * pack it differently) is replaced by the max plan with a padded chunk, see plan_get. */
+  om->arena_bytes = sq_engine_arena_bytes(pmax);
+  int graphs = om->devs[0].props.graphs;
+  om->nsizes =
+      graphs ? sq_run_sizes(cfg->max_batch, cfg->optimal_batch, om->sizes, MAX_RUN_SIZES) : 0;
+  for (uint32_t i = 0; i < om->ndevs && !rc; i++) {
+    onnx_dev_t *d = &om->devs[i];
+    d->plans = calloc((size_t)cfg->max_batch + 1, sizeof(*d->plans));
+    d->too_big = calloc((size_t)cfg->max_batch + 1, 1);
+    if (!d->plans || !d->too_big) rc = sq_error_set(err, SQ_ENOMEM, "out of memory");
+    sq_mempolicy_init(&d->mem, cfg->max_batch);
+  }
+  if (!rc) {
+    om->devs[0].plans[cfg->max_batch] = pmax; /* the other devices plan their own */
+    pmax = NULL;
+    if (p1) {
+      om->devs[0].plans[1] = p1;
+      p1 = NULL;
+    }
+  }
+  sq_engine_plan_free(pmax);
+  sq_engine_plan_free(p1);
+  om->nctx = om->ndevs * om->streams;
+  om->ctxs = rc ? NULL : calloc(om->nctx, sizeof(*om->ctxs));
+  if (!rc && !om->ctxs) rc = sq_error_set(err, SQ_ENOMEM, "out of memory");
+  size_t plane = tile_plane(om), items = cfg->max_batch;
+  for (uint32_t i = 0; i < om->nctx && !rc; i++) {
+    onnx_ctx_t *c = &om->ctxs[i];
+    c->dev = &om->devs[i / om->streams];
+    c->ctx = sq_backend_ctx_new(c->dev->backend, om->arena_bytes, err);
+    if (!c->ctx) {
+      rc = err && err->code ? err->code : SQ_ENOMEM;
+      break;
+    }
+    c->in = malloc(items * cfg->channels * plane * 4);
+    c->scale = malloc(items * cfg->channels * sizeof(float));
+    c->offset = malloc(items * cfg->channels * sizeof(float));
+    c->threshold = malloc(items * sizeof(float));
+    c->mask = malloc(items * plane);
+    c->prob = malloc(items * plane * sizeof(float));
+    if (!c->in || !c->scale || !c->offset || !c->threshold || !c->mask || !c->prob)
+      rc = sq_error_set(err, SQ_ENOMEM, "model %s: out of memory for batch buffers", name);
+  }
+  return rc;
+}
+
+sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir,
+                               const sq_model_options_t *opt, sq_error_t *err) {
   onnx_model_t *om = calloc(1, sizeof(*om));
   if (!om) {
     sq_error_set(err, SQ_ENOMEM, "model %s: out of memory", name);
     return NULL;
   }
-  pthread_mutex_init(&om->plans_mu, NULL);
   sq_model_t *m = NULL;
-  if (sq_repo_config_load(repo_dir, name, &om->cfg, err) || onnx_setup(om, name, device, err)) goto fail;
+  if (sq_repo_config_load(repo_dir, name, &om->cfg, err) || onnx_setup(om, name, opt, err))
+    goto fail;
   m = sq_model_alloc(&onnx_iface, name, err);
   if (!m) goto fail;
   m->context = om;
@@ -615,15 +1007,24 @@ sq_model_t *sq_model_onnx_open(const char *name, const char *repo_dir, const cha
   info->max_delay_us = om->cfg.max_delay_us;
   info->default_threshold = om->cfg.threshold;
   info->default_min_area = om->cfg.min_area;
-  info->contexts = om->cfg.contexts;
+  info->contexts = om->nctx;
   info->input_channels = om->cfg.channels;
+  info->devices = om->ndevs;
+  info->tile_w = om->cfg.size_w;
+  info->tile_h = om->cfg.size_h;
+  info->fp16 = om->precision == SQ_PRECISION_FP16 && om->devs[0].props.fp16;
+  snprintf(info->backend, sizeof info->backend, "%s", om->devs[0].name);
+  if (om->precision == SQ_PRECISION_FP16 && !info->fp16)
+    sq_log_info("gpu", "precision fp16 asked for; this backend computes in fp32",
+                "model=%s backend=%s", name, info->backend);
   char range[96];
   sq_input_range_describe(&om->cfg.range, range, sizeof range);
   sq_log_info("gpu", "repository model loaded",
-              "model=%s file=%s input=%ux%ux%u range=%s overlap=%u max_batch=%u contexts=%u "
-              "arena_bytes=%zu",
+              "model=%s file=%s input=%ux%ux%u range=%s overlap=%u max_batch=%u backend=%s "
+              "devices=%u contexts=%u precision=%s graph_sizes=%zu arena_bytes=%zu",
               name, om->cfg.onnx_path, om->cfg.channels, om->cfg.size_h, om->cfg.size_w, range,
-              om->cfg.overlap, om->cfg.max_batch, om->cfg.contexts, om->arena_bytes);
+              om->cfg.overlap, om->cfg.max_batch, info->backend, om->ndevs, om->nctx,
+              info->fp16 ? "fp16" : "fp32", om->nsizes, om->arena_bytes);
   return m;
 fail:;
   sq_model_t tmp = {.context = om};

@@ -351,9 +351,9 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg) {
   if (out && !field(out, "kind")) fail(p, "output.kind", "required field missing");
   static const char *const kinds[] = {"sigmoid", "logits_sigmoid", "softmax", NULL};
   int kind = get_enum(p, out, "kind", "output.kind", kinds, 0);
-  if (kind == 2)
-    problem(p, SQ_EUNSUPPORTED, "output.kind", "\"softmax\" is reserved and not implemented");
-  cfg->output_kind = kind == 1 ? SQ_REPO_OUT_LOGITS_SIGMOID : SQ_REPO_OUT_SIGMOID;
+  cfg->output_kind = kind == 2   ? SQ_REPO_OUT_SOFTMAX
+                     : kind == 1 ? SQ_REPO_OUT_LOGITS_SIGMOID
+                                 : SQ_REPO_OUT_SIGMOID;
   get_u32(p, out, "channel", "output.channel", 0, 4095, &cfg->output_channel);
 
   /* top-level scalars */
@@ -373,7 +373,7 @@ static void parse(pctx_t *p, json_t *root, sq_repo_config_t *cfg) {
   cfg->max_delay_us = 5000;
   get_uint(p, root, "max_delay_us", "max_delay_us", 0, 60000000, &cfg->max_delay_us);
   static const char *const precisions[] = {"fp32", "fp16", NULL};
-  cfg->fp16 = get_enum(p, root, "precision", "precision", precisions, 0);
+  cfg->fp16 = get_enum(p, root, "precision", "precision", precisions, -1); /* -1: not given */
   cfg->contexts = 1;
   get_u32(p, root, "contexts", "contexts", 1, 64, &cfg->contexts);
 

@@ -10,7 +10,13 @@
 
 #define SQ_REPO_PATH_MAX 1024
 
-typedef enum { SQ_REPO_OUT_SIGMOID = 0, SQ_REPO_OUT_LOGITS_SIGMOID } sq_repo_output_kind_t;
+/* output.kind: "sigmoid" (a probability), "logits_sigmoid", "softmax" (class scores; the
+ * foreground probability is 1 - softmax at output.channel, the background class) */
+typedef enum {
+  SQ_REPO_OUT_SIGMOID = 0,
+  SQ_REPO_OUT_LOGITS_SIGMOID,
+  SQ_REPO_OUT_SOFTMAX
+} sq_repo_output_kind_t;
 
 typedef struct {
   char dir[SQ_REPO_PATH_MAX];       /* <repo_dir>/<name> */
@@ -21,10 +27,10 @@ typedef struct {
   uint32_t size_h, size_w;          /* input.size */
   sq_input_range_t range;           /* normalization.range (scale, scale_16bit for mode fixed) */
   float mean[3], std[3];            /* per model input channel */
-  int mode_resize;       /* large_images.mode: 0 "tile", 1 "resize" */
-  uint32_t overlap;      /* tile mode */
-  int pad_zero;          /* 0: "edge", 1: "zero" */
-  char output_name[128]; /* "" = the graph's first output */
+  int mode_resize;                  /* large_images.mode: 0 "tile", 1 "resize" */
+  uint32_t overlap;                 /* tile mode */
+  int pad_zero;                     /* 0: "edge", 1: "zero" */
+  char output_name[128];            /* "" = the graph's first output */
   sq_repo_output_kind_t output_kind;
   uint32_t output_channel;
   float threshold;
@@ -32,7 +38,8 @@ typedef struct {
   uint32_t optimal_batch, max_batch;
   uint64_t max_delay_us;
   uint32_t contexts;
-  int fp16; /* precision "fp16" (the CPU backend computes in fp32 anyway) */
+  int fp16; /* precision: 1 "fp16", 0 "fp32", -1 not given (the model's file decides: fp16 for
+             * an fp16 export); the CPU backend computes in fp32 anyway */
 } sq_repo_config_t;
 
 /* Reads <repo_dir>/<name>/model.json into cfg with the documented defaults. Returns

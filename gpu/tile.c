@@ -74,19 +74,52 @@ void sq_tile_extract(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, uint32_
   }
 }
 
-void sq_tile_stitch(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const float *tiles,
-                    size_t tile_stride, float *out) {
+void sq_tile_extract_raw(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, uint32_t ix,
+                         uint32_t iy, const void *src, size_t elem, uint32_t nch, int zero_pad,
+                         void *dst) {
+  uint32_t w = ax->len, h = ay->len, tw = ax->tile, th = ay->tile;
+  uint32_t x0 = ax->start[ix], y0 = ay->start[iy];
+  uint32_t inw = x0 + tw <= w ? tw : w - x0;
+  for (uint32_t c = 0; c < nch; c++) {
+    const uint8_t *plane = (const uint8_t *)src + (size_t)c * w * h * elem;
+    uint8_t *d = (uint8_t *)dst + (size_t)c * tw * th * elem;
+    for (uint32_t ty = 0; ty < th; ty++, d += (size_t)tw * elem) {
+      uint32_t y = y0 + ty;
+      if (y >= h && zero_pad) {
+        memset(d, 0, (size_t)tw * elem);
+        continue;
+      }
+      if (y >= h) y = h - 1; /* edge: replicate the last row */
+      const uint8_t *row = plane + ((size_t)y * w + x0) * elem;
+      memcpy(d, row, (size_t)inw * elem);
+      for (uint32_t tx = inw; tx < tw; tx++) {
+        if (zero_pad)
+          memset(d + (size_t)tx * elem, 0, elem);
+        else
+          memcpy(d + (size_t)tx * elem, row + (size_t)(inw - 1) * elem, elem);
+      }
+    }
+  }
+}
+
+void sq_tile_stitch_raw(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const void *tiles,
+                        size_t elem, size_t tile_stride, void *out) {
   uint32_t w = ax->len, tw = ax->tile;
   for (uint32_t iy = 0; iy < ay->n; iy++) {
     uint32_t y0 = ay->start[iy];
     for (uint32_t ix = 0; ix < ax->n; ix++) {
-      const float *t = tiles + ((size_t)iy * ax->n + ix) * tile_stride;
+      const uint8_t *t = (const uint8_t *)tiles + ((size_t)iy * ax->n + ix) * tile_stride * elem;
       uint32_t x0 = ax->start[ix], lo = ax->lo[ix], hi = ax->hi[ix];
       for (uint32_t y = ay->lo[iy]; y < ay->hi[iy]; y++)
-        memcpy(out + (size_t)y * w + lo, t + (size_t)(y - y0) * tw + (lo - x0),
-               (hi - lo) * sizeof(float));
+        memcpy((uint8_t *)out + ((size_t)y * w + lo) * elem,
+               t + ((size_t)(y - y0) * tw + (lo - x0)) * elem, (size_t)(hi - lo) * elem);
     }
   }
+}
+
+void sq_tile_stitch(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const float *tiles,
+                    size_t tile_stride, float *out) {
+  sq_tile_stitch_raw(ax, ay, tiles, sizeof(float), tile_stride, out);
 }
 
 /* Source index pair and weight of the second for each destination coordinate. */

@@ -33,11 +33,20 @@ void sq_tile_axis_free(sq_tile_axis_t *a);
 void sq_tile_extract(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, uint32_t ix, uint32_t iy,
                      const float *src, uint32_t nch, const float *pad_value, float *dst);
 
+/* The same for raw samples of `elem` bytes each (1 = uint8, 2 = uint16, 4 = float): edge
+ * padding, or zero_pad: the raw value 0 (docs/models.md: "zero" pads before normalization). */
+void sq_tile_extract_raw(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, uint32_t ix,
+                         uint32_t iy, const void *src, size_t elem, uint32_t nch, int zero_pad,
+                         void *dst);
+
 /* Stitches one plane per tile back into `out` (ax->len x ay->len, row-major): tile i = iy*ax->n
  * + ix is the plane at tiles + i * tile_stride (ay->tile x ax->tile floats, row-major), and
  * each output pixel is taken from the one tile that owns it. */
 void sq_tile_stitch(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const float *tiles,
                     size_t tile_stride, float *out);
+/* The same for planes of `elem`-byte values (uint8 masks: 1); tile_stride in values. */
+void sq_tile_stitch_raw(const sq_tile_axis_t *ax, const sq_tile_axis_t *ay, const void *tiles,
+                        size_t elem, size_t tile_stride, void *out);
 
 /* Bilinear resize of one float plane (sw x sh -> dw x dh, row-major) with half-pixel centres
  * (src = (dst + 0.5) * sw / dw - 0.5, clamped to the edge; PyTorch's interpolate with

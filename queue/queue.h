@@ -371,6 +371,12 @@ int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_c
 /* As sq_queue_progress, on the command connection (sent when an ack could be). */
 int sq_session_progress(sq_session_t *s, const sq_progress_item_t *items, size_t n,
                         sq_session_status_cb cb, void *data);
+/* As sq_queue_release (a device failed under these jobs: back to their queues, no attempt
+ * charged), on the session's command connection, fenced on its lease; the ids leave the held
+ * set once the script answered. value = jobs released. Returns 0 (cb runs exactly once) or a
+ * negative code. */
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_status_cb cb,
+                       void *data);
 /* The worker gives up a claimed job without acking it (it could not keep it): the id leaves the
  * held set, so the session hands it back to its queue. */
 void sq_session_forget(sq_session_t *s, const char *id);

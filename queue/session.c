@@ -375,6 +375,44 @@ static int send_ack_wait(sq_session_t *s, op_t *o) {
                                on_ack_wait, o, 3, argv, NULL) == 0;
 }
 
+static void on_release(sq_queue_t *q, int status, long long value, void *data) {
+  op_t *o = data;
+  sq_session_t *s = o->s;
+  (void)q;
+  if (status == 0) {
+    /* Back in their queues (or no longer ours): in every case not held any more. */
+    for (size_t i = 0; i < o->nids; i++) sq_idset_remove(s->held, o->ids[i]);
+  } else if (status == SQ_ELEASE_LOST && !s->closing) {
+    sq_log_warn("worker", "release refused: lease lost; re-registering", "size=%zu", o->nids);
+    s->lease_ok = 0;
+    heartbeat_now(s);
+  }
+  o->cb.status(s, status, value, o->data);
+  op_free(o);
+}
+
+int sq_session_release(sq_session_t *s, const char *const *ids, size_t n, sq_session_status_cb cb,
+                       void *data) {
+  if (!s || !cb || !n || !ids) return SQ_EINVAL;
+  if (!sq_session_can_ack(s)) return SQ_EREDIS;
+  op_t *o = op_new(s, data);
+  if (!o || !(o->ids = calloc(n, sizeof(char *)))) {
+    free(o);
+    return SQ_ENOMEM;
+  }
+  o->cb.status = cb;
+  for (size_t i = 0; i < n; i++) {
+    if (!(o->ids[i] = sq_strdup(ids[i]))) {
+      op_free(o);
+      return SQ_ENOMEM;
+    }
+    o->nids = i + 1;
+  }
+  int rc = sq_queue_release(s->q, s->cmd, ids, n, on_release, o);
+  if (rc) op_free(o);
+  return rc;
+}
+
 static void on_wait(sq_queue_t *q, int status, long long value, void *data) {
   op_t *o = data;
   sq_session_t *s = o->s;

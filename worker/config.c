@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "gpu/gpu.h"
 #include "proto/proto.h"
 
 #ifndef SEGQ_VERSION
@@ -107,14 +108,6 @@ static int split_models(sq_worker_config_t *cfg, sq_error_t *err) {
     start = end + 1;
   }
   return 0;
-}
-
-int sq_worker_device_valid(const char *d) {
-  if (!strcmp(d, "auto") || !strcmp(d, "cpu") || !strcmp(d, "cuda")) return 1;
-  if (strncmp(d, "cuda:", 5) != 0 || !d[5]) return 0;
-  for (const char *c = d + 5; *c; c++)
-    if (*c < '0' || *c > '9' || c - d > 8) return 0;
-  return 1;
 }
 
 static int default_worker_id(sq_worker_config_t *cfg, sq_error_t *err) {
@@ -223,9 +216,14 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
                         cfg->worker_id);
   }
   if ((rc = split_models(cfg, err)) != 0) return rc;
-  if (!sq_worker_device_valid(cfg->device))
+  sq_error_t derr = {0};
+  if (sq_model_device_check(cfg->device, &derr) != 0)
+    return sq_error_set(err, SQ_EINVAL, "--device/SEGQ_DEVICE: %s", derr.msg);
+  if (strcmp(cfg->precision, "model") && strcmp(cfg->precision, "fp32") &&
+      strcmp(cfg->precision, "fp16"))
     return sq_error_set(err, SQ_EINVAL,
-                        "--device/SEGQ_DEVICE: '%s' is not auto, cpu, cuda or cuda:N", cfg->device);
+                        "--precision/SEGQ_PRECISION: \"%s\" is not model, fp32 or fp16",
+                        cfg->precision);
   if (sq_log_level_parse(cfg->log_level) < 0)
     return sq_error_set(err, SQ_EINVAL, "log-level: \"%s\" is not debug, info, warn or error",
                         cfg->log_level);
@@ -294,12 +292,13 @@ void sq_worker_config_summary(const sq_worker_config_t *cfg, char *buf, size_t l
   snprintf(buf, len,
            "redis=%s auth=%s prefix=%s models=%s model_dir=%s max_inflight_batches=%u "
            "threads=%u lease_ttl_ms=%u max_attempts=%u result_ttl_s=%u drain_timeout_s=%u "
-           "wait_timeout_s=%u max_batch=%u max_delay_us=%u log_level=%s log_format=%s http=%s:%u",
+           "wait_timeout_s=%u max_batch=%u max_delay_us=%u device=%s streams=%u precision=%s "
+           "log_level=%s log_format=%s http=%s:%u",
            redis, cfg->redis.password ? cfg->redis_password_source : "no", cfg->prefix, cfg->models,
            cfg->model_dir, cfg->max_inflight_batches, cfg->threads, cfg->lease_ttl_ms,
            cfg->max_attempts, cfg->result_ttl_s, cfg->drain_timeout_s, cfg->wait_timeout_s,
-           cfg->max_batch, cfg->max_delay_us, cfg->log_level, cfg->log_format, cfg->http_host,
-           cfg->http_port);
+           cfg->max_batch, cfg->max_delay_us, cfg->device, cfg->streams, cfg->precision,
+           cfg->log_level, cfg->log_format, cfg->http_host, cfg->http_port);
 }
 
 const char *sq_worker_version(void) {

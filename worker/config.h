@@ -67,7 +67,13 @@ extern "C" {
     "override every model's max batching delay; 0 = the model's own")                              \
   X(device, "device", "SEGQ_DEVICE", STR, "auto", 0, 0,                                            \
     "where repository (ONNX) models run: auto (a CUDA GPU when usable, else cpu), cpu, cuda, "     \
-    "cuda:N")                                                                                      \
+    "cuda:N, or cuda:all (every GPU, one executor per context on each)")                           \
+  X(streams, "streams", "SEGQ_STREAMS", UINT, "0", 0, 64,                                          \
+    "executor contexts (CUDA streams) per device for every repository model; 0 = the model's "     \
+    "own (model.json contexts)")                                                                   \
+  X(precision, "precision", "SEGQ_PRECISION", STR, "model", 0, 0,                                  \
+    "model (each model's model.json precision), fp32 or fp16 for every repository model; fp16 "    \
+    "runs on the CUDA backend only (the cpu backend computes in fp32)")                            \
   X(log_level, "log-level", "SEGQ_LOG_LEVEL", STR, "info", 0, 0, "debug, info, warn or error")     \
   X(log_format, "log-format", "SEGQ_LOG_FORMAT", STR, "logfmt", 0, 0,                              \
     "log records on stderr: logfmt (k=v) or json (one object per line, every field a string)")     \
@@ -132,8 +138,5 @@ const char *sq_worker_version(void);
 #ifdef __cplusplus
 }
 #endif
-/* "auto", "cpu", "cuda" or "cuda:N" (cuda:all is not offered: repository models run one backend).
- */
-int sq_worker_device_valid(const char *device);
 
 #endif

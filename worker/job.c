@@ -9,8 +9,6 @@
 
 #include "worker/worker_internal.h"
 
-#define POLYGON_TOLERANCE 0.5f
-
 static void job_fail(wjob_t *j, int code, const char *msg) {
   if (j->err) return; /* keep the first failure */
   j->err = code ? code : SQ_EINTERNAL;
@@ -48,6 +46,14 @@ static const sq_input_range_t *job_range(const sq_job_t *job, sq_input_range_t *
     default:
       return NULL;
   }
+}
+
+/* The job's threshold and minimum area, its own or its model's defaults. */
+static sq_postparams_t wjob_postparams(const wjob_t *j) {
+  sq_postparams_t pp;
+  pp.threshold = j->job.has_threshold ? j->job.threshold : j->ms->info.default_threshold;
+  pp.min_area = j->job.has_min_area ? j->job.min_area : j->ms->info.default_min_area;
+  return pp;
 }
 
 void sq_wjob_prepare(wjob_t *j) {
@@ -124,14 +130,17 @@ void sq_wjob_prepare(wjob_t *j) {
   j->c.payload = NULL;
   sq_input_range_t range_buf;
   const sq_input_range_t *range = job_range(&j->job, &range_buf);
-  rc = sq_model_prepare_range(j->ms->model, &img, range, &j->sample, &err);
+  /* A single model may threshold next to the model (a GPU then returns only the mask); an
+   * ensemble needs every member's probabilities. */
+  sq_postparams_t pp = wjob_postparams(j);
+  rc = sq_model_prepare_range(j->ms->model, &img, range, j->ens_n ? NULL : &pp, &j->sample, &err);
   if (rc) {
     j->sample = NULL;
     job_fail(j, rc, err.msg);
   }
   for (size_t k = 0; k < j->ens_n && !rc; k++) {
     if (k == j->ens_own) continue;
-    rc = sq_model_prepare_range(j->ens_ms[k]->model, &img, range, &j->ens_sample[k], &err);
+    rc = sq_model_prepare_range(j->ens_ms[k]->model, &img, range, NULL, &j->ens_sample[k], &err);
     if (rc) {
       j->ens_sample[k] = NULL;
       char m[256];
@@ -152,11 +161,13 @@ static void on_model_progress(void *data, size_t sample, uint32_t done, uint32_t
 }
 
 void sq_wbatch_run(wbatch_t *b, int ctx) {
-  void **samples = calloc(b->n ? b->n : 1, sizeof(void *));
-  void **outputs = calloc(b->n ? b->n : 1, sizeof(void *));
-  wjob_t **valid = calloc(b->n ? b->n : 1, sizeof(wjob_t *));
+  size_t n = b->n ? b->n : 1;
+  void **samples = calloc(n, sizeof(void *));
+  void **outputs = calloc(n, sizeof(void *));
+  int *codes = calloc(n, sizeof(int));
+  wjob_t **valid = calloc(n, sizeof(wjob_t *));
   size_t k = 0;
-  if (!samples || !outputs || !valid) {
+  if (!samples || !outputs || !codes || !valid) {
     for (size_t i = 0; i < b->n; i++) job_fail(b->jobs[i], SQ_ENOMEM, "out of memory (batch)");
     goto out;
   }
@@ -169,13 +180,14 @@ void sq_wbatch_run(wbatch_t *b, int ctx) {
     uint64_t t0 = sq_clock_mono_us();
     sq_error_t err = {0};
     sq_model_progress_set(on_model_progress, valid);
-    int rc = sq_model_run(b->ms->model, ctx, samples, k, outputs, &err);
+    int rc = sq_model_run(b->ms->model, ctx, samples, k, outputs, codes, &err);
     sq_model_progress_set(NULL, NULL);
     uint64_t dt = sq_clock_mono_us() - t0;
     for (size_t i = 0; i < k; i++) {
       valid[i]->t.inference_us = dt;
-      if (rc) {
-        job_fail(valid[i], rc, err.msg[0] ? err.msg : "the model failed to run");
+      if (rc || codes[i]) {
+        /* The whole batch failed, or this job alone (out of memory even by itself). */
+        job_fail(valid[i], rc ? rc : codes[i], err.msg[0] ? err.msg : "the model failed to run");
         valid[i]->retryable = err.retryable;
       } else {
         /* run consumed the sample; the output now belongs to the job. */
@@ -188,11 +200,11 @@ void sq_wbatch_run(wbatch_t *b, int ctx) {
 out:
   free(samples);
   free(outputs);
+  free(codes);
   free(valid);
 }
 
-static void encode_result(wjob_t *j, const sq_polygon_t *polys, size_t npolys,
-                          const uint8_t *mask) {
+static void encode_result(wjob_t *j, const sq_model_result_t *res) {
   sq_result_t r = {0};
   r.id = j->c.id;
   r.error_code = j->err;
@@ -200,9 +212,9 @@ static void encode_result(wjob_t *j, const sq_polygon_t *polys, size_t npolys,
   r.model = j->job.model ? j->job.model : j->c.model;
   r.width = j->width;
   r.height = j->height;
-  r.polygons = j->err ? NULL : polys;
-  r.npolygons = j->err ? 0 : npolys;
-  r.mask = j->err ? NULL : mask;
+  r.polygons = j->err || !res ? NULL : res->polygons;
+  r.npolygons = j->err || !res ? 0 : res->npolygons;
+  r.mask = j->err || !res ? NULL : res->mask;
   r.timings = j->t;
   r.worker = j->worker_id;
   r.batch_size = j->batch_size;
@@ -212,113 +224,50 @@ static void encode_result(wjob_t *j, const sq_polygon_t *polys, size_t npolys,
   j->result = sq_proto_result_encode(&r, &j->result_len);
 }
 
-/* An ensemble's mask: every member's probability map, combined with the job's weights. The
- * outputs consumed are set to NULL; the others are left for sq_wjob_free. */
-static int ensemble_finish(wjob_t *j, const sq_postparams_t *pp, uint8_t **mask, uint32_t *mw,
-                           uint32_t *mh, sq_error_t *err) {
-  float *probs[SQ_PROTO_MAX_MEMBERS] = {0};
-  uint32_t W = 0, H = 0;
-  int rc = 0;
-  for (size_t k = 0; k < j->ens_n && !rc; k++) {
-    void **out = k == j->ens_own ? &j->output : &j->ens_out[k];
-    sq_model_t *model = j->ens_ms[k]->model;
-    uint32_t w = 0, h = 0;
-    if (!*out) {
-      rc = sq_error_set(err, SQ_EMODEL, "%s: the model produced no output", j->ens_ms[k]->name);
-      break;
-    }
-    rc = sq_model_finish_prob(model, *out, &probs[k], &w, &h, err);
-    *out = NULL; /* consumed (like finish above: never freed twice, whatever the model did) */
-    if (rc) {
-      char m[sizeof err->msg];
-      snprintf(m, sizeof m, "%s", err->msg);
-      sq_error_set(err, rc, "%s: %s", j->ens_ms[k]->name, m);
-      break;
-    }
-    if (k == 0) {
-      W = w, H = h;
-    } else if (w != W || h != H) {
-      rc = sq_error_set(err, SQ_EMODEL, "%s: probability map %ux%u, others %ux%u",
-                        j->ens_ms[k]->name, w, h, W, H);
-    }
-    if (!rc && !probs[k] && (size_t)w * h > 0) {
-      probs[k] = calloc((size_t)w * h, sizeof(float)); /* NULL = all 0 */
-      if (!probs[k]) rc = sq_error_set(err, SQ_ENOMEM, "out of memory (probability map)");
-    }
-  }
-  if (!rc)
-    rc = sq_prob_combine((const float *const *)probs, j->job.member_weights, j->ens_n,
-                         (size_t)W * H, pp->threshold, mask, err);
-  for (size_t k = 0; k < j->ens_n; k++) free(probs[k]);
-  if (rc) {
-    *mask = NULL;
-    return rc;
-  }
-  *mw = W;
-  *mh = H;
-  return 0;
-}
-
 void sq_wjob_finish(wjob_t *j) {
   uint64_t t0 = sq_clock_mono_us();
-  sq_polygon_t *polys = NULL;
-  size_t npolys = 0;
-  uint8_t *mask = NULL;
+  sq_model_result_t res = {0};
   /* The members' share, recorded on the loop thread (see sq_wjob_member_done). */
   j->t.inference_us += j->ens_inference_us;
   if (j->ens_err) job_fail(j, j->ens_err, j->ens_msg);
   if (!j->err && j->output) {
     sq_error_t err = {0};
-    sq_postparams_t pp;
-    pp.threshold = j->job.has_threshold ? j->job.threshold : j->ms->info.default_threshold;
-    pp.min_area = j->job.has_min_area ? j->job.min_area : j->ms->info.default_min_area;
-    uint32_t mw = 0, mh = 0;
+    sq_postparams_t pp = wjob_postparams(j);
+    int want_mask = (j->job.outputs & SQ_OUTPUT_MASK) != 0;
     int rc;
     if (j->ens_n) {
-      rc = ensemble_finish(j, &pp, &mask, &mw, &mh, &err);
-    } else {
-      rc = sq_model_finish(j->ms->model, j->output, &pp, &mask, &mw, &mh, &err);
-      j->output = NULL; /* finish consumes the output */
-    }
-    if (rc) {
-      mask = NULL;
-      job_fail(j, rc, err.msg);
-    } else if (mw == 0 || mh == 0) {
-      free(mask);
-      mask = NULL;
-      job_fail(j, SQ_EMODEL, "the model produced a mask of zero size");
-    } else {
-      float sx = j->width ? (float)j->width / (float)mw : 1.0f;
-      float sy = j->height ? (float)j->height / (float)mh : 1.0f;
-      rc = sq_polygons_from_mask(mask, mw, mh, pp.min_area, POLYGON_TOLERANCE, sx, sy, &polys,
-                                 &npolys);
-      if (rc) {
-        polys = NULL;
-        npolys = 0;
-        job_fail(j, rc, "mask to polygons failed");
+      sq_model_t *models[SQ_PROTO_MAX_MEMBERS];
+      void *outs[SQ_PROTO_MAX_MEMBERS];
+      for (size_t k = 0; k < j->ens_n; k++) {
+        models[k] = j->ens_ms[k]->model;
+        outs[k] = k == j->ens_own ? j->output : j->ens_out[k];
       }
-      /* The result's mask is in original image pixels; a model mask of another size is not. */
-      if (!(j->job.outputs & SQ_OUTPUT_MASK) || mw != j->width || mh != j->height) {
-        free(mask);
-        mask = NULL;
-      } else if (!mask) {
-        /* NULL from finish means all zero; the result still carries the mask that was asked. */
-        mask = calloc((size_t)mw * mh, 1);
-        if (!mask) job_fail(j, SQ_ENOMEM, "out of memory for the result mask");
-      }
+      rc = sq_ensemble_postprocess(models, outs, j->job.member_weights, j->ens_n, &pp, want_mask,
+                                   &res, &err);
+      j->output = NULL; /* every member output was consumed, whatever happened */
+      for (size_t k = 0; k < j->ens_n; k++) j->ens_out[k] = NULL;
+    } else {
+      rc = sq_model_postprocess(j->ms->model, j->output, &pp, want_mask, &res, &err);
+      if (!rc) j->output = NULL; /* consumed; a failed one is freed with the job */
     }
+    if (rc) job_fail(j, rc, err.msg);
   }
   j->t.postprocess_us = sq_clock_mono_us() - t0;
   j->t.total_us = sq_clock_mono_us() - j->claimed_us;
-  encode_result(j, polys, npolys, mask);
+  if (j->err == SQ_EDEVICE) {
+    /* The device failed, not the job: no result; the worker hands it back to its queue. */
+    j->release = 1;
+    sq_model_result_free(&res);
+    return;
+  }
+  encode_result(j, &res);
   if (!j->result) {
     /* Out of memory for the full result: a small error result still lets the job finish. */
     job_fail(j, SQ_ENOMEM, "out of memory while encoding the result");
     j->err = SQ_ENOMEM;
-    encode_result(j, NULL, 0, NULL);
+    encode_result(j, NULL);
   }
-  sq_polygons_free(polys, npolys);
-  free(mask);
+  sq_model_result_free(&res);
 }
 
 int sq_wjob_member_done(wjob_t *m) {

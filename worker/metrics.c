@@ -65,11 +65,11 @@ typedef struct {
   atomic_uint_fast64_t infer_count, infer_exec;
   histo_t h[H_N];
   uint64_t in_flight, batcher; /* under state_mu */
+  sq_model_stats_t mstats;     /* under state_mu */
 } model_stats_t;
 
 typedef struct {
   char *name;
-  int host; /* "cpu": no device memory to report */
   pthread_mutex_t mu;
   unsigned running;
   uint64_t since_us, busy_us;
@@ -136,7 +136,6 @@ sq_metrics_t *sq_metrics_new(const char *const *models, const char *const *devic
         sq_metrics_free(m);
         return NULL;
       }
-      m->devices[d].host = strcmp(dev, "cpu") == 0;
       pthread_mutex_init(&m->devices[d].mu, NULL);
       m->ndevices++;
     }
@@ -187,6 +186,10 @@ void sq_metrics_jobs_dropped(sq_metrics_t *m, size_t model, uint64_t n) {
   if (m && model < m->nmodels) add(&m->models[model].outcome[SQ_OUTCOME_DROPPED], n);
 }
 
+void sq_metrics_jobs_released(sq_metrics_t *m, size_t model, uint64_t n) {
+  if (m && model < m->nmodels) add(&m->models[model].outcome[SQ_OUTCOME_RELEASED], n);
+}
+
 void sq_metrics_run_begin(sq_metrics_t *m, size_t model) {
   if (!m || model >= m->nmodels) return;
   device_stats_t *d = &m->devices[m->models[model].device];
@@ -209,15 +212,6 @@ void sq_metrics_run_end(sq_metrics_t *m, size_t model, uint32_t samples, uint64_
   observe(&s->h[H_BATCH], size_bounds, NSIZE, (double)samples, samples);
 }
 
-void sq_metrics_device_memory(sq_metrics_t *m, size_t model, uint64_t used, uint64_t total) {
-  if (!m || model >= m->nmodels) return;
-  device_stats_t *d = &m->devices[m->models[model].device];
-  if (d->host) return;
-  atomic_store_explicit(&d->mem_used, used, memory_order_relaxed);
-  atomic_store_explicit(&d->mem_total, total, memory_order_relaxed);
-  atomic_store_explicit(&d->mem_known, 1, memory_order_release);
-}
-
 /* ---- state (loop thread) ---- */
 
 void sq_metrics_set_worker(sq_metrics_t *m, const sq_metrics_worker_t *w) {
@@ -233,6 +227,19 @@ void sq_metrics_set_model(sq_metrics_t *m, size_t model, uint64_t in_flight, uin
   m->models[model].in_flight = in_flight;
   m->models[model].batcher = batcher;
   pthread_mutex_unlock(&m->state_mu);
+}
+
+void sq_metrics_set_model_stats(sq_metrics_t *m, size_t model, const sq_model_stats_t *st) {
+  if (!m || model >= m->nmodels || !st) return;
+  pthread_mutex_lock(&m->state_mu);
+  m->models[model].mstats = *st;
+  pthread_mutex_unlock(&m->state_mu);
+  /* The backend says whether it has device memory (a total is reported), not the device name. */
+  if (!st->device_total) return;
+  device_stats_t *d = &m->devices[m->models[model].device];
+  atomic_store_explicit(&d->mem_used, st->device_total - st->device_free, memory_order_relaxed);
+  atomic_store_explicit(&d->mem_total, st->device_total, memory_order_relaxed);
+  atomic_store_explicit(&d->mem_known, 1, memory_order_release);
 }
 
 void sq_metrics_set_depth(sq_metrics_t *m, const sq_queue_depth_t *d) {
@@ -319,8 +326,8 @@ size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
   out_t o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
   pthread_mutex_lock(&m->state_mu);
-  static const char *const outcomes[SQ_OUTCOME_N] = {"ok", "failed", "retried", "canceled",
-                                                     "dropped"};
+  static const char *const outcomes[SQ_OUTCOME_N] = {"ok",       "failed",  "retried",
+                                                     "canceled", "dropped", "released"};
   char e[200];
   const sq_metrics_worker_t *w = &m->worker;
 
@@ -398,16 +405,41 @@ size_t sq_metrics_render(const sq_metrics_t *m_const, char *buf, size_t cap) {
   emit(&o, "segq_lease_ok %d\n", w->lease_ok ? 1 : 0);
   header(&o, FAM_DRAINING);
   emit(&o, "segq_draining %d\n", w->draining ? 1 : 0);
+  header(&o, FAM_READY);
+  emit(&o, "segq_ready %d\n", w->ready ? 1 : 0);
+  header(&o, FAM_DEVICE_FAILED);
+  emit(&o, "segq_device_failed %d\n", w->device_failed ? 1 : 0);
+  header(&o, FAM_EFFECTIVE_MAX_BATCH);
+  for (size_t i = 0; i < m->nmodels; i++)
+    emit(&o, "segq_model_effective_max_batch{model=\"%s\"} %u\n",
+         esc(m->models[i].name, e, sizeof e), m->models[i].mstats.effective_max_batch);
+  header(&o, FAM_OOM_SPLITS);
+  for (size_t i = 0; i < m->nmodels; i++)
+    emit(&o, "segq_model_oom_splits_total{model=\"%s\"} %" PRIu64 "\n",
+         esc(m->models[i].name, e, sizeof e), m->models[i].mstats.oom_splits);
+  int any_device_memory = 0;
+  for (size_t i = 0; i < m->nmodels; i++) any_device_memory |= m->models[i].mstats.device_total > 0;
+  if (any_device_memory) { /* absent on a CPU-only worker rather than zeros */
+    header(&o, FAM_DEVICE_MEMORY);
+    for (size_t i = 0; i < m->nmodels; i++) {
+      const sq_model_stats_t *st = &m->models[i].mstats;
+      if (!st->device_total) continue;
+      esc(m->models[i].name, e, sizeof e);
+      emit(&o, "segq_device_memory_bytes{model=\"%s\",kind=\"free\"} %" PRIu64 "\n", e,
+           st->device_free);
+      emit(&o, "segq_device_memory_bytes{model=\"%s\",kind=\"total\"} %" PRIu64 "\n", e,
+           st->device_total);
+    }
+  }
   int any_gpu = 0;
   for (size_t d = 0; d < m->ndevices; d++)
-    any_gpu |=
-        !m->devices[d].host && atomic_load_explicit(&m->devices[d].mem_known, memory_order_acquire);
+    any_gpu |= atomic_load_explicit(&m->devices[d].mem_known, memory_order_acquire);
   if (any_gpu) {
     for (int f = FAM_GPU_MEM_USED; f <= FAM_GPU_MEM_TOTAL; f++) {
       header(&o, f);
       for (size_t d = 0; d < m->ndevices; d++) {
         const device_stats_t *dev = &m->devices[d];
-        if (dev->host || !atomic_load_explicit(&dev->mem_known, memory_order_acquire)) continue;
+        if (!atomic_load_explicit(&dev->mem_known, memory_order_acquire)) continue;
         emit(&o, "%s{device=\"%s\"} %" PRIu64 "\n", families[f].name, esc(dev->name, e, sizeof e),
              get(f == FAM_GPU_MEM_USED ? &dev->mem_used : &dev->mem_total));
       }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "gpu/gpu.h"
 #include "proto/proto.h"
 #include "queue/queue.h"
 
@@ -21,7 +22,8 @@
 #define SQ_METRIC_FAMILIES(X)                                                                     \
   X(JOBS, "segq_jobs_total", counter, "model,outcome",                                            \
     "Job executions by this worker, by how their ack ended: ok (result recorded), failed (error " \
-    "result recorded), retried (transient error, delayed), canceled, dropped (not recorded)")     \
+    "result recorded), retried (transient error, delayed), canceled, dropped (not recorded), "    \
+    "released (handed back to its queue after a device error)")                                   \
   X(JOB_ERRORS, "segq_job_errors_total", counter, "model,code",                                   \
     "Failed executions (failed or retried) by protocol error code (docs/protocol.md)")            \
   X(INFER_COUNT, "segq_inference_count_total", counter, "model",                                  \
@@ -50,9 +52,21 @@
   X(QUEUE_DELAYED, "segq_queue_delayed", gauge, "model",                                          \
     "Retries waiting in Redis for their time (delayed set)")                                      \
   X(DEAD_LETTERS, "segq_dead_letters", gauge, "", "Dead-lettered jobs kept in Redis")             \
-  X(REDIS_UP, "segq_redis_connected", gauge, "conn", "1 while the Redis connection is ready")     \
-  X(LEASE, "segq_lease_ok", gauge, "", "1 while this worker holds its lease")                     \
-  X(DRAINING, "segq_draining", gauge, "", "1 once a drain (SIGTERM) has begun")                   \
+  X(REDIS_UP, "segq_redis_connected", gauge, "conn",                                              \
+    "Whether the Redis connection is ready (1) or not (0)")                                       \
+  X(LEASE, "segq_lease_ok", gauge, "", "Whether this worker holds its lease (1) or not (0)")      \
+  X(DRAINING, "segq_draining", gauge, "", "Whether a drain (SIGTERM) has begun (1) or not (0)")   \
+  X(READY, "segq_ready", gauge, "",                                                               \
+    "Whether every model context has warmed up (1; the worker claims nothing before)")            \
+  X(DEVICE_FAILED, "segq_device_failed", gauge, "",                                               \
+    "Whether a device error happened (1: the worker hands its jobs back and exits 3)")            \
+  X(EFFECTIVE_MAX_BATCH, "segq_model_effective_max_batch", gauge, "model",                        \
+    "The largest batch the model may run now (shrinks under device memory pressure)")             \
+  X(OOM_SPLITS, "segq_model_oom_splits_total", counter, "model",                                  \
+    "Batches split in halves after an out-of-memory error on the device")                         \
+  X(DEVICE_MEMORY, "segq_device_memory_bytes", gauge, "model,kind",                               \
+    "Memory of the model's most loaded device, kind free or total (devices with their own "       \
+    "memory only)")                                                                               \
   X(GPU_MEM_USED, "segq_gpu_memory_used_bytes", gauge, "device",                                  \
     "GPU memory in use on the device (backend memory info; GPUs only)")                           \
   X(GPU_MEM_TOTAL, "segq_gpu_memory_total_bytes", gauge, "device",                                \
@@ -78,7 +92,8 @@ typedef enum {
   SQ_OUTCOME_FAILED,  /* its error result was recorded (for good) */
   SQ_OUTCOME_RETRIED, /* a transient error: delayed for another attempt */
   SQ_OUTCOME_CANCELED,
-  SQ_OUTCOME_DROPPED, /* not recorded: swept meanwhile, already had a result, ack given up */
+  SQ_OUTCOME_DROPPED,  /* not recorded: swept meanwhile, already had a result, ack given up */
+  SQ_OUTCOME_RELEASED, /* handed back to its queue unrun (a device error) */
   SQ_OUTCOME_N
 } sq_outcome_t;
 
@@ -97,22 +112,26 @@ void sq_metrics_job_acked(sq_metrics_t *m, size_t model, sq_outcome_t outcome,
                           const sq_timings_t *t, int err);
 /* n jobs of model left without an ack (out of memory, ack given up). */
 void sq_metrics_jobs_dropped(sq_metrics_t *m, size_t model, uint64_t n);
+/* n jobs of model handed back to their queue (a device error). */
+void sq_metrics_jobs_released(sq_metrics_t *m, size_t model, uint64_t n);
 /* Around one model execution (executor thread): begin marks the device busy; end records the
  * batch (samples, run time) and ends the busy span. */
 void sq_metrics_run_begin(sq_metrics_t *m, size_t model);
 void sq_metrics_run_end(sq_metrics_t *m, size_t model, uint32_t samples, uint64_t run_us);
-/* The device memory of model's device (GPUs; any thread, e.g. an executor after a batch). */
-void sq_metrics_device_memory(sq_metrics_t *m, size_t model, uint64_t used, uint64_t total);
 
 /* ---- the worker's state, as the loop thread last set it (any thread; under the mutex) ---- */
 typedef struct {
-  int command_ready, blocking_ready, lease_ready, lease_ok, draining;
+  int command_ready, blocking_ready, lease_ready, lease_ok, draining, ready, device_failed;
   uint64_t command_connects, blocking_connects, lease_connects, swept_jobs;
   uint64_t batches; /* batches run (all models) */
   uint64_t held;    /* jobs claimed and not yet acked or dropped (all models) */
 } sq_metrics_worker_t;
 void sq_metrics_set_worker(sq_metrics_t *m, const sq_metrics_worker_t *w);
 void sq_metrics_set_model(sq_metrics_t *m, size_t model, uint64_t in_flight, uint64_t batcher);
+/* The model's memory policy and device memory (sq_model_stats): effective max batch, OOM splits,
+ * and, when the device has its own memory (device_total > 0), its free/total bytes, which are also
+ * the device's segq_gpu_memory_* (the last model of a device to report sets them). */
+void sq_metrics_set_model_stats(sq_metrics_t *m, size_t model, const sq_model_stats_t *st);
 /* From the last depth read (sq_session_depth); never called: the gauges are not rendered. */
 void sq_metrics_set_depth(sq_metrics_t *m, const sq_queue_depth_t *d);
 

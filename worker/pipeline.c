@@ -1,13 +1,15 @@
-/* worker/pipeline: the batch pipeline and the executor pool. Claimed jobs enter per-model
- * batchers; a due batch is prepared on the work pool (decode, preprocess), run on one of its
- * model's executor threads (one per model context), finished on the work pool (postprocess,
- * result encode), and handed to worker.c for its ack. Ensemble members run as member records in
- * their own model's batches.
- * Threads: the loop thread, except executor_main (executor threads) and the uv_queue_work
- * callbacks (work pool), which only touch the job/batch they were handed. */
+/* worker/pipeline: the batch pipeline. Claimed jobs enter per-model batchers; a due batch is
+ * prepared on the work pool (decode, preprocess), run on one of its model's executor contexts
+ * (executor.c), finished on the work pool (postprocess, result encode), and handed to worker.c
+ * for its ack. Ensemble members run as member records in their own model's batches. A device
+ * error (SQ_EDEVICE) is not the job's fault: such jobs get no result and are handed back to
+ * their queues, and the worker stops claiming, hands back everything it has not run, and exits.
+ * Threads: the loop thread, except the uv_queue_work callbacks (work pool), which only touch
+ * the job/batch they were handed. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -17,52 +19,6 @@
 static void model_flush(model_slot_t *ms);
 static void on_batch_timer(uv_timer_t *t);
 static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t n);
-
-/* ---- executor threads ---- */
-
-typedef struct {
-  model_slot_t *ms;
-  int ctx;
-} executor_arg_t;
-
-static void *executor_main(void *arg) {
-  executor_arg_t a = *(executor_arg_t *)arg;
-  free(arg);
-  model_slot_t *ms = a.ms;
-  sq_worker_t *w = ms->w;
-  for (;;) {
-    pthread_mutex_lock(&ms->mu);
-    while (!ms->head && !ms->stop) pthread_cond_wait(&ms->cond, &ms->mu);
-    wbatch_t *b = ms->head;
-    if (b) {
-      ms->head = b->next;
-      if (!ms->head) ms->tail = NULL;
-      b->next = NULL;
-    }
-    pthread_mutex_unlock(&ms->mu);
-    if (!b) break; /* stop and nothing queued */
-    uint32_t samples = 0;
-    for (size_t i = 0; i < b->n; i++) samples += !b->jobs[i]->err && b->jobs[i]->sample;
-    size_t mi = (size_t)(ms - w->models);
-    uint64_t t0 = sq_clock_mono_us();
-    sq_metrics_run_begin(w->metrics, mi);
-    sq_wbatch_run(b, a.ctx);
-    sq_metrics_run_end(w->metrics, mi, samples, sq_clock_mono_us() - t0);
-    sq_device_info_t dev;
-    if (sq_model_device_info(ms->model, &dev) == 0 && !dev.host && dev.total_bytes)
-      sq_metrics_device_memory(w->metrics, mi, dev.total_bytes - dev.free_bytes, dev.total_bytes);
-    pthread_mutex_lock(&w->done_mu);
-    if (w->done_tail)
-      w->done_tail->next = b;
-    else
-      w->done_head = b;
-    w->done_tail = b;
-    pthread_mutex_unlock(&w->done_mu);
-    /* Coalesces: the loop drains the whole done list on each wake-up. */
-    uv_async_send(&w->done_async);
-  }
-  return NULL;
-}
 
 /* ---- progress of running batches (loop thread) ---- */
 
@@ -114,18 +70,6 @@ static void on_progress_timer(uv_timer_t *t) {
         b->jobs[i]->steps_reported = atomic_load(&b->jobs[i]->steps_done);
   }
   free(items);
-}
-
-static void executor_push(model_slot_t *ms, wbatch_t *b) {
-  pthread_mutex_lock(&ms->mu);
-  b->next = NULL;
-  if (ms->tail)
-    ms->tail->next = b;
-  else
-    ms->head = b;
-  ms->tail = b;
-  pthread_cond_signal(&ms->cond);
-  pthread_mutex_unlock(&ms->mu);
 }
 
 /* ---- the work pool, in slices ----
@@ -220,11 +164,16 @@ static void batch_step(wbatch_t *b) {
 static void finish_after(wjob_t *j) {
   wbatch_t *b = j->batch;
   sq_worker_t *w = b->w;
-  if (!j->result) {
+  if (!j->result && !j->release) {
     /* Never happens (encode has a fallback); the sweeper would recover it. */
     sq_log_error("worker", "job has no result", "id=%s", j->c.id);
   }
-  if (j->err) {
+  if (j->release) {
+    w->jobs_released++;
+    if (j->ms) sq_metrics_jobs_released(w->metrics, (size_t)(j->ms - w->models), 1);
+    sq_log_info("worker", "job handed back (device error)", "id=%s model=%s attempt=%u", j->c.id,
+                j->c.model, j->c.attempt);
+  } else if (j->err) {
     w->jobs_failed++;
     char q[256];
     sq_log_info("worker", "job failed", "id=%s model=%s code=%s attempt=%u error=\"%.200s\"",
@@ -242,8 +191,12 @@ static void job_finish_start(sq_worker_t *w, wjob_t *j) {
 
 /* The batch's runs are over (or it had nothing to run). An ensemble member record goes back to
  * its parent; an ensemble job waits for its members' runs (the last one starts its finish). */
+static void device_failed(sq_worker_t *w, const char *msg);
+
 static void batch_finish(wbatch_t *b) {
   sq_worker_t *w = b->w;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->jobs[i]->err == SQ_EDEVICE) device_failed(w, b->jobs[i]->msg);
   b->pending = b->n + 1; /* + 1: the batch cannot complete while this loop walks it */
   /* The jobs whose finish can start now go to the pool together, in slices. */
   wjob_t **ready = malloc(b->n * sizeof(*ready));
@@ -317,7 +270,7 @@ static void prepare_after(wjob_t *j) {
   for (size_t i = 0; i < b->n; i++) valid += !b->jobs[i]->err && b->jobs[i]->sample;
   if (valid > 0 && b->ms) {
     running_add(b->w, b);
-    executor_push(b->ms, b);
+    sq_executor_push(b->ms, b);
   } else
     batch_finish(b);
 }
@@ -357,6 +310,16 @@ static void batch_start(sq_worker_t *w, model_slot_t *ms, wjob_t **jobs, size_t 
     copy[i]->batch = b;
     copy[i]->batch_size = (uint32_t)n;
   }
+  if (w->device_failed) {
+    /* Not started, and never will be here: straight back to their queues. */
+    for (size_t i = 0; i < n; i++)
+      if (!copy[i]->err) {
+        copy[i]->err = SQ_EDEVICE;
+        snprintf(copy[i]->msg, sizeof copy[i]->msg, "not run: this worker's device failed");
+      }
+    batch_finish(b);
+    return;
+  }
   pool_run(w, copy, n, sq_wjob_prepare, prepare_after);
 }
 
@@ -385,8 +348,16 @@ static void on_batch_timer(uv_timer_t *t) {
   model_flush(t->data);
 }
 
-static void on_done_async(uv_async_t *a) {
-  sq_worker_t *w = a->data;
+/* The whole worker goes: every model's jobs not yet run are handed back, the rest finish. */
+static void device_failed(sq_worker_t *w, const char *msg) {
+  if (w->device_failed) return;
+  w->device_failed = 1;
+  sq_log_error("worker", "device error: handing the jobs back and exiting",
+               "exit_code=%d msg=\"%.200s\"", SQ_EXIT_DEVICE, msg);
+  sq_worker_drain(w, SQ_EXIT_DEVICE, "device error");
+}
+
+void sq_pipeline_on_done(sq_worker_t *w) {
   pthread_mutex_lock(&w->done_mu);
   wbatch_t *b = w->done_head;
   w->done_head = w->done_tail = NULL;
@@ -398,6 +369,30 @@ static void on_done_async(uv_async_t *a) {
     batch_finish(b);
     b = next;
   }
+  int failed = atomic_load(&w->warm_failed);
+  if (failed && !w->ready_logged) {
+    w->ready_logged = 1;
+    pthread_mutex_lock(&w->done_mu);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", w->warm_msg);
+    pthread_mutex_unlock(&w->done_mu);
+    if (failed == SQ_EDEVICE) {
+      device_failed(w, msg);
+    } else {
+      sq_log_error("worker", "warm-up failed; stopping", "code=%s msg=\"%s\"",
+                   sq_error_name(failed), msg);
+      sq_worker_drain(w, 1, "warm-up failed");
+    }
+  } else if (!w->ready_logged && sq_pipeline_warm(w)) {
+    w->ready_logged = 1;
+    sq_log_info("worker", "warm", "contexts=%u ms_since_start=%.1f", w->total_contexts,
+                (double)(sq_clock_mono_us() - w->started_us) / 1000.0);
+    sq_worker_released(w); /* claims start now */
+  }
+}
+
+static void on_done_async(uv_async_t *a) {
+  sq_pipeline_on_done(a->data);
 }
 
 void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n) {
@@ -452,7 +447,10 @@ int sq_pipeline_open(sq_worker_t *w, sq_error_t *err) {
     model_slot_t *ms = &w->models[i];
     ms->w = w;
     ms->name = cfg->model_names[i];
-    ms->model = sq_model_open_device(ms->name, cfg->model_dir, cfg->device, err);
+    sq_model_options_t mo = {.device = cfg->device,
+                             .streams = cfg->streams,
+                             .precision = strcmp(cfg->precision, "model") ? cfg->precision : NULL};
+    ms->model = sq_model_open_with(ms->name, cfg->model_dir, &mo, err);
     if (!ms->model) return err && err->code ? err->code : SQ_EMODEL_LOAD;
     w->nmodels = i + 1;
     ms->info = *sq_model_info(ms->model);
@@ -461,44 +459,31 @@ int sq_pipeline_open(sq_worker_t *w, sq_error_t *err) {
     ms->max_delay_us = cfg->max_delay_us ? cfg->max_delay_us : ms->info.max_delay_us;
     ms->batcher = sq_batcher_new(ms->max_batch, ms->max_delay_us);
     if (!ms->batcher) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    pthread_mutex_init(&ms->mu, NULL);
-    pthread_cond_init(&ms->cond, NULL);
-    uint32_t nctx = ms->info.contexts ? ms->info.contexts : 1;
-    ms->threads = calloc(nctx, sizeof(pthread_t));
-    if (!ms->threads) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-    for (uint32_t c = 0; c < nctx; c++) {
-      executor_arg_t *a = malloc(sizeof(*a));
-      if (!a) return sq_error_set(err, SQ_ENOMEM, "out of memory");
-      a->ms = ms;
-      a->ctx = (int)c;
-      if (pthread_create(&ms->threads[c], NULL, executor_main, a) != 0) {
-        free(a);
-        return sq_error_set(err, SQ_EINTERNAL, "cannot start executor thread for %s", ms->name);
-      }
-      ms->nthreads++;
-    }
     sq_log_info("worker", "model loaded",
-                "model=%s max_batch=%u max_delay_us=%" PRIu64 " contexts=%u", ms->name,
-                ms->max_batch, ms->max_delay_us, nctx);
+                "model=%s max_batch=%u max_delay_us=%" PRIu64
+                " contexts=%u backend=%s devices=%u "
+                "precision=%s",
+                ms->name, ms->max_batch, ms->max_delay_us,
+                ms->info.contexts ? ms->info.contexts : 1, ms->info.backend, ms->info.devices,
+                ms->info.fp16 ? "fp16" : "fp32");
   }
   /* Executors only see batches once the loop runs, after this (through their queue's mutex). */
   const char **names = calloc(w->nmodels ? w->nmodels : 1, sizeof(char *));
-  sq_device_info_t *devs = calloc(w->nmodels ? w->nmodels : 1, sizeof(*devs));
   const char **devnames = calloc(w->nmodels ? w->nmodels : 1, sizeof(char *));
-  if (names && devs && devnames) {
+  if (names && devnames) {
     for (size_t i = 0; i < w->nmodels; i++) {
       names[i] = w->models[i].name;
-      sq_model_device_info(w->models[i].model, &devs[i]);
-      devnames[i] = devs[i].name;
+      const char *backend = sq_model_info(w->models[i].model)->backend;
+      devnames[i] = backend[0] ? backend : "cpu"; /* built-ins run on the host */
     }
     w->metrics = sq_metrics_new(names, devnames, w->nmodels);
-    for (size_t i = 0; i < w->nmodels && w->metrics; i++)
-      if (!devs[i].host && devs[i].total_bytes)
-        sq_metrics_device_memory(w->metrics, i, devs[i].total_bytes - devs[i].free_bytes,
-                                 devs[i].total_bytes);
+    for (size_t i = 0; i < w->nmodels && w->metrics; i++) {
+      sq_model_stats_t st = {0};
+      sq_model_stats(w->models[i].model, &st);
+      sq_metrics_set_model_stats(w->metrics, i, &st);
+    }
   }
   free(names);
-  free(devs);
   free(devnames);
   if (!w->metrics) return sq_error_set(err, SQ_ENOMEM, "out of memory (metrics)");
   return 0;
@@ -507,14 +492,7 @@ int sq_pipeline_open(sq_worker_t *w, sq_error_t *err) {
 void sq_pipeline_close(sq_worker_t *w) {
   for (size_t i = 0; i < w->nmodels; i++) {
     model_slot_t *ms = &w->models[i];
-    pthread_mutex_lock(&ms->mu);
-    ms->stop = 1;
-    pthread_cond_broadcast(&ms->cond);
-    pthread_mutex_unlock(&ms->mu);
-    for (uint32_t c = 0; c < ms->nthreads; c++) pthread_join(ms->threads[c], NULL);
-    free(ms->threads);
-    pthread_mutex_destroy(&ms->mu);
-    pthread_cond_destroy(&ms->cond);
+    sq_executor_stop(ms);
     sq_batcher_free(ms->batcher);
     sq_model_close(ms->model);
   }
@@ -527,7 +505,7 @@ void sq_pipeline_flush(sq_worker_t *w) {
   for (size_t m = 0; m < w->nmodels; m++) model_flush(&w->models[m]);
 }
 
-void sq_pipeline_loop_init(sq_worker_t *w) {
+int sq_pipeline_loop_init(sq_worker_t *w, sq_error_t *err) {
   uv_async_init(&w->loop, &w->done_async, on_done_async);
   w->done_async.data = w;
   uv_timer_init(&w->loop, &w->progress_timer);
@@ -536,15 +514,25 @@ void sq_pipeline_loop_init(sq_worker_t *w) {
     uv_timer_init(&w->loop, &w->models[m].timer);
     w->models[m].timer.data = &w->models[m];
   }
+  /* The executors report through done_async (warm-up first): start them once it exists. */
+  for (size_t m = 0; m < w->nmodels; m++) {
+    int rc = sq_executor_start(w, &w->models[m], err);
+    if (rc) return rc;
+  }
+  return 0;
 }
 
 void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed) {
+  pthread_mutex_lock(&w->done_mu);
+  w->done_closed = 1; /* executors stop sending before the handle goes */
+  pthread_mutex_unlock(&w->done_mu);
   uv_close((uv_handle_t *)&w->done_async, on_closed);
   uv_close((uv_handle_t *)&w->progress_timer, on_closed);
   for (size_t m = 0; m < w->nmodels; m++) uv_close((uv_handle_t *)&w->models[m].timer, on_closed);
 }
 
 int sq_pipeline_warm(const sq_worker_t *w) {
-  (void)w; /* no warm-up runs yet: the models are ready once open */
-  return 1;
+  sq_worker_t *mw = (sq_worker_t *)w; /* atomics are read, not changed */
+  return w->total_contexts > 0 && atomic_load(&mw->warm_contexts) >= w->total_contexts &&
+         !atomic_load(&mw->warm_failed);
 }

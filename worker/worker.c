@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,6 +39,8 @@ static uint32_t rng_next(sq_worker_t *w) {
 }
 
 static void ack_push(sq_worker_t *w, wbatch_t *b, int front) {
+  if (b->queued) return;
+  b->queued = 1;
   b->next = NULL;
   if (!w->ack_head) {
     w->ack_head = w->ack_tail = b;
@@ -58,52 +61,24 @@ static void batch_abandon(sq_worker_t *w, wbatch_t *b) {
   sq_pipeline_batch_release(w, b);
 }
 
-static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, void *data) {
-  wbatch_t *b = data;
-  sq_worker_t *w = b->w;
-  (void)s;
-  w->acks_inflight--;
-  if (status == 0) {
-    size_t k = 0;
-    for (size_t i = 0; i < b->n && k < n; i++) {
-      if (!b->jobs[i]->result) continue;
-      const wjob_t *j = b->jobs[i];
-      sq_outcome_t outcome = j->err ? SQ_OUTCOME_FAILED : SQ_OUTCOME_OK;
-      switch (per_job[k]) {
-        case SQ_CODE_ACK_NOT_OURS:
-          w->jobs_dropped++;
-          outcome = SQ_OUTCOME_DROPPED;
-          sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
-                      b->jobs[i]->c.id);
-          break;
-        case SQ_CODE_ACK_DUPLICATE:
-          outcome = SQ_OUTCOME_DROPPED; /* our result was not the one recorded */
-          sq_log_debug("worker", "duplicate: job already had a result", "id=%s", b->jobs[i]->c.id);
-          break;
-        case SQ_CODE_ACK_CANCELED:
-          w->jobs_canceled++;
-          outcome = SQ_OUTCOME_CANCELED;
-          sq_log_info("worker", "job was canceled while it ran; its result is canceled", "id=%s",
-                      b->jobs[i]->c.id);
-          break;
-        case SQ_CODE_ACK_RETRYING:
-          w->jobs_retried++;
-          outcome = SQ_OUTCOME_RETRIED;
-          break;
-      }
-      /* The outcome is the ack's answer, not the job's own verdict: a retried or canceled job
-       * is not a failure, and a result another worker wrote first is not ours. */
-      if (b->ms)
-        sq_metrics_job_acked(w->metrics, (size_t)(b->ms - w->models), outcome, &j->t, j->err);
-      k++;
-    }
-    sq_pipeline_batch_release(w, b);
-    return;
-  }
+/* Both Redis parts of b are done (or were never needed): it is freed. */
+static void batch_parts_done(sq_worker_t *w, wbatch_t *b) {
+  if (b->ack_part == PART_DONE || b->ack_part == PART_NONE)
+    if (b->release_part == PART_DONE || b->release_part == PART_NONE)
+      sq_pipeline_batch_release(w, b);
+}
+
+/* A part of b failed to reach Redis: keep the batch and resend the part later. */
+static void part_failed(sq_worker_t *w, wbatch_t *b, int *part, int status, const char *what) {
+  *part = PART_TODO;
   b->ack_attempts++;
   if (b->ack_attempts >= MAX_ACK_ATTEMPTS) {
+    if (b->ack_part == PART_SENT || b->release_part == PART_SENT) {
+      ack_push(w, b, 1); /* the other part still answers; give up then */
+      return;
+    }
     sq_log_error("worker", "ack failed too often; handing the jobs back",
-                 "model=%s size=%zu code=%s", b->ms ? b->ms->name : "-", b->n,
+                 "model=%s size=%zu part=%s code=%s", b->ms ? b->ms->name : "-", b->n, what,
                  sq_error_name(status));
     batch_abandon(w, b);
     return;
@@ -114,7 +89,83 @@ static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, vo
     uv_timer_start(&w->retry_timer, on_retry, RETRY_MS, 0);
 }
 
+static void on_ack(sq_session_t *s, int status, const int *per_job, size_t n, void *data) {
+  wbatch_t *b = data;
+  sq_worker_t *w = b->w;
+  (void)s;
+  w->acks_inflight--;
+  if (status != 0) {
+    part_failed(w, b, &b->ack_part, status, "ack");
+    return;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < b->n && k < n; i++) {
+    if (!b->jobs[i]->result) continue;
+    const wjob_t *j = b->jobs[i];
+    sq_outcome_t outcome = j->err ? SQ_OUTCOME_FAILED : SQ_OUTCOME_OK;
+    switch (per_job[k]) {
+      case SQ_CODE_ACK_NOT_OURS:
+        w->jobs_dropped++;
+        outcome = SQ_OUTCOME_DROPPED;
+        sq_log_warn("worker", "ack refused: job no longer ours (swept), result dropped", "id=%s",
+                    j->c.id);
+        break;
+      case SQ_CODE_ACK_DUPLICATE:
+        outcome = SQ_OUTCOME_DROPPED; /* our result was not the one recorded */
+        sq_log_debug("worker", "duplicate: job already had a result", "id=%s", j->c.id);
+        break;
+      case SQ_CODE_ACK_CANCELED:
+        w->jobs_canceled++;
+        outcome = SQ_OUTCOME_CANCELED;
+        sq_log_info("worker", "job was canceled while it ran; its result is canceled", "id=%s",
+                    j->c.id);
+        break;
+      case SQ_CODE_ACK_RETRYING:
+        w->jobs_retried++;
+        outcome = SQ_OUTCOME_RETRIED;
+        break;
+    }
+    /* The outcome is the ack's answer, not the job's own verdict: a retried or canceled job is
+     * not a failure, and a result another worker wrote first is not ours. */
+    if (b->ms)
+      sq_metrics_job_acked(w->metrics, (size_t)(b->ms - w->models), outcome, &j->t, j->err);
+    k++;
+  }
+  b->ack_part = PART_DONE;
+  batch_parts_done(w, b);
+}
+
+static void on_release(sq_session_t *s, int status, long long value, void *data) {
+  wbatch_t *b = data;
+  sq_worker_t *w = b->w;
+  (void)s;
+  w->acks_inflight--;
+  if (status != 0) {
+    part_failed(w, b, &b->release_part, status, "release");
+    return;
+  }
+  size_t asked = 0;
+  for (size_t i = 0; i < b->n; i++) asked += b->jobs[i]->release != 0;
+  sq_log_info("worker", "jobs handed back to their queues", "model=%s released=%lld not_ours=%lld",
+              b->ms ? b->ms->name : "-", value, (long long)asked - value);
+  b->release_part = PART_DONE;
+  batch_parts_done(w, b);
+}
+
 void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b) {
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (j->result)
+      b->ack_part = PART_TODO;
+    else if (j->release)
+      b->release_part = PART_TODO;
+    else if (!j->parent)
+      sq_worker_forget(w, j->c.id); /* no result to ack (out of memory): hand it back */
+  }
+  if (b->ack_part == PART_NONE && b->release_part == PART_NONE) {
+    batch_abandon(w, b); /* no result could be encoded (out of memory) */
+    return;
+  }
   ack_push(w, b, 0);
   flush_acks(w);
 }
@@ -144,46 +195,58 @@ void sq_worker_forget(sq_worker_t *w, const char *id) {
   sq_session_forget(w->session, id);
 }
 
+/* Sends b's ack; 0 when sent, else the batch stays queued. */
+static int send_ack(sq_worker_t *w, wbatch_t *b) {
+  sq_ack_item_t *items = calloc(b->n, sizeof(*items));
+  if (!items) return SQ_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    wjob_t *j = b->jobs[i];
+    if (!j->result) continue;
+    items[k].id = j->c.id;
+    items[k].result = j->result;
+    items[k].result_len = j->result_len;
+    items[k].error_code = j->err;
+    if (j->err && (j->retryable || sq_error_transient(j->err)))
+      items[k].retry_ms = sq_queue_retry_delay_ms(j->c.attempt, w->cfg->retry_base_ms,
+                                                  w->cfg->retry_max_ms, rng_next(w));
+    k++;
+  }
+  int rc = sq_session_ack(w->session, items, k, on_ack, b);
+  free(items);
+  return rc;
+}
+
+/* Sends the release of b's jobs a failed device could not run. */
+static int send_release(sq_worker_t *w, wbatch_t *b) {
+  const char **ids = calloc(b->n, sizeof(*ids));
+  if (!ids) return SQ_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < b->n; i++)
+    if (b->jobs[i]->release) ids[k++] = b->jobs[i]->c.id;
+  int rc = sq_session_release(w->session, ids, k, on_release, b);
+  free(ids);
+  return rc;
+}
+
 static void flush_acks(sq_worker_t *w) {
   while (w->ack_head && !w->stopping && sq_session_can_ack(w->session)) {
     wbatch_t *b = w->ack_head;
     w->ack_head = b->next;
     if (!w->ack_head) w->ack_tail = NULL;
     b->next = NULL;
-    sq_ack_item_t *items = calloc(b->n, sizeof(*items));
-    size_t k = 0;
-    if (items)
-      for (size_t i = 0; i < b->n; i++) {
-        wjob_t *j = b->jobs[i];
-        if (!j->result) {
-          if (!j->parent) sq_worker_forget(w, j->c.id); /* no result to ack: hand it back */
-          continue;
-        }
-        items[k].id = j->c.id;
-        items[k].result = j->result;
-        items[k].result_len = j->result_len;
-        items[k].error_code = j->err;
-        if (j->err && (j->retryable || sq_error_transient(j->err)))
-          items[k].retry_ms = sq_queue_retry_delay_ms(j->c.attempt, w->cfg->retry_base_ms,
-                                                      w->cfg->retry_max_ms, rng_next(w));
-        k++;
-      }
-    if (!items || k == 0) {
-      free(items);
-      if (!items) {
+    b->queued = 0;
+    int *parts[2] = {&b->ack_part, &b->release_part};
+    for (int p = 0; p < 2; p++) {
+      if (*parts[p] != PART_TODO) continue;
+      int rc = p == 0 ? send_ack(w, b) : send_release(w, b);
+      if (rc != 0) {
         ack_push(w, b, 1);
         return;
       }
-      batch_abandon(w, b); /* no result could be encoded (out of memory) */
-      continue;
+      *parts[p] = PART_SENT;
+      w->acks_inflight++;
     }
-    int rc = sq_session_ack(w->session, items, k, on_ack, b);
-    free(items);
-    if (rc != 0) {
-      ack_push(w, b, 1);
-      return;
-    }
-    w->acks_inflight++;
   }
 }
 
@@ -271,9 +334,10 @@ static void on_claim(sq_session_t *s, int status, sq_claimed_t *jobs, size_t n, 
 }
 
 static void maybe_claim(sq_worker_t *w) {
+  /* Not before every context is warm: a job must never meet a cold shape. */
   if (w->draining || w->stopping || w->claim_inflight || !sq_session_can_claim(w->session) ||
       uv_is_active((uv_handle_t *)&w->claim_pause_timer) || w->short_wait ||
-      sq_clock_mono_us() < w->claim_not_before)
+      sq_clock_mono_us() < w->claim_not_before || !sq_pipeline_warm(w))
     return;
   /* One claim may bring jobs of any of our models, so claim no more than the model with the
    * least room can take: no model ever holds more than max_inflight_batches of its batches. */
@@ -357,10 +421,10 @@ static void on_unregister(sq_session_t *s, int status, long long value, void *da
   sq_log_info("worker", "unregistered", "lease_removed=%lld", value);
   sq_log_info("worker", "drained",
               "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " jobs_dropped=%" PRIu64
-              " batches=%" PRIu64 " uptime_s=%.1f",
-              w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->batches,
-              (double)(sq_clock_mono_us() - w->started_us) / 1e6);
-  worker_stop(w, 0);
+              " jobs_released=%" PRIu64 " batches=%" PRIu64 " uptime_s=%.1f exit_code=%d",
+              w->jobs_ok, w->jobs_failed, w->jobs_dropped, w->jobs_released, w->batches,
+              (double)(sq_clock_mono_us() - w->started_us) / 1e6, w->drain_code);
+  worker_stop(w, w->drain_code);
 }
 
 static void check_drained(sq_worker_t *w) {
@@ -369,9 +433,11 @@ static void check_drained(sq_worker_t *w) {
   int rc = sq_session_unregister(w->session, on_unregister, w);
   if (rc == 1) {
     /* Already unregistered (or never registered): nothing of ours is left to ack. */
-    sq_log_info("worker", "drained", "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64, w->jobs_ok,
-                w->jobs_failed);
-    worker_stop(w, 0);
+    sq_log_info("worker", "drained",
+                "jobs_ok=%" PRIu64 " jobs_failed=%" PRIu64 " jobs_released=%" PRIu64
+                " exit_code=%d",
+                w->jobs_ok, w->jobs_failed, w->jobs_released, w->drain_code);
+    worker_stop(w, w->drain_code);
     return;
   }
   if (rc == 0) w->unregister_inflight = 1; /* else: resumes after reconnect + heartbeat */
@@ -382,9 +448,20 @@ static void on_drain_timeout(uv_timer_t *t) {
   sq_log_error("worker", "drain timed out; leaving the remaining jobs to the sweeper",
                "held=%u acks_pending=%s timeout_s=%u", w->held, w->ack_head ? "yes" : "no",
                w->cfg->drain_timeout_s);
-  w->exit_code = 1;
+  w->exit_code = w->drain_code ? w->drain_code : 1;
   w->aborted = 1;
   uv_stop(&w->loop);
+}
+
+void sq_worker_drain(sq_worker_t *w, int code, const char *why) {
+  if (code > w->drain_code) w->drain_code = code;
+  if (w->draining || w->stopping) return;
+  w->draining = 1;
+  sq_log_info("worker", "draining", "reason=\"%s\" held=%u timeout_s=%u", why, w->held,
+              w->cfg->drain_timeout_s);
+  uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
+  sq_pipeline_flush(w);
+  check_drained(w);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -396,12 +473,9 @@ static void on_signal(uv_signal_t *s, int signum) {
     uv_stop(&w->loop);
     return;
   }
-  w->draining = 1;
-  sq_log_info("worker", "draining", "signal=%d held=%u timeout_s=%u", signum, w->held,
-              w->cfg->drain_timeout_s);
-  uv_timer_start(&w->drain_timer, on_drain_timeout, (uint64_t)w->cfg->drain_timeout_s * 1000, 0);
-  sq_pipeline_flush(w);
-  check_drained(w);
+  char why[32];
+  snprintf(why, sizeof why, "signal %d", signum);
+  sq_worker_drain(w, 0, why);
 }
 
 /* ---- health and metrics ----
@@ -435,7 +509,17 @@ static void snapshot_take(sq_worker_t *w) {
   sq_session_health(w->session, &s->redis);
   s->draining = w->draining;
   s->warm = sq_pipeline_warm(w);
+  s->device_failed = w->device_failed;
   pthread_mutex_unlock(&w->snap_mu);
+  /* Model state first, the worker's (segq_ready among it) last: a scrape that sees ready sees
+   * the memory policy the warm-ups left (each set takes the registry's mutex on its own). */
+  for (size_t m = 0; m < w->nmodels; m++) {
+    sq_metrics_set_model(w->metrics, m, w->models[m].held, sq_batcher_len(w->models[m].batcher));
+    if (!w->models[m].model) continue;
+    sq_model_stats_t st = {0};
+    sq_model_stats(w->models[m].model, &st); /* a few mutexes: cheap every 200 ms */
+    sq_metrics_set_model_stats(w->metrics, m, &st);
+  }
   const sq_session_health_t *h = &s->redis; /* only the loop thread writes it */
   sq_metrics_worker_t mw = {
       .command_ready = h->command_ready,
@@ -443,6 +527,8 @@ static void snapshot_take(sq_worker_t *w) {
       .lease_ready = h->lease_ready,
       .lease_ok = h->lease_ok,
       .draining = w->draining,
+      .ready = s->warm,
+      .device_failed = w->device_failed,
       .command_connects = h->command_connects,
       .blocking_connects = h->blocking_connects,
       .lease_connects = h->lease_connects,
@@ -451,8 +537,6 @@ static void snapshot_take(sq_worker_t *w) {
       .held = w->held,
   };
   sq_metrics_set_worker(w->metrics, &mw);
-  for (size_t m = 0; m < w->nmodels; m++)
-    sq_metrics_set_model(w->metrics, m, w->models[m].held, sq_batcher_len(w->models[m].batcher));
 }
 
 static void on_snapshot_timer(uv_timer_t *t) {
@@ -472,6 +556,7 @@ static const char *healthz_why(const sq_worker_snapshot_t *s, uint64_t now, char
   const char *why = livez_why(s, now, buf, cap);
   if (why) return why;
   const sq_session_health_t *h = &s->redis;
+  if (s->device_failed) return "device failed";
   if (h->lease_ever && now > h->lease_until_us) {
     snprintf(buf, cap, "lease lost (last renewed %.1f s ago)",
              (double)(now - (h->lease_until_us - h->lease_ttl_ms * 1000)) / 1e6);
@@ -568,7 +653,7 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
   w->sigterm.data = w->sigint.data = w;
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_signal_start(&w->sigint, on_signal, SIGINT);
-  sq_pipeline_loop_init(w);
+  int prc = sq_pipeline_loop_init(w, err);
 
   sq_session_config_t sc = {0};
   sc.prefix = cfg->prefix;
@@ -589,6 +674,9 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err) {
     /* Nothing was sent yet: close what the loop holds and leave. */
     worker_stop(w, 1);
     w->stopping = 1;
+  } else if (prc) {
+    sq_log_error("worker", "cannot start the executors", "msg=\"%s\"", err ? err->msg : "");
+    worker_stop(w, 1);
   }
 
   if (cfg->http_port && w->session) {

@@ -23,6 +23,12 @@ int sq_worker_run(const sq_worker_config_t *cfg, sq_error_t *err);
  * model and per problem on out. Connects to nothing. Returns the exit code: 0 all valid, 1 not. */
 int sq_worker_check_models(const sq_worker_config_t *cfg, FILE *out);
 
+/* The whole process (worker/cli.c): configuration from argv and SEGQ_*, logging, the work pool,
+ * sq_worker_run. Returns the exit code (exits at once, without libuv's exit-time joins, when it
+ * is not 0). Exit codes: 0 clean drain, 1 start-up failure / drain timeout / second signal,
+ * 2 bad configuration, 3 (SQ_EXIT_DEVICE) the device failed and the jobs were handed back. */
+int sq_worker_main(int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,11 +1,13 @@
 /* worker/worker_internal: the per-job and per-batch records that travel through the pipeline
- * (loop -> work pool -> executor -> work pool -> loop), and the work-pool stage functions.
- * Private to worker/. A record is touched by one thread at a time: whoever holds it in its
- * stage; hand-overs go through uv_queue_work or a locked queue + uv_async_send. */
+ * (loop -> work pool -> executor -> work pool -> loop), the work-pool stage functions, and the
+ * contract between worker.c (Redis, lifecycle), pipeline.c (batches) and executor.c (executor
+ * threads). Private to worker/. A record is touched by one thread at a time: whoever holds it in
+ * its stage; hand-overs go through uv_queue_work or a locked queue + uv_async_send. */
 #ifndef SQ_WORKER_INTERNAL_H
 #define SQ_WORKER_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -51,6 +53,7 @@ typedef struct wjob {
   uint32_t width, height;
   int err; /* 0 or the job's error code; then msg says why */
   char msg[256];
+  int release;   /* the device failed (SQ_EDEVICE): no result, handed back to its queue */
   int retryable; /* the failure is worth a retry even if err is not a transient code */
   /* Progress inside the run (tiles done / total): written by the executor thread's progress
    * hook, read by the loop thread's progress timer; reported = what was last sent. */
@@ -90,9 +93,15 @@ struct wbatch {
   size_t pending; /* work-pool requests outstanding (loop thread counter) */
   uint64_t formed_us;
   uint32_t ack_attempts;
+  /* The batch's two Redis parts (worker.c): the ack of its results and the release of the jobs
+   * a failed device could not run. PART_* each; the batch is freed when neither is left. */
+  int ack_part, release_part;
+  int queued; /* in the worker's ack queue */
   wbatch_t *next;
   wbatch_t *run_prev, *run_next; /* sq_worker.running: handed to an executor, not back yet */
 };
+
+enum { PART_NONE = 0, PART_TODO, PART_SENT, PART_DONE };
 
 /* Work pool: payload decode, id/model/deadline checks, image decode, model prepare.
  * Sets j->err on any failure; never fails the batch. */
@@ -113,7 +122,7 @@ int sq_wjob_member_done(wjob_t *m);
 typedef struct {
   uint64_t taken_us; /* monotonic; a stale snapshot means a stuck loop */
   sq_session_health_t redis;
-  int draining, warm;
+  int draining, warm, device_failed;
 } sq_worker_snapshot_t;
 
 struct sq_worker {
@@ -148,9 +157,10 @@ struct sq_worker {
   sq_worker_snapshot_t snap;
   pthread_mutex_t done_mu;
   wbatch_t *done_head, *done_tail; /* executor -> loop */
+  int done_closed;                 /* done_async is closing (under done_mu) */
   wbatch_t *ack_head, *ack_tail;   /* finished batches waiting for (re)sending their ack */
   uint32_t acks_inflight;
-  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, batches;
+  uint64_t jobs_ok, jobs_failed, jobs_dropped, jobs_canceled, jobs_retried, jobs_released, batches;
   uint64_t started_us;
   uint32_t rng;              /* retry jitter (rng_next in worker.c) */
   wbatch_t *running;         /* batches on an executor (progress reports; loop thread) */
@@ -159,33 +169,60 @@ struct sq_worker {
   sq_metrics_t *metrics;     /* made by sq_pipeline_open (it knows the models and devices) */
   uv_timer_t depth_timer;    /* reads the queue depth for the metrics (HTTP endpoint on) */
   int depth_inflight;
+  int drain_code; /* exit code once drained: 0, or SQ_EXIT_DEVICE after a device error */
+  /* Executors (executor.c) -> loop: warm-up progress, read on the loop after done_async. */
+  atomic_uint warm_contexts; /* contexts whose warm-up finished */
+  uint32_t total_contexts;   /* every model's contexts */
+  int ready_logged;          /* the loop logged "warm" */
+  atomic_int warm_failed;    /* an error code from a warm-up (first one wins) */
+  char warm_msg[256];        /* its message (written before warm_failed is set) */
+  int device_failed;         /* loop: SQ_EDEVICE seen; stop, hand jobs back, exit 3 */
 };
+
+/* Exit code of a worker that stopped because its device failed (jobs handed back). */
+#define SQ_EXIT_DEVICE 3
+
+/* executor.c: one thread per model context; warms its context up, then runs batches. */
+int sq_executor_start(sq_worker_t *w, model_slot_t *ms, sq_error_t *err);
+/* Stops and joins a model's executor threads (queued batches are run first). */
+void sq_executor_stop(model_slot_t *ms);
+/* Loop thread: queues a prepared batch for the model's next free context. */
+void sq_executor_push(model_slot_t *ms, wbatch_t *b);
 
 /* pipeline.c, loop thread unless noted. */
 /* Opens every configured model and starts its executor threads. */
 int sq_pipeline_open(sq_worker_t *w, sq_error_t *err);
 /* Stops and joins the executors and closes the models (after the loop has closed). */
 void sq_pipeline_close(sq_worker_t *w);
-/* Initializes the loop handles of the pipeline (batch timers, the executor -> loop async). */
-void sq_pipeline_loop_init(sq_worker_t *w);
+/* Initializes the loop handles of the pipeline (batch timers, the executor -> loop async) and
+ * starts the executor threads, which warm their contexts up first. */
+int sq_pipeline_loop_init(sq_worker_t *w, sq_error_t *err);
 /* Closes those handles (worker_stop). */
 void sq_pipeline_loop_close(sq_worker_t *w, uv_close_cb on_closed);
 /* Takes ownership of n claimed jobs (their members, not the array) into the batchers. */
 void sq_pipeline_dispatch(sq_worker_t *w, sq_claimed_t *jobs, size_t n);
 /* Starts every due batch (all of them when draining) and re-arms the batch timers. */
 void sq_pipeline_flush(sq_worker_t *w);
-/* 1 once every model context has finished its warm-up (what /readyz waits for). */
+/* 1 once every model context has finished its warm-up (what /readyz waits for; claims start
+ * then). Any thread. */
 int sq_pipeline_warm(const sq_worker_t *w);
 /* n jobs of ms (NULL: unknown) leave without an ack: counted (jobs_dropped, metrics). */
 void sq_pipeline_dropped(sq_worker_t *w, const model_slot_t *ms, uint64_t n);
 /* Frees an acked (or abandoned) batch and its jobs; then claims more / checks the drain. */
 void sq_pipeline_batch_release(sq_worker_t *w, wbatch_t *b);
 
+/* Loop thread: executors reported (finished batches, warm-ups): hand them on. */
+void sq_pipeline_on_done(sq_worker_t *w);
+
 /* worker.c, loop thread. */
-/* A batch is finished: queue its ack (sent now if the connection and the lease allow). */
+/* A batch is finished: queue its ack and the release of the jobs it hands back (sent now if the
+ * connection and the lease allow). */
 void sq_worker_ack_batch(sq_worker_t *w, wbatch_t *b);
 /* Jobs were released: claim more if there is room, finish the drain if it is over. */
 void sq_worker_released(sq_worker_t *w);
+/* Stops claiming and drains: what is held is finished (or handed back), then the worker
+ * unregisters and exits with `code` (0 for a signal, SQ_EXIT_DEVICE after a device error). */
+void sq_worker_drain(sq_worker_t *w, int code, const char *why);
 /* Sends the progress of running jobs (one script call; dropped when Redis is not ready or a
  * progress call is outstanding: the next tick reports the newer state anyway). Returns 1 sent. */
 int sq_worker_progress(sq_worker_t *w, const sq_progress_item_t *items, size_t n);

@@ -1,9 +1,14 @@
-/* cuda_conv.c: Conv and ConvTranspose on cuDNN. Conv: cudnnConvolutionBiasActivationForward
- * when the fused activation is ReLU (or none, with the algorithm that fusion allows), else
- * cudnnConvolutionForward plus our bias+activation kernel. ConvTranspose: the backward-data
- * pass of the matching forward conv (ONNX's weight layout is exactly its filter), then bias+act.
- * Algorithms are measured once per plan (cudnnFind*Ex) on the backend's load-time handle.
- * fp32 math only (CUDNN_FMA_MATH: no TF32) unless SEGQ_CUDA_TF32=1. */
+/* cuda_conv.c: Conv and ConvTranspose on cuDNN, in fp32 NCHW or in fp16 NHWC with tensor cores
+ * (weights converted once at bind into the padded NHWC half filter; fp32 accumulation: the
+ * convolution's compute type is float). Conv: cudnnConvolutionBiasActivationForward when the
+ * fused activation is ReLU (or none, with the algorithm that fusion allows), with the residual
+ * Add's other input as cuDNN's z when the layout planner chose the fusion (then the Conv writes
+ * the Add's output and the Add does not run); each fused configuration is tried once at bind on
+ * scratch buffers and dropped if cuDNN refuses it. Otherwise cudnnConvolutionForward plus our
+ * bias+activation kernel. ConvTranspose: the backward-data pass of the matching forward conv
+ * (ONNX's weight layout is exactly its filter), then bias+act. Algorithms are measured once per
+ * plan (cudnnFind*Ex) on the backend's load-time handle. fp32 math is FMA only (no TF32) unless
+ * SEGQ_CUDA_TF32=1; fp16 uses CUDNN_TENSOR_OP_MATH. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +19,8 @@
 #include "cuda_internal.h"
 
 typedef struct {
-  int transpose, fused;
+  int transpose, fused, mode;
+  int fused_z; /* also adds z (the residual Add's other input) and writes the Add's output */
   cudnnTensorDescriptor_t x, y, bias;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv;
@@ -22,7 +28,11 @@ typedef struct {
   cudnnConvolutionFwdAlgo_t fwd;
   cudnnConvolutionBwdDataAlgo_t bwd;
   size_t ws;
-  int64_t outer, c, inner; /* output as [outer][c][inner] for the epilogue */
+  int64_t outer, c, inner; /* output as [outer][c][inner] for the epilogue (fp32) */
+  int64_t count, cp;       /* fp16: output halves and padded channels */
+  void *w16;               /* fp16: the converted filter (device) */
+  float *bias32;           /* fp16: bias padded to cp, float (device), for our epilogue */
+  void *bias16;            /* fp16: the same as halves, for cuDNN's fused call */
 } conv_state_t;
 
 typedef struct {
@@ -105,9 +115,23 @@ int sq_cuda_conv_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t 
   return geom(n, in, out, &g, err);
 }
 
+/* fp16 NHWC: 2-D, constant weight (converted at bind), groups only when the channels need no
+ * padding (padding would break the channel groups). */
+int sq_cuda_conv_check16(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out) {
+  geom_t g;
+  if (n->nin < 2 || !sq_view_present(&in[1]) || !in[1].data || in[0].rank != 4) return -1;
+  if (n->nin > 2 && sq_view_present(&in[2]) && !in[2].data) return -1;
+  if (geom(n, in, out, &g, NULL)) return -1;
+  if (g.group != 1 && (in[0].dims[1] % 8 || out[0].dims[1] % 8)) return -1;
+  return 0;
+}
+
 void sq_cuda_conv_release(void *state) {
   conv_state_t *s = state;
   if (!s) return;
+  if (s->w16) cudaFree(s->w16);
+  if (s->bias32) cudaFree(s->bias32);
+  if (s->bias16) cudaFree(s->bias16);
   if (s->x) cudnnDestroyTensorDescriptor(s->x);
   if (s->y) cudnnDestroyTensorDescriptor(s->y);
   if (s->bias) cudnnDestroyTensorDescriptor(s->bias);
@@ -171,14 +195,14 @@ static void cache_key(const sq_cuda_backend_t *be, const conv_state_t *s, const 
   gpu[k] = '\0';
   int sp = x->rank - 2;
   snprintf(key, n,
-           "%s|cudnn%zu|%s|%s|x%lldx%lldx%lldx%lld|w%lldx%lldx%lldx%lld|p%lld,%lld|s%lld,%lld|"
+           "%s|cudnn%zu|%s%s|%s|x%lldx%lldx%lldx%lld|w%lldx%lldx%lldx%lld|p%lld,%lld|s%lld,%lld|"
            "d%lld,%lld|g%lld",
-           gpu, cudnnGetVersion(), math, s->transpose ? "bwd" : "fwd", (long long)x->dims[0],
-           (long long)x->dims[1], (long long)(sp == 2 ? x->dims[2] : 1),
-           (long long)x->dims[x->rank - 1], (long long)w->dims[0], (long long)w->dims[1],
-           (long long)g->k[0], (long long)g->k[1], (long long)g->p[0], (long long)g->p[1],
-           (long long)g->s[0], (long long)g->s[1], (long long)g->d[0], (long long)g->d[1],
-           (long long)g->group);
+           gpu, cudnnGetVersion(), math, s->mode == SQ_CUDA_F16 ? "-nhwc16" : "",
+           s->transpose ? "bwd" : "fwd", (long long)x->dims[0], (long long)x->dims[1],
+           (long long)(sp == 2 ? x->dims[2] : 1), (long long)x->dims[x->rank - 1],
+           (long long)w->dims[0], (long long)w->dims[1], (long long)g->k[0], (long long)g->k[1],
+           (long long)g->p[0], (long long)g->p[1], (long long)g->s[0], (long long)g->s[1],
+           (long long)g->d[0], (long long)g->d[1], (long long)g->group);
 }
 
 static int cache_lookup(const char *key, int *algo, size_t *ws) {
@@ -221,8 +245,11 @@ static int find_algo(sq_cuda_backend_t *be, const sq_node_t *n, conv_state_t *s,
                      sq_error_t *err) {
   void *x = NULL, *y = NULL, *wtmp = NULL, *ws = NULL;
   size_t wsz = be->workspace_limit;
-  size_t xb = (size_t)sq_view_numel(&in[0]) * 4, yb = (size_t)sq_view_numel(&out[0]) * 4;
-  const void *w = dev[1].data;
+  size_t xb = s->mode == SQ_CUDA_F16 ? (size_t)sq_cuda_count16(&in[0]) * 2
+                                     : (size_t)sq_view_numel(&in[0]) * 4;
+  size_t yb = s->mode == SQ_CUDA_F16 ? (size_t)sq_cuda_count16(&out[0]) * 2
+                                     : (size_t)sq_view_numel(&out[0]) * 4;
+  const void *w = s->mode == SQ_CUDA_F16 ? s->w16 : dev[1].data;
   int rc = sq_cuda_check(cudaMalloc(&x, xb ? xb : 4), err, "cudaMalloc (conv search)");
   if (!rc) rc = sq_cuda_check(cudaMalloc(&y, yb ? yb : 4), err, "cudaMalloc (conv search)");
   if (!rc && !w) {
@@ -277,9 +304,61 @@ static int find_algo(sq_cuda_backend_t *be, const sq_node_t *n, conv_state_t *s,
   return rc;
 }
 
-int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
-                         const sq_view_t *dev, const sq_view_t *out, void **state, size_t *ws_bytes,
-                         sq_error_t *err) {
+/* fp16: the filter as padded NHWC halves and the bias as padded floats and halves (device). */
+static int upload16(const sq_node_t *n, const geom_t *g, const sq_view_t *in, conv_state_t *s,
+                    int64_t kp, int64_t cgp, int64_t kout, sq_error_t *err) {
+  const sq_view_t *w = &in[1];
+  int64_t k = w->dims[0], cg = w->dims[1];
+  size_t wn = (size_t)(kp * g->k[0] * g->k[1] * cgp);
+  uint16_t *hw = malloc(wn * sizeof *hw);
+  float *b32 = calloc((size_t)s->cp, sizeof *b32);
+  uint16_t *b16 = calloc((size_t)s->cp, sizeof *b16);
+  int rc = hw && b32 && b16 ? 0 : sq_error_set(err, SQ_ENOMEM, "out of memory");
+  if (!rc) {
+    sq_cuda_filter_nhwc16(w->data, k, cg, g->k[0], g->k[1], kp, cgp, hw);
+    if (n->nin > 2 && sq_view_present(&in[2]))
+      for (int64_t i = 0; i < kout; i++) b32[i] = ((const float *)in[2].data)[i];
+    for (int64_t i = 0; i < s->cp; i++) b16[i] = sq_cuda_f32_to_f16(b32[i]);
+    rc = sq_cuda_upload(hw, wn * sizeof *hw, &s->w16, err);
+  }
+  if (!rc) rc = sq_cuda_upload(b32, (size_t)s->cp * sizeof *b32, (void **)&s->bias32, err);
+  if (!rc) rc = sq_cuda_upload(b16, (size_t)s->cp * sizeof *b16, &s->bias16, err);
+  free(hw);
+  free(b32);
+  free(b16);
+  return rc;
+}
+
+/* One fused call on scratch buffers: cuDNN refuses some fused configurations (algorithm,
+ * layout, z) at run time only, so the binding asks once instead of failing the first job. */
+static int probe_fused(sq_cuda_backend_t *be, conv_state_t *s, const sq_view_t *in,
+                       const sq_view_t *dev, const sq_view_t *out) {
+  size_t xb = s->mode == SQ_CUDA_F16 ? (size_t)sq_cuda_count16(&in[0]) * 2
+                                     : (size_t)sq_view_numel(&in[0]) * 4;
+  size_t yb = s->mode == SQ_CUDA_F16 ? (size_t)s->count * 2 : (size_t)sq_view_numel(&out[0]) * 4;
+  void *x = NULL, *y = NULL, *ws = NULL;
+  const void *w = s->mode == SQ_CUDA_F16 ? s->w16 : dev[1].data;
+  const void *bias = s->mode == SQ_CUDA_F16 ? s->bias16 : dev[2].data;
+  int ok = cudaMalloc(&x, xb ? xb : 4) == cudaSuccess &&
+           cudaMalloc(&y, yb ? yb : 4) == cudaSuccess &&
+           (!s->ws || cudaMalloc(&ws, s->ws) == cudaSuccess) &&
+           cudaMemsetAsync(x, 0, xb, be->load_stream) == cudaSuccess &&
+           cudaMemsetAsync(y, 0, yb, be->load_stream) == cudaSuccess;
+  const float one = 1.f, zero = 0.f;
+  if (ok)
+    ok = cudnnConvolutionBiasActivationForward(be->load_dnn, &one, s->x, x, s->w, w, s->conv,
+                                               s->fwd, ws, s->ws, s->fused_z ? &one : &zero, s->y,
+                                               y, s->bias, bias, s->act_desc, s->y,
+                                               y) == CUDNN_STATUS_SUCCESS;
+  if (ok) ok = cudaStreamSynchronize(be->load_stream) == cudaSuccess;
+  cudaGetLastError();
+  if (x) cudaFree(x);
+  if (y) cudaFree(y);
+  if (ws) cudaFree(ws);
+  return ok;
+}
+
+int sq_cuda_conv_prepare(SQ_CUDA_PREPARE_ARGS) {
   geom_t g;
   int rc = geom(n, in, out, &g, err);
   if (rc) return rc;
@@ -287,16 +366,30 @@ int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
   if (!s) return sq_error_set(err, SQ_ENOMEM, "out of memory");
   *state = s;
   s->transpose = n->op == SQ_OP_ConvTranspose;
+  s->mode = mode;
   const sq_view_t *w = &in[1];
-  int fdims[4] = {(int)w->dims[0], (int)w->dims[1], (int)g.k[0], (int)g.k[1]};
-  rc = sq_cuda_desc4(&s->x, &in[0], err);
-  if (!rc) rc = sq_cuda_desc4(&s->y, &out[0], err);
+  int fp16 = mode == SQ_CUDA_F16;
+  int64_t cin = in[0].dims[1], cout = out[0].dims[1];
+  int64_t cin_p = fp16 ? SQ_CUDA_CPAD(cin) : cin, cout_p = fp16 ? SQ_CUDA_CPAD(cout) : cout;
+  /* filter dims: forward [K, C/g] = [cout, cin/g]; backward data [K, C] = [cin, cout/g] */
+  int64_t fk = s->transpose ? cin_p : cout_p;
+  int64_t fc = g.group == 1 ? (s->transpose ? cout_p : cin_p) : w->dims[1];
+  int fdims[4] = {(int)(fp16 ? fk : w->dims[0]), (int)(fp16 ? fc : w->dims[1]), (int)g.k[0],
+                  (int)g.k[1]};
+  cudnnDataType_t dt = fp16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  s->cp = cout_p;
+  s->count = fp16 ? sq_cuda_count16(&out[0]) : sq_view_numel(&out[0]);
+  if (fp16) rc = upload16(n, &g, in, s, fk, fc, cout, err);
+  if (!rc) rc = sq_cuda_desc4_mode(&s->x, &in[0], mode, err);
+  if (!rc) rc = sq_cuda_desc4_mode(&s->y, &out[0], mode, err);
   if (!rc) rc = sq_cudnn_check(cudnnCreateFilterDescriptor(&s->w), err, "cudnnCreateFilter");
   if (!rc)
-    rc = sq_cudnn_check(cudnnSetFilter4dDescriptor(s->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                   fdims[0], fdims[1], fdims[2], fdims[3]),
-                        err, "cudnnSetFilter4dDescriptor");
+    rc = sq_cudnn_check(
+        cudnnSetFilter4dDescriptor(s->w, dt, fp16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, fdims[0],
+                                   fdims[1], fdims[2], fdims[3]),
+        err, "cudnnSetFilter4dDescriptor");
   if (!rc) rc = sq_cudnn_check(cudnnCreateConvolutionDescriptor(&s->conv), err, "cudnnCreateConv");
+  /* compute type float in both modes: fp16 data with fp32 accumulation */
   if (!rc)
     rc = sq_cudnn_check(cudnnSetConvolution2dDescriptor(
                             s->conv, (int)g.p[0], (int)g.p[1], (int)g.s[0], (int)g.s[1],
@@ -306,17 +399,20 @@ int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
     rc = sq_cudnn_check(cudnnSetConvolutionGroupCount(s->conv, (int)g.group), err,
                         "cudnnSetConvolutionGroupCount");
   const char *tf32 = getenv("SEGQ_CUDA_TF32");
+  const char *math = fp16 ? "tensor" : tf32 && *tf32 == '1' ? "tf32" : "fma";
   if (!rc)
-    rc = sq_cudnn_check(cudnnSetConvolutionMathType(
-                            s->conv, tf32 && *tf32 == '1' ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
-                        err, "cudnnSetConvolutionMathType");
+    rc = sq_cudnn_check(
+        cudnnSetConvolutionMathType(s->conv, fp16                   ? CUDNN_TENSOR_OP_MATH
+                                             : tf32 && *tf32 == '1' ? CUDNN_DEFAULT_MATH
+                                                                    : CUDNN_FMA_MATH),
+        err, "cudnnSetConvolutionMathType");
   s->c = out[0].dims[1];
   s->outer = out[0].dims[0];
   s->inner = s->outer * s->c > 0 ? sq_view_numel(&out[0]) / (s->outer * s->c) : 1;
   char key[768];
   int cached = -1;
   size_t cached_ws = 0;
-  cache_key(be, s, &g, &in[0], w, tf32 && *tf32 == '1' ? "tf32" : "fma", key, sizeof key);
+  cache_key(be, s, &g, &in[0], w, math, key, sizeof key);
   if (!rc && !cache_lookup(key, &cached, &cached_ws) && cached >= 0 &&
       cached_ws <= be->workspace_limit) {
     if (s->transpose)
@@ -329,51 +425,71 @@ int sq_cuda_conv_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
     if (!rc) cache_store(key, s->transpose ? (int)s->bwd : (int)s->fwd, s->ws);
   }
   int has_bias = n->nin > 2 && sq_view_present(&in[2]);
-  /* cuDNN's fused path: ReLU with any algorithm, identity only with IMPLICIT_PRECOMP_GEMM */
-  if (!rc && !s->transpose && has_bias &&
-      (n->act == SQ_ACT_RELU ||
-       (n->act == SQ_ACT_NONE && s->fwd == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
-    sq_view_t bv = {.dtype = SQ_DT_FLOAT, .rank = 4, .dims = {1, s->c, 1, 1}};
+  /* The activation cuDNN applies: the Conv's own, or the Add's when it takes the Add in too. */
+  int want_z = fuse && fuse->z && !s->transpose && n->act == SQ_ACT_NONE;
+  int act = want_z ? fuse->act : n->act;
+  /* cuDNN's fused path: ReLU with any algorithm, identity only with IMPLICIT_PRECOMP_GEMM; a
+   * bias is required (fp16 always has one, zero padded). */
+  if (!rc && !s->transpose && (has_bias || fp16) &&
+      (act == SQ_ACT_RELU ||
+       (act == SQ_ACT_NONE && s->fwd == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM))) {
+    sq_view_t bv = {.dtype = SQ_DT_FLOAT, .rank = 4, .dims = {1, cout_p, 1, 1}};
     rc = sq_cuda_desc4(&s->bias, &bv, err);
+    if (!rc && fp16)
+      rc = sq_cudnn_check(cudnnSetTensor4dDescriptor(s->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_HALF, 1,
+                                                     (int)cout_p, 1, 1),
+                          err, "cudnnSetTensor4dDescriptor (bias)");
     if (!rc) rc = sq_cudnn_check(cudnnCreateActivationDescriptor(&s->act_desc), err, "act desc");
     if (!rc)
       rc = sq_cudnn_check(
           cudnnSetActivationDescriptor(
-              s->act_desc,
-              n->act == SQ_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+              s->act_desc, act == SQ_ACT_RELU ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
               CUDNN_NOT_PROPAGATE_NAN, 0.0), /* as the CPU: ReLU(NaN) = 0 */
           err, "cudnnSetActivationDescriptor");
-    s->fused = !rc;
+    s->fused_z = want_z;
+    s->fused = !rc && probe_fused(be, s, in, dev, out);
+    if (!s->fused) s->fused_z = 0;
   }
+  if (fuse && fuse->fused) *fuse->fused = s->fused_z;
   *ws_bytes = s->ws;
   return rc;
 }
 
-int sq_cuda_conv_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
-                         const sq_view_t *out, sq_error_t *err) {
+int sq_cuda_conv_forward(SQ_CUDA_FORWARD_ARGS) {
   conv_state_t *s = state;
   const float one = 1.f, zero = 0.f;
-  const float *bias = n->nin > 2 && sq_view_present(&in[2]) ? in[2].data : NULL;
+  int fp16 = s->mode == SQ_CUDA_F16;
+  const void *w = fp16 ? s->w16 : in[1].data;
+  const float *bias32 = fp16                                    ? s->bias32
+                        : n->nin > 2 && sq_view_present(&in[2]) ? in[2].data
+                                                                : NULL;
   int rc;
   if (s->fused)
     return sq_cudnn_check(
         cudnnConvolutionBiasActivationForward(
-            c->dnn, &one, s->x, in[0].data, s->w, in[1].data, s->conv, s->fwd, c->ws, s->ws, &zero,
-            s->y, out[0].data, s->bias, bias, s->act_desc, s->y, out[0].data),
+            c->dnn, &one, s->x, in[0].data, s->w, w, s->conv, s->fwd, c->ws, s->ws,
+            s->fused_z ? &one : &zero, s->y, s->fused_z ? in[n->nin].data : out[0].data, s->bias,
+            fp16 ? s->bias16 : (const void *)bias32, s->act_desc, s->y, out[0].data),
         err, "cudnnConvolutionBiasActivationForward");
   if (!s->transpose)
-    rc = sq_cudnn_check(
-        cudnnConvolutionForward(c->dnn, &one, s->x, in[0].data, s->w, in[1].data, s->conv, s->fwd,
-                                c->ws, s->ws, &zero, s->y, out[0].data),
-        err, "cudnnConvolutionForward");
+    rc = sq_cudnn_check(cudnnConvolutionForward(c->dnn, &one, s->x, in[0].data, s->w, w, s->conv,
+                                                s->fwd, c->ws, s->ws, &zero, s->y, out[0].data),
+                        err, "cudnnConvolutionForward");
   else
     rc = sq_cudnn_check(
-        cudnnConvolutionBackwardData(c->dnn, &one, s->w, in[1].data, s->x, in[0].data, s->conv,
-                                     s->bwd, c->ws, s->ws, &zero, s->y, out[0].data),
+        cudnnConvolutionBackwardData(c->dnn, &one, s->w, w, s->x, in[0].data, s->conv, s->bwd,
+                                     c->ws, s->ws, &zero, s->y, out[0].data),
         err, "cudnnConvolutionBackwardData");
   if (rc) return rc;
-  if (!bias && n->act == SQ_ACT_NONE) return 0;
-  return sq_cuda_check(sq_cuda_bias_act(out[0].data, bias, s->outer, s->c, s->inner,
+  if (fp16) {
+    if (n->nin <= 2 && n->act == SQ_ACT_NONE) return 0;
+    return sq_cuda_check(
+        sq_cuda_bias_act16(out[0].data, s->bias32, s->count, s->cp, s->c, cuda_act_of(n->act),
+                           n->act_alpha, n->act_beta, c->stream),
+        err, "bias/activation kernel (fp16)");
+  }
+  if (!bias32 && n->act == SQ_ACT_NONE) return 0;
+  return sq_cuda_check(sq_cuda_bias_act(out[0].data, bias32, s->outer, s->c, s->inner,
                                         cuda_act_of(n->act), n->act_alpha, n->act_beta, c->stream),
                        err, "bias/activation kernel");
 }

@@ -15,8 +15,7 @@ int sq_cuda_gemm_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t 
   return 0;
 }
 
-int sq_cuda_gemm_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
-                         const sq_view_t *out, sq_error_t *err) {
+int sq_cuda_gemm_forward(SQ_CUDA_FORWARD_ARGS) {
   int ta = sq_attr_int(n, "transA", 0) != 0, tb = sq_attr_int(n, "transB", 0) != 0;
   float alpha = sq_attr_float(n, "alpha", 1.f), beta = sq_attr_float(n, "beta", 1.f);
   int m = (int)out[0].dims[0], nn = (int)out[0].dims[1];

@@ -1,6 +1,7 @@
 /* cuda_pool.c: pooling and reductions on cuDNN: MaxPool/AveragePool (symmetric pads, no
  * dilation, the floor geometry cuDNN computes), GlobalAveragePool/GlobalMaxPool (one window per
- * plane), ReduceMax/ReduceMean/ReduceSum (cudnnReduceTensor, rank <= 4). */
+ * plane), in fp32 NCHW or fp16 NHWC (2-D only); ReduceMax/ReduceMean/ReduceSum
+ * (cudnnReduceTensor, rank <= 4, fp32). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,11 @@ int sq_cuda_pool_check(const sq_node_t *n, const sq_view_t *in, const sq_view_t 
   return pool_geom(n, in, out, w, p, s, err);
 }
 
+int sq_cuda_pool_check16(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out) {
+  int w[2] = {0, 0}, p[2] = {0, 0}, s[2] = {0, 0};
+  return in[0].rank == 4 && out[0].rank == 4 ? pool_geom(n, in, out, w, p, s, NULL) : -1;
+}
+
 void sq_cuda_pool_release(void *state) {
   pool_state_t *s = state;
   if (!s) return;
@@ -61,9 +67,7 @@ void sq_cuda_pool_release(void *state) {
   free(s);
 }
 
-int sq_cuda_pool_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
-                         const sq_view_t *dev, const sq_view_t *out, void **state, size_t *ws_bytes,
-                         sq_error_t *err) {
+int sq_cuda_pool_prepare(SQ_CUDA_PREPARE_ARGS) {
   int win[2] = {0, 0}, pad[2] = {0, 0}, str[2] = {0, 0};
   int rc = pool_geom(n, in, out, win, pad, str, err);
   if (rc) return rc;
@@ -71,22 +75,21 @@ int sq_cuda_pool_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_vie
   if (!s) return sq_error_set(err, SQ_ENOMEM, "out of memory");
   *state = s;
   int is_max = n->op == SQ_OP_MaxPool || n->op == SQ_OP_GlobalMaxPool;
-  cudnnPoolingMode_t mode = is_max ? CUDNN_POOLING_MAX_DETERMINISTIC
-                            : (n->op == SQ_OP_AveragePool && sq_attr_int(n, "count_include_pad", 0))
-                                ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
-                                : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
-  rc = sq_cuda_desc4(&s->x, &in[0], err);
-  if (!rc) rc = sq_cuda_desc4(&s->y, &out[0], err);
+  cudnnPoolingMode_t pm = is_max ? CUDNN_POOLING_MAX_DETERMINISTIC
+                          : (n->op == SQ_OP_AveragePool && sq_attr_int(n, "count_include_pad", 0))
+                              ? CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING
+                              : CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+  rc = sq_cuda_desc4_mode(&s->x, &in[0], mode, err);
+  if (!rc) rc = sq_cuda_desc4_mode(&s->y, &out[0], mode, err);
   if (!rc) rc = sq_cudnn_check(cudnnCreatePoolingDescriptor(&s->pool), err, "pooling desc");
   if (!rc)
-    rc = sq_cudnn_check(cudnnSetPooling2dDescriptor(s->pool, mode, CUDNN_PROPAGATE_NAN, win[0],
+    rc = sq_cudnn_check(cudnnSetPooling2dDescriptor(s->pool, pm, CUDNN_PROPAGATE_NAN, win[0],
                                                     win[1], pad[0], pad[1], str[0], str[1]),
                         err, "cudnnSetPooling2dDescriptor");
   return rc;
 }
 
-int sq_cuda_pool_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
-                         const sq_view_t *out, sq_error_t *err) {
+int sq_cuda_pool_forward(SQ_CUDA_FORWARD_ARGS) {
   pool_state_t *s = state;
   const float one = 1.f, zero = 0.f;
   return sq_cudnn_check(
@@ -132,9 +135,7 @@ int sq_cuda_reduce_check(const sq_node_t *n, const sq_view_t *in, const sq_view_
   return reduce_axes(n, in, red, &noop, err);
 }
 
-int sq_cuda_reduce_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
-                           const sq_view_t *dev, const sq_view_t *out, void **state,
-                           size_t *ws_bytes, sq_error_t *err) {
+int sq_cuda_reduce_prepare(SQ_CUDA_PREPARE_ARGS) {
   bool red[SQ_MAX_DIMS], noop;
   int rc = reduce_axes(n, in, red, &noop, err);
   if (rc) return rc;
@@ -164,8 +165,7 @@ int sq_cuda_reduce_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_v
   return rc;
 }
 
-int sq_cuda_reduce_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
-                           const sq_view_t *out, sq_error_t *err) {
+int sq_cuda_reduce_forward(SQ_CUDA_FORWARD_ARGS) {
   pool_state_t *s = state;
   if (s->copy)
     return sq_cuda_check(cudaMemcpyAsync(out[0].data, in[0].data, (size_t)sq_view_numel(&in[0]) * 4,

@@ -1,7 +1,8 @@
-/* cuda_resize.c: Resize on the GPU for what segmentation nets use: float32 NCHW, the last two
- * axes scaled, nearest (all four rounding modes) or linear without antialias, every coordinate
- * mode but tf_crop_and_resize. The two taps per output row/column are computed here with the
- * CPU kernel's formulas (kern_resize.c) and uploaded once; cuda_resize.cu mixes them. */
+/* cuda_resize.c: Resize on the GPU for what segmentation nets use: 4-D (fp32 NCHW or fp16
+ * NHWC), the last two axes scaled, nearest (all four rounding modes) or linear without
+ * antialias, every coordinate mode but tf_crop_and_resize. The two taps per output row/column
+ * are computed here with the CPU kernel's formulas (kern_resize.c) and uploaded once;
+ * cuda_resize.cu / cuda_f16.cu mix them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,10 @@ int sq_cuda_resize_check(const sq_node_t *n, const sq_view_t *in, const sq_view_
     if (scale_of(n, in, out, d, &s))
       return sq_node_error(err, SQ_EUNSUPPORTED, n, "cuda: Resize scales");
   return 0;
+}
+
+int sq_cuda_resize_check16(const sq_node_t *n, const sq_view_t *in, const sq_view_t *out) {
+  return !sq_cuda_resize_check(n, in, out, NULL) && !in[0].data ? 0 : -1;
 }
 
 /* The CPU kernel's tap rule restricted to two taps (nearest, or linear without antialias). */
@@ -108,9 +113,7 @@ static void taps(const sq_node_t *n, int64_t in, int64_t out, double scale, int3
   }
 }
 
-int sq_cuda_resize_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_view_t *in,
-                           const sq_view_t *dev, const sq_view_t *out, void **state,
-                           size_t *ws_bytes, sq_error_t *err) {
+int sq_cuda_resize_prepare(SQ_CUDA_PREPARE_ARGS) {
   int64_t oh = out[0].dims[2], ow = out[0].dims[3];
   size_t bytes = (size_t)(oh + ow) * 2 * (sizeof(int32_t) + sizeof(float));
   uint8_t *h = malloc(bytes ? bytes : 1);
@@ -127,11 +130,15 @@ int sq_cuda_resize_prepare(sq_cuda_backend_t *be, const sq_node_t *n, const sq_v
   return rc;
 }
 
-int sq_cuda_resize_forward(sq_cuda_ctx_t *c, const sq_node_t *n, void *state, const sq_view_t *in,
-                           const sq_view_t *out, sq_error_t *err) {
+int sq_cuda_resize_forward(SQ_CUDA_FORWARD_ARGS) {
   int64_t oh = out[0].dims[2], ow = out[0].dims[3];
   const int32_t *yidx = state, *xidx = yidx + oh * 2;
   const float *yw = (const float *)(xidx + ow * 2), *xw = yw + oh * 2;
+  if (mode == SQ_CUDA_F16)
+    return sq_cuda_check(
+        sq_cuda_resize16(in[0].data, out[0].data, in[0].dims[0], in[0].dims[2], in[0].dims[3], oh,
+                         ow, SQ_CUDA_CPAD(in[0].dims[1]), yidx, yw, xidx, xw, c->stream),
+        err, "resize kernel (fp16)");
   return sq_cuda_check(
       sq_cuda_resize2d(in[0].data, out[0].data, in[0].dims[0] * in[0].dims[1], in[0].dims[2],
                        in[0].dims[3], oh, ow, yidx, yw, xidx, xw, c->stream),

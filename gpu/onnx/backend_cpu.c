@@ -137,7 +137,6 @@ static const sq_backend_iface_t cpu_iface = {
     .sync = NULL, /* synchronous */
     .memory_info = cpu_memory_info,
     .free = cpu_free,
-    .host = 1,
 };
 
 void sq_engine_process_init(char **argv) {

@@ -138,22 +138,46 @@ void sq_engine_process_init(char **argv);
  * The CPU backend: float32, `threads` worker threads (0 = number of online CPUs). Caller owns. */
 sq_backend_t *sq_backend_cpu_new(int threads, sq_error_t *err);
 const char *sq_backend_name(const sq_backend_t *b);
-/* 1 when the backend computes on the host CPU (its memory_info is host RAM): what metrics and
- * memory-pressure logic ask instead of comparing names. */
-int sq_backend_is_host(const sq_backend_t *b);
 /* Free/total memory of the backend's device in bytes (CPU: physical memory). */
 int sq_backend_memory_info(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
 void sq_backend_free(sq_backend_t *b);
 
-/* Device selection (backend.c, the backend registry). device: "auto" (the CUDA backend on
- * device 0 when one is usable, else cpu, with ONE info log line saying it falls back and why),
- * "cpu", "cuda" (= cuda:0), "cuda:N", "cuda:all" (one backend per device). Opens up to `max`
- * backends into out[] (caller owns each) and returns how many (>= 1), or a negative SQ_E* with
- * err: SQ_EINVAL for a malformed string, SQ_EDEVICE when CUDA was asked for and no device is
- * usable (no driver, no GPU, or a build without the CUDA backend). cpu_threads as in
- * sq_backend_cpu_new. NULL or "" means "auto". */
+/* ---- devices (backend.c, the backend registry): the ONE parser of the device grammar ----
+ *   auto | cpu | cuda | cuda:N | cuda:all | NAME[:ARGS]
+ * "auto" (and NULL/""): the CUDA backend on device 0 when one is usable, else cpu, with ONE info
+ * log line saying it falls back and why. "cuda" = cuda:0. "cuda:all": one backend per device.
+ * NAME[:ARGS]: a backend registered with sq_backend_register (test builds register a
+ * fault-injecting one; production binaries register none), ARGS passed to it as they are. */
+typedef enum {
+  SQ_DEVICE_AUTO = 0,
+  SQ_DEVICE_CPU,
+  SQ_DEVICE_CUDA,      /* index: the ordinal, or -1 for cuda:all */
+  SQ_DEVICE_REGISTERED /* name, args */
+} sq_device_kind_t;
+
+typedef struct {
+  int kind; /* sq_device_kind_t */
+  int index;
+  char name[32];
+  char args[224];
+} sq_device_t;
+
+/* Parses a device string: 0, or SQ_EINVAL with a message naming the string and the grammar. A
+ * registered name parses only once registered. Any thread (after the registrations). */
+int sq_device_parse(const char *device, sq_device_t *out, sq_error_t *err);
+
+/* Opens up to `max` backends of a device string into out[] (caller owns each) and returns how
+ * many (>= 1), or a negative SQ_E* with err: SQ_EINVAL for a malformed string, SQ_EDEVICE when
+ * CUDA was asked for and no device is usable (no driver, no GPU, or a build without the CUDA
+ * backend). cpu_threads as in sq_backend_cpu_new. NULL or "" means "auto". */
 int sq_backend_open(const char *device, int cpu_threads, sq_backend_t **out, int max,
                     sq_error_t *err);
+/* A backend kind opened by name (sq_backend_open("NAME:ARGS")): fills up to max backends. */
+typedef int (*sq_backend_open_fn)(const char *args, int cpu_threads, sq_backend_t **out, int max,
+                                  sq_error_t *err);
+/* Registers a backend kind under `name` ([a-z0-9_], not auto/cpu/cuda). Call before any thread
+ * opens devices (main, at start-up). SQ_EINVAL for a bad or taken name, SQ_ENOMEM when full. */
+int sq_backend_register(const char *name, sq_backend_open_fn open);
 /* Usable CUDA devices: 0 without a CUDA build, driver or device (never an error). */
 int sq_backend_cuda_count(void);
 /* The CUDA backend ("cuda:N") on one device; NULL with SQ_EDEVICE/SQ_EINVAL when unusable. */
@@ -162,6 +186,25 @@ sq_backend_t *sq_backend_cuda_new(int device, sq_error_t *err);
  * SQ_EUNSUPPORTED naming every node the backend cannot run (cpu: always 0). A plan that fails
  * it also fails its first sq_engine_run on b with the same message. */
 int sq_backend_supports(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err);
+
+/* What a backend is, asked through its interface (never by its name). */
+typedef struct {
+  int device_memory; /* memory_info describes a device's own memory, not the host's */
+  int graphs;        /* a plan's runs on a context are replayed from one captured graph after
+                      * its first run: callers plan a few fixed batch sizes and pad up to them */
+  int image_io;      /* sq_engine_run_image's stages run on the device (else on the host) */
+  int fp16;          /* it computes in fp16 (NHWC, tensor cores) when configured so */
+} sq_backend_props_t;
+void sq_backend_props(sq_backend_t *b, sq_backend_props_t *out);
+
+enum { SQ_PRECISION_FP32 = 0, SQ_PRECISION_FP16 = 1 };
+typedef struct {
+  int precision; /* SQ_PRECISION_*: fp16 converts weights once when a plan binds, activations
+                  * live in fp16; a backend without fp16 (props.fp16 == 0) computes in fp32 */
+} sq_backend_options_t;
+/* Sets options before any plan is bound on b (a bound plan keeps what it was bound with).
+ * SQ_EINVAL for an unknown precision. */
+int sq_backend_configure(sq_backend_t *b, const sq_backend_options_t *opt, sq_error_t *err);
 
 /* A context that can run any plan whose sq_engine_arena_bytes() <= arena_bytes (size it for
  * the model's max batch). Caller owns; free before the backend. */
@@ -176,6 +219,39 @@ void sq_backend_ctx_free(sq_backend_ctx_t *c);
  * SQ_EINVAL (shape/size mismatch), SQ_EOOM_DEVICE, SQ_EMODEL, SQ_EDEVICE. */
 int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_tensor_t *inputs,
                   int nin, sq_engine_tensor_t *outputs, int nout, sq_error_t *err);
+
+/* ---- image I/O around a run: pre- and postprocessing next to the model ----
+ * The plan's one unbound input ([N, C, H, W] float) is filled from raw samples normalized per
+ * sample and channel; one channel of one [N, K, Ho, Wo] float output becomes a foreground
+ * probability per pixel, and per sample a 0/1 mask (prob >= threshold). A backend whose props say
+ * image_io does all of it on the device, so only raw samples go in and only the mask (or the
+ * probabilities asked for) come back; others do it on the host around their run, with the same
+ * arithmetic (image_io.c is the reference for the device kernels). */
+enum {
+  SQ_IMAGE_OUT_PROB = 0,   /* the channel already is a probability */
+  SQ_IMAGE_OUT_LOGITS = 1, /* sigmoid of the channel */
+  SQ_IMAGE_OUT_SOFTMAX = 2 /* 1 - softmax over the K channels, taken at the background channel */
+};
+typedef struct {
+  int in_bytes;                /* 1 (uint8), 2 (uint16, native endian) or 4 (float) per value */
+  const void *in;              /* N x C x H x W values, NCHW like the plan's input */
+  const float *scale, *offset; /* [N * C]: x = v * scale[n * C + c] + offset[n * C + c] */
+  int output;                  /* plan output index */
+  int kind;                    /* SQ_IMAGE_OUT_* */
+  int channel;                 /* foreground channel (PROB, LOGITS) or background (SOFTMAX) */
+  const float *threshold;      /* [N], needed with mask; a NaN leaves that sample's mask 0 */
+  uint8_t *mask;               /* N x Ho x Wo, 0/1; or NULL */
+  float *prob;                 /* N x Ho x Wo probabilities; or NULL */
+} sq_engine_image_io_t;
+/* Runs p on ctx with image I/O (executor thread, like sq_engine_run). SQ_EINVAL when the plan
+ * does not have exactly one unbound float [N, C, H, W] input, the output is not float rank 4,
+ * the channel is out of range or io is incomplete; otherwise as sq_engine_run. */
+int sq_engine_run_image(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_image_io_t *io,
+                        sq_error_t *err);
+
+/* Bytes of the constants (weights, folded values) the plan's nodes read: with the arena, what
+ * a backend keeps on its device for the plan (sizing device memory before binding). */
+size_t sq_engine_plan_const_bytes(const sq_engine_plan_t *p);
 
 /* Bytes per element of a dtype (0 if unknown) and its ONNX name ("float", "int64"...). */
 size_t sq_dtype_size(int dtype);

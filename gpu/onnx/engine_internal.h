@@ -376,11 +376,20 @@ typedef struct sq_backend_iface {
              const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err);
   int (*sync)(sq_backend_ctx_t *c, sq_error_t *err);
   int (*memory_info)(sq_backend_t *b, size_t *free_bytes, size_t *total_bytes);
-  /* Plan-time check that the backend runs every node of p (sq_backend_supports); NULL: it runs
-   * whatever the engine loads (cpu, whose reference kernels cover every op in ops.def). */
+  /* Optional. Host-only plan-time check that the backend runs every node of p
+   * (sq_backend_supports); NULL: it runs whatever the engine loads (cpu, whose reference kernels
+   * cover every op in ops.def). */
   int (*supports)(sq_backend_t *b, const sq_engine_plan_t *p, sq_error_t *err);
   void (*free)(sq_backend_t *b);
-  int host; /* 1: computes on the host CPU (memory_info is host RAM, not a device's memory) */
+  /* Optional. What the backend is (sq_backend_props); NULL: all zero. */
+  void (*props)(sq_backend_t *b, sq_backend_props_t *out);
+  /* Optional. Options before any plan binds (sq_backend_configure); NULL: options ignored
+   * (the backend computes in fp32). */
+  int (*configure)(sq_backend_t *b, const sq_backend_options_t *opt, sq_error_t *err);
+  /* Optional. sq_engine_run_image on the device (io already checked against the plan; may be
+   * asynchronous like run, sync completes it); NULL: the engine runs the stages on the host. */
+  int (*run_image)(sq_backend_ctx_t *c, const sq_engine_plan_t *p, void *state,
+                   const sq_engine_image_io_t *io, sq_error_t *err);
 } sq_backend_iface_t;
 
 struct sq_backend {
@@ -400,5 +409,16 @@ int sq_exec_cpu(sq_cpu_t *cpu, const sq_engine_plan_t *p, uint8_t *arena,
                 const sq_engine_tensor_t *inputs, sq_engine_tensor_t *outputs, sq_error_t *err);
 /* Builds the view of tensor t for a run over `arena` (inputs come from `input_data`). */
 void sq_view_of(const sq_tensor_t *t, uint8_t *arena, sq_view_t *v);
+/* exec.c: binds p to ctx's backend on first use (under p->lock); the backend's state in *state. */
+int sq_engine_bind(sq_engine_plan_t *p, sq_backend_t *b, void **state, sq_error_t *err);
+
+/* image_io.c: the host stages of sq_engine_run_image, the reference the device kernels follow.
+ * normalize: dst[n][c][i] = v[n][c][i] * scale[n*C+c] + offset[n*C+c] over n x c planes of hw.
+ * post: from out ([n][k][hw] floats) the probability of each pixel of each sample into
+ * io->prob and/or the 0/1 mask into io->mask. */
+void sq_image_normalize(const sq_engine_image_io_t *io, int64_t n, int64_t c, int64_t hw,
+                        float *dst);
+void sq_image_post(const sq_engine_image_io_t *io, const float *out, int64_t n, int64_t k,
+                   int64_t hw);
 
 #endif

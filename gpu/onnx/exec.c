@@ -99,6 +99,15 @@ int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_te
     memcpy(outputs[i].dims, t->dims, sizeof t->dims);
   }
   sq_backend_t *b = ctx->backend;
+  void *state = NULL;
+  int rc = sq_engine_bind(p, b, &state, err);
+  if (rc) return rc;
+  rc = b->iface->run(ctx, p, state, inputs, outputs, err);
+  int rc2 = b->iface->sync ? b->iface->sync(ctx, err) : 0;
+  return rc ? rc : rc2;
+}
+
+int sq_engine_bind(sq_engine_plan_t *p, sq_backend_t *b, void **state, sq_error_t *err) {
   pthread_mutex_lock(&p->lock);
   int rc = 0;
   if (p->backend != b && p->backend_state) {
@@ -116,12 +125,9 @@ int sq_engine_run(sq_engine_plan_t *p, sq_backend_ctx_t *ctx, const sq_engine_te
       p->backend_iface = b->iface;
     }
   }
-  void *state = p->backend_state;
+  *state = p->backend_state;
   pthread_mutex_unlock(&p->lock);
-  if (rc) return rc;
-  rc = b->iface->run(ctx, p, state, inputs, outputs, err);
-  int rc2 = b->iface->sync ? b->iface->sync(ctx, err) : 0;
-  return rc ? rc : rc2;
+  return rc;
 }
 
 void sq_engine_plan_dump(const sq_engine_plan_t *p, FILE *f) {

@@ -17,6 +17,7 @@ enum {
   CUDA_RESIZE = 1,
   CUDA_CONCAT = 1,
   CUDA_GEMM = 1,
+  CUDA_CAST = 1,
   CUDA_VIEW = 1
 };
 

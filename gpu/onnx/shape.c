@@ -19,13 +19,16 @@ int sq_node_error(sq_error_t *err, int code, const sq_node_t *node, const char *
 }
 
 int sq_broadcast_shape(const sq_view_t *a, const sq_view_t *b, sq_view_t *out) {
+  /* Callers fold with out == a (acc = broadcast(acc, x)): read every input dim before writing. */
   int r = a->rank > b->rank ? a->rank : b->rank;
+  int64_t dims[SQ_MAX_DIMS];
   for (int i = 0; i < r; i++) {
     int ia = i - (r - a->rank), ib = i - (r - b->rank);
     int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
     if (da != db && da != 1 && db != 1) return SQ_EINVAL;
-    out->dims[i] = da == 1 ? db : da;
+    dims[i] = da == 1 ? db : da;
   }
+  memcpy(out->dims, dims, sizeof(int64_t) * (size_t)r);
   out->rank = r;
   return 0;
 }

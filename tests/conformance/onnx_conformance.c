@@ -1,11 +1,13 @@
-/* onnx_conformance: runs the engine's CPU backend over ONNX's own backend test cases
- * (node/, pytorch-converted/, pytorch-operator/ under $SEGQ_ONNX_TESTS), comparing every output
- * with rtol=1e-3, atol=1e-7 (ONNX's defaults; NaN/Inf must agree). A case whose model uses an
- * unsupported op or type is counted apart ("skipped-unsupported"); any other failure of a case
- * fails the run, because claiming an op means passing all of its cases. segq's own cases
- * (tests/conformance/cases, $SEGQ_LOCAL_CASES) cover the ops the corpus has none for, and a full
- * run fails when an op ops.def implements was run by no passing case.
- * Usage: onnx_conformance [-v] [name-substring]. Exit 77 when the cases are absent. */
+/* onnx_conformance: runs an engine backend (the CPU by default) over ONNX's own backend test
+ * cases (node/, pytorch-converted/, pytorch-operator/ under $SEGQ_ONNX_TESTS), comparing every
+ * output with rtol=1e-3, atol=1e-7 (ONNX's defaults; NaN/Inf must agree). A case whose model
+ * uses an unsupported op or type (on that backend: its plan check refuses it) is counted apart
+ * ("skipped-unsupported"); any other failure of a case fails the run, because claiming an op
+ * means passing all of its cases. segq's own cases (tests/conformance/cases, $SEGQ_LOCAL_CASES)
+ * cover the ops the corpus has none for, and a full run fails when an op the backend implements
+ * (ops.def: every op on cpu, the cuda column on cuda) was run by no passing case.
+ * Usage: onnx_conformance [-v] [--device D] [name-substring] (D: the device grammar, e.g. cuda;
+ * default cpu). Exit 77 when the cases are absent, or when D asks for CUDA and no GPU is usable. */
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -201,6 +203,13 @@ static outcome_t run_data_set(sq_engine_t *e, const char *dir, char *why, size_t
     run_out[i].data = malloc(info.bytes + 64);
     if (run_out[i].data) memset((char *)run_out[i].data + info.bytes, 0xA5, 64);
   }
+  if (sq_backend_supports(backend, p, &err)) {
+    snprintf(why, whylen, "%s", err.msg);
+    res = CASE_SKIP;
+    for (int i = 0; i < nout; i++) free(run_out[i].data);
+    sq_engine_plan_free(p);
+    goto out;
+  }
   sq_backend_ctx_t *ctx = sq_backend_ctx_new(backend, sq_engine_arena_bytes(p), &err);
   int rc = ctx ? sq_engine_run(p, ctx, run_in, k, run_out, nout, &err) : err.code;
   if (rc) {
@@ -273,10 +282,12 @@ static outcome_t run_case(const char *dir, char *why, size_t whylen) {
 }
 
 int main(int argc, char **argv) {
-  const char *filter = NULL;
+  const char *filter = NULL, *device = "cpu";
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "-v") == 0)
       verbose = 1;
+    else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
+      device = argv[++i];
     else
       filter = argv[i];
   }
@@ -290,11 +301,20 @@ int main(int argc, char **argv) {
   sq_log_set_level(SQ_LOG_WARN);
   sq_error_t err = {0};
   const char *threads = getenv("SEGQ_THREADS");
-  backend = sq_backend_cpu_new(threads ? atoi(threads) : 2, &err);
-  if (!backend) {
-    fprintf(stderr, "cpu backend: %s\n", err.msg);
+  sq_device_t dev;
+  if (sq_device_parse(device, &dev, &err)) {
+    fprintf(stderr, "onnx_conformance: %s\n", err.msg);
+    return 2;
+  }
+  if (dev.kind == SQ_DEVICE_CUDA && sq_backend_cuda_count() == 0) {
+    printf("no usable CUDA device: %s skipped (nothing ran on a GPU)\n", device);
+    return 77;
+  }
+  if (sq_backend_open(device, threads ? atoi(threads) : 2, &backend, 1, &err) < 1) {
+    fprintf(stderr, "backend %s: %s\n", device, err.msg);
     return 1;
   }
+  printf("backend %s\n", sq_backend_name(backend));
   /* ONNX's own cases, then segq's (tests/conformance/cases: ops the corpus has no case for,
    * written by tools/make_conformance_cases.py) */
   static const char *suites[] = {"node", "pytorch-converted", "pytorch-operator", "segq"};
@@ -331,11 +351,13 @@ int main(int argc, char **argv) {
     if (n > 0) free_list(cases, n);
   }
   sq_backend_free(backend);
+  /* the ops this backend claims: every implemented op on cpu, ops.def's cuda column on cuda */
+  bool on_cuda = dev.kind == SQ_DEVICE_CUDA;
   int uncovered = 0;
   for (int op = 0; !filter && op < SQ_OP_COUNT; op++)
-    if (sq_op_info(op)->cpu && !covered[op]) {
-      printf("FAIL op %s: implemented (ops.def) but no passing case ran it on the cpu backend\n",
-             sq_op_info(op)->name);
+    if ((on_cuda ? sq_op_info(op)->cuda : sq_op_info(op)->cpu != NULL) && !covered[op]) {
+      printf("FAIL op %s: implemented (ops.def) but no passing case ran it on the %s backend\n",
+             sq_op_info(op)->name, on_cuda ? "cuda" : "cpu");
       uncovered++;
     }
   printf("run %d, passed %d, failed %d, skipped-unsupported %d, ops without a case %d\n", run,

@@ -33,8 +33,9 @@ tl.require_worker()
 DASHBOARD = os.path.join(dl.DEPLOY_DIR, "grafana", "segq.json")
 RULES_DIR = os.path.join(dl.DEPLOY_DIR, "prometheus")
 ALERTS = os.path.join(RULES_DIR, "alerts.yml")
-REQUIRED = {"SegqNoWorkerAlive", "SegqQueueGrowing", "SegqDeadLettersRising", "SegqGpuMemoryHigh"}
-GPU_ONLY = {"segq_gpu_memory_used_bytes", "segq_gpu_memory_total_bytes"}
+REQUIRED = {"SegqNoWorkerAlive", "SegqQueueGrowing", "SegqDeadLettersRising", "SegqGpuMemoryHigh",
+            "SegqDeviceFailed"}
+GPU_ONLY = {"segq_gpu_memory_used_bytes", "segq_gpu_memory_total_bytes", "segq_device_memory_bytes"}
 
 
 def dashboard_exprs():

@@ -15,10 +15,14 @@
 #define GUARD_BYTES 256
 #define GUARD_BYTE 0xA5
 
-/* The shipped and test models every backend must run (paths under SEGQ_SOURCE_DIR). */
+/* The shipped and test models every backend must run (paths under SEGQ_SOURCE_DIR): fp32
+ * exports and the fp16 exports (torch's .half(), onnxconverter's keep_io_types, fp16 weight
+ * storage), which the engine loads as float32 holding float16 values. */
 static const char *const gpu_test_models[] = {
-    "models/cellseg-unet/model.onnx", "tests/data/onnx/unet.onnx",
-    "tests/data/onnx/hrnet_block.onnx", "tests/data/onnx/resunet_cbam.onnx"};
+    "models/cellseg-unet/model.onnx",         "tests/data/onnx/unet.onnx",
+    "tests/data/onnx/hrnet_block.onnx",       "tests/data/onnx/resunet_cbam.onnx",
+    "tests/data/onnx/resunet_cbam_fp16.onnx", "tests/data/onnx/unet_fp16io.onnx",
+    "tests/data/onnx/resunet_cbam_fp16w.onnx"};
 
 static inline void model_path(const char *rel, char *out, size_t n) {
   const char *src = getenv("SEGQ_SOURCE_DIR");
@@ -53,10 +57,8 @@ static inline int guards_intact(const run_out_t *o, int i) {
   return 1;
 }
 
-/* Runs plan p on backend b with inputs (float or int data prepared by the caller); returns
- * 0 or the engine's error code (err set). out->t[i].data points inside out->raw[i]. */
-static inline int run_plan(sq_engine_plan_t *p, sq_backend_t *b, const sq_engine_tensor_t *in,
-                           int nin, run_out_t *out, sq_error_t *err) {
+/* Output buffers of p in out, guarded. */
+static inline int out_alloc(sq_engine_plan_t *p, run_out_t *out, sq_error_t *err) {
   int nout = sq_engine_plan_output_count(p);
   if (nout > SQ_MAX_NODE_IO) return sq_error_set(err, SQ_EINVAL, "too many outputs");
   out->n = nout;
@@ -66,9 +68,29 @@ static inline int run_plan(sq_engine_plan_t *p, sq_backend_t *b, const sq_engine
     memset(out->raw[i], GUARD_BYTE, out->t[i].bytes + 2 * GUARD_BYTES);
     out->t[i].data = out->raw[i] + GUARD_BYTES;
   }
+  return 0;
+}
+
+/* Runs plan p on an existing context (several runs on one context: graph capture, replay). */
+static inline int run_plan_ctx(sq_engine_plan_t *p, sq_backend_ctx_t *ctx,
+                               const sq_engine_tensor_t *in, int nin, run_out_t *out,
+                               sq_error_t *err) {
+  if (!out->n) {
+    int rc = out_alloc(p, out, err);
+    if (rc) return rc;
+  }
+  return sq_engine_run(p, ctx, in, nin, out->t, out->n, err);
+}
+
+/* Runs plan p on backend b with inputs (float or int data prepared by the caller); returns
+ * 0 or the engine's error code (err set). out->t[i].data points inside out->raw[i]. */
+static inline int run_plan(sq_engine_plan_t *p, sq_backend_t *b, const sq_engine_tensor_t *in,
+                           int nin, run_out_t *out, sq_error_t *err) {
+  int rc = out_alloc(p, out, err);
+  if (rc) return rc;
   sq_backend_ctx_t *ctx = sq_backend_ctx_new(b, sq_engine_arena_bytes(p), err);
   if (!ctx) return err->code ? err->code : SQ_EINTERNAL;
-  int rc = sq_engine_run(p, ctx, in, nin, out->t, nout, err);
+  rc = sq_engine_run(p, ctx, in, nin, out->t, out->n, err);
   sq_backend_ctx_free(ctx);
   return rc;
 }

@@ -1,7 +1,8 @@
 /* test_gpu_select.c: device selection without needing a GPU: "cpu", "auto" (the CUDA backend
  * when a device is usable, else cpu with one log line), "cuda"/"cuda:N" failing clearly when no
- * device is usable, malformed strings; and, in CUDA builds, the host-only plan check: every
- * shipped/test model binds on the CUDA backend, an op without a CUDA kernel is named. */
+ * device is usable, malformed strings; and, in CUDA builds, the host-only parts of the backend:
+ * the plan check (every shipped/test model binds, an op without a CUDA kernel is named), the
+ * fp16 conversions and filter layout, and the fp32/fp16 layout plans of the models. */
 #include "gpu_common.h"
 #ifdef SEGQ_HAVE_CUDA
 #include "gpu/cuda/cuda_backend.h"
@@ -107,11 +108,88 @@ static void test_plan_check(void) {
   }
   sq_engine_free(e);
 }
+
+/* The host side of the fp16 binding: half conversion (must round exactly like the engine's
+ * Cast(to=FLOAT16)), the padded NHWC filter, and the layout plans of the test models. */
+static void test_fp16_host(void) {
+  static const struct {
+    float f;
+    uint16_t h;
+  } known[] = {{1.0f, 0x3c00},           {-2.0f, 0xc000},       {65504.0f, 0x7bff},
+               {65520.0f, 0x7c00},       {0.0f, 0x0000},        {-0.0f, 0x8000},
+               {5.9604645e-08f, 1},      {2.9802322e-08f, 0},   {8.9406967e-08f, 2},
+               {6.1035156e-05f, 0x0400}, {0.33325195f, 0x3555}, {INFINITY, 0x7c00}};
+  for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+    CHECK_EQ_INT(sq_cuda_f32_to_f16(known[i].f), known[i].h);
+    if (sq_cuda_f32_to_f16(known[i].f) != known[i].h)
+      fprintf(stderr, "  half(%g) = 0x%04x, want 0x%04x\n", known[i].f,
+              sq_cuda_f32_to_f16(known[i].f), known[i].h);
+  }
+  CHECK(isnan(sq_cuda_f16_to_f32(sq_cuda_f32_to_f16(NAN))));
+  int bad = 0;
+  for (int i = 0; i < 200000; i++) {
+    float x = rand_uniform() * (i % 3 == 0 ? 70000.0f : i % 3 == 1 ? 1.0f : 1e-4f);
+    float want = sq_round_fp16(x), got = sq_cuda_f16_to_f32(sq_cuda_f32_to_f16(x));
+    if (memcmp(&want, &got, sizeof got) != 0) bad++;
+  }
+  CHECK_EQ_INT(bad, 0);
+  /* K=3, C=2, 1x2 kernel -> [8][1][2][8] with zeros outside */
+  float w[3 * 2 * 2];
+  for (int i = 0; i < 12; i++) w[i] = (float)(i + 1);
+  uint16_t f[8 * 2 * 8];
+  sq_cuda_filter_nhwc16(w, 3, 2, 1, 2, 8, 8, f);
+  CHECK_EQ_INT(sq_cuda_f16_to_f32(f[((1 * 1 + 0) * 2 + 1) * 8 + 0]),
+               w[((1 * 2 + 0) * 1 + 0) * 2 + 1]);
+  CHECK_EQ_INT(f[((2 * 1 + 0) * 2 + 0) * 8 + 1], sq_cuda_f32_to_f16(w[((2 * 2 + 1) * 1 + 0) * 2]));
+  int nonzero_pad = 0;
+  for (int o = 0; o < 8; o++)
+    for (int x = 0; x < 2; x++)
+      for (int c = 0; c < 8; c++)
+        if ((o >= 3 || c >= 2) && f[(o * 2 + x) * 8 + c]) nonzero_pad++;
+  CHECK_EQ_INT(nonzero_pad, 0);
+  /* layouts: fp32 plans have no conversions; fp16 plans put the convs in fp16, convert at the
+   * edges, and never let two live buffers share bytes */
+  for (size_t m = 0; m < sizeof gpu_test_models / sizeof *gpu_test_models; m++) {
+    char path[4096];
+    model_path(gpu_test_models[m], path, sizeof path);
+    sq_error_t err = {0};
+    sq_engine_t *e = sq_engine_load_file(path, NULL, &err);
+    sq_engine_plan_t *p = e ? sq_engine_plan_new(e, 4, &err) : NULL;
+    CHECK(p != NULL);
+    if (!p) {
+      sq_engine_free(e);
+      continue;
+    }
+    sq_cuda_layout_info_t l32, l16;
+    CHECK_EQ_INT(sq_cuda_layout_info(p, SQ_PRECISION_FP32, &l32, &err), 0);
+    CHECK_EQ_INT(sq_cuda_layout_info(p, SQ_PRECISION_FP16, &l16, &err), 0);
+    CHECK_EQ_INT(l32.conversions, 0);
+    CHECK_EQ_INT(l32.fp16_nodes, 0);
+    CHECK_EQ_INT(l32.steps, sq_engine_plan_node_count(p));
+    CHECK(l16.fp16_nodes > 0);
+    CHECK(l16.conversions >= 2); /* the input in, the output out */
+    CHECK_EQ_INT(l32.overlaps, 0);
+    CHECK_EQ_INT(l16.overlaps, 0);
+    CHECK(l16.arena_bytes <= l32.arena_bytes);
+    printf(
+        "%-42s fp32: %d steps, arena %.2f MiB, %d fused | fp16: %d fp16 nodes, %d conversions, "
+        "arena %.2f MiB, %d fused\n",
+        gpu_test_models[m], l32.steps, (double)l32.arena_bytes / 1048576.0, l32.fusions,
+        l16.fp16_nodes, l16.conversions, (double)l16.arena_bytes / 1048576.0, l16.fusions);
+    /* hrnet_block's fusion Add takes a Conv output whose other input it does not overwrite;
+     * resunet's residual Adds write over their skip input in place (the engine's plan), which
+     * the planner does not fuse (cuDNN would read z while writing it) */
+    if (strstr(gpu_test_models[m], "hrnet")) CHECK(l32.fusions >= 1 && l16.fusions >= 1);
+    sq_engine_plan_free(p);
+    sq_engine_free(e);
+  }
+}
 #endif
 
 int main(void) {
   test_strings();
 #ifdef SEGQ_HAVE_CUDA
+  test_fp16_host();
   test_plan_check();
 #else
   printf("built without the CUDA backend: plan checks skipped\n");

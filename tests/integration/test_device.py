@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""--device on the worker (issue 4 item 1): `auto` runs repository models on a CUDA GPU when one
-is usable and otherwise says in one log line that it falls back to the CPU; `cpu` never touches
-CUDA; `cuda` without a usable GPU refuses to start with the reason; a malformed value is a
-command-line error (exit 2). On a machine with a GPU the `cuda` case must start instead."""
+"""--device on the worker (issue 4 item 1, issue 7 item 6): `auto` runs repository models on a
+CUDA GPU when one is usable and otherwise says in one log line that it falls back to the CPU;
+`cpu` never touches CUDA; `cuda` and `cuda:all` without a usable GPU refuse to start with the
+reason; a malformed value is a command-line error (exit 2). On a machine with a GPU the `cuda`
+cases must start instead."""
 import os
 import shutil
 import subprocess
@@ -57,11 +58,12 @@ class Device(unittest.TestCase):
     def test_cuda_without_gpu_refuses_to_start(self):
         if self.gpu:
             self.skipTest("a GPU is present: tests/gpu covers the cuda device")
-        w = self.start("cuda")
-        self.assertEqual(w.wait(60), 1, w.log())
-        log = w.log()
-        self.assertIn("cellseg-unet", log)
-        self.assertRegex(log, r"(?i)cuda")
+        for device in ("cuda", "cuda:all"):
+            w = self.start(device)
+            self.assertEqual(w.wait(60), 1, w.log())
+            log = w.log()
+            self.assertIn("cellseg-unet", log)
+            self.assertIn("no usable CUDA device", log)
 
     def test_cpu_never_logs_a_fallback(self):
         w = self.start("cpu")
@@ -71,7 +73,7 @@ class Device(unittest.TestCase):
         self.assertEqual(w.wait(30), 0)
 
     def test_malformed_device_is_a_usage_error(self):
-        for bad in ("gpu", "cuda:", "cuda:x", "cuda:all"):
+        for bad in ("gpu", "cuda:", "cuda:x", "cuda:-1"):
             w = self.start(bad)
             self.assertEqual(w.wait(20), 2, "%s: %s" % (bad, w.log()))
             self.assertIn("--device", w.log())

@@ -483,10 +483,28 @@ def worker_binary():
     return None
 
 
-def require_worker():
-    """Skips the whole file (exit 77) when the worker binary is not built."""
+def fault_worker_binary():
+    """Path of segq-worker-fault (the worker with the test-only fault-injecting backend,
+    tests/support/fault_backend.c): $SEGQ_BUILD_DIR/tests/segq-worker-fault, else
+    ./build/tests/segq-worker-fault; None if it is not there."""
+    cands = []
+    if os.environ.get("SEGQ_BUILD_DIR"):
+        cands.append(os.path.join(os.environ["SEGQ_BUILD_DIR"], "tests", "segq-worker-fault"))
+    cands.append(os.path.join(os.getcwd(), "build", "tests", "segq-worker-fault"))
+    cands.append(os.path.join(SOURCE_DIR, "build", "tests", "segq-worker-fault"))
+    for c in cands:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def require_worker(fault=False):
+    """Skips the whole file (exit 77) when the worker binary (with fault=True also
+    segq-worker-fault) is not built."""
     if worker_binary() is None:
         skip("segq-worker binary not found (set SEGQ_BUILD_DIR or build ./build)")
+    if fault and fault_worker_binary() is None:
+        skip("segq-worker-fault binary not found (set SEGQ_BUILD_DIR or build ./build)")
     if not have_redis_server():
         skip("redis-server is not installed")
 
@@ -501,13 +519,16 @@ class Worker:
 
         w = Worker(rs.url, prefix="t", worker_id="w1", models="null,otsu", lease_ttl_ms=1500)
         w.wait_ready(rs.client()); ...; w.sigterm(); w.wait(10); w.returncode
-    """
+
+    fault=True runs segq-worker-fault instead, which also accepts --device fault:... (the
+    test-only fault-injecting backend)."""
 
     def __init__(self, redis_url, prefix="segq", worker_id=None, models="null,otsu", args=(),
-                 env=None, start=True, log_level="info", **flags):
-        self.binary = worker_binary()
+                 env=None, start=True, log_level="info", fault=False, **flags):
+        self.binary = fault_worker_binary() if fault else worker_binary()
         if self.binary is None:
-            raise unittest.SkipTest("segq-worker binary not found (set SEGQ_BUILD_DIR)")
+            raise unittest.SkipTest("segq-worker%s binary not found (set SEGQ_BUILD_DIR)"
+                                    % ("-fault" if fault else ""))
         _worker_seq[0] += 1
         self.id = worker_id or "tw%d-%d" % (os.getpid(), _worker_seq[0])
         self.prefix = prefix

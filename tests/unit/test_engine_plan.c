@@ -239,10 +239,40 @@ static void test_shape_chain(void) {
   free(buf);
 }
 
+/* A rank-1 operand before a rank-4 one: the broadcast fold reads its dims before writing the
+ * result (it once overwrote them in place and refused 3 - x for a [1] constant). */
+static void test_broadcast_rank1_first(void) {
+  int64_t d4[4] = {-1, 6, 5, 7}, d1[1] = {1};
+  float three = 3.0f;
+  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 4, d4);
+  sq_onnx_builder_initializer(b, "three", SQ_DT_FLOAT, 1, d1, &three);
+  sq_onnx_builder_node(b, "Sub", "rsub", "three,x", "y");
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, d4);
+  size_t len;
+  uint8_t *buf = sq_onnx_builder_serialize(b, &len);
+  sq_onnx_builder_free(b);
+  sq_error_t err = {0};
+  sq_engine_t *e = sq_engine_load_buffer(buf, len, NULL, &err);
+  free(buf);
+  sq_engine_plan_t *p = e ? sq_engine_plan_new(e, 2, &err) : NULL;
+  CHECK(p != NULL);
+  if (!p) fprintf(stderr, "  3 - x: %s\n", err.msg);
+  if (p) {
+    sq_engine_tensor_t out;
+    sq_engine_plan_output_info(p, 0, &out);
+    CHECK(out.rank == 4 && out.dims[0] == 2 && out.dims[1] == 6 && out.dims[2] == 5 &&
+          out.dims[3] == 7);
+  }
+  sq_engine_plan_free(p);
+  sq_engine_free(e);
+}
+
 int main(void) {
   sq_log_set_level(SQ_LOG_WARN);
   srand(3);
   test_arena();
   test_shape_chain();
+  test_broadcast_rank1_first();
   CHECK_DONE();
 }

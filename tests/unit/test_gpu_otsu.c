@@ -9,6 +9,9 @@
 #include "common/common.h"
 #include "gpu/gpu.h"
 
+/* per-sample results of sq_model_run (single-threaded tests) */
+static int codes[64];
+
 static void test_threshold(void) {
   uint32_t hist[256] = {0};
   CHECK_EQ_INT(sq_otsu_threshold(hist, 256), 0);
@@ -103,8 +106,8 @@ static uint8_t *run_one(sq_model_t *m, const sq_image_t *img, uint32_t *w, uint3
   void *sample = NULL, *output = NULL;
   uint8_t *mask = NULL;
   sq_postparams_t pp = {sq_model_info(m)->default_threshold, sq_model_info(m)->default_min_area};
-  CHECK_EQ_INT(sq_model_prepare(m, img, &sample, &err), 0);
-  CHECK_EQ_INT(sq_model_run(m, 0, &sample, 1, &output, &err), 0);
+  CHECK_EQ_INT(sq_model_prepare(m, img, NULL, &sample, &err), 0);
+  CHECK_EQ_INT(sq_model_run(m, 0, &sample, 1, &output, codes, &err), 0);
   CHECK_EQ_INT(sq_model_finish(m, output, &pp, &mask, w, h, &err), 0);
   return mask;
 }
@@ -160,9 +163,10 @@ static void test_otsu_model(void) {
   /* One batch of three; the masks match the single runs. */
   void *samples[3] = {0}, *outputs[3] = {0};
   const sq_image_t *imgs[3] = {&img, &img16, &imgrgb};
-  for (int i = 0; i < 3; i++) CHECK_EQ_INT(sq_model_prepare(m, imgs[i], &samples[i], &err), 0);
-  CHECK_EQ_INT(sq_model_run(m, 1, samples, 3, outputs, &err), SQ_EINVAL); /* no context 1 */
-  CHECK_EQ_INT(sq_model_run(m, 0, samples, 3, outputs, &err), 0);
+  for (int i = 0; i < 3; i++)
+    CHECK_EQ_INT(sq_model_prepare(m, imgs[i], NULL, &samples[i], &err), 0);
+  CHECK_EQ_INT(sq_model_run(m, 1, samples, 3, outputs, codes, &err), SQ_EINVAL); /* no context 1 */
+  CHECK_EQ_INT(sq_model_run(m, 0, samples, 3, outputs, codes, &err), 0);
   sq_postparams_t pp = {0.5f, 16};
   for (int i = 0; i < 3; i++) {
     mask = NULL;
@@ -172,15 +176,15 @@ static void test_otsu_model(void) {
   }
   /* Error-path frees: a prepared sample and a run output dropped without finishing. */
   void *s = NULL, *o = NULL;
-  CHECK_EQ_INT(sq_model_prepare(m, &img, &s, &err), 0);
+  CHECK_EQ_INT(sq_model_prepare(m, &img, NULL, &s, &err), 0);
   sq_model_sample_free(m, s);
-  CHECK_EQ_INT(sq_model_prepare(m, &img, &s, &err), 0);
-  CHECK_EQ_INT(sq_model_run(m, 0, &s, 1, &o, &err), 0);
+  CHECK_EQ_INT(sq_model_prepare(m, &img, NULL, &s, &err), 0);
+  CHECK_EQ_INT(sq_model_run(m, 0, &s, 1, &o, codes, &err), 0);
   sq_model_output_free(m, o);
   sq_model_sample_free(m, NULL);
   /* An image prepare cannot take. */
   sq_image_t bad = {w, h, 2, 1, g8};
-  CHECK_EQ_INT(sq_model_prepare(m, &bad, &s, &err), SQ_EIMAGE_FORMAT);
+  CHECK_EQ_INT(sq_model_prepare(m, &bad, NULL, &s, &err), SQ_EIMAGE_FORMAT);
   CHECK(s == NULL);
 
   sq_image_free(&img16);

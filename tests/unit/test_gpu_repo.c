@@ -16,53 +16,18 @@
 #include "check.h"
 #include "gpu/gpu.h"
 #include "gpu/onnx/engine_internal.h"
+#include "tiny_model.h"
+
+/* per-sample results of sq_model_run (single-threaded parts) */
+static int codes[64];
 
 static char repo[256];
 
-static void write_file(const char *dir, const char *name, const void *data, size_t len) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL);
-  if (!f) return;
-  CHECK(fwrite(data, 1, len, f) == len);
-  fclose(f);
-}
-
-/* x [N,1,8,8] -> y = Concat(x, -x) [N,2,8,8] (or a node of an op the engine lacks). */
-static void write_tiny_onnx(const char *dir, const char *op) {
-  int64_t xd[4] = {-1, 1, 8, 8}, yd[4] = {-1, 2, 8, 8};
-  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
-  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 4, xd);
-  sq_onnx_builder_node(b, op, "neg1", "x", "n");
-  sq_onnx_builder_node(b, "Concat", "cat1", "x,n", "y");
-  sq_onnx_builder_attr_int(b, "axis", 1);
-  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, yd);
-  size_t len = 0;
-  uint8_t *buf = sq_onnx_builder_serialize(b, &len);
-  sq_onnx_builder_free(b);
-  write_file(dir, "model.onnx", buf, len);
-  free(buf);
-}
-
-/* A model folder <repo>/<name> with model.json = json (NULL: none) and the tiny graph. */
 static void make_model(const char *name, const char *json, const char *op) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s/%s", repo, name);
-  mkdir(dir, 0755);
-  if (json) write_file(dir, "model.json", json, strlen(json));
-  if (op) write_tiny_onnx(dir, op);
+  tiny_make_model(repo, name, json, op);
 }
 
-#define TINY_JSON(input, extra)                                                     \
-  "{\"input\": {" input                                                             \
-  "},\n"                                                                            \
-  " \"normalization\": {\"mean\": 0.5, \"std\": 1},\n"                              \
-  " \"large_images\": {\"overlap\": 3},\n"                                          \
-  " \"output\": {\"name\": \"y\", \"kind\": \"logits_sigmoid\", \"channel\": 1},\n" \
-  " \"max_batch\": 3, \"threshold\": 0.5, \"min_area\": 2" extra "}\n"
-
-#define GOOD_INPUT "\"name\": \"x\", \"channels\": 1, \"size\": [8, 8]"
+#define GOOD_INPUT TINY_INPUT
 
 /* Opens name and checks the error code and that the message contains `want`. */
 static void expect_error(const char *name, int code, const char *want) {
@@ -227,16 +192,17 @@ static const sq_input_range_t *prep_range;
 static int run_jobs_ctx(sq_model_t *m, int ctx, sq_image_t *imgs, int n, float threshold,
                         uint8_t **masks) {
   void *samples[8], *outputs[8];
+  int rc8[8], *codes_l = rc8;
   sq_error_t err = {0};
   for (int i = 0; i < n; i++) {
-    int rc = sq_model_prepare_range(m, &imgs[i], prep_range, &samples[i], &err);
+    int rc = sq_model_prepare_range(m, &imgs[i], prep_range, NULL, &samples[i], &err);
     CHECK_EQ_INT(rc, 0);
     if (rc) {
       fprintf(stderr, "  prepare: %s\n", err.msg);
       return rc;
     }
   }
-  int rc = sq_model_run(m, ctx, samples, (size_t)n, outputs, &err);
+  int rc = sq_model_run(m, ctx, samples, (size_t)n, outputs, codes_l, &err);
   CHECK_EQ_INT(rc, 0);
   if (rc) {
     fprintf(stderr, "  run: %s\n", err.msg);
@@ -282,12 +248,13 @@ static void *par_main(void *p) {
     /* No CHECK here: its counters are not thread-safe; the main thread checks `bad`. */
     uint8_t *mask = NULL;
     void *s = NULL, *o = NULL;
+    int rc1[1];
     sq_error_t err = {0};
     sq_postparams_t pp = {.threshold = 0.5f, .min_area = 0};
     uint32_t mw = 0, mh = 0;
-    if (sq_model_prepare(a->m, &img, &s, &err) != 0) {
+    if (sq_model_prepare(a->m, &img, NULL, &s, &err) != 0) {
       a->bad++;
-    } else if (sq_model_run(a->m, a->ctx, &s, 1, &o, &err) != 0) {
+    } else if (sq_model_run(a->m, a->ctx, &s, 1, &o, rc1, &err) != 0) {
       sq_model_sample_free(a->m, s);
       a->bad++;
     } else if (sq_model_finish(a->m, o, &pp, &mask, &mw, &mh, &err) != 0 || !mask) {
@@ -394,9 +361,9 @@ static void test_tiny_model(void) {
   free(mk);
   /* Context 1 exists, context 2 does not. */
   void *s = NULL, *o = NULL;
-  CHECK_EQ_INT(sq_model_prepare(m, &imgs[1], &s, &err), 0);
-  CHECK_EQ_INT(sq_model_run(m, 2, &s, 1, &o, &err), SQ_EINVAL);
-  CHECK_EQ_INT(sq_model_run(m, 1, &s, 1, &o, &err), 0);
+  CHECK_EQ_INT(sq_model_prepare(m, &imgs[1], NULL, &s, &err), 0);
+  CHECK_EQ_INT(sq_model_run(m, 2, &s, 1, &o, codes, &err), SQ_EINVAL);
+  CHECK_EQ_INT(sq_model_run(m, 1, &s, 1, &o, codes, &err), 0);
   sq_model_output_free(m, o);
   for (int i = 0; i < 5; i++) sq_image_free(&imgs[i]);
   sq_model_close(m);
@@ -421,8 +388,8 @@ static void test_ensemble(void) {
   for (int i = 0; i < 2; i++) {
     void *s = NULL, *o = NULL;
     uint32_t w = 0, h = 0;
-    CHECK_EQ_INT(sq_model_prepare(ms[i], &img, &s, &err), 0);
-    CHECK_EQ_INT(sq_model_run(ms[i], 0, &s, 1, &o, &err), 0);
+    CHECK_EQ_INT(sq_model_prepare(ms[i], &img, NULL, &s, &err), 0);
+    CHECK_EQ_INT(sq_model_run(ms[i], 0, &s, 1, &o, codes, &err), 0);
     CHECK_EQ_INT(sq_model_finish_prob(ms[i], o, &probs[i], &w, &h, &err), 0);
     CHECK(w == 23 && h == 11 && probs[i] != NULL);
   }

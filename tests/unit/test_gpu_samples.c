@@ -8,6 +8,9 @@
 #include "common/common.h"
 #include "gpu/gpu.h"
 
+/* per-sample results of sq_model_run (single-threaded tests) */
+static int codes[64];
+
 static uint8_t *read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
@@ -50,8 +53,8 @@ int main(void) {
     uint8_t *mask = NULL;
     uint32_t w = 0, h = 0;
     sq_postparams_t pp = {0.5f, sq_model_info(m)->default_min_area};
-    CHECK_EQ_INT(sq_model_prepare(m, &img, &sample, &err), 0);
-    CHECK_EQ_INT(sq_model_run(m, 0, &sample, 1, &output, &err), 0);
+    CHECK_EQ_INT(sq_model_prepare(m, &img, NULL, &sample, &err), 0);
+    CHECK_EQ_INT(sq_model_run(m, 0, &sample, 1, &output, codes, &err), 0);
     CHECK_EQ_INT(sq_model_finish(m, output, &pp, &mask, &w, &h, &err), 0);
     CHECK(mask && w == img.width && h == img.height);
     uint64_t t2 = sq_clock_mono_us();

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "gpu/gpu.h"
 #include "queue/queue.h"
 #include "worker/config.h"
 
@@ -198,16 +199,26 @@ static void test_bad_values(void) {
   expect_bad(NULL, 3, a11, "worker-id");
   const char *a12[] = {"w", "--log-level", "chatty"};
   expect_bad(NULL, 3, a12, "log-level");
-  const char *a12e[] = {"w", "--log-format", "xml"};
-  expect_bad(NULL, 3, a12e, "log-format");
+  const char *a12lf[] = {"w", "--log-format", "xml"};
+  expect_bad(NULL, 3, a12lf, "log-format");
   const char *a12b[] = {"w", "--device", "gpu"};
   expect_bad(NULL, 3, a12b, "--device");
   const char *a12c[] = {"w", "--device", "cuda:x"};
   expect_bad(NULL, 3, a12c, "--device");
-  const char *a12d[] = {"w", "--device", "cuda:all"};
+  const char *a12d[] = {"w", "--device", "cuda:"};
   expect_bad(NULL, 3, a12d, "--device");
-  CHECK(sq_worker_device_valid("cuda:1") && sq_worker_device_valid("cpu"));
-  CHECK(!sq_worker_device_valid("cuda:") && !sq_worker_device_valid(""));
+  const char *a12e[] = {"w", "--precision", "fp64"};
+  expect_bad(NULL, 3, a12e, "--precision");
+  const char *a12f[] = {"w", "--streams", "65"};
+  expect_bad(NULL, 3, a12f, "out of range");
+  /* The one device grammar (gpu/onnx/backend.c), as the configuration checks it. */
+  sq_error_t derr = {0};
+  const char *good[] = {"auto", "cpu", "cuda", "cuda:1", "cuda:all", ""};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    CHECK_EQ_INT(sq_model_device_check(good[i], &derr), 0);
+  const char *bad[] = {"cuda:", "gpu", "cuda:x", "fault:x"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    CHECK_EQ_INT(sq_model_device_check(bad[i], &derr), SQ_EINVAL);
   const char *a13[] = {"w", "stray"};
   expect_bad(NULL, 2, a13, "stray");
   const char *a14[] = {"w", "--prefix", ""};

@@ -1,6 +1,8 @@
 /* worker/metrics: observations from several threads at once add up exactly (atomics), the text
  * is the exposition format (HELP/TYPE per family, cumulative buckets ending in +Inf = count,
- * sums in seconds), GPU families appear only for a non-CPU device once its memory is known,
+ * sums in seconds), GPU families appear only for a device whose backend reports its own memory
+ * (the model stats carry a total), the memory-policy families per model (effective max batch,
+ * OOM splits, device memory: the gpu branch's metrics, now with HELP/TYPE),
  * depth families only once read, render reports the length it needs when cut short, and a
  * scraping thread can render (and set state) while the observers run. */
 #include <inttypes.h>
@@ -121,8 +123,13 @@ int main(void) {
   uint64_t queued[2] = {7, 0}, delayed[2] = {1, 2};
   sq_queue_depth_t d = {2, queued, delayed, 3};
   sq_metrics_set_depth(m, &d);
-  sq_metrics_device_memory(m, 0, 10, 20); /* the CPU: ignored */
-  sq_metrics_device_memory(m, 1, 3u << 30, 80ull << 30);
+  sq_model_stats_t cpu = {.effective_max_batch = 8}; /* no device memory: no GPU family */
+  sq_metrics_set_model_stats(m, 0, &cpu);
+  sq_model_stats_t gpu = {.effective_max_batch = 6,
+                          .oom_splits = 2,
+                          .device_free = 77ull << 30,
+                          .device_total = 80ull << 30};
+  sq_metrics_set_model_stats(m, 1, &gpu);
   char small[64];
   need = sq_metrics_render(m, small, sizeof small);
   CHECK(need > sizeof small);
@@ -135,6 +142,13 @@ int main(void) {
   CHECK_EQ_INT(sample(text, "segq_gpu_memory_used_bytes{device=\"cuda:0\"}"), 3ull << 30);
   CHECK_EQ_INT(sample(text, "segq_gpu_memory_total_bytes{device=\"cuda:0\"}"), 80ull << 30);
   CHECK(strstr(text, "segq_gpu_memory_used_bytes{device=\"cpu\"}") == NULL);
+  CHECK_EQ_INT(sample(text, "segq_model_effective_max_batch{model=\"otsu\"}"), 8);
+  CHECK_EQ_INT(sample(text, "segq_model_effective_max_batch{model=\"cellseg-unet\"}"), 6);
+  CHECK_EQ_INT(sample(text, "segq_model_oom_splits_total{model=\"cellseg-unet\"}"), 2);
+  CHECK_EQ_INT(sample(text, "segq_device_memory_bytes{model=\"cellseg-unet\",kind=\"free\"}"),
+               77ull << 30);
+  CHECK(strstr(text, "segq_device_memory_bytes{model=\"otsu\"") == NULL);
+  CHECK(strstr(text, "# TYPE segq_model_oom_splits_total counter\n") != NULL);
   CHECK(strstr(text, "segq_device_busy_seconds_total{device=\"cuda:0\"}") != NULL);
   free(text);
   sq_metrics_free(m);

@@ -1,12 +1,18 @@
 """The `segq` command line for people: submit images (JPEG, PNG, TIFF; with a live progress bar
 fed by group events, a per-image summary, JSON + overlay PNGs that never overwrite another
-input's), watch a job's or a group's events, cancel jobs or groups, act on dead letters, and show
-queue statistics. Images are read by the library (segq.images: lossless, 16-bit and RGB kept);
-numpy and PIL are imported only where a command needs them (non-JPEG inputs, overlays).
-Exit codes: 0 ok, 1 some jobs failed, 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
+input's), watch a job's or a group's events, cancel jobs or groups, act on dead letters, show
+queue statistics, and tune a model's batch sizes and streams on this machine's device (runs the C
+tool segq-tune and writes its recommendation into model.json). Images are read by the library
+(segq.images: lossless, 16-bit and RGB kept); numpy and PIL are imported only where a command
+needs them (non-JPEG inputs, overlays). Exit codes: 0 ok, 1 some jobs failed (tune: the
+measurement failed), 2 bad usage/input, 3 Redis unreachable, 4 timeout."""
 import argparse
+import datetime
 import json
 import os
+import platform
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -561,6 +567,69 @@ def cmd_stats(args):
     return 0
 
 
+# -- tune -----------------------------------------------------------------------------------
+
+def tune_binary(explicit=None):
+    """segq-tune: --bin, $SEGQ_TUNE_BIN, $SEGQ_BUILD_DIR/worker, the source tree's build/worker,
+    then PATH; None if none is there."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    cands = [explicit, os.environ.get("SEGQ_TUNE_BIN")]
+    if os.environ.get("SEGQ_BUILD_DIR"):
+        cands.append(os.path.join(os.environ["SEGQ_BUILD_DIR"], "worker", "segq-tune"))
+    cands += [os.path.join(root, "build", "worker", "segq-tune"), shutil.which("segq-tune")]
+    for c in cands:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def cmd_tune(args):
+    model_json = os.path.join(args.model_dir, args.model, "model.json")
+    if not os.path.isfile(model_json):
+        raise CliError("no model.json for %s in %s" % (args.model, args.model_dir))
+    exe = tune_binary(args.bin)
+    if exe is None:
+        raise CliError("segq-tune not found (build it: cmake --build build --target segq-tune, "
+                       "or set SEGQ_TUNE_BIN)")
+    argv = [exe, args.model, "--model-dir", args.model_dir, "--device", args.device,
+            "--batches", args.batches, "--streams", args.streams, "--seconds", str(args.seconds)]
+    if args.precision:
+        argv += ["--precision", args.precision]
+    # The table goes to our stderr as it is measured; the JSON comes back on stdout.
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=None, text=True)
+    if p.returncode != 0:
+        raise CliError("segq-tune failed (exit %d)" % p.returncode, EXIT_FAILED)
+    try:
+        report = json.loads(p.stdout)
+        rec = report["recommended"]
+    except (ValueError, KeyError) as e:
+        raise CliError("segq-tune printed no recommendation: %s" % e, EXIT_FAILED)
+    report["measured_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report["host"] = platform.node()
+    print("%s on %s (%s): optimal_batch %d, max_batch %d, streams %d"
+          % (args.model, report.get("backend"), report.get("precision"), rec["optimal_batch"],
+             rec["max_batch"], rec["contexts"]))
+    if args.dry_run:
+        print(json.dumps(report, indent=2))
+        return 0
+    with open(model_json) as f:
+        cfg = json.load(f)
+    cfg["optimal_batch"] = int(rec["optimal_batch"])
+    cfg["max_batch"] = int(rec["max_batch"])
+    cfg["contexts"] = int(rec["contexts"])
+    tmp = model_json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, model_json)  # a worker starting meanwhile reads the old or the new file
+    with open(os.path.join(args.model_dir, args.model, "tune.json"), "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print("wrote %s (optimal_batch, max_batch, contexts) and tune.json beside it" % model_json)
+    return 0
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="segq", description="segq command line: submit images, "
                                  "watch events, show queue statistics.")
@@ -634,6 +703,22 @@ def build_parser():
     st = sub.add_parser("stats", help="queues, in-flight jobs, workers, dead letters, counters")
     st.add_argument("--json", action="store_true", help="print the raw statistics as JSON")
     st.set_defaults(fn=cmd_stats)
+
+    t = sub.add_parser("tune", help="measure a model over batch sizes and streams on this "
+                       "machine's device and write the best into its model.json")
+    t.add_argument("model", help="repository model name (a folder of --model-dir)")
+    t.add_argument("--model-dir", default=os.environ.get("SEGQ_MODEL_DIR", "models"),
+                   help="model repository (env SEGQ_MODEL_DIR; default %(default)s)")
+    t.add_argument("--device", default=os.environ.get("SEGQ_DEVICE", "auto"),
+                   help="auto, cpu, cuda, cuda:N, cuda:all (env SEGQ_DEVICE; default %(default)s)")
+    t.add_argument("--precision", choices=("fp32", "fp16"), help="default: the model's own")
+    t.add_argument("--batches", default="1,2,4,8,16", help="batch sizes (default %(default)s)")
+    t.add_argument("--streams", default="1,2", help="streams per device (default %(default)s)")
+    t.add_argument("--seconds", type=float, default=3.0,
+                   help="time per measurement (default %(default)s)")
+    t.add_argument("--dry-run", action="store_true", help="print the report, write nothing")
+    t.add_argument("--bin", help="the segq-tune binary (default: found in the build tree or PATH)")
+    t.set_defaults(fn=cmd_tune)
     return ap
 
 
