@@ -117,7 +117,8 @@ class Package(unittest.TestCase):
             so = self.snippet(code, argv, env)
             self.assertRegex(so, r"^ok \d+ objects", argv)
             self.assertIn("of 2", so, "the group's events")
-            self.assertRegex(so, r"\{'[0-9a-f]{32}': [12]\}", "the cancel's answer")
+            # canceled, running, or already done: a race with the worker, each answer valid
+            self.assertRegex(so, r"\{'[0-9a-f]{32}': [012]\}", "the cancel's answer")
 
     def test_3_clients_md_snippets(self):
         doc = os.path.join(tl.SOURCE_DIR, "docs", "clients.md")
