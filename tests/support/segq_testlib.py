@@ -1194,16 +1194,25 @@ def job_status(r, prefix, id):
     finished job's terminal event (its `state` is the terminal state, plus "finished": "1"), or
     {} if the job does not exist."""
     k = job_key(prefix, id)
-    t = r.type(k)
-    if t == b"hash":
-        h = r.hgetall(k)
-        return {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
-    if t == b"string":
-        ev = record_event(r, prefix, id)
-        out = {k2: str(v) for k2, v in ev.items()}
-        out["finished"] = "1"
-        return out
-    return {}
+    for _ in range(3):  # the job may finish between TYPE and the read: look again
+        t = r.type(k)
+        try:
+            if t == b"hash":
+                h = r.hgetall(k)
+                return {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
+            if t == b"string":
+                ev = record_event(r, prefix, id)
+                if ev is None:
+                    continue
+                out = {k2: str(v) for k2, v in ev.items()}
+                out["finished"] = "1"
+                return out
+        except redis.exceptions.ResponseError as e:
+            if "WRONGTYPE" not in str(e):
+                raise
+            continue
+        return {}
+    raise AssertionError("job %s changed type three times while being read" % id)
 
 
 def record_event(r, prefix, id):
