@@ -26,17 +26,28 @@ local kjob = c.kjob
 local out, ids = {}, {}
 local taken, bytes, full = 0, 0, false
 
+-- The jobs taken, for the one HSET each that commit() runs after the call's PUBLISHes: kept in
+-- flat arrays, since a table per write and unpack() cost about as much as the HSET itself.
+local run_keys, run_attempts = {}, {}
+
+-- Attempt numbers as strings: Lua turns a number into a string with "%.14g" (slow); a number
+-- under 10 is nearly always what a claim writes.
+local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
+
 -- Takes job id of model into in-flight. Returns 'taken'; 'dropped' (finished already: a
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
 -- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
 local function take(model, id)
-  local r = job_fields(c, id, 'doc', 'attempts', 'off', 'epoch', 'group', 'enqueued_ms', 'watch')
+  -- off and epoch only matter for an event; most jobs are unwatched and write none here.
+  local r = job_fields(c, id, 'doc', 'attempts', 'group', 'enqueued_ms', 'watch')
   if not r then return 'dropped' end
   local doc = r[1]
-  local group = nonempty(r[5])
+  local group = nonempty(r[3])
+  local watched = r[5] == '1'
   local f = nil
-  if not doc or group or r[7] == '1' then
-    f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model, watch = r[7]}
+  if not doc or group or watched then
+    local e = redis.call('HMGET', kjob .. id, 'off', 'epoch')
+    f = {attempts = r[2], off = e[1], epoch = e[2], group = group, model = model, watch = r[5]}
   end
   if not doc then
     -- A queued id without a job can never run: an error record, and a dead letter.
@@ -51,14 +62,15 @@ local function take(model, id)
     return 'dropped'
   end
   local attempt = (tonumber(r[2]) or 0) + 1
-  if r[7] == '1' then
+  if watched then
     f.attempts = attempt
     local _, off, ep = job_event(c, id, f, 'started', 'running', {worker = worker})
     w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
       'off', off, 'epoch', ep, 'updated_ms', c.now)
   else
-    -- Not an event (unwatched): the snapshot's state changes, its time stays the last event's.
-    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt)
+    -- Not an event: the snapshot's state changes, its time stays the last event's.
+    local k = #run_keys + 1
+    run_keys[k], run_attempts[k] = kjob .. id, DIGITS[attempt] or string.format('%d', attempt)
   end
   if group then
     group_job(c, group, 'queued', 'running',
@@ -68,7 +80,7 @@ local function take(model, id)
   ids[#ids + 1] = id
   local k = #out
   out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] =
-    model, id, doc, attempt, tonumber(r[6]) or 0
+    model, id, doc, attempt, tonumber(r[4]) or 0
   return 'taken'
 end
 
@@ -197,6 +209,12 @@ end
 if #ids > 0 then
   w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
   w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)
+end
+c.late = function()
+  for i = 1, #run_keys do
+    redis.call('HSET', run_keys[i], 'state', 'running', 'worker', worker, 'attempts',
+               run_attempts[i])
+  end
 end
 commit(c)
 return out
