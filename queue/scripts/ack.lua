@@ -25,10 +25,22 @@ if refused then return refused end
 
 local kjob = c.kjob
 local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
-local list = redis.call('LRANGE', inflight, 0, -1)
-local where = {}
-for i, id in ipairs(list) do
-  if not where[id] then where[id] = i end
+-- Where each in-flight id is (its first place). Batches are acked in claim order, so the acked
+-- ids are usually the list's head: read that many first, the whole list (a worker keeps a few
+-- batches in flight: several times as many ids) only when one of them is not there.
+local function index(stop)
+  local l, at = redis.call('LRANGE', inflight, 0, stop), {}
+  for i, id in ipairs(l) do
+    if not at[id] then at[id] = i end
+  end
+  return l, at
+end
+local list, where = index(math.floor((#ARGV - 7) / 4) - 1)
+for i = 8, #ARGV - 3, 4 do
+  if not where[ARGV[i]] then
+    list, where = index(-1)
+    break
+  end
 end
 
 local out, removed = {}, {}
