@@ -38,16 +38,14 @@ local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
 -- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
 local function take(model, id)
-  -- off and epoch only matter for an event; most jobs are unwatched and write none here.
-  local r = job_fields(c, id, 'doc', 'attempts', 'group', 'enqueued_ms', 'watch')
+  local r = job_fields(c, id, 'doc', 'attempts', 'off', 'epoch', 'group', 'enqueued_ms', 'watch')
   if not r then return 'dropped' end
   local doc = r[1]
-  local group = nonempty(r[3])
-  local watched = r[5] == '1'
+  local group = nonempty(r[5])
+  local watched = r[7] == '1'
   local f = nil
   if not doc or group or watched then
-    local e = redis.call('HMGET', kjob .. id, 'off', 'epoch')
-    f = {attempts = r[2], off = e[1], epoch = e[2], group = group, model = model, watch = r[5]}
+    f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model, watch = r[7]}
   end
   if not doc then
     -- A queued id without a job can never run: an error record, and a dead letter.
@@ -80,7 +78,7 @@ local function take(model, id)
   ids[#ids + 1] = id
   local k = #out
   out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5] =
-    model, id, doc, attempt, tonumber(r[4]) or 0
+    model, id, doc, attempt, tonumber(r[6]) or 0
   return 'taken'
 end
 
