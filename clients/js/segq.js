@@ -75,6 +75,7 @@
     this.timer = null;
     this.silence = null;
     this.reconnects = 0;
+    this.replays = 0; /* events dropped as already seen: 0 while the bridge keeps its promise */
     this._connect();
   }
 
@@ -199,7 +200,10 @@
       sub._call("onSubscribed", msg);
     } else if (msg.type === "event") {
       /* The bridge sends each event once; this guards the position against a replay anyway. */
-      if (msg.epoch === sub.epoch && sub.offset !== null && msg.offset <= sub.offset) return;
+      if (msg.epoch === sub.epoch && sub.offset !== null && msg.offset <= sub.offset) {
+        this.replays++;
+        return;
+      }
       sub.epoch = msg.epoch;
       sub.offset = msg.offset;
       sub._call("onEvent", msg.data, msg);

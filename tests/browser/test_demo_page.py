@@ -6,8 +6,10 @@ ends with every bar at 100%, every overlay drawn (checked in a screenshot: magen
 objects the result names, none on the background) and every group event seen exactly once (the
 page logs each offset it got; no duplicate, no gap, no resync):
 
-  - test_reload_mid_run: the worker is frozen (SIGSTOP) once some images are done, the page is
-    reloaded, the worker resumes; the reloaded page continues from its (offset, epoch).
+  - test_reload_mid_run: once some images are done the page navigates away while the run goes
+    on (two more images finish), then comes back with the worker frozen (SIGSTOP): it resumes
+    from its (offset, epoch), the events published while it was away replayed once, and shows
+    every image done meanwhile; then the worker resumes.
   - test_bridge_killed_mid_run: the bridge is killed (SIGKILL) once some images are done and
     restarted on the same port after more work finished without it; the page's client
     reconnects with backoff and the restarted bridge replays the missed events from Redis.
@@ -34,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 PREFIX = "segq"
 MODEL = "cellseg-unet"
 N = 10
+DONE_CARDS = "document.querySelectorAll('.card[data-state=\"done\"]').length"
 SAMPLES = sorted(glob.glob(os.path.join(tl.SOURCE_DIR, "samples", "cells_*.jpg")))[:N]
 
 
@@ -92,6 +95,7 @@ class DemoPage(unittest.TestCase):
                    timeout=300)
         state = b.eval("JSON.stringify({s: window.segqDemo.state, drawn: window.segqDemo.drawn,"
                        " dup: window.segqDemo.duplicates,"
+                       " replays: window.segqDemo.sub.bridge.replays,"
                        " pcts: Array.from(document.querySelectorAll('.card .fill'))"
                        ".map(e => e.dataset.pct)})")
         st = json.loads(state)
@@ -101,6 +105,7 @@ class DemoPage(unittest.TestCase):
         # every event exactly once: offsets 1..top, in the order they came, no duplicate
         self.assertEqual(s["seen"], list(range(1, top + 1)), "events seen by the page")
         self.assertEqual(st["dup"], 0)
+        self.assertEqual(st["replays"], 0, "events the bridge sent twice (dropped by segq.js)")
         self.assertEqual(s["resyncs"], 0)
         self.assertEqual(st["pcts"], ["100"] * N)
         self.assertEqual(s["counters"]["done"], N)
@@ -157,17 +162,24 @@ class DemoPage(unittest.TestCase):
     def test_reload_mid_run(self):
         self.upload()
         done_before = page_done(self.browser, 3)
-        self.worker.signal(signal.SIGSTOP)  # freeze the run while the page reloads
-        stats = self.client_stats()
-        self.assertLess(stats["done"], N, "the run ended before the page was reloaded")
         b = self.browser
-        b.call("reload")
+        url = b.eval("location.href")
+        # The page goes away while the run goes on: what is published meanwhile must be replayed.
+        b.call("goto", url="about:blank")
+        away = self.client_stats()["done"]
+        self.assertLess(away, N, "the run ended before the page went away")
+        tl.wait_until(lambda: self.client_stats()["done"] >= min(N, away + 2), 240,
+                      what="two more images done while the page is away")
+        self.worker.signal(signal.SIGSTOP)  # freeze the run while the page comes back
+        stats = self.client_stats()
+        self.assertLess(stats["done"], N, "the run ended before the page came back")
+        b.call("goto", url=url)
         st = b.wait_for("window.segqDemo.state && window.segqDemo.state.reloads === 1 &&"
                         " window.segqDemo.subscribed >= 1 && window.segqDemo.state", timeout=60)
         self.assertEqual(len(st["jobs"]), N)
-        shown = b.eval("document.querySelectorAll('.card[data-state=\"done\"]').length")
-        self.assertGreaterEqual(shown, done_before)
-        self.assertEqual(shown, stats["done"])  # the page caught up with what happened meanwhile
+        tl.wait_until(lambda: b.eval(DONE_CARDS) == stats["done"], 60,
+                      what="the page caught up with what happened while it was away")
+        self.assertGreater(b.eval(DONE_CARDS), done_before)
         self.worker.signal(signal.SIGCONT)
         shot = self.finish_and_check("reload.png")
         out = os.environ.get("SEGQ_DEMO_SCREENSHOT")
