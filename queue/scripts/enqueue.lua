@@ -24,6 +24,20 @@ local serves = {}
 local g = nil
 if group then g = group_get(c, group) end
 
+-- Which of the call's jobs already have a subscriber (a reader that subscribed before the job
+-- existed could not mark it watched): one PUBSUB NUMSUB per call, not per job.
+local subscribed = {}
+if not watch then
+  local chans = {}
+  for i = 6, #ARGV - 4, 5 do chans[#chans + 1] = c.kev .. ARGV[i] end
+  for k = 1, #chans, 1000 do
+    local r = redis.call('PUBSUB', 'NUMSUB', unpack(chans, k, math.min(k + 999, #chans)))
+    for j = 1, #r, 2 do
+      if r[j + 1] > 0 then subscribed[r[j]] = true end
+    end
+  end
+end
+
 local out = {}
 local seen = {}
 for i = 6, #ARGV - 4, 5 do
@@ -58,10 +72,7 @@ for i = 6, #ARGV - 4, 5 do
       seen[id] = 'string'
       out[#out + 1] = CODE.ENQUEUE_CANCELED
     else
-      -- A reader that subscribed before the job existed could not mark it watched: it is.
-      if f.watch ~= '1' and redis.call('PUBSUB', 'NUMSUB', c.kev .. id)[2] > 0 then
-        f.watch = '1'
-      end
+      if subscribed[c.kev .. id] then f.watch = '1' end
       local packed, off, ep = job_event(c, id, f, 'queued', 'queued')
       w(c, 'HSET', c.kjob .. id, 'doc', payload, 'state', 'queued', 'off', off, 'epoch', ep,
         'attempts', 0, 'model', model, 'tenant', tenant, 'group', group or '',

@@ -435,6 +435,16 @@ class Scripts(unittest.TestCase):
         self.assertEqual(r.hget(P + ":job:nobody", "watch"), b"0")
         msg = ps.get_message(timeout=5)
         self.assertEqual(proto.decode_event(msg["data"])["type"], "queued")
+        # One call for many jobs asks once for all their channels: only the subscribed one is
+        # watched, wherever it is in the call.
+        ps.subscribe(P + ":ev:m3")
+        self.assertEqual(ps.get_message(timeout=5)["type"], "subscribe")
+        ids = ["m%d" % i for i in range(6)]
+        self.assertEqual(q.enqueue_many([(i, "m", "", 0, payload(i, "m")) for i in ids]), [1] * 6)
+        self.assertEqual([r.hget(P + ":job:" + i, "watch") for i in ids],
+                         [b"0", b"0", b"0", b"1", b"0", b"0"])
+        msg = ps.get_message(timeout=5)
+        self.assertEqual(proto.decode_event(msg["data"])["id"], "m3")
         ps.close()
 
     def test_recover(self):
