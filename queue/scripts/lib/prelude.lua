@@ -207,6 +207,7 @@ local function commit(c)
     local wk = P .. ':' .. KEY.WAKE .. ':' .. model
     w(c, 'RPUSH', wk, '1')
     w(c, 'LTRIM', wk, -DEFAULT.WAKE_MAX, -1)
+    if c.wake_ttl then w(c, 'EXPIRE', wk, c.wake_ttl) end -- set by an enqueue before any worker
   end
   if c.dead_added then
     w(c, 'ZREMRANGEBYRANK', P .. ':' .. KEY.DEAD, 0, -DEFAULT.DEAD_MAX - 1)
