@@ -186,6 +186,18 @@ enum {
 #undef SQ_SCHEMA_CODE
 };
 
+/* The text defaults of schema.def as constants (sq_queue_text_PREFIX, sq_queue_text_REDIS_URL,
+ * ...; defined in queue/keys.c), for the option tables of the worker and the bridge. */
+#define SQ_SCHEMA_KEY(sym, part)
+#define SQ_SCHEMA_TEXT(sym, value) extern const char sq_queue_text_##sym[];
+#define SQ_SCHEMA_DEFAULT(sym, value)
+#define SQ_SCHEMA_CODE(sym, value)
+#include "queue/scripts/schema.def"
+#undef SQ_SCHEMA_KEY
+#undef SQ_SCHEMA_TEXT
+#undef SQ_SCHEMA_DEFAULT
+#undef SQ_SCHEMA_CODE
+
 typedef struct {
   const char *prefix;        /* key prefix, "segq" by default */
   const char *worker_id;     /* this worker's id (id alphabet) */

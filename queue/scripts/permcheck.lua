@@ -73,9 +73,9 @@ probe('ZREVRANGE', zs, 0, -1)
 probe('ZRANGEBYSCORE', zs, '-inf', '+inf', 'LIMIT', 0, 1)
 probe('ZREMRANGEBYRANK', zs, 0, -2)
 probe('ZREM', zs, 'a')
-probe('PUBLISH', P .. ':ev:#permcheck', '')
-probe('PUBLISH', P .. ':gev:#permcheck', '')
-probe('PUBSUB', 'NUMSUB', P .. ':ev:#permcheck')
+probe('PUBLISH', P .. ':' .. KEY.JOB_CHANNEL .. ':#permcheck', '')
+probe('PUBLISH', P .. ':' .. KEY.GROUP_CHANNEL .. ':#permcheck', '')
+probe('PUBSUB', 'NUMSUB', P .. ':' .. KEY.JOB_CHANNEL .. ':#permcheck')
 if role == 'worker' then
   probe('BRPOP', l2, 1) -- non-blocking inside a script; the worker's wait on the wake-up keys
 elseif role == 'client' then
