@@ -386,7 +386,7 @@ void sq_session_forget(sq_session_t *s, const char *id);
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data);
 
 typedef struct {
-  int command_ready, blocking_ready;
+  int command_ready, blocking_ready, lease_ready; /* the three connections: up and logged in */
   int lease_ok;             /* the last heartbeat holds the lease with our token */
   int lease_ever;           /* registered at least once */
   int recovering;           /* reconciling the in-flight list: not claiming yet */
