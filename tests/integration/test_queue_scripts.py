@@ -316,17 +316,29 @@ class Scripts(unittest.TestCase):
         self.assertEqual(q.ev("sweep", P, "b", 10000, 3, now(), TTL, 86400), 0)
         self.assertTrue(r.sismember(P + ":workers", "ghost"))
 
-    def test_self_sweep_counts_no_death(self):
-        # A live worker whose lease ran out (its heartbeat waited behind a long reply) and whose
-        # own sweeper then recovers its jobs: requeued, but no death counted against them.
+    def test_self_sweep_leaves_own_jobs(self):
+        # A live worker whose lease ran out (Redis blocked past the TTL by large payloads) and
+        # whose own sweeper runs next: its jobs stay in flight (no requeue, no death, no second
+        # run at attempt 2); its heartbeat re-acquires the lease and its ack goes through. Another
+        # sweeper does recover them.
         q, r = self.q, self.r
         q.enqueue("ss")
         q.heartbeat("w1", "t1")
         q.claim("w1", "t1", 1)
         r.delete(P + ":worker:w1")
         r.delete(P + ":sweeper")
-        self.assertEqual(q.ev("sweep", P, "w1", 1000, 3, now(), TTL, 86400), 1)
-        self.assertEqual((state(r, "ss"), r.hget(P + ":job:ss", "deaths")), ("queued", b"0"))
+        self.assertEqual(q.ev("sweep", P, "w1", 1000, 3, now(), TTL, 86400), 0)
+        self.assertEqual((state(r, "ss"), r.hget(P + ":job:ss", "deaths")), ("running", None))
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"ss"])
+        self.assertEqual(q.heartbeat("w1", "t1"), 2, "re-acquired, same token")
+        self.assertEqual(q.ack("w1", "t1", [("ss", msgpack.packb({"v": 1, "status": "ok"}), "")]), [1])
+        # A worker whose lease is gone is swept by the others.
+        q.enqueue("ss2")
+        q.claim("w1", "t1", 1)
+        r.delete(P + ":worker:w1")
+        r.delete(P + ":sweeper")
+        self.assertEqual(q.ev("sweep", P, "w2", 1000, 3, now(), TTL, 86400), 1)
+        self.assertEqual((state(r, "ss2"), r.hget(P + ":job:ss2", "deaths")), ("queued", b"1"))
 
     def test_sweep_max_attempts(self):
         q, r = self.q, self.r
