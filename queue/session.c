@@ -423,8 +423,7 @@ int sq_session_wait(sq_session_t *s, sq_session_status_cb cb, void *data) {
   return sq_session_wait_ms(s, 0, cb, data);
 }
 
-int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_cb cb,
-                       void *data) {
+int sq_session_wait_ms(sq_session_t *s, uint32_t timeout_ms, sq_session_status_cb cb, void *data) {
   if (!s || !cb) return SQ_EINVAL;
   if (!sq_session_can_wait(s)) return SQ_EREDIS;
   op_t *o = op_new(s, data);
@@ -487,6 +486,7 @@ void sq_session_health(const sq_session_t *s, sq_session_health_t *out) {
   memset(out, 0, sizeof(*out));
   out->command_ready = sq_redis_conn_ready(s->cmd);
   out->blocking_ready = sq_redis_conn_ready(s->blk);
+  out->lease_ready = sq_redis_conn_ready(s->lease);
   out->lease_ok = s->lease_ok;
   out->lease_ever = s->lease_ever;
   out->recovering = s->reconcile_needed || s->reconcile_inflight;

@@ -273,7 +273,8 @@ static void on_wait(sq_session_t *s, int status, long long value, void *data) {
   }
   uint64_t now = sq_clock_mono_us();
   if (now < w->claim_not_before)
-    uv_timer_start(&w->claim_pause_timer, on_claim_pause, (w->claim_not_before - now + 999) / 1000, 0);
+    uv_timer_start(&w->claim_pause_timer, on_claim_pause, (w->claim_not_before - now + 999) / 1000,
+                   0);
   else
     maybe_claim(w);
 }
@@ -533,6 +534,7 @@ static const char *readyz_why(const sq_worker_snapshot_t *s, uint64_t now, char 
   const sq_session_health_t *h = &s->redis;
   return !h->command_ready    ? "redis command connection down"
          : !h->blocking_ready ? "redis blocking connection down"
+         : !h->lease_ready    ? "redis lease connection down"
          : !h->lease_ok       ? "no lease"
          : h->recovering      ? "reconciling the in-flight list"
          : s->draining        ? "draining"

@@ -12,7 +12,8 @@
 -- Returns one code per job (CODE.ENQUEUE_*): 1 queued; 0 already queued or running (nothing
 -- done); 2 already finished (nothing done); 3 rejected with an `unknown_model` failed record
 -- (workers registered in P:models:served and none serves the model); 4 rejected with a
--- `canceled` record (the group was canceled).
+-- `canceled` record (the group was canceled). Before any worker has registered every model is
+-- accepted, its keys and the job with a TTL of result_ttl_s (the heartbeat keeps them).
 local P = ARGV[1]
 local c = context(P, ARGV[2], ARGV[3])
 local group = nonempty(ARGV[4])
@@ -78,6 +79,15 @@ for i = 6, #ARGV - 4, 5 do
         'attempts', 0, 'model', model, 'tenant', tenant, 'group', group or '',
         'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', f.watch)
       queue_push(c, model, tenant, id, priority > 0)
+      if not any_served then
+        -- No worker has registered yet, so no model name can be refused: a job queued now is
+        -- kept result_ttl_s for a worker serving its model to appear (its heartbeat makes the
+        -- model's keys and jobs permanent), and a mistyped model leaves nothing for good.
+        w(c, 'EXPIRE', c.kjob .. id, c.ttl)
+        w(c, 'EXPIRE', c.kq .. model .. ':' .. tenant, c.ttl)
+        w(c, 'EXPIRE', c.kring .. model, c.ttl)
+        c.wake_ttl = c.ttl
+      end
       if g then group_job(c, group, nil, 'queued', {id = id, type = 'queued', state = 'queued'}) end
       out[#out + 1] = CODE.ENQUEUE_QUEUED
     end

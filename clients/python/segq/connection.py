@@ -19,7 +19,9 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-DEFAULT_URL = "redis://127.0.0.1:6379"
+from . import schema
+
+DEFAULT_URL = schema.DEFAULT["REDIS_URL"]
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 MAX_NODES = 16
@@ -160,7 +162,7 @@ def _retry(attempts, cap):
 
 def connect(url=None, *, password=None, password_file=None, socket_connect_timeout=5,
             socket_timeout=None, retries=None, ssl_ca_certs=None, **kw):
-    """A redis.Redis for url (default $SEGQ_REDIS_URL, else redis://127.0.0.1:6379).
+    """A redis.Redis for url (default $SEGQ_REDIS_URL, else DEFAULT_URL, schema.def's REDIS_URL).
     retries: how many times a command is retried after a connection error (default: 40 for
     Sentinel URLs, ~20 s across a failover; 0 for a single server). ssl_ca_certs (or
     $SEGQ_REDIS_CA_FILE) verifies a rediss:// server. Extra keywords go to redis.Redis."""
@@ -214,8 +216,9 @@ def check_access(r, prefix, load_script, role="client"):
     for kind, what in sorted(problems.items()):
         cmds = ", ".join(sorted(set(c for c, _ in what)))
         if kind == "channels":
-            parts.append("channels %s:ev:* and %s:gev:* refused to %s (%r)"
-                         % (prefix, prefix, cmds, what[0][1]))
+            parts.append("channels %s:%s:* and %s:%s:* refused to %s (%r)"
+                         % (prefix, schema.KEY["JOB_CHANNEL"], prefix, schema.KEY["GROUP_CHANNEL"],
+                            cmds, what[0][1]))
         elif kind == "keys":
             parts.append("keys %s:* refused to %s (%r)" % (prefix, cmds, what[0][1]))
         else:

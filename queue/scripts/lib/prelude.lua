@@ -2,8 +2,9 @@
 -- source is the generated schema constants (KEY, DEFAULT, CODE, ERR), this file, then the
 -- script's own file (embed_scripts.cmake for C, segq.client.load_script for Python).
 -- The discipline (docs/protocol.md "Fallible calls first"): reads happen at once; writes and
--- PUBLISHes are collected in the call's context and run by commit(), PUBLISHes first, so a script
--- that fails (a PUBLISH without channel rights, a key of the wrong type) has changed nothing.
+-- PUBLISHes are collected in the call's context and run by commit(): the ACL check first, then
+-- PUBLISHes, then writes, so a script that fails (no channel rights, a command the account
+-- lacks, a key of the wrong type) has changed nothing.
 
 -- The call's context: key prefixes, the clock, TTLs, and what commit() will write.
 local function context(P, now, ttl)
@@ -163,8 +164,39 @@ local function commit_groups(c)
   end
 end
 
--- Runs what the call collected: group events, counters, the epoch counter, then every PUBLISH
--- (the fallible calls), then every write in order.
+-- The ACL check of what commit() will run: a user may lack a command (`-ltrim`), a key pattern
+-- or a channel, and Redis would refuse that call only when it comes, after earlier writes.
+-- redis.acl_check_cmd (Redis >= 7) asks first, once per command and kind of key or channel (the
+-- part after the prefix up to the next ':'; ACL patterns finer than that, one job id but not
+-- another, are not foreseen). Key and channel are an ACL's only arguments here: no values pass.
+local function acl_kind(P, name, key)
+  local e = string.find(key, ':', #P + 2, true)
+  if e then return name .. ' ' .. string.sub(key, 1, e) end
+  return name .. ' ' .. key
+end
+
+local function acl_check(c)
+  local check = redis.acl_check_cmd
+  if not check then return end
+  local P, seen = c.P, {}
+  local function one(name, key, what)
+    local k = acl_kind(P, name, key)
+    if seen[k] then return end
+    seen[k] = true
+    if not check(name, key) then
+      error({err = 'NOPERM segq: the account ' .. what .. ' (ACL); the script stopped before its ' ..
+                   'first write, nothing changed'})
+    end
+  end
+  for i = 1, #c.pch do one('PUBLISH', c.pch[i], "can't publish to the channel " .. c.pch[i]) end
+  for _, cmd in ipairs(c.writes) do
+    one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
+  end
+  for i = 1, #c.rkey do one('SET', c.rkey[i], "can't run SET on " .. c.rkey[i]) end
+end
+
+-- Runs what the call collected: group events, counters, the epoch counter, then (once the ACL
+-- check passed) every PUBLISH (the fallible calls), then every write in order.
 local function commit(c)
   local P = c.P
   commit_groups(c)
@@ -175,12 +207,14 @@ local function commit(c)
     local wk = P .. ':' .. KEY.WAKE .. ':' .. model
     w(c, 'RPUSH', wk, '1')
     w(c, 'LTRIM', wk, -DEFAULT.WAKE_MAX, -1)
+    if c.wake_ttl then w(c, 'EXPIRE', wk, c.wake_ttl) end -- set by an enqueue before any worker
   end
   if c.dead_added then
     w(c, 'ZREMRANGEBYRANK', P .. ':' .. KEY.DEAD, 0, -DEFAULT.DEAD_MAX - 1)
   end
   local e = c.ep
   if e and e.dirty then w(c, 'HSET', P .. ':' .. KEY.EPOCH, 'gen', e.gen, 'n', e.n) end
+  acl_check(c)
   for i = 1, #c.pch do redis.call('PUBLISH', c.pch[i], c.pmsg[i]) end
   for _, cmd in ipairs(c.writes) do redis.call(unpack(cmd)) end
   -- A script's own bulk writes (one per job, in flat arrays: see claim.lua).
