@@ -208,6 +208,7 @@ if #ids > 0 then
   w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
   w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)
 end
+if #run_keys > 0 then c.late_acl = {{'HSET', run_keys[1]}} end
 c.late = function()
   for i = 1, #run_keys do
     redis.call('HSET', run_keys[i], 'state', 'running', 'worker', worker, 'attempts',

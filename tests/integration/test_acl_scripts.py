@@ -139,6 +139,8 @@ class AclScriptsRefuseFirst(unittest.TestCase):
     def test_claim(self):
         self.c.submit(JPEG, "otsu", id="cl-1", watch=True)
         self.refused_both(lambda: self.w.claim(4), "ltrim")
+        # the per-job HSETs run after the other writes (claim.lua's c.late): checked first too
+        self.refused(lambda: self.w.claim(4), ["-hset"], "can't run HSET on")
         self.assertEqual([j[1] for j in self.w.claim(4)], ["cl-1"])
         self.assertEqual(self.c.status("cl-1")["state"], "running")
 

@@ -193,6 +193,10 @@ local function acl_check(c)
     one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
   end
   for i = 1, #c.rkey do one('SET', c.rkey[i], "can't run SET on " .. c.rkey[i]) end
+  -- c.late's bulk writes: one (command, key) of each kind they run.
+  for _, cmd in ipairs(c.late_acl or {}) do
+    one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
+  end
 end
 
 -- Runs what the call collected: group events, counters, the epoch counter, then (once the ACL
