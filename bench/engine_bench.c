@@ -7,15 +7,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "gpu/onnx/engine.h"
 
 static void usage(void) {
   fprintf(stderr,
           "usage: engine_bench MODEL.onnx [--batch B] [--threads T] [--warmup W] [--iters N]\n"
-          "                    [--repeats R] [--device D] [--precision fp32|fp16]\n"
+          "                    [--repeats R] [--device D] [--precision fp32|fp16] [--out FILE]\n"
           "  defaults: batch 8, threads 0 (all online CPUs), warmup 3, iters 10, repeats 3,\n"
-          "  device cpu, precision fp32\n");
+          "  device cpu, precision fp32; --out writes the outputs of the last run (raw, in\n"
+          "  output order) for bench/engine_vs_ort.py's agreement check\n");
+}
+
+/* CPU time of the whole process (user + sys, every thread), ms: on a shared machine the
+ * steadier signal than wall time (a descheduled process accrues none). */
+static double cpu_ms_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -36,7 +47,7 @@ static void fill_input(float *x, size_t n) {
 
 int main(int argc, char **argv) {
   sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
-  const char *model = NULL, *device = "cpu", *precision = "fp32";
+  const char *model = NULL, *device = "cpu", *precision = "fp32", *out_path = NULL;
   int batch = 8, threads = 0, warmup = 3, iters = 10, repeats = 3;
   for (int i = 1; i < argc; i++) {
     int more = i + 1 < argc;
@@ -54,6 +65,8 @@ int main(int argc, char **argv) {
       device = argv[++i];
     else if (!strcmp(argv[i], "--precision") && more)
       precision = argv[++i];
+    else if (!strcmp(argv[i], "--out") && more)
+      out_path = argv[++i];
     else if (argv[i][0] != '-' && !model)
       model = argv[i];
     else {
@@ -107,7 +120,8 @@ int main(int argc, char **argv) {
   sq_engine_tensor_t *in = calloc((size_t)nin + 1, sizeof *in);
   sq_engine_tensor_t *out = calloc((size_t)nout + 1, sizeof *out);
   double *rep_ms = calloc((size_t)repeats, sizeof *rep_ms);
-  if (!in || !out || !rep_ms) goto done;
+  double *rep_cpu = calloc((size_t)repeats, sizeof *rep_cpu);
+  if (!in || !out || !rep_ms || !rep_cpu) goto done;
   for (int i = 0; i < nin; i++) {
     sq_engine_plan_input_info(p, i, &in[i]);
     in[i].data = calloc(1, in[i].bytes + 1);
@@ -120,15 +134,30 @@ int main(int argc, char **argv) {
     if (!out[i].data) goto done;
   }
 
-  for (int w = 0; w < warmup; w++)
+  double first_ms = 0;
+  for (int w = 0; w < warmup; w++) {
+    t0 = sq_clock_mono_us();
     if (sq_engine_run(p, ctx, in, nin, out, nout, &err)) goto run_failed;
+    if (w == 0) first_ms = (double)(sq_clock_mono_us() - t0) / 1000.0;
+  }
   for (int r = 0; r < repeats; r++) {
+    double c0 = cpu_ms_now();
     t0 = sq_clock_mono_us();
     for (int it = 0; it < iters; it++)
       if (sq_engine_run(p, ctx, in, nin, out, nout, &err)) goto run_failed;
     rep_ms[r] = (double)(sq_clock_mono_us() - t0) / 1000.0 / iters;
+    rep_cpu[r] = (cpu_ms_now() - c0) / iters;
+  }
+  if (out_path) {
+    FILE *f = fopen(out_path, "wb");
+    for (int i = 0; f && i < nout; i++) fwrite(out[i].data, 1, out[i].bytes, f);
+    if (!f || fclose(f)) {
+      fprintf(stderr, "engine_bench: cannot write %s\n", out_path);
+      goto done;
+    }
   }
   qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, cmp_double);
+  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, cmp_double);
   /* median of the repeats (the lower middle one for an even count: no averaging of outliers) */
   double med = rep_ms[(repeats - 1) / 2];
   double ips = batch * 1000.0 / med;
@@ -141,11 +170,11 @@ int main(int argc, char **argv) {
       "{\"model\": \"%s\", \"runtime\": \"segq-engine %s\", \"precision\": \"%s\", "
       "\"batch\": %d, \"threads\": %d, "
       "\"repeats\": %d, \"iters\": %d, \"ms_median\": %.3f, \"ms_min\": %.3f, \"ms_max\": %.3f, "
-      "\"images_per_s\": %.2f, \"load_ms\": %.2f, \"plan_ms\": %.2f, \"nodes\": %d, "
-      "\"arena_bytes\": %zu}\n",
+      "\"cpu_ms_median\": %.3f, \"images_per_s\": %.2f, \"load_ms\": %.2f, \"plan_ms\": %.2f, "
+      "\"first_run_ms\": %.2f, \"nodes\": %d, \"arena_bytes\": %zu}\n",
       model, sq_backend_name(b), props.fp16 ? precision : "fp32", batch, threads, repeats, iters,
-      med, rep_ms[0], rep_ms[repeats - 1], ips, load_ms, plan_ms, sq_engine_plan_node_count(p),
-      sq_engine_arena_bytes(p));
+      med, rep_ms[0], rep_ms[repeats - 1], rep_cpu[(repeats - 1) / 2], ips, load_ms, plan_ms,
+      first_ms, sq_engine_plan_node_count(p), sq_engine_arena_bytes(p));
   rc = 0;
   goto done;
 run_failed:
@@ -156,6 +185,7 @@ done:
   free(in);
   free(out);
   free(rep_ms);
+  free(rep_cpu);
   sq_backend_ctx_free(ctx);
   sq_engine_plan_free(p);
   sq_backend_free(b);

@@ -6,7 +6,7 @@ the rest per op type; reorders and output copies are listed apart, since they ar
 layout changes rather than of an op.
 
     /usr/bin/python3 bench/engine_profile.py MODEL.onnx [--build build] [--batch 1]
-        [--threads 2] [--runs 5] [--top 12]
+        [--threads 2] [--runs 5] [--top 12] [--cpu]
 """
 
 import argparse
@@ -26,6 +26,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5, help="warm runs summed (2 cold runs first)")
     ap.add_argument("--top", type=int, default=12, help="slowest single steps listed")
+    ap.add_argument("--cpu", action="store_true",
+                    help="sum the calling thread's CPU time instead of wall time (with "
+                         "--threads 1 that is all of the step's work: steady on a busy machine)")
     a = ap.parse_args()
     env = dict(os.environ, SEGQ_ENGINE_PROFILE="1", OMP_NUM_THREADS=str(a.threads))
     cmd = [os.path.join(a.build, "bench", "engine_bench"), a.model, "--batch", str(a.batch),
@@ -43,13 +46,18 @@ def main():
     warm = steps[2 * per_run:]
     by_op, by_step = collections.Counter(), collections.Counter()
     for s in warm:
-        name, op, ms = s[2], s[-3], float(s[-2])
+        if s[-1] == "thread-cpu-ms":  # the cpu backend's steps: wall ms, then thread CPU ms
+            name, op = s[2], s[-5]
+            ms = float(s[-2]) if a.cpu else float(s[-4])
+        else:  # the node-by-node reference executor: wall ms only
+            name, op, ms = s[2], s[-3], float(s[-2])
         by_op[op] += ms / a.runs
         by_step[(name, op)] += ms / a.runs
     total = sum(by_op.values())
-    print(f"{a.model} batch {a.batch} threads {a.threads}: {total:.2f} ms per run "
+    what = "thread CPU ms" if a.cpu else "ms"
+    print(f"{a.model} batch {a.batch} threads {a.threads}: {total:.2f} {what} per run "
           f"(mean of {a.runs} warm runs, {per_run} steps)")
-    print("| op | ms per run | share |")
+    print(f"| op | {what} per run | share |")
     print("|---|---:|---:|")
     for op, ms in by_op.most_common():
         print(f"| {op} | {ms:.2f} | {100 * ms / total:.1f} % |")

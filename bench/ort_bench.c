@@ -7,7 +7,7 @@
  * here). Prints a human line and one JSON line with the same fields as engine_bench.
  *
  *   ort_bench MODEL.onnx [--lib PATH] [--batch B] [--threads T] [--warmup W] [--iters N]
- *             [--repeats R] [--shape HxW]
+ *             [--repeats R] [--shape HxW] [--out FILE]
  *
  * The npm package has no C header, so the few OrtApi members used are declared here by their
  * position in the OrtApi function table: ONNX Runtime only appends to that table (it is its
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "gpu/onnx/engine.h"
 
@@ -68,6 +69,14 @@ static int check(OrtStatus *st, const char *what) {
   return 1;
 }
 
+/* process CPU time (user + sys, every thread), ms: engine_bench's twin */
+static double cpu_ms_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -96,14 +105,15 @@ static void usage(void) {
   fprintf(
       stderr,
       "usage: ort_bench MODEL.onnx [--lib PATH] [--batch B] [--threads T] [--warmup W]\n"
-      "                 [--iters N] [--repeats R] [--shape HxW]\n"
+      "                 [--iters N] [--repeats R] [--shape HxW] [--out FILE]\n"
       "  defaults: batch 8, threads 2, warmup 3, iters 10, repeats 3; --lib defaults to\n"
       "  $SEGQ_SOURCE_DIR (or .)/tests/ort/node_modules/onnxruntime-node/.../libonnxruntime.so.1\n"
-      "  --shape sets the spatial dims of a 4-D input whose H/W are symbolic\n");
+      "  --shape sets the spatial dims of a 4-D input whose H/W are symbolic; --out writes\n"
+      "  the outputs of the last run (raw, in output order)\n");
 }
 
 int main(int argc, char **argv) {
-  const char *model = NULL, *lib = NULL;
+  const char *model = NULL, *lib = NULL, *out_path = NULL;
   int batch = 8, threads = 2, warmup = 3, iters = 10, repeats = 3;
   long shape_h = 0, shape_w = 0;
   for (int i = 1; i < argc; i++) {
@@ -120,6 +130,8 @@ int main(int argc, char **argv) {
       repeats = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--lib") && more)
       lib = argv[++i];
+    else if (!strcmp(argv[i], "--out") && more)
+      out_path = argv[++i];
     else if (!strcmp(argv[i], "--shape") && more) {
       if (sscanf(argv[++i], "%ldx%ld", &shape_h, &shape_w) != 2 || shape_h < 1 || shape_w < 1) {
         usage();
@@ -212,6 +224,8 @@ int main(int argc, char **argv) {
   OrtValue **out_vals = calloc((size_t)nout + 1, sizeof *out_vals);
   void **bufs = calloc((size_t)(nin + nout) + 1, sizeof *bufs);
   double *rep_ms = calloc((size_t)repeats, sizeof *rep_ms);
+  double *rep_cpu = calloc((size_t)repeats, sizeof *rep_cpu);
+  size_t *buf_bytes = calloc((size_t)(nin + nout) + 1, sizeof *buf_bytes);
   for (int i = 0; i < nin + nout; i++) {
     sq_engine_tensor_t t;
     if (i < nin)
@@ -219,6 +233,7 @@ int main(int argc, char **argv) {
     else
       sq_engine_plan_output_info(p, i - nin, &t);
     bufs[i] = calloc(1, t.bytes + 1);
+    buf_bytes[i] = t.bytes;
     if (i < nin && t.dtype == SQ_DT_FLOAT) fill_input(bufs[i], t.bytes / sizeof(float));
     (i < nin ? in_names : out_names)[i < nin ? i : i - nin] = t.name;
     OrtValue **v = i < nin ? &in_vals[i] : &out_vals[i - nin];
@@ -237,6 +252,7 @@ int main(int argc, char **argv) {
               "run"))
       return 1;
   for (int r = 0; r < repeats; r++) {
+    double c0 = cpu_ms_now();
     t0 = sq_clock_mono_us();
     for (int it = 0; it < iters; it++)
       if (check(run(sess, NULL, in_names, (const OrtValue *const *)in_vals, (size_t)nin, out_names,
@@ -244,8 +260,18 @@ int main(int argc, char **argv) {
                 "run"))
         return 1;
     rep_ms[r] = (double)(sq_clock_mono_us() - t0) / 1000.0 / iters;
+    rep_cpu[r] = (cpu_ms_now() - c0) / iters;
+  }
+  if (out_path) { /* the output OrtValues wrap bufs[nin..]: ORT wrote into them */
+    FILE *f = fopen(out_path, "wb");
+    for (int i = nin; f && i < nin + nout; i++) fwrite(bufs[i], 1, buf_bytes[i], f);
+    if (!f || fclose(f)) {
+      fprintf(stderr, "ort_bench: cannot write %s\n", out_path);
+      return 1;
+    }
   }
   qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, cmp_double);
+  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, cmp_double);
   double med = rep_ms[(repeats - 1) / 2];
   printf(
       "%s: onnxruntime %s (C API): batch %d threads %d: %.2f images/s (%.3f ms/batch median "
@@ -255,9 +281,9 @@ int main(int argc, char **argv) {
   printf(
       "{\"model\": \"%s\", \"runtime\": \"onnxruntime %s C API\", \"batch\": %d, "
       "\"threads\": %d, \"repeats\": %d, \"iters\": %d, \"ms_median\": %.3f, \"ms_min\": %.3f, "
-      "\"ms_max\": %.3f, \"images_per_s\": %.2f, \"load_ms\": %.2f}\n",
+      "\"ms_max\": %.3f, \"cpu_ms_median\": %.3f, \"images_per_s\": %.2f, \"load_ms\": %.2f}\n",
       model, version, batch, threads, repeats, iters, med, rep_ms[0], rep_ms[repeats - 1],
-      batch * 1000.0 / med, load_ms);
+      rep_cpu[(repeats - 1) / 2], batch * 1000.0 / med, load_ms);
   for (int i = 0; i < nin; i++) ORT_FN(ORT_RELEASE_VALUE, void (*)(OrtValue *))(in_vals[i]);
   for (int i = 0; i < nout; i++) ORT_FN(ORT_RELEASE_VALUE, void (*)(OrtValue *))(out_vals[i]);
   for (int i = 0; i < nin + nout; i++) free(bufs[i]);
@@ -271,6 +297,8 @@ int main(int argc, char **argv) {
   free(out_vals);
   free(bufs);
   free(rep_ms);
+  free(rep_cpu);
+  free(buf_bytes);
   sq_engine_plan_free(p);
   sq_engine_free(e);
   return 0;

@@ -8,9 +8,15 @@ enqueue options, or an edit of a script's text), so the cost of that thing is th
 The variants are measurements only: nothing here changes queue/scripts.
 
     /usr/bin/python3 bench/profile_scripts.py [--n 6400] [--batch 64] [--ahead 4] [--reps 3]
+        [--against REV]
+
+--against REV also runs the scripts of git revision REV (queue/scripts/*.lua as committed there,
+with this tree's schema constants) in the same Redis, alternating with this tree's run by run,
+and prints the ratio: the peer comparison for a change of the scripts.
 """
 import argparse
 import os
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +33,23 @@ VARIANTS = {
 }
 
 
+ROOT = os.path.dirname(HERE)
+_against = {}  # name -> effective source at the --against revision
+
+
+def source_at(rev, name):
+    """The effective source of script name at git revision rev: this tree's schema constants, then
+    the revision's prelude and script."""
+    from segq import schema
+    text = schema.lua_constants()
+    for path in ("queue/scripts/lib/prelude.lua", "queue/scripts/%s.lua" % name):
+        text += subprocess.check_output(["git", "-C", ROOT, "show", "%s:%s" % (rev, path)]).decode()
+    return text
+
+
 def script(name, edits):
+    if name in _against:
+        return _against[name]
     src = tl.load_script(name).decode()
     for old, new in edits.get(name, []):
         if old not in src:
@@ -104,19 +126,29 @@ def result_doc(i):  # about the size of the worker's result for a null job
                     "worker": "w", "batch_size": 64, "attempt": 1})
 
 
-def measure(reps, n, batch, ahead, variants=None):
+def measure(reps, n, batch, ahead, variants=None, against=None):
     """{variant: {enqueue, claim, ack}} in us of Redis CPU per job, the minimum over reps runs,
-    the variants interleaved (run 1 of each, then run 2, ...)."""
+    the variants interleaved (run 1 of each, then run 2, ...). against: a git revision whose
+    scripts also run, alternating with this tree's, as "<variant> @<rev>"."""
     class A:
         pass
     a = A()
     a.n, a.batch, a.ahead = n, batch, ahead
     rows = {}
+    peer = {}
+    if against:
+        peer = {name: source_at(against, name) for name in ("enqueue", "claim", "ack")}
     with tl.RedisServer() as rs:
         r = rs.client()
         for _ in range(reps):  # interleaved, like run.py, against this machine's noise
             for v in variants or VARIANTS:
-                rows.setdefault(v, []).append(run_once(r, v, a, payload, result_doc))
+                for label, src in ((v, {}), ("%s @%s" % (v, against), peer))[:2 if against else 1]:
+                    _against.clear()
+                    _against.update(src)
+                    try:
+                        rows.setdefault(label, []).append(run_once(r, v, a, payload, result_doc))
+                    finally:
+                        _against.clear()
     return {v: {k: min(x[k] for x in rs_) for k in rs_[0]} for v, rs_ in rows.items()}
 
 
@@ -126,14 +158,21 @@ def main():
     ap.add_argument("--batch", type=int, default=64, help="jobs per claim (null's max_batch)")
     ap.add_argument("--ahead", type=int, default=4, help="batches claimed before the oldest is acked")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--against", metavar="REV", help="also run the scripts of this git revision, alternating")
     a = ap.parse_args()
-    rows = measure(a.reps, a.n, a.batch, a.ahead)
+    rows = measure(a.reps, a.n, a.batch, a.ahead, against=a.against)
     print("Redis CPU us per job (min of %d runs; n=%d, claims of %d, %d batches ahead; enqueue "
           "pipelined 500 per round trip)" % (a.reps, a.n, a.batch, a.ahead))
     print("%-22s %9s %9s %9s %14s" % ("variant", "enqueue", "claim", "ack", "claim+ack"))
     for v, m in rows.items():
         print("%-22s %9.1f %9.1f %9.1f %14.1f" % (v, m["enqueue"], m["claim"], m["ack"],
                                                    m["claim"] + m["ack"]))
+    if a.against:
+        print()
+        for v in VARIANTS:
+            m, p = rows[v], rows["%s @%s" % (v, a.against)]
+            print("%-22s claim+ack this tree / %s: %.2f" % (v, a.against, (m["claim"] + m["ack"]) /
+                                                            (p["claim"] + p["ack"])))
     print()
     for v, (what, _, _) in VARIANTS.items():
         print("%-22s %s" % (v + ":", what))

@@ -208,7 +208,8 @@ def main():
     res = {"machine": machine_info(), "commit": commit, "worker_flags": WORKER_FLAGS, "tput": {},
            "lat": {}}
     log("redis-server on %s; %s" % (b.rs.url, res["machine"]))
-    tk = ["jobs_per_s", "redis_cpu_us_per_job", "worker_cpu_us_per_job", "jobs_per_script_call"]
+    tk = ["jobs_per_s", "redis_cpu_us_per_job", "worker_cpu_us_per_job",
+          "steady_worker_cpu_us_per_job", "jobs_per_script_call"]
 
     # The BullMQ job's data is made as long as segq's null job document (checked in the table).
     probe = b.segq("tput", "null", 1, 200)
@@ -258,7 +259,7 @@ def main():
         res["profile_scripts"] = profile_scripts.measure(a.profile_reps, 6400, 64, 4)
     if a.soak_n:
         log("memory soak: %d null jobs through one worker" % a.soak_n)
-        os.environ.setdefault("SEGQ_BUILD_DIR", a.build_dir)
+        os.environ.setdefault("SEGQ_BUILD_DIR", os.path.abspath(a.build_dir))
         res["memory"] = soak_memory.soak(a.soak_n, 12, ["single", "groups"], 900)
 
     res["ratio_null_x1_vs_bullmq_best"] = null1 / best["jobs_per_s"]
@@ -275,13 +276,17 @@ def main():
                                  m["node"], m["bullmq"], a.reps))
     print("job size: %d bytes (segq null job document = BullMQ job data JSON); null n=%d, otsu n=%d"
           % (job_bytes, a.n, a.otsu_n))
-    print("\n%-30s %8s %9s %12s %13s %11s %10s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
-                                                    "redis us/job", "worker us/job", "jobs/script",
-                                                    "bytes/job"))
+    # worker us/job: the worker processes' whole lifetime (start-up and exit included) over n;
+    # steady: from the first result to the last (segq only; /proc/<pid>/stat).
+    print("\n%-30s %8s %9s %12s %13s %8s %11s %10s" % ("throughput (pre-filled)", "jobs/s", "vs BullMQ",
+                                                        "redis us/job", "worker us/job", "steady",
+                                                        "jobs/script", "bytes/job"))
     for label, t in res["tput"].items():
-        print("%-30s %8.0f %8.2fx %12.1f %13.1f %11.1f %10.0f" % (
+        steady = t.get("steady_worker_cpu_us_per_job")
+        print("%-30s %8.0f %8.2fx %12.1f %13.1f %8s %11.1f %10.0f" % (
             label, t["jobs_per_s"], t["jobs_per_s"] / best["jobs_per_s"], t["redis_cpu_us_per_job"],
-            t["worker_cpu_us_per_job"], t["jobs_per_script_call"], t["bytes_per_job"]))
+            t["worker_cpu_us_per_job"], "%.1f" % steady if steady is not None else "-",
+            t["jobs_per_script_call"], t["bytes_per_job"]))
     print("\n%-30s %9s %9s %9s %9s %9s %12s %11s" % ("latency (open loop)", "offered", "achieved",
                                                     "p50 ms", "p99 ms", "max ms", "redis us/job",
                                                     "jobs/call"))

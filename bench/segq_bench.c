@@ -118,6 +118,31 @@ static void reap(pid_t p, int flags, int *reaped) {
                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* user+sys CPU seconds of the live workers so far (/proc/<pid>/stat utime + stime), for the CPU
+ * between two moments of a run (the whole-lifetime figure above includes start-up and exit). */
+static double workers_cpu_now_s(int nworkers) {
+  static long ticks;
+  if (!ticks) ticks = sysconf(_SC_CLK_TCK);
+  double s = 0;
+  for (int k = 0; k < nworkers; k++) {
+    if (pids[k] <= 0) continue;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pids[k]);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields after the command name (which may hold spaces) in parentheses: state is field 3,
+     * utime 14 and stime 15. */
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+      s += (double)(ut + st) / (double)ticks;
+  }
+  return s;
+}
+
 static void worker_id(const opts_t *o, int k, char *buf, size_t len) {
   snprintf(buf, len, "%s-w%d", o->prefix, k);
 }
@@ -283,12 +308,16 @@ static void run_tput(const opts_t *o) {
   redis_acct_t a0 = redis_acct(c);
   double t0 = now_s();
   start_workers(o);
-  long long finished = 0;
-  double t_first = 0;
+  long long finished = 0, finished_first = 0;
+  double t_first = 0, cpu_first = 0;
   while (1) {
     long long done = hget_ll(c, stats, "done"), failed = hget_ll(c, stats, "failed");
     finished = done + failed;
-    if (finished > 0 && t_first == 0) t_first = now_s();
+    if (finished > 0 && t_first == 0) {
+      t_first = now_s();
+      cpu_first = workers_cpu_now_s(o->workers);
+      finished_first = finished;
+    }
     if (finished >= o->n) break;
     if (now_s() - t0 > o->timeout_s) {
       stop_workers(o);
@@ -298,9 +327,16 @@ static void run_tput(const opts_t *o) {
     sleep_s(0.001);
   }
   double t1 = now_s();
+  double cpu_last = workers_cpu_now_s(o->workers);
   redis_acct_t a1 = redis_acct(c);
   long long failed = hget_ll(c, stats, "failed");
   stop_workers(o);
+  /* Steady state: the workers' CPU from the first result to the last over the jobs finished in
+   * between (start-up, the first claim and the exit left out; /proc ticks are 10 ms, so use it
+   * on runs of many jobs). */
+  double steady_cpu_us = finished > finished_first
+                             ? (cpu_last - cpu_first) * 1e6 / (double)(finished - finished_first)
+                             : 0.0;
   redisFree(c);
   double nj = (double)o->n;
   printf(
@@ -308,11 +344,13 @@ static void run_tput(const opts_t *o) {
       "\"fill_s\":%.4f,\"secs\":%.4f,\"jobs_per_s\":%.1f,\"first_result_s\":%.4f,"
       "\"steady_jobs_per_s\":%.1f,\"failed\":%lld,\"redis_cpu_us_per_job\":%.2f,"
       "\"script_us_per_job\":%.2f,\"script_calls\":%lld,\"jobs_per_script_call\":%.1f,"
-      "\"worker_cpu_us_per_job\":%.2f}\n",
+      "\"worker_cpu_us_per_job\":%.2f,\"worker_start_cpu_ms\":%.1f,"
+      "\"steady_worker_cpu_us_per_job\":%.2f}\n",
       o->model, o->workers, o->n, job_len, fill_s, t1 - t0, (double)o->n / (t1 - t0), t_first - t0,
       t1 > t_first ? (double)o->n / (t1 - t_first) : 0.0, failed, (a1.cpu_s - a0.cpu_s) * 1e6 / nj,
       (double)a1.script_us / nj, a1.script_calls,
-      a1.script_calls ? nj / (double)a1.script_calls : 0.0, workers_cpu_s * 1e6 / nj);
+      a1.script_calls ? nj / (double)a1.script_calls : 0.0, workers_cpu_s * 1e6 / nj,
+      cpu_first * 1e3, steady_cpu_us);
 }
 
 /* ---- lat ---- */
@@ -473,7 +511,8 @@ static void run_lat(const opts_t *o) {
       "{\"mode\":\"lat\",\"model\":\"%s\",\"workers\":%d,\"n\":%ld,\"seen\":%ld,"
       "\"job_bytes\":%zu,\"rate\":%.1f,\"achieved_rate\":%.1f,\"max_send_lag_ms\":%.3f,"
       "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f,"
-      "\"redis_cpu_us_per_job\":%.2f,\"worker_script_calls\":%lld,\"jobs_per_worker_script_call\":%.2f}\n",
+      "\"redis_cpu_us_per_job\":%.2f,\"worker_script_calls\":%lld,\"jobs_per_worker_script_call\":%"
+      ".2f}\n",
       o->model, o->workers, o->n, n, job_len, o->rate, (double)o->n / sent_s, max_lag * 1e3,
       n ? pct(lat, n, 0.5) : 0, n ? pct(lat, n, 0.9) : 0, n ? pct(lat, n, 0.99) : 0,
       n ? lat[n - 1] : 0, n ? sum / (double)n : 0, (a1.cpu_s - a0.cpu_s) * 1e6 / nj, worker_calls,

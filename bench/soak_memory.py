@@ -116,7 +116,10 @@ def main():
     ap.add_argument("--workloads", default="single,groups")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--build-dir", help="where segq-worker was built (default: $SEGQ_BUILD_DIR, else ./build)")
     a = ap.parse_args()
+    if a.build_dir:
+        os.environ["SEGQ_BUILD_DIR"] = os.path.abspath(a.build_dir)
     if tl.worker_binary() is None:
         raise SystemExit("segq-worker is not built (set SEGQ_BUILD_DIR or build ./build)")
     results = soak(a.n, a.group_size, a.workloads.split(","), a.timeout)

@@ -19,10 +19,11 @@ extern "C" {
 /* X(field, flag, env, kind, default, min, max, help). kind: STR, UINT (min..max inclusive) or
  * BOOL (a bare `--flag`, `--flag=0|1`, or the variable set to 0/1). */
 #define SQ_BRIDGE_OPTIONS(X)                                                                     \
-  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,               \
+  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, sq_queue_text_REDIS_URL, 0, 0,                \
     "Redis server: redis://[[user][:password]@]host[:port][/db] or "                             \
     "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")             \
-  X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis") \
+  X(prefix, "prefix", "SEGQ_PREFIX", STR, sq_queue_text_PREFIX, 0, 0,                            \
+    "key prefix of every segq key in Redis")                                                     \
   X(host, "host", "SEGQ_BRIDGE_HOST", STR, "127.0.0.1", 0, 0,                                    \
     "address to listen on (0.0.0.0 for every interface)")                                        \
   X(port, "port", "SEGQ_BRIDGE_PORT", UINT, "8700", 1, 65535,                                    \

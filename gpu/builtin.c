@@ -222,6 +222,12 @@ static const struct {
       .input_channels = 1}},
 };
 
+int sq_model_is_builtin(const char *name) {
+  for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++)
+    if (name && strcmp(name, builtins[i].name) == 0) return 1;
+  return 0;
+}
+
 sq_model_t *sq_model_builtin_open(const char *name, const char *repo_dir,
                                   const sq_model_options_t *opt, sq_error_t *err) {
   for (size_t i = 0; i < sizeof(builtins) / sizeof(builtins[0]); i++) {

@@ -126,6 +126,8 @@ sq_model_t *sq_model_open_with(const char *name, const char *repo_dir,
 sq_model_t *sq_model_open_device(const char *name, const char *repo_dir, const char *device,
                                  sq_error_t *err);
 sq_model_t *sq_model_open(const char *name, const char *repo_dir, sq_error_t *err);
+/* 1 when name is a built-in model (it never runs on the engine's backends), else 0. */
+int sq_model_is_builtin(const char *name);
 void sq_model_close(sq_model_t *m);
 const sq_model_info_t *sq_model_info(const sq_model_t *m);
 

@@ -15,6 +15,16 @@
 #undef SQ_SCHEMA_DEFAULT
 #undef SQ_SCHEMA_CODE
 
+#define SQ_SCHEMA_KEY(sym, part)
+#define SQ_SCHEMA_TEXT(sym, value) const char sq_queue_text_##sym[] = value;
+#define SQ_SCHEMA_DEFAULT(sym, value)
+#define SQ_SCHEMA_CODE(sym, value)
+#include "queue/scripts/schema.def"
+#undef SQ_SCHEMA_KEY
+#undef SQ_SCHEMA_TEXT
+#undef SQ_SCHEMA_DEFAULT
+#undef SQ_SCHEMA_CODE
+
 int sq_queue_key_name(char *out, size_t len, const char *prefix, sq_queue_name_t which,
                       const char *id) {
   static const char *const parts[] = {

@@ -363,8 +363,9 @@ static void permcheck_done(queue_req_t *r, redisReply *rep) {
                    len ? "; " : "", r->q->prefix, cmds, example ? example : "");
     else
       n = snprintf(msg + len, sizeof msg - len,
-                   "%schannels %s:ev:* and %s:gev:* refused to %s (\"%.120s\")", len ? "; " : "",
-                   r->q->prefix, r->q->prefix, cmds, example ? example : "");
+                   "%schannels %s:%s:* and %s:%s:* refused to %s (\"%.120s\")", len ? "; " : "",
+                   r->q->prefix, key_JOB_CHANNEL, r->q->prefix, key_GROUP_CHANNEL, cmds,
+                   example ? example : "");
     if (n > 0) len = len + (size_t)n < sizeof msg ? len + (size_t)n : sizeof msg - 1;
   }
   r->cb.permcheck(r->q, 0, msg, r->data);

@@ -186,6 +186,18 @@ enum {
 #undef SQ_SCHEMA_CODE
 };
 
+/* The text defaults of schema.def as constants (sq_queue_text_PREFIX, sq_queue_text_REDIS_URL,
+ * ...; defined in queue/keys.c), for the option tables of the worker and the bridge. */
+#define SQ_SCHEMA_KEY(sym, part)
+#define SQ_SCHEMA_TEXT(sym, value) extern const char sq_queue_text_##sym[];
+#define SQ_SCHEMA_DEFAULT(sym, value)
+#define SQ_SCHEMA_CODE(sym, value)
+#include "queue/scripts/schema.def"
+#undef SQ_SCHEMA_KEY
+#undef SQ_SCHEMA_TEXT
+#undef SQ_SCHEMA_DEFAULT
+#undef SQ_SCHEMA_CODE
+
 typedef struct {
   const char *prefix;        /* key prefix, "segq" by default */
   const char *worker_id;     /* this worker's id (id alphabet) */
@@ -390,7 +402,7 @@ int sq_session_depth(sq_session_t *s, sq_session_depth_cb cb, void *data);
 int sq_session_unregister(sq_session_t *s, sq_session_status_cb cb, void *data);
 
 typedef struct {
-  int command_ready, blocking_ready, lease_ready;
+  int command_ready, blocking_ready, lease_ready; /* the three connections: up and logged in */
   int lease_ok;             /* the last heartbeat holds the lease with our token */
   int lease_ever;           /* registered at least once */
   int recovering;           /* reconciling the in-flight list: not claiming yet */

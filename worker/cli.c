@@ -8,12 +8,26 @@
 #include <uv.h>
 
 #include "common/common.h"
+#include "gpu/gpu.h"
 #include "worker/config.h"
 #include "worker/metrics.h"
 #include "worker/worker.h"
 
 static const char *env_lookup(const char *name) {
   return getenv(name);
+}
+
+int sq_worker_uses_openmp(int argc, char **argv) {
+  sq_worker_config_t cfg;
+  sq_error_t err = {0};
+  int uses = 1;
+  if (sq_worker_config_parse(&cfg, argc, argv, env_lookup, &err) == SQ_CONFIG_RUN) {
+    uses = 0;
+    for (size_t i = 0; i < cfg.nmodels; i++)
+      if (!sq_model_is_builtin(cfg.model_names[i])) uses = 1;
+  }
+  sq_worker_config_free(&cfg);
+  return uses;
 }
 
 int sq_worker_main(int argc, char **argv) {

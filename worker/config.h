@@ -19,14 +19,15 @@ extern "C" {
  * SECRET (a string taken from the environment only: a flag would show in the process list).
  * A default of "" means unset (the help text says what is computed instead, if anything). */
 #define SQ_WORKER_OPTIONS(X)                                                                       \
-  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, "redis://127.0.0.1:6379", 0, 0,                 \
+  X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, sq_queue_text_REDIS_URL, 0, 0,                  \
     "Redis server: redis://[[user][:password]@]host[:port][/db] or "                               \
     "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")               \
   X(redis_password, "redis-password", "SEGQ_REDIS_PASSWORD", SECRET, "", 0, 0,                     \
     "Redis password (environment only); overrides the URL's")                                      \
   X(redis_password_file, "redis-password-file", "SEGQ_REDIS_PASSWORD_FILE", STR, "", 0, 0,         \
     "file holding the Redis password (one line); overrides SEGQ_REDIS_PASSWORD and the URL's")     \
-  X(prefix, "prefix", "SEGQ_PREFIX", STR, "segq", 0, 0, "key prefix of every segq key in Redis")   \
+  X(prefix, "prefix", "SEGQ_PREFIX", STR, sq_queue_text_PREFIX, 0, 0,                              \
+    "key prefix of every segq key in Redis")                                                       \
   X(worker_id, "worker-id", "SEGQ_WORKER_ID", STR, "", 0, 0,                                       \
     "this worker's id ([A-Za-z0-9._:-], at most 128); default <hostname>-<pid>-<random4>")         \
   X(models, "models", "SEGQ_MODELS", STR, "null,otsu", 0, 0,                                       \

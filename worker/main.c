@@ -5,6 +5,8 @@
 #include "worker/worker.h"
 
 int main(int argc, char **argv) {
-  sq_engine_process_init(argv); /* the cpu backend's OpenMP waits passively (engine.h) */
+  /* The cpu backend's OpenMP waits passively (engine.h); a worker of built-ins only needs no
+   * re-exec for that. */
+  if (sq_worker_uses_openmp(argc, argv)) sq_engine_process_init(argv);
   return sq_worker_main(argc, argv);
 }

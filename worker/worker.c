@@ -576,6 +576,7 @@ static const char *readyz_why(const sq_worker_snapshot_t *s, uint64_t now, char 
   const sq_session_health_t *h = &s->redis;
   return !h->command_ready    ? "redis command connection down"
          : !h->blocking_ready ? "redis blocking connection down"
+         : !h->lease_ready    ? "redis lease connection down"
          : !h->lease_ok       ? "no lease"
          : h->recovering      ? "reconciling the in-flight list"
          : s->draining        ? "draining"

@@ -29,6 +29,14 @@ int sq_worker_check_models(const sq_worker_config_t *cfg, FILE *out);
  * 2 bad configuration, 3 (SQ_EXIT_DEVICE) the device failed and the jobs were handed back. */
 int sq_worker_main(int argc, char **argv);
 
+/* 0 when the configuration argv and SEGQ_* give serves built-in models only (nothing runs on
+ * the engine's CPU backend, so its OpenMP never starts), else 1 (also when the configuration
+ * does not parse: sq_worker_main reports that). main() re-executes for OMP_WAIT_POLICY
+ * (sq_engine_process_init) only when this is 1: a second start-up costs as much CPU as the
+ * first (dynamic loading of oneDNN, GnuTLS, ...: ~20-40 ms here), a few us per job of a short
+ * run of null jobs. */
+int sq_worker_uses_openmp(int argc, char **argv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -188,14 +188,17 @@ static int residual_add(const sq_cpu_program_t *pr, int y, int *r_out) {
 
 static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   const sq_node_t *n = node_at(pr, ni);
-  if (n->nin < 2 || n->nout != 1 || !is_f32(pr, n->in[0], 0) || !is_f32(pr, n->in[1], 0) ||
-      tensor(pr, n->in[1])->kind != SQ_TENSOR_CONST || !tensor(pr, n->in[1])->data)
-    return 0;
+  if (n->nin < 2 || n->nout != 1 || !is_f32(pr, n->in[0], 0) || !is_f32(pr, n->in[1], 0)) return 0;
   const sq_tensor_t *x = tensor(pr, n->in[0]), *w = tensor(pr, n->in[1]);
   if (x->rank != 4 && x->rank != 3) return 0;
   bool has_bias = n->nin > 2 && n->in[2] >= 0;
-  if (has_bias && (tensor(pr, n->in[2])->kind != SQ_TENSOR_CONST || !tensor(pr, n->in[2])->data))
-    return 0;
+  if (has_bias && !is_f32(pr, n->in[2], 1)) return 0;
+  /* weights (or bias) computed by the graph, or fed by the caller: reordered on every run
+   * rather than once, but still oneDNN's convolution (the reference im2col path is slower by
+   * far than a reorder of the weights) */
+  bool wconst = w->kind == SQ_TENSOR_CONST && w->data;
+  bool bconst =
+      !has_bias || (tensor(pr, n->in[2])->kind == SQ_TENSOR_CONST && tensor(pr, n->in[2])->data);
   sq_view_t xv, wv;
   sq_view_of(x, NULL, &xv);
   sq_view_of(w, NULL, &wv);
@@ -260,12 +263,21 @@ static int build_conv(sq_cpu_program_t *pr, int ni, sq_error_t *err) {
   }
   if (!pd) return 0; /* the reference kernel runs it (and the unary chain runs as steps) */
   int bx = sq_prog_get_as(pr, n->in[0], query(pd, dnnl_query_src_md), err);
-  int bw =
-      bx < 0 ? -1 : sq_prog_weights(pr, w->data, &wplain, query(pd, dnnl_query_weights_md), err);
+  int bw = -1;
+  if (bx >= 0 && wconst) {
+    bw = sq_prog_weights(pr, w->data, &wplain, query(pd, dnnl_query_weights_md), err);
+  } else if (bx >= 0) { /* the plain tensor's bytes seen as (g)oihw, reordered per run */
+    int pw = sq_prog_get_plain(pr, n->in[1], 0, err);
+    int view = pw < 0 ? -1 : sq_prog_buf_alias(pr, pw, &wplain);
+    if (pw >= 0 && view < 0) sq_error_set(err, SQ_ENOMEM, "out of memory");
+    bw = view < 0 ? -1 : sq_prog_reorder(pr, view, query(pd, dnnl_query_weights_md), err);
+  }
   int bb = -1;
-  if (bw >= 0 && has_bias) {
+  if (bw >= 0 && has_bias && bconst) {
     bb = sq_prog_const(pr, tensor(pr, n->in[2])->data, &bias_md, false);
     if (bb < 0) sq_error_set(err, SQ_ENOMEM, "out of memory");
+  } else if (bw >= 0 && has_bias) {
+    bb = sq_prog_get_as(pr, n->in[2], &bias_md, err);
   }
   if (bx < 0 || bw < 0 || (has_bias && bb < 0)) {
     dnnl_primitive_desc_destroy(pd);

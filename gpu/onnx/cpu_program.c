@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct sq_wcache_entry {
   const void *key;
@@ -136,7 +137,9 @@ int sq_prog_add_step(sq_cpu_program_t *pr, const sq_step_t *s) {
 
 int sq_prog_add_prim(sq_cpu_program_t *pr, dnnl_primitive_desc_t pd, int nargs, const int *args,
                      const int *bufs, sq_error_t *err) {
-  const sq_node_t *n = pr->pos >= 0 ? &pr->plan->graph.nodes[pr->plan->order[pr->pos]] : NULL;
+  /* pos == norder while the graph outputs are added (add_outputs): no node */
+  bool at_node = pr->pos >= 0 && pr->pos < pr->plan->norder;
+  const sq_node_t *n = at_node ? &pr->plan->graph.nodes[pr->plan->order[pr->pos]] : NULL;
   sq_step_t s;
   memset(&s, 0, sizeof s);
   s.kind = SQ_STEP_PRIM;
@@ -246,6 +249,11 @@ static int add_reorder(sq_cpu_program_t *pr, int src, const dnnl_memory_desc_t *
   if (rc) return rc;
   pr->steps[pr->nsteps - 1].is_reorder = true;
   return dst;
+}
+
+int sq_prog_reorder(sq_cpu_program_t *pr, int b, const dnnl_memory_desc_t *md, sq_error_t *err) {
+  if (md_equal(&pr->bufs[b].md, md)) return b;
+  return add_reorder(pr, b, md, SQ_BUF_ARENA, err);
 }
 
 int sq_prog_get_as(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq_error_t *err) {
@@ -783,6 +791,12 @@ static void d2s_range(void *arg, int64_t b, int64_t e) {
   }
 }
 
+static double thread_cpu_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t stream,
                        uint8_t *arena, sq_prog_mems_t **cache, const sq_engine_tensor_t *inputs,
                        sq_engine_tensor_t *outputs, int profile, sq_error_t *err) {
@@ -816,6 +830,7 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
   for (int i = 0; i < pr->nsteps; i++) {
     const sq_step_t *s = &pr->steps[i];
     uint64_t t0 = profile ? sq_clock_mono_us() : 0;
+    double c0 = profile ? thread_cpu_ms() : 0;
     const sq_node_t *n = s->node >= 0 ? &g->nodes[s->node] : NULL;
     switch (s->kind) {
       case SQ_STEP_PRIM: {
@@ -859,17 +874,158 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
         break;
       }
     }
-    if (profile)
-      fprintf(stderr, "engine profile: %-40s %-18s %8.3f ms\n", n ? n->name : "(graph output)",
+    if (profile) /* wall time, and the calling thread's CPU time (all of it with 1 thread) */
+      fprintf(stderr, "engine profile: %-40s %-18s %8.3f ms %8.3f thread-cpu-ms\n",
+              n ? n->name : "(graph output)",
               s->kind == SQ_STEP_COPY  ? "copy"
               : s->is_reorder          ? "reorder"
               : s->kind == SQ_STEP_D2S ? "depth-to-space"
                                        : sq_op_info(n->op)->name,
-              (double)(sq_clock_mono_us() - t0) / 1000.0);
+              (double)(sq_clock_mono_us() - t0) / 1000.0, thread_cpu_ms() - c0);
   }
   return 0;
 }
 
 size_t sq_cpu_program_arena_bytes(const sq_cpu_program_t *pr) {
   return pr->arena_bytes;
+}
+
+/* ---- what a program is made of (tests, onnx_run --stats) ---- */
+
+static const_dnnl_primitive_desc_t step_pd(const sq_step_t *s) {
+  const_dnnl_primitive_desc_t pd = NULL;
+  if (s->kind != SQ_STEP_PRIM || !s->prim ||
+      dnnl_primitive_get_primitive_desc(s->prim, &pd) != dnnl_success)
+    return NULL;
+  return pd;
+}
+
+static const char *step_impl(const sq_step_t *s) {
+  const_dnnl_primitive_desc_t pd = step_pd(s);
+  const char *impl = NULL;
+  if (!pd || dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success)
+    return "";
+  return impl ? impl : "";
+}
+
+static dnnl_primitive_kind_t step_kind(const sq_step_t *s) {
+  const_dnnl_primitive_desc_t pd = step_pd(s);
+  dnnl_primitive_kind_t k = dnnl_undefined_primitive;
+  if (pd) dnnl_primitive_desc_query(pd, dnnl_query_primitive_kind, 0, &k);
+  return k;
+}
+
+void sq_cpu_program_stats(const sq_cpu_program_t *pr, sq_cpu_program_stats_t *st) {
+  memset(st, 0, sizeof *st);
+  const sq_graph_t *g = &pr->plan->graph;
+  for (int i = 0; i < pr->nsteps; i++) {
+    const sq_step_t *s = &pr->steps[i];
+    st->steps++;
+    switch (s->kind) {
+      case SQ_STEP_REF: {
+        int op = g->nodes[s->node].op;
+        st->ref_steps++;
+        st->ref_by_op[op]++;
+        if (op == SQ_OP_Conv || op == SQ_OP_ConvTranspose) st->ref_convs++;
+        continue;
+      }
+      case SQ_STEP_D2S:
+        st->d2s++;
+        continue;
+      case SQ_STEP_COPY:
+        st->copies++;
+        continue;
+      default:
+        break;
+    }
+    st->prims++;
+    if (s->is_reorder) {
+      st->reorders++;
+      const sq_buf_t *from = &pr->bufs[root_of(pr, s->buf[0])];
+      const sq_buf_t *to = &pr->bufs[root_of(pr, s->buf[1])];
+      if (from->where != SQ_BUF_INPUT && to->where != SQ_BUF_OUTPUT) st->inner_reorders++;
+      continue;
+    }
+    dnnl_primitive_kind_t kind = step_kind(s);
+    if (kind == dnnl_convolution || kind == dnnl_deconvolution) {
+      const char *impl = step_impl(s);
+      if (kind == dnnl_convolution) st->convs++;
+      if (kind == dnnl_deconvolution) st->deconvs++;
+      if (strstr(impl, "gemm") || strstr(impl, "ref")) st->gemm_convs++;
+    }
+    const_dnnl_primitive_desc_t pd = step_pd(s);
+    const_dnnl_primitive_attr_t attr = NULL;
+    const_dnnl_post_ops_t po = NULL;
+    if (!pd || dnnl_primitive_desc_get_attr(pd, &attr) != dnnl_success ||
+        dnnl_primitive_attr_get_post_ops(attr, &po) != dnnl_success || !po)
+      continue;
+    for (int k = 0; k < dnnl_post_ops_len(po); k++) {
+      dnnl_primitive_kind_t pk = dnnl_post_ops_get_kind(po, k);
+      if (pk == dnnl_eltwise) st->fused_eltwise++;
+      if (pk == dnnl_sum) st->fused_sum++;
+    }
+  }
+  for (int b = 0; b < pr->nbufs; b++) {
+    const sq_buf_t *x = &pr->bufs[b];
+    if (x->alias < 0 && x->where == SQ_BUF_ARENA && x->has_md && x->birth >= 0 &&
+        !sq_prog_md_is_plain(&x->md))
+      st->blocked_bufs++;
+  }
+}
+
+/* A short name of a layout: dims from outermost to innermost stride, inner blocks after
+ * ("acdb" is channels last, "aBcd16b" channel blocks of 16). */
+static void md_name(const dnnl_memory_desc_t *md, char *out, size_t cap) {
+  if (md->format_kind != dnnl_blocked || md->ndims < 1 || md->ndims > 6) {
+    snprintf(out, cap, "%s", md->format_kind == dnnl_blocked ? "?" : "opaque");
+    return;
+  }
+  const dnnl_blocking_desc_t *bk = &md->format_desc.blocking;
+  int order[6], nd = md->ndims;
+  for (int i = 0; i < nd; i++) order[i] = i;
+  for (int i = 1; i < nd; i++) /* stable: by decreasing stride */
+    for (int j = i; j > 0 && bk->strides[order[j]] > bk->strides[order[j - 1]]; j--) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  size_t len = 0;
+  for (int i = 0; i < nd && len + 1 < cap; i++) {
+    bool blocked = false;
+    for (int k = 0; k < bk->inner_nblks; k++) blocked = blocked || bk->inner_idxs[k] == order[i];
+    out[len++] = (char)((blocked ? 'A' : 'a') + order[i]);
+  }
+  out[len] = 0;
+  for (int k = 0; k < bk->inner_nblks && len + 8 < cap; k++)
+    len += (size_t)snprintf(out + len, cap - len, "%lld%c", (long long)bk->inner_blks[k],
+                            (char)('a' + bk->inner_idxs[k]));
+}
+
+void sq_cpu_program_dump(const sq_cpu_program_t *pr, FILE *f) {
+  const sq_graph_t *g = &pr->plan->graph;
+  for (int i = 0; i < pr->nsteps; i++) {
+    const sq_step_t *s = &pr->steps[i];
+    const sq_node_t *n = s->node >= 0 ? &g->nodes[s->node] : NULL;
+    const char *kind = s->kind == SQ_STEP_REF    ? "ref"
+                       : s->kind == SQ_STEP_D2S  ? "d2s"
+                       : s->kind == SQ_STEP_COPY ? "copy"
+                       : s->is_reorder           ? "reorder"
+                                                 : "prim";
+    char layout[48] = "-";
+    int out = s->kind == SQ_STEP_PRIM ? -1 : s->kind == SQ_STEP_REF ? s->nref_in : 1;
+    for (int k = 0; s->kind == SQ_STEP_PRIM && k < s->nargs; k++)
+      if (s->arg[k] == DNNL_ARG_DST) out = k;
+    if (out >= 0 && out < s->nargs && s->buf[out] >= 0 && pr->bufs[s->buf[out]].has_md)
+      md_name(&pr->bufs[s->buf[out]].md, layout, sizeof layout);
+    int npo = 0;
+    const_dnnl_primitive_desc_t pd = step_pd(s);
+    const_dnnl_primitive_attr_t attr = NULL;
+    const_dnnl_post_ops_t po = NULL;
+    if (pd && dnnl_primitive_desc_get_attr(pd, &attr) == dnnl_success &&
+        dnnl_primitive_attr_get_post_ops(attr, &po) == dnnl_success && po)
+      npo = dnnl_post_ops_len(po);
+    fprintf(f, "%4d %-8s %-18s %-36s %-26s -> %-10s post-ops %d\n", i, kind,
+            n ? sq_op_info(n->op)->name : "-", n ? n->name : "(graph output)", step_impl(s), layout,
+            npo);
+  }
 }

@@ -95,6 +95,9 @@ bool sq_prog_plain_md(const sq_tensor_t *t, int rank, dnnl_memory_desc_t *md);
 /* Buffer holding tensor t exactly in layout md (a reorder step is added when needed), or -1
  * with err set. */
 int sq_prog_get_as(sq_cpu_program_t *pr, int t, const dnnl_memory_desc_t *md, sq_error_t *err);
+/* Buffer b itself when it has layout md, else a new arena buffer that a reorder step (run
+ * every time the program runs) fills from b. -1 with err on failure. */
+int sq_prog_reorder(sq_cpu_program_t *pr, int b, const dnnl_memory_desc_t *md, sq_error_t *err);
 /* Buffer holding t in plain layout (rank-aligned as sq_prog_plain_md), or -1. */
 int sq_prog_get_plain(sq_cpu_program_t *pr, int t, int rank, sq_error_t *err);
 /* A buffer holding t in some layout oneDNN understands, preferring a blocked one (the input
@@ -137,6 +140,30 @@ void sq_prog_mems_free(sq_prog_mems_t *m);
 int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t stream,
                        uint8_t *arena, sq_prog_mems_t **cache, const sq_engine_tensor_t *inputs,
                        sq_engine_tensor_t *outputs, int profile, sq_error_t *err);
+
+/* What a compiled program is made of (tests assert layout decisions and fusions with it, so a
+ * regression fails a test rather than only a benchmark; onnx_run --stats prints it). Counted
+ * from the steps and from each primitive's own descriptor (kind, attributes, implementation). */
+typedef struct {
+  int steps;
+  int prims;          /* oneDNN primitives (reorders included) */
+  int reorders;       /* layout changes the compiler inserted (graph edges included) */
+  int inner_reorders; /* reorders that neither read a graph input nor write a graph output */
+  int convs;          /* convolution primitives (ConvTranspose's taps convs included) */
+  int deconvs;        /* deconvolution primitives */
+  int ref_steps;      /* nodes on their reference kernel */
+  int ref_convs;      /* Conv/ConvTranspose nodes on the reference kernel (im2col + sgemm) */
+  int d2s;            /* ConvTranspose depth-to-space copies */
+  int copies;         /* plain copies into the caller's outputs */
+  int fused_eltwise;  /* eltwise post-ops (activations folded into a primitive) */
+  int fused_sum;      /* sum post-ops (a residual Add folded into its conv) */
+  int gemm_convs;     /* convolutions oneDNN runs as im2col + gemm or its reference code */
+  int blocked_bufs;   /* activation buffers in a non-plain layout */
+  int ref_by_op[SQ_OP_COUNT]; /* reference steps per op */
+} sq_cpu_program_stats_t;
+void sq_cpu_program_stats(const sq_cpu_program_t *pr, sq_cpu_program_stats_t *st);
+/* One line per step (kind, node, op, oneDNN implementation, layout of its output) to f. */
+void sq_cpu_program_dump(const sq_cpu_program_t *pr, FILE *f);
 
 /* ---- cpu_dnnl_ops.c: one builder per op family; 1 = built, 0 = not for oneDNN (the node
  * runs on its reference kernel), < 0 = error ---- */

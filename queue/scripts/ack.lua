@@ -25,15 +25,34 @@ if refused then return refused end
 
 local kjob = c.kjob
 local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
-local list = redis.call('LRANGE', inflight, 0, -1)
-local where = {}
-for i, id in ipairs(list) do
-  if not where[id] then where[id] = i end
+-- Where each in-flight id is (its first place). Batches are acked in claim order, so the acked
+-- ids are usually the list's head: read that many first, the whole list (a worker keeps a few
+-- batches in flight: several times as many ids) only when one of them is not there.
+local function index(stop)
+  local l, at = redis.call('LRANGE', inflight, 0, stop), {}
+  for i, id in ipairs(l) do
+    if not at[id] then at[id] = i end
+  end
+  return l, at
+end
+local list, where = index(math.floor((#ARGV - 7) / 4) - 1)
+for i = 8, #ARGV - 3, 4 do
+  if not where[ARGV[i]] then
+    list, where = index(-1)
+    break
+  end
 end
 
 local out, removed = {}, {}
 -- Reused from job to job (finish keeps neither): most acks are plain `done`s.
 local f = {}
+
+-- Reads the job's model and tenant into f (a canceled record, a retry's delayed set, a dead
+-- letter need them; a plain `done` does not).
+local function model_of(id)
+  local m = redis.call('HMGET', kjob .. id, 'model', 'tenant')
+  f.model, f.tenant = m[1], m[2]
+end
 local done_how = {state = 'done', worker = worker, from = 'running'}
 for i = 8, #ARGV - 3, 4 do
   local id, result, code, retry = ARGV[i], ARGV[i + 1], nonempty(ARGV[i + 2]),
@@ -44,26 +63,28 @@ for i = 8, #ARGV - 3, 4 do
   else
     where[id] = nil
     removed[#removed + 1] = at
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'cancel', 'tenant',
-                         'watch')
+    -- model and tenant only for the rarer outcomes (model_of): a field less per job.
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'cancel', 'watch')
     if not r then
       out[#out + 1] = CODE.ACK_DUPLICATE
     else
       f.attempts, f.off, f.epoch, f.group, f.model, f.tenant, f.watch =
-        r[1], r[2], r[3], r[4], r[5], r[7], r[8]
+        r[1], r[2], r[3], r[4], nil, nil, r[6]
       local group = nonempty(r[4])
-      if r[6] == '1' or (group and group_get(c, group).cancel) then
+      if r[5] == '1' or (group and group_get(c, group).cancel) then
+        model_of(id)
         finish(c, id, f, {state = 'canceled', code = ERR.canceled, worker = worker,
                           from = 'running', message = 'canceled while it ran'})
         out[#out + 1] = CODE.ACK_CANCELED
       elseif code and retry > 0 and (tonumber(r[1]) or 0) < max_attempts then
+        model_of(id)
         local due = c.now + retry
         local _, off, ep = job_event(c, id, f, 'retrying', 'retrying',
                                      {error = code, due_ms = due, worker = worker})
         w(c, 'HSET', kjob .. id, 'state', 'retrying', 'off', off, 'epoch', ep, 'due_ms', due,
           'error', code, 'updated_ms', c.now)
         w(c, 'HDEL', kjob .. id, 'worker')
-        w(c, 'ZADD', c.kdelayed .. (nonempty(r[5]) or ''), due, id)
+        w(c, 'ZADD', c.kdelayed .. (nonempty(f.model) or ''), due, id)
         stat(c, 'retried', 1)
         if group then
           group_job(c, group, 'running', 'queued',
@@ -72,6 +93,7 @@ for i = 8, #ARGV - 3, 4 do
         end
         out[#out + 1] = CODE.ACK_RETRYING
       elseif code and retry > 0 then
+        model_of(id)
         finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
                           from = 'running', dead = true,
                           doc = redis.call('HGET', kjob .. id, 'doc') or nil})

@@ -26,6 +26,14 @@ local kjob = c.kjob
 local out, ids = {}, {}
 local taken, bytes, full = 0, 0, false
 
+-- The jobs taken, for the one HSET each that commit() runs after the call's PUBLISHes: kept in
+-- flat arrays, since a table per write and unpack() cost about as much as the HSET itself.
+local run_keys, run_attempts = {}, {}
+
+-- Attempt numbers as strings: Lua turns a number into a string with "%.14g" (slow); a number
+-- under 10 is nearly always what a claim writes.
+local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
+
 -- Takes job id of model into in-flight. Returns 'taken'; 'dropped' (finished already: a
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
 -- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
@@ -34,8 +42,9 @@ local function take(model, id)
   if not r then return 'dropped' end
   local doc = r[1]
   local group = nonempty(r[5])
+  local watched = r[7] == '1'
   local f = nil
-  if not doc or group or r[7] == '1' then
+  if not doc or group or watched then
     f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model, watch = r[7]}
   end
   if not doc then
@@ -51,14 +60,15 @@ local function take(model, id)
     return 'dropped'
   end
   local attempt = (tonumber(r[2]) or 0) + 1
-  if r[7] == '1' then
+  if watched then
     f.attempts = attempt
     local _, off, ep = job_event(c, id, f, 'started', 'running', {worker = worker})
     w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
       'off', off, 'epoch', ep, 'updated_ms', c.now)
   else
-    -- Not an event (unwatched): the snapshot's state changes, its time stays the last event's.
-    w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt)
+    -- Not an event: the snapshot's state changes, its time stays the last event's.
+    local k = #run_keys + 1
+    run_keys[k], run_attempts[k] = kjob .. id, DIGITS[attempt] or string.format('%d', attempt)
   end
   if group then
     group_job(c, group, 'queued', 'running',
@@ -197,6 +207,13 @@ end
 if #ids > 0 then
   w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
   w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)
+end
+if #run_keys > 0 then c.late_acl = {{'HSET', run_keys[1]}} end
+c.late = function()
+  for i = 1, #run_keys do
+    redis.call('HSET', run_keys[i], 'state', 'running', 'worker', worker, 'attempts',
+               run_attempts[i])
+  end
 end
 commit(c)
 return out

@@ -12,7 +12,8 @@
 -- Returns one code per job (CODE.ENQUEUE_*): 1 queued; 0 already queued or running (nothing
 -- done); 2 already finished (nothing done); 3 rejected with an `unknown_model` failed record
 -- (workers registered in P:models:served and none serves the model); 4 rejected with a
--- `canceled` record (the group was canceled).
+-- `canceled` record (the group was canceled). Before any worker has registered every model is
+-- accepted, its keys and the job with a TTL of result_ttl_s (the heartbeat keeps them).
 local P = ARGV[1]
 local c = context(P, ARGV[2], ARGV[3])
 local group = nonempty(ARGV[4])
@@ -23,6 +24,20 @@ local any_served = redis.call('SCARD', served_key) > 0
 local serves = {}
 local g = nil
 if group then g = group_get(c, group) end
+
+-- Which of the call's jobs already have a subscriber (a reader that subscribed before the job
+-- existed could not mark it watched): one PUBSUB NUMSUB per call, not per job.
+local subscribed = {}
+if not watch then
+  local chans = {}
+  for i = 6, #ARGV - 4, 5 do chans[#chans + 1] = c.kev .. ARGV[i] end
+  for k = 1, #chans, 1000 do
+    local r = redis.call('PUBSUB', 'NUMSUB', unpack(chans, k, math.min(k + 999, #chans)))
+    for j = 1, #r, 2 do
+      if r[j + 1] > 0 then subscribed[r[j]] = true end
+    end
+  end
+end
 
 local out = {}
 local seen = {}
@@ -58,15 +73,21 @@ for i = 6, #ARGV - 4, 5 do
       seen[id] = 'string'
       out[#out + 1] = CODE.ENQUEUE_CANCELED
     else
-      -- A reader that subscribed before the job existed could not mark it watched: it is.
-      if f.watch ~= '1' and redis.call('PUBSUB', 'NUMSUB', c.kev .. id)[2] > 0 then
-        f.watch = '1'
-      end
+      if subscribed[c.kev .. id] then f.watch = '1' end
       local packed, off, ep = job_event(c, id, f, 'queued', 'queued')
       w(c, 'HSET', c.kjob .. id, 'doc', payload, 'state', 'queued', 'off', off, 'epoch', ep,
         'attempts', 0, 'model', model, 'tenant', tenant, 'group', group or '',
         'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', f.watch)
       queue_push(c, model, tenant, id, priority > 0)
+      if not any_served then
+        -- No worker has registered yet, so no model name can be refused: a job queued now is
+        -- kept result_ttl_s for a worker serving its model to appear (its heartbeat makes the
+        -- model's keys and jobs permanent), and a mistyped model leaves nothing for good.
+        w(c, 'EXPIRE', c.kjob .. id, c.ttl)
+        w(c, 'EXPIRE', c.kq .. model .. ':' .. tenant, c.ttl)
+        w(c, 'EXPIRE', c.kring .. model, c.ttl)
+        c.wake_ttl = c.ttl
+      end
       if g then group_job(c, group, nil, 'queued', {id = id, type = 'queued', state = 'queued'}) end
       out[#out + 1] = CODE.ENQUEUE_QUEUED
     end

@@ -36,10 +36,34 @@ elseif not e[1] then
   writes[#writes + 1] = {'HSET', ekey, 'gen', new_gen()}
 end
 
+-- A model served for the first time may have jobs that were queued before any worker had
+-- registered (enqueue gave them and the model's keys a TTL): they are kept from now on.
+local served = P .. ':' .. KEY.SERVED
+if #ARGV >= 6 then
+  local known = redis.call('SMISMEMBER', served, unpack(ARGV, 6))
+  for i = 6, #ARGV do
+    if known[i - 5] == 0 then
+      local model = ARGV[i]
+      local ring = P .. ':' .. KEY.RING .. ':' .. model
+      writes[#writes + 1] = {'PERSIST', ring}
+      writes[#writes + 1] = {'PERSIST', P .. ':' .. KEY.WAKE .. ':' .. model}
+      for _, t in ipairs(redis.call('LRANGE', ring, 0, -1)) do
+        local q = P .. ':' .. KEY.QUEUE .. ':' .. model .. ':' .. t
+        writes[#writes + 1] = {'PERSIST', q}
+        for _, id in ipairs(redis.call('LRANGE', q, 0, -1)) do
+          local job = P .. ':' .. KEY.JOB .. ':' .. id
+          -- Only live jobs: a finished record keeps its TTL.
+          if redis.call('TYPE', job).ok == 'hash' then writes[#writes + 1] = {'PERSIST', job} end
+        end
+      end
+    end
+  end
+end
+
 redis.call('SET', lease, token, 'PX', ttl_ms)
 for _, cmd in ipairs(writes) do redis.call(unpack(cmd)) end
 if #ARGV >= 6 then
-  redis.call('SADD', P .. ':' .. KEY.SERVED, unpack(ARGV, 6))
+  redis.call('SADD', served, unpack(ARGV, 6))
 end
 if cur then return CODE.HEARTBEAT_RENEWED end
 return CODE.HEARTBEAT_ACQUIRED

@@ -42,6 +42,7 @@ probe('SET', s, '1', 'PX', 60000)
 probe('GET', s)
 probe('EXISTS', s)
 probe('EXPIRE', s, 60)
+probe('PERSIST', s)
 probe('HSET', h, 'f', '1')
 probe('HGET', h, 'f')
 probe('HMGET', h, 'f')
@@ -59,6 +60,7 @@ probe('SREM', set, 'a')
 probe('SMEMBERS', set)
 probe('SCARD', set)
 probe('SISMEMBER', set, 'a')
+probe('SMISMEMBER', set, 'a')
 probe('XADD', x, 'MAXLEN', '~', 64, '*', 'e', '1')
 probe('GETRANGE', s, 0, 0)
 probe('TYPE', s)
@@ -72,9 +74,9 @@ probe('ZRANGEBYSCORE', zs, '-inf', '+inf', 'LIMIT', 0, 1)
 probe('ZREMRANGEBYRANK', zs, 0, -2)
 probe('ZREM', zs, 'a')
 probe('ZCARD', zs) -- depth (the worker's metrics) and the client's stats
-probe('PUBLISH', P .. ':ev:#permcheck', '')
-probe('PUBLISH', P .. ':gev:#permcheck', '')
-probe('PUBSUB', 'NUMSUB', P .. ':ev:#permcheck') -- enqueue: is the job's channel watched?
+probe('PUBLISH', P .. ':' .. KEY.JOB_CHANNEL .. ':#permcheck', '')
+probe('PUBLISH', P .. ':' .. KEY.GROUP_CHANNEL .. ':#permcheck', '')
+probe('PUBSUB', 'NUMSUB', P .. ':' .. KEY.JOB_CHANNEL .. ':#permcheck') -- enqueue: watched?
 if role == 'worker' then
   probe('BRPOP', l2, 1) -- non-blocking inside a script; the worker's wait on the wake-up keys
 elseif role == 'client' then

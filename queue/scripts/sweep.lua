@@ -23,8 +23,12 @@ w(c, 'SET', lock, me, 'PX', lock_ms)
 
 local kjob = c.kjob
 local count = 0
+-- Never the sweeper's own list: a worker running this is alive, its lease only ran out (Redis
+-- blocked by large payloads past the TTL, a stalled host). Its next heartbeat re-acquires the
+-- lease with the same token, its acks go through, and what it no longer holds it hands back
+-- itself (the reconciliation); requeueing would run every such job twice, at attempt 2.
 for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
-  if redis.call('EXISTS', P .. ':' .. KEY.LEASE .. ':' .. worker) == 0 then
+  if worker ~= me and redis.call('EXISTS', P .. ':' .. KEY.LEASE .. ':' .. worker) == 0 then
     local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
     local ids = redis.call('LRANGE', inflight, 0, -1)
     -- Walk backwards so the pushes to the front leave the jobs in their claim order.
@@ -35,9 +39,7 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
       local model = r and nonempty(r[5])
       if model then
         local attempt = tonumber(r[1]) or 0
-        -- Our own lease ran out (a reply that outlived it, a stalled host): we are alive, so
-        -- this is no death to count against the job.
-        local deaths = (tonumber(r[7]) or 0) + (worker == me and 0 or 1)
+        local deaths = (tonumber(r[7]) or 0) + 1
         local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = model,
                    tenant = r[6], watch = r[8]}
         if attempt >= max_attempts then

@@ -3,14 +3,16 @@
  * the first input from / writes the first output to raw float32 files (to compare with
  * tests/ort/run_ort.js). Usage:
  *   onnx_run MODEL.onnx [--batch N] [--shape HxW] [--threads N] [--iters N] [--in IN.bin]
- *            [--out OUT.bin] [--no-fold] [--no-fuse] [--dump] [--help]
+ *            [--out OUT.bin] [--no-fold] [--no-fuse] [--dump] [--program] [--help]
  *   (other inputs get a fixed pattern; --shape fixes the spatial dims of 4-D inputs whose H/W
- *   are symbolic in the file; --dump prints the planned graph to stderr)
+ *   are symbolic in the file; --dump prints the planned graph to stderr, --program the cpu
+ *   backend's compiled program: one line per step and its counts, cpu_program.h)
  * Exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpu/onnx/cpu_program.h"
 #include "gpu/onnx/engine.h"
 
 static double ms_since(uint64_t t0) {
@@ -18,25 +20,28 @@ static double ms_since(uint64_t t0) {
 }
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: onnx_run MODEL.onnx [--batch N] [--shape HxW] [--threads N] [--iters N]\n"
-          "                [--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse] [--dump]\n"
-          "  Loads, plans and runs MODEL on the cpu backend; prints one JSON line (times, nodes,\n"
-          "  arena, output shape).\n"
-          "  --batch N    dim 0 of every input (default 1)\n"
-          "  --shape HxW  dims 2 and 3 of every 4-D input (models exported with symbolic H/W)\n"
-          "  --threads N  cpu backend threads (default: all online CPUs)\n"
-          "  --iters N    timed runs (default 3)\n"
-          "  --in/--out   raw float32 data of the first input / output\n"
-          "  --no-fold    keep BatchNormalization nodes; --no-fuse: keep activations apart\n"
-          "  --dump       the planned graph on stderr\n"
-          "exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types\n");
+  fprintf(
+      f,
+      "usage: onnx_run MODEL.onnx [--batch N] [--shape HxW] [--threads N] [--iters N]\n"
+      "                [--in IN.bin] [--out OUT.bin] [--no-fold] [--no-fuse] [--dump] [--program]\n"
+      "  Loads, plans and runs MODEL on the cpu backend; prints one JSON line (times, nodes,\n"
+      "  arena, output shape).\n"
+      "  --batch N    dim 0 of every input (default 1)\n"
+      "  --shape HxW  dims 2 and 3 of every 4-D input (models exported with symbolic H/W)\n"
+      "  --threads N  cpu backend threads (default: all online CPUs)\n"
+      "  --iters N    timed runs (default 3)\n"
+      "  --in/--out   raw float32 data of the first input / output\n"
+      "  --no-fold    keep BatchNormalization nodes; --no-fuse: keep activations apart\n"
+      "  --dump       the planned graph on stderr\n"
+      "  --program    the cpu backend's program on stderr: each step (primitive and its\n"
+      "               oneDNN implementation, reference kernel, reorder, copy), then counts\n"
+      "exit: 0 ok, 1 error, 2 usage, 3 the model uses unsupported ops/types\n");
 }
 
 int main(int argc, char **argv) {
   sq_engine_process_init(argv); /* OpenMP waits passively (engine.h) */
   const char *model = NULL, *in_path = NULL, *out_path = NULL;
-  int batch = 1, threads = 0, iters = 3, dump = 0;
+  int batch = 1, threads = 0, iters = 3, dump = 0, program = 0;
   long shape_h = 0, shape_w = 0;
   sq_engine_options_t opt = {0};
   for (int i = 1; i < argc; i++) {
@@ -54,6 +59,8 @@ int main(int argc, char **argv) {
       opt.no_fold_bn = 1;
     else if (!strcmp(argv[i], "--no-fuse"))
       opt.no_fuse = 1;
+    else if (!strcmp(argv[i], "--program"))
+      program = 1;
     else if (!strcmp(argv[i], "--dump"))
       dump = 1;
     else if (!strcmp(argv[i], "--help")) {
@@ -147,6 +154,28 @@ int main(int argc, char **argv) {
     double ms = ms_since(t0);
     total += ms;
     if (ms < best) best = ms;
+  }
+  if (program) {
+    void *state = NULL;
+    if (sq_engine_bind(p, b, &state, &err) || !state) {
+      fprintf(stderr, "program: %s\n", err.msg);
+      return 1;
+    }
+    const sq_cpu_program_t *pr = state;
+    sq_cpu_program_stats_t st;
+    sq_cpu_program_dump(pr, stderr);
+    sq_cpu_program_stats(pr, &st);
+    fprintf(stderr,
+            "program: %d steps, %d primitives (%d convolutions, %d deconvolutions, %d on im2col "
+            "gemm/ref), %d reorders (%d inside the graph), %d reference steps (%d convolutions), "
+            "%d depth-to-space, %d copies, %d fused eltwise post-ops, %d fused sums, %d blocked "
+            "buffers, arena %zu bytes\n",
+            st.steps, st.prims, st.convs, st.deconvs, st.gemm_convs, st.reorders, st.inner_reorders,
+            st.ref_steps, st.ref_convs, st.d2s, st.copies, st.fused_eltwise, st.fused_sum,
+            st.blocked_bufs, sq_cpu_program_arena_bytes(pr));
+    for (int op = 0; op < SQ_OP_COUNT; op++)
+      if (st.ref_by_op[op])
+        fprintf(stderr, "program: reference %s x%d\n", sq_op_info(op)->name, st.ref_by_op[op]);
   }
   printf(
       "{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"nodes\": %d, \"arena_bytes\": %zu, "

@@ -39,6 +39,7 @@ class DeviceError(unittest.TestCase):
             # Let it finish a few, then poison the device under it.
             tl.wait_until(lambda: tl.count_results(r, "de", ids) >= 2, 120, what="first results")
             open(poison, "w").close()
+            t_poison = time.monotonic()
             rc = a.wait(120)
             log = a.log()
             self.assertEqual(rc, 3, "the poisoned worker must exit 3; log:\n" + a.log_tail())
@@ -66,6 +67,12 @@ class DeviceError(unittest.TestCase):
             self.assertEqual(tl.queued_count(r, "de"), 0)
             print("worker a finished %d, handed back %d; worker b ran %d" %
                   (done_by_a, released, by_b))
+            # The row of docs/RELIABILITY.md (duplicated: `done` above one per job).
+            st = tl.stats(r, "de")
+            print("figures: jobs %d lost %d duplicated %d stuck %d seconds %.1f (poison to last result)"
+                  % (N, N - len(results), max(0, st.get("done", 0) - N),
+                     tl.queued_count(r, "de") + sum(tl.inflight_lists(r, "de").values()),
+                     time.monotonic() - t_poison))
             b.sigterm()
             self.assertEqual(b.wait(60), 0)
 

@@ -6,7 +6,9 @@ and for groups, whose channels publish): every script must fail before its first
 a failed enqueue leaves nothing behind and the same id can be submitted again once the user may
 publish; a failed sweep re-pushes nothing (no duplicate ids in the queue) and a later sweep
 requeues each job once; a failed ack leaves the job running, so the worker's retry writes its one
-result. (Unwatched jobs outside groups publish nothing and need no channel rights at all.)"""
+result. (Unwatched jobs outside groups publish nothing and need no channel rights at all.)
+AclScriptsRefuseFirst: the same for claim, cancel, release, progress and dead requeue, and for an
+account lacking one command the script writes with (the prelude's ACL check refuses first)."""
 import os
 import sys
 import unittest
@@ -16,7 +18,7 @@ import segq_testlib as tl  # noqa: E402
 
 import redis  # noqa: E402
 import segq  # noqa: E402
-from segq import fakeworker  # noqa: E402
+from segq import fakeworker, schema  # noqa: E402
 
 P = "segq"
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32
@@ -67,13 +69,13 @@ class AclScripts(unittest.TestCase):
         # Now the channel rights are gone: the sweeper's requeue must fail cleanly.
         self.admin.execute_command("ACL", "SETUSER", "op", "resetchannels")
         sweep = c.r.register_script(tl.load_script("sweep"))
-        before = {k: self.admin.dump(k) for k in self.keys()}
+        before = tl.keyspace(self.admin, P)
         for _ in range(3):
             with self.assertRaises(redis.ResponseError) as e:
                 sweep(keys=[], args=[P, "sweeper", 1000, 3, tl.now_ms(), 3600, 86400])
             self.assertIn("can't publish to the channel", str(e.exception))
             self.admin.delete("segq:sweeper")
-        after = {k: self.admin.dump(k) for k in self.keys()}
+        after = tl.keyspace(self.admin, P)
         self.assertEqual(after, before, "a failed sweep changes nothing (not even its lock)")
         self.assertEqual(tl.queued_count(self.admin, P), 0)
         self.grant_channels()
@@ -96,6 +98,82 @@ class AclScripts(unittest.TestCase):
         self.assertEqual(w.ack(jobs), [1])
         self.assertEqual(c.result("ack-1")["status"], "ok")
         self.assertEqual(tl.stats(self.admin, P)["done"], 1)
+
+
+class AclScriptsRefuseFirst(unittest.TestCase):
+    """claim, cancel, release, progress and dead requeue under an account that lacks a channel
+    right or one command of the script's writes (`-ltrim`, ...): the script must refuse before
+    its first write. Without the prelude's ACL check Redis refused only the call itself, after
+    the writes before it (a claim marked the job running, left it queued and not in flight)."""
+
+    def setUp(self):
+        self.rs = self.enterContext(tl.RedisServer())
+        self.admin = self.rs.client()
+        self.admin.execute_command("ACL", "SETUSER", "op", "on", ">op-secret", "+@all", "~segq:*", "&*")
+        self.url = "redis://op:op-secret@127.0.0.1:%d" % self.rs.port
+        self.c = segq.Client(self.url, prefix=P)
+        self.w = fakeworker.FakeWorker(self.url, prefix=P, name="w1", models=("otsu",))
+
+    def snapshot(self):
+        return tl.keyspace(self.admin, P)
+
+    def refused(self, call, rights, why):
+        """call() under the account with `rights` taken away: an error naming why, no key
+        changed; then the rights come back."""
+        self.admin.execute_command("ACL", "SETUSER", "op", *rights)
+        try:
+            before = self.snapshot()
+            with self.assertRaises(redis.ResponseError) as e:
+                call()
+            after = self.snapshot()
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            self.assertEqual(changed, [], "refused with %s: nothing written" % (rights,))
+            self.assertIn(why, str(e.exception))
+        finally:
+            self.admin.execute_command("ACL", "SETUSER", "op", "+@all", "&*")
+
+    def refused_both(self, call, command):
+        self.refused(call, ["resetchannels"], "can't publish to the channel")
+        self.refused(call, ["-" + command], "can't run %s on" % command.upper())
+
+    def test_claim(self):
+        self.c.submit(JPEG, "otsu", id="cl-1", watch=True)
+        self.refused_both(lambda: self.w.claim(4), "ltrim")
+        # the per-job HSETs run after the other writes (claim.lua's c.late): checked first too
+        self.refused(lambda: self.w.claim(4), ["-hset"], "can't run HSET on")
+        self.assertEqual([j[1] for j in self.w.claim(4)], ["cl-1"])
+        self.assertEqual(self.c.status("cl-1")["state"], "running")
+
+    def test_cancel(self):
+        self.c.submit(JPEG, "otsu", id="ca-1", watch=True)
+        self.refused_both(lambda: self.c.cancel("ca-1"), "set")
+        self.assertEqual(self.c.status("ca-1")["state"], "queued")
+        self.assertEqual(self.c.cancel("ca-1"), {"ca-1": schema.CODE["CANCEL_DONE"]})
+        self.assertEqual(self.c.result("ca-1")["error"]["code"], "canceled")
+
+    def test_release(self):
+        self.c.submit(JPEG, "otsu", id="re-1", watch=True)
+        self.assertEqual(len(self.w.claim(4)), 1)
+        self.refused_both(lambda: self.w.release(["re-1"]), "lpush")
+        self.assertEqual(self.admin.lrange("segq:inflight:w1", 0, -1), [b"re-1"])
+        self.assertEqual(self.w.release(["re-1"]), 1)
+        self.assertEqual(self.c.status("re-1")["state"], "queued")
+
+    def test_progress(self):
+        self.c.submit_many([JPEG], "otsu", group="pg", ids=["pg-1"], watch=True)
+        self.assertEqual(len(self.w.claim(4)), 1)
+        self.refused_both(lambda: self.w.progress([("pg-1", 1, 4)]), "xadd")
+        self.assertEqual(self.w.progress([("pg-1", 1, 4)]), 1)
+
+    def test_dead_requeue(self):
+        self.c.submit_many([JPEG], "otsu", group="dg", ids=["dd-1"])
+        jobs = self.w.claim(4)
+        self.assertEqual(self.w.ack(jobs, fail=("dd-1",), retry_ms=1, max_attempts=1), [schema.CODE["ACK_EXHAUSTED"]])
+        self.assertEqual([d[0] for d in self.c.dead_list()], ["dd-1"])
+        self.refused_both(lambda: self.c.dead_requeue("dd-1"), "zrem")
+        self.assertEqual([d[0] for d in self.c.dead_list()], ["dd-1"])
+        self.assertEqual(self.c.dead_requeue("dd-1"), 1)
+        self.assertEqual(self.c.status("dd-1")["state"], "queued")
 
 
 if __name__ == "__main__":

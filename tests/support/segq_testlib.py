@@ -1369,6 +1369,30 @@ def queued_count(r, prefix):
     return sum(r.llen(k) for k in r.scan_iter(match=key(prefix, "q", "*"), count=1000))
 
 
+def keyspace(r, prefix):
+    """{key: (type, contents, has_ttl)} of every key under prefix: a comparable picture of the
+    data (DUMP is not: a hash's dump follows its table's order, which reads may rehash)."""
+    out = {}
+    for k in r.scan_iter(match=key(prefix, "*"), count=1000):
+        t = r.type(k).decode()
+        if t == "string":
+            v = r.get(k)
+        elif t == "hash":
+            v = r.hgetall(k)
+        elif t == "list":
+            v = r.lrange(k, 0, -1)
+        elif t == "set":
+            v = sorted(r.smembers(k))
+        elif t == "zset":
+            v = r.zrange(k, 0, -1, withscores=True)
+        elif t == "stream":
+            v = r.xrange(k)
+        else:
+            v = t
+        out[k.decode()] = (t, v, r.pttl(k) > 0)
+    return out
+
+
 # -- synthetic images -------------------------------------------------------------------------
 
 def disk_image(width, height, disks, bg=20, fg=220, dtype="uint8"):

@@ -3,13 +3,14 @@
  * NCHW (sq_exec_cpu), on graphs shaped like the models users bring: a residual block (residual
  * Add as a sum post-op), a MobileNetV3 block (HardSwish and HardSigmoid folded into convs,
  * squeeze-excite Mul), a UNet up step (ConvTranspose 2x2/2 + Concat), bilinear and nearest
- * Resize, an unfolded BatchNormalization after an Add, ceil-mode pooling and a 1-D conv; batch 1
- * and 3, 1 and 2 threads. */
+ * Resize, an unfolded BatchNormalization after an Add, ceil-mode pooling, a 1-D conv and convs
+ * whose weights the graph computes; batch 1 and 3, 1 and 2 threads. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
-#include "gpu/onnx/engine_internal.h"
+#include "gpu/onnx/cpu_program.h"
 
 static float frand(void) {
   return (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
@@ -166,8 +167,36 @@ static uint8_t *graph_conv1d(size_t *len) {
   return buf;
 }
 
+/* Convolutions whose weights and bias the graph computes (scaled by the input's mean, so they
+ * change with every input): oneDNN runs them with a per-run weight reorder, plain and grouped. */
+static uint8_t *graph_conv_dynamic_weights(size_t *len) {
+  sq_onnx_builder_t *b = sq_onnx_builder_new(13);
+  int64_t xd[4] = {-1, 8, 7, 9}, wd[4] = {12, 8, 3, 3}, gd[4] = {12, 3, 3, 3}, bd[1] = {12};
+  sq_onnx_builder_input(b, "x", SQ_DT_FLOAT, 4, xd);
+  init(b, "w0", 4, wd, 0.3f);
+  init(b, "g0", 4, gd, 0.3f);
+  init(b, "b0", 1, bd, 0.5f);
+  sq_onnx_builder_node(b, "ReduceMean", "mean", "x", "m");
+  sq_onnx_builder_attr_int(b, "keepdims", 0);
+  sq_onnx_builder_node(b, "Mul", "wmul", "w0,m", "w");
+  sq_onnx_builder_node(b, "Mul", "gmul", "g0,m", "gw");
+  sq_onnx_builder_node(b, "Mul", "bmul", "b0,m", "bias");
+  sq_onnx_builder_node(b, "Conv", "conv", "x,w,bias", "a");
+  int64_t p1[4] = {1, 1, 1, 1};
+  sq_onnx_builder_attr_ints(b, "pads", p1, 4);
+  sq_onnx_builder_node(b, "Relu", "r", "a", "ar");
+  sq_onnx_builder_node(b, "Conv", "gconv", "ar,gw", "y"); /* group 4: weights [12, 3, 3, 3] */
+  sq_onnx_builder_attr_ints(b, "pads", p1, 4);
+  sq_onnx_builder_attr_int(b, "group", 4);
+  sq_onnx_builder_output(b, "y", SQ_DT_FLOAT, 4, (int64_t[]){-1, 12, 7, 9});
+  uint8_t *buf = sq_onnx_builder_serialize(b, len);
+  sq_onnx_builder_free(b);
+  return buf;
+}
+
 /* runs the plan on the backend and on the reference kernels; returns the max abs difference */
-static double compare(const char *what, uint8_t *(*make)(size_t *), int batch, int threads) {
+static double compare(const char *what, uint8_t *(*make)(size_t *), int batch, int threads,
+                      sq_cpu_program_stats_t *st) {
   size_t len;
   uint8_t *buf = make(&len);
   sq_error_t err = {0};
@@ -196,6 +225,8 @@ static double compare(const char *what, uint8_t *(*make)(size_t *), int batch, i
   int rc = sq_engine_run(p, c, &in, 1, &out[0], 1, &err);
   CHECK_EQ_INT(rc, 0);
   if (rc) fprintf(stderr, "%s: run: %s\n", what, err.msg);
+  void *state = NULL;
+  if (!rc && !sq_engine_bind(p, be, &state, &err) && state) sq_cpu_program_stats(state, st);
   uint8_t *arena = malloc(sq_engine_arena_bytes(p) + 64);
   sq_cpu_t *pool = sq_cpu_new(1);
   int rr = sq_exec_cpu(pool, p, arena, &in, &out[1], &err);
@@ -224,20 +255,37 @@ out:
 }
 
 int main(void) {
+  /* and what each program is made of: the fusions and layouts these graphs exist to test
+   * (-1: not checked) */
   static const struct {
     const char *name;
     uint8_t *(*make)(size_t *);
-  } graphs[] = {{"residual block", graph_residual},
-                {"mobilenet block", graph_mobilenet},
-                {"unet up step", graph_unet_up},
-                {"resize + bn + pools", graph_resize_bn_pool},
-                {"conv1d", graph_conv1d}};
+    int fused_sum, fused_eltwise, ref_steps, inner_reorders;
+  } graphs[] = {{"residual block", graph_residual, 2, 3, 0, 0},
+                {"mobilenet block", graph_mobilenet, -1, -1, 0, 0},
+                {"unet up step", graph_unet_up, 0, -1, 0, 0},
+                {"resize + bn + pools", graph_resize_bn_pool, -1, -1, 0, -1},
+                {"conv1d", graph_conv1d, -1, -1, 0, -1},
+                {"conv dynamic weights", graph_conv_dynamic_weights, 0, 1, -1, -1}};
   srand(7);
   for (size_t g = 0; g < sizeof graphs / sizeof graphs[0]; g++)
     for (int batch = 1; batch <= 3; batch += 2)
       for (int threads = 1; threads <= 2; threads++) {
-        double d = compare(graphs[g].name, graphs[g].make, batch, threads);
+        sq_cpu_program_stats_t st;
+        memset(&st, 0xff, sizeof st);
+        double d = compare(graphs[g].name, graphs[g].make, batch, threads, &st);
         CHECK(d <= 1e-4);
+        printf(
+            "  program: %d steps, %d ref (%d convs), %d reorders (%d inner), %d eltwise + %d "
+            "sum fused\n",
+            st.steps, st.ref_steps, st.ref_convs, st.reorders, st.inner_reorders, st.fused_eltwise,
+            st.fused_sum);
+        CHECK_EQ_INT(st.ref_convs, 0); /* every conv on oneDNN, computed weights included */
+        if (graphs[g].fused_sum >= 0) CHECK_EQ_INT(st.fused_sum, graphs[g].fused_sum);
+        if (graphs[g].fused_eltwise >= 0) CHECK_EQ_INT(st.fused_eltwise, graphs[g].fused_eltwise);
+        if (graphs[g].ref_steps >= 0) CHECK_EQ_INT(st.ref_steps, graphs[g].ref_steps);
+        if (graphs[g].inner_reorders >= 0)
+          CHECK_EQ_INT(st.inner_reorders, graphs[g].inner_reorders);
       }
   CHECK_DONE();
 }

@@ -22,7 +22,7 @@ static sq_redis_loop_t hooks;
 static sq_redis_t *endpoint;
 static sq_redis_conn_t *ac, *bac;
 static int nready;
-static sq_queue_t *q;
+static sq_queue_t *q, *q2; /* q2: another worker (w2), whose sweeper recovers w1's jobs */
 static int step;
 static char *claimed_ids[4];
 
@@ -142,11 +142,12 @@ static void next(void) {
       rc = sq_queue_claim(q, ac, 1, 0, 0, on_claim, "fenced");
       break;
     case 10: {
-      /* Expire the old lease by hand so the sweeper recovers j2. */
+      /* Expire the old lease by hand so another worker's sweeper recovers j2 (a worker never
+       * sweeps its own list: it is alive). */
       char key[64];
       snprintf(key, sizeof key, "tq:worker:w1");
       sq_redis_command(ac, 0, NULL, NULL, "DEL %s", key);
-      rc = sq_queue_sweep(q, ac, 1000, on_status, "sweep");
+      rc = sq_queue_sweep(q2, ac, 1000, on_status, "sweep");
       break;
     }
     case 11:
@@ -199,6 +200,9 @@ int main(void) {
   sq_queue_config_t cfg = {"tq", "w1", models, 1, 5000, 3, 600};
   q = sq_queue_new(&cfg);
   CHECK(q != NULL);
+  sq_queue_config_t cfg2 = {"tq", "w2", models, 1, 5000, 3, 600};
+  q2 = sq_queue_new(&cfg2);
+  CHECK(q2 != NULL);
   CHECK(strlen(sq_queue_token(q)) == 32);
 
   uv_loop_init(&loop);
@@ -235,6 +239,7 @@ int main(void) {
 
   for (int i = 0; i < 4; i++) free(claimed_ids[i]);
   sq_queue_free(q);
+  sq_queue_free(q2);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   redisFree(c);
   test_redis_stop(&srv);

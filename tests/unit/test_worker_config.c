@@ -8,6 +8,7 @@
 #include "gpu/gpu.h"
 #include "queue/queue.h"
 #include "worker/config.h"
+#include "worker/worker.h"
 
 /* A fake environment: NULL-terminated name/value pairs set per test. */
 static const char *const *fake_env;
@@ -276,7 +277,26 @@ static void test_actions(void) {
   free(buf);
 }
 
+/* main() re-executes for OpenMP's wait policy only when a model may run on the CPU backend: a
+ * worker of built-ins skips that second start-up; anything unclear keeps it. */
+static void test_uses_openmp(void) {
+  if (getenv("SEGQ_MODELS")) unsetenv("SEGQ_MODELS");
+  const char *builtins[] = {"segq-worker", "--models", "null,otsu"};
+  CHECK(sq_worker_uses_openmp(3, (char **)builtins) == 0);
+  const char *dflt[] = {"segq-worker"}; /* the default models: null,otsu */
+  CHECK(sq_worker_uses_openmp(1, (char **)dflt) == 0);
+  const char *repo[] = {"segq-worker", "--models", "null,cellseg-unet"};
+  CHECK(sq_worker_uses_openmp(3, (char **)repo) == 1);
+  const char *bad[] = {"segq-worker", "--models", "null", "--no-such-flag"};
+  CHECK(sq_worker_uses_openmp(4, (char **)bad) == 1);
+  const char *help[] = {"segq-worker", "--help"};
+  CHECK(sq_worker_uses_openmp(2, (char **)help) == 1);
+  CHECK(sq_model_is_builtin("null") && sq_model_is_builtin("otsu"));
+  CHECK(!sq_model_is_builtin("cellseg-unet") && !sq_model_is_builtin(""));
+}
+
 int main(void) {
+  test_uses_openmp();
   test_defaults();
   test_precedence();
   test_redis_url();

@@ -124,8 +124,9 @@ def permcheck_problems(prefix: str, reply: Sequence[Any]) -> Optional[str]:
     for kind, what in sorted(problems.items()):
         cmds = ", ".join(sorted(set(c for c, _ in what)))
         if kind == "channels":
-            parts.append("channels %s:ev:* and %s:gev:* refused to %s (%r)"
-                         % (prefix, prefix, cmds, what[0][1]))
+            parts.append("channels %s:%s:* and %s:%s:* refused to %s (%r)"
+                         % (prefix, KEY["JOB_CHANNEL"], prefix, KEY["GROUP_CHANNEL"], cmds,
+                            what[0][1]))
         elif kind == "keys":
             parts.append("keys %s:* refused to %s (%r)" % (prefix, cmds, what[0][1]))
         else:

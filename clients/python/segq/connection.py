@@ -19,7 +19,9 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-DEFAULT_URL = "redis://127.0.0.1:6379"
+from . import schema
+
+DEFAULT_URL = schema.DEFAULT["REDIS_URL"]
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 MAX_NODES = 16
@@ -160,7 +162,7 @@ def _retry(attempts, cap):
 
 def connect(url=None, *, password=None, password_file=None, socket_connect_timeout=5,
             socket_timeout=None, retries=None, ssl_ca_certs=None, **kw):
-    """A redis.Redis for url (default $SEGQ_REDIS_URL, else redis://127.0.0.1:6379).
+    """A redis.Redis for url (default $SEGQ_REDIS_URL, else DEFAULT_URL, schema.def's REDIS_URL).
     retries: how many times a command is retried after a connection error (default: 40 for
     Sentinel URLs, ~20 s across a failover; 0 for a single server). ssl_ca_certs (or
     $SEGQ_REDIS_CA_FILE) verifies a rediss:// server. Extra keywords go to redis.Redis."""

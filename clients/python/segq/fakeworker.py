@@ -15,7 +15,7 @@ import redis
 
 from . import proto
 from . import schema
-from .client import DEFAULT_PREFIX, load_script
+from .client import DEFAULT_PREFIX, DEFAULT_URL, load_script
 
 
 class FakeWorker:
@@ -102,7 +102,7 @@ class FakeWorker:
 
 def main():
     ap = argparse.ArgumentParser(description="segq fake worker (tests only)")
-    ap.add_argument("--url", default=os.environ.get("SEGQ_REDIS_URL", "redis://127.0.0.1:6379"))
+    ap.add_argument("--url", default=os.environ.get("SEGQ_REDIS_URL", DEFAULT_URL))
     ap.add_argument("--prefix", default=os.environ.get("SEGQ_PREFIX", DEFAULT_PREFIX))
     ap.add_argument("--models", default="otsu,null")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds per batch")

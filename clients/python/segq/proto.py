@@ -1,9 +1,11 @@
 """segq protocol v1 documents in Python: encode a job exactly as docs/protocol.md "Job" describes,
 decode results and events, and expand a result's RLE mask. Pure msgpack; numpy is imported only
-by the helpers that return arrays."""
+by the helpers that return arrays. Error codes are common/common.h's names (schema.ERR)."""
 import re
 
 import msgpack
+
+from .schema import ERR
 
 VERSION = 1
 MAX_ID = 128
@@ -41,11 +43,11 @@ def valid_name(s, max_len):
 
 def _check_name(what, s, max_len):
     if not isinstance(s, str):
-        raise ProtocolError("wrong_field_type", "%s must be a str, got %s" % (what, type(s).__name__))
+        raise ProtocolError(ERR.wrong_field_type, "%s must be a str, got %s" % (what, type(s).__name__))
     if len(s.encode()) > max_len:
-        raise ProtocolError("field_too_large", "%s is longer than %d bytes" % (what, max_len))
+        raise ProtocolError(ERR.field_too_large, "%s is longer than %d bytes" % (what, max_len))
     if not valid_name(s, max_len):
-        raise ProtocolError("invalid_field_value",
+        raise ProtocolError(ERR.invalid_field_value,
                             "%s must be 1-%d characters of [A-Za-z0-9._:-], got %r" % (what, max_len, s))
 
 
@@ -68,29 +70,29 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
     _check_name("id", id, MAX_ID)
     _check_name("model", model, MAX_MODEL)
     if fmt not in FORMATS:
-        raise ProtocolError("invalid_field_value", "image format must be one of %s, got %r"
+        raise ProtocolError(ERR.invalid_field_value, "image format must be one of %s, got %r"
                             % (", ".join(FORMATS), fmt))
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
     if not isinstance(data, bytes):
-        raise ProtocolError("wrong_field_type", "image data must be bytes")
+        raise ProtocolError(ERR.wrong_field_type, "image data must be bytes")
     if len(data) > MAX_IMAGE_BYTES:
-        raise ProtocolError("field_too_large", "image data is %d bytes (max %d)" % (len(data), MAX_IMAGE_BYTES))
+        raise ProtocolError(ERR.field_too_large, "image data is %d bytes (max %d)" % (len(data), MAX_IMAGE_BYTES))
     image = {"format": fmt, "data": data}
     if fmt in RAW_BPP:
         for name, val in (("width", width), ("height", height)):
             if val is None:
-                raise ProtocolError("missing_field", "%s images need %s" % (fmt, name))
+                raise ProtocolError(ERR.missing_field, "%s images need %s" % (fmt, name))
             if not _is_uint(val):
-                raise ProtocolError("wrong_field_type", "%s must be a non-negative int" % name)
+                raise ProtocolError(ERR.wrong_field_type, "%s must be a non-negative int" % name)
             if val == 0:
-                raise ProtocolError("image_empty", "%s is 0" % name)
+                raise ProtocolError(ERR.image_empty, "%s is 0" % name)
             if val > MAX_SIDE:
-                raise ProtocolError("image_too_large", "%s must be at most %d, got %d" % (name, MAX_SIDE, val))
+                raise ProtocolError(ERR.image_too_large, "%s must be at most %d, got %d" % (name, MAX_SIDE, val))
         if width * height > MAX_PIXELS:
-            raise ProtocolError("image_too_large", "%dx%d is more than %d pixels" % (width, height, MAX_PIXELS))
+            raise ProtocolError(ERR.image_too_large, "%dx%d is more than %d pixels" % (width, height, MAX_PIXELS))
         if len(data) != width * height * RAW_BPP[fmt]:
-            raise ProtocolError("invalid_field_value", "%s %dx%d needs %d bytes, got %d"
+            raise ProtocolError(ERR.invalid_field_value, "%s %dx%d needs %d bytes, got %d"
                                 % (fmt, width, height, width * height * RAW_BPP[fmt], len(data)))
         image["width"] = width
         image["height"] = height
@@ -100,14 +102,14 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
     if models is not None:
         doc["models"] = _encode_models(model, models, weights)
     elif weights is not None:
-        raise ProtocolError("missing_field", "weights need models")
+        raise ProtocolError(ERR.missing_field, "weights need models")
     if priority is not None:
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise ProtocolError("wrong_field_type", "priority must be an int")
+            raise ProtocolError(ERR.wrong_field_type, "priority must be an int")
         doc["priority"] = priority
     if deadline_ms is not None:
         if not _is_uint(deadline_ms):
-            raise ProtocolError("wrong_field_type", "deadline_ms must be a non-negative int (epoch ms)")
+            raise ProtocolError(ERR.wrong_field_type, "deadline_ms must be a non-negative int (epoch ms)")
         doc["deadline_ms"] = deadline_ms
     if group is not None:
         _check_name("group", group, MAX_ID)
@@ -119,9 +121,9 @@ def encode_job(id, model, data, fmt, width=None, height=None, params=None, prior
         try:
             packed_meta = msgpack.packb(meta, use_bin_type=True)
         except (TypeError, ValueError) as e:
-            raise ProtocolError("wrong_field_type", "meta is not msgpack-encodable: %s" % e)
+            raise ProtocolError(ERR.wrong_field_type, "meta is not msgpack-encodable: %s" % e)
         if len(packed_meta) > MAX_META:
-            raise ProtocolError("field_too_large", "meta is %d bytes encoded (max %d)" % (len(packed_meta), MAX_META))
+            raise ProtocolError(ERR.field_too_large, "meta is %d bytes encoded (max %d)" % (len(packed_meta), MAX_META))
         doc["meta"] = meta
     return msgpack.packb(doc, use_bin_type=True)
 
@@ -134,11 +136,11 @@ def _encode_models(model, models, weights=None):
     {"name", "weight"} maps; `weights` (optional) a parallel list of weights. `model` must be
     one of them (docs/protocol.md "Ensembles")."""
     if isinstance(models, (str, bytes)) or not isinstance(models, (list, tuple)):
-        raise ProtocolError("wrong_field_type", "models must be a list")
+        raise ProtocolError(ERR.wrong_field_type, "models must be a list")
     if weights is not None and len(weights) != len(models):
-        raise ProtocolError("invalid_field_value", "weights and models differ in length")
+        raise ProtocolError(ERR.invalid_field_value, "weights and models differ in length")
     if not 2 <= len(models) <= MAX_MEMBERS:
-        raise ProtocolError("invalid_field_value",
+        raise ProtocolError(ERR.invalid_field_value,
                             "models must have 2 to %d entries, got %d" % (MAX_MEMBERS, len(models)))
     out, seen, total = [], set(), 0.0
     for i, m in enumerate(models):
@@ -146,7 +148,7 @@ def _encode_models(model, models, weights=None):
         if isinstance(m, dict):
             extra = set(m) - {"name", "weight"}
             if extra:
-                raise ProtocolError("invalid_field_value", "models[%d]: unknown keys %s" % (i, sorted(extra)))
+                raise ProtocolError(ERR.invalid_field_value, "models[%d]: unknown keys %s" % (i, sorted(extra)))
             name, weight = m.get("name"), m.get("weight")
         elif isinstance(m, (list, tuple)) and len(m) == 2:
             name, weight = m
@@ -156,22 +158,22 @@ def _encode_models(model, models, weights=None):
             weight = weights[i]
         _check_name("models[%d].name" % i, name, MAX_MODEL)
         if name in seen:
-            raise ProtocolError("invalid_field_value", "models: %r is named twice" % name)
+            raise ProtocolError(ERR.invalid_field_value, "models: %r is named twice" % name)
         seen.add(name)
         entry = {"name": name}
         if weight is not None:
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                raise ProtocolError("wrong_field_type", "models[%d].weight must be a number" % i)
+                raise ProtocolError(ERR.wrong_field_type, "models[%d].weight must be a number" % i)
             if not (0.0 <= float(weight) < float("inf")):
-                raise ProtocolError("invalid_field_value",
+                raise ProtocolError(ERR.invalid_field_value,
                                     "models[%d].weight must be finite and >= 0, got %r" % (i, weight))
             entry["weight"] = float(weight)
         total += entry.get("weight", 1.0)
         out.append(entry)
     if model not in seen:
-        raise ProtocolError("invalid_field_value", "models must include the job's model %r" % model)
+        raise ProtocolError(ERR.invalid_field_value, "models must include the job's model %r" % model)
     if total <= 0.0:
-        raise ProtocolError("invalid_field_value", "models: every weight is 0")
+        raise ProtocolError(ERR.invalid_field_value, "models: every weight is 0")
     return out
 
 
@@ -182,25 +184,25 @@ def _encode_params(params):
             continue
         if key == "threshold":
             if isinstance(val, bool) or not isinstance(val, (int, float)):
-                raise ProtocolError("wrong_field_type", "threshold must be a number")
+                raise ProtocolError(ERR.wrong_field_type, "threshold must be a number")
             if not 0.0 <= float(val) <= 1.0:
-                raise ProtocolError("invalid_field_value", "threshold must be in [0, 1], got %r" % val)
+                raise ProtocolError(ERR.invalid_field_value, "threshold must be in [0, 1], got %r" % val)
             out[key] = float(val)
         elif key == "min_area":
             if not _is_uint(val):
-                raise ProtocolError("wrong_field_type", "min_area must be a non-negative int")
+                raise ProtocolError(ERR.wrong_field_type, "min_area must be a non-negative int")
             if val > MAX_UINT32:
-                raise ProtocolError("invalid_field_value", "min_area must be below 2**32, got %d" % val)
+                raise ProtocolError(ERR.invalid_field_value, "min_area must be below 2**32, got %d" % val)
             out[key] = val
         elif key == "outputs":
             if isinstance(val, str):
                 val = [val]
             val = list(val)
             if not val:
-                raise ProtocolError("invalid_field_value", "outputs must name at least one of %s" % ", ".join(OUTPUTS))
+                raise ProtocolError(ERR.invalid_field_value, "outputs must name at least one of %s" % ", ".join(OUTPUTS))
             for o in val:
                 if o not in OUTPUTS:
-                    raise ProtocolError("invalid_field_value", "unknown output %r (use %s)" % (o, ", ".join(OUTPUTS)))
+                    raise ProtocolError(ERR.invalid_field_value, "unknown output %r (use %s)" % (o, ", ".join(OUTPUTS)))
             out[key] = val
         else:
             # Unknown params are ignored by v1 workers; pass them through for newer ones.
@@ -234,9 +236,9 @@ def decode_record(buf):
         result = up.unpack()
         rest = buf[up.tell():]
     except Exception as e:
-        raise ProtocolError("malformed_msgpack", "job record is not two msgpack maps: %s" % e)
+        raise ProtocolError(ERR.malformed_msgpack, "job record is not two msgpack maps: %s" % e)
     if not isinstance(event, dict) or not isinstance(result, dict):
-        raise ProtocolError("malformed_msgpack", "job record holds something else than maps")
+        raise ProtocolError(ERR.malformed_msgpack, "job record holds something else than maps")
     return event, result, (bytes(rest) if rest else None)
 
 
@@ -244,11 +246,11 @@ def _decode_map(buf, what):
     try:
         doc = msgpack.unpackb(buf, raw=False, strict_map_key=False)
     except Exception as e:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError("malformed_msgpack", "%s is not valid msgpack: %s" % (what, e))
+        raise ProtocolError(ERR.malformed_msgpack, "%s is not valid msgpack: %s" % (what, e))
     if not isinstance(doc, dict):
-        raise ProtocolError("malformed_msgpack", "%s is not a msgpack map" % what)
+        raise ProtocolError(ERR.malformed_msgpack, "%s is not a msgpack map" % what)
     if doc.get("v") != VERSION:
-        raise ProtocolError("unsupported_version", "%s has v=%r" % (what, doc.get("v")))
+        raise ProtocolError(ERR.unsupported_version, "%s has v=%r" % (what, doc.get("v")))
     return doc
 
 
@@ -256,13 +258,13 @@ def rle_decode(mask):
     """The result's `mask` ({encoding: "rle", width, height, counts}) as bytes of 0/1, one per
     pixel, row-major. Raises ProtocolError if the runs do not cover width*height exactly."""
     if not isinstance(mask, dict) or mask.get("encoding") != "rle":
-        raise ProtocolError("invalid_field_value", "mask encoding must be 'rle'")
+        raise ProtocolError(ERR.invalid_field_value, "mask encoding must be 'rle'")
     w, h, counts = mask.get("width"), mask.get("height"), mask.get("counts")
     if not _is_uint(w) or not _is_uint(h) or not isinstance(counts, (list, tuple)):
-        raise ProtocolError("wrong_field_type", "mask needs width, height and counts")
+        raise ProtocolError(ERR.wrong_field_type, "mask needs width, height and counts")
     total = sum(counts)
     if total != w * h:
-        raise ProtocolError("invalid_field_value", "mask runs cover %d pixels, %dx%d needs %d" % (total, w, h, w * h))
+        raise ProtocolError(ERR.invalid_field_value, "mask runs cover %d pixels, %dx%d needs %d" % (total, w, h, w * h))
     out = bytearray(w * h)
     pos = 0
     one = False

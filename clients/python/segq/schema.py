@@ -40,6 +40,21 @@ _ENTRIES, ERRORS = _parse()
 KEY = {s: v for k, s, _, v in _ENTRIES if k == "KEY"}
 DEFAULT = {s: v for k, s, _, v in _ENTRIES if k in ("DEFAULT", "TEXT")}
 CODE = {s: v for k, s, _, v in _ENTRIES if k == "CODE"}
+
+
+class _Strict:
+    """Names as attributes (ERR.wrong_field_type == "wrong_field_type"); a misspelt one is an
+    AttributeError at once, as the Lua side's strict tables make it an error."""
+
+    def __init__(self, names, what):
+        self.__dict__.update({n: n for n in names})
+        self._what = what
+
+    def __getattr__(self, name):
+        raise AttributeError("segq: no %s %s" % (self._what, name))
+
+
+ERR = _Strict(ERRORS, "error code")
 for _k, _s, _, _ in _ENTRIES:
     if _k not in ("KEY", "TEXT", "DEFAULT", "CODE"):
         raise ValueError("schema.def: unknown entry kind %s" % _k)

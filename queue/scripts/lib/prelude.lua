@@ -2,8 +2,9 @@
 -- source is the generated schema constants (KEY, DEFAULT, CODE, ERR), this file, then the
 -- script's own file (embed_scripts.cmake for C, segq.client.load_script for Python).
 -- The discipline (docs/protocol.md "Fallible calls first"): reads happen at once; writes and
--- PUBLISHes are collected in the call's context and run by commit(), PUBLISHes first, so a script
--- that fails (a PUBLISH without channel rights, a key of the wrong type) has changed nothing.
+-- PUBLISHes are collected in the call's context and run by commit(): the ACL check first, then
+-- PUBLISHes, then writes, so a script that fails (no channel rights, a command the account
+-- lacks, a key of the wrong type) has changed nothing.
 
 -- The call's context: key prefixes, the clock, TTLs, and what commit() will write.
 local function context(P, now, ttl)
@@ -163,8 +164,43 @@ local function commit_groups(c)
   end
 end
 
--- Runs what the call collected: group events, counters, the epoch counter, then every PUBLISH
--- (the fallible calls), then every write in order.
+-- The ACL check of what commit() will run: a user may lack a command (`-ltrim`), a key pattern
+-- or a channel, and Redis would refuse that call only when it comes, after earlier writes.
+-- redis.acl_check_cmd (Redis >= 7) asks first, once per command and kind of key or channel (the
+-- part after the prefix up to the next ':'; ACL patterns finer than that, one job id but not
+-- another, are not foreseen). Key and channel are an ACL's only arguments here: no values pass.
+local function acl_kind(P, name, key)
+  local e = string.find(key, ':', #P + 2, true)
+  if e then return name .. ' ' .. string.sub(key, 1, e) end
+  return name .. ' ' .. key
+end
+
+local function acl_check(c)
+  local check = redis.acl_check_cmd
+  if not check then return end
+  local P, seen = c.P, {}
+  local function one(name, key, what)
+    local k = acl_kind(P, name, key)
+    if seen[k] then return end
+    seen[k] = true
+    if not check(name, key) then
+      error({err = 'NOPERM segq: the account ' .. what .. ' (ACL); the script stopped before its ' ..
+                   'first write, nothing changed'})
+    end
+  end
+  for i = 1, #c.pch do one('PUBLISH', c.pch[i], "can't publish to the channel " .. c.pch[i]) end
+  for _, cmd in ipairs(c.writes) do
+    one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
+  end
+  for i = 1, #c.rkey do one('SET', c.rkey[i], "can't run SET on " .. c.rkey[i]) end
+  -- c.late's bulk writes: one (command, key) of each kind they run.
+  for _, cmd in ipairs(c.late_acl or {}) do
+    one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
+  end
+end
+
+-- Runs what the call collected: group events, counters, the epoch counter, then (once the ACL
+-- check passed) every PUBLISH (the fallible calls), then every write in order.
 local function commit(c)
   local P = c.P
   commit_groups(c)
@@ -175,14 +211,18 @@ local function commit(c)
     local wk = P .. ':' .. KEY.WAKE .. ':' .. model
     w(c, 'RPUSH', wk, '1')
     w(c, 'LTRIM', wk, -DEFAULT.WAKE_MAX, -1)
+    if c.wake_ttl then w(c, 'EXPIRE', wk, c.wake_ttl) end -- set by an enqueue before any worker
   end
   if c.dead_added then
     w(c, 'ZREMRANGEBYRANK', P .. ':' .. KEY.DEAD, 0, -DEFAULT.DEAD_MAX - 1)
   end
   local e = c.ep
   if e and e.dirty then w(c, 'HSET', P .. ':' .. KEY.EPOCH, 'gen', e.gen, 'n', e.n) end
+  acl_check(c)
   for i = 1, #c.pch do redis.call('PUBLISH', c.pch[i], c.pmsg[i]) end
   for _, cmd in ipairs(c.writes) do redis.call(unpack(cmd)) end
+  -- A script's own bulk writes (one per job, in flat arrays: see claim.lua).
+  if c.late then c.late() end
   -- Records last: a record replaces its job's hash, which no write above touches after it.
   local rkey, rval, rttl = c.rkey, c.rval, c.rttl
   for i = 1, #rkey do redis.call('SET', rkey[i], rval[i], 'EX', rttl[i]) end
@@ -203,14 +243,20 @@ end
 -- ---- msgpack by hand, for the one event written per job in bulk ----
 -- A table and cmsgpack.pack cost about twice what concatenating the encoded pieces does (2.2
 -- vs 1.0 us per event measured inside Redis), and the terminal event is written for every job.
+-- Every string Lua makes is allocated and hashed: the pieces that stay the same from job to job
+-- are made once per call (c.pk), and a job's record is one concatenation.
 
 local char, spack = string.char, struct.pack
 
+-- The header of a msgpack str of n bytes.
+local function mp_hdr(n)
+  if n < 32 then return char(0xa0 + n) end
+  if n < 256 then return '\217' .. char(n) end
+  return '\218' .. spack('>I2', n)
+end
+
 local function mp_str(s)
-  local n = #s
-  if n < 32 then return char(0xa0 + n) .. s end
-  if n < 256 then return '\217' .. char(n) .. s end
-  return '\218' .. spack('>I2', n) .. s
+  return mp_hdr(#s) .. s
 end
 
 -- x: an integer >= 0 (offsets, attempts, milliseconds).
@@ -222,17 +268,43 @@ local function mp_uint(x)
   return '\207' .. spack('>I8', x)
 end
 
--- The terminal event {v, id, type, state, off, epoch, ts_ms, attempt[, group][, worker][, error]}
--- (type == state), as cmsgpack.pack of that table would encode it (key order aside).
-local function pack_terminal(id, state, off, epoch, ts, attempt, group, worker, code)
+-- The constant pieces of a terminal event of this call: {head, middle, tail} around the id, the
+-- offset and epoch, and the attempt. Cached per (state, worker) when there is no group and no
+-- error code (a plain `done`: nearly every job), else made for the job.
+local function terminal_pieces(c, state, group, worker, code)
+  local cache
+  if not group and not code then
+    local pk = c.pk
+    if not pk then
+      pk = {}
+      c.pk = pk
+    end
+    cache = pk[state]
+    if not cache then
+      cache = {}
+      pk[state] = cache
+    end
+    local p = cache[worker or '']
+    if p then return p end
+  end
   local n, extra = 8, ''
   if group then n, extra = n + 1, extra .. '\165group' .. mp_str(group) end
   if worker then n, extra = n + 1, extra .. '\166worker' .. mp_str(worker) end
   if code then n, extra = n + 1, extra .. '\165error' .. mp_str(code) end
   local st = mp_str(state)
-  return char(0x80 + n) .. '\161v\1\162id' .. mp_str(id) .. '\164type' .. st .. '\165state' .. st ..
-         '\163off' .. mp_uint(off) .. '\165epoch' .. mp_str(epoch) .. '\165ts_ms' .. mp_uint(ts) ..
-         '\167attempt' .. mp_uint(attempt) .. extra
+  local p = {char(0x80 + n) .. '\161v\1\162id', '\164type' .. st .. '\165state' .. st .. '\163off',
+             '\165ts_ms' .. mp_uint(c.now) .. '\167attempt', extra}
+  if cache then cache[worker or ''] = p end
+  return p
+end
+
+-- The terminal event {v, id, type, state, off, epoch, ts_ms, attempt[, group][, worker][, error]}
+-- (type == state), as cmsgpack.pack of that table would encode it (key order aside), followed by
+-- `after` (the rest of the record, or '').
+local function pack_terminal(c, id, state, off, epoch, attempt, group, worker, code, after)
+  local p = terminal_pieces(c, state, group, worker, code)
+  return p[1] .. mp_hdr(#id) .. id .. p[2] .. mp_uint(off) .. '\165epoch' .. mp_hdr(#epoch) ..
+         epoch .. p[3] .. mp_uint(attempt) .. p[4] .. after
 end
 
 -- The one terminal write (docs/protocol.md "One terminal write"). f: what is known of the job:
@@ -248,17 +320,6 @@ local function finish(c, id, f, how)
   local attempt = tonumber(f.attempts) or 0
   local group = nonempty(f.group)
   local off, epoch = (tonumber(f.off) or 0) + 1, channel_epoch(c, nonempty(f.epoch))
-  local packed
-  if how.dead then
-    -- What `dead requeue` needs to queue it again: the job document is the record's last
-    -- doc_bytes (Lua's cmsgpack cannot skip the result's bin fields to find it).
-    packed = cmsgpack.pack({v = 1, id = id, type = state, state = state, off = off, epoch = epoch,
-                            ts_ms = c.now, attempt = attempt, group = group, worker = how.worker,
-                            error = how.code, dead = true, model = nonempty(f.model),
-                            tenant = nonempty(f.tenant), doc_bytes = how.doc and #how.doc or nil})
-  else
-    packed = pack_terminal(id, state, off, epoch, c.now, attempt, group, how.worker, how.code)
-  end
   local result = how.result
   if not result then
     result = cmsgpack.pack({v = 1, id = id, status = 'error',
@@ -266,18 +327,38 @@ local function finish(c, id, f, how)
                             model = nonempty(f.model) or '', width = 0, height = 0,
                             attempt = attempt, worker = how.worker})
   end
-  local record = packed .. result
-  local ttl = c.ttl
+  local watched = f.watch == '1'
+  local packed, record
   if how.dead then
-    if how.doc then record = record .. how.doc end
-    ttl = c.dead_ttl
+    -- What `dead requeue` needs to queue it again: the job document is the record's last
+    -- doc_bytes (Lua's cmsgpack cannot skip the result's bin fields to find it).
+    packed = cmsgpack.pack({v = 1, id = id, type = state, state = state, off = off, epoch = epoch,
+                            ts_ms = c.now, attempt = attempt, group = group, worker = how.worker,
+                            error = how.code, dead = true, model = nonempty(f.model),
+                            tenant = nonempty(f.tenant), doc_bytes = how.doc and #how.doc or nil})
+    record = packed .. result .. (how.doc or '')
+  elseif watched then
+    packed = pack_terminal(c, id, state, off, epoch, attempt, group, how.worker, how.code, '')
+    record = packed .. result
+  else
+    -- Unwatched: the event is never published on its own, only written in front of the result.
+    record = pack_terminal(c, id, state, off, epoch, attempt, group, how.worker, how.code, result)
+  end
+  -- The TTL as a string, made once per call (Lua's number-to-string is a "%.14g" printf).
+  local ttl = c.ttl_s
+  if not ttl then
+    ttl = string.format('%d', c.ttl)
+    c.ttl_s = ttl
+  end
+  if how.dead then
+    ttl = string.format('%d', c.dead_ttl)
     w(c, 'ZADD', c.P .. ':' .. KEY.DEAD, c.now, id)
     c.dead_added = true
     stat(c, 'dead', 1)
   end
   local n = #c.rkey + 1
   c.rkey[n], c.rval[n], c.rttl[n] = c.kjob .. id, record, ttl
-  if f.watch == '1' then pub(c, c.kev .. id, packed) end
+  if watched then pub(c, c.kev .. id, packed) end
   stat(c, state, 1)
   if group then
     group_job(c, group, how.from, state, {id = id, type = state, state = state, attempt = attempt,
