@@ -75,9 +75,13 @@ class HttpEndpoint(unittest.TestCase):
         for path in ("/livez", "/readyz", "/healthz"):
             self.assertEqual(get(self.port, path), (200, "ok\n"), path)
         self.run_job("m")
+        # The client sees the result when the ack script publishes it, a moment before the
+        # worker reads the ack's reply and counts the job: wait for the count (bounded).
+        ok = 'segq_jobs_total{model="otsu",outcome="ok"} 1\n'
+        tl.wait_until(lambda: ok in get(self.port, "/metrics")[1], 30, poll_s=0.1,
+                      what="the ok job counted on /metrics")
         code, body = get(self.port, "/metrics")
         self.assertEqual(code, 200)
-        self.assertIn('segq_jobs_total{model="otsu",outcome="ok"} 1', body)
         self.assertIn('segq_redis_connected{conn="command"} 1', body)
         self.assertIn('segq_batcher_jobs{model="otsu"}', body)
         self.assertEqual(get(self.port, "/nope")[0], 404)
