@@ -22,6 +22,9 @@ extern "C" {
   X(redis_url, "redis-url", "SEGQ_REDIS_URL", STR, sq_queue_text_REDIS_URL, 0, 0,                \
     "Redis server: redis://[[user][:password]@]host[:port][/db] or "                             \
     "redis+sentinel://[[user][:password]@]host[:port][,host[:port]...]/master[/db]")             \
+  X(redis_password_file, "redis-password-file", "SEGQ_REDIS_PASSWORD_FILE", STR, "", 0, 0,       \
+    "file holding the Redis password (one line); overrides SEGQ_REDIS_PASSWORD (environment "    \
+    "only) and the URL's")                                                                       \
   X(prefix, "prefix", "SEGQ_PREFIX", STR, sq_queue_text_PREFIX, 0, 0,                            \
     "key prefix of every segq key in Redis")                                                     \
   X(host, "host", "SEGQ_BRIDGE_HOST", STR, "127.0.0.1", 0, 0,                                    \

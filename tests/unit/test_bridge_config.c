@@ -241,10 +241,41 @@ static void test_json(void) {
   free(j);
 }
 
+/* The Redis password out of the process list, as the worker: file > SEGQ_REDIS_PASSWORD > URL. */
+static void test_redis_password(void) {
+  sq_bridge_config_t cfg;
+  sq_error_t err;
+  const char *env[] = {"SEGQ_BRIDGE_TOKEN_SECRET", "0123456789abcdef", "SEGQ_REDIS_URL",
+                       "redis://bridge:from-url@redis:7000", "SEGQ_REDIS_PASSWORD", "from-env",
+                       NULL};
+  const char *argv[] = {"segq-bridge"};
+  CHECK_EQ_INT(parse(&cfg, env, 1, argv, &err), SQ_BRIDGE_RUN);
+  CHECK_STR(cfg.redis.user, "bridge");
+  CHECK_STR(cfg.redis.password, "from-env");
+  sq_bridge_config_free(&cfg);
+
+  char path[] = "/tmp/segq-bridge-redis-pw-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  if (fd < 0) return;
+  CHECK_EQ_INT(write(fd, "from-file\n", 10), 10);
+  close(fd);
+  const char *argv2[] = {"segq-bridge", "--redis-password-file", path};
+  CHECK_EQ_INT(parse(&cfg, env, 3, argv2, &err), SQ_BRIDGE_RUN);
+  CHECK_STR(cfg.redis.password, "from-file");
+  sq_bridge_config_free(&cfg);
+  unlink(path);
+  const char *argv3[] = {"segq-bridge", "--redis-password-file", "/nonexistent/segq-pw"};
+  CHECK(parse(&cfg, env, 3, argv3, &err) < 0);
+  CHECK(strstr(err.msg, "/nonexistent/segq-pw") != NULL);
+  sq_bridge_config_free(&cfg);
+}
+
 int main(void) {
   test_defaults_and_precedence();
   test_errors();
   test_secret_file();
+  test_redis_password();
   test_tokens();
   test_channels();
   test_origins();
