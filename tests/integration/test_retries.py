@@ -73,6 +73,11 @@ class Retries(unittest.TestCase):
         self.assertGreater(len(res["polygons"]), 0)
         self.assertIsNone(self.r.zscore(tl.key(P, "delayed", MODEL), "t-1"))
         path = job_path(self.r, "gt", "t-1")
+        # A due retry the sweeper moved back to its queue (sweep.lua), rather than one a claim
+        # took from the delayed set directly, shows a `requeued` event first (seen under ASan).
+        handed_back = [e for e in path if e[0] == "requeued"]
+        self.assertTrue(all(a == 1 for _, a, _ in handed_back), path)
+        path = [e for e in path if e[0] != "requeued"]
         self.assertEqual([(t, a) for t, a, _ in path],
                          [("queued", None), ("started", 1), ("retrying", 1), ("started", 2),
                           ("done", 2)], path)
