@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench/bench_common.h"
 #include "gpu/onnx/engine.h"
 
 static void usage(void) {
@@ -18,31 +19,6 @@ static void usage(void) {
           "  defaults: batch 8, threads 0 (all online CPUs), warmup 3, iters 10, repeats 3,\n"
           "  device cpu, precision fp32; --out writes the outputs of the last run (raw, in\n"
           "  output order) for bench/engine_vs_ort.py's agreement check\n");
-}
-
-/* CPU time of the whole process (user + sys, every thread), ms: on a shared machine the
- * steadier signal than wall time (a descheduled process accrues none). */
-static double cpu_ms_now(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
-         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* A fixed pseudo-random input in [-1, 1), the same pattern on every run (like bench_ort.js: the
- * values do not change the work of a float CNN, but denormal-free non-zero data is the honest
- * case). */
-static void fill_input(float *x, size_t n) {
-  uint32_t s = 12345;
-  for (size_t i = 0; i < n; i++) {
-    s = s * 1664525u + 1013904223u;
-    x[i] = (float)s / 4294967296.0f * 2.0f - 1.0f;
-  }
 }
 
 int main(int argc, char **argv) {
@@ -126,7 +102,7 @@ int main(int argc, char **argv) {
     sq_engine_plan_input_info(p, i, &in[i]);
     in[i].data = calloc(1, in[i].bytes + 1);
     if (!in[i].data) goto done;
-    if (in[i].dtype == SQ_DT_FLOAT) fill_input(in[i].data, in[i].bytes / sizeof(float));
+    if (in[i].dtype == SQ_DT_FLOAT) bench_fill_input(in[i].data, in[i].bytes / sizeof(float));
   }
   for (int i = 0; i < nout; i++) {
     sq_engine_plan_output_info(p, i, &out[i]);
@@ -141,12 +117,12 @@ int main(int argc, char **argv) {
     if (w == 0) first_ms = (double)(sq_clock_mono_us() - t0) / 1000.0;
   }
   for (int r = 0; r < repeats; r++) {
-    double c0 = cpu_ms_now();
+    double c0 = bench_cpu_ms_now();
     t0 = sq_clock_mono_us();
     for (int it = 0; it < iters; it++)
       if (sq_engine_run(p, ctx, in, nin, out, nout, &err)) goto run_failed;
     rep_ms[r] = (double)(sq_clock_mono_us() - t0) / 1000.0 / iters;
-    rep_cpu[r] = (cpu_ms_now() - c0) / iters;
+    rep_cpu[r] = (bench_cpu_ms_now() - c0) / iters;
   }
   if (out_path) {
     FILE *f = fopen(out_path, "wb");
@@ -156,8 +132,8 @@ int main(int argc, char **argv) {
       goto done;
     }
   }
-  qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, cmp_double);
-  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, cmp_double);
+  qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, bench_cmp_double);
+  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, bench_cmp_double);
   /* median of the repeats (the lower middle one for an even count: no averaging of outliers) */
   double med = rep_ms[(repeats - 1) / 2];
   double ips = batch * 1000.0 / med;

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "bench/bench_common.h"
 #include "gpu/onnx/engine.h"
 
 #define ORT_API_VERSION_USED 13 /* all members below exist since API 13 (ORT 1.13) */
@@ -67,28 +68,6 @@ static int check(OrtStatus *st, const char *what) {
   fprintf(stderr, "ort_bench: %s: %s\n", what, msg);
   ORT_FN(ORT_RELEASE_STATUS, void (*)(OrtStatus *))(st);
   return 1;
-}
-
-/* process CPU time (user + sys, every thread), ms: engine_bench's twin */
-static double cpu_ms_now(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
-         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* the same pattern as engine_bench's fill_input */
-static void fill_input(float *x, size_t n) {
-  uint32_t s = 12345;
-  for (size_t i = 0; i < n; i++) {
-    s = s * 1664525u + 1013904223u;
-    x[i] = (float)s / 4294967296.0f * 2.0f - 1.0f;
-  }
 }
 
 static const char *default_lib(void) {
@@ -234,7 +213,7 @@ int main(int argc, char **argv) {
       sq_engine_plan_output_info(p, i - nin, &t);
     bufs[i] = calloc(1, t.bytes + 1);
     buf_bytes[i] = t.bytes;
-    if (i < nin && t.dtype == SQ_DT_FLOAT) fill_input(bufs[i], t.bytes / sizeof(float));
+    if (i < nin && t.dtype == SQ_DT_FLOAT) bench_fill_input(bufs[i], t.bytes / sizeof(float));
     (i < nin ? in_names : out_names)[i < nin ? i : i - nin] = t.name;
     OrtValue **v = i < nin ? &in_vals[i] : &out_vals[i - nin];
     if (check(ORT_FN(ORT_CREATE_TENSOR_WITH_DATA, tensor_fn)(mi, bufs[i], t.bytes, t.dims,
@@ -252,7 +231,7 @@ int main(int argc, char **argv) {
               "run"))
       return 1;
   for (int r = 0; r < repeats; r++) {
-    double c0 = cpu_ms_now();
+    double c0 = bench_cpu_ms_now();
     t0 = sq_clock_mono_us();
     for (int it = 0; it < iters; it++)
       if (check(run(sess, NULL, in_names, (const OrtValue *const *)in_vals, (size_t)nin, out_names,
@@ -260,7 +239,7 @@ int main(int argc, char **argv) {
                 "run"))
         return 1;
     rep_ms[r] = (double)(sq_clock_mono_us() - t0) / 1000.0 / iters;
-    rep_cpu[r] = (cpu_ms_now() - c0) / iters;
+    rep_cpu[r] = (bench_cpu_ms_now() - c0) / iters;
   }
   if (out_path) { /* the output OrtValues wrap bufs[nin..]: ORT wrote into them */
     FILE *f = fopen(out_path, "wb");
@@ -270,8 +249,8 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, cmp_double);
-  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, cmp_double);
+  qsort(rep_ms, (size_t)repeats, sizeof *rep_ms, bench_cmp_double);
+  qsort(rep_cpu, (size_t)repeats, sizeof *rep_cpu, bench_cmp_double);
   double med = rep_ms[(repeats - 1) / 2];
   printf(
       "%s: onnxruntime %s (C API): batch %d threads %d: %.2f images/s (%.3f ms/batch median "
