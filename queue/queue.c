@@ -232,12 +232,15 @@ static int reply_u64(const redisReply *e, uint64_t *out) {
   return -1;
 }
 
+/* Entries per job in the claim's reply: model, id, payload, attempt, enqueued_ms, off, epoch. */
+#define CLAIM_FIELDS 7
+
 static void claim_done(queue_req_t *r, redisReply *rep) {
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % CLAIM_FIELDS != 0) {
     req_fail(r, SQ_EREDIS);
     return;
   }
-  size_t n = rep->elements / 5;
+  size_t n = rep->elements / CLAIM_FIELDS;
   sq_claimed_t *jobs = NULL;
   if (n > 0) {
     jobs = calloc(n, sizeof(*jobs));
@@ -248,11 +251,18 @@ static void claim_done(queue_req_t *r, redisReply *rep) {
     }
   }
   for (size_t i = 0; i < n; i++) {
-    redisReply **e = rep->element + 5 * i;
-    uint64_t attempt = 0, enq = 0;
+    redisReply **e = rep->element + CLAIM_FIELDS * i;
+    uint64_t attempt = 0, enq = 0, off = 0;
     int ok = e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING &&
              e[2]->type == REDIS_REPLY_STRING && reply_u64(e[3], &attempt) == 0 &&
-             reply_u64(e[4], &enq) == 0;
+             reply_u64(e[4], &enq) == 0 && e[6]->type == REDIS_REPLY_STRING;
+    int fast = ok && e[6]->len > 0;
+    if (fast) ok = reply_u64(e[5], &off) == 0;
+    if (ok && fast) {
+      jobs[i].off = off;
+      jobs[i].epoch = sq_strndup(e[6]->str, e[6]->len);
+      ok = jobs[i].epoch != NULL;
+    }
     if (ok) {
       jobs[i].model = sq_strndup(e[0]->str, e[0]->len);
       jobs[i].id = sq_strndup(e[1]->str, e[1]->len);
@@ -558,6 +568,7 @@ void sq_claimed_free(sq_claimed_t *c) {
   free(c->model);
   free(c->id);
   free(c->payload);
+  free(c->epoch);
   memset(c, 0, sizeof(*c));
 }
 
@@ -585,6 +596,94 @@ int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_b
   return req_start(c, r);
 }
 
+/* ---- a fast run's record (docs/protocol.md "Fast runs") ----
+ * The terminal event {v, id, type, state, off, epoch, ts_ms, attempt, worker} as the scripts'
+ * pack_terminal writes it, then the result document: built here, so that Redis stores it
+ * without reading the job or building a string (its CPU is the one the workers share). */
+
+static uint8_t *mp_str(uint8_t *p, const char *s, size_t n) {
+  if (n < 32) {
+    *p++ = (uint8_t)(0xa0 | n);
+  } else if (n < 256) {
+    *p++ = 0xd9;
+    *p++ = (uint8_t)n;
+  } else if (n < 65536) {
+    *p++ = 0xda;
+    *p++ = (uint8_t)(n >> 8);
+    *p++ = (uint8_t)n;
+  } else {
+    *p++ = 0xdb;
+    for (int k = 3; k >= 0; k--) *p++ = (uint8_t)(n >> (8 * k));
+  }
+  memcpy(p, s, n);
+  return p + n;
+}
+
+static uint8_t *mp_uint(uint8_t *p, uint64_t x) {
+  int bytes;
+  if (x < 128) {
+    *p++ = (uint8_t)x;
+    return p;
+  } else if (x < 256) {
+    *p++ = 0xcc;
+    bytes = 1;
+  } else if (x < 65536) {
+    *p++ = 0xcd;
+    bytes = 2;
+  } else if (x <= UINT32_MAX) {
+    *p++ = 0xce;
+    bytes = 4;
+  } else {
+    *p++ = 0xcf;
+    bytes = 8;
+  }
+  for (int k = bytes - 1; k >= 0; k--) *p++ = (uint8_t)(x >> (8 * k));
+  return p;
+}
+
+#define MP_KEY(p, lit) mp_str((p), (lit), sizeof(lit) - 1)
+
+/* Pushes the record of a done fast run (item it) onto a. */
+static void argv_fast_record(argv_t *a, const sq_ack_item_t *it, const char *worker,
+                             uint64_t now_ms) {
+  size_t nid = strlen(it->id), nep = strlen(it->epoch), nw = strlen(worker);
+  size_t cap = 96 + nid + nep + nw + it->result_len;
+  uint8_t *buf = malloc(cap), *p = buf;
+  if (!buf) {
+    a->failed = 1;
+    return;
+  }
+  *p++ = 0x89; /* a map of 9 */
+  p = MP_KEY(p, "v");
+  p = mp_uint(p, 1);
+  p = MP_KEY(p, "id");
+  p = mp_str(p, it->id, nid);
+  p = MP_KEY(p, "type");
+  p = MP_KEY(p, "done");
+  p = MP_KEY(p, "state");
+  p = MP_KEY(p, "done");
+  p = MP_KEY(p, "off");
+  p = mp_uint(p, it->off + 1);
+  p = MP_KEY(p, "epoch");
+  p = mp_str(p, it->epoch, nep);
+  p = MP_KEY(p, "ts_ms");
+  p = mp_uint(p, now_ms);
+  p = MP_KEY(p, "attempt");
+  p = mp_uint(p, it->attempt);
+  p = MP_KEY(p, "worker");
+  p = mp_str(p, worker, nw);
+  if (it->result_len) memcpy(p, it->result, it->result_len);
+  p += it->result_len;
+  argv_push(a, buf, (size_t)(p - buf));
+  free(buf);
+}
+
+/* The data generation of an epoch ("<gen>.<n>"): its length, 0 if it has none. */
+static size_t epoch_gen_len(const char *epoch) {
+  const char *dot = epoch ? strrchr(epoch, '.') : NULL;
+  return dot ? (size_t)(dot - epoch) : 0;
+}
+
 int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, size_t n,
                  sq_queue_ack_cb cb, void *data) {
   if (!q || !c || !cb || (n && !items)) return SQ_EINVAL;
@@ -595,15 +694,36 @@ int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, 
   argv_str(&r->argv, q->prefix);
   argv_str(&r->argv, q->worker_id);
   argv_str(&r->argv, q->token);
-  argv_u64(&r->argv, sq_clock_wall_ms());
+  uint64_t now = sq_clock_wall_ms(); /* also the fast records' ts_ms */
+  argv_u64(&r->argv, now);
   argv_u64(&r->argv, q->result_ttl_s);
   argv_u64(&r->argv, q->dead_ttl_s);
   argv_u64(&r->argv, q->max_attempts);
+  /* One generation per call: a fast run of another one (Redis lost its data in between) goes
+   * the ordinary way. */
+  const char *gen = NULL;
+  size_t ngen = 0;
+  for (size_t i = 0; i < n && !gen; i++)
+    if (!items[i].error_code && (ngen = epoch_gen_len(items[i].epoch)) > 0) gen = items[i].epoch;
+  argv_push(&r->argv, gen ? gen : "", gen ? ngen : 0);
   for (size_t i = 0; i < n; i++) {
-    argv_str(&r->argv, items[i].id);
-    argv_push(&r->argv, items[i].result, items[i].result_len);
-    argv_str(&r->argv, items[i].error_code ? sq_error_name(items[i].error_code) : "");
-    argv_u64(&r->argv, items[i].error_code ? items[i].retry_ms : 0);
+    const sq_ack_item_t *it = &items[i];
+    argv_str(&r->argv, it->id);
+    if (!it->error_code && gen && epoch_gen_len(it->epoch) == ngen &&
+        memcmp(it->epoch, gen, ngen) == 0) {
+      argv_fast_record(&r->argv, it, q->worker_id, now);
+      argv_str(&r->argv, "");
+      continue;
+    }
+    argv_push(&r->argv, it->result, it->result_len);
+    if (!it->error_code) {
+      argv_str(&r->argv, "-");
+    } else {
+      char how[96];
+      snprintf(how, sizeof how, "%s:%" PRIu32, sq_error_name(it->error_code),
+               it->retry_ms);
+      argv_str(&r->argv, how);
+    }
   }
   return req_start(c, r);
 }

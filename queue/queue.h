@@ -226,6 +226,10 @@ typedef struct {
   size_t payload_len;
   uint32_t attempt;     /* 1 on first execution */
   uint64_t enqueued_ms; /* for queue-wait timing */
+  /* A fast run (docs/protocol.md "Fast runs"): the job's last event offset and its epoch, from
+   * which the ack builds the record. epoch NULL: an ordinary run. */
+  uint64_t off;
+  char *epoch;
 } sq_claimed_t;
 
 void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
@@ -253,6 +257,11 @@ typedef struct {
   size_t result_len;
   int error_code;    /* 0 = done, else the job failed with this code */
   uint32_t retry_ms; /* > 0: error_code is transient; retry after this delay if attempts remain */
+  /* As the claim returned them (sq_claimed_t): a done fast run's record is built here, so the
+   * script stores it without reading the job. epoch NULL: the script builds the record. */
+  const char *epoch;
+  uint64_t off;
+  uint32_t attempt;
 } sq_ack_item_t;
 
 /* per_job[i]: SQ_CODE_ACK_* (1 finished, 2 duplicate, 0 not ours (swept), 3 canceled, 4 retrying,

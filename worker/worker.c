@@ -207,6 +207,9 @@ static int send_ack(sq_worker_t *w, wbatch_t *b) {
     items[k].result = j->result;
     items[k].result_len = j->result_len;
     items[k].error_code = j->err;
+    items[k].epoch = j->c.epoch;
+    items[k].off = j->c.off;
+    items[k].attempt = j->c.attempt;
     if (j->err && (j->retryable || sq_error_transient(j->err)))
       items[k].retry_ms = sq_queue_retry_delay_ms(j->c.attempt, w->cfg->retry_base_ms,
                                                   w->cfg->retry_max_ms, rng_next(w));

@@ -7,14 +7,12 @@
 -- ARGV[5] result_ttl_s  TTL of the finished records
 -- ARGV[6] dead_ttl_s    TTL of dead-letter records
 -- ARGV[7] max_attempts  a transient failure of a job that ran this many times is final
--- ARGV[8..] per job: id, result (the encoded result document), error code name ("" = done),
---           retry_ms (> 0: the error is transient, retry after this many ms if attempts are left)
--- Returns one code per job (CODE.ACK_*): 1 finished (record written); 2 duplicate (it already
--- had a record: only removed from in-flight); 0 not in this worker's in-flight list (it was
--- swept and belongs to someone else: nothing written); 3 canceled (a cancel was pending: a
--- `canceled` record instead of the result); 4 retrying (delayed by retry_ms, no record);
--- 5 failed after its last attempt (the record, and a dead letter keeping the job document).
--- Error reply starting with "LEASE" if the lease is absent or holds another token.
+-- ARGV[8] gen           the data generation of the fast records' epochs ("" when none)
+-- ARGV[9..] per job: id, blob, how. how "": a fast run done (docs/protocol.md "Fast runs"):
+--           blob is the whole record (terminal event, then the result document), built by the
+--           worker from what its claim returned; "-": done, blob is the result document; else
+--           "<error code name>" or "<error code name>:<retry_ms>" (retry_ms > 0: the error is
+--           transient, retry after this many ms if attempts are left), blob is the result.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local c = context(P, ARGV[4], ARGV[5])
 c.dead_ttl = num(6) or DEFAULT.DEAD_TTL_S
@@ -25,25 +23,31 @@ if refused then return refused end
 
 local kjob = c.kjob
 local inflight = P .. ':' .. KEY.INFLIGHT .. ':' .. worker
--- Where each in-flight id is (its first place). Batches are acked in claim order, so the acked
--- ids are usually the list's head: read that many first, the whole list (a worker keeps a few
--- batches in flight: several times as many ids) only when one of them is not there.
-local function index(stop)
-  local l, at = redis.call('LRANGE', inflight, 0, stop), {}
-  for i, id in ipairs(l) do
-    if not at[id] then at[id] = i end
-  end
-  return l, at
+local nj = math.floor((#ARGV - 8) / 3)
+-- Batches are acked in claim order, so the acked ids are usually the list's head, in order: one
+-- comparison each. Else an index of where each in-flight id is (its first place), of the whole
+-- list (a worker keeps a few batches in flight: several times as many ids).
+local list = redis.call('LRANGE', inflight, 0, nj - 1)
+local head = #list == nj
+for k = 1, nj do
+  if not head then break end
+  if list[k] ~= ARGV[6 + 3 * k] then head = false end
 end
-local list, where = index(math.floor((#ARGV - 7) / 4) - 1)
-for i = 8, #ARGV - 3, 4 do
-  if not where[ARGV[i]] then
-    list, where = index(-1)
-    break
+local where = nil
+if not head then
+  list, where = redis.call('LRANGE', inflight, 0, -1), {}
+  for i, id in ipairs(list) do
+    if not where[id] then where[id] = i end
   end
 end
 
 local out, removed = {}, {}
+-- Fast runs changed since their claim (adopted): these take the slow path.
+local attn_key = P .. ':' .. KEY.ATTN .. ':' .. worker
+local attn, attn_done = {}, {}
+for _, id in ipairs(redis.call('SMEMBERS', attn_key)) do attn[id] = true end
+-- A generation change (Redis lost its data) since the claim: every fast record is re-made.
+local fast_ok = ARGV[8] ~= '' and ARGV[8] == epochs(c).gen
 -- Reused from job to job (finish keeps neither): most acks are plain `done`s.
 local f = {}
 
@@ -54,42 +58,70 @@ local function model_of(id)
   f.model, f.tenant = m[1], m[2]
 end
 local done_how = {state = 'done', worker = worker, from = 'running'}
-for i = 8, #ARGV - 3, 4 do
-  local id, result, code, retry = ARGV[i], ARGV[i + 1], nonempty(ARGV[i + 2]),
-                                  tonumber(ARGV[i + 3]) or 0
-  local at = where[id]
+local ttl = string.format('%d', c.ttl)
+local rkey, rval, rttl = c.rkey, c.rval, c.rttl
+local nfast = 0
+for k = 1, nj do
+  local i = 6 + 3 * k
+  local id, blob, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local at = k
+  if where then at = where[id] end
   if not at then
     out[#out + 1] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
+  elseif how == '' and fast_ok and not attn[id] then
+    -- The fast path: nothing read, the worker's record stored as it is.
+    if where then
+      where[id] = nil
+      removed[#removed + 1] = at
+    end
+    nfast = nfast + 1
+    local n = #rkey + 1
+    rkey[n], rval[n], rttl[n] = kjob .. id, blob, ttl
+    out[#out + 1] = CODE.ACK_FINISHED
   else
-    where[id] = nil
-    removed[#removed + 1] = at
+    if where then
+      where[id] = nil
+      removed[#removed + 1] = at
+    end
+    if attn[id] then attn_done[#attn_done + 1] = id end
+    local result, code, retry = blob, nil, 0
+    if how == '' then
+      -- A fast record the ack cannot take as it is: its result follows the terminal event.
+      result = string.sub(blob, cmsgpack.unpack_one(blob) + 1)
+    elseif how ~= '-' then
+      local name, ms = string.match(how, '^([^:]*):?(%d*)$')
+      code, retry = nonempty(name) or how, tonumber(ms) or 0
+    end
     -- model and tenant only for the rarer outcomes (model_of): a field less per job.
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'cancel', 'watch')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'cancel', 'watch', 'state')
     if not r then
       out[#out + 1] = CODE.ACK_DUPLICATE
     else
+      -- A fast run not adopted still counts the runs before it.
+      local attempts = tonumber(r[1]) or 0
+      if r[7] == 'queued' then attempts = attempts + 1 end
       f.attempts, f.off, f.epoch, f.group, f.model, f.tenant, f.watch =
-        r[1], r[2], r[3], r[4], nil, nil, r[6]
+        attempts, r[2], r[3], r[4], nil, nil, r[6]
       local group = nonempty(r[4])
       if r[5] == '1' or (group and group_get(c, group).cancel) then
         model_of(id)
         finish(c, id, f, {state = 'canceled', code = ERR.canceled, worker = worker,
                           from = 'running', message = 'canceled while it ran'})
         out[#out + 1] = CODE.ACK_CANCELED
-      elseif code and retry > 0 and (tonumber(r[1]) or 0) < max_attempts then
+      elseif code and retry > 0 and attempts < max_attempts then
         model_of(id)
         local due = c.now + retry
         local _, off, ep = job_event(c, id, f, 'retrying', 'retrying',
                                      {error = code, due_ms = due, worker = worker})
         w(c, 'HSET', kjob .. id, 'state', 'retrying', 'off', off, 'epoch', ep, 'due_ms', due,
-          'error', code, 'updated_ms', c.now)
+          'error', code, 'updated_ms', c.now, 'attempts', attempts)
         w(c, 'HDEL', kjob .. id, 'worker')
         w(c, 'ZADD', c.kdelayed .. (nonempty(f.model) or ''), due, id)
         stat(c, 'retried', 1)
         if group then
           group_job(c, group, 'running', 'queued',
                     {id = id, type = 'retrying', state = 'retrying',
-                     attempt = tonumber(r[1]) or 0, error = code})
+                     attempt = attempts, error = code})
         end
         out[#out + 1] = CODE.ACK_RETRYING
       elseif code and retry > 0 then
@@ -110,17 +142,21 @@ for i = 8, #ARGV - 3, 4 do
     end
   end
 end
+if nfast > 0 then stat(c, 'done', nfast) end
+if #attn_done > 0 then w_list(c, 'SREM', attn_key, attn_done) end
 
--- Out of the in-flight list: in one LTRIM when the acked ids are its head (the usual case:
--- batches are acked in claim order), else one by one.
-table.sort(removed)
-local head = true
-for k, at in ipairs(removed) do
-  if at ~= k then head = false end
-end
-if #removed > 0 then
-  if head then
-    w(c, 'LTRIM', inflight, #removed, -1)
+-- Out of the in-flight list: in one LTRIM when the acked ids are its head (the usual case),
+-- else one by one.
+if head then
+  if nj > 0 then w(c, 'LTRIM', inflight, nj, -1) end
+else
+  table.sort(removed)
+  local front = true
+  for k, at in ipairs(removed) do
+    if at ~= k then front = false end
+  end
+  if front then
+    if #removed > 0 then w(c, 'LTRIM', inflight, #removed, -1) end
   else
     for _, at in ipairs(removed) do w(c, 'LREM', inflight, 1, list[at]) end
   end

@@ -35,6 +35,13 @@ elseif kind == 'job' then
     local state = r and nonempty(r[1])
     local f = r and {attempts = r[2], off = r[3], epoch = r[4], group = r[5], model = r[6],
                      watch = r[8]}
+    -- A fast run (docs/protocol.md "Fast runs") is queued by its hash, running by its worker's
+    -- in-flight list: adopted, it is canceled at its ack like any running job.
+    local wk = state == 'queued' and running_on(c, id)
+    if wk then
+      state = 'running'
+      f.attempts = adopt(c, id, wk, r[2])
+    end
     if state == 'queued' or state == 'retrying' then
       if state == 'retrying' then w(c, 'ZREM', c.kdelayed .. (nonempty(r[6]) or ''), id) end
       finish(c, id, f, {state = 'canceled', code = ERR.canceled, from = 'queued',
@@ -47,7 +54,7 @@ elseif kind == 'job' then
         local group = nonempty(r[5])
         if group then
           group_job(c, group, nil, nil, {id = id, type = 'canceling', state = 'running',
-                                         attempt = tonumber(r[2]) or 0})
+                                         attempt = tonumber(f.attempts) or 0})
         end
       end
       out[#out + 1] = CODE.CANCEL_PENDING

@@ -15,12 +15,29 @@ local c = context(P, ARGV[4], ARGV[5])
 local refused = lease_refused(P, worker, token)
 if refused then return refused end
 
+-- This worker's in-flight ids, read when a fast run first reports.
+local held = nil
+local function mine(id)
+  if not held then
+    held = {}
+    for _, x in ipairs(redis.call('LRANGE', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, 0, -1)) do
+      held[x] = true
+    end
+  end
+  return held[id]
+end
+
 local count = 0
 for i = 6, #ARGV - 2, 3 do
   local id, done, total = ARGV[i], tonumber(ARGV[i + 1]) or 0, tonumber(ARGV[i + 2]) or 0
   local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'state', 'worker', 'watch')
+  local attempts = r and r[1]
+  -- A fast run of this worker (docs/protocol.md "Fast runs") is adopted by its first progress.
+  if r and r[5] == 'queued' and mine(id) then
+    attempts, r[5], r[6] = adopt(c, id, worker, r[1]), 'running', worker
+  end
   if r and r[5] == 'running' and r[6] == worker then
-    local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], watch = r[7]}
+    local f = {attempts = attempts, off = r[2], epoch = r[3], group = r[4], watch = r[7]}
     local _, off, ep = job_event(c, id, f, 'progress', 'running',
                                  {worker = worker, steps_done = done, steps_total = total})
     w(c, 'HSET', c.kjob .. id, 'off', off, 'epoch', ep, 'steps_done', done, 'steps_total', total,
@@ -28,7 +45,7 @@ for i = 6, #ARGV - 2, 3 do
     local group = nonempty(r[4])
     if group then
       group_job(c, group, nil, nil,
-                {id = id, type = 'progress', state = 'running', attempt = tonumber(r[1]) or 0,
+                {id = id, type = 'progress', state = 'running', attempt = tonumber(attempts) or 0,
                  worker = worker, steps_done = done, steps_total = total})
     end
     count = count + 1

@@ -28,9 +28,18 @@ if kind == 'job' then
                          'watch')
     local off = tonumber(r[2]) or 0
     local state = nonempty(r[1]) or 'queued'
+    local attempt = tonumber(r[4]) or 0
+    local c = context(P, 0, 0)
+    -- A fast run (docs/protocol.md "Fast runs"): running on the worker whose in-flight list
+    -- holds it; a reader that starts watching it now makes its ack publish (adopt).
+    local wk = state == 'queued' and running_on(c, id)
+    if wk then
+      state, attempt, r[6] = 'running', attempt + 1, wk
+      if ARGV[7] == '1' and r[13] ~= '1' then adopt(c, id, wk, r[4]) end
+    end
     local snap = {v = 1, id = id, type = 'snapshot', state = state, off = off,
                   epoch = nonempty(r[3]) or '', ts_ms = tonumber(r[7]) or 0,
-                  attempt = tonumber(r[4]) or 0, group = nonempty(r[5])}
+                  attempt = attempt, group = nonempty(r[5])}
     if state == 'running' then
       snap.worker = nonempty(r[6])
       snap.steps_done, snap.steps_total = tonumber(r[11]), tonumber(r[12])
@@ -38,7 +47,8 @@ if kind == 'job' then
     elseif state == 'retrying' then
       snap.due_ms, snap.error = tonumber(r[9]), nonempty(r[10])
     end
-    if ARGV[7] == '1' and r[13] ~= '1' then redis.call('HSET', key, 'watch', 1) end
+    if ARGV[7] == '1' and r[13] ~= '1' then w(c, 'HSET', key, 'watch', 1) end
+    commit(c)
     local status = 'resync'
     if since_epoch == snap.epoch and since == off then status = 'recovered' end
     return {status, cmsgpack.pack(snap)}

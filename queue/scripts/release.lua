@@ -36,18 +36,21 @@ else
   for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
 
-local count = 0
+local count, released = 0, {}
 -- Backwards, so the pushes to the front keep the given order.
 for i = #ids, 1, -1 do
   local id = ids[i]
   if held[id] then
     held[id] = nil
     w(c, 'LREM', inflight, 1, id)
-    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'watch')
+    local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'watch',
+                         'state')
     local model = r and nonempty(r[5])
     if model then
       local attempt = tonumber(r[1]) or 0
-      if attempt > 0 then attempt = attempt - 1 end
+      -- Refunded; a fast run's claim never counted it (docs/protocol.md "Fast runs").
+      if attempt > 0 and r[8] ~= 'queued' then attempt = attempt - 1 end
+      released[#released + 1] = id
       local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4], watch = r[7]}
       local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
       w(c, 'HSET', kjob .. id, 'state', 'queued', 'attempts', attempt, 'off', off, 'epoch', ep,
@@ -64,5 +67,7 @@ for i = #ids, 1, -1 do
     end
   end
 end
+-- Adopted fast runs handed back leave the ack's set.
+if #released > 0 then w_list(c, 'SREM', P .. ':' .. KEY.ATTN .. ':' .. worker, released) end
 commit(c)
 return count

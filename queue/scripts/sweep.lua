@@ -35,12 +35,14 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
     for i = #ids, 1, -1 do
       local id = ids[i]
       local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'model', 'tenant', 'deaths',
-                           'watch')
+                           'watch', 'state')
       local model = r and nonempty(r[5])
       if model then
         local attempt = tonumber(r[1]) or 0
+        -- A fast run's claim did not count it (docs/protocol.md "Fast runs").
+        if r[9] == 'queued' then attempt = attempt + 1 end
         local deaths = (tonumber(r[7]) or 0) + 1
-        local f = {attempts = r[1], off = r[2], epoch = r[3], group = r[4], model = model,
+        local f = {attempts = attempt, off = r[2], epoch = r[3], group = r[4], model = model,
                    tenant = r[6], watch = r[8]}
         if attempt >= max_attempts then
           finish(c, id, f, {state = 'failed', code = ERR.max_attempts_exceeded, worker = worker,
@@ -56,7 +58,7 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
         else
           local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
           w(c, 'HSET', kjob .. id, 'state', 'queued', 'deaths', deaths, 'off', off, 'epoch', ep,
-            'updated_ms', c.now)
+            'updated_ms', c.now, 'attempts', attempt)
           w(c, 'HDEL', kjob .. id, 'worker')
           queue_push(c, model, nonempty(r[6]) or DEFAULT.TENANT, id, true)
           stat(c, 'requeued', 1)
@@ -71,6 +73,7 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
       -- else: finished (a record) or gone: nothing to recover.
     end
     w(c, 'DEL', inflight)
+    w(c, 'DEL', P .. ':' .. KEY.ATTN .. ':' .. worker)
     w(c, 'SREM', P .. ':' .. KEY.WORKERS, worker)
   end
 end

@@ -11,6 +11,7 @@ if redis.call('GET', lease) ~= token then return 0 end
 local empty = redis.call('LLEN', P .. ':' .. KEY.INFLIGHT .. ':' .. worker) == 0
 redis.call('DEL', lease)
 if empty then
+  redis.call('DEL', P .. ':' .. KEY.ATTN .. ':' .. worker)
   redis.call('SREM', P .. ':' .. KEY.WORKERS, worker)
 end
 return 1

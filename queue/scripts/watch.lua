@@ -7,13 +7,21 @@
 -- Returns one code per id: 1 live (now watched), 2 finished (its record holds the result),
 -- 0 unknown (never enqueued, expired, or lost).
 local P = ARGV[1]
-local kjob = P .. ':' .. KEY.JOB .. ':'
+local c = context(P, 0, 0)
+local kjob = c.kjob
 local out = {}
 for i = 2, #ARGV do
-  local key = kjob .. ARGV[i]
+  local id = ARGV[i]
+  local key = kjob .. id
   local t = redis.call('TYPE', key).ok
   if t == 'hash' then
-    if redis.call('HGET', key, 'watch') ~= '1' then redis.call('HSET', key, 'watch', 1) end
+    local r = redis.call('HMGET', key, 'watch', 'state', 'attempts')
+    if r[1] ~= '1' then
+      w(c, 'HSET', key, 'watch', 1)
+      -- A fast run publishes nothing unless its ack knows (docs/protocol.md "Fast runs").
+      local wk = r[2] == 'queued' and running_on(c, id)
+      if wk then adopt(c, id, wk, r[3]) end
+    end
     out[#out + 1] = 1
   elseif t == 'string' then
     out[#out + 1] = 2
@@ -21,4 +29,5 @@ for i = 2, #ARGV do
     out[#out + 1] = 0
   end
 end
+commit(c)
 return out

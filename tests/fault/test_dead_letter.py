@@ -32,7 +32,7 @@ class Ghost:
         self.s["heartbeat"](keys=[], args=[P, self.name, "tok-" + self.name, LEASE_MS, tl.now_ms(), self.model])
         out = self.s["claim"](keys=[], args=[P, self.name, "tok-" + self.name, n, 1 << 26, tl.now_ms(), 3600,
                                              self.model])
-        return [(out[i + 1].decode(), int(out[i + 3])) for i in range(0, len(out), 5)]
+        return [(out[i + 1].decode(), int(out[i + 3])) for i in range(0, len(out), 7)]
 
 
 class DeadLetter(unittest.TestCase):

@@ -107,7 +107,7 @@ class LostAck(unittest.TestCase):
                 token = r.get(w.lease_key())
                 got = claim(keys=[], args=[P, w.id, token, 3, 1 << 26, tl.now_ms(), 3600, "null",
                                            "otsu"])
-                orphans = [got[i + 1].decode() for i in range(0, len(got), 5)]
+                orphans = [got[i + 1].decode() for i in range(0, len(got), 7)]
                 self.assertEqual(len(orphans), 3)
                 self.assertEqual(sorted(x.decode() for x in r.lrange(w.inflight_key(), 0, -1)),
                                  sorted(orphans))

@@ -20,7 +20,7 @@ from segq import proto, schema  # noqa: E402
 P = "tq"
 TTL = 3600
 NAMES = ("enqueue", "claim", "ack", "heartbeat", "sweep", "unregister", "progress", "release",
-         "cancel", "recover", "dead")
+         "cancel", "recover", "dead", "watch")
 
 
 def now():
@@ -61,15 +61,25 @@ class Q:
 
     def claim(self, worker, token, n, models=("m",), max_bytes=64 << 20):
         flat = self.ev("claim", P, worker, token, n, max_bytes, now(), TTL, *models)
-        return [flat[i:i + 5] for i in range(0, len(flat), 5)]
+        return [flat[i:i + 7] for i in range(0, len(flat), 7)]
 
     def ack(self, worker, token, items, max_attempts=3):
-        argv = []
+        """items: (id, result, code[, retry_ms]) acked the ordinary way (the script builds the
+        record), or (id, result, "", claimed) with claimed the claim's entry of a fast run: the
+        record built as segq-worker does."""
+        argv, gen, t = [], "", now()
         for it in items:
             id, res, code = it[:3]
             retry = it[3] if len(it) > 3 else 0
-            argv += [id, res, code, retry]
-        return self.ev("ack", P, worker, token, now(), TTL, 7 * 86400, max_attempts, *argv)
+            if code:
+                argv += [id, res, "%s:%d" % (code, retry)]
+            elif isinstance(retry, (list, tuple)) and retry[6]:
+                c = retry
+                gen = c[6].rsplit(b".", 1)[0]
+                argv += [id, proto.fast_record(id, c[5], c[6], c[3], worker, t, res), ""]
+            else:
+                argv += [id, res, "-"]
+        return self.ev("ack", P, worker, token, t, TTL, 7 * 86400, max_attempts, gen, *argv)
 
     def sweep(self, max_attempts=3):
         self.r.delete(P + ":sweeper")
@@ -170,7 +180,9 @@ class Scripts(unittest.TestCase):
         self.assertTrue(r.sismember(P + ":workers", "w1"))
         self.assertEqual(r.llen(P + ":q:m:default"), 6)
         self.assertEqual(state(r, "c0"), "running")
-        self.assertEqual(r.hget(P + ":job:c0", "worker"), b"w1")
+        # A fast run: the claim wrote nothing to the job, its reply carries the job's position.
+        self.assertEqual(r.hmget(P + ":job:c0", "state", "worker", "attempts"), [b"queued", None, b"0"])
+        self.assertEqual((jobs[0][5], jobs[0][6]), tuple(r.hmget(P + ":job:c0", "off", "epoch")))
         self.assertEqual(len(q.claim("w1", "t1", 100)), 6, "claim of more than available")
         self.assertEqual(q.claim("w1", "t1", 5), [])
         self.assertTrue(ring_invariant(r))
@@ -271,6 +283,102 @@ class Scripts(unittest.TestCase):
         q.claim("w1", "t1", 1)
         self.assertEqual(q.ack("w1", "t1", [("k4", res1, "")]), [1])
         self.assertEqual([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)], ["k3"])
+
+    # ---- fast runs (docs/protocol.md "Fast runs") ----
+
+    def claimed(self, n, worker="w1", token="t1"):
+        self.q.heartbeat(worker, token)
+        return {j[1].decode(): j for j in self.q.claim(worker, token, n)}
+
+    def test_fast_run_record_is_the_scripts_own(self):
+        q, r = self.q, self.r
+        for i in ("f1", "f2"):
+            q.enqueue(i)
+        c = self.claimed(2)
+        self.assertTrue(all(j[5] == b"1" and j[6] for j in c.values()), c)
+        res = {i: msgpack.packb({"v": 1, "id": i, "status": "ok"}) for i in c}
+        # f1 as segq-worker acks it (its record built outside Redis), f2 the ordinary way.
+        self.assertEqual(q.ack("w1", "t1", [("f1", res["f1"], "", c["f1"]), ("f2", res["f2"], "")]),
+                         [1, 1])
+        ev1, res1, _ = record(r, "f1")
+        ev2, res2, _ = record(r, "f2")
+        self.assertEqual((res1, res2), ({"v": 1, "id": "f1", "status": "ok"},
+                                        {"v": 1, "id": "f2", "status": "ok"}))
+        self.assertEqual((ev1["epoch"], ev2["epoch"]), (c["f1"][6].decode(), c["f2"][6].decode()))
+        for e in (ev1, ev2):
+            for k in ("ts_ms", "id", "epoch"):
+                e.pop(k)
+        self.assertEqual(ev1, ev2, "the same terminal event either way")
+        self.assertEqual((ev1["off"], ev1["attempt"], ev1["worker"], ev1["state"]), (2, 1, "w1", "done"))
+        self.assertGreater(r.ttl(P + ":job:f1"), 0)
+        self.assertEqual(tl.stats(r, P)["done"], 2)
+        self.assertEqual(r.llen(P + ":inflight:w1"), 0)
+        # A fast ack is fenced like any other: not in the in-flight list, nothing written.
+        q.enqueue("f3")
+        self.assertEqual(q.ack("w1", "t1", [("f3", res["f1"], "", c["f1"])]), [0])
+        self.assertEqual(r.type(P + ":job:f3"), b"hash")
+
+    def test_fast_runs_changed_while_running_take_the_slow_ack(self):
+        q, r = self.q, self.r
+        for i in ("a", "b", "c", "d", "e"):
+            q.enqueue(i)
+        c = self.claimed(5)
+        self.assertEqual(r.hget(P + ":job:a", "state"), b"queued")
+        # cancel: adopted (running form, marked for the ack), canceled at the ack.
+        self.assertEqual(q.cancel("job", "a"), [2])
+        self.assertEqual(r.hmget(P + ":job:a", "state", "worker", "attempts", "cancel"),
+                         [b"running", b"w1", b"1", b"1"])
+        # a reader starting to watch: the ack must publish.
+        self.assertEqual(q.ev("watch", P, "b"), [1])
+        # progress from the worker.
+        self.assertEqual(q.ev("progress", P, "w1", "t1", now(), TTL, "c", 2, 8), 1)
+        self.assertEqual(r.hmget(P + ":job:c", "state", "off", "steps_done"), [b"running", b"2", b"2"])
+        self.assertEqual(r.smembers(P + ":attn:w1"), {b"a", b"b", b"c"})
+        # A snapshot of a fast run not touched says where it runs.
+        status, snap, _ = q.recover("job", "e")
+        self.assertEqual((status, snap["state"], snap["worker"], snap["attempt"]),
+                         ("resync", "running", "w1", 1))
+        self.assertEqual(r.hget(P + ":job:e", "state"), b"queued", "a snapshot writes nothing")
+        sub = r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(P + ":ev:b")
+        res = msgpack.packb({"v": 1, "status": "ok"})
+        self.assertEqual(q.ack("w1", "t1", [(i, res, "", c[i]) for i in ("a", "b", "c", "d", "e")]),
+                         [3, 1, 1, 1, 1])
+        self.assertEqual(record(r, "a")[0]["type"], "canceled")
+        msg = None
+        deadline = time.monotonic() + 5
+        while msg is None and time.monotonic() < deadline:
+            msg = sub.get_message(timeout=0.2)
+        self.assertIsNotNone(msg, "the watched fast run's terminal event was published")
+        self.assertEqual(proto.decode_event(msg["data"])["type"], "done")
+        self.assertEqual(record(r, "c")[0]["off"], 3, "queued 1, progress 2, done 3")
+        self.assertEqual([record(r, i)[0]["attempt"] for i in "abcde"], [1] * 5)
+        self.assertFalse(r.exists(P + ":attn:w1"), "the marks leave with their acks")
+
+    def test_fast_runs_swept_and_released_count_attempts(self):
+        q, r = self.q, self.r
+        for i in ("s1", "s2"):
+            q.enqueue(i)
+        self.claimed(2, worker="wd", token="td")
+        self.assertEqual(q.ev("release", P, "wd", "td", now(), TTL, "s2"), 1)
+        self.assertEqual(r.hmget(P + ":job:s2", "state", "attempts"), [b"queued", b"0"])
+        r.delete(P + ":worker:wd")  # its lease runs out
+        self.assertEqual(q.sweep(), 1)
+        self.assertEqual(r.hmget(P + ":job:s1", "state", "attempts", "deaths"), [b"queued", b"1", b"1"])
+        self.assertFalse(r.exists(P + ":attn:wd"))
+        c = self.claimed(2, worker="w2", token="t2")
+        self.assertEqual((c["s1"][3], c["s2"][3]), (2, 1))
+
+    def test_fast_record_of_a_lost_generation_is_remade(self):
+        q, r = self.q, self.r
+        q.enqueue("lg")
+        c = self.claimed(1)
+        # Redis lost P:epoch (data loss) while the job ran: its claimed epoch is stale.
+        r.delete(P + ":epoch")
+        self.assertEqual(q.ack("w1", "t1", [("lg", msgpack.packb({"v": 1}), "", c["lg"])]), [1])
+        ev = record(r, "lg")[0]
+        self.assertNotEqual(ev["epoch"], c["lg"][6].decode(), "a new epoch, not the stale one")
+        self.assertEqual(record(r, "lg")[1], {"v": 1})
 
     def test_sweep_requeue_then_poison(self):
         q, r = self.q, self.r

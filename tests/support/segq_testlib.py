@@ -1199,7 +1199,15 @@ def job_status(r, prefix, id):
         try:
             if t == b"hash":
                 h = r.hgetall(k)
-                return {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
+                out = {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
+                if out.get("state") == "queued":
+                    # A fast run (docs/protocol.md "Fast runs"): running while a worker's
+                    # in-flight list holds it, its hash untouched since the enqueue.
+                    for ik in r.scan_iter(match=key(prefix, "inflight", "*"), count=1000):
+                        if r.lpos(ik, id) is not None:
+                            out.update(state="running", worker=ik.decode().rsplit(":", 1)[1],
+                                       fast="1", attempts=str(int(out.get("attempts", "0")) + 1))
+                return out
             if t == b"string":
                 ev = record_event(r, prefix, id)
                 if ev is None:

@@ -25,6 +25,7 @@ static int nready;
 static sq_queue_t *q, *q2; /* q2: another worker (w2), whose sweeper recovers w1's jobs */
 static int step;
 static char *claimed_ids[4];
+static char *fast_epoch; /* j0's: a fast run (docs/protocol.md "Fast runs") */
 
 static void next(void);
 
@@ -75,6 +76,10 @@ static void on_claim(sq_queue_t *qq, int status, sq_claimed_t *jobs, size_t n, v
     if (n >= 2) {
       CHECK_STR(claimed_ids[0], "j0");
       CHECK_STR(claimed_ids[1], "j1");
+      /* j0 runs fast (the claim returns its position), j1 (in a group) does not. */
+      CHECK(jobs[0].epoch != NULL && jobs[0].off == 1);
+      CHECK(jobs[1].epoch == NULL);
+      if (jobs[0].epoch) fast_epoch = strdup(jobs[0].epoch);
     }
   } else if (strcmp(what, "claim1") == 0) {
     CHECK_EQ_INT(status, 0);
@@ -112,7 +117,7 @@ static void next(void) {
       break;
     case 4: {
       sq_ack_item_t items[2] = {
-          {claimed_ids[0], (const uint8_t *)"R0", 2, 0},
+          {claimed_ids[0], (const uint8_t *)"R0", 2, 0, 0, fast_epoch, 1, 1},
           {claimed_ids[1], (const uint8_t *)"R1", 2, SQ_EMODEL},
       };
       rc = sq_queue_ack(q, ac, items, 2, on_ack, "ack");
@@ -226,6 +231,20 @@ int main(void) {
   r = redisCommand(c, "GET tq:job:j0");
   CHECK(r && r->type == REDIS_REPLY_STRING && r->len > 2 &&
         memcmp(r->str + r->len - 2, "R0", 2) == 0 && memmem(r->str, r->len, "done", 4) != NULL);
+  /* j0's record was built here (a fast run): the terminal event the scripts write, the claimed
+   * epoch, the next offset, the attempt and the worker. */
+  if (r && r->type == REDIS_REPLY_STRING && fast_epoch) {
+    char want[96];
+    size_t ne = strlen(fast_epoch);
+    CHECK(ne < 32);
+    int k = snprintf(want, sizeof want, "\xa5" "epoch%c%s", (char)(0xa0 | ne), fast_epoch);
+    CHECK((unsigned char)r->str[0] == 0x89);
+    CHECK(memmem(r->str, r->len, want, (size_t)k) != NULL);
+    CHECK(memmem(r->str, r->len, "\xa3off\x02", 5) != NULL);
+    CHECK(memmem(r->str, r->len, "\xa7" "attempt\x01", 9) != NULL);
+    CHECK(memmem(r->str, r->len, "\xa6worker\xa2w1", 10) != NULL);
+    CHECK(memmem(r->str, r->len, "\xa5state\xa4" "done", 11) != NULL);
+  }
   freeReplyObject(r);
   r = redisCommand(c, "GET tq:job:j1");
   CHECK(r && r->type == REDIS_REPLY_STRING && memmem(r->str, r->len, "model_error", 11) != NULL);
@@ -238,6 +257,7 @@ int main(void) {
   freeReplyObject(r);
 
   for (int i = 0; i < 4; i++) free(claimed_ids[i]);
+  free(fast_epoch);
   sq_queue_free(q);
   sq_queue_free(q2);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);

@@ -17,6 +17,10 @@ from . import proto
 from . import schema
 from .client import DEFAULT_PREFIX, DEFAULT_URL, load_script
 
+# Entries per job in the claim script's reply: model, id, payload, attempt, enqueued_ms, off,
+# epoch.
+CLAIM_FIELDS = 7
+
 
 class FakeWorker:
     def __init__(self, url, prefix=DEFAULT_PREFIX, name="fakew", models=("otsu",), result_ttl_s=3600):
@@ -32,10 +36,13 @@ class FakeWorker:
                                                   int(time.time() * 1000)] + self.models)
 
     def claim(self, n=10, max_bytes=schema.DEFAULT["MAX_CLAIM_BYTES"]):
-        """[(model, id, payload, attempt)] for up to n claimed jobs."""
+        """[(model, id, payload, attempt, off, epoch)] for up to n claimed jobs (off and epoch
+        b"" unless the job runs fast: docs/protocol.md "Fast runs")."""
         out = self.s["claim"](keys=[], args=[self.prefix, self.name, self.token, n, max_bytes,
                                              int(time.time() * 1000), self.ttl] + self.models)
-        return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3])) for i in range(0, len(out), 5)]
+        k = CLAIM_FIELDS
+        return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3]), out[i + 5],
+                 out[i + 6]) for i in range(0, len(out), k)]
 
     def result_for(self, model, id, payload, attempt, batch, fail):
         job = proto.decode_job(payload)
@@ -53,11 +60,20 @@ class FakeWorker:
     def ack(self, jobs, fail=(), retry_ms=0, max_attempts=3):
         """Acks jobs (as claim returned them); ids in `fail` fail with model_error, transient
         (retried after retry_ms) when retry_ms > 0. Returns the ack script's codes."""
-        args = [self.prefix, self.name, self.token, int(time.time() * 1000), self.ttl,
-                schema.DEFAULT["DEAD_TTL_S"], max_attempts]
-        for model, id, payload, attempt in jobs:
+        now = int(time.time() * 1000)
+        gen = next((j[5].rsplit(b".", 1)[0] for j in jobs if j[5]), b"")
+        args = [self.prefix, self.name, self.token, now, self.ttl,
+                schema.DEFAULT["DEAD_TTL_S"], max_attempts, gen]
+        for model, id, payload, attempt, off, epoch in jobs:
             res, code = self.result_for(model, id, payload, attempt, len(jobs), fail)
-            args += [id, msgpack.packb(res, use_bin_type=True), code, retry_ms if code else 0]
+            doc = msgpack.packb(res, use_bin_type=True)
+            if code:
+                args += [id, doc, "%s:%d" % (code, retry_ms)]
+            elif epoch:
+                # As segq-worker does: the record of a fast run is built here.
+                args += [id, proto.fast_record(id, off, epoch, attempt, self.name, now, doc), ""]
+            else:
+                args += [id, doc, "-"]
         return self.s["ack"](keys=[], args=args)
 
     def progress(self, items):

@@ -225,6 +225,17 @@ def decode_event(buf):
     return _decode_map(buf, "event")
 
 
+def fast_record(id, off, epoch, attempt, worker, ts_ms, result):
+    """The record a worker stores for a fast run that is done (docs/protocol.md "Fast runs"):
+    the terminal event {v, id, type, state, off, epoch, ts_ms, attempt, worker} with off = the
+    claimed off + 1, then the encoded result document. off, epoch and attempt as the claim
+    returned them (bytes or str)."""
+    s = lambda x: x.decode() if isinstance(x, bytes) else x
+    ev = {"v": 1, "id": s(id), "type": "done", "state": "done", "off": int(off) + 1,
+          "epoch": s(epoch), "ts_ms": int(ts_ms), "attempt": int(attempt), "worker": s(worker)}
+    return msgpack.packb(ev, use_bin_type=True) + result
+
+
 def decode_record(buf):
     """A finished job's record (the string at P:job:<id>, docs/protocol.md "Redis key layout"):
     (event, result, job): the terminal event and the result document as dicts, and the job

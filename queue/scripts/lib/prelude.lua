@@ -102,6 +102,51 @@ local function job_fields(c, id, ...)
   return r
 end
 
+-- ---- fast runs (docs/protocol.md "Fast runs") ----
+-- An unwatched job outside any group, claimed from its queue, runs "fast": its claim writes
+-- nothing to its hash (state stays 'queued', attempts count the runs before this one) and its
+-- worker builds the record that its ack stores. It is running because its id is in a worker's
+-- in-flight list. A script that changes such a job while it runs (cancel, watch, progress)
+-- adopts it first: the hash takes the running form and the id goes into P:attn:<worker>, so
+-- the ack takes the slow path, which reads the hash, for it.
+
+-- The worker whose in-flight list holds id, or nil. LPOS per worker for the first few ids of
+-- a call, then one index of every list (a watch of many ids).
+local function running_on(c, id)
+  local idx = c.ron_idx
+  if idx then return idx[id] end
+  local P = c.P
+  local workers = c.ron_workers
+  if not workers then
+    workers = redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)
+    c.ron_workers, c.ron_n = workers, 0
+  end
+  c.ron_n = c.ron_n + 1
+  if c.ron_n <= 8 then
+    for _, wk in ipairs(workers) do
+      if redis.call('LPOS', P .. ':' .. KEY.INFLIGHT .. ':' .. wk, id) then return wk end
+    end
+    return nil
+  end
+  idx = {}
+  for _, wk in ipairs(workers) do
+    for _, x in ipairs(redis.call('LRANGE', P .. ':' .. KEY.INFLIGHT .. ':' .. wk, 0, -1)) do
+      idx[x] = wk
+    end
+  end
+  c.ron_idx = idx
+  return idx[id]
+end
+
+-- Brings the fast run of id on worker wk to the running form (queued for commit()): state,
+-- worker, the attempt it is; and marks it for its ack. Returns the attempt.
+local function adopt(c, id, wk, attempts)
+  local attempt = (tonumber(attempts) or 0) + 1
+  w(c, 'HSET', c.kjob .. id, 'state', 'running', 'worker', wk, 'attempts', attempt)
+  w(c, 'SADD', c.P .. ':' .. KEY.ATTN .. ':' .. wk, id)
+  return attempt
+end
+
 -- ---- groups: counters and one event per call ----
 
 -- The group's state, read once per call. Counters: total, queued (incl. retrying), running,
@@ -192,7 +237,8 @@ local function acl_check(c)
   for _, cmd in ipairs(c.writes) do
     one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
   end
-  for i = 1, #c.rkey do one('SET', c.rkey[i], "can't run SET on " .. c.rkey[i]) end
+  -- Every record is c.kjob .. id: one key kind, asked once (a message per job costs a string).
+  if #c.rkey > 0 then one('SET', c.rkey[1], "can't run SET on " .. c.rkey[1]) end
   -- c.late's bulk writes: one (command, key) of each kind they run.
   for _, cmd in ipairs(c.late_acl or {}) do
     one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
