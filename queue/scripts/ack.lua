@@ -58,16 +58,16 @@ local function model_of(id)
   f.model, f.tenant = m[1], m[2]
 end
 local done_how = {state = 'done', worker = worker, from = 'running'}
+-- The fast runs' records (one key kind: c.kjob), stored by c.late after the other writes.
 local ttl = string.format('%d', c.ttl)
-local rkey, rval, rttl = c.rkey, c.rval, c.rttl
-local nfast = 0
+local fkey, fval, nfast = {}, {}, 0
 for k = 1, nj do
   local i = 6 + 3 * k
   local id, blob, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local at = k
   if where then at = where[id] end
   if not at then
-    out[#out + 1] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
+    out[k] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
   elseif how == '' and fast_ok and not attn[id] then
     -- The fast path: nothing read, the worker's record stored as it is.
     if where then
@@ -75,9 +75,8 @@ for k = 1, nj do
       removed[#removed + 1] = at
     end
     nfast = nfast + 1
-    local n = #rkey + 1
-    rkey[n], rval[n], rttl[n] = kjob .. id, blob, ttl
-    out[#out + 1] = CODE.ACK_FINISHED
+    fkey[nfast], fval[nfast] = kjob .. id, blob
+    out[k] = CODE.ACK_FINISHED
   else
     if where then
       where[id] = nil
@@ -95,7 +94,7 @@ for k = 1, nj do
     -- model and tenant only for the rarer outcomes (model_of): a field less per job.
     local r = job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'cancel', 'watch', 'state')
     if not r then
-      out[#out + 1] = CODE.ACK_DUPLICATE
+      out[k] = CODE.ACK_DUPLICATE
     else
       -- A fast run not adopted still counts the runs before it.
       local attempts = tonumber(r[1]) or 0
@@ -107,7 +106,7 @@ for k = 1, nj do
         model_of(id)
         finish(c, id, f, {state = 'canceled', code = ERR.canceled, worker = worker,
                           from = 'running', message = 'canceled while it ran'})
-        out[#out + 1] = CODE.ACK_CANCELED
+        out[k] = CODE.ACK_CANCELED
       elseif code and retry > 0 and attempts < max_attempts then
         model_of(id)
         local due = c.now + retry
@@ -123,26 +122,32 @@ for k = 1, nj do
                     {id = id, type = 'retrying', state = 'retrying',
                      attempt = attempts, error = code})
         end
-        out[#out + 1] = CODE.ACK_RETRYING
+        out[k] = CODE.ACK_RETRYING
       elseif code and retry > 0 then
         model_of(id)
         finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
                           from = 'running', dead = true,
                           doc = redis.call('HGET', kjob .. id, 'doc') or nil})
-        out[#out + 1] = CODE.ACK_EXHAUSTED
+        out[k] = CODE.ACK_EXHAUSTED
       elseif not code then
         done_how.result = result
         finish(c, id, f, done_how)
-        out[#out + 1] = CODE.ACK_FINISHED
+        out[k] = CODE.ACK_FINISHED
       else
         finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
                           from = 'running'})
-        out[#out + 1] = CODE.ACK_FINISHED
+        out[k] = CODE.ACK_FINISHED
       end
     end
   end
 end
-if nfast > 0 then stat(c, 'done', nfast) end
+if nfast > 0 then
+  stat(c, 'done', nfast)
+  c.late_acl = {{'SET', fkey[1]}}
+  c.late = function()
+    for k = 1, nfast do redis.call('SET', fkey[k], fval[k], 'EX', ttl) end
+  end
+end
 if #attn_done > 0 then w_list(c, 'SREM', attn_key, attn_done) end
 
 -- Out of the in-flight list: in one LTRIM when the acked ids are its head (the usual case),

@@ -13,9 +13,10 @@
 -- ARGV[7] result_ttl_s  TTL of the records of jobs finished here (job_not_found, canceled)
 -- ARGV[8..] models      the models the worker serves
 -- Returns a flat array [model, id, payload, attempt, enqueued_ms, off, epoch, ...] (7 entries per
--- job; off and epoch are "" unless the job runs fast: then they are its last event's, and the
--- worker builds its record, docs/protocol.md "Fast runs"), or an error reply starting with
--- "LEASE" if the lease is absent or holds another token.
+-- job; enqueued_ms as the digits stored, not parsed here; off and epoch are "" unless the job
+-- runs fast: then they are its last event's, and the worker builds its record, docs/protocol.md
+-- "Fast runs"), or an error reply starting with "LEASE" if the lease is absent or holds another
+-- token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local n = num(4) or 0
 local max_bytes = num(5) or DEFAULT.MAX_CLAIM_BYTES
@@ -32,8 +33,8 @@ local taken, bytes, full = 0, 0, false
 -- call's PUBLISHes: kept in flat arrays, since a table per write and unpack() cost about as much
 -- as the HSET itself. A fast run writes nothing.
 local run_keys, run_attempts = {}, {}
--- A fast run's epoch must be of this data generation (its record is not re-read at the ack).
-local genp = epochs(c).genp
+-- A fast run's epoch may be of an older data generation: the worker sends the generation of its
+-- records with the ack, which re-makes them when it is not Redis's (docs/protocol.md).
 
 -- Attempt numbers as strings: Lua turns a number into a string with "%.14g" (slow); a number
 -- under 10 is nearly always what a claim writes.
@@ -43,9 +44,13 @@ local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
 -- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
 local function take(model, id)
-  local r = job_fields(c, id, 'doc', 'attempts', 'off', 'epoch', 'group', 'enqueued_ms', 'watch',
-                      'state')
-  if not r then return 'dropped' end
+  -- job_fields, inlined (called for every job).
+  local r = redis.pcall('HMGET', kjob .. id, 'doc', 'attempts', 'off', 'epoch', 'group',
+                        'enqueued_ms', 'watch', 'state')
+  if r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return 'dropped' end
+    error(r)
+  end
   local doc = r[1]
   local group = nonempty(r[5])
   local watched = r[7] == '1'
@@ -65,14 +70,15 @@ local function take(model, id)
                       message = 'the group ' .. group .. ' was canceled'})
     return 'dropped'
   end
-  local attempt = (tonumber(r[2]) or 0) + 1
+  -- A lean hash has no attempts before the first run: no number to parse.
+  local attempt = r[2] and (tonumber(r[2]) or 0) + 1 or 1
   local off, ep = '', ''
   if watched then
     f.attempts = attempt
     local _, off, ep = job_event(c, id, f, 'started', 'running', {worker = worker})
     w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
       'off', off, 'epoch', ep, 'updated_ms', c.now)
-  elseif not group and r[8] == 'queued' and r[4] and string.find(r[4], genp, 1, true) == 1 then
+  elseif not group and r[8] == 'queued' and r[4] then
     off, ep = r[3], r[4]
   else
     -- Not an event: the snapshot's state changes, its time stays the last event's.
@@ -87,7 +93,7 @@ local function take(model, id)
   ids[#ids + 1] = id
   local k = #out
   out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6], out[k + 7] =
-    model, id, doc, attempt, tonumber(r[6]) or 0, off, ep
+    model, id, doc, attempt, r[6] or '0', off, ep
   return 'taken'
 end
 

@@ -53,9 +53,7 @@ elseif op == 'requeue' then
         -- Watched again only when a reader follows it (recover marks it).
         local _, off, ep = job_event(c, id, f, 'requeued', 'queued')
         w(c, 'DEL', key)
-        w(c, 'HSET', key, 'doc', doc, 'state', 'queued', 'off', off, 'epoch', ep, 'attempts', 0,
-          'deaths', 0, 'model', model, 'tenant', tenant, 'group', group or '',
-          'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', 0)
+        new_job(c, id, doc, off, ep, model, tenant, group, '0')
         queue_push(c, model, tenant, id, false)
         w(c, 'ZREM', dead, id)
         stat(c, 'requeued', 1)

@@ -75,9 +75,7 @@ for i = 6, #ARGV - 4, 5 do
     else
       if subscribed[c.kev .. id] then f.watch = '1' end
       local packed, off, ep = job_event(c, id, f, 'queued', 'queued')
-      w(c, 'HSET', c.kjob .. id, 'doc', payload, 'state', 'queued', 'off', off, 'epoch', ep,
-        'attempts', 0, 'model', model, 'tenant', tenant, 'group', group or '',
-        'enqueued_ms', c.now, 'updated_ms', c.now, 'watch', f.watch)
+      new_job(c, id, payload, off, ep, model, tenant, group, f.watch)
       queue_push(c, model, tenant, id, priority > 0)
       if not any_served then
         -- No worker has registered yet, so no model name can be refused: a job queued now is

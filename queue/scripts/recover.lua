@@ -25,7 +25,7 @@ if kind == 'job' then
   if t == 'hash' then
     local r = redis.call('HMGET', key, 'state', 'off', 'epoch', 'attempts', 'group', 'worker',
                          'updated_ms', 'cancel', 'due_ms', 'error', 'steps_done', 'steps_total',
-                         'watch')
+                         'watch', 'enqueued_ms')
     local off = tonumber(r[2]) or 0
     local state = nonempty(r[1]) or 'queued'
     local attempt = tonumber(r[4]) or 0
@@ -38,7 +38,7 @@ if kind == 'job' then
       if ARGV[7] == '1' and r[13] ~= '1' then adopt(c, id, wk, r[4]) end
     end
     local snap = {v = 1, id = id, type = 'snapshot', state = state, off = off,
-                  epoch = nonempty(r[3]) or '', ts_ms = tonumber(r[7]) or 0,
+                  epoch = nonempty(r[3]) or '', ts_ms = tonumber(r[7] or r[14]) or 0,
                   attempt = attempt, group = nonempty(r[5])}
     if state == 'running' then
       snap.worker = nonempty(r[6])

@@ -174,14 +174,18 @@ class Scripts(unittest.TestCase):
         self.assertEqual(ids_of(jobs), ["c0", "c1", "c2", "c3"])
         self.assertTrue(all(j[0] == b"m" for j in jobs))
         self.assertTrue(all(j[3] == 1 for j in jobs), "attempt 1")
-        self.assertTrue(all(j[4] > 0 for j in jobs), "enqueued_ms returned")
+        self.assertTrue(all(int(j[4]) > 0 for j in jobs), "enqueued_ms returned")
         self.assertEqual(msgpack.unpackb(jobs[0][2])["id"], "c0")
         self.assertEqual([x.decode() for x in r.lrange(P + ":inflight:w1", 0, -1)], ids_of(jobs))
         self.assertTrue(r.sismember(P + ":workers", "w1"))
         self.assertEqual(r.llen(P + ":q:m:default"), 6)
         self.assertEqual(state(r, "c0"), "running")
         # A fast run: the claim wrote nothing to the job, its reply carries the job's position.
-        self.assertEqual(r.hmget(P + ":job:c0", "state", "worker", "attempts"), [b"queued", None, b"0"])
+        self.assertEqual(r.hmget(P + ":job:c0", "state", "worker", "attempts"), [b"queued", None, None])
+        # A lean hash: fields at their defaults are left out (attempts 0, no group, the default
+        # tenant, unwatched, updated when enqueued).
+        self.assertEqual(sorted(r.hkeys(P + ":job:c5")),
+                         [b"doc", b"enqueued_ms", b"epoch", b"model", b"off", b"state"])
         self.assertEqual((jobs[0][5], jobs[0][6]), tuple(r.hmget(P + ":job:c0", "off", "epoch")))
         self.assertEqual(len(q.claim("w1", "t1", 100)), 6, "claim of more than available")
         self.assertEqual(q.claim("w1", "t1", 5), [])
@@ -576,7 +580,7 @@ class Scripts(unittest.TestCase):
         q.enqueue("early")
         q.enqueue("nobody")
         self.assertEqual(r.hget(P + ":job:early", "watch"), b"1", "a reader waits on its channel")
-        self.assertEqual(r.hget(P + ":job:nobody", "watch"), b"0")
+        self.assertIsNone(r.hget(P + ":job:nobody", "watch"), "unwatched: the field is left out")
         msg = ps.get_message(timeout=5)
         self.assertEqual(proto.decode_event(msg["data"])["type"], "queued")
         # One call for many jobs asks once for all their channels: only the subscribed one is
@@ -586,7 +590,7 @@ class Scripts(unittest.TestCase):
         ids = ["m%d" % i for i in range(6)]
         self.assertEqual(q.enqueue_many([(i, "m", "", 0, payload(i, "m")) for i in ids]), [1] * 6)
         self.assertEqual([r.hget(P + ":job:" + i, "watch") for i in ids],
-                         [b"0", b"0", b"0", b"1", b"0", b"0"])
+                         [None, None, None, b"1", None, None])
         msg = ps.get_message(timeout=5)
         self.assertEqual(proto.decode_event(msg["data"])["id"], "m3")
         ps.close()
@@ -722,7 +726,7 @@ class Scripts(unittest.TestCase):
         self.assertEqual(lst[0::2], [b"rt"])
         self.assertEqual(q.ev("dead", P, now(), TTL, "requeue", "rt", "pm"), 1, "pm is not a dead letter")
         self.assertEqual(state(r, "rt"), "queued")
-        self.assertEqual(r.hmget(P + ":job:rt", "attempts", "doc"), [b"0", payload("rt")])
+        self.assertEqual(r.hmget(P + ":job:rt", "attempts", "doc"), [None, payload("rt")], "attempts 0")
         self.assertEqual(r.zcard(P + ":dead"), 0)
         jobs = q.claim("w1", "t1", 5)
         self.assertEqual([(j[1], j[3]) for j in jobs], [(b"rt", 1)])

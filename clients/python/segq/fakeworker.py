@@ -69,7 +69,7 @@ class FakeWorker:
             doc = msgpack.packb(res, use_bin_type=True)
             if code:
                 args += [id, doc, "%s:%d" % (code, retry_ms)]
-            elif epoch:
+            elif epoch and epoch.rsplit(b".", 1)[0] == gen:
                 # As segq-worker does: the record of a fast run is built here.
                 args += [id, proto.fast_record(id, off, epoch, attempt, self.name, now, doc), ""]
             else:
