@@ -42,11 +42,12 @@ local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
 
 -- Takes job id of model into in-flight. Returns 'taken'; 'dropped' (finished already: a
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
--- canceled, which finishes it now), or 'full' (over max_bytes; left where it is).
-local function take(model, id)
+-- canceled, which finishes it now), or 'full' (over max_bytes; left where it is). retry: id
+-- comes from the delayed set (state `retrying`); a job in a queue is always `queued`.
+local function take(model, id, retry)
   -- job_fields, inlined (called for every job).
   local r = redis.pcall('HMGET', kjob .. id, 'doc', 'attempts', 'off', 'epoch', 'group',
-                        'enqueued_ms', 'watch', 'state')
+                        'enqueued_ms', 'watch')
   if r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return 'dropped' end
     error(r)
@@ -78,7 +79,7 @@ local function take(model, id)
     local _, off, ep = job_event(c, id, f, 'started', 'running', {worker = worker})
     w(c, 'HSET', kjob .. id, 'state', 'running', 'worker', worker, 'attempts', attempt,
       'off', off, 'epoch', ep, 'updated_ms', c.now)
-  elseif not group and r[8] == 'queued' and r[4] then
+  elseif not group and not retry and r[4] then
     off, ep = r[3], r[4]
   else
     -- Not an event: the snapshot's state changes, its time stays the last event's.
@@ -164,7 +165,7 @@ for _, model in ipairs(models) do
   local dkey = c.kdelayed .. model
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', c.now, 'LIMIT', 0, n - taken)
   for _, id in ipairs(due) do
-    if take(model, id) == 'full' then
+    if take(model, id, true) == 'full' then
       full = true
       break
     end
