@@ -238,7 +238,7 @@ bool sq_prog_md_is_plain(const dnnl_memory_desc_t *md) {
  * so every parallel region wakes the other threads with a futex and joins them, which costs
  * tens of microseconds on the 2-vCPU bench machine and more when a neighbour holds the other
  * core. Measured there per step (1 vs 2 threads, load ~2, mobilenet_v3_small, deeplabv3,
- * resnet18, cellseg; docs/BENCHMARKS.md): steps under 100 us of one-thread time were 1.2-3x
+ * resnet18, cellseg; docs/BENCHMARKS.md): steps under 100 us of one-thread time were 1.3-3x
  * slower on a team of 2, 100-400 us broke even, longer ones gained. So a step whose estimated
  * one-thread time is under 100 us runs on the calling thread alone; the small models are made
  * of such steps (mobilenet_v3_small: 71 of its 76). The estimate is a roofline of this machine
