@@ -9,7 +9,7 @@
 #include "engine_internal.h"
 
 struct sq_cpu {
-  int nthreads; /* the team size of parallel_for (1: the caller alone) */
+  int nthreads; /* the most threads parallel_for uses (1: the caller alone) */
   void *scratch;
   size_t scratch_size;
 };
@@ -34,15 +34,19 @@ int sq_cpu_threads(const sq_cpu_t *c) {
 void sq_cpu_parallel_for(sq_cpu_t *c, int64_t n, int64_t grain, sq_range_fn fn, void *arg) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
-  if (c->nthreads <= 1 || n <= grain) {
+  /* the calling thread's OpenMP team size caps ours: a program step with too little work for
+   * a team sets it to 1 (cpu_program.c), like the oneDNN primitives it runs between */
+  int team = omp_get_max_threads();
+  if (team > c->nthreads) team = c->nthreads;
+  if (team <= 1 || n <= grain) {
     fn(arg, 0, n);
     return;
   }
   /* a few chunks per thread, handed out dynamically: rows of unequal cost balance out */
-  int64_t chunk = (n + c->nthreads * 4 - 1) / (c->nthreads * 4);
+  int64_t chunk = (n + team * 4 - 1) / (team * 4);
   if (chunk < grain) chunk = grain;
   int64_t nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(c->nthreads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(team) schedule(dynamic, 1)
   for (int64_t k = 0; k < nchunks; k++) {
     int64_t b = k * chunk, e = b + chunk < n ? b + chunk : n;
     fn(arg, b, e);

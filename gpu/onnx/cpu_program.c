@@ -131,6 +131,8 @@ int sq_prog_add_step(sq_cpu_program_t *pr, const sq_step_t *s) {
     pr->steps_cap = cap;
   }
   pr->steps[pr->nsteps] = *s;
+  /* a copy is a memcpy on the calling thread: it never opens a region */
+  pr->steps[pr->nsteps].threads = s->kind == SQ_STEP_COPY ? 1 : pr->team;
   for (int k = 0; k < s->nargs; k++) touch(pr, s->buf[k], pr->nsteps);
   return pr->nsteps++;
 }
@@ -232,23 +234,84 @@ bool sq_prog_md_is_plain(const dnnl_memory_desc_t *md) {
   return true;
 }
 
-/* Reorder from buffer src into a new arena buffer of layout md. */
+/* Which team a node's steps run on. The engine's OpenMP runtime waits passively (backend_cpu.c),
+ * so every parallel region wakes the other threads with a futex and joins them, which costs
+ * tens of microseconds on the 2-vCPU bench machine and more when a neighbour holds the other
+ * core. Measured there per step (1 vs 2 threads, load ~2, mobilenet_v3_small, deeplabv3,
+ * resnet18, cellseg; docs/BENCHMARKS.md): steps under 100 us of one-thread time were 1.3-3x
+ * slower on a team of 2, 100-400 us broke even, longer ones gained. So a step whose estimated
+ * one-thread time is under 100 us runs on the calling thread alone; the small models are made
+ * of such steps (mobilenet_v3_small: 71 of its 76). The estimate is a roofline of this machine
+ * class, FLOPs at 100 GFLOP/s plus bytes at 30 GB/s (one AVX-512 core, cache-resident
+ * tensors): it put every measured step under 60 us below the threshold and none over 200 us. */
+#define SQ_TEAM_MIN_US 100.0
+#define SQ_FLOP_PER_US 1e5
+#define SQ_BYTES_PER_US 3e4
+
+static double node_cost_us(const sq_graph_t *g, const sq_node_t *n) {
+  double bytes = 0, flops = 0;
+  for (int k = 0; k < n->nin; k++)
+    if (n->in[k] >= 0) bytes += (double)sq_tensor_bytes(&g->tensors[n->in[k]]);
+  for (int k = 0; k < n->nout; k++)
+    if (n->out[k] >= 0) bytes += (double)sq_tensor_bytes(&g->tensors[n->out[k]]);
+  const sq_tensor_t *a = n->nin > 0 && n->in[0] >= 0 ? &g->tensors[n->in[0]] : NULL;
+  const sq_tensor_t *w = n->nin > 1 && n->in[1] >= 0 ? &g->tensors[n->in[1]] : NULL;
+  const sq_tensor_t *y = n->nout > 0 && n->out[0] >= 0 ? &g->tensors[n->out[0]] : NULL;
+  if (a && w && y && w->rank >= 1 && w->dims[0] > 0) {
+    switch (n->op) {
+      case SQ_OP_Conv: /* W [M, C/g, kh, kw]: one MAC per weight of a filter per output */
+        flops = 2.0 * (double)sq_tensor_numel(y) * (double)sq_tensor_numel(w) / (double)w->dims[0];
+        break;
+      case SQ_OP_ConvTranspose: /* W [C, M/g, kh, kw]: per input element */
+        flops = 2.0 * (double)sq_tensor_numel(a) * (double)sq_tensor_numel(w) / (double)w->dims[0];
+        break;
+      case SQ_OP_Gemm:
+      case SQ_OP_MatMul: /* A [.., M, K], Y [.., M, N]: 2 M K N */
+        if (y->rank >= 1) flops = 2.0 * (double)sq_tensor_numel(a) * (double)y->dims[y->rank - 1];
+        break;
+      default:
+        break;
+    }
+  }
+  return flops / SQ_FLOP_PER_US + bytes / SQ_BYTES_PER_US;
+}
+
+static int team_for(const sq_cpu_program_t *pr, double cost_us) {
+  int threads = pr->backend->threads;
+  return threads > 1 && cost_us < SQ_TEAM_MIN_US ? 1 : threads;
+}
+
+static int node_team(const sq_cpu_program_t *pr, int ni) {
+  const sq_graph_t *g = &pr->plan->graph;
+  return team_for(pr, node_cost_us(g, &g->nodes[ni]));
+}
+
+/* Reorder from buffer src into a new arena buffer of layout md. Its team is sized by its own bytes
+ * (the input reorder of a small conv is small even when the conv is not). */
 static int add_reorder(sq_cpu_program_t *pr, int src, const dnnl_memory_desc_t *md, int dst_where,
                        sq_error_t *err) {
+  int outer = pr->team; /* the team of the node that needs the reorder */
+  pr->team =
+      team_for(pr, (double)(pr->bufs[src].bytes + dnnl_memory_desc_get_size(md)) / SQ_BYTES_PER_US);
+  omp_set_num_threads(pr->team);
   dnnl_primitive_desc_t pd;
   dnnl_status_t st =
       dnnl_reorder_primitive_desc_create(&pd, &pr->bufs[src].md, pr->engine, md, pr->engine, NULL);
-  if (st != dnnl_success) return sq_dnnl_error(err, st, NULL, "reorder");
-  int dst = sq_prog_buf_new(pr, md, dst_where);
-  if (dst < 0) {
+  int dst = st == dnnl_success ? sq_prog_buf_new(pr, md, dst_where) : -1;
+  int rc = 0;
+  if (st != dnnl_success) {
+    rc = sq_dnnl_error(err, st, NULL, "reorder");
+  } else if (dst < 0) {
     dnnl_primitive_desc_destroy(pd);
-    return sq_error_set(err, SQ_ENOMEM, "out of memory");
+    rc = sq_error_set(err, SQ_ENOMEM, "out of memory");
+  } else {
+    int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO}, bufs[2] = {src, dst};
+    rc = sq_prog_add_prim(pr, pd, 2, args, bufs, err);
+    if (!rc) pr->steps[pr->nsteps - 1].is_reorder = true;
   }
-  int args[2] = {DNNL_ARG_FROM, DNNL_ARG_TO}, bufs[2] = {src, dst};
-  int rc = sq_prog_add_prim(pr, pd, 2, args, bufs, err);
-  if (rc) return rc;
-  pr->steps[pr->nsteps - 1].is_reorder = true;
-  return dst;
+  pr->team = outer;
+  omp_set_num_threads(outer);
+  return rc ? rc : dst;
 }
 
 int sq_prog_reorder(sq_cpu_program_t *pr, int b, const dnnl_memory_desc_t *md, sq_error_t *err) {
@@ -701,16 +764,22 @@ sq_cpu_program_t *sq_cpu_program_new(sq_cpu_backend_t *be, const sq_engine_plan_
   memset(pr->reps, 0xff, (size_t)(p->graph.ntensors + 1) * sizeof *pr->reps);
   for (int i = 0; i <= p->graph.nnodes; i++) pr->pos_of[i] = -1;
   for (int i = 0; i < p->norder; i++) pr->pos_of[p->order[i]] = i;
-  omp_set_num_threads(be->threads); /* oneDNN sizes some kernels for the team at creation */
+  /* oneDNN sizes a primitive for the calling thread's team when it creates it (a conv splits
+   * its work for that many threads and opens a region of that size whatever the team is when
+   * it runs): each node is built with the team its steps will run on */
   int rc = 0;
   for (int i = 0; i < p->norder && !rc; i++) {
     pr->pos = i;
+    pr->team = pr->skip[p->order[i]] ? be->threads : node_team(pr, p->order[i]);
+    omp_set_num_threads(pr->team);
     rc = sq_dnnl_build_node(pr, p->order[i], err);
     if (rc == 0)
       rc = add_ref_node(pr, p->order[i], err);
     else if (rc > 0)
       rc = 0;
   }
+  pr->team = be->threads;
+  omp_set_num_threads(be->threads);
   if (!rc) rc = add_outputs(pr, err);
   if (!rc) rc = place_arena(pr, err);
   if (rc) {
@@ -827,8 +896,14 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
     if (m->mems[b])
       dnnl_memory_set_data_handle(m->mems[b], buf_addr(pr, b, arena, inputs, outputs));
   const sq_graph_t *g = &pr->plan->graph;
-  for (int i = 0; i < pr->nsteps; i++) {
+  int team = omp_get_max_threads();
+  int rc = 0;
+  for (int i = 0; i < pr->nsteps && !rc; i++) {
     const sq_step_t *s = &pr->steps[i];
+    if (s->threads != team) { /* an ICV write of this thread: no cost */
+      team = s->threads;
+      omp_set_num_threads(team);
+    }
     uint64_t t0 = profile ? sq_clock_mono_us() : 0;
     double c0 = profile ? thread_cpu_ms() : 0;
     const sq_node_t *n = s->node >= 0 ? &g->nodes[s->node] : NULL;
@@ -840,7 +915,7 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
           args[k].memory = m->mems[s->buf[k]];
         }
         dnnl_status_t st = dnnl_primitive_execute(s->prim, stream, s->nargs, args);
-        if (st != dnnl_success) return sq_dnnl_error(err, st, n, "execute");
+        if (st != dnnl_success) rc = sq_dnnl_error(err, st, n, "execute");
         break;
       }
       case SQ_STEP_REF: {
@@ -857,8 +932,7 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
           sq_view_of(&g->tensors[n->out[k]], NULL, &out[k]);
           out[k].data = buf_addr(pr, s->buf[s->nref_in + k], arena, inputs, outputs);
         }
-        int rc = sq_op_info(n->op)->cpu(pool, n, in, s->nref_in, out, s->nref_out, err);
-        if (rc) return rc;
+        rc = sq_op_info(n->op)->cpu(pool, n, in, s->nref_in, out, s->nref_out, err);
         break;
       }
       case SQ_STEP_D2S: {
@@ -874,7 +948,7 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
         break;
       }
     }
-    if (profile) /* wall time, and the calling thread's CPU time (all of it with 1 thread) */
+    if (profile && !rc) /* wall time, and the calling thread's CPU time (all of it with 1 thread) */
       fprintf(stderr, "engine profile: %-40s %-18s %8.3f ms %8.3f thread-cpu-ms\n",
               n ? n->name : "(graph output)",
               s->kind == SQ_STEP_COPY  ? "copy"
@@ -883,7 +957,8 @@ int sq_cpu_program_run(const sq_cpu_program_t *pr, sq_cpu_t *pool, dnnl_stream_t
                                        : sq_op_info(n->op)->name,
               (double)(sq_clock_mono_us() - t0) / 1000.0, thread_cpu_ms() - c0);
   }
-  return 0;
+  if (team != pr->backend->threads) omp_set_num_threads(pr->backend->threads);
+  return rc;
 }
 
 size_t sq_cpu_program_arena_bytes(const sq_cpu_program_t *pr) {
@@ -921,6 +996,7 @@ void sq_cpu_program_stats(const sq_cpu_program_t *pr, sq_cpu_program_stats_t *st
   for (int i = 0; i < pr->nsteps; i++) {
     const sq_step_t *s = &pr->steps[i];
     st->steps++;
+    if (s->threads == 1 && pr->backend->threads > 1) st->single_thread++;
     switch (s->kind) {
       case SQ_STEP_REF: {
         int op = g->nodes[s->node].op;
@@ -1024,8 +1100,8 @@ void sq_cpu_program_dump(const sq_cpu_program_t *pr, FILE *f) {
     if (pd && dnnl_primitive_desc_get_attr(pd, &attr) == dnnl_success &&
         dnnl_primitive_attr_get_post_ops(attr, &po) == dnnl_success && po)
       npo = dnnl_post_ops_len(po);
-    fprintf(f, "%4d %-8s %-18s %-36s %-26s -> %-10s post-ops %d\n", i, kind,
+    fprintf(f, "%4d %-8s %-18s %-36s %-26s -> %-10s post-ops %d threads %d\n", i, kind,
             n ? sq_op_info(n->op)->name : "-", n ? n->name : "(graph output)", step_impl(s), layout,
-            npo);
+            npo, s->threads);
   }
 }

@@ -52,6 +52,7 @@ typedef struct {
   bool is_reorder; /* a layout change the compiler inserted (profile label) */
   int block;       /* channel block of the D2S layout; output channels */
   int64_t channels;
+  int threads; /* OpenMP team it runs on: 1 (no parallel region) for tiny work, see node_team */
 } sq_step_t;
 
 /* A weight blob owned by the backend's cache (reordered once, shared by plans). */
@@ -67,6 +68,7 @@ typedef struct sq_cpu_program {
   int nsteps, steps_cap;
   int (*reps)[4]; /* per tensor: up to 4 buffers holding it (plain and/or blocked), -1 */
   int pos;        /* plan position of the node being compiled */
+  int team;       /* team size of the node being compiled (its steps run on it) */
   int *pos_of;    /* node index -> plan position (-1: not run) */
   bool *skip;     /* per node: fused into an earlier step */
   size_t arena_bytes;
@@ -159,10 +161,13 @@ typedef struct {
   int fused_sum;      /* sum post-ops (a residual Add folded into its conv) */
   int gemm_convs;     /* convolutions oneDNN runs as im2col + gemm or its reference code */
   int blocked_bufs;   /* activation buffers in a non-plain layout */
+  int single_thread;  /* primitive/reference/copy steps that run without a parallel region
+                         (their work is below what a team's wake-up costs) */
   int ref_by_op[SQ_OP_COUNT]; /* reference steps per op */
 } sq_cpu_program_stats_t;
 void sq_cpu_program_stats(const sq_cpu_program_t *pr, sq_cpu_program_stats_t *st);
-/* One line per step (kind, node, op, oneDNN implementation, layout of its output) to f. */
+/* One line per step (kind, node, op, oneDNN implementation, layout of its output, team size)
+ * to f. */
 void sq_cpu_program_dump(const sq_cpu_program_t *pr, FILE *f);
 
 /* ---- cpu_dnnl_ops.c: one builder per op family; 1 = built, 0 = not for oneDNN (the node

@@ -169,10 +169,10 @@ int main(int argc, char **argv) {
             "program: %d steps, %d primitives (%d convolutions, %d deconvolutions, %d on im2col "
             "gemm/ref), %d reorders (%d inside the graph), %d reference steps (%d convolutions), "
             "%d depth-to-space, %d copies, %d fused eltwise post-ops, %d fused sums, %d blocked "
-            "buffers, arena %zu bytes\n",
+            "buffers, %d steps without a parallel region, arena %zu bytes\n",
             st.steps, st.prims, st.convs, st.deconvs, st.gemm_convs, st.reorders, st.inner_reorders,
             st.ref_steps, st.ref_convs, st.d2s, st.copies, st.fused_eltwise, st.fused_sum,
-            st.blocked_bufs, sq_cpu_program_arena_bytes(pr));
+            st.blocked_bufs, st.single_thread, sq_cpu_program_arena_bytes(pr));
     for (int op = 0; op < SQ_OP_COUNT; op++)
       if (st.ref_by_op[op])
         fprintf(stderr, "program: reference %s x%d\n", sq_op_info(op)->name, st.ref_by_op[op]);

@@ -4,7 +4,8 @@
  * fused activation or residual sum, or sends a convolution back to the reference im2col kernel
  * fails a test rather than only a benchmark. Models: the committed cellseg-unet (b1 and b8) and
  * tests/data/onnx's residual models; the counts are of the graph (ISA-independent), except the
- * oneDNN implementation check, which needs AVX2. Single-threaded, main thread only. */
+ * oneDNN implementation check, which needs AVX2; and which steps run without a parallel region
+ * (check_teams). Main thread only. */
 #include <stdlib.h>
 
 #include "check.h"
@@ -85,6 +86,66 @@ static int check_model(const char *root, const expect_t *x) {
   return 0;
 }
 
+/* Team sizes (cpu_program.c, node_team): with a 2-thread backend a step whose work is below a
+ * parallel region's wake-up cost runs on the calling thread alone (threads 1), the rest on the
+ * team. cellseg b8's steps are all large (8 tiles of 256x256): every one runs on the team.
+ * resunet_cbam's attention works on pooled 1x1 and 2-channel maps: its reference steps (the
+ * channel MLP's Gemms, ReduceMax/ReduceMean) are tiny and run single-threaded, while its
+ * full-resolution encoder convs keep the team. */
+static int check_teams(const char *root, const char *rel, int batch, bool all_team) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", root, rel);
+  sq_error_t err = {0};
+  sq_engine_t *e = sq_engine_load_file(path, NULL, &err);
+  sq_engine_plan_t *p = e ? sq_engine_plan_new(e, (uint32_t)batch, &err) : NULL;
+  sq_backend_t *b = p ? sq_backend_cpu_new(2, &err) : NULL;
+  void *state = NULL;
+  int rc = b ? sq_engine_bind(p, b, &state, &err) : -1;
+  CHECK_EQ_INT(rc, 0);
+  if (rc || !state) {
+    fprintf(stderr, "%s b%d: %s\n", rel, batch, err.msg);
+    sq_backend_free(b);
+    sq_engine_plan_free(p);
+    sq_engine_free(e);
+    return 1;
+  }
+  const sq_cpu_program_t *pr = state;
+  int before = check_failed, single = 0, team_convs = 0, single_refs = 0, refs = 0;
+  for (int i = 0; i < pr->nsteps; i++) {
+    const sq_step_t *s = &pr->steps[i];
+    CHECK(s->threads == 1 || s->threads == 2);
+    if (s->kind == SQ_STEP_COPY) {
+      CHECK_EQ_INT(s->threads, 1); /* a memcpy: never a region */
+      continue;
+    }
+    single += s->threads == 1;
+    if (s->kind == SQ_STEP_REF) {
+      refs++;
+      single_refs += s->threads == 1;
+    }
+    if (s->kind == SQ_STEP_PRIM && !s->is_reorder && s->node >= 0 &&
+        pr->plan->graph.nodes[s->node].op == SQ_OP_Conv && s->threads == 2)
+      team_convs++;
+  }
+  sq_cpu_program_stats_t st;
+  sq_cpu_program_stats(pr, &st);
+  printf("%s b%d at 2 threads: %d of %d steps single-threaded, %d convs on the team\n", rel, batch,
+         st.single_thread, st.steps, team_convs);
+  if (all_team) {
+    CHECK_EQ_INT(single, 0);
+  } else {
+    CHECK(refs > 0);
+    CHECK_EQ_INT(single_refs, refs);
+    CHECK(team_convs > 0);
+    CHECK(single > refs);
+  }
+  if (check_failed != before) sq_cpu_program_dump(pr, stderr);
+  sq_backend_free(b);
+  sq_engine_plan_free(p);
+  sq_engine_free(e);
+  return 0;
+}
+
 int main(void) {
   const char *root = getenv("SEGQ_SOURCE_DIR");
   if (!root || !*root) {
@@ -92,5 +153,7 @@ int main(void) {
     return 77;
   }
   for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_model(root, &models[i]);
+  check_teams(root, "models/cellseg-unet/model.onnx", 8, true);
+  check_teams(root, "tests/data/onnx/resunet_cbam.onnx", 2, false);
   CHECK_DONE();
 }
