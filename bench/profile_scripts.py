@@ -70,6 +70,8 @@ def run_once(r, variant, a, payload, result_doc):
     _, edits, opts = VARIANTS[variant]
     P = "p"
     r.flushall()
+    # As in a running deployment: a worker has served the model (no TTL per job at enqueue).
+    r.sadd(P + ":models:served", "null")
     enq = r.register_script(script("enqueue", edits))
     claim = r.register_script(script("claim", edits))
     ack = r.register_script(script("ack", edits))

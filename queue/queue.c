@@ -89,24 +89,29 @@ typedef struct {
   int failed;
 } argv_t;
 
-static void argv_push(argv_t *a, const void *p, size_t n) {
-  if (a->failed) return;
+/* Room for one more argument; 0 (and a->failed) when out of memory. */
+static int argv_push_slot(argv_t *a) {
   if (a->argc == a->cap) {
     int ncap = a->cap ? a->cap * 2 : 16;
     char **nv = realloc(a->argv, (size_t)ncap * sizeof(*nv));
     if (!nv) {
       a->failed = 1;
-      return;
+      return 0;
     }
     a->argv = nv;
     size_t *nl = realloc(a->len, (size_t)ncap * sizeof(*nl));
     if (!nl) {
       a->failed = 1;
-      return;
+      return 0;
     }
     a->len = nl;
     a->cap = ncap;
   }
+  return 1;
+}
+
+static void argv_push(argv_t *a, const void *p, size_t n) {
+  if (a->failed || !argv_push_slot(a)) return;
   char *copy = malloc(n + 1);
   if (!copy) {
     a->failed = 1;
@@ -115,6 +120,18 @@ static void argv_push(argv_t *a, const void *p, size_t n) {
   if (n) memcpy(copy, p, n);
   copy[n] = '\0';
   a->argv[a->argc] = copy;
+  a->len[a->argc] = n;
+  a->argc++;
+}
+
+/* Appends buf (malloc'd, n bytes, room for a NUL after them) without copying: a owns it. */
+static void argv_take(argv_t *a, char *buf, size_t n) {
+  if (a->failed || !argv_push_slot(a)) {
+    free(buf);
+    return;
+  }
+  buf[n] = '\0';
+  a->argv[a->argc] = buf;
   a->len[a->argc] = n;
   a->argc++;
 }
@@ -647,7 +664,8 @@ static uint8_t *mp_uint(uint8_t *p, uint64_t x) {
 static void argv_fast_record(argv_t *a, const sq_ack_item_t *it, const char *worker,
                              uint64_t now_ms) {
   size_t nid = strlen(it->id), nep = strlen(it->epoch), nw = strlen(worker);
-  size_t cap = 96 + nid + nep + nw + it->result_len;
+  /* 97 bytes at most besides the three strings and the result; + argv_take's NUL */
+  size_t cap = 128 + nid + nep + nw + it->result_len;
   uint8_t *buf = malloc(cap), *p = buf;
   if (!buf) {
     a->failed = 1;
@@ -674,8 +692,7 @@ static void argv_fast_record(argv_t *a, const sq_ack_item_t *it, const char *wor
   p = mp_str(p, worker, nw);
   if (it->result_len) memcpy(p, it->result, it->result_len);
   p += it->result_len;
-  argv_push(a, buf, (size_t)(p - buf));
-  free(buf);
+  argv_take(a, (char *)buf, (size_t)(p - buf));
 }
 
 /* The data generation of an epoch ("<gen>.<n>"): its length, 0 if it has none. */

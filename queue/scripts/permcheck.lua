@@ -39,6 +39,7 @@ end
 
 -- The queue scripts' commands (enqueue, claim, ack, heartbeat, sweep, unregister, prelude).
 probe('SET', s, '1', 'PX', 60000)
+probe('SETEX', s, 60, '1')
 probe('GET', s)
 probe('EXISTS', s)
 probe('EXPIRE', s, 60)
