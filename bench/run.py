@@ -248,6 +248,10 @@ def main():
     bull_rate = best["jobs_per_s"] * f
     rates = {"segq null x1 @%d/s" % a.lat_rate: a.lat_rate,
              "bullmq c=%d @%d/s" % (best_conc, a.lat_rate): a.lat_rate,
+             # The same offered rate for both: BullMQ's share of its own max. (segq's own
+             # share of its pre-filled max may exceed what the open loop sustains here: every
+             # latency job is watched and enqueued while it runs, on the same 2 cores.)
+             "segq null x1 @BullMQ's %s" % pc: bull_rate,
              "segq null x1 @%s own max" % pc: null1 * f,
              "bullmq c=%d @%s own max" % (best_conc, pc): bull_rate,
              "segq null x1 @50% own max": null1 * 0.5,

@@ -35,7 +35,7 @@ string(REGEX MATCHALL "\n *X\\(SQ_[A-Z0-9_]+, *[0-9]+, *\"[a-z_]+\"" error_lines
 set(lua_err "")
 foreach(line ${error_lines})
   string(REGEX MATCH "\"([a-z_]+)\"" m "${line}")
-  string(APPEND lua_err "  ${CMAKE_MATCH_1} = '${CMAKE_MATCH_1}',\n")
+  string(APPEND lua_err "    ${CMAKE_MATCH_1} = true,\n")
 endforeach()
 set(schema_lua "-- schema: generated from queue/scripts/schema.def and SQ_ERRORS (common/common.h).\n")
 string(APPEND schema_lua "-- A misspelt name is an error, not a nil.\n")
@@ -45,7 +45,12 @@ string(APPEND schema_lua "end\n")
 string(APPEND schema_lua "local KEY = strict({\n${lua_key}}, 'key')\n")
 string(APPEND schema_lua "local DEFAULT = strict({\n${lua_default}}, 'default')\n")
 string(APPEND schema_lua "local CODE = strict({\n${lua_code}}, 'code')\n")
-string(APPEND schema_lua "local ERR = strict({\n${lua_err}}, 'error code')\n")
+# ERR.<code> is '<code>'. The set of codes is made only when one is asked for (error paths):
+# a table of ~45 entries built on every call cost ~20k instructions of each script call.
+string(APPEND schema_lua "local ERR = setmetatable({}, {__index = function(t, k)\n")
+string(APPEND schema_lua "  local known = {\n${lua_err}  }\n")
+string(APPEND schema_lua "  if not known[k] then error('segq: no error code ' .. tostring(k)) end\n")
+string(APPEND schema_lua "  rawset(t, k, k)\n  return k\nend})\n")
 
 file(READ ${DIR}/lib/prelude.lua prelude)
 set(body "/* Generated from the queue/scripts Lua files by embed_scripts.cmake. Do not edit. */\n#include <stddef.h>\n")

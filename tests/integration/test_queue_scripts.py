@@ -135,11 +135,16 @@ class Scripts(unittest.TestCase):
         self.assertEqual(schema.KEY["JOB"], "job")
         src = self.q.src["ack"].decode()
         self.assertIn("local KEY = strict({", src)
-        self.assertIn("  suspected_poison = 'suspected_poison',", src)
+        self.assertIn("    suspected_poison = true,", src)
         # A misspelt constant is an error, not a nil.
         with self.assertRaises(redis.ResponseError) as e:
             self.r.eval(schema.lua_constants() + "return KEY.JOBB", 0)
         self.assertIn("segq: no key JOBB", str(e.exception))
+        # Error codes are made lazily, and strict the same way.
+        self.assertEqual(self.r.eval(schema.lua_constants() + "return ERR.canceled", 0), b"canceled")
+        with self.assertRaises(redis.ResponseError) as e:
+            self.r.eval(schema.lua_constants() + "return ERR.cancelled", 0)
+        self.assertIn("segq: no error code cancelled", str(e.exception))
 
     def test_enqueue_idempotent(self):
         q, r = self.q, self.r

@@ -75,6 +75,9 @@ def lua_constants():
     text += "local DEFAULT = strict({\n%s}, 'default')\n" % "".join(
         "  %s = %s,\n" % (s, raw.replace('"', "'")) for k, s, raw, _ in _ENTRIES if k in ("DEFAULT", "TEXT"))
     text += "local CODE = strict({\n%s}, 'code')\n" % table("CODE")
-    text += "local ERR = strict({\n%s}, 'error code')\n" % "".join(
-        "  %s = '%s',\n" % (e, e) for e in ERRORS)
+    # ERR.<code> is '<code>'; the set of codes is made only when one is asked for (error paths).
+    text += "local ERR = setmetatable({}, {__index = function(t, k)\n"
+    text += "  local known = {\n%s  }\n" % "".join("    %s = true,\n" % e for e in ERRORS)
+    text += "  if not known[k] then error('segq: no error code ' .. tostring(k)) end\n"
+    text += "  rawset(t, k, k)\n  return k\nend})\n"
     return text
