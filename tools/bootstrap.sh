@@ -29,7 +29,8 @@ fi
 # Optional groups, enabled by the caller: SEGQ_BOOTSTRAP_EXTRA="bench export"
 case " ${SEGQ_BOOTSTRAP_EXTRA:-} " in
   # The machine's own Node/npm is used when present (Debian's npm conflicts with a newer one).
-  *" bench "*) command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm) ;;
+  *" bench "*) command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+               PKGS+=(valgrind) ;;  # bench/profile_instructions.py
 esac
 # "export": torch/torchvision/onnx for regenerating test and benchmark models
 # (tools/export_test_models.py, tools/make_fp16_models.py); no test needs them (the files
