@@ -187,16 +187,9 @@ int sq_bridge_config_parse(sq_bridge_config_t *cfg, int argc, char **argv,
   if ((rc = sq_redis_url_parse(&cfg->redis, cfg->redis_url, err)) != 0) return rc;
   /* As the worker: a password out of the process list, from a file or SEGQ_REDIS_PASSWORD. */
   const char *env_pw = getenv_fn ? getenv_fn("SEGQ_REDIS_PASSWORD") : NULL;
-  if (cfg->redis_password_file[0]) {
-    char *pw = NULL;
-    if ((rc = sq_redis_password_file_read(cfg->redis_password_file, &pw, err)) != 0) return rc;
-    rc = sq_redis_url_set_password(&cfg->redis, pw, err);
-    memset(pw, 0, strlen(pw));
-    free(pw);
-    if (rc) return rc;
-  } else if (env_pw && env_pw[0]) {
-    if ((rc = sq_redis_url_set_password(&cfg->redis, env_pw, err)) != 0) return rc;
-  }
+  if ((rc = sq_redis_url_apply_password(&cfg->redis, cfg->redis_password_file, env_pw, NULL,
+                                        err)) != 0)
+    return rc;
   if (cfg->demo && cfg->redis.sentinel)
     return sq_error_set(err, SQ_EINVAL,
                         "--demo enqueues through a plain connection: give it a redis:// URL "

@@ -65,6 +65,11 @@ void sq_redis_url_describe(const sq_redis_url_t *u, char *out, size_t cap);
 /* Reads a password file: one line (a trailing newline is dropped), at most 4 KiB. *out is
  * malloc'ed. Errors name the file, never its content. */
 int sq_redis_password_file_read(const char *path, char **out, sq_error_t *err);
+/* The password the worker and the bridge use, out of the process list: file (read with
+ * sq_redis_password_file_read; "" = none) first, else env ("" or NULL = none), else the URL's
+ * own. *source (may be NULL): "file", "env", "url" or "none". */
+int sq_redis_url_apply_password(sq_redis_url_t *u, const char *file, const char *env,
+                                const char **source, sq_error_t *err);
 
 /* ---- the connection core ----
  * Loop hooks, hiredis-adapter style: the core knows connections, not event loops. attach plugs

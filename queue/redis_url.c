@@ -277,6 +277,25 @@ int sq_redis_password_file_read(const char *path, char **out, sq_error_t *err) {
   return 0;
 }
 
+int sq_redis_url_apply_password(sq_redis_url_t *u, const char *file, const char *env,
+                                const char **source, sq_error_t *err) {
+  const char *src = u->password ? "url" : "none";
+  int rc = 0;
+  if (file && file[0]) {
+    char *pw = NULL;
+    if ((rc = sq_redis_password_file_read(file, &pw, err)) != 0) return rc;
+    rc = sq_redis_url_set_password(u, pw, err);
+    memset(pw, 0, strlen(pw)); /* not left in freed memory */
+    free(pw);
+    src = "file";
+  } else if (env && env[0]) {
+    rc = sq_redis_url_set_password(u, env, err);
+    src = "env";
+  }
+  if (rc == 0 && source) *source = src;
+  return rc;
+}
+
 void sq_redis_url_describe(const sq_redis_url_t *u, char *out, size_t cap) {
   size_t k = 0;
   int n = snprintf(out, cap, "%s%s%s", u->sentinel ? "redis+sentinel://" : "redis://",

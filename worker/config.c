@@ -193,19 +193,10 @@ int sq_worker_config_parse(sq_worker_config_t *cfg, int argc, char **argv,
   if (action != SQ_CONFIG_RUN && action != SQ_CONFIG_CHECK_MODELS) return action;
 
   if ((rc = sq_redis_url_parse(&cfg->redis, cfg->redis_url, err)) != 0) return rc;
-  cfg->redis_password_source = cfg->redis.password ? "url" : "none";
-  if (cfg->redis_password_file[0]) {
-    char *pw = NULL;
-    if ((rc = sq_redis_password_file_read(cfg->redis_password_file, &pw, err)) != 0) return rc;
-    rc = sq_redis_url_set_password(&cfg->redis, pw, err);
-    memset(pw, 0, strlen(pw));
-    free(pw);
-    if (rc) return rc;
-    cfg->redis_password_source = "file";
-  } else if (cfg->redis_password[0]) {
-    if ((rc = sq_redis_url_set_password(&cfg->redis, cfg->redis_password, err)) != 0) return rc;
-    cfg->redis_password_source = "env";
-  }
+  if ((rc = sq_redis_url_apply_password(&cfg->redis, cfg->redis_password_file,
+                                        cfg->redis_password, &cfg->redis_password_source,
+                                        err)) != 0)
+    return rc;
   if (!sq_proto_valid_name(cfg->prefix, strlen(cfg->prefix), 64))
     return sq_error_set(err, SQ_EINVAL, "prefix: \"%s\" must be 1-64 of [A-Za-z0-9._:-]",
                         cfg->prefix);

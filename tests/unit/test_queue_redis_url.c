@@ -107,9 +107,41 @@ static void test_password_file(void) {
   CHECK(strstr(err.msg, path) != NULL);
 }
 
+/* The worker's and the bridge's one rule: file, else environment, else the URL's own. */
+static void test_apply_password(void) {
+  char path[] = "/tmp/segq-pw-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK(write(fd, "fromfile\n", 9) == 9);
+  close(fd);
+  sq_error_t err = {0};
+  sq_redis_url_t u;
+  const char *src = NULL;
+  CHECK_EQ_INT(sq_redis_url_parse(&u, "redis://:inurl@h:1", &err), 0);
+  CHECK_EQ_INT(sq_redis_url_apply_password(&u, "", NULL, &src, &err), 0);
+  CHECK_STR(u.password, "inurl");
+  CHECK_STR(src, "url");
+  CHECK_EQ_INT(sq_redis_url_apply_password(&u, "", "fromenv", &src, &err), 0);
+  CHECK_STR(u.password, "fromenv");
+  CHECK_STR(src, "env");
+  CHECK_EQ_INT(sq_redis_url_apply_password(&u, path, "fromenv", &src, &err), 0);
+  CHECK_STR(u.password, "fromfile");
+  CHECK_STR(src, "file");
+  sq_redis_url_free(&u);
+  CHECK_EQ_INT(sq_redis_url_parse(&u, "redis://h:1", &err), 0);
+  CHECK_EQ_INT(sq_redis_url_apply_password(&u, NULL, "", &src, &err), 0);
+  CHECK(u.password == NULL);
+  CHECK_STR(src, "none");
+  unlink(path);
+  CHECK(sq_redis_url_apply_password(&u, path, "fromenv", &src, &err) == SQ_EINVAL);
+  CHECK(u.password == NULL);
+  sq_redis_url_free(&u);
+}
+
 int main(void) {
   run_table();
   test_mask_and_scrub();
   test_password_file();
+  test_apply_password();
   CHECK_DONE();
 }
