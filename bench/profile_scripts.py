@@ -2,8 +2,9 @@
 """bench/profile_scripts.py: where segq's Redis time goes per job. Drives enqueue.lua, claim.lua and
 ack.lua directly (no worker) the way a tuned worker does (claims of --batch jobs, --ahead batches
 claimed before the oldest is acked) and reads Redis's own CPU time (INFO cpu, getrusage) around
-each call, per phase; the minimum over --reps runs (this machine is shared: contention only
-ever adds), for the scripts as they are and for variants that each change one thing (the
+each call, per phase, less the instrument's own cost (the CPU an INFO takes between two
+readings, measured on empty windows); the minimum over --reps runs (this machine is shared:
+contention only ever adds), for the scripts as they are and for variants that each change one thing (the
 enqueue options, or an edit of a script's text), so the cost of that thing is the difference.
 The variants are measurements only: nothing here changes queue/scripts.
 
@@ -90,10 +91,18 @@ def run_once(r, variant, a, payload, result_doc):
     claim_us = ack_us = 0
     claimed, outstanding = 0, []
 
+    # The instrument's own cost: an INFO between the two readings (~26 us here, ~0.4 us per job
+    # of a 64-job call); the least of a few empty windows is taken off every timed call.
+    empty = []
+    for _ in range(20):
+        c = cpu_us(r)
+        empty.append(cpu_us(r) - c)
+    info_us = min(empty)
+
     def timed(fn, *args, **kw):
         c = cpu_us(r)
         out = fn(*args, **kw)
-        return out, cpu_us(r) - c
+        return out, cpu_us(r) - c - info_us
 
     # The ack's protocol: fast runs (the worker builds the record) since ARGV[8] became the
     # generation; a revision before that (--against) takes (id, result, code, retry) per job.
