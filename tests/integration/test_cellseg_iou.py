@@ -34,25 +34,16 @@ def load_image(path):
     return a.astype(np.uint16) if a.dtype != np.uint8 else a
 
 
-class CellsegIoU(unittest.TestCase):
+class CellsegIoU(tl.WorkerTestCase):
+    PREFIX = P
+    WORKER = dict(worker_id="iou-w1", models="cellseg-unet,otsu", model_dir=MODEL_DIR)
+    READY_TIMEOUT = 60
+
     @classmethod
     def setUpClass(cls):
         with open(os.path.join(EVAL_DIR, "index.json")) as f:
             cls.index = json.load(f)["images"]
-        cls.rs = tl.RedisServer()
-        cls.r = cls.rs.client()
-        cls.w = tl.Worker(cls.rs.url, prefix=P, worker_id="iou-w1", models="cellseg-unet,otsu",
-                          model_dir=MODEL_DIR)
-        cls.w.wait_ready(cls.r, timeout=60)
-        cls.c = segq.Client(cls.rs.url, prefix=P)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.w.stop()
-        cls.rs.stop()
-
-    def tearDown(self):
-        self.assertTrue(self.w.alive(), "worker died:\n" + self.w.log_tail())
+        super().setUpClass()
 
     def score_model(self, model, outputs=None):
         ids = {}

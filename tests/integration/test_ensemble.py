@@ -28,23 +28,10 @@ def shapes(res):
     return [(tuple(round(x, 3) for x in p["points"]), round(p["area"], 3)) for p in res["polygons"]]
 
 
-class Ensemble(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.rs = tl.RedisServer()
-        cls.r = cls.rs.client()
-        cls.w = tl.Worker(cls.rs.url, prefix=P, worker_id="ens-w1", models="cellseg-unet,otsu",
-                          model_dir=MODEL_DIR)
-        cls.w.wait_ready(cls.r, timeout=60)
-        cls.c = segq.Client(cls.rs.url, prefix=P)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.w.stop()
-        cls.rs.stop()
-
-    def tearDown(self):
-        self.assertTrue(self.w.alive(), "worker died:\n" + self.w.log_tail())
+class Ensemble(tl.WorkerTestCase):
+    PREFIX = P
+    WORKER = dict(worker_id="ens-w1", models="cellseg-unet,otsu", model_dir=MODEL_DIR)
+    READY_TIMEOUT = 60
 
     def run_job(self, img, model, **kw):
         id = self.c.submit(img, model, **kw)

@@ -38,25 +38,16 @@ def versions(path):
     return {8: (v >> 8).astype(np.uint8), 12: (v >> 4).astype(np.uint16), 16: v.astype(np.uint16)}
 
 
-class InputRange(unittest.TestCase):
+class InputRange(tl.WorkerTestCase):
+    PREFIX = P
+    WORKER = dict(worker_id="range-w1", models="cellseg-unet,otsu", model_dir=MODEL_DIR)
+    READY_TIMEOUT = 60
+
     @classmethod
     def setUpClass(cls):
         with open(os.path.join(EVAL_DIR, "index.json")) as f:
             cls.index = json.load(f)["images"]
-        cls.rs = tl.RedisServer()
-        cls.r = cls.rs.client()
-        cls.w = tl.Worker(cls.rs.url, prefix=P, worker_id="range-w1", models="cellseg-unet,otsu",
-                          model_dir=MODEL_DIR)
-        cls.w.wait_ready(cls.r, timeout=60)
-        cls.c = segq.Client(cls.rs.url, prefix=P)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.w.stop()
-        cls.rs.stop()
-
-    def tearDown(self):
-        self.assertTrue(self.w.alive(), "worker died:\n" + self.w.log_tail())
+        super().setUpClass()
 
     def test_8_12_16_bit_versions(self):
         jobs = []

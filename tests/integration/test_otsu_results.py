@@ -32,22 +32,9 @@ def shoelace(pts):
     return abs(sum(xs[i] * ys[(i + 1) % n] - xs[(i + 1) % n] * ys[i] for i in range(n))) / 2
 
 
-class OtsuResults(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.rs = tl.RedisServer()
-        cls.r = cls.rs.client()
-        cls.w = tl.Worker(cls.rs.url, prefix=P, worker_id="otsu-w1")
-        cls.w.wait_ready(cls.r)
-        cls.c = segq.Client(cls.rs.url, prefix=P)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.w.stop()
-        cls.rs.stop()
-
-    def tearDown(self):
-        self.assertTrue(self.w.alive(), "worker died:\n" + self.w.log_tail())
+class OtsuResults(tl.WorkerTestCase):
+    PREFIX = P
+    WORKER = dict(worker_id="otsu-w1")
 
     def match_disks(self, res, exact, what):
         self.assertEqual(res["status"], "ok", (what, res.get("error")))

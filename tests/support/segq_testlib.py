@@ -1185,6 +1185,39 @@ def decode(raw):
     return msgpack.unpackb(raw, raw=False, strict_map_key=False) if raw is not None else None
 
 
+class WorkerTestCase(unittest.TestCase):
+    """A test class sharing one redis-server, one segq-worker and one segq.Client (cls.rs,
+    cls.r, cls.w, cls.c); each test ends by asserting the worker is still alive. Set PREFIX,
+    WORKER (tl.Worker's keyword arguments) and READY_TIMEOUT; a setUpClass of its own calls
+    super().setUpClass()."""
+    PREFIX = "segq"
+    WORKER = {}
+    READY_TIMEOUT = 20.0
+
+    @classmethod
+    def setUpClass(cls):
+        import segq
+        cls.rs = RedisServer()
+        try:
+            cls.r = cls.rs.client()
+            cls.w = Worker(cls.rs.url, prefix=cls.PREFIX, **cls.WORKER)
+            cls.w.wait_ready(cls.r, timeout=cls.READY_TIMEOUT)
+        except BaseException:
+            if getattr(cls, "w", None):
+                cls.w.stop()
+            cls.rs.stop()
+            raise
+        cls.c = segq.Client(cls.rs.url, prefix=cls.PREFIX)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.w.stop()
+        cls.rs.stop()
+
+    def tearDown(self):
+        self.assertTrue(self.w.alive(), "worker died:\n" + self.w.log_tail())
+
+
 def job_key(prefix, id):
     return key(prefix, "job", id)
 
