@@ -23,7 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
 import profile_scripts as ps  # noqa: E402
 import segq_testlib as tl  # noqa: E402
-from segq import proto  # noqa: E402
 import redis  # noqa: E402
 
 
@@ -95,20 +94,7 @@ def count(src, n, batch):
             batches.append([out[k:k + per] for k in range(0, len(out), per)])
         ctl(p.pid, "-i", "off")
         claim_ir = dump_ir(p.pid, out_dir)
-        calls = []
-        for jobs in batches:
-            if fast:
-                gen = next((j[6].rsplit(b".", 1)[0] for j in jobs if j[6]), b"")
-                args = [P, "w", "tok", now, 86400, 604800, 3, gen]
-                for j in jobs:
-                    args += ([j[1], proto.fast_record(j[1], j[5], j[6], j[3], "w", now,
-                                                      ps.result_doc(j[1])), ""] if j[6]
-                             else [j[1], ps.result_doc(j[1]), "-"])
-            else:
-                args = [P, "w", "tok", now, 86400, 604800, 3]
-                for j in jobs:
-                    args += [j[1], ps.result_doc(j[1]), "", 0]
-            calls.append(args)
+        calls = [ps.ack_args(P, jobs, fast, now) for jobs in batches]
         ctl(p.pid, "-i", "on")
         for args in calls:
             codes = ack(keys=[], args=args)

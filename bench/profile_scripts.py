@@ -116,19 +116,7 @@ def run_once(r, variant, a, payload, result_doc):
             claimed += len(jobs)
             outstanding.append(jobs)
         jobs = outstanding.pop(0)
-        if fast:
-            gen = next((j[6].rsplit(b".", 1)[0] for j in jobs if j[6]), b"")
-            args = [P, "w", "tok", now, 86400, 604800, 3, gen]
-            for j in jobs:
-                if j[6]:
-                    args += [j[1], proto.fast_record(j[1], j[5], j[6], j[3], "w", now,
-                                                     result_doc(j[1])), ""]
-                else:
-                    args += [j[1], result_doc(j[1]), "-"]
-        else:
-            args = [P, "w", "tok", now, 86400, 604800, 3]
-            for j in jobs:
-                args += [j[1], result_doc(j[1]), "", 0]
+        args = ack_args(P, jobs, fast, now)
         out, us = timed(ack, keys=[], args=args)
         if any(int(x) != 1 for x in out):
             raise SystemExit("ack returned %r" % out[:5])
@@ -137,6 +125,24 @@ def run_once(r, variant, a, payload, result_doc):
     if done != a.n:
         raise SystemExit("%s: %d of %d done" % (variant, done, a.n))
     return {"enqueue": enq_us / a.n, "claim": claim_us / a.n, "ack": ack_us / a.n}
+
+
+def ack_args(P, jobs, fast, now):
+    """The ack's ARGV for jobs (claim entries), as worker "w" sends it: fast runs' records built
+    here (fast: the protocol since fast runs), else (id, result, code, retry) per job."""
+    if not fast:
+        args = [P, "w", "tok", now, 86400, 604800, 3]
+        for j in jobs:
+            args += [j[1], result_doc(j[1]), "", 0]
+        return args
+    gen = next((j[6].rsplit(b".", 1)[0] for j in jobs if j[6]), b"")
+    args = [P, "w", "tok", now, 86400, 604800, 3, gen]
+    for j in jobs:
+        if j[6]:
+            args += [j[1], proto.fast_record(j[1], j[5], j[6], j[3], "w", now, result_doc(j[1])), ""]
+        else:
+            args += [j[1], result_doc(j[1]), "-"]
+    return args
 
 
 def payload(i):
