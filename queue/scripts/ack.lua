@@ -65,23 +65,22 @@ for k = 1, nj do
   local i = 6 + 3 * k
   local id, blob, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local at = k
-  if where then at = where[id] end
+  if where then
+    -- Off the index as it is taken (its list position leaves with the acked ones).
+    at = where[id]
+    if at then
+      where[id] = nil
+      removed[#removed + 1] = at
+    end
+  end
   if not at then
     out[k] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
   elseif how == '' and fast_ok and not attn[id] then
     -- The fast path: nothing read, the worker's record stored as it is.
-    if where then
-      where[id] = nil
-      removed[#removed + 1] = at
-    end
     nfast = nfast + 1
     fkey[nfast], fval[nfast] = kjob .. id, blob
     out[k] = CODE.ACK_FINISHED
   else
-    if where then
-      where[id] = nil
-      removed[#removed + 1] = at
-    end
     if attn[id] then attn_done[#attn_done + 1] = id end
     local result, code, retry = blob, nil, 0
     if how == '' then
