@@ -192,7 +192,8 @@ typedef struct {
   argv_t argv;
   uint64_t budget_ms; /* how long the reply may take (0 = the connection's default) */
   int retried;
-  size_t nack; /* REQ_ACK: items sent */
+  size_t nack;        /* REQ_ACK: items sent */
+  size_t first_model; /* REQ_CLAIM: index in q->models of the model sent first (the rotation) */
   union {
     sq_queue_claim_cb claim;
     sq_queue_ack_cb ack;
@@ -249,15 +250,194 @@ static int reply_u64(const redisReply *e, uint64_t *out) {
   return -1;
 }
 
-/* Entries per job in the claim's reply: model, id, payload, attempt, enqueued_ms, off, epoch. */
+/* Entries per job in the claim's reply: an inline job is model, id, payload, attempt,
+ * enqueued_ms, off, epoch; a fetched job (a plain first run: the script did not read its hash)
+ * is model_index (an integer), id, and its fields are read here with a plain HMGET, which costs
+ * Redis less than a script's. The RESP type of a job's first entry tells the two apart. */
 #define CLAIM_FIELDS 7
+#define CLAIM_FETCHED_FIELDS 2
 
-static void claim_done(queue_req_t *r, redisReply *rep) {
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements % CLAIM_FIELDS != 0) {
+/* Fills job from an inline entry (e: CLAIM_FIELDS replies). 0, SQ_EREDIS or SQ_ENOMEM. */
+static int claimed_inline(sq_claimed_t *job, redisReply **e) {
+  uint64_t attempt = 0, enq = 0, off = 0;
+  int ok = e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING &&
+           e[2]->type == REDIS_REPLY_STRING && reply_u64(e[3], &attempt) == 0 &&
+           reply_u64(e[4], &enq) == 0 && e[6]->type == REDIS_REPLY_STRING;
+  int fast = ok && e[6]->len > 0;
+  if (fast) ok = reply_u64(e[5], &off) == 0;
+  if (!ok) return SQ_EREDIS;
+  if (fast) {
+    job->off = off;
+    job->epoch = sq_strndup(e[6]->str, e[6]->len);
+    if (!job->epoch) return SQ_ENOMEM;
+  }
+  job->model = sq_strndup(e[0]->str, e[0]->len);
+  job->id = sq_strndup(e[1]->str, e[1]->len);
+  job->payload = malloc(e[2]->len ? e[2]->len : 1);
+  if (job->payload) memcpy(job->payload, e[2]->str, e[2]->len);
+  job->payload_len = e[2]->len;
+  job->attempt = (uint32_t)attempt;
+  job->enqueued_ms = enq;
+  return job->model && job->id && job->payload ? 0 : SQ_ENOMEM;
+}
+
+/* A claim in its fetch stage: the jobs in claim-reply order, a fetched one without its payload
+ * until its HMGET answers (still without one after: the job is gone). The claim's callback runs
+ * once every fetch has answered. */
+typedef struct claim_fetch claim_fetch_t;
+typedef struct {
+  claim_fetch_t *cf;
+  size_t job;
+} fetch_slot_t;
+
+struct claim_fetch {
+  sq_queue_t *q;
+  sq_redis_conn_t *c;
+  sq_queue_claim_cb cb;
+  void *data;
+  sq_claimed_t *jobs;
+  size_t njobs;
+  fetch_slot_t *slots; /* one per fetch sent: the fetch callbacks' data */
+  size_t outstanding;  /* fetches sent whose callback has not run yet */
+  int failed;          /* 0, or the code the claim fails with */
+};
+
+static void claimed_free_all(sq_claimed_t *jobs, size_t n) {
+  for (size_t i = 0; i < n; i++) sq_claimed_free(&jobs[i]);
+  free(jobs);
+}
+
+static void gone_acked(sq_queue_t *q, int status, const int *per_job, size_t n, void *data) {
+  (void)q;
+  (void)per_job;
+  (void)n;
+  (void)data;
+  if (status != 0)
+    sq_log_warn("queue", "recording claimed jobs that were gone failed", "code=%s",
+                sq_error_name(status));
+}
+
+static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, void *data);
+static int req_start(sq_redis_conn_t *c, queue_req_t *r);
+
+/* Acks the gone jobs of a claim in one script call, not waited for: the ack records a
+ * job_not_found for a job without a hash (nothing for a finished record) and takes the ids out
+ * of our in-flight list. */
+static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
+  sq_queue_t *q = cf->q;
+  queue_req_t *r = req_new(q, REQ_ACK, "ack", NULL);
+  int rc = SQ_ENOMEM;
+  if (r) {
+    r->cb.ack = gone_acked;
+    r->nack = ngone;
+    argv_str(&r->argv, q->prefix);
+    argv_str(&r->argv, q->worker_id);
+    argv_str(&r->argv, q->token);
+    argv_u64(&r->argv, sq_clock_wall_ms());
+    argv_u64(&r->argv, q->result_ttl_s);
+    argv_u64(&r->argv, q->dead_ttl_s);
+    argv_u64(&r->argv, q->max_attempts);
+    argv_str(&r->argv, ""); /* no fast records */
+    for (size_t i = 0; i < cf->njobs; i++) {
+      if (cf->jobs[i].payload) continue;
+      argv_str(&r->argv, cf->jobs[i].id);
+      argv_str(&r->argv, "");
+      argv_str(&r->argv, "!"); /* the worker found no job */
+    }
+    rc = req_start(cf->c, r);
+  }
+  /* Unacked, they stay in our in-flight list until a reconcile or the sweeper hands them back,
+   * and a later claim finds them gone again. */
+  if (rc)
+    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s",
+                ngone, sq_error_name(rc));
+}
+
+/* Every fetch has answered: the claim's callback runs with the jobs found, or with the error. */
+static void claim_fetch_finish(claim_fetch_t *cf) {
+  size_t n = 0;
+  if (cf->failed) {
+    claimed_free_all(cf->jobs, cf->njobs);
+    cf->jobs = NULL;
+  } else {
+    size_t ngone = 0;
+    for (size_t i = 0; i < cf->njobs; i++) ngone += cf->jobs[i].payload == NULL;
+    if (ngone) claim_ack_gone(cf, ngone);
+    for (size_t i = 0; i < cf->njobs; i++) {
+      if (cf->jobs[i].payload)
+        cf->jobs[n++] = cf->jobs[i];
+      else
+        sq_claimed_free(&cf->jobs[i]);
+    }
+    if (n == 0) {
+      free(cf->jobs);
+      cf->jobs = NULL;
+    }
+  }
+  cf->cb(cf->q, cf->failed, cf->jobs, n, cf->data);
+  free(cf->slots);
+  free(cf);
+}
+
+static void claim_fetch_fail(claim_fetch_t *cf, int code) {
+  if (!cf->failed) cf->failed = code; /* the first cause is the one reported */
+}
+
+/* A fetched job's HMGET <job> doc off epoch enqueued_ms: the job (doc a string), gone (doc nil:
+ * no hash; WRONGTYPE: a finished record, e.g. canceled while queued: payload stays NULL), or a
+ * failure of the whole claim. */
+static void fetch_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
+  (void)c;
+  fetch_slot_t *slot = privdata;
+  claim_fetch_t *cf = slot->cf;
+  sq_claimed_t *job = &cf->jobs[slot->job];
+  if (!rep) {
+    claim_fetch_fail(cf, SQ_EREDIS); /* connection gone or budget spent */
+  } else if (rep->type == REDIS_REPLY_ERROR) {
+    if (!rep->str || strncmp(rep->str, "WRONGTYPE", 9) != 0) {
+      sq_log_warn("queue", "redis error reply", "command=HMGET err=\"%.200s\"",
+                  rep->str ? rep->str : "");
+      claim_fetch_fail(cf, SQ_EREDIS);
+    }
+  } else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
+    claim_fetch_fail(cf, SQ_EREDIS);
+  } else if (rep->element[0]->type == REDIS_REPLY_STRING && !cf->failed) {
+    redisReply **e = rep->element;
+    uint64_t enq = 0;
+    int ok = e[3]->type == REDIS_REPLY_NIL || reply_u64(e[3], &enq) == 0;
+    int fast = e[2]->type == REDIS_REPLY_STRING && e[2]->len > 0;
+    if (ok && fast) ok = reply_u64(e[1], &job->off) == 0;
+    if (!ok) {
+      claim_fetch_fail(cf, SQ_EREDIS);
+    } else {
+      job->epoch = fast ? sq_strndup(e[2]->str, e[2]->len) : NULL;
+      job->payload = malloc(e[0]->len ? e[0]->len : 1);
+      if (job->payload) memcpy(job->payload, e[0]->str, e[0]->len);
+      job->payload_len = e[0]->len;
+      job->enqueued_ms = enq;
+      job->attempt = 1;
+      if (!job->payload || (fast && !job->epoch)) claim_fetch_fail(cf, SQ_ENOMEM);
+    }
+  } /* else doc is nil: the job hash is gone */
+  if (--cf->outstanding == 0) claim_fetch_finish(cf);
+}
+
+static void claim_done(queue_req_t *r, sq_redis_conn_t *c, redisReply *rep) {
+  /* One pass to check the layout and count, one to fill. */
+  size_t n = 0, nfetch = 0, i = 0;
+  int bad = rep->type != REDIS_REPLY_ARRAY;
+  while (!bad && i < rep->elements) {
+    int fetched = rep->element[i]->type == REDIS_REPLY_INTEGER;
+    size_t width = fetched ? CLAIM_FETCHED_FIELDS : CLAIM_FIELDS;
+    bad = rep->elements - i < width;
+    nfetch += fetched;
+    n++;
+    i += width;
+  }
+  if (bad) {
     req_fail(r, SQ_EREDIS);
     return;
   }
-  size_t n = rep->elements / CLAIM_FIELDS;
   sq_claimed_t *jobs = NULL;
   if (n > 0) {
     jobs = calloc(n, sizeof(*jobs));
@@ -267,36 +447,61 @@ static void claim_done(queue_req_t *r, redisReply *rep) {
       return;
     }
   }
-  for (size_t i = 0; i < n; i++) {
-    redisReply **e = rep->element + CLAIM_FIELDS * i;
-    uint64_t attempt = 0, enq = 0, off = 0;
-    int ok = e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING &&
-             e[2]->type == REDIS_REPLY_STRING && reply_u64(e[3], &attempt) == 0 &&
-             reply_u64(e[4], &enq) == 0 && e[6]->type == REDIS_REPLY_STRING;
-    int fast = ok && e[6]->len > 0;
-    if (fast) ok = reply_u64(e[5], &off) == 0;
-    if (ok && fast) {
-      jobs[i].off = off;
-      jobs[i].epoch = sq_strndup(e[6]->str, e[6]->len);
-      ok = jobs[i].epoch != NULL;
+  size_t nmodels = r->q->nmodels;
+  int rc = 0;
+  i = 0;
+  for (size_t k = 0; k < n && rc == 0; k++) {
+    redisReply **e = rep->element + i;
+    if (e[0]->type != REDIS_REPLY_INTEGER) {
+      rc = claimed_inline(&jobs[k], e);
+      i += CLAIM_FIELDS;
+      continue;
     }
-    if (ok) {
-      jobs[i].model = sq_strndup(e[0]->str, e[0]->len);
-      jobs[i].id = sq_strndup(e[1]->str, e[1]->len);
-      jobs[i].payload = malloc(e[2]->len ? e[2]->len : 1);
-      if (jobs[i].payload) memcpy(jobs[i].payload, e[2]->str, e[2]->len);
-      jobs[i].payload_len = e[2]->len;
-      jobs[i].attempt = (uint32_t)attempt;
-      jobs[i].enqueued_ms = enq;
+    i += CLAIM_FETCHED_FIELDS;
+    long long m = e[0]->integer; /* 1-based, into the models as this claim sent them */
+    if (m < 1 || (unsigned long long)m > nmodels || e[1]->type != REDIS_REPLY_STRING) {
+      rc = SQ_EREDIS;
+      break;
     }
-    if (!ok || !jobs[i].model || !jobs[i].id || !jobs[i].payload) {
-      for (size_t j = 0; j <= i; j++) sq_claimed_free(&jobs[j]);
-      free(jobs);
-      req_fail(r, ok ? SQ_ENOMEM : SQ_EREDIS);
-      return;
-    }
+    jobs[k].model = sq_strdup(r->q->models[(r->first_model + (size_t)m - 1) % nmodels]);
+    jobs[k].id = sq_strndup(e[1]->str, e[1]->len);
+    if (!jobs[k].model || !jobs[k].id) rc = SQ_ENOMEM;
   }
-  r->cb.claim(r->q, 0, jobs, n, r->data);
+  if (rc) {
+    claimed_free_all(jobs, n);
+    req_fail(r, rc);
+    return;
+  }
+  if (nfetch == 0) {
+    r->cb.claim(r->q, 0, jobs, n, r->data);
+    return;
+  }
+  claim_fetch_t *cf = calloc(1, sizeof(*cf));
+  fetch_slot_t *slots = calloc(nfetch, sizeof(*slots));
+  if (!cf || !slots) {
+    free(cf);
+    free(slots);
+    claimed_free_all(jobs, n);
+    req_fail(r, SQ_ENOMEM);
+    return;
+  }
+  *cf = (claim_fetch_t){r->q, c, r->cb.claim, r->data, jobs, n, slots, 0, 0};
+  /* Pipelined right behind the claim's reply, on the same connection, so the ids are in our
+   * in-flight list for as long as any fetch is out. */
+  for (size_t k = 0; k < n; k++) {
+    if (jobs[k].payload) continue; /* inline */
+    slots[cf->outstanding] = (fetch_slot_t){cf, k};
+    int sent = sq_redis_command(c, r->budget_ms, fetch_reply, &slots[cf->outstanding],
+                                "HMGET %s:%s:%s doc off epoch enqueued_ms", r->q->prefix,
+                                key_JOB, jobs[k].id);
+    if (sent != 0) {
+      cf->failed = sent == SQ_ENOMEM ? SQ_ENOMEM : SQ_EREDIS;
+      break;
+    }
+    cf->outstanding++;
+  }
+  /* The fetches sent answer (or fail) in any case; with none sent, finish here. */
+  if (cf->outstanding == 0) claim_fetch_finish(cf);
 }
 
 static void ack_done(queue_req_t *r, redisReply *rep) {
@@ -468,7 +673,7 @@ static void req_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
   }
   switch (r->kind) {
     case REQ_CLAIM:
-      claim_done(r, rep);
+      claim_done(r, c, rep);
       break;
     case REQ_ACK:
       ack_done(r, rep);
@@ -607,6 +812,7 @@ int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_b
   argv_u64(&r->argv, q->result_ttl_s);
   /* The script serves the models in the order given; rotating the start on every claim keeps a
    * busy first model from starving the others when claims are small. */
+  r->first_model = q->claim_rotation;
   for (size_t i = 0; i < q->nmodels; i++)
     argv_str(&r->argv, q->models[(q->claim_rotation + i) % q->nmodels]);
   if (q->nmodels) q->claim_rotation = (q->claim_rotation + 1) % q->nmodels;
