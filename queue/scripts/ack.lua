@@ -12,7 +12,10 @@
 --           blob is the whole record (terminal event, then the result document), built by the
 --           worker from what its claim returned; "-": done, blob is the result document; else
 --           "<error code name>" or "<error code name>:<retry_ms>" (retry_ms > 0: the error is
---           transient, retry after this many ms if attempts are left), blob is the result.
+--           transient, retry after this many ms if attempts are left), blob is the result;
+--           "!": a fetched claim found no job (docs/protocol.md "Fetched claims"), blob is its
+--           model: a missing job gets a `job_not_found` failure and a dead letter, a record
+--           stays as it is.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local c = context(P, ARGV[4], ARGV[5])
 c.dead_ttl = num(6) or DEFAULT.DEAD_TTL_S
@@ -75,6 +78,14 @@ for k = 1, nj do
   end
   if not at then
     out[k] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
+  elseif how == '!' then
+    if redis.call('TYPE', kjob .. id).ok ~= 'string' then
+      finish(c, id, {model = blob}, {state = 'failed', code = ERR.job_not_found, worker = worker,
+                                     message = 'the job is missing', dead = true})
+      out[k] = CODE.ACK_FINISHED
+    else
+      out[k] = CODE.ACK_DUPLICATE
+    end
   elseif how == '' and fast_ok and not attn[id] then
     -- The fast path: nothing read, the worker's record stored as it is.
     nfast = nfast + 1

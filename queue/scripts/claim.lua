@@ -12,11 +12,14 @@
 -- ARGV[6] now_ms        unix epoch milliseconds
 -- ARGV[7] result_ttl_s  TTL of the records of jobs finished here (job_not_found, canceled)
 -- ARGV[8..] models      the models the worker serves
--- Returns a flat array [model, id, payload, attempt, enqueued_ms, off, epoch, ...] (7 entries per
--- job; enqueued_ms as the digits stored, not parsed here; off and epoch are "" unless the job
--- runs fast: then they are its last event's, and the worker builds its record, docs/protocol.md
--- "Fast runs"), or an error reply starting with "LEASE" if the lease is absent or holds another
--- token.
+-- Returns a flat array of jobs in claim order, each in one of two forms (docs/protocol.md
+-- "Fetched claims"): fetched, [model_index, id] (an integer first: the model is ARGV[7 +
+-- model_index]), a fresh plain job whose claim read nothing: the worker fetches its document,
+-- offset, epoch and enqueue time with a plain HMGET, and it runs fast at attempt 1; or inline,
+-- [model, id, payload, attempt, enqueued_ms, off, epoch] (enqueued_ms as the digits stored; off
+-- and epoch are "" unless the job runs fast: then they are its last event's, and the worker
+-- builds its record, "Fast runs"), for a job in P:slow or a due retry. Or an error reply starting
+-- with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local n = num(4) or 0
 local max_bytes = num(5) or DEFAULT.MAX_CLAIM_BYTES
@@ -40,7 +43,24 @@ local run_keys, run_attempts = {}, {}
 -- under 10 is nearly always what a claim writes.
 local DIGITS = {'1', '2', '3', '4', '5', '6', '7', '8', '9'}
 
--- Takes job id of model into in-flight. Returns 'taken'; 'dropped' (finished already: a
+-- Takes fresh plain job id of the model at index mi into in-flight, reading nothing: its
+-- document counts as FETCHED_DOC_MAX bytes, its bound. Returns 'taken' or 'full'.
+local FETCHED = DEFAULT.FETCHED_DOC_MAX
+local function take_fetched(mi, id)
+  if taken > 0 and bytes + FETCHED > max_bytes then return 'full' end
+  taken, bytes = taken + 1, bytes + FETCHED
+  ids[#ids + 1] = id
+  local k = #out
+  out[k + 1], out[k + 2] = mi, id
+  return 'taken'
+end
+
+-- P:slow, the queued ids whose claim reads the job: looked up only when it exists.
+local kslow = P .. ':' .. KEY.SLOW
+local any_slow = redis.call('EXISTS', kslow) == 1
+local slow_done = {}
+
+-- Takes job id of model into in-flight, reading the job. Returns 'taken'; 'dropped' (finished already: a
 -- duplicate delivery or a job canceled while queued; or no such job; or its group was
 -- canceled, which finishes it now), or 'full' (over max_bytes; left where it is). retry: id
 -- comes from the delayed set (state `retrying`); a job in a queue is always `queued`.
@@ -102,11 +122,12 @@ end
 -- consumed and whether its queue ran out.
 local state = {}
 
+local model_index = {}
 local function model_state(model)
   local s = state[model]
   if s then return s end
   s = {ring = redis.call('LRANGE', c.kring .. model, 0, -1), cur = 1, pos = {}, out = {},
-       changed = false}
+       changed = false, mi = model_index[model]}
   state[model] = s
   return s
 end
@@ -134,9 +155,16 @@ local function take_model(model, want)
         local k = math.min(share, want - got)
         -- One id more than needed tells whether the queue runs out.
         local list = redis.call('LRANGE', q, p, p + k)
+        local slow = any_slow and #list > 0 and redis.call('SMISMEMBER', kslow, unpack(list))
         local used = 0
         for j = 1, math.min(k, #list) do
-          local res = take(model, list[j])
+          local res
+          if slow and slow[j] == 1 then
+            res = take(model, list[j])
+            if res ~= 'full' then slow_done[#slow_done + 1] = list[j] end
+          else
+            res = take_fetched(s.mi, list[j])
+          end
           if res == 'full' then
             full = true
             break
@@ -157,7 +185,10 @@ local function take_model(model, want)
 end
 
 local models = {}
-for i = 8, #ARGV do models[#models + 1] = ARGV[i] end
+for i = 8, #ARGV do
+  models[#models + 1] = ARGV[i]
+  model_index[ARGV[i]] = model_index[ARGV[i]] or i - 7
+end
 
 -- Due retries first: they have waited already.
 for _, model in ipairs(models) do
@@ -220,6 +251,7 @@ for _, model in ipairs(models) do
   end
   if dry then w(c, 'DEL', P .. ':' .. KEY.WAKE .. ':' .. model) end
 end
+if #slow_done > 0 then w_list(c, 'SREM', kslow, slow_done) end
 if #ids > 0 then
   w_list(c, 'RPUSH', P .. ':' .. KEY.INFLIGHT .. ':' .. worker, ids)
   w(c, 'SADD', P .. ':' .. KEY.WORKERS, worker)

@@ -76,7 +76,8 @@ for i = 6, #ARGV - 4, 5 do
       if subscribed[c.kev .. id] then f.watch = '1' end
       local packed, off, ep = job_event(c, id, f, 'queued', 'queued')
       new_job(c, id, payload, off, ep, model, tenant, group, f.watch)
-      queue_push(c, model, tenant, id, priority > 0)
+      queue_push(c, model, tenant, id, priority > 0,
+                 not group and f.watch ~= '1' and #payload <= DEFAULT.FETCHED_DOC_MAX)
       if not any_served then
         -- No worker has registered yet, so no model name can be refused: a job queued now is
         -- kept result_ttl_s for a worker serving its model to appear (its heartbeat makes the

@@ -47,7 +47,12 @@ if kind == 'job' then
     elseif state == 'retrying' then
       snap.due_ms, snap.error = tonumber(r[9]), nonempty(r[10])
     end
-    if ARGV[7] == '1' and r[13] ~= '1' then w(c, 'HSET', key, 'watch', 1) end
+    if ARGV[7] == '1' and r[13] ~= '1' then
+      w(c, 'HSET', key, 'watch', 1)
+      -- Still queued: its claim must read it, to publish `started` (docs/protocol.md "Fetched
+      -- claims").
+      if state == 'queued' then w(c, 'SADD', P .. ':' .. KEY.SLOW, id) end
+    end
     commit(c)
     local status = 'resync'
     if since_epoch == snap.epoch and since == off then status = 'recovered' end

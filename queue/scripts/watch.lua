@@ -20,7 +20,12 @@ for i = 2, #ARGV do
       w(c, 'HSET', key, 'watch', 1)
       -- A fast run publishes nothing unless its ack knows (docs/protocol.md "Fast runs").
       local wk = r[2] == 'queued' and running_on(c, id)
-      if wk then adopt(c, id, wk, r[3]) end
+      if wk then
+        adopt(c, id, wk, r[3])
+      elseif r[2] == 'queued' then
+        -- Its claim must read it, to publish `started` (docs/protocol.md "Fetched claims").
+        w(c, 'SADD', P .. ':' .. KEY.SLOW, id)
+      end
     end
     out[#out + 1] = 1
   elseif t == 'string' then

@@ -15,7 +15,7 @@ import segq_testlib as tl  # noqa: E402
 
 import msgpack  # noqa: E402
 import redis  # noqa: E402
-from segq import proto, schema  # noqa: E402
+from segq import fakeworker, proto, schema  # noqa: E402
 
 P = "tq"
 TTL = 3600
@@ -60,8 +60,14 @@ class Q:
         return self.ev("heartbeat", P, worker, token, ttl_ms, now(), *models)
 
     def claim(self, worker, token, n, models=("m",), max_bytes=64 << 20):
+        """The claimed jobs as segq-worker reads them: fetched ones with their documents, gone
+        ones acked with how "!" (docs/protocol.md "Fetched claims")."""
         flat = self.ev("claim", P, worker, token, n, max_bytes, now(), TTL, *models)
-        return [flat[i:i + 7] for i in range(0, len(flat), 7)]
+        jobs, gone = fakeworker.fetch_claimed(self.r, P, models, flat)
+        if gone:
+            self.ev("ack", P, worker, token, now(), TTL, 7 * 86400, 3, "",
+                    *[x for m, id in gone for x in (id, m, "!")])
+        return jobs
 
     def ack(self, worker, token, items, max_attempts=3):
         """items: (id, result, code[, retry_ms]) acked the ordinary way (the script builds the
@@ -203,15 +209,27 @@ class Scripts(unittest.TestCase):
 
     def test_claim_bounded_by_bytes(self):
         q, r = self.q, self.r
+        q.heartbeat("w1", "t1")  # the model is served: jobs queued from now on may be fetched
         for i in range(6):
-            q.enqueue("big%d" % i, body=payload("big%d" % i, size=1000))
-        q.heartbeat("w1", "t1")
-        jobs = q.claim("w1", "t1", 10, max_bytes=2500)
-        self.assertEqual(ids_of(jobs), ["big0", "big1"], "two documents of ~1 KB fit in 2500 bytes")
+            q.enqueue("big%d" % i, body=payload("big%d" % i, size=5000))
+        self.assertEqual(r.scard(P + ":slow"), 6, "over FETCHED_DOC_MAX: their claim reads them")
+        jobs = q.claim("w1", "t1", 10, max_bytes=12000)
+        self.assertEqual(ids_of(jobs), ["big0", "big1"], "two documents of ~5 KB fit in 12000 bytes")
         self.assertEqual(r.llen(P + ":q:m:default"), 4, "the rest stays queued, in order")
         jobs = q.claim("w1", "t1", 10, max_bytes=10)
         self.assertEqual(ids_of(jobs), ["big2"], "the first job is taken whatever its size")
         self.assertEqual(r.lindex(P + ":q:m:default", 0), b"big3")
+        self.assertEqual(r.scard(P + ":slow"), 3, "the claimed ids leave P:slow")
+        self.assertTrue(ring_invariant(r))
+        # Small documents are fetched after the claim, which counts each at its bound.
+        bound = schema.DEFAULT["FETCHED_DOC_MAX"]
+        q.claim("w1", "t1", 10)
+        for i in range(4):
+            q.enqueue("small%d" % i, body=payload("small%d" % i, size=100))
+        self.assertEqual(r.scard(P + ":slow"), 0)
+        jobs = q.claim("w1", "t1", 10, max_bytes=2 * bound + 1)
+        self.assertEqual(ids_of(jobs), ["small0", "small1"])
+        self.assertEqual([j[2] for j in jobs], [r.hget(P + ":job:" + i, "doc") for i in ids_of(jobs)])
         self.assertTrue(ring_invariant(r))
 
     def test_fairness(self):

@@ -17,9 +17,37 @@ from . import proto
 from . import schema
 from .client import DEFAULT_PREFIX, DEFAULT_URL, load_script
 
-# Entries per job in the claim script's reply: model, id, payload, attempt, enqueued_ms, off,
-# epoch.
-CLAIM_FIELDS = 7
+def fetch_claimed(r, prefix, models, flat):
+    """The claim script's reply flat (its ARGV models `models`) as segq-worker reads it
+    (docs/protocol.md "Fetched claims"): (jobs, gone). jobs: [model, id, payload, attempt,
+    enqueued_ms, off, epoch] per job in claim order, as Redis returns them (bytes; attempt an
+    int), a fetched job's document, offset, epoch and enqueue time read with one plain HMGET
+    each (pipelined); gone: [(model, id)] of fetched jobs with no job to run, which the caller
+    acks with how "!"."""
+    out, fetch, i = [], [], 0
+    while i < len(flat):
+        if isinstance(flat[i], int):
+            m = models[flat[i] - 1]
+            out.append([m.encode() if isinstance(m, str) else m, flat[i + 1], None, 1, None, None, None])
+            fetch.append(out[-1])
+            i += 2
+        else:
+            out.append(list(flat[i:i + 7]))
+            i += 7
+    gone = []
+    if fetch:
+        pipe = r.pipeline(transaction=False)
+        for j in fetch:
+            pipe.hmget("%s:%s:%s" % (prefix, schema.KEY["JOB"], j[1].decode()), "doc", "off", "epoch",
+                       "enqueued_ms")
+        for j, got in zip(fetch, pipe.execute(raise_on_error=False)):
+            if isinstance(got, Exception) or got[0] is None:
+                gone.append((j[0], j[1]))
+                j[2] = None
+            else:
+                j[2], j[5], j[6], j[4] = got[0], got[1] or b"", got[2] or b"", got[3] or b"0"
+        out = [j for j in out if j[2] is not None]
+    return out, gone
 
 
 class FakeWorker:
@@ -40,9 +68,12 @@ class FakeWorker:
         b"" unless the job runs fast: docs/protocol.md "Fast runs")."""
         out = self.s["claim"](keys=[], args=[self.prefix, self.name, self.token, n, max_bytes,
                                              int(time.time() * 1000), self.ttl] + self.models)
-        k = CLAIM_FIELDS
-        return [(out[i].decode(), out[i + 1].decode(), out[i + 2], int(out[i + 3]), out[i + 5],
-                 out[i + 6]) for i in range(0, len(out), k)]
+        jobs, gone = fetch_claimed(self.r, self.prefix, self.models, out)
+        if gone:
+            self.s["ack"](keys=[], args=[self.prefix, self.name, self.token, int(time.time() * 1000),
+                                         self.ttl, schema.DEFAULT["DEAD_TTL_S"], 3, ""] +
+                          [x for m, id in gone for x in (id, m, "!")])
+        return [(j[0].decode(), j[1].decode(), j[2], int(j[3]), j[5], j[6]) for j in jobs]
 
     def result_for(self, model, id, payload, attempt, batch, fail):
         job = proto.decode_job(payload)

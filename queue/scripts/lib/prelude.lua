@@ -288,8 +288,11 @@ local function new_job(c, id, doc, off, ep, model, tenant, group, watch)
 end
 
 -- Pushes id onto its tenant queue of model (front if `front`), keeping the ring invariant (a
--- tenant is in the ring iff its queue is non-empty), and wakes the model's workers.
-local function queue_push(c, model, tenant, id, front)
+-- tenant is in the ring iff its queue is non-empty), and wakes the model's workers. Unless
+-- `fetched` (a fresh job, unwatched, in no group, its document at most FETCHED_DOC_MAX bytes),
+-- id joins P:slow: its claim reads the job (docs/protocol.md "Fetched claims").
+local function queue_push(c, model, tenant, id, front, fetched)
+  if not fetched then w(c, 'SADD', c.P .. ':' .. KEY.SLOW, id) end
   local q = c.kq .. model .. ':' .. tenant
   local n = c.qlen[q]
   if n == nil then n = redis.call('LLEN', q) end
