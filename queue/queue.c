@@ -1,7 +1,7 @@
 /* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
  * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
  * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT
- * (after a restart or SCRIPT FLUSH). Threads: the async functions and their callbacks run on the
+ * (after a restart or SCRIPT FLUSH); a claim then reads its fetched jobs with plain HMGETs. Threads: the async functions and their callbacks run on the
  * loop thread that owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread
  * owns the redisContext. */
 #include "queue/queue.h"
@@ -320,9 +320,9 @@ static void gone_acked(sq_queue_t *q, int status, const int *per_job, size_t n, 
 static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, void *data);
 static int req_start(sq_redis_conn_t *c, queue_req_t *r);
 
-/* Acks the gone jobs of a claim in one script call, not waited for: the ack records a
- * job_not_found for a job without a hash (nothing for a finished record) and takes the ids out
- * of our in-flight list. */
+/* Acks the gone jobs of a claim in one script call (how "!", blob the model), not waited for:
+ * the ack records a job_not_found for a job without a hash (nothing for a finished record) and
+ * takes the ids out of our in-flight list (docs/protocol.md "Fetched claims"). */
 static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
   sq_queue_t *q = cf->q;
   queue_req_t *r = req_new(q, REQ_ACK, "ack", NULL);
@@ -341,8 +341,8 @@ static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
     for (size_t i = 0; i < cf->njobs; i++) {
       if (cf->jobs[i].payload) continue;
       argv_str(&r->argv, cf->jobs[i].id);
-      argv_str(&r->argv, "");
-      argv_str(&r->argv, "!"); /* the worker found no job */
+      argv_str(&r->argv, cf->jobs[i].model); /* for the job_not_found record's dead letter */
+      argv_str(&r->argv, "!");               /* the worker found no job */
     }
     rc = req_start(cf->c, r);
   }
