@@ -1,9 +1,9 @@
 /* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
  * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
  * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT
- * (after a restart or SCRIPT FLUSH); a claim then reads its fetched jobs with plain HMGETs. Threads: the async functions and their callbacks run on the
- * loop thread that owns the connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread
- * owns the redisContext. */
+ * (after a restart or SCRIPT FLUSH); a claim then reads its fetched jobs with plain HMGETs.
+ * Threads: the async functions and their callbacks run on the loop thread that owns the
+ * connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the redisContext. */
 #include "queue/queue.h"
 
 #include <errno.h>
@@ -349,8 +349,8 @@ static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
   /* Unacked, they stay in our in-flight list until a reconcile or the sweeper hands them back,
    * and a later claim finds them gone again. */
   if (rc)
-    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s",
-                ngone, sq_error_name(rc));
+    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s", ngone,
+                sq_error_name(rc));
 }
 
 /* Every fetch has answered: the claim's callback runs with the jobs found, or with the error. */
@@ -492,8 +492,8 @@ static void claim_done(queue_req_t *r, sq_redis_conn_t *c, redisReply *rep) {
     if (jobs[k].payload) continue; /* inline */
     slots[cf->outstanding] = (fetch_slot_t){cf, k};
     int sent = sq_redis_command(c, r->budget_ms, fetch_reply, &slots[cf->outstanding],
-                                "HMGET %s:%s:%s doc off epoch enqueued_ms", r->q->prefix,
-                                key_JOB, jobs[k].id);
+                                "HMGET %s:%s:%s doc off epoch enqueued_ms", r->q->prefix, key_JOB,
+                                jobs[k].id);
     if (sent != 0) {
       cf->failed = sent == SQ_ENOMEM ? SQ_ENOMEM : SQ_EREDIS;
       break;

@@ -1,7 +1,10 @@
 /* Unit test of queue.c's async calls against a private redis-server (skipped when none is
  * installed): EVALSHA falls back to EVAL after SCRIPT FLUSH, our SHA-1 equals Redis's, and
  * heartbeat -> claim -> ack -> duplicate ack -> wait -> fenced claim -> sweep -> unregister
- * behave as the protocol says; pending callbacks get SQ_EREDIS when the connection is freed. */
+ * behave as the protocol says; fetched claims (docs/protocol.md "Fetched claims") deliver
+ * fetched and inline jobs in claim order, leave gone jobs out (acked with how "!"), and fail as
+ * a whole when the connection goes under a fetch; pending callbacks get SQ_EREDIS when the
+ * connection is freed. */
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,72 @@ static sq_queue_t *q, *q2; /* q2: another worker (w2), whose sweeper recovers w1
 static int step;
 static char *claimed_ids[4];
 static char *fast_epoch; /* j0's: a fast run (docs/protocol.md "Fast runs") */
+static redisContext *sc; /* synchronous: setup and checks between the async steps */
+
+/* Fetched claims: worker wf of prefix tf serving models a and b. */
+static sq_queue_t *qf;
+static sq_claimed_t fetched[3]; /* what the mixed claim delivered, for its ack */
+static int fetchfail_calls;
+
+static const uint8_t fpayload[5] = {'F', 0, 0xfe, 'x', 'y'};
+
+static void fetch_setup(void) {
+  sq_error_t err = {0};
+  /* In claim order once the rotation puts b first: f4 (b, fetched), then a's queue: f1 (in a
+   * group: read by the script, inline), f0 (fetched), f2 (canceled while queued: its key is a
+   * record), f3 (its hash deleted: no job at all). */
+  CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f4", "b", "", "", 0, fpayload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f1", "a", "", "g", 0, fpayload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f0", "a", "", "", 0, fpayload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f2", "a", "", "", 0, fpayload, 5, &err), 1);
+  CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f3", "a", "", "", 0, fpayload, 5, &err), 1);
+  char now[24];
+  snprintf(now, sizeof now, "%llu", (unsigned long long)sq_clock_wall_ms());
+  redisReply *r =
+      redisCommand(sc, "EVAL %s 0 tf %s 600 job f2", sq_queue_script_source("cancel"), now);
+  CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1);
+  freeReplyObject(r);
+  freeReplyObject(redisCommand(sc, "DEL tf:job:f3"));
+}
+
+/* After the mixed claim's ack, which went behind the gone jobs' ack on the same connection. */
+static void fetch_check_after_ack(void) {
+  redisReply *r = redisCommand(sc, "LRANGE tf:inflight:wf 0 -1");
+  CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 0); /* the gone ones left too */
+  freeReplyObject(r);
+  r = redisCommand(sc, "GET tf:job:f3");
+  CHECK(r && r->type == REDIS_REPLY_STRING && memmem(r->str, r->len, "job_not_found", 13) != NULL);
+  freeReplyObject(r);
+  r = redisCommand(sc, "ZSCORE tf:dead f3");
+  CHECK(r && r->type == REDIS_REPLY_STRING); /* and a dead letter */
+  freeReplyObject(r);
+  r = redisCommand(sc, "GET tf:job:f2"); /* the cancel's record, left as it is */
+  CHECK(r && r->type == REDIS_REPLY_STRING && memmem(r->str, r->len, "canceled", 8) != NULL &&
+        memmem(r->str, r->len, "job_not_found", 13) == NULL);
+  freeReplyObject(r);
+  r = redisCommand(sc, "ZSCORE tf:dead f2");
+  CHECK(r && r->type == REDIS_REPLY_NIL);
+  freeReplyObject(r);
+  /* Done records; the two fetched jobs' built here (fast runs): the offset after `queued`. */
+  const char *done[] = {"f4", "f0", "f1"};
+  static const char state_done[] =
+      "\xa5state\xa4"
+      "done";
+  for (int i = 0; i < 3; i++) {
+    r = redisCommand(sc, "GET tf:job:%s", done[i]);
+    CHECK(r && r->type == REDIS_REPLY_STRING && r->len > 2 &&
+          memmem(r->str, r->len, state_done, sizeof state_done - 1) != NULL &&
+          memcmp(r->str + r->len - 2, "RF", 2) == 0);
+    if (r && r->type == REDIS_REPLY_STRING && i < 2)
+      CHECK(memmem(r->str, r->len, "\xa3off\x02", 5) != NULL);
+    freeReplyObject(r);
+  }
+}
+
+/* The last claim's fetch is still out when this PING's reply arrives (the PING went before the
+ * claim's reply came, so the fetch queues behind it): closing now cuts the fetch off. */
+static void close_under_fetch(sq_redis_conn_t *c, struct redisReply *reply, void *data);
 
 static void next(void);
 
@@ -87,6 +156,38 @@ static void on_claim(sq_queue_t *qq, int status, sq_claimed_t *jobs, size_t n, v
   } else if (strcmp(what, "fenced") == 0) {
     CHECK_EQ_INT(status, SQ_ELEASE_LOST);
     CHECK(jobs == NULL && n == 0);
+  } else if (strcmp(what, "none") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK(jobs == NULL && n == 0);
+  } else if (strcmp(what, "mixed") == 0) {
+    CHECK_EQ_INT(status, 0);
+    CHECK_EQ_INT(n, 3); /* f2 and f3 are gone: left out */
+    static const char *const want_id[] = {"f4", "f1", "f0"}, *const want_model[] = {"b", "a", "a"};
+    for (size_t i = 0; i < n && i < 3; i++) {
+      CHECK_STR(jobs[i].id, want_id[i]);
+      CHECK_STR(jobs[i].model, want_model[i]);
+      CHECK_EQ_INT(jobs[i].attempt, 1);
+      CHECK(jobs[i].enqueued_ms > 0);
+      CHECK_EQ_INT(jobs[i].payload_len, 5);
+      CHECK(memcmp(jobs[i].payload, fpayload, 5) == 0);
+      /* Fetched: a fast run at the `queued` event; the group's job runs the ordinary way. */
+      if (i == 1) {
+        CHECK(jobs[i].epoch == NULL);
+      } else {
+        CHECK(jobs[i].epoch != NULL && jobs[i].epoch[0] != '\0');
+        CHECK_EQ_INT(jobs[i].off, 1);
+      }
+      fetched[i] = jobs[i]; /* kept for the ack, freed at the end */
+    }
+    for (size_t i = 3; i < n; i++) sq_claimed_free(&jobs[i]);
+    free(jobs);
+    next();
+    return;
+  } else if (strcmp(what, "fetchfail") == 0) {
+    fetchfail_calls++;
+    CHECK_EQ_INT(status, SQ_EREDIS);
+    CHECK(jobs == NULL && n == 0);
+    return; /* the pending heartbeat ends the chain */
   }
   for (size_t i = 0; i < n; i++) sq_claimed_free(&jobs[i]);
   free(jobs);
@@ -96,10 +197,27 @@ static void on_claim(sq_queue_t *qq, int status, sq_claimed_t *jobs, size_t n, v
 static void on_ack(sq_queue_t *qq, int status, const int *per_job, size_t n, void *data) {
   const char *what = data;
   CHECK_EQ_INT(status, 0);
+  if (strcmp(what, "ackf") == 0) {
+    CHECK_EQ_INT(n, 3);
+    for (size_t i = 0; i < n; i++) CHECK_EQ_INT(per_job[i], SQ_CODE_ACK_FINISHED);
+    fetch_check_after_ack();
+    next();
+    return;
+  }
   CHECK_EQ_INT(n, 2);
   int want = strcmp(what, "ack") == 0 ? 1 : 2;
   for (size_t i = 0; i < n; i++) CHECK_EQ_INT(per_job[i], want);
   next();
+}
+
+static void close_under_fetch(sq_redis_conn_t *c, struct redisReply *reply, void *data) {
+  (void)c;
+  (void)data;
+  CHECK(reply != NULL);
+  CHECK_EQ_INT(fetchfail_calls, 0); /* its fetch has not answered yet */
+  CHECK_EQ_INT(sq_queue_heartbeat(q, ac, on_status, "pending"), 0);
+  sq_redis_close(endpoint, NULL, NULL); /* calls the pending callbacks with a NULL reply */
+  ac = bac = NULL;
 }
 
 static void next(void) {
@@ -162,10 +280,32 @@ static void next(void) {
       rc = sq_queue_unregister(q, ac, on_status, "unregister");
       break;
     case 13:
-      rc = sq_queue_heartbeat(q, ac, on_status, "pending");
-      sq_redis_close(endpoint, NULL, NULL); /* calls the pending callback with a NULL reply */
-      ac = bac = NULL;
+      rc = sq_queue_heartbeat(qf, ac, on_status, "heartbeat");
       break;
+    case 14:
+      fetch_setup();
+      /* n == 0 claims nothing; it moves the rotation, so the next claim sends b, a. */
+      rc = sq_queue_claim(qf, ac, 0, 0, 0, on_claim, "none");
+      break;
+    case 15:
+      rc = sq_queue_claim(qf, ac, 10, 0, 0, on_claim, "mixed");
+      break;
+    case 16: {
+      sq_ack_item_t items[3];
+      for (int i = 0; i < 3; i++)
+        items[i] = (sq_ack_item_t){fetched[i].id,  (const uint8_t *)"RF", 2, 0, 0, fetched[i].epoch,
+                                   fetched[i].off, fetched[i].attempt};
+      rc = sq_queue_ack(qf, ac, items, 3, on_ack, "ackf");
+      break;
+    }
+    case 17: {
+      /* A claim whose fetch the connection's end cuts off: its callback runs once, SQ_EREDIS. */
+      sq_error_t err = {0};
+      CHECK_EQ_INT(sq_queue_enqueue_sync(sc, "tf", "f5", "a", "", "", 0, fpayload, 5, &err), 1);
+      rc = sq_queue_claim(qf, ac, 1, 0, 0, on_claim, "fetchfail");
+      if (rc == 0) rc = sq_redis_command(ac, 0, close_under_fetch, NULL, "PING");
+      break;
+    }
   }
   CHECK_EQ_INT(rc, 0);
 }
@@ -177,7 +317,7 @@ static void on_ready(sq_redis_conn_t *c, void *data) {
 }
 
 int main(void) {
-  redisContext *c = test_redis_start(&srv, NULL);
+  redisContext *c = sc = test_redis_start(&srv, NULL);
   if (!c) {
     printf("skip: no redis-server\n");
     test_redis_stop(&srv);
@@ -209,6 +349,10 @@ int main(void) {
   q2 = sq_queue_new(&cfg2);
   CHECK(q2 != NULL);
   CHECK(strlen(sq_queue_token(q)) == 32);
+  const char *fmodels[] = {"a", "b"};
+  sq_queue_config_t cfgf = {"tf", "wf", fmodels, 2, 5000, 3, 600};
+  qf = sq_queue_new(&cfgf);
+  CHECK(qf != NULL);
 
   uv_loop_init(&loop);
   sq_redis_loop_uv(&hooks, &loop);
@@ -225,6 +369,7 @@ int main(void) {
   CHECK(ac && bac);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(step, 100);
+  CHECK_EQ_INT(fetchfail_calls, 1);
 
   /* Everything acked, j2 back in the queue: the result and the queue say so. */
   /* A finished job's record is its terminal event followed by the result document. */
@@ -258,6 +403,8 @@ int main(void) {
 
   for (int i = 0; i < 4; i++) free(claimed_ids[i]);
   free(fast_epoch);
+  for (int i = 0; i < 3; i++) sq_claimed_free(&fetched[i]);
+  sq_queue_free(qf);
   sq_queue_free(q);
   sq_queue_free(q2);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
