@@ -455,6 +455,18 @@ class Scripts(unittest.TestCase):
                          [0])
         self.assertFalse(r.exists(P + ":job:ok1x"))
 
+    def test_sweep_prunes_slow_ids_without_a_job(self):
+        q, r = self.q, self.r
+        # Queued before any worker registered (a TTL on the job and its queue), in a group: both
+        # expire unclaimed and leave the id in P:slow.
+        q.enqueue("lost", group="gl")
+        q.heartbeat("w1", "t1")
+        q.enqueue("kept", group="gl")
+        self.assertEqual(r.smembers(P + ":slow"), {b"lost", b"kept"})
+        r.delete(P + ":job:lost", P + ":q:m:default")
+        q.sweep()
+        self.assertEqual(r.smembers(P + ":slow"), {b"kept"})
+
     def test_watched_while_queued_is_claimed_with_started(self):
         q, r = self.q, self.r
         q.heartbeat("w1", "t1")
