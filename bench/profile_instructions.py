@@ -55,7 +55,8 @@ def dump_ir(pid, out_dir):
     raise SystemExit("callgrind dump did not appear")
 
 
-def count(src, n, batch):
+def count(src, n, batch, opts=None):
+    opts = opts or {}
     out_dir = tempfile.mkdtemp(prefix="segq-cg-")
     port = free_port()
     p = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -81,7 +82,8 @@ def count(src, n, batch):
         now = tl.now_ms()
         pipe = r.pipeline(transaction=False)
         for i in range(n):
-            enq(keys=[], args=[P, now, 86400, "", 0, "j%d" % i, "null", "", 0, ps.payload(i)],
+            enq(keys=[], args=[P, now, 86400, opts.get("group", ""), opts.get("watch", 0), "j%d" % i,
+                               "null", "", 0, ps.payload(i)],
                 client=pipe)
             if len(pipe) >= 500:
                 pipe.execute()
@@ -91,7 +93,11 @@ def count(src, n, batch):
         ctl(p.pid, "-i", "on")
         for _ in range(0, n, batch):
             out = claim(keys=[], args=[P, "w", "tok", batch, 1 << 26, now, 86400, "null"])
-            batches.append([out[k:k + per] for k in range(0, len(out), per)])
+            if "Fetched claims" in src["claim"]:
+                # The worker's plain HMGET per fetched job counts as the claim's.
+                batches.append(ps.fakeworker.fetch_claimed(r, P, ["null"], out)[0])
+            else:
+                batches.append([out[k:k + per] for k in range(0, len(out), per)])
         ctl(p.pid, "-i", "off")
         claim_ir = dump_ir(p.pid, out_dir)
         calls = [ps.ack_args(P, jobs, fast, now) for jobs in batches]
@@ -116,15 +122,17 @@ def main():
     ap.add_argument("--n", type=int, default=3200)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--against", metavar="REV")
+    ap.add_argument("--variant", default="as is", choices=list(ps.VARIANTS),
+                    help="the enqueue options of this profile_scripts variant")
     a = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("skip: needs valgrind (apt-get install valgrind)")
     trees = [("this tree", {k: ps.script(k, {}) for k in ("enqueue", "claim", "ack")})]
     if a.against:
         trees.append(("@" + a.against, {k: ps.source_at(a.against, k) for k in ("enqueue", "claim", "ack")}))
-    print("redis-server instructions per job (callgrind; n=%d, claims of %d)" % (a.n, a.batch))
+    print("redis-server instructions per job (callgrind; n=%d, claims of %d; %s)" % (a.n, a.batch, a.variant))
     for label, src in trees:
-        c, k = count(src, a.n, a.batch)
+        c, k = count(src, a.n, a.batch, ps.VARIANTS[a.variant][2])
         print("%-16s claim %8.0f  ack %8.0f  claim+ack %8.0f" % (label, c, k, c + k), flush=True)
 
 

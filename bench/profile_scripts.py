@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "support"))
 import segq_testlib as tl  # noqa: E402
-from segq import proto  # noqa: E402
+from segq import fakeworker, proto  # noqa: E402
 
 VARIANTS = {
     # name: (what it shows, {script: [(old, new), ...]}, enqueue options)
@@ -107,12 +107,24 @@ def run_once(r, variant, a, payload, result_doc):
     # The ack's protocol: fast runs (the worker builds the record) since ARGV[8] became the
     # generation; a revision before that (--against) takes (id, result, code, retry) per job.
     fast = "ARGV[8] gen" in script("ack", edits)
+    # Fetched claims (docs/protocol.md): the worker reads a plain job's document with a plain
+    # HMGET after the claim, in the claim's timed window (its Redis CPU is the claim's).
+    fetched = "Fetched claims" in script("claim", edits)
     per = 7 if fast else 5
+
+    def claim_batch():
+        out = claim(keys=[], args=[P, "w", "tok", a.batch, 1 << 26, now, 86400, "null"])
+        if fetched:
+            jobs, gone = fakeworker.fetch_claimed(r, P, ["null"], out)
+            if gone:
+                raise SystemExit("%d claimed jobs gone" % len(gone))
+            return jobs
+        return [out[k:k + per] for k in range(0, len(out), per)]
+
     while claimed < a.n or outstanding:
         while claimed < a.n and len(outstanding) < a.ahead:
-            out, us = timed(claim, keys=[], args=[P, "w", "tok", a.batch, 1 << 26, now, 86400, "null"])
+            jobs, us = timed(claim_batch)
             claim_us += us
-            jobs = [out[k:k + per] for k in range(0, len(out), per)]
             claimed += len(jobs)
             outstanding.append(jobs)
         jobs = outstanding.pop(0)

@@ -1,6 +1,7 @@
 -- sweep: recover the in-flight jobs of workers whose lease expired (atomic). At most one sweeper
 -- runs per lock period (P:sweeper), so many workers may call it on a timer. Also moves due
--- retries of the served models back to their queues and prunes dead letters whose record expired.
+-- retries of the served models back to their queues and prunes dead letters whose record expired
+-- and P:slow ids whose job is gone.
 -- KEYS: none (numkeys 0); every key is derived from the prefix (standalone Redis, not Cluster).
 -- ARGV[1] prefix
 -- ARGV[2] worker        id of the worker running the sweep (stored in the lock, for debugging)
@@ -102,6 +103,13 @@ end
 local dead = P .. ':' .. KEY.DEAD
 for _, id in ipairs(redis.call('ZRANGE', dead, 0, 99)) do
   if redis.call('EXISTS', kjob .. id) == 0 then w(c, 'ZREM', dead, id) end
+end
+-- P:slow ids without a job (it expired in a queue that expired too: no claim comes for them);
+-- a random bounded sample per sweep. Pruning one still queued is harmless: its claim then
+-- fetches it, finds it gone and fails it as `job_not_found`, as a read would.
+local kslow = P .. ':' .. KEY.SLOW
+for _, id in ipairs(redis.call('SRANDMEMBER', kslow, 100)) do
+  if redis.call('EXISTS', kjob .. id) == 0 then w(c, 'SREM', kslow, id) end
 end
 commit(c)
 return count

@@ -12,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import segq_testlib as tl  # noqa: E402
+from segq import fakeworker  # noqa: E402
 
 tl.require_worker()
 import segq  # noqa: E402
@@ -32,7 +33,8 @@ class Ghost:
         self.s["heartbeat"](keys=[], args=[P, self.name, "tok-" + self.name, LEASE_MS, tl.now_ms(), self.model])
         out = self.s["claim"](keys=[], args=[P, self.name, "tok-" + self.name, n, 1 << 26, tl.now_ms(), 3600,
                                              self.model])
-        return [(out[i + 1].decode(), int(out[i + 3])) for i in range(0, len(out), 7)]
+        jobs, _ = fakeworker.fetch_claimed(self.r, P, (self.model,), out)
+        return [(j[1].decode(), j[3]) for j in jobs]
 
 
 class DeadLetter(unittest.TestCase):

@@ -19,6 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import segq_testlib as tl  # noqa: E402
+from segq import fakeworker  # noqa: E402
 
 tl.require_worker()
 
@@ -107,7 +108,8 @@ class LostAck(unittest.TestCase):
                 token = r.get(w.lease_key())
                 got = claim(keys=[], args=[P, w.id, token, 3, 1 << 26, tl.now_ms(), 3600, "null",
                                            "otsu"])
-                orphans = [got[i + 1].decode() for i in range(0, len(got), 7)]
+                jobs, _ = fakeworker.fetch_claimed(r, P, ("null", "otsu"), got)
+                orphans = [j[1].decode() for j in jobs]
                 self.assertEqual(len(orphans), 3)
                 self.assertEqual(sorted(x.decode() for x in r.lrange(w.inflight_key(), 0, -1)),
                                  sorted(orphans))

@@ -393,8 +393,102 @@ class Scripts(unittest.TestCase):
         self.assertEqual(q.sweep(), 1)
         self.assertEqual(r.hmget(P + ":job:s1", "state", "attempts", "deaths"), [b"queued", b"1", b"1"])
         self.assertFalse(r.exists(P + ":attn:wd"))
+        self.assertEqual(r.smembers(P + ":slow"), {b"s1", b"s2"}, "a job run before is read")
         c = self.claimed(2, worker="w2", token="t2")
         self.assertEqual((c["s1"][3], c["s2"][3]), (2, 1))
+
+    def test_fetched_claims_read_nothing_and_keep_claim_order(self):
+        q, r = self.q, self.r
+        q.heartbeat("w1", "t1")
+        q.enqueue("p1")
+        q.enqueue("g1", group="grp")
+        q.enqueue("wj", watch=1)
+        q.enqueue("big", body=payload("big", size=schema.DEFAULT["FETCHED_DOC_MAX"] + 1))
+        q.enqueue("p2")
+        self.assertEqual(r.smembers(P + ":slow"), {b"g1", b"wj", b"big"})
+        before = {i: r.hgetall(P + ":job:" + i) for i in ("p1", "p2")}
+        flat = q.ev("claim", P, "w1", "t1", 10, 64 << 20, now(), TTL, "other", "m")
+        # Fetched: [model index, id] (2: "m" is the second model sent); inline: 7 entries.
+        self.assertEqual(flat[:2], [2, b"p1"])
+        self.assertEqual(flat[2:4], [b"m", b"g1"])
+        self.assertEqual(flat[9:11], [b"m", b"wj"])
+        self.assertEqual(flat[16:18], [b"m", b"big"])
+        self.assertEqual(flat[23:], [2, b"p2"])
+        self.assertEqual({i: r.hgetall(P + ":job:" + i) for i in ("p1", "p2")}, before,
+                         "a fetched claim writes nothing to the job")
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"p1", b"g1", b"wj", b"big", b"p2"])
+        self.assertFalse(r.exists(P + ":slow"), "the slow ids taken leave P:slow")
+        jobs, gone = fakeworker.fetch_claimed(r, P, ("other", "m"), flat)
+        self.assertEqual(gone, [])
+        self.assertEqual(ids_of(jobs), ["p1", "g1", "wj", "big", "p2"])
+        for j in jobs:
+            h = r.hmget(P + ":job:" + j[1].decode(), "doc", "enqueued_ms")
+            self.assertEqual((j[0], j[2], j[3], j[4]), (b"m", h[0], 1, h[1]))
+        p1 = jobs[0]
+        self.assertEqual((p1[5], p1[6]), tuple(r.hmget(P + ":job:p1", "off", "epoch")))
+        self.assertEqual(r.hget(P + ":job:wj", "state"), b"running", "a watched job's claim writes")
+        res = msgpack.packb({"v": 1, "status": "ok"})
+        self.assertEqual(q.ack("w1", "t1", [(j[1].decode(), res, "", j) for j in jobs]), [1] * 5)
+        self.assertEqual([record(r, i)[0]["state"] for i in ("p1", "g1", "wj", "big", "p2")],
+                         ["done"] * 5)
+
+    def test_fetched_claim_of_a_job_gone(self):
+        q, r = self.q, self.r
+        q.heartbeat("w1", "t1")
+        for i in ("c1", "d1", "ok1"):
+            q.enqueue(i)
+        self.assertEqual(q.cancel("job", "c1"), [1])  # a tombstone id in the queue
+        r.delete(P + ":job:d1")  # its job lost (an operator, a failover)
+        flat = q.ev("claim", P, "w1", "t1", 10, 64 << 20, now(), TTL, "m")
+        self.assertEqual(flat, [1, b"c1", 1, b"d1", 1, b"ok1"])
+        jobs, gone = fakeworker.fetch_claimed(r, P, ("m",), flat)
+        self.assertEqual((ids_of(jobs), gone), (["ok1"], [(b"m", b"c1"), (b"m", b"d1")]))
+        out = q.ev("ack", P, "w1", "t1", now(), TTL, 7 * 86400, 3, "", "c1", "m", "!", "d1", "m", "!")
+        self.assertEqual(out, [2, 1], "the canceled record stays; the lost job fails")
+        self.assertEqual(record(r, "c1")[0]["state"], "canceled")
+        ev, res, _ = record(r, "d1")
+        self.assertEqual((ev["state"], res["error"]["code"]), ("failed", "job_not_found"))
+        self.assertEqual(r.zrange(P + ":dead", 0, -1), [b"d1"])
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"ok1"])
+        # A "!" is fenced like any ack: an id not in the in-flight list gets no record.
+        self.assertEqual(q.ev("ack", P, "w1", "t1", now(), TTL, 7 * 86400, 3, "", "ok1x", "m", "!"),
+                         [0])
+        self.assertFalse(r.exists(P + ":job:ok1x"))
+
+    def test_sweep_prunes_slow_ids_without_a_job(self):
+        q, r = self.q, self.r
+        # Queued before any worker registered (a TTL on the job and its queue), in a group: both
+        # expire unclaimed and leave the id in P:slow.
+        q.enqueue("lost", group="gl")
+        q.heartbeat("w1", "t1")
+        q.enqueue("kept", group="gl")
+        self.assertEqual(r.smembers(P + ":slow"), {b"lost", b"kept"})
+        r.delete(P + ":job:lost", P + ":q:m:default")
+        q.sweep()
+        self.assertEqual(r.smembers(P + ":slow"), {b"kept"})
+
+    def test_watched_while_queued_is_claimed_with_started(self):
+        q, r = self.q, self.r
+        q.heartbeat("w1", "t1")
+        q.enqueue("wq")
+        q.enqueue("rq")
+        self.assertFalse(r.exists(P + ":slow"))
+        self.assertEqual(q.ev("watch", P, "wq"), [1])
+        status, snap, _ = q.recover("job", "rq", watch=1)
+        self.assertEqual(snap["state"], "queued")
+        self.assertEqual(r.smembers(P + ":slow"), {b"wq", b"rq"}, "their claim must read them")
+        sub = r.pubsub(ignore_subscribe_messages=True)
+        sub.subscribe(P + ":ev:wq")
+        jobs = q.claim("w1", "t1", 5)
+        self.assertEqual(ids_of(jobs), ["wq", "rq"])
+        self.assertEqual([r.hget(P + ":job:" + i, "state") for i in ("wq", "rq")], [b"running"] * 2)
+        msg = None
+        deadline = time.monotonic() + 5
+        while msg is None and time.monotonic() < deadline:
+            msg = sub.get_message(timeout=0.2)
+        sub.close()
+        self.assertIsNotNone(msg)
+        self.assertEqual(proto.decode_event(msg["data"])["type"], "started")
 
     def test_fast_record_of_a_lost_generation_is_remade(self):
         q, r = self.q, self.r
