@@ -250,57 +250,62 @@ static int reply_u64(const redisReply *e, uint64_t *out) {
   return -1;
 }
 
-/* Entries per job in the claim's reply: an inline job is model, id, payload, attempt,
- * enqueued_ms, off, epoch; a fetched job (a plain first run: the script did not read its hash)
- * is model_index (an integer), id, and its fields are read here with a plain HMGET, which costs
- * Redis less than a script's. The RESP type of a job's first entry tells the two apart. */
-#define CLAIM_FIELDS 7
+/* Entries per job in the claim's reply: a job the script read is model, id, attempt,
+ * enqueued_ms, off, epoch; a fetched job (a plain first run: the script read nothing of it) is
+ * model_index (an integer), id. The RESP type of a job's first entry tells the two apart. No
+ * script moves a document: they are read here, all of the claim's with one MGET of their
+ * P:doc:<id>, each "<enqueued_ms> <epoch>\n" + the document (docs/protocol.md "Fetched claims"). */
+#define CLAIM_READ_FIELDS 6
 #define CLAIM_FETCHED_FIELDS 2
 
-/* Fills job from an inline entry (e: CLAIM_FIELDS replies). 0, SQ_EREDIS or SQ_ENOMEM. */
-static int claimed_inline(sq_claimed_t *job, redisReply **e) {
+/* Fills job from a read entry (e: CLAIM_READ_FIELDS replies). 0, SQ_EREDIS or SQ_ENOMEM. */
+static int claimed_read(sq_claimed_t *job, redisReply **e) {
   uint64_t attempt = 0, enq = 0, off = 0;
   int ok = e[0]->type == REDIS_REPLY_STRING && e[1]->type == REDIS_REPLY_STRING &&
-           e[2]->type == REDIS_REPLY_STRING && reply_u64(e[3], &attempt) == 0 &&
-           reply_u64(e[4], &enq) == 0 && e[6]->type == REDIS_REPLY_STRING;
-  int fast = ok && e[6]->len > 0;
-  if (fast) ok = reply_u64(e[5], &off) == 0;
+           reply_u64(e[2], &attempt) == 0 && reply_u64(e[3], &enq) == 0 &&
+           e[5]->type == REDIS_REPLY_STRING;
+  int fast = ok && e[5]->len > 0;
+  if (fast) ok = reply_u64(e[4], &off) == 0;
   if (!ok) return SQ_EREDIS;
   if (fast) {
     job->off = off;
-    job->epoch = sq_strndup(e[6]->str, e[6]->len);
+    job->epoch = sq_strndup(e[5]->str, e[5]->len);
     if (!job->epoch) return SQ_ENOMEM;
   }
   job->model = sq_strndup(e[0]->str, e[0]->len);
   job->id = sq_strndup(e[1]->str, e[1]->len);
-  job->payload = malloc(e[2]->len ? e[2]->len : 1);
-  if (job->payload) memcpy(job->payload, e[2]->str, e[2]->len);
-  job->payload_len = e[2]->len;
   job->attempt = (uint32_t)attempt;
   job->enqueued_ms = enq;
-  return job->model && job->id && job->payload ? 0 : SQ_ENOMEM;
+  return job->model && job->id ? 0 : SQ_ENOMEM;
 }
 
-/* A claim in its fetch stage: the jobs in claim-reply order, a fetched one without its payload
- * until its HMGET answers (still without one after: the job is gone). The claim's callback runs
- * once every fetch has answered. */
-typedef struct claim_fetch claim_fetch_t;
-typedef struct {
-  claim_fetch_t *cf;
-  size_t job;
-} fetch_slot_t;
+/* Pushes P:doc:<id>. */
+static void argv_doc_key(argv_t *a, const char *prefix, const char *id) {
+  size_t np = strlen(prefix), nk = sizeof key_DOC - 1, ni = strlen(id);
+  char *buf = malloc(np + nk + ni + 3);
+  if (!buf) {
+    a->failed = 1;
+    return;
+  }
+  memcpy(buf, prefix, np);
+  buf[np] = ':';
+  memcpy(buf + np + 1, key_DOC, nk);
+  buf[np + 1 + nk] = ':';
+  memcpy(buf + np + nk + 2, id, ni);
+  argv_take(a, buf, np + nk + ni + 2);
+}
 
-struct claim_fetch {
+/* A claim waiting for its documents: the jobs in claim order (fetched ones marked), the claim's
+ * callback. A job still without a payload after the MGET is gone. */
+typedef struct {
   sq_queue_t *q;
   sq_redis_conn_t *c;
   sq_queue_claim_cb cb;
   void *data;
   sq_claimed_t *jobs;
+  unsigned char *fetched; /* per job: 1 = its epoch and enqueue time come with its document */
   size_t njobs;
-  fetch_slot_t *slots; /* one per fetch sent: the fetch callbacks' data */
-  size_t outstanding;  /* fetches sent whose callback has not run yet */
-  int failed;          /* 0, or the code the claim fails with */
-};
+} claim_fetch_t;
 
 static void claimed_free_all(sq_claimed_t *jobs, size_t n) {
   for (size_t i = 0; i < n; i++) sq_claimed_free(&jobs[i]);
@@ -321,8 +326,8 @@ static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, 
 static int req_start(sq_redis_conn_t *c, queue_req_t *r);
 
 /* Acks the gone jobs of a claim in one script call (how "!", blob the model), not waited for:
- * the ack records a job_not_found for a job without a hash (nothing for a finished record) and
- * takes the ids out of our in-flight list (docs/protocol.md "Fetched claims"). */
+ * the ack records a job_not_found for a job without its record (nothing for a finished one)
+ * and takes the ids out of our in-flight list (docs/protocol.md "Fetched claims"). */
 static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
   sq_queue_t *q = cf->q;
   queue_req_t *r = req_new(q, REQ_ACK, "ack", NULL);
@@ -342,26 +347,76 @@ static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
       if (cf->jobs[i].payload) continue;
       argv_str(&r->argv, cf->jobs[i].id);
       argv_str(&r->argv, cf->jobs[i].model); /* for the job_not_found record's dead letter */
-      argv_str(&r->argv, "!");               /* the worker found no job */
+      argv_str(&r->argv, "!");               /* the worker found no document */
     }
     rc = req_start(cf->c, r);
   }
   /* Unacked, they stay in our in-flight list until a reconcile or the sweeper hands them back,
    * and a later claim finds them gone again. */
   if (rc)
-    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s", ngone,
-                sq_error_name(rc));
+    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s",
+                ngone, sq_error_name(rc));
 }
 
-/* Every fetch has answered: the claim's callback runs with the jobs found, or with the error. */
-static void claim_fetch_finish(claim_fetch_t *cf) {
+/* Takes a fetched job's epoch and enqueue time from its document key's header "<enqueued_ms>
+ * <epoch>". 0, SQ_EREDIS (malformed) or SQ_ENOMEM. */
+static int fetched_header(sq_claimed_t *job, const char *h, size_t n) {
+  const char *sp = memchr(h, ' ', n);
+  if (!sp || sp == h || (size_t)(sp - h) > 20 || sp + 1 == h + n) return SQ_EREDIS;
+  uint64_t enq = 0;
+  for (const char *p = h; p < sp; p++) {
+    if (*p < '0' || *p > '9') return SQ_EREDIS;
+    enq = enq * 10 + (uint64_t)(*p - '0');
+  }
+  job->enqueued_ms = enq;
+  job->off = 1; /* its `queued` event, the only one a fetched job has had */
+  job->attempt = 1;
+  job->epoch = sq_strndup(sp + 1, (size_t)(h + n - sp - 1));
+  return job->epoch ? 0 : SQ_ENOMEM;
+}
+
+/* The MGET's reply: per job its document key, nil when the job is gone (finished while queued,
+ * or lost). Then the claim's callback, with the jobs found (the gone ones acked), or with the
+ * failure: the ids are in our in-flight list, and the session's reconcile hands them back. */
+static void fetch_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
+  (void)c;
+  claim_fetch_t *cf = privdata;
+  int rc = 0;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != cf->njobs) {
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+      sq_log_warn("queue", "redis error reply", "command=MGET err=\"%.200s\"",
+                  rep->str ? rep->str : "");
+    rc = SQ_EREDIS; /* the connection went, the budget ran out, or an error */
+  }
+  size_t ngone = 0;
+  for (size_t i = 0; i < cf->njobs && rc == 0; i++) {
+    const redisReply *e = rep->element[i];
+    sq_claimed_t *job = &cf->jobs[i];
+    if (e->type == REDIS_REPLY_NIL) {
+      ngone++;
+      continue;
+    }
+    const char *nl = e->type == REDIS_REPLY_STRING ? memchr(e->str, '\n', e->len) : NULL;
+    if (!nl) {
+      rc = SQ_EREDIS;
+      break;
+    }
+    size_t hlen = (size_t)(nl - e->str), dlen = e->len - hlen - 1;
+    if (cf->fetched[i]) rc = fetched_header(job, e->str, hlen);
+    if (rc) break;
+    job->payload = malloc(dlen ? dlen : 1);
+    if (!job->payload) {
+      rc = SQ_ENOMEM;
+      break;
+    }
+    memcpy(job->payload, nl + 1, dlen);
+    job->payload_len = dlen;
+  }
   size_t n = 0;
-  if (cf->failed) {
+  if (rc) {
     claimed_free_all(cf->jobs, cf->njobs);
     cf->jobs = NULL;
   } else {
-    size_t ngone = 0;
-    for (size_t i = 0; i < cf->njobs; i++) ngone += cf->jobs[i].payload == NULL;
     if (ngone) claim_ack_gone(cf, ngone);
     for (size_t i = 0; i < cf->njobs; i++) {
       if (cf->jobs[i].payload)
@@ -374,63 +429,19 @@ static void claim_fetch_finish(claim_fetch_t *cf) {
       cf->jobs = NULL;
     }
   }
-  cf->cb(cf->q, cf->failed, cf->jobs, n, cf->data);
-  free(cf->slots);
+  cf->cb(cf->q, rc, cf->jobs, n, cf->data);
+  free(cf->fetched);
   free(cf);
-}
-
-static void claim_fetch_fail(claim_fetch_t *cf, int code) {
-  if (!cf->failed) cf->failed = code; /* the first cause is the one reported */
-}
-
-/* A fetched job's HMGET <job> doc off epoch enqueued_ms: the job (doc a string), gone (doc nil:
- * no hash; WRONGTYPE: a finished record, e.g. canceled while queued: payload stays NULL), or a
- * failure of the whole claim. */
-static void fetch_reply(sq_redis_conn_t *c, redisReply *rep, void *privdata) {
-  (void)c;
-  fetch_slot_t *slot = privdata;
-  claim_fetch_t *cf = slot->cf;
-  sq_claimed_t *job = &cf->jobs[slot->job];
-  if (!rep) {
-    claim_fetch_fail(cf, SQ_EREDIS); /* connection gone or budget spent */
-  } else if (rep->type == REDIS_REPLY_ERROR) {
-    if (!rep->str || strncmp(rep->str, "WRONGTYPE", 9) != 0) {
-      sq_log_warn("queue", "redis error reply", "command=HMGET err=\"%.200s\"",
-                  rep->str ? rep->str : "");
-      claim_fetch_fail(cf, SQ_EREDIS);
-    }
-  } else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
-    claim_fetch_fail(cf, SQ_EREDIS);
-  } else if (rep->element[0]->type == REDIS_REPLY_STRING && !cf->failed) {
-    redisReply **e = rep->element;
-    uint64_t enq = 0;
-    int ok = e[3]->type == REDIS_REPLY_NIL || reply_u64(e[3], &enq) == 0;
-    int fast = e[2]->type == REDIS_REPLY_STRING && e[2]->len > 0;
-    if (ok && fast) ok = reply_u64(e[1], &job->off) == 0;
-    if (!ok) {
-      claim_fetch_fail(cf, SQ_EREDIS);
-    } else {
-      job->epoch = fast ? sq_strndup(e[2]->str, e[2]->len) : NULL;
-      job->payload = malloc(e[0]->len ? e[0]->len : 1);
-      if (job->payload) memcpy(job->payload, e[0]->str, e[0]->len);
-      job->payload_len = e[0]->len;
-      job->enqueued_ms = enq;
-      job->attempt = 1;
-      if (!job->payload || (fast && !job->epoch)) claim_fetch_fail(cf, SQ_ENOMEM);
-    }
-  } /* else doc is nil: the job hash is gone */
-  if (--cf->outstanding == 0) claim_fetch_finish(cf);
 }
 
 static void claim_done(queue_req_t *r, sq_redis_conn_t *c, redisReply *rep) {
   /* One pass to check the layout and count, one to fill. */
-  size_t n = 0, nfetch = 0, i = 0;
+  size_t n = 0, i = 0;
   int bad = rep->type != REDIS_REPLY_ARRAY;
   while (!bad && i < rep->elements) {
     int fetched = rep->element[i]->type == REDIS_REPLY_INTEGER;
-    size_t width = fetched ? CLAIM_FETCHED_FIELDS : CLAIM_FIELDS;
+    size_t width = fetched ? CLAIM_FETCHED_FIELDS : CLAIM_READ_FIELDS;
     bad = rep->elements - i < width;
-    nfetch += fetched;
     n++;
     i += width;
   }
@@ -438,70 +449,61 @@ static void claim_done(queue_req_t *r, sq_redis_conn_t *c, redisReply *rep) {
     req_fail(r, SQ_EREDIS);
     return;
   }
-  sq_claimed_t *jobs = NULL;
-  if (n > 0) {
-    jobs = calloc(n, sizeof(*jobs));
-    if (!jobs) {
-      /* The jobs stay in our in-flight list; the sweeper recovers them if we never ack. */
-      req_fail(r, SQ_ENOMEM);
-      return;
-    }
+  if (n == 0) {
+    r->cb.claim(r->q, 0, NULL, 0, r->data);
+    return;
+  }
+  claim_fetch_t *cf = calloc(1, sizeof(*cf));
+  sq_claimed_t *jobs = calloc(n, sizeof(*jobs));
+  unsigned char *fetched = calloc(n, 1);
+  argv_t mget = {0};
+  if (!cf || !jobs || !fetched) {
+    /* The jobs stay in our in-flight list; the reconcile hands them back. */
+    free(cf);
+    free(jobs);
+    free(fetched);
+    req_fail(r, SQ_ENOMEM);
+    return;
   }
   size_t nmodels = r->q->nmodels;
   int rc = 0;
+  argv_str(&mget, "MGET");
   i = 0;
   for (size_t k = 0; k < n && rc == 0; k++) {
     redisReply **e = rep->element + i;
     if (e[0]->type != REDIS_REPLY_INTEGER) {
-      rc = claimed_inline(&jobs[k], e);
-      i += CLAIM_FIELDS;
-      continue;
+      rc = claimed_read(&jobs[k], e);
+      i += CLAIM_READ_FIELDS;
+    } else {
+      i += CLAIM_FETCHED_FIELDS;
+      long long m = e[0]->integer; /* 1-based, into the models as this claim sent them */
+      if (m < 1 || (unsigned long long)m > nmodels || e[1]->type != REDIS_REPLY_STRING) {
+        rc = SQ_EREDIS;
+        break;
+      }
+      fetched[k] = 1;
+      jobs[k].model = sq_strdup(r->q->models[(r->first_model + (size_t)m - 1) % nmodels]);
+      jobs[k].id = sq_strndup(e[1]->str, e[1]->len);
+      if (!jobs[k].model || !jobs[k].id) rc = SQ_ENOMEM;
     }
-    i += CLAIM_FETCHED_FIELDS;
-    long long m = e[0]->integer; /* 1-based, into the models as this claim sent them */
-    if (m < 1 || (unsigned long long)m > nmodels || e[1]->type != REDIS_REPLY_STRING) {
-      rc = SQ_EREDIS;
-      break;
-    }
-    jobs[k].model = sq_strdup(r->q->models[(r->first_model + (size_t)m - 1) % nmodels]);
-    jobs[k].id = sq_strndup(e[1]->str, e[1]->len);
-    if (!jobs[k].model || !jobs[k].id) rc = SQ_ENOMEM;
+    if (rc == 0) argv_doc_key(&mget, r->q->prefix, jobs[k].id);
   }
+  if (rc == 0 && mget.failed) rc = SQ_ENOMEM;
+  if (rc == 0) {
+    *cf = (claim_fetch_t){r->q, c, r->cb.claim, r->data, jobs, fetched, n};
+    /* Right behind the claim's reply, on the same connection: the ids are in our in-flight list
+     * for as long as the MGET is out. */
+    rc = sq_redis_command_argv(c, r->budget_ms, fetch_reply, cf, mget.argc,
+                               (const char **)mget.argv, mget.len);
+    if (rc) rc = rc == SQ_ENOMEM ? SQ_ENOMEM : SQ_EREDIS;
+  }
+  argv_free(&mget);
   if (rc) {
     claimed_free_all(jobs, n);
-    req_fail(r, rc);
-    return;
-  }
-  if (nfetch == 0) {
-    r->cb.claim(r->q, 0, jobs, n, r->data);
-    return;
-  }
-  claim_fetch_t *cf = calloc(1, sizeof(*cf));
-  fetch_slot_t *slots = calloc(nfetch, sizeof(*slots));
-  if (!cf || !slots) {
+    free(fetched);
     free(cf);
-    free(slots);
-    claimed_free_all(jobs, n);
-    req_fail(r, SQ_ENOMEM);
-    return;
+    req_fail(r, rc);
   }
-  *cf = (claim_fetch_t){r->q, c, r->cb.claim, r->data, jobs, n, slots, 0, 0};
-  /* Pipelined right behind the claim's reply, on the same connection, so the ids are in our
-   * in-flight list for as long as any fetch is out. */
-  for (size_t k = 0; k < n; k++) {
-    if (jobs[k].payload) continue; /* inline */
-    slots[cf->outstanding] = (fetch_slot_t){cf, k};
-    int sent = sq_redis_command(c, r->budget_ms, fetch_reply, &slots[cf->outstanding],
-                                "HMGET %s:%s:%s doc off epoch enqueued_ms", r->q->prefix, key_JOB,
-                                jobs[k].id);
-    if (sent != 0) {
-      cf->failed = sent == SQ_ENOMEM ? SQ_ENOMEM : SQ_EREDIS;
-      break;
-    }
-    cf->outstanding++;
-  }
-  /* The fetches sent answer (or fail) in any case; with none sent, finish here. */
-  if (cf->outstanding == 0) claim_fetch_finish(cf);
 }
 
 static void ack_done(queue_req_t *r, redisReply *rep) {

@@ -13,9 +13,9 @@
 --           worker from what its claim returned; "-": done, blob is the result document; else
 --           "<error code name>" or "<error code name>:<retry_ms>" (retry_ms > 0: the error is
 --           transient, retry after this many ms if attempts are left), blob is the result;
---           "!": a fetched claim found no job (docs/protocol.md "Fetched claims"), blob is its
---           model: a missing job gets a `job_not_found` failure and a dead letter, a record
---           stays as it is.
+--           "!": the worker found no document for a claimed job (docs/protocol.md "Fetched
+--           claims"), blob is its model: a job that has its record stays as it is, any other
+--           gets a `job_not_found` failure and a dead letter.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local c = context(P, ARGV[4], ARGV[5])
 c.dead_ttl = num(6) or DEFAULT.DEAD_TTL_S
@@ -63,7 +63,7 @@ end
 local done_how = {state = 'done', worker = worker, from = 'running'}
 -- The fast runs' records (one key kind: c.kjob), stored by c.late after the other writes.
 local ttl = string.format('%d', c.ttl)
-local fkey, fval, nfast = {}, {}, 0
+local fkey, fval, fid, nfast = {}, {}, {}, 0
 for k = 1, nj do
   local i = 6 + 3 * k
   local id, blob, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -79,17 +79,28 @@ for k = 1, nj do
   if not at then
     out[k] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
   elseif how == '!' then
-    if redis.call('TYPE', kjob .. id).ok ~= 'string' then
-      finish(c, id, {model = blob}, {state = 'failed', code = ERR.job_not_found, worker = worker,
-                                     message = 'the job is missing', dead = true})
-      out[k] = CODE.ACK_FINISHED
-    else
+    local t = redis.call('TYPE', kjob .. id).ok
+    if t == 'string' then
       out[k] = CODE.ACK_DUPLICATE
+    else
+      -- No document to run: a job whose hash is left (its document key was lost) ends too.
+      local r = t == 'hash' and job_fields(c, id, 'attempts', 'off', 'epoch', 'group', 'tenant',
+                                           'watch', 'state')
+      local ff = {model = blob}
+      local from = nil
+      if r then
+        ff.attempts, ff.off, ff.epoch, ff.group, ff.tenant, ff.watch = r[1], r[2], r[3], r[4], r[5], r[6]
+        if r[7] ~= 'queued' then from = 'running' end
+      end
+      if attn[id] then attn_done[#attn_done + 1] = id end
+      finish(c, id, ff, {state = 'failed', code = ERR.job_not_found, worker = worker, from = from,
+                         message = 'the job document is missing', dead = true})
+      out[k] = CODE.ACK_FINISHED
     end
   elseif how == '' and fast_ok and not attn[id] then
     -- The fast path: nothing read, the worker's record stored as it is.
     nfast = nfast + 1
-    fkey[nfast], fval[nfast] = kjob .. id, blob
+    fkey[nfast], fval[nfast], fid[nfast] = kjob .. id, blob, id
     out[k] = CODE.ACK_FINISHED
   else
     if attn[id] then attn_done[#attn_done + 1] = id end
@@ -137,7 +148,7 @@ for k = 1, nj do
         model_of(id)
         finish(c, id, f, {state = 'failed', code = code, result = result, worker = worker,
                           from = 'running', dead = true,
-                          doc = redis.call('HGET', kjob .. id, 'doc') or nil})
+                          doc = job_doc(c, id)})
         out[k] = CODE.ACK_EXHAUSTED
       elseif not code then
         done_how.result = result
@@ -158,6 +169,12 @@ if nfast > 0 then
   c.late = function()
     for k = 1, nfast do redis.call('SETEX', fkey[k], ttl, fval[k]) end
   end
+end
+if nfast > 0 then
+  -- The fast runs' documents (finish() deletes the others').
+  local kdoc, dk = c.kdoc, {}
+  for k = 1, nfast do dk[k] = kdoc .. fid[k] end
+  for i = 1, nfast, 1000 do w(c, 'DEL', unpack(dk, i, math.min(i + 999, nfast))) end
 end
 if #attn_done > 0 then w_list(c, 'SREM', attn_key, attn_done) end
 

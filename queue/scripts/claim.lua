@@ -14,12 +14,13 @@
 -- ARGV[8..] models      the models the worker serves
 -- Returns a flat array of jobs in claim order, each in one of two forms (docs/protocol.md
 -- "Fetched claims"): fetched, [model_index, id] (an integer first: the model is ARGV[7 +
--- model_index]), a fresh plain job whose claim read nothing: the worker fetches its document,
--- offset, epoch and enqueue time with a plain HMGET, and it runs fast at attempt 1; or inline,
--- [model, id, payload, attempt, enqueued_ms, off, epoch] (enqueued_ms as the digits stored; off
--- and epoch are "" unless the job runs fast: then they are its last event's, and the worker
--- builds its record, "Fast runs"), for a job in P:slow or a due retry. Or an error reply starting
--- with "LEASE" if the lease is absent or holds another token.
+-- model_index]), a fresh plain job whose claim read nothing: it runs fast at attempt 1, its
+-- offset 1, its epoch and enqueue time in its document key's header; or read, [model, id,
+-- attempt, enqueued_ms, off, epoch] (enqueued_ms as the digits stored; off and epoch are ""
+-- unless the job runs fast: then they are its last event's, and the worker builds its record,
+-- "Fast runs"), for a job in P:slow or a due retry. The worker reads every claimed job's
+-- document with one MGET of their P:doc:<id> (no script moves a document). Or an error reply
+-- starting with "LEASE" if the lease is absent or holds another token.
 local P, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local n = num(4) or 0
 local max_bytes = num(5) or DEFAULT.MAX_CLAIM_BYTES
@@ -66,26 +67,28 @@ local slow_done = {}
 -- comes from the delayed set (state `retrying`); a job in a queue is always `queued`.
 local function take(model, id, retry)
   -- job_fields, inlined (called for every job).
-  local r = redis.pcall('HMGET', kjob .. id, 'doc', 'attempts', 'off', 'epoch', 'group',
+  local r = redis.pcall('HMGET', kjob .. id, 'state', 'attempts', 'off', 'epoch', 'group',
                         'enqueued_ms', 'watch')
   if r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return 'dropped' end
     error(r)
   end
-  local doc = r[1]
+  -- The document's size (max_bytes), not the document: 0 when it is missing.
+  local size = r[1] and redis.call('STRLEN', c.kdoc .. id) or 0
   local group = nonempty(r[5])
   local watched = r[7] == '1'
   local f = nil
-  if not doc or group or watched then
+  if size == 0 or group or watched then
     f = {attempts = r[2], off = r[3], epoch = r[4], group = group, model = model, watch = r[7]}
   end
-  if not doc then
-    -- A queued id without a job can never run: an error record, and a dead letter.
+  if size == 0 then
+    -- A queued id without a job (or its document) can never run: an error record, and a dead
+    -- letter.
     finish(c, id, f, {state = 'failed', code = ERR.job_not_found, worker = worker,
                       message = 'the job is missing', dead = true})
     return 'dropped'
   end
-  if taken > 0 and bytes + #doc > max_bytes then return 'full' end
+  if taken > 0 and bytes + size > max_bytes then return 'full' end
   if group and group_get(c, group).cancel then
     finish(c, id, f, {state = 'canceled', code = ERR.canceled, from = 'queued',
                       message = 'the group ' .. group .. ' was canceled'})
@@ -110,11 +113,11 @@ local function take(model, id, retry)
     group_job(c, group, 'queued', 'running',
               {id = id, type = 'started', state = 'running', attempt = attempt, worker = worker})
   end
-  taken, bytes = taken + 1, bytes + #doc
+  taken, bytes = taken + 1, bytes + size
   ids[#ids + 1] = id
   local k = #out
-  out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6], out[k + 7] =
-    model, id, doc, attempt, r[6] or '0', off, ep
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
+    model, id, attempt, r[6] or '0', off, ep
   return 'taken'
 end
 

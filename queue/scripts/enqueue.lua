@@ -83,6 +83,7 @@ for i = 6, #ARGV - 4, 5 do
         -- kept result_ttl_s for a worker serving its model to appear (its heartbeat makes the
         -- model's keys and jobs permanent), and a mistyped model leaves nothing for good.
         w(c, 'EXPIRE', c.kjob .. id, c.ttl)
+        w(c, 'EXPIRE', c.kdoc .. id, c.ttl)
         w(c, 'EXPIRE', c.kq .. model .. ':' .. tenant, c.ttl)
         w(c, 'EXPIRE', c.kring .. model, c.ttl)
         c.wake_ttl = c.ttl

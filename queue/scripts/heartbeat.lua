@@ -53,7 +53,10 @@ if #ARGV >= 6 then
         for _, id in ipairs(redis.call('LRANGE', q, 0, -1)) do
           local job = P .. ':' .. KEY.JOB .. ':' .. id
           -- Only live jobs: a finished record keeps its TTL.
-          if redis.call('TYPE', job).ok == 'hash' then writes[#writes + 1] = {'PERSIST', job} end
+          if redis.call('TYPE', job).ok == 'hash' then
+            writes[#writes + 1] = {'PERSIST', job}
+            writes[#writes + 1] = {'PERSIST', P .. ':' .. KEY.DOC .. ':' .. id}
+          end
         end
       end
     end

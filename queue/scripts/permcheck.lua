@@ -41,6 +41,7 @@ end
 probe('SET', s, '1', 'PX', 60000)
 probe('SETEX', s, 60, '1')
 probe('GET', s)
+probe('STRLEN', s)
 probe('EXISTS', s)
 probe('EXPIRE', s, 60)
 probe('PERSIST', s)

@@ -48,12 +48,12 @@ for _, worker in ipairs(redis.call('SMEMBERS', P .. ':' .. KEY.WORKERS)) do
         if attempt >= max_attempts then
           finish(c, id, f, {state = 'failed', code = ERR.max_attempts_exceeded, worker = worker,
                             from = 'running', dead = true,
-                            doc = redis.call('HGET', kjob .. id, 'doc') or nil,
+                            doc = job_doc(c, id),
                             message = 'the job ran ' .. attempt .. ' times and its worker died'})
         elseif deaths >= DEFAULT.POISON_DEATHS then
           finish(c, id, f, {state = 'failed', code = ERR.suspected_poison, worker = worker,
                             from = 'running', dead = true,
-                            doc = redis.call('HGET', kjob .. id, 'doc') or nil,
+                            doc = job_doc(c, id),
                             message = 'the job was in flight on ' .. deaths ..
                                       ' workers that died (last: ' .. worker .. ')'})
         else

@@ -110,6 +110,13 @@ def record(r, id):
     return proto.decode_record(raw) if raw is not None else None
 
 
+def doc_of(r, id):
+    """A live job's document: its key P:doc:<id> after the header (docs/protocol.md "Fetched
+    claims"), or None."""
+    v = r.get(P + ":doc:" + id)
+    return v.split(b"\n", 1)[1] if v is not None else None
+
+
 def state(r, id):
     return tl.job_status(r, P, id).get("state")
 
@@ -159,7 +166,7 @@ class Scripts(unittest.TestCase):
         self.assertEqual(r.llen(P + ":q:m:default"), 1)
         self.assertEqual(r.type(P + ":job:a1"), b"hash")
         self.assertEqual(r.hget(P + ":job:a1", "state"), b"queued")
-        self.assertEqual(r.hget(P + ":job:a1", "doc"), payload("a1"))
+        self.assertEqual(doc_of(r, "a1"), payload("a1"))
         self.assertGreaterEqual(r.llen(P + ":wake:m"), 1)
         self.assertFalse(r.exists(P + ":models"), "no P:models: only served models are recorded")
         q.heartbeat("w1", "t1")
@@ -196,7 +203,7 @@ class Scripts(unittest.TestCase):
         # A lean hash: fields at their defaults are left out (attempts 0, no group, the default
         # tenant, unwatched, updated when enqueued).
         self.assertEqual(sorted(r.hkeys(P + ":job:c5")),
-                         [b"doc", b"enqueued_ms", b"epoch", b"model", b"off", b"state"])
+                         [b"enqueued_ms", b"epoch", b"model", b"off", b"state"])
         self.assertEqual((jobs[0][5], jobs[0][6]), tuple(r.hmget(P + ":job:c0", "off", "epoch")))
         self.assertEqual(len(q.claim("w1", "t1", 100)), 6, "claim of more than available")
         self.assertEqual(q.claim("w1", "t1", 5), [])
@@ -229,7 +236,7 @@ class Scripts(unittest.TestCase):
         self.assertEqual(r.scard(P + ":slow"), 0)
         jobs = q.claim("w1", "t1", 10, max_bytes=2 * bound + 1)
         self.assertEqual(ids_of(jobs), ["small0", "small1"])
-        self.assertEqual([j[2] for j in jobs], [r.hget(P + ":job:" + i, "doc") for i in ids_of(jobs)])
+        self.assertEqual([j[2] for j in jobs], [doc_of(r, i) for i in ids_of(jobs)])
         self.assertTrue(ring_invariant(r))
 
     def test_fairness(self):
@@ -408,12 +415,13 @@ class Scripts(unittest.TestCase):
         self.assertEqual(r.smembers(P + ":slow"), {b"g1", b"wj", b"big"})
         before = {i: r.hgetall(P + ":job:" + i) for i in ("p1", "p2")}
         flat = q.ev("claim", P, "w1", "t1", 10, 64 << 20, now(), TTL, "other", "m")
-        # Fetched: [model index, id] (2: "m" is the second model sent); inline: 7 entries.
+        # Fetched: [model index, id] (2: "m" is the second model sent); read: 6 entries, no
+        # document (no script moves one).
         self.assertEqual(flat[:2], [2, b"p1"])
         self.assertEqual(flat[2:4], [b"m", b"g1"])
-        self.assertEqual(flat[9:11], [b"m", b"wj"])
-        self.assertEqual(flat[16:18], [b"m", b"big"])
-        self.assertEqual(flat[23:], [2, b"p2"])
+        self.assertEqual(flat[8:10], [b"m", b"wj"])
+        self.assertEqual(flat[14:16], [b"m", b"big"])
+        self.assertEqual(flat[20:], [2, b"p2"])
         self.assertEqual({i: r.hgetall(P + ":job:" + i) for i in ("p1", "p2")}, before,
                          "a fetched claim writes nothing to the job")
         self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"p1", b"g1", b"wj", b"big", b"p2"])
@@ -422,8 +430,8 @@ class Scripts(unittest.TestCase):
         self.assertEqual(gone, [])
         self.assertEqual(ids_of(jobs), ["p1", "g1", "wj", "big", "p2"])
         for j in jobs:
-            h = r.hmget(P + ":job:" + j[1].decode(), "doc", "enqueued_ms")
-            self.assertEqual((j[0], j[2], j[3], j[4]), (b"m", h[0], 1, h[1]))
+            i = j[1].decode()
+            self.assertEqual((j[0], j[2], j[3], j[4]), (b"m", doc_of(r, i), 1, r.hget(P + ":job:" + i, "enqueued_ms")))
         p1 = jobs[0]
         self.assertEqual((p1[5], p1[6]), tuple(r.hmget(P + ":job:p1", "off", "epoch")))
         self.assertEqual(r.hget(P + ":job:wj", "state"), b"running", "a watched job's claim writes")
@@ -435,20 +443,25 @@ class Scripts(unittest.TestCase):
     def test_fetched_claim_of_a_job_gone(self):
         q, r = self.q, self.r
         q.heartbeat("w1", "t1")
-        for i in ("c1", "d1", "ok1"):
+        for i in ("c1", "d1", "e1", "ok1"):
             q.enqueue(i)
         self.assertEqual(q.cancel("job", "c1"), [1])  # a tombstone id in the queue
-        r.delete(P + ":job:d1")  # its job lost (an operator, a failover)
+        self.assertIsNone(r.get(P + ":doc:c1"), "a finished job keeps no document")
+        r.delete(P + ":job:d1", P + ":doc:d1")  # its job lost (an operator, a failover)
+        r.delete(P + ":doc:e1")  # only its document lost
         flat = q.ev("claim", P, "w1", "t1", 10, 64 << 20, now(), TTL, "m")
-        self.assertEqual(flat, [1, b"c1", 1, b"d1", 1, b"ok1"])
+        self.assertEqual(flat, [1, b"c1", 1, b"d1", 1, b"e1", 1, b"ok1"])
         jobs, gone = fakeworker.fetch_claimed(r, P, ("m",), flat)
-        self.assertEqual((ids_of(jobs), gone), (["ok1"], [(b"m", b"c1"), (b"m", b"d1")]))
-        out = q.ev("ack", P, "w1", "t1", now(), TTL, 7 * 86400, 3, "", "c1", "m", "!", "d1", "m", "!")
-        self.assertEqual(out, [2, 1], "the canceled record stays; the lost job fails")
+        self.assertEqual((ids_of(jobs), gone), (["ok1"], [(b"m", b"c1"), (b"m", b"d1"), (b"m", b"e1")]))
+        out = q.ev("ack", P, "w1", "t1", now(), TTL, 7 * 86400, 3, "", "c1", "m", "!", "d1", "m", "!",
+                   "e1", "m", "!")
+        self.assertEqual(out, [2, 1, 1], "the canceled record stays; the lost jobs fail")
         self.assertEqual(record(r, "c1")[0]["state"], "canceled")
-        ev, res, _ = record(r, "d1")
-        self.assertEqual((ev["state"], res["error"]["code"]), ("failed", "job_not_found"))
-        self.assertEqual(r.zrange(P + ":dead", 0, -1), [b"d1"])
+        for i in ("d1", "e1"):
+            ev, res, _ = record(r, i)
+            self.assertEqual((ev["state"], res["error"]["code"]), ("failed", "job_not_found"))
+        self.assertEqual(record(r, "e1")[0]["off"], 2, "e1's hash was there: its offset goes on")
+        self.assertEqual(sorted(r.zrange(P + ":dead", 0, -1)), [b"d1", b"e1"])
         self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"ok1"])
         # A "!" is fenced like any ack: an id not in the in-flight list gets no record.
         self.assertEqual(q.ev("ack", P, "w1", "t1", now(), TTL, 7 * 86400, 3, "", "ok1x", "m", "!"),
@@ -843,7 +856,7 @@ class Scripts(unittest.TestCase):
         self.assertEqual(lst[0::2], [b"rt"])
         self.assertEqual(q.ev("dead", P, now(), TTL, "requeue", "rt", "pm"), 1, "pm is not a dead letter")
         self.assertEqual(state(r, "rt"), "queued")
-        self.assertEqual(r.hmget(P + ":job:rt", "attempts", "doc"), [None, payload("rt")], "attempts 0")
+        self.assertEqual((r.hget(P + ":job:rt", "attempts"), doc_of(r, "rt")), (None, payload("rt")), "attempts 0")
         self.assertEqual(r.zcard(P + ":dead"), 0)
         jobs = q.claim("w1", "t1", 5)
         self.assertEqual([(j[1], j[3]) for j in jobs], [(b"rt", 1)])

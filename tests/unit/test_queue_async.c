@@ -55,7 +55,7 @@ static void fetch_setup(void) {
   CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
         r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1);
   freeReplyObject(r);
-  freeReplyObject(redisCommand(sc, "DEL tf:job:f3"));
+  freeReplyObject(redisCommand(sc, "DEL tf:job:f3 tf:doc:f3")); /* the job lost */
 }
 
 /* After the mixed claim's ack, which went behind the gone jobs' ack on the same connection. */

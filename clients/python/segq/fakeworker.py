@@ -21,33 +21,33 @@ def fetch_claimed(r, prefix, models, flat):
     """The claim script's reply flat (its ARGV models `models`) as segq-worker reads it
     (docs/protocol.md "Fetched claims"): (jobs, gone). jobs: [model, id, payload, attempt,
     enqueued_ms, off, epoch] per job in claim order, as Redis returns them (bytes; attempt an
-    int), a fetched job's document, offset, epoch and enqueue time read with one plain HMGET
-    each (pipelined); gone: [(model, id)] of fetched jobs with no job to run, which the caller
-    acks with how "!"."""
-    out, fetch, i = [], [], 0
+    int), every document read with one MGET of the jobs' P:doc:<id> (a fetched job's enqueue time
+    and epoch from that key's header, its offset 1); gone: [(model, id)] of jobs without a
+    document, which the caller acks with how "!"."""
+    out, i = [], 0
     while i < len(flat):
         if isinstance(flat[i], int):
             m = models[flat[i] - 1]
             out.append([m.encode() if isinstance(m, str) else m, flat[i + 1], None, 1, None, None, None])
-            fetch.append(out[-1])
             i += 2
         else:
-            out.append(list(flat[i:i + 7]))
-            i += 7
-    gone = []
-    if fetch:
-        pipe = r.pipeline(transaction=False)
-        for j in fetch:
-            pipe.hmget("%s:%s:%s" % (prefix, schema.KEY["JOB"], j[1].decode()), "doc", "off", "epoch",
-                       "enqueued_ms")
-        for j, got in zip(fetch, pipe.execute(raise_on_error=False)):
-            if isinstance(got, Exception) or got[0] is None:
-                gone.append((j[0], j[1]))
-                j[2] = None
-            else:
-                j[2], j[5], j[6], j[4] = got[0], got[1] or b"", got[2] or b"", got[3] or b"0"
-        out = [j for j in out if j[2] is not None]
-    return out, gone
+            model, id, attempt, enq, off, epoch = flat[i:i + 6]
+            out.append([model, id, None, attempt, enq, off, epoch])
+            i += 6
+    if not out:
+        return [], []
+    docs = r.mget(["%s:%s:%s" % (prefix, schema.KEY["DOC"], j[1].decode()) for j in out])
+    jobs, gone = [], []
+    for j, v in zip(out, docs):
+        if v is None:
+            gone.append((j[0], j[1]))
+            continue
+        head, j[2] = v.split(b"\n", 1)
+        if j[4] is None:
+            j[4], j[6] = head.split(b" ", 1)
+            j[5] = b"1"
+        jobs.append(j)
+    return jobs, gone
 
 
 class FakeWorker:

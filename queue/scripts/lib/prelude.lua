@@ -11,6 +11,7 @@ local function context(P, now, ttl)
   local c = {P = P, now = tonumber(now), ttl = tonumber(ttl) or DEFAULT.RESULT_TTL_S,
              dead_ttl = DEFAULT.DEAD_TTL_S}
   c.kjob = P .. ':' .. KEY.JOB .. ':'
+  c.kdoc = P .. ':' .. KEY.DOC .. ':'
   c.kev = P .. ':' .. KEY.JOB_CHANNEL .. ':'
   c.kq = P .. ':' .. KEY.QUEUE .. ':'
   c.kring = P .. ':' .. KEY.RING .. ':'
@@ -100,6 +101,13 @@ local function job_fields(c, id, ...)
     error(r)
   end
   return r
+end
+
+-- The job document of a live job (its key P:doc:<id> without the header), or nil.
+local function job_doc(c, id)
+  local v = redis.call('GET', c.kdoc .. id)
+  if not v then return nil end
+  return string.sub(v, (string.find(v, '\n', 1, true) or 0) + 1)
 end
 
 -- ---- fast runs (docs/protocol.md "Fast runs") ----
@@ -279,8 +287,13 @@ end
 -- when enqueued); every reader takes a missing field as that default. Fewer fields are fewer
 -- allocations to make here and to free when the record replaces the hash (~10 % of an ack).
 local function new_job(c, id, doc, off, ep, model, tenant, group, watch)
-  local t = {'HSET', c.kjob .. id, 'doc', doc, 'state', 'queued', 'off', off, 'epoch', ep,
-             'model', model, 'enqueued_ms', c.now}
+  -- The document in its own key, behind what a fetched claim needs (docs/protocol.md "Fetched
+  -- claims"): the worker reads it with MGET, no script moves it, and the hash stays small
+  -- (listpack: one free when the record replaces it).
+  local now = string.format('%d', c.now)
+  c.writes[#c.writes + 1] = {'SET', c.kdoc .. id, now .. ' ' .. ep .. '\n' .. doc}
+  local t = {'HSET', c.kjob .. id, 'state', 'queued', 'off', off, 'epoch', ep,
+             'model', model, 'enqueued_ms', now}
   if tenant ~= DEFAULT.TENANT then t[#t + 1], t[#t + 2] = 'tenant', tenant end
   if group then t[#t + 1], t[#t + 2] = 'group', group end
   if watch == '1' then t[#t + 1], t[#t + 2] = 'watch', '1' end
@@ -420,6 +433,7 @@ local function finish(c, id, f, how)
   end
   local n = #c.rkey + 1
   c.rkey[n], c.rval[n], c.rttl[n] = c.kjob .. id, record, ttl
+  w(c, 'DEL', c.kdoc .. id)
   if watched then pub(c, c.kev .. id, packed) end
   stat(c, state, 1)
   if group then
