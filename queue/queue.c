@@ -1,7 +1,7 @@
 /* queue/queue: the async operations on segq's Redis keys (claim, ack, progress, release,
  * heartbeat, sweep, wait, unregister) and the synchronous enqueue. Each operation is one script
  * call: EVALSHA with the SHA-1 of the embedded source, resent as EVAL when Redis answers NOSCRIPT
- * (after a restart or SCRIPT FLUSH); a claim then reads its fetched jobs with plain HMGETs.
+ * (after a restart or SCRIPT FLUSH); a claim then reads its jobs' documents with one MGET.
  * Threads: the async functions and their callbacks run on the loop thread that owns the
  * connection (queue/redis.c); sq_queue_enqueue_sync on whichever thread owns the redisContext. */
 #include "queue/queue.h"
@@ -354,8 +354,8 @@ static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
   /* Unacked, they stay in our in-flight list until a reconcile or the sweeper hands them back,
    * and a later claim finds them gone again. */
   if (rc)
-    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s",
-                ngone, sq_error_name(rc));
+    sq_log_warn("queue", "could not record claimed jobs that were gone", "jobs=%zu code=%s", ngone,
+                sq_error_name(rc));
 }
 
 /* Takes a fetched job's epoch and enqueue time from its document key's header "<enqueued_ms>

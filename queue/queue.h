@@ -249,18 +249,16 @@ void sq_claimed_free(sq_claimed_t *c); /* frees the members, not c */
 typedef void (*sq_queue_claim_cb)(sq_queue_t *q, int status, sq_claimed_t *jobs, size_t n,
                                   void *data);
 /* Claims up to n jobs, and at most max_bytes of job documents (the first job is taken whatever
- * its size; 0 = SQ_DEFAULT_MAX_CLAIM_BYTES): one round trip for the claim script, and one more
- * when its reply has fetched jobs (docs/protocol.md "Fetched claims": fresh plain jobs whose
- * document, offset, epoch and enqueue time are read here with pipelined HMGETs, because a plain
- * command costs Redis less than the same read inside the script). A fetched job found gone (a
- * finished record, e.g. canceled while queued, or no job at all) is not delivered: one ack with
- * how "!" records it and takes it out of the in-flight list. Jobs come in claim order. The claim
- * reply is small but for the inline jobs' documents; the fetch replies carry the rest: at most
- * about max_bytes + n * 200 bytes in all. Size budget_ms (how long each reply may take; 0 = the
- * connection's default) from it with sq_redis_budget_ms_for_bytes. A failed or late fetch fails
- * the whole claim (SQ_EREDIS; the callback runs once every fetch has answered). The callback
- * receives ownership of the jobs array and every job in it (free each with sq_claimed_free, then
- * free(jobs)). */
+ * its size; 0 = SQ_DEFAULT_MAX_CLAIM_BYTES): one round trip for the claim script (ids and what it
+ * read), one for an MGET of the claimed jobs' documents (docs/protocol.md "Fetched claims": no
+ * script moves a document; a fetched job's epoch and enqueue time come with it). A job found
+ * gone (no document: it finished while queued, e.g. canceled, or its keys were lost) is not
+ * delivered: one ack with how "!" records it and takes it out of the in-flight list. Jobs come
+ * in claim order. The MGET's reply carries the documents: at most about max_bytes + n * 64
+ * bytes. Size budget_ms (how long each reply may take; 0 = the connection's default) from it
+ * with sq_redis_budget_ms_for_bytes. A failed or late MGET fails the whole claim (SQ_EREDIS).
+ * The callback receives ownership of the jobs array and every job in it (free each with
+ * sq_claimed_free, then free(jobs)). */
 int sq_queue_claim(sq_queue_t *q, sq_redis_conn_t *c, uint32_t n, uint64_t max_bytes,
                    uint64_t budget_ms, sq_queue_claim_cb cb, void *data);
 

@@ -68,13 +68,14 @@ local slow_done = {}
 local function take(model, id, retry)
   -- job_fields, inlined (called for every job).
   local r = redis.pcall('HMGET', kjob .. id, 'state', 'attempts', 'off', 'epoch', 'group',
-                        'enqueued_ms', 'watch')
+                        'enqueued_ms', 'watch', 'size')
   if r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return 'dropped' end
     error(r)
   end
-  -- The document's size (max_bytes), not the document: 0 when it is missing.
-  local size = r[1] and redis.call('STRLEN', c.kdoc .. id) or 0
+  -- The document's size (max_bytes), not the document: 0 when the job is missing (a job
+  -- queued by a version before `size` has its document's key measured).
+  local size = r[1] and (tonumber(r[8]) or redis.call('STRLEN', c.kdoc .. id)) or 0
   local group = nonempty(r[5])
   local watched = r[7] == '1'
   local f = nil

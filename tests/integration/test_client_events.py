@@ -93,7 +93,7 @@ class ClientEvents(unittest.TestCase):
         with self.assertRaises(segq.Timeout) as e:
             c.wait(id, timeout=0.3)
         self.assertEqual(e.exception.missing, [id])
-        job = proto.decode_job(c.r.hget(c.job_key(id), "doc"))
+        job = proto.decode_job(tl.live_doc(c.r, P, id))
         self.assertEqual((job["params"], job["meta"]), ({"min_area": 3}, {"name": "a.jpg"}))
         # A waiter wakes on the job's terminal event.
         got = {}

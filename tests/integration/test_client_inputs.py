@@ -125,7 +125,7 @@ class Inputs(unittest.TestCase):
             id = so.strip().splitlines()[-1].split()[0]
             job = self.r.hgetall(tl.key(P, "job", id))
             self.assertEqual(job.get(b"tenant"), b"lab-3", job)
-            doc = proto.decode_job(job[b"doc"])
+            doc = proto.decode_job(tl.live_doc(self.r, P, id))
             self.assertEqual((doc["model"], doc["tenant"]), ("otsu", "lab-3"))
             self.assertEqual(doc["models"], [{"name": "otsu", "weight": 0.7},
                                              {"name": "cellseg-unet", "weight": 0.3}])

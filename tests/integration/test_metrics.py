@@ -122,7 +122,7 @@ class Metrics(unittest.TestCase):
         tl.enqueue_raw(self.r, P, "d-null", "null", job("d-null", "null"))
         # A queued id whose payload is gone: the claim will dead-letter it (job_not_found).
         tl.enqueue_raw(self.r, P, "d-lost", "null", job("d-lost", "null"))
-        self.r.delete(tl.key(P, "job", "d-lost"))
+        self.r.delete(tl.key(P, "job", "d-lost"), tl.key(P, "doc", "d-lost"))
         self.wait_value("segq_queue_depth", 9, model="otsu")
         self.wait_value("segq_queue_depth", 2, model="null")
         self.assertEqual(sm.value(self.scrape(), "segq_dead_letters"), 0)

@@ -203,7 +203,7 @@ class Scripts(unittest.TestCase):
         # A lean hash: fields at their defaults are left out (attempts 0, no group, the default
         # tenant, unwatched, updated when enqueued).
         self.assertEqual(sorted(r.hkeys(P + ":job:c5")),
-                         [b"enqueued_ms", b"epoch", b"model", b"off", b"state"])
+                         [b"enqueued_ms", b"epoch", b"model", b"off", b"size", b"state"])
         self.assertEqual((jobs[0][5], jobs[0][6]), tuple(r.hmget(P + ":job:c0", "off", "epoch")))
         self.assertEqual(len(q.claim("w1", "t1", 100)), 6, "claim of more than available")
         self.assertEqual(q.claim("w1", "t1", 5), [])

@@ -1222,8 +1222,15 @@ def job_key(prefix, id):
     return key(prefix, "job", id)
 
 
+def live_doc(r, prefix, id):
+    """A live job's document: its key P:doc:<id> after the header line (docs/protocol.md
+    "Fetched claims"), or None."""
+    v = r.get(key(prefix, "doc", id))
+    return v.split(b"\n", 1)[1] if v is not None else None
+
+
 def job_status(r, prefix, id):
-    """Where job id stands, as a dict of str: a live job's hash fields (without `doc`), a
+    """Where job id stands, as a dict of str: a live job's hash fields, a
     finished job's terminal event (its `state` is the terminal state, plus "finished": "1"), or
     {} if the job does not exist."""
     k = job_key(prefix, id)
@@ -1232,7 +1239,7 @@ def job_status(r, prefix, id):
         try:
             if t == b"hash":
                 h = r.hgetall(k)
-                out = {f.decode(): v.decode() for f, v in h.items() if f != b"doc"}
+                out = {f.decode(): v.decode() for f, v in h.items()}
                 if out.get("state") == "queued":
                     # A fast run (docs/protocol.md "Fast runs"): running while a worker's
                     # in-flight list holds it, its hash untouched since the enqueue.

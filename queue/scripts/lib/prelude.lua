@@ -293,7 +293,7 @@ local function new_job(c, id, doc, off, ep, model, tenant, group, watch)
   local now = string.format('%d', c.now)
   c.writes[#c.writes + 1] = {'SET', c.kdoc .. id, now .. ' ' .. ep .. '\n' .. doc}
   local t = {'HSET', c.kjob .. id, 'state', 'queued', 'off', off, 'epoch', ep,
-             'model', model, 'enqueued_ms', now}
+             'model', model, 'enqueued_ms', now, 'size', #doc}
   if tenant ~= DEFAULT.TENANT then t[#t + 1], t[#t + 2] = 'tenant', tenant end
   if group then t[#t + 1], t[#t + 2] = 'group', group end
   if watch == '1' then t[#t + 1], t[#t + 2] = 'watch', '1' end
