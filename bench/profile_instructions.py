@@ -94,7 +94,7 @@ def count(src, n, batch, opts=None):
         for _ in range(0, n, batch):
             out = claim(keys=[], args=[P, "w", "tok", batch, 1 << 26, now, 86400, "null"])
             if "Fetched claims" in src["claim"]:
-                # The worker's plain HMGET per fetched job counts as the claim's.
+                # The worker's MGET of the claimed jobs' documents counts as the claim's.
                 batches.append(ps.fakeworker.fetch_claimed(r, P, ["null"], out)[0])
             else:
                 batches.append([out[k:k + per] for k in range(0, len(out), per)])

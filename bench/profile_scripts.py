@@ -107,9 +107,12 @@ def run_once(r, variant, a, payload, result_doc):
     # The ack's protocol: fast runs (the worker builds the record) since ARGV[8] became the
     # generation; a revision before that (--against) takes (id, result, code, retry) per job.
     fast = "ARGV[8] gen" in script("ack", edits)
-    # Fetched claims (docs/protocol.md): the worker reads a plain job's document with a plain
-    # HMGET after the claim, in the claim's timed window (its Redis CPU is the claim's).
+    # Fetched claims (docs/protocol.md): the worker reads the claimed jobs' documents with one
+    # MGET after the claim, in the claim's timed window (its Redis CPU is the claim's).
     fetched = "Fetched claims" in script("claim", edits)
+    if fetched and "KEY.DOC" not in script("enqueue", edits):
+        raise SystemExit("a revision whose fetched claims read the job hash (before P:doc, "
+                         "1abce10 and its parents back to da83050): not comparable here")
     per = 7 if fast else 5
 
     def claim_batch():
