@@ -171,10 +171,9 @@ if nfast > 0 then
   end
 end
 if nfast > 0 then
-  -- The fast runs' documents (finish() deletes the others').
-  local kdoc, dk = c.kdoc, {}
-  for k = 1, nfast do dk[k] = kdoc .. fid[k] end
-  for i = 1, nfast, 1000 do w(c, 'DEL', unpack(dk, i, math.min(i + 999, nfast))) end
+  -- The fast runs' documents, with those of the jobs finish() ended.
+  local kdoc, rdoc = c.kdoc, c.rdoc
+  for k = 1, nfast do rdoc[#rdoc + 1] = kdoc .. fid[k] end
 end
 if #attn_done > 0 then w_list(c, 'SREM', attn_key, attn_done) end
 

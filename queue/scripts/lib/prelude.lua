@@ -18,6 +18,7 @@ local function context(P, now, ttl)
   c.kdelayed = P .. ':' .. KEY.DELAYED .. ':'
   c.writes, c.pch, c.pmsg = {}, {}, {}
   c.rkey, c.rval, c.rttl = {}, {}, {} -- the records finish() writes (SET ... EX), in order
+  c.rdoc = {} -- the documents' keys of the jobs finished (DEL, in one call)
   c.stats, c.groups, c.gorder, c.wakes, c.qlen = {}, {}, {}, {}, {}
   return c
 end
@@ -247,6 +248,7 @@ local function acl_check(c)
   end
   -- Every record is c.kjob .. id: one key kind, asked once (a message per job costs a string).
   if #c.rkey > 0 then one('SET', c.rkey[1], "can't run SET on " .. c.rkey[1]) end
+  if #c.rdoc > 0 then one('DEL', c.rdoc[1], "can't run DEL on " .. c.rdoc[1]) end
   -- c.late's bulk writes: one (command, key) of each kind they run.
   for _, cmd in ipairs(c.late_acl or {}) do
     one(cmd[1], cmd[2], "can't run " .. cmd[1] .. ' on ' .. cmd[2])
@@ -280,6 +282,8 @@ local function commit(c)
   -- Records last: a record replaces its job's hash, which no write above touches after it.
   local rkey, rval, rttl = c.rkey, c.rval, c.rttl
   for i = 1, #rkey do redis.call('SET', rkey[i], rval[i], 'EX', rttl[i]) end
+  local rdoc = c.rdoc
+  for i = 1, #rdoc, 1000 do redis.call('DEL', unpack(rdoc, i, math.min(i + 999, #rdoc))) end
 end
 
 -- Queues the write of a new job's hash (enqueue, a dead letter queued again). Lean: a field
@@ -433,7 +437,7 @@ local function finish(c, id, f, how)
   end
   local n = #c.rkey + 1
   c.rkey[n], c.rval[n], c.rttl[n] = c.kjob .. id, record, ttl
-  w(c, 'DEL', c.kdoc .. id)
+  c.rdoc[#c.rdoc + 1] = c.kdoc .. id
   if watched then pub(c, c.kev .. id, packed) end
   stat(c, state, 1)
   if group then
