@@ -80,7 +80,16 @@ for k = 1, nj do
     out[k] = job_fields(c, id, 'state') and CODE.ACK_NOT_OURS or CODE.ACK_DUPLICATE
   elseif how == '!' then
     local t = redis.call('TYPE', kjob .. id).ok
+    local m = t == 'hash' and redis.call('HMGET', kjob .. id, 'model', 'tenant')
     if t == 'string' then
+      out[k] = CODE.ACK_DUPLICATE
+    elseif m and migrate_doc(c, id) > 0 then
+      -- Queued by a version before P:doc (its document was in its hash): back to the front of
+      -- its queue, unrun, read by its next claim.
+      if attn[id] then attn_done[#attn_done + 1] = id end
+      w(c, 'HSET', kjob .. id, 'state', 'queued')
+      w(c, 'HDEL', kjob .. id, 'worker')
+      queue_push(c, m[1] or blob, nonempty(m[2]) or DEFAULT.TENANT, id, true)
       out[k] = CODE.ACK_DUPLICATE
     else
       -- No document to run: a job whose hash is left (its document key was lost) ends too.

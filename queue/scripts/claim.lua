@@ -76,6 +76,7 @@ local function take(model, id, retry)
   -- The document's size (max_bytes), not the document: 0 when the job is missing (a job
   -- queued by a version before `size` has its document's key measured).
   local size = r[1] and (tonumber(r[8]) or redis.call('STRLEN', c.kdoc .. id)) or 0
+  if size == 0 and r[1] then size = migrate_doc(c, id) end
   local group = nonempty(r[5])
   local watched = r[7] == '1'
   local f = nil

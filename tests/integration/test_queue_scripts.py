@@ -468,6 +468,32 @@ class Scripts(unittest.TestCase):
                          [0])
         self.assertFalse(r.exists(P + ":job:ok1x"))
 
+    def test_jobs_queued_by_a_version_before_document_keys_still_run(self):
+        q, r = self.q, self.r
+        q.heartbeat("w1", "t1")
+        # As the enqueue before P:doc wrote them: the document in the hash, no P:slow.
+        def old_job(id, state="queued"):
+            r.hset(P + ":job:" + id, mapping={"doc": payload(id), "state": state, "off": 1,
+                                              "epoch": "0.1", "model": "m", "enqueued_ms": 5})
+        old_job("o1")
+        r.rpush(P + ":q:m:default", "o1")
+        r.rpush(P + ":ring:m", "default")
+        old_job("o2", state="retrying")
+        r.zadd(P + ":delayed:m", {"o2": 0})
+        q.enqueue("n1")
+        jobs = q.claim("w1", "t1", 10)
+        # o2 (a due retry, read by the claim) has its document moved; o1 was claimed without a
+        # read, found without a document, and goes back to the front of its queue.
+        self.assertEqual(ids_of(jobs), ["o2", "n1"])
+        self.assertEqual(jobs[0][2], payload("o2"))
+        self.assertEqual(r.lrange(P + ":q:m:default", 0, -1), [b"o1"])
+        self.assertEqual(r.hget(P + ":job:o1", "doc"), None)
+        self.assertEqual(doc_of(r, "o1"), payload("o1"))
+        self.assertEqual(r.lrange(P + ":inflight:w1", 0, -1), [b"o2", b"n1"])
+        jobs = q.claim("w1", "t1", 10)
+        self.assertEqual([(j[1], j[2], j[3]) for j in jobs], [(b"o1", payload("o1"), 1)])
+        self.assertEqual(r.type(P + ":job:o1"), b"hash", "live, not failed")
+
     def test_sweep_prunes_slow_ids_without_a_job(self):
         q, r = self.q, self.r
         # Queued before any worker registered (a TTL on the job and its queue), in a group: both

@@ -111,6 +111,17 @@ local function job_doc(c, id)
   return string.sub(v, (string.find(v, '\n', 1, true) or 0) + 1)
 end
 
+-- A job queued by a version before P:doc keeps its document in its hash: moved to its key now
+-- (a rolling upgrade: workers first, docs/protocol.md "Fetched claims"). Returns the document's
+-- size, 0 when the hash has none.
+local function migrate_doc(c, id)
+  local r = redis.call('HMGET', c.kjob .. id, 'doc', 'enqueued_ms', 'epoch')
+  if not r[1] then return 0 end
+  w(c, 'SET', c.kdoc .. id, (r[2] or '0') .. ' ' .. (r[3] or '') .. '\n' .. r[1])
+  w(c, 'HDEL', c.kjob .. id, 'doc')
+  return #r[1]
+end
+
 -- ---- fast runs (docs/protocol.md "Fast runs") ----
 -- An unwatched job outside any group, claimed from its queue, runs "fast": its claim writes
 -- nothing to its hash (state stays 'queued', attempts count the runs before this one) and its
