@@ -325,6 +325,20 @@ static void gone_acked(sq_queue_t *q, int status, const int *per_job, size_t n, 
 static queue_req_t *req_new(sq_queue_t *q, req_kind_t kind, const char *script, void *data);
 static int req_start(sq_redis_conn_t *c, queue_req_t *r);
 
+/* The ack's ARGV up to the generation: prefix, worker, token, now_ms, result_ttl_s, dead_ttl_s,
+ * max_attempts. Returns now_ms. */
+static uint64_t argv_ack_head(argv_t *a, const sq_queue_t *q) {
+  uint64_t now = sq_clock_wall_ms();
+  argv_str(a, q->prefix);
+  argv_str(a, q->worker_id);
+  argv_str(a, q->token);
+  argv_u64(a, now);
+  argv_u64(a, q->result_ttl_s);
+  argv_u64(a, q->dead_ttl_s);
+  argv_u64(a, q->max_attempts);
+  return now;
+}
+
 /* Acks the gone jobs of a claim in one script call (how "!", blob the model), not waited for:
  * the ack records a job_not_found for a job without its record (nothing for a finished one)
  * and takes the ids out of our in-flight list (docs/protocol.md "Fetched claims"). */
@@ -335,13 +349,7 @@ static void claim_ack_gone(claim_fetch_t *cf, size_t ngone) {
   if (r) {
     r->cb.ack = gone_acked;
     r->nack = ngone;
-    argv_str(&r->argv, q->prefix);
-    argv_str(&r->argv, q->worker_id);
-    argv_str(&r->argv, q->token);
-    argv_u64(&r->argv, sq_clock_wall_ms());
-    argv_u64(&r->argv, q->result_ttl_s);
-    argv_u64(&r->argv, q->dead_ttl_s);
-    argv_u64(&r->argv, q->max_attempts);
+    argv_ack_head(&r->argv, q);
     argv_str(&r->argv, ""); /* no fast records */
     for (size_t i = 0; i < cf->njobs; i++) {
       if (cf->jobs[i].payload) continue;
@@ -916,14 +924,7 @@ int sq_queue_ack(sq_queue_t *q, sq_redis_conn_t *c, const sq_ack_item_t *items, 
   if (!r) return SQ_ENOMEM;
   r->cb.ack = cb;
   r->nack = n;
-  argv_str(&r->argv, q->prefix);
-  argv_str(&r->argv, q->worker_id);
-  argv_str(&r->argv, q->token);
-  uint64_t now = sq_clock_wall_ms(); /* also the fast records' ts_ms */
-  argv_u64(&r->argv, now);
-  argv_u64(&r->argv, q->result_ttl_s);
-  argv_u64(&r->argv, q->dead_ttl_s);
-  argv_u64(&r->argv, q->max_attempts);
+  uint64_t now = argv_ack_head(&r->argv, q); /* also the fast records' ts_ms */
   /* One generation per call: a fast run of another one (Redis lost its data in between) goes
    * the ordinary way. */
   const char *gen = NULL;

@@ -63,7 +63,7 @@ end
 local done_how = {state = 'done', worker = worker, from = 'running'}
 -- The fast runs' records (one key kind: c.kjob), stored by c.late after the other writes.
 local ttl = string.format('%d', c.ttl)
-local fkey, fval, fid, nfast = {}, {}, {}, 0
+local fkey, fval, nfast = {}, {}, 0
 for k = 1, nj do
   local i = 6 + 3 * k
   local id, blob, how = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -109,7 +109,8 @@ for k = 1, nj do
   elseif how == '' and fast_ok and not attn[id] then
     -- The fast path: nothing read, the worker's record stored as it is.
     nfast = nfast + 1
-    fkey[nfast], fval[nfast], fid[nfast] = kjob .. id, blob, id
+    fkey[nfast], fval[nfast] = kjob .. id, blob
+    c.rdoc[#c.rdoc + 1] = c.kdoc .. id -- its document goes with those finish() ends
     out[k] = CODE.ACK_FINISHED
   else
     if attn[id] then attn_done[#attn_done + 1] = id end
@@ -178,11 +179,6 @@ if nfast > 0 then
   c.late = function()
     for k = 1, nfast do redis.call('SETEX', fkey[k], ttl, fval[k]) end
   end
-end
-if nfast > 0 then
-  -- The fast runs' documents, with those of the jobs finish() ended.
-  local kdoc, rdoc = c.kdoc, c.rdoc
-  for k = 1, nfast do rdoc[#rdoc + 1] = kdoc .. fid[k] end
 end
 if #attn_done > 0 then w_list(c, 'SREM', attn_key, attn_done) end
 

@@ -66,7 +66,7 @@ class Q:
         jobs, gone = fakeworker.fetch_claimed(self.r, P, models, flat)
         if gone:
             self.ev("ack", P, worker, token, now(), TTL, 7 * 86400, 3, "",
-                    *[x for m, id in gone for x in (id, m, "!")])
+                    *fakeworker.gone_items(gone))
         return jobs
 
     def ack(self, worker, token, items, max_attempts=3):
@@ -111,10 +111,7 @@ def record(r, id):
 
 
 def doc_of(r, id):
-    """A live job's document: its key P:doc:<id> after the header (docs/protocol.md "Fetched
-    claims"), or None."""
-    v = r.get(P + ":doc:" + id)
-    return v.split(b"\n", 1)[1] if v is not None else None
+    return tl.live_doc(r, P, id)
 
 
 def state(r, id):

@@ -50,6 +50,11 @@ def fetch_claimed(r, prefix, models, flat):
     return jobs, gone
 
 
+def gone_items(gone):
+    """The ack's per-job arguments for fetch_claimed's gone jobs: (id, model, "!") each."""
+    return [x for model, id in gone for x in (id, model, "!")]
+
+
 class FakeWorker:
     def __init__(self, url, prefix=DEFAULT_PREFIX, name="fakew", models=("otsu",), result_ttl_s=3600):
         self.r = redis.Redis.from_url(url)
@@ -72,7 +77,7 @@ class FakeWorker:
         if gone:
             self.s["ack"](keys=[], args=[self.prefix, self.name, self.token, int(time.time() * 1000),
                                          self.ttl, schema.DEFAULT["DEAD_TTL_S"], 3, ""] +
-                          [x for m, id in gone for x in (id, m, "!")])
+                          gone_items(gone))
         return [(j[0].decode(), j[1].decode(), j[2], int(j[3]), j[5], j[6]) for j in jobs]
 
     def result_for(self, model, id, payload, attempt, batch, fail):

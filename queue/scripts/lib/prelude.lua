@@ -104,6 +104,12 @@ local function job_fields(c, id, ...)
   return r
 end
 
+-- P:doc:<id>'s value: the header a fetched claim reads (docs/protocol.md "Fetched claims"),
+-- then the job document.
+local function doc_value(enqueued_ms, epoch, doc)
+  return enqueued_ms .. ' ' .. epoch .. '\n' .. doc
+end
+
 -- The job document of a live job (its key P:doc:<id> without the header), or nil.
 local function job_doc(c, id)
   local v = redis.call('GET', c.kdoc .. id)
@@ -117,7 +123,7 @@ end
 local function migrate_doc(c, id)
   local r = redis.call('HMGET', c.kjob .. id, 'doc', 'enqueued_ms', 'epoch')
   if not r[1] then return 0 end
-  w(c, 'SET', c.kdoc .. id, (r[2] or '0') .. ' ' .. (r[3] or '') .. '\n' .. r[1])
+  w(c, 'SET', c.kdoc .. id, doc_value(r[2] or '0', r[3] or '', r[1]))
   w(c, 'HDEL', c.kjob .. id, 'doc')
   return #r[1]
 end
@@ -306,7 +312,7 @@ local function new_job(c, id, doc, off, ep, model, tenant, group, watch)
   -- claims"): the worker reads it with MGET, no script moves it, and the hash stays small
   -- (listpack: one free when the record replaces it).
   local now = string.format('%d', c.now)
-  c.writes[#c.writes + 1] = {'SET', c.kdoc .. id, now .. ' ' .. ep .. '\n' .. doc}
+  c.writes[#c.writes + 1] = {'SET', c.kdoc .. id, doc_value(now, ep, doc)}
   local t = {'HSET', c.kjob .. id, 'state', 'queued', 'off', off, 'epoch', ep,
              'model', model, 'enqueued_ms', now, 'size', #doc}
   if tenant ~= DEFAULT.TENANT then t[#t + 1], t[#t + 2] = 'tenant', tenant end
